@@ -1,0 +1,1 @@
+"""pulsewire training side: data, models, federated strategies, export (needs TensorFlow)."""

@@ -1,0 +1,54 @@
+"""Training configuration: one frozen dataclass, validated, hashed into every exported model."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from edge_runtime.signal_config import SignalConfig
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A compact 1D-CNN: three conv blocks on the waveform, RR features joined before the head."""
+
+    conv_filters: tuple[int, ...] = (8, 16, 32)
+    conv_kernels: tuple[int, ...] = (7, 5, 5)
+    dense_units: int = 32
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if len(self.conv_filters) != len(self.conv_kernels) or not self.conv_filters:
+            raise ValueError("conv_filters and conv_kernels need the same, non-zero length")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    signal: SignalConfig = field(default_factory=SignalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 40
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    #: Early stopping on validation macro F1 (held-out DS1 patients), best weights restored.
+    patience: int = 8
+    #: Class weight = (n / (k * n_c)) ** power; 0.5 (square root) beat full inverse frequency in
+    #: calibration runs (ECG-NOTES.md): full weights flood S and F with N beats.
+    class_weight_power: float = 0.5
+    max_class_weight: float = 20.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be >= 1")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be positive")
+        if not 0 <= self.class_weight_power <= 1:
+            raise ValueError("class_weight_power must be in [0, 1]")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]

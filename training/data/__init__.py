@@ -1,0 +1,1 @@
+"""MIT-BIH loading, AAMI labels, beat datasets, evaluation protocols and federated partitions."""

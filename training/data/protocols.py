@@ -1,0 +1,104 @@
+"""Evaluation protocols: which beats train, which select the model, which report results."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.data.beat_dataset import BeatDataset
+from training.data.splits import DS1, DS2, NON_PACED
+
+PROTOCOLS = ("inter", "intra")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices into one BeatDataset; disjoint by construction (tests check it)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    description: str
+
+
+def protocol_records(protocol: str) -> tuple[str, ...]:
+    """Records a protocol needs loaded."""
+    if protocol == "inter":
+        return DS1 + DS2
+    if protocol == "intra":
+        return NON_PACED
+    raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+
+
+def validation_records(seed: int, min_s: int = 50, min_v: int = 200, min_records: int = 4,
+                       counts: dict[str, tuple[int, int]] | None = None) -> tuple[str, ...]:
+    """Whole DS1 records held out for model selection, drawn by ``seed``.
+
+    Beats of a held-out patient are never seen in training, so validation predicts the inter-patient
+    result; random DS1 beats would share patients with training and make early stopping useless.
+    Records are drawn until the held-out set has enough S and V beats to rank models by.
+    """
+    counts = counts or _DS1_S_V
+    order = np.random.default_rng(seed).permutation(len(DS1))
+    chosen: list[str] = []
+    s = v = 0
+    for i in order:
+        rec = DS1[i]
+        chosen.append(rec)
+        s += counts[rec][0]
+        v += counts[rec][1]
+        if s >= min_s and v >= min_v and len(chosen) >= min_records:
+            break
+    return tuple(sorted(chosen))
+
+
+# (S, V) beats per DS1 record, from the reference annotations (shared/data/mitdb/README.md).
+_DS1_S_V: dict[str, tuple[int, int]] = {
+    "101": (3, 0), "106": (0, 520), "108": (4, 17), "109": (0, 38), "112": (2, 0), "114": (12, 43),
+    "115": (0, 0), "116": (1, 109), "118": (96, 16), "119": (0, 444), "122": (0, 0), "124": (31, 47),
+    "201": (128, 198), "203": (2, 444), "205": (3, 71), "207": (107, 210), "208": (2, 992),
+    "209": (383, 1), "215": (3, 164), "220": (94, 0), "223": (73, 473), "230": (0, 1),
+}
+
+
+def inter_patient_split(data: BeatDataset, seed: int) -> Split:
+    """de Chazal 2004: train on DS1 minus held-out records, validate on those, test on DS2."""
+    val_recs = validation_records(seed)
+    in_ds1 = np.isin(data.record, DS1)
+    is_val = np.isin(data.record, val_recs)
+    return Split(
+        train=np.flatnonzero(in_ds1 & ~is_val),
+        val=np.flatnonzero(is_val),
+        test=np.flatnonzero(np.isin(data.record, DS2)),
+        description=f"inter-patient: DS1 train, DS1 records {','.join(val_recs)} validate, DS2 test",
+    )
+
+
+def intra_patient_split(data: BeatDataset, seed: int, test_fraction: float = 0.2,
+                        val_fraction: float = 0.1) -> Split:
+    """Stratified random beat split over the non-paced records (the optimistic, widely used protocol)."""
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero(np.isin(data.record, NON_PACED))
+    train, val, test = [], [], []
+    for cls in np.unique(data.labels[pool]):
+        idx = rng.permutation(pool[data.labels[pool] == cls])
+        n_test = int(round(test_fraction * idx.size))
+        n_val = int(round(val_fraction * idx.size))
+        test.append(idx[:n_test])
+        val.append(idx[n_test:n_test + n_val])
+        train.append(idx[n_test + n_val:])
+    return Split(
+        train=np.sort(np.concatenate(train)),
+        val=np.sort(np.concatenate(val)),
+        test=np.sort(np.concatenate(test)),
+        description=f"intra-patient: stratified random beats of 44 records, "
+                    f"{1 - test_fraction - val_fraction:.0%}/{val_fraction:.0%}/{test_fraction:.0%}",
+    )
+
+
+def make_split(protocol: str, data: BeatDataset, seed: int) -> Split:
+    if protocol == "inter":
+        return inter_patient_split(data, seed)
+    if protocol == "intra":
+        return intra_patient_split(data, seed)
+    raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")

@@ -1,0 +1,99 @@
+"""TFLite export (float32 and full-integer int8) with the metadata sidecar a device checks."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from edge_runtime.interpreter import make_interpreter
+from edge_runtime.model_metadata import ModelMetadata, TensorQuant, metadata_path_for
+from edge_runtime.signal_config import RR_FEATURE_NAMES
+from training.data.aami import AAMI_CLASSES
+from training.data.beat_dataset import BeatDataset
+from training.train import TrainedModel
+
+log = logging.getLogger(__name__)
+QUANTIZATIONS = ("float32", "int8")
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    tflite_path: Path
+    metadata: ModelMetadata
+
+    @property
+    def size_bytes(self) -> int:
+        return self.tflite_path.stat().st_size
+
+
+def representative_beats(data: BeatDataset, n: int, seed: int) -> np.ndarray:
+    """Calibration rows for int8: random beats plus every rare-class beat up to a share of ``n``.
+
+    Calibration only sets activation ranges; ectopic beats (large, wide V complexes) have the extreme
+    values, so a random draw of mostly N beats would clip them.
+    """
+    rng = np.random.default_rng(seed)
+    rare = np.flatnonzero(data.labels != AAMI_CLASSES.index("N"))
+    rare = rng.choice(rare, size=min(rare.size, n // 2), replace=False)
+    common = rng.choice(len(data), size=min(len(data), n - rare.size), replace=False)
+    return np.unique(np.concatenate([rare, common]))
+
+
+def convert(trained: TrainedModel, quantization: str, calibration: BeatDataset | None = None) -> bytes:
+    """Flatbuffer bytes; int8 means int8 weights, activations, inputs and outputs (no float ops)."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(trained.model)
+    if quantization == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise ValueError("int8 export needs calibration beats (representative training data)")
+        waves = calibration.waves[..., None].astype(np.float32)
+        rr = trained.rr_scaler(calibration.rr)
+
+        def representative():
+            for i in range(len(calibration)):
+                yield [waves[i:i + 1], rr[i:i + 1]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _tensor_quant(detail: dict) -> TensorQuant:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorQuant(name=str(detail["name"]), shape=tuple(int(d) for d in detail["shape"]),
+                       dtype=np.dtype(detail["dtype"]).name, scale=float(scale), zero_point=int(zero_point))
+
+
+def export_model(trained: TrainedModel, out_path: Path, quantization: str, model_version: str,
+                 calibration: BeatDataset | None = None, extra: dict | None = None) -> ExportedModel:
+    """Write ``out_path`` (.tflite) and its ``.json`` sidecar; returns both."""
+    blob = convert(trained, quantization, calibration)
+    interp = make_interpreter(blob)
+    meta = ModelMetadata(
+        model_version=model_version,
+        class_names=AAMI_CLASSES,
+        signal=trained.config.signal,
+        rr_feature_names=RR_FEATURE_NAMES,
+        rr_mean=tuple(float(v) for v in trained.rr_scaler.mean),
+        rr_std=tuple(float(v) for v in trained.rr_scaler.std),
+        quantization=quantization,
+        inputs=tuple(_tensor_quant(d) for d in interp.get_input_details()),
+        outputs=tuple(_tensor_quant(d) for d in interp.get_output_details()),
+        training_config_hash=trained.config.digest(),
+        model_sha256=hashlib.sha256(blob).hexdigest(),
+        extra=dict(extra or {}),
+    )
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(blob)
+    meta.save(metadata_path_for(out_path))
+    log.info("exported %s (%d bytes, %s)", out_path, len(blob), quantization)
+    return ExportedModel(out_path, meta)
