@@ -31,33 +31,37 @@ def protocol_records(protocol: str) -> tuple[str, ...]:
 
 
 def validation_records(seed: int, min_s: int = 50, min_v: int = 200, min_records: int = 4,
-                       counts: dict[str, tuple[int, int]] | None = None) -> tuple[str, ...]:
+                       max_share: float = 0.5) -> tuple[str, ...]:
     """Whole DS1 records held out for model selection, drawn by ``seed``.
 
     Beats of a held-out patient are never seen in training, so validation predicts the inter-patient
     result; random DS1 beats would share patients with training and make early stopping useless.
-    Records are drawn until the held-out set has enough S and V beats to rank models by.
+    Records are drawn until the held-out set has enough S and V beats to rank models by; a record is
+    skipped if it would take more than ``max_share`` of DS1's S, V or F beats away from training
+    (record 208 alone holds 373 of DS1's 415 F beats).
     """
-    counts = counts or _DS1_S_V
+    totals = np.sum(list(_DS1_SVF.values()), axis=0)
     order = np.random.default_rng(seed).permutation(len(DS1))
     chosen: list[str] = []
-    s = v = 0
+    held = np.zeros(3, int)
     for i in order:
         rec = DS1[i]
+        if np.any(held + _DS1_SVF[rec] > max_share * totals):
+            continue
         chosen.append(rec)
-        s += counts[rec][0]
-        v += counts[rec][1]
-        if s >= min_s and v >= min_v and len(chosen) >= min_records:
+        held += _DS1_SVF[rec]
+        if held[0] >= min_s and held[1] >= min_v and len(chosen) >= min_records:
             break
     return tuple(sorted(chosen))
 
 
-# (S, V) beats per DS1 record, from the reference annotations (shared/data/mitdb/README.md).
-_DS1_S_V: dict[str, tuple[int, int]] = {
-    "101": (3, 0), "106": (0, 520), "108": (4, 17), "109": (0, 38), "112": (2, 0), "114": (12, 43),
-    "115": (0, 0), "116": (1, 109), "118": (96, 16), "119": (0, 444), "122": (0, 0), "124": (31, 47),
-    "201": (128, 198), "203": (2, 444), "205": (3, 71), "207": (107, 210), "208": (2, 992),
-    "209": (383, 1), "215": (3, 164), "220": (94, 0), "223": (73, 473), "230": (0, 1),
+# (S, V, F) beats per DS1 record, from the reference annotations (shared/data/mitdb/README.md).
+_DS1_SVF: dict[str, tuple[int, int, int]] = {
+    "101": (3, 0, 0), "106": (0, 520, 0), "108": (4, 17, 2), "109": (0, 38, 2), "112": (2, 0, 0),
+    "114": (12, 43, 4), "115": (0, 0, 0), "116": (1, 109, 0), "118": (96, 16, 0), "119": (0, 444, 0),
+    "122": (0, 0, 0), "124": (31, 47, 5), "201": (128, 198, 2), "203": (2, 444, 1), "205": (3, 71, 11),
+    "207": (107, 210, 0), "208": (2, 992, 373), "209": (383, 1, 0), "215": (3, 164, 1), "220": (94, 0, 0),
+    "223": (73, 473, 14), "230": (0, 1, 0),
 }
 
 

@@ -1,0 +1,50 @@
+# pulsewire: `make demo` runs the main job, `make test` runs the tests. Both set everything up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+SYSTEM_PACKAGES := mosquitto mosquitto-clients
+
+# The MIT-BIH copy beside the project when present; otherwise the loader downloads it with wfdb.
+MITDB_DIR ?= $(shell [ -d ../shared/data/mitdb ] && realpath ../shared/data/mitdb)
+PULSEWIRE_CACHE ?= $(CURDIR)/.cache/pulsewire
+export MITDB_DIR PULSEWIRE_CACHE
+
+ifeq ($(QUICK),1)
+BENCH_ARGS := --seeds 0 1 2 --epochs 6
+else
+BENCH_ARGS := --seeds 0 1 2 --epochs 40
+endif
+
+.PHONY: help setup system-deps demo test bench clean
+
+help:
+	@echo "make demo   - set up, train the beat classifier, export int8, evaluate, write out/demo/foundation.html"
+	@echo "make test   - set up and run the test suite"
+	@echo "make bench  - full experiment (3 seeds x 2 protocols) -> bench/results/foundation.json (QUICK=1: shorter)"
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing pulsewire[train,edge,dev] (TensorFlow is ~600 MB; 1-2 min)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[train,edge,dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+system-deps:
+	@bash tools/install_system_deps.sh $(SYSTEM_PACKAGES)
+
+setup: $(STAMP) system-deps
+
+demo: setup
+	$(BIN)/pulsewire foundation --protocols inter --seeds 0 --out out/demo
+	@echo "==> open out/demo/foundation.html"
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/pulsewire foundation --protocols inter intra $(BENCH_ARGS) --out out/bench --json bench/results/foundation.json
+
+clean:
+	rm -rf out .cache .pytest_cache

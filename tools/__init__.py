@@ -1,0 +1,1 @@
+"""pulsewire command line, experiments, benchmarks and reports."""

@@ -1,0 +1,130 @@
+"""`pulsewire`: the one command line. Subcommands import TensorFlow only when they need it."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("pulsewire")
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from training.data.mitdb import locate_mitdb
+
+    return locate_mitdb(args.data_dir or os.environ.get("MITDB_DIR"), _cache_root(),
+                        allow_download=not args.offline)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder with the MIT-BIH WFDB files (default: $MITDB_DIR, else a "
+                                      "cached download in $PULSEWIRE_CACHE or ~/.cache/pulsewire)")
+    p.add_argument("--offline", action="store_true", help="never download; fail if no local copy is found")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from edge_runtime.signal_config import SignalConfig
+    from training.data.beat_dataset import load_beats
+    from training.data.protocols import make_split, protocol_records
+
+    data_dir = _data_dir(args)
+    data = load_beats(data_dir, protocol_records(args.protocol), SignalConfig(), _cache_root())
+    split = make_split(args.protocol, data, args.seed)
+    print(f"data: {data_dir}\n{split.description}")
+    for name, idx in (("train", split.train), ("val", split.val), ("test", split.test)):
+        part = data.subset(idx)
+        counts = "  ".join(f"{c} {n:6d}" for c, n in part.class_counts().items())
+        print(f"{name:5s} {len(part):6d} beats, {len(set(part.record)):2d} records   {counts}")
+    return 0
+
+
+def cmd_foundation(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edge_runtime.signal_config import SignalConfig
+    from tools.report import write_report
+    from tools.seed_summary import check_targets, summarise
+    from training.config import TrainConfig
+    from training.data.beat_dataset import load_beats
+    from training.data.protocols import protocol_records
+    from training.experiment import run_seeds
+
+    data_dir = _data_dir(args)
+    out = Path(args.out)
+    cfg = TrainConfig(signal=SignalConfig(), epochs=args.epochs)
+    started = time.time()
+    results: dict = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
+                     "train_config": cfg.to_dict(), "protocols": {}}
+    for i, protocol in enumerate(args.protocols, 1):
+        log.info("[%d/%d] %s-patient protocol, seeds %s", i, len(args.protocols), protocol, args.seeds)
+        data = load_beats(data_dir, protocol_records(protocol), cfg.signal, _cache_root())
+        runs = run_seeds(data, protocol, cfg, args.seeds, out / "models")
+        for r in runs:
+            m = r.metrics["int8"]
+            log.info("%s seed %d int8: acc %.4f macro F1 %.4f (S Se %.3f +P %.3f, V Se %.3f +P %.3f)",
+                     protocol, r.seed, m["accuracy"], m["macro_f1"], m["per_class"]["S"]["se"] or 0,
+                     m["per_class"]["S"]["ppv"] or 0, m["per_class"]["V"]["se"] or 0, m["per_class"]["V"]["ppv"] or 0)
+        results["protocols"][protocol] = {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}
+    results["targets"] = check_targets(results["protocols"].get("inter", {}).get("summary"),
+                                       results["protocols"].get("intra", {}).get("summary"))
+    results["wall_seconds"] = time.time() - started
+    json_path = Path(args.json) if args.json else out / "foundation.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    paths = write_report(results, json_path.parent, json_path.stem)
+    from tools.report import markdown_table, targets_table
+
+    print("\n" + markdown_table(results) + "\n\n" + targets_table(results["targets"]))
+    print(f"\nresults: {json_path}\nreport:  {paths['html']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pulsewire", description="pulsewire: federated TinyML for wearable ECG, from MIT-BIH to int8 TFLite.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="load MIT-BIH beats and show a protocol's split")
+    _add_data_args(p)
+    p.add_argument("--protocol", choices=("inter", "intra"), default="inter")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("foundation", help="train centrally, export float32 + int8, evaluate, report",
+                       description="Train the beat classifier per protocol and seed, export float32 and int8 "
+                                   "TFLite with metadata, evaluate both through the edge classifier and write "
+                                   "JSON, Markdown, PNG and HTML results.")
+    _add_data_args(p)
+    p.add_argument("--protocols", nargs="+", choices=("inter", "intra"), default=["inter", "intra"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="report mean/std over these")
+    p.add_argument("--epochs", type=int, default=40, help="maximum epochs (early stopping on validation)")
+    p.add_argument("--out", default="out/foundation", help="folder for models and the report")
+    p.add_argument("--json", help="results JSON path (default: OUT/foundation.json)")
+    p.set_defaults(func=cmd_foundation)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from training.data.mitdb import DataUnavailable, RecordError
+
+    try:
+        return args.func(args)
+    except (DataUnavailable, RecordError) as exc:
+        print(f"pulsewire: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pulsewire: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Plots, a Markdown table and an HTML page from foundation results (the files people open)."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from training.data.aami import AAMI_CLASSES  # noqa: E402
+from training.data.mitdb import ATTRIBUTION  # noqa: E402
+
+_PUBLISHED = [
+    ("de Chazal et al. 2004 (inter-patient, DS1→DS2)", "VEB Se 77.7 / +P 81.9, SVEB Se 75.9 / +P 38.5"),
+    ("Flower-based reference system (intra-patient, 5 clients, 5 FedAvg rounds)", "accuracy 96.16 %"),
+]
+
+
+def _pct(stat: dict | None) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+
+
+def markdown_table(results: dict) -> str:
+    """One row per protocol × model: Se/+P per class, accuracy, macro F1 (mean ± std over seeds, %)."""
+    head = ["protocol", "model", "seeds"] + [f"{c} Se / +P" for c in AAMI_CLASSES[:4]] + ["accuracy", "macro F1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for protocol, block in results["protocols"].items():
+        summ = block["summary"]
+        for kind in ("float32", "int8"):
+            s = summ[kind]
+            cells = [protocol, kind, str(len(summ["seeds"]))]
+            for c in AAMI_CLASSES[:4]:
+                cells.append(f"{_pct(s['per_class'][c]['se'])} / {_pct(s['per_class'][c]['ppv'])}")
+            cells += [_pct(s["accuracy"]), _pct(s["macro_f1"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets_table(targets: list[dict]) -> str:
+    lines = ["| target | mean over seeds | threshold | met |", "|---|---|---|---|"]
+    for t in targets:
+        mean = "–" if t["mean"] is None else f"{t['mean']:.4f}"
+        met = {True: "yes", False: "**no**", None: "–"}[t["met"]]
+        lines.append(f"| {t['target']} | {mean} | {t['threshold']} | {met} |")
+    return "\n".join(lines)
+
+
+def plot_confusion(cm: np.ndarray, title: str, path: Path) -> None:
+    """Row-normalised (what share of each reference class went where), counts in the cells."""
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(AAMI_CLASSES)), AAMI_CLASSES)
+    ax.set_yticks(range(len(AAMI_CLASSES)), AAMI_CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(runs: list[dict], title: str, path: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.2))
+    for run in runs:
+        ep = [h["epoch"] for h in run["history"]]
+        ax1.plot(ep, [h["loss"] for h in run["history"]], label=f"seed {run['seed']}")
+        ax2.plot(ep, [h["val_macro_f1"] for h in run["history"]], label=f"seed {run['seed']}")
+        ax2.axvline(run["best_epoch"], ls=":", lw=0.8, color=ax2.lines[-1].get_color())
+    ax1.set_title("training loss (class-weighted)", fontsize=9)
+    ax2.set_title("validation macro F1 (dotted: selected epoch)", fontsize=9)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
+    """``{stem}.md``, ``{stem}.html`` and PNGs in ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = []
+    for protocol, block in results["protocols"].items():
+        cm = np.sum([r["metrics"]["int8"]["confusion"] for r in block["runs"]], axis=0)
+        p = out_dir / f"{stem}_{protocol}_confusion_int8.png"
+        plot_confusion(cm, f"{protocol}-patient test, int8, summed over {len(block['runs'])} seeds", p)
+        images.append(p)
+        p = out_dir / f"{stem}_{protocol}_training.png"
+        plot_curves(block["runs"], f"{protocol}-patient training", p)
+        images.append(p)
+    first = next(iter(results["protocols"].values()))["runs"][0]
+    facts = (f"int8 model: {first['int8_bytes']:,} bytes; parameters: {first['stats']['parameters']:,}; "
+             f"MACs per beat: {first['stats']['macs_per_beat']:,}; float32 model: {first['float32_bytes']:,} bytes")
+    md = "\n\n".join([
+        f"# pulsewire foundation results\n\nCommand: `{results['command']}`  \nData: {results['data_dir']}",
+        "## Test metrics (%, mean ± std over seeds; macro F1 over N, S, V, F)\n\n" + markdown_table(results),
+        "## Targets\n\n" + targets_table(results["targets"]),
+        "## Model\n\n" + facts,
+        "## Published references (other protocols and data handling; for orientation only)\n\n"
+        + "\n".join(f"- {name}: {val}" for name, val in _PUBLISHED),
+        "\n".join(f"![{p.stem}]({p.name})" for p in images),
+        f"Data: {ATTRIBUTION}",
+    ])
+    md_path = out_dir / f"{stem}.md"
+    md_path.write_text(md + "\n")
+    html_path = out_dir / f"{stem}.html"
+    html_path.write_text(_html(md, images))
+    return {"markdown": md_path, "html": html_path, **{p.stem: p for p in images}}
+
+
+def _html(markdown: str, images: list[Path]) -> str:
+    """A dependency-free page: tables rendered from the Markdown, images inline."""
+    body = []
+    for block in markdown.split("\n\n"):
+        if block.startswith("#"):
+            level = len(block) - len(block.lstrip("#"))
+            title, _, rest = block.lstrip("# ").partition("\n")
+            body.append(f"<h{level}>{html.escape(title)}</h{level}>")
+            if rest:
+                body.append(f"<p>{html.escape(rest)}</p>")
+        elif block.startswith("|"):
+            rows = [r.strip("|").split("|") for r in block.splitlines() if not r.startswith("|---")]
+            cells = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}"
+                                              f"</{'th' if i == 0 else 'td'}>" for c in row) + "</tr>"
+                            for i, row in enumerate(rows))
+            body.append(f"<table>{cells}</table>")
+        elif block.startswith("!["):
+            body.extend(f'<img src="{p.name}" alt="{p.stem}">' for p in images)
+        else:
+            body.append(f"<p>{html.escape(block)}</p>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "font-size:13px}img{max-width:100%;margin:.5em}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>pulsewire report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

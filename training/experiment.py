@@ -1,0 +1,92 @@
+"""One foundation run: split, train, export float32 + int8, evaluate both through the edge classifier."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.classifier import BeatClassifier
+from edge_runtime.metrics import classification_report
+from training.config import TrainConfig
+from training.data.aami import AAMI_CLASSES
+from training.data.beat_dataset import BeatDataset
+from training.data.protocols import make_split
+from training.export import export_model, representative_beats
+from training.model_stats import model_stats
+from training.train import SCORED_CLASSES, train_centralized
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a report needs about one (protocol, seed) run; ``to_dict`` is the JSON form."""
+
+    protocol: str
+    seed: int
+    split: str
+    metrics: dict  # {"float32": report, "int8": report}
+    int8_agreement: float  # share of test beats where int8 and float32 pick the same class
+    int8_bytes: int
+    float32_bytes: int
+    stats: dict
+    latency_us_median: float
+    best_epoch: int
+    history: list
+    train_seconds: float
+    model_paths: dict
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _latency_us(clf: BeatClassifier, data: BeatDataset, n: int = 300) -> float:
+    """Median wall time of one batch-1 invoke (quantize + invoke + read) in microseconds."""
+    n = min(n, len(data))
+    times = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        clf.raw_outputs(data.waves[i:i + 1], data.rr[i:i + 1])
+        times[i] = time.perf_counter() - t0
+    return float(np.median(times) * 1e6)
+
+
+def run_protocol(data: BeatDataset, protocol: str, cfg: TrainConfig, out_dir: Path, verbose: int = 0) -> RunResult:
+    """Train on the protocol's training beats with ``cfg.seed``; test only once, after selection."""
+    split = make_split(protocol, data, cfg.seed)
+    train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
+    log.info("%s seed %d: %d train / %d val / %d test beats", protocol, cfg.seed, len(train), len(val), len(test))
+    t0 = time.perf_counter()
+    trained = train_centralized(train, val, cfg, verbose=verbose)
+    train_seconds = time.perf_counter() - t0
+    stem = Path(out_dir) / f"{protocol}_seed{cfg.seed}"
+    version = f"{protocol}-seed{cfg.seed}-{cfg.digest()}"
+    calib = train.subset(representative_beats(train, 1000, cfg.seed))
+    exported = {
+        "float32": export_model(trained, stem.with_name(stem.name + "_float32.tflite"), "float32", version),
+        "int8": export_model(trained, stem.with_name(stem.name + "_int8.tflite"), "int8", version, calib),
+    }
+    metrics, preds, latency = {}, {}, 0.0
+    for kind, ex in exported.items():
+        clf = BeatClassifier.from_file(ex.tflite_path)
+        preds[kind] = clf.predict(test.waves, test.rr)
+        metrics[kind] = classification_report(test.labels, preds[kind], AAMI_CLASSES, macro_over=SCORED_CLASSES)
+        if kind == "int8":
+            latency = _latency_us(clf, test)
+    stats = model_stats(trained.model)
+    return RunResult(
+        protocol=protocol, seed=cfg.seed, split=split.description, metrics=metrics,
+        int8_agreement=float(np.mean(preds["int8"] == preds["float32"])),
+        int8_bytes=exported["int8"].size_bytes, float32_bytes=exported["float32"].size_bytes,
+        stats=stats.__dict__, latency_us_median=latency, best_epoch=trained.best_epoch,
+        history=trained.history, train_seconds=train_seconds,
+        model_paths={k: str(v.tflite_path) for k, v in exported.items()},
+    )
+
+
+def run_seeds(data: BeatDataset, protocol: str, cfg: TrainConfig, seeds: list[int], out_dir: Path,
+              verbose: int = 0) -> list[RunResult]:
+    return [run_protocol(data, protocol, replace(cfg, seed=s), out_dir, verbose) for s in seeds]
