@@ -14,7 +14,7 @@ export MITDB_DIR PULSEWIRE_CACHE
 ifeq ($(QUICK),1)
 BENCH_ARGS := --seeds 0 1 2 --epochs 6
 else
-BENCH_ARGS := --seeds 0 1 2 --epochs 40
+BENCH_ARGS := --seeds 0 1 2 --epochs 60
 endif
 
 .PHONY: help setup system-deps demo test bench clean
@@ -22,7 +22,7 @@ endif
 help:
 	@echo "make demo   - set up, train the beat classifier, export int8, evaluate, write out/demo/foundation.html"
 	@echo "make test   - set up and run the test suite"
-	@echo "make bench  - full experiment (3 seeds x 2 protocols) -> bench/results/foundation.json (QUICK=1: shorter)"
+	@echo "make bench  - full experiment (3 seeds x 2 protocols) -> bench/results/foundation.json (QUICK=1: 6 epochs, ~2 min)"
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing pulsewire[train,edge,dev] (TensorFlow is ~600 MB; 1-2 min)"

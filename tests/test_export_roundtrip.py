@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def exported(mitdb_dir, cache_root, tmp_path_factory):
-    cfg = TrainConfig(epochs=4, seed=0)
+    cfg = TrainConfig(epochs=4, min_epochs=1, seed=0)
     train = load_beats(mitdb_dir, ["106", "119", "201", "209", "223", "208"], cfg.signal, cache_root, progress=False)
     val = load_beats(mitdb_dir, ["118", "207"], cfg.signal, cache_root, progress=False)
     test = load_beats(mitdb_dir, ["200", "232", "213"], cfg.signal, cache_root, progress=False)

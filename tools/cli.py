@@ -57,7 +57,7 @@ def cmd_foundation(args: argparse.Namespace) -> int:
 
     data_dir = _data_dir(args)
     out = Path(args.out)
-    cfg = TrainConfig(signal=SignalConfig(), epochs=args.epochs)
+    cfg = TrainConfig(signal=SignalConfig(), epochs=args.epochs, min_epochs=min(5, args.epochs))
     started = time.time()
     results: dict = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
                      "train_config": cfg.to_dict(), "protocols": {}}
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--protocols", nargs="+", choices=("inter", "intra"), default=["inter", "intra"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="report mean/std over these")
-    p.add_argument("--epochs", type=int, default=40, help="maximum epochs (early stopping on validation)")
+    p.add_argument("--epochs", type=int, default=60, help="maximum epochs (early stopping on validation)")
     p.add_argument("--out", default="out/foundation", help="folder for models and the report")
     p.add_argument("--json", help="results JSON path (default: OUT/foundation.json)")
     p.set_defaults(func=cmd_foundation)

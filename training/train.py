@@ -60,13 +60,15 @@ def class_weights(labels: np.ndarray, n_classes: int, power: float, cap: float) 
 
 
 class _SelectOnValidation(keras.callbacks.Callback):
-    """Keeps the weights of the epoch with the best validation macro F1; stops after ``patience``."""
+    """Keeps the weights of the best validation macro F1 from ``min_epochs`` on; stops after ``patience``."""
 
-    def __init__(self, val: BeatDataset, scaler: RRScaler, patience: int, history: list[dict]) -> None:
+    def __init__(self, val: BeatDataset, scaler: RRScaler, patience: int, min_epochs: int,
+                 history: list[dict]) -> None:
         super().__init__()
         self._x = [val.waves[..., None], scaler(val.rr)]
         self._y = val.labels
         self._patience = patience
+        self._min_epochs = min_epochs
         self._history = history
         self.best_f1 = -1.0
         self.best_epoch = 0
@@ -80,6 +82,8 @@ class _SelectOnValidation(keras.callbacks.Callback):
                "val_accuracy": rep["accuracy"]}
         self._history.append(row)
         log.info("epoch %d loss %.4f val macro F1 %.4f", row["epoch"], row["loss"], f1)
+        if epoch + 1 < self._min_epochs:
+            return
         if f1 > self.best_f1:
             self.best_f1, self.best_epoch = f1, epoch + 1
             self._best_weights = self.model.get_weights()
@@ -100,7 +104,7 @@ def train_centralized(train: BeatDataset, val: BeatDataset, cfg: TrainConfig, ve
     model = build_classifier(train.waves.shape[1], train.rr.shape[1], len(AAMI_CLASSES), cfg.model)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy")
     history: list[dict] = []
-    selector = _SelectOnValidation(val, scaler, cfg.patience, history)
+    selector = _SelectOnValidation(val, scaler, cfg.patience, cfg.min_epochs, history)
     model.fit(
         [train.waves[..., None], scaler(train.rr)],
         train.labels.astype(np.int32),
