@@ -37,7 +37,7 @@ system-deps:
 setup: $(STAMP) system-deps
 
 demo: setup
-	$(BIN)/pulsewire foundation --protocols inter --seeds 0 --out out/demo
+	$(BIN)/pulsewire foundation --protocols inter --seeds 0 1 2 --out out/demo
 	@echo "==> open out/demo/foundation.html"
 
 test: setup
