@@ -48,7 +48,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_foundation(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edge_runtime.signal_config import SignalConfig
-    from tools.report import write_report
+    from tools.report import markdown_table, targets_table, write_report
     from tools.seed_summary import check_targets, summarise
     from training.config import TrainConfig
     from training.data.beat_dataset import load_beats
@@ -78,8 +78,6 @@ def cmd_foundation(args: argparse.Namespace) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     paths = write_report(results, json_path.parent, json_path.stem)
-    from tools.report import markdown_table, targets_table
-
     print("\n" + markdown_table(results) + "\n\n" + targets_table(results["targets"]))
     print(f"\nresults: {json_path}\nreport:  {paths['html']}")
     return 0
