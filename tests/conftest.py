@@ -27,3 +27,17 @@ def excerpt_dir() -> Path:
 @pytest.fixture(scope="session")
 def cache_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("pulsewire-cache")
+
+
+@pytest.fixture(scope="session")
+def mosquitto():
+    """A real Mosquitto on a free loopback port for the whole session (the Makefile installs it)."""
+    from broker.launcher import BrokerUnavailable, MosquittoBroker
+
+    try:
+        broker = MosquittoBroker()
+    except BrokerUnavailable as exc:
+        pytest.fail(f"{exc}; integration tests need a real broker")
+    broker.start()
+    yield broker
+    broker.close()

@@ -1,0 +1,90 @@
+"""The MQTT topic tree: built and parsed in one place so no module formats topic strings by hand.
+
+    pw/{fleet}/global/{round}            aggregator -> devices: global model + round config (MODEL)
+    pw/{fleet}/update/{round}/{device}   device -> aggregator: weight delta (UPDATE, maybe CHUNKed)
+    pw/{fleet}/device/{device}/status    device heartbeat, retained; the last will says "offline"
+    pw/{fleet}/alert/{device}            device -> anyone: arrhythmia alerts
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ROOT = "pw"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _check(kind: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{kind} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
+                         "(MQTT wildcards and '/' would break the topic tree)")
+    return value
+
+
+@dataclass(frozen=True)
+class TopicMatch:
+    """What a received topic addresses; fields that do not apply are None."""
+
+    kind: str  # "global", "update", "status" or "alert"
+    fleet: str
+    round: int | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class FleetTopics:
+    fleet: str
+
+    def __post_init__(self) -> None:
+        _check("fleet", self.fleet)
+
+    def global_model(self, round_: int) -> str:
+        return f"{ROOT}/{self.fleet}/global/{int(round_)}"
+
+    def update(self, round_: int, device: str) -> str:
+        return f"{ROOT}/{self.fleet}/update/{int(round_)}/{_check('device', device)}"
+
+    def status(self, device: str) -> str:
+        return f"{ROOT}/{self.fleet}/device/{_check('device', device)}/status"
+
+    def alert(self, device: str) -> str:
+        return f"{ROOT}/{self.fleet}/alert/{_check('device', device)}"
+
+    # Subscriptions (MQTT wildcards)
+    def all_globals(self) -> str:
+        return f"{ROOT}/{self.fleet}/global/+"
+
+    def all_updates(self) -> str:
+        return f"{ROOT}/{self.fleet}/update/+/+"
+
+    def all_statuses(self) -> str:
+        return f"{ROOT}/{self.fleet}/device/+/status"
+
+    def all_alerts(self) -> str:
+        return f"{ROOT}/{self.fleet}/alert/+"
+
+
+def parse_topic(topic: str) -> TopicMatch:
+    """The inverse of ``FleetTopics``; ValueError for anything outside the tree."""
+    parts = topic.split("/")
+    try:
+        if parts[0] != ROOT or len(parts) < 4:
+            raise ValueError
+        fleet, kind = _check("fleet", parts[1]), parts[2]
+        if kind == "global" and len(parts) == 4:
+            return TopicMatch("global", fleet, round=_round(parts[3]))
+        if kind == "update" and len(parts) == 5:
+            return TopicMatch("update", fleet, round=_round(parts[3]), device=_check("device", parts[4]))
+        if kind == "device" and len(parts) == 5 and parts[4] == "status":
+            return TopicMatch("status", fleet, device=_check("device", parts[3]))
+        if kind == "alert" and len(parts) == 4:
+            return TopicMatch("alert", fleet, device=_check("device", parts[3]))
+    except ValueError:
+        pass
+    raise ValueError(f"topic {topic!r} is not in the pulsewire tree ({ROOT}/<fleet>/...)")
+
+
+def _round(text: str) -> int:
+    if not text.isdigit() or len(text) > 10:
+        raise ValueError
+    return int(text)
