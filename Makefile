@@ -12,9 +12,9 @@ PULSEWIRE_CACHE ?= $(CURDIR)/.cache/pulsewire
 export MITDB_DIR PULSEWIRE_CACHE
 
 ifeq ($(QUICK),1)
-BENCH_ARGS := --seeds 0 1 2 --epochs 6
+BENCH_ARGS := --seeds 0 1 2 --epochs 6 --out out/bench-quick --json bench/results/foundation-quick.json
 else
-BENCH_ARGS := --seeds 0 1 2 --epochs 60
+BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/foundation.json
 endif
 
 .PHONY: help setup system-deps demo test bench clean
@@ -44,7 +44,7 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 
 bench: setup
-	$(BIN)/pulsewire foundation --protocols inter intra $(BENCH_ARGS) --out out/bench --json bench/results/foundation.json
+	$(BIN)/pulsewire foundation --protocols inter intra $(BENCH_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache
