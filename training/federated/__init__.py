@@ -1,0 +1,1 @@
+"""Federated learning: client updates and the strategies that combine them (no I/O here)."""
