@@ -48,7 +48,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_foundation(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edge_runtime.signal_config import SignalConfig
-    from tools.report import markdown_table, targets_table, write_report
     from tools.seed_summary import check_targets, summarise
     from training.config import TrainConfig
     from training.data.beat_dataset import load_beats
@@ -74,12 +73,53 @@ def cmd_foundation(args: argparse.Namespace) -> int:
     results["targets"] = check_targets(results["protocols"].get("inter", {}).get("summary"),
                                        results["protocols"].get("intra", {}).get("summary"))
     results["wall_seconds"] = time.time() - started
-    json_path = Path(args.json) if args.json else out / "foundation.json"
+    _write_results(results, Path(args.json) if args.json else out / "foundation.json")
+    return 0
+
+
+def _write_results(results: dict, json_path: Path) -> None:
+    from tools.report import markdown_table, targets_table, write_report
+
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     paths = write_report(results, json_path.parent, json_path.stem)
     print("\n" + markdown_table(results) + "\n\n" + targets_table(results["targets"]))
     print(f"\nresults: {json_path}\nreport:  {paths['html']}")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edge_runtime.signal_config import SignalConfig
+    from tools.seed_summary import summarise
+    from training.config import TrainConfig
+    from training.data.beat_dataset import load_beats
+    from training.data.protocols import inter_patient_split, protocol_records
+    from training.experiment import export_and_evaluate
+    from training.federated.local_training import LocalConfig
+    from training.federated.simulation import FederatedConfig, run_simulation
+
+    data_dir = _data_dir(args)
+    out = Path(args.out)
+    signal = SignalConfig()
+    data = load_beats(data_dir, protocol_records("inter"), signal, _cache_root())
+    started, runs = time.time(), []
+    for seed in args.seeds:
+        fed = FederatedConfig(rounds=args.rounds, strategy=args.strategy, partition=args.partition, seed=seed,
+                              fraction=args.fraction,
+                              local=LocalConfig(epochs=args.local_epochs, learning_rate=args.lr))
+        split = inter_patient_split(data, seed)
+        train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
+        log.info("seed %d: %s, %s partition, %d rounds", seed, args.strategy, args.partition, args.rounds)
+        t0 = time.perf_counter()
+        trained = run_simulation(train, val, fed, TrainConfig(signal=signal, seed=seed))
+        runs.append(export_and_evaluate(trained, train, test, "inter", seed, split.description,
+                                        out / "models" / f"{args.strategy}_seed{seed}", time.perf_counter() - t0))
+    results = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
+               "federated": {"strategy": args.strategy, "partition": args.partition, "rounds": args.rounds,
+                             "local_epochs": args.local_epochs, "lr": args.lr, "fraction": args.fraction},
+               "protocols": {"inter": {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}},
+               "targets": [], "wall_seconds": time.time() - started}
+    _write_results(results, Path(args.json) if args.json else out / f"federated_{args.strategy}.json")
     return 0
 
 
@@ -105,6 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/foundation", help="folder for models and the report")
     p.add_argument("--json", help="results JSON path (default: OUT/foundation.json)")
     p.set_defaults(func=cmd_foundation)
+
+    p = sub.add_parser("simulate", help="in-process federated training on the patient split, then int8 export",
+                       description="Federated rounds in one process (devices take turns) with the same "
+                                   "strategies as the MQTT aggregator; the round is selected on held-out DS1 "
+                                   "patients and the exported model is tested on DS2.")
+    _add_data_args(p)
+    p.add_argument("--strategy", default="fedavg",
+                   choices=("fedavg", "fedprox", "fednova", "scaffold", "fedavgm", "fedadam"))
+    p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--fraction", type=float, default=1.0, help="share of devices per round")
+    p.add_argument("--local-epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=0.01, help="local SGD learning rate")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--out", default="out/federated")
+    p.add_argument("--json", help="results JSON path (default: OUT/federated_STRATEGY.json)")
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -78,9 +78,9 @@ def plot_curves(runs: list[dict], title: str, path: Path) -> None:
         ax2.plot(ep, [h["val_macro_f1"] for h in run["history"]], label=f"seed {run['seed']}")
         ax2.axvline(run["best_epoch"], ls=":", lw=0.8, color=ax2.lines[-1].get_color())
     ax1.set_title("training loss (class-weighted)", fontsize=9)
-    ax2.set_title("validation macro F1 (dotted: selected epoch)", fontsize=9)
+    ax2.set_title("validation macro F1 (dotted: selected)", fontsize=9)
     for ax in (ax1, ax2):
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (centralized) / round (federated)")
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

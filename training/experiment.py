@@ -16,7 +16,7 @@ from training.data.beat_dataset import BeatDataset
 from training.data.protocols import make_split
 from training.export import export_model, representative_beats
 from training.model_stats import model_stats
-from training.train import SCORED_CLASSES, train_centralized
+from training.train import SCORED_CLASSES, TrainedModel, train_centralized
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +54,12 @@ def _latency_us(clf: BeatClassifier, data: BeatDataset, n: int = 300) -> float:
     return float(np.median(times) * 1e6)
 
 
-def run_protocol(data: BeatDataset, protocol: str, cfg: TrainConfig, out_dir: Path, verbose: int = 0) -> RunResult:
-    """Train on the protocol's training beats with ``cfg.seed``; test only once, after selection."""
-    split = make_split(protocol, data, cfg.seed)
-    train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
-    log.info("%s seed %d: %d train / %d val / %d test beats", protocol, cfg.seed, len(train), len(val), len(test))
-    t0 = time.perf_counter()
-    trained = train_centralized(train, val, cfg, verbose=verbose)
-    train_seconds = time.perf_counter() - t0
-    stem = Path(out_dir) / f"{protocol}_seed{cfg.seed}"
-    version = f"{protocol}-seed{cfg.seed}-{cfg.digest()}"
-    calib = train.subset(representative_beats(train, 1000, cfg.seed))
+def export_and_evaluate(trained: TrainedModel, train: BeatDataset, test: BeatDataset, protocol: str,
+                        seed: int, split: str, stem: Path, train_seconds: float) -> RunResult:
+    """Export float32 + int8 (calibrated on training beats) and score both on ``test`` through the
+    edge classifier: the only place a test set is touched, after the model is chosen."""
+    version = f"{stem.name}-{trained.config.digest()}"
+    calib = train.subset(representative_beats(train, 1000, seed))
     exported = {
         "float32": export_model(trained, stem.with_name(stem.name + "_float32.tflite"), "float32", version),
         "int8": export_model(trained, stem.with_name(stem.name + "_int8.tflite"), "int8", version, calib),
@@ -76,15 +71,25 @@ def run_protocol(data: BeatDataset, protocol: str, cfg: TrainConfig, out_dir: Pa
         metrics[kind] = classification_report(test.labels, preds[kind], AAMI_CLASSES, macro_over=SCORED_CLASSES)
         if kind == "int8":
             latency = _latency_us(clf, test)
-    stats = model_stats(trained.model)
     return RunResult(
-        protocol=protocol, seed=cfg.seed, split=split.description, metrics=metrics,
+        protocol=protocol, seed=seed, split=split, metrics=metrics,
         int8_agreement=float(np.mean(preds["int8"] == preds["float32"])),
         int8_bytes=exported["int8"].size_bytes, float32_bytes=exported["float32"].size_bytes,
-        stats=stats.__dict__, latency_us_median=latency, best_epoch=trained.best_epoch,
+        stats=model_stats(trained.model).__dict__, latency_us_median=latency, best_epoch=trained.best_epoch,
         history=trained.history, train_seconds=train_seconds,
         model_paths={k: str(v.tflite_path) for k, v in exported.items()},
     )
+
+
+def run_protocol(data: BeatDataset, protocol: str, cfg: TrainConfig, out_dir: Path, verbose: int = 0) -> RunResult:
+    """Train on the protocol's training beats with ``cfg.seed``; test only once, after selection."""
+    split = make_split(protocol, data, cfg.seed)
+    train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
+    log.info("%s seed %d: %d train / %d val / %d test beats", protocol, cfg.seed, len(train), len(val), len(test))
+    t0 = time.perf_counter()
+    trained = train_centralized(train, val, cfg, verbose=verbose)
+    return export_and_evaluate(trained, train, test, protocol, cfg.seed, split.description,
+                               Path(out_dir) / f"{protocol}_seed{cfg.seed}", time.perf_counter() - t0)
 
 
 def run_seeds(data: BeatDataset, protocol: str, cfg: TrainConfig, seeds: list[int], out_dir: Path,

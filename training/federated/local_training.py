@@ -1,0 +1,81 @@
+"""A device's local training round: plain SGD steps, optionally with FedProx's proximal term or
+SCAFFOLD's drift correction. One tf.function step serves all strategies."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.federated.strategies import ClientUpdate, Weights
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 0.01
+    #: FedProx: weight of (mu/2)·||w - w_global||²; 0 disables it.
+    proximal_mu: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.proximal_mu < 0:
+            raise ValueError("epochs and batch_size >= 1, learning_rate > 0 and proximal_mu >= 0 required")
+
+
+class LocalTrainer:
+    """Runs local rounds on one shared Keras model (devices take turns in the simulator)."""
+
+    def __init__(self, model: keras.Model, class_weights: np.ndarray) -> None:
+        if len(model.weights) != len(model.trainable_variables):
+            raise ValueError("local training expects a model without non-trainable weights (no batch norm)")
+        self.model = model
+        self._class_weights = tf.constant(class_weights, tf.float32)
+        self._loss = keras.losses.SparseCategoricalCrossentropy(reduction="none")
+
+    @tf.function(reduce_retracing=True)
+    def _step(self, wave, rr, y, lr, mu, anchor, correction):
+        with tf.GradientTape() as tape:
+            probs = self.model([wave, rr], training=True)
+            per_beat = self._loss(y, probs) * tf.gather(self._class_weights, y)
+            loss = tf.reduce_mean(per_beat)
+            prox = tf.add_n([tf.reduce_sum(tf.square(w - a)) for w, a in zip(self.model.trainable_variables, anchor)])
+            total = loss + 0.5 * mu * prox
+        grads = tape.gradient(total, self.model.trainable_variables)
+        for var, g, c in zip(self.model.trainable_variables, grads, correction):
+            var.assign_sub(lr * (g + c))
+        return loss
+
+    def run(self, device: str, global_weights: Weights, wave: np.ndarray, rr: np.ndarray, labels: np.ndarray,
+            cfg: LocalConfig, rng: np.random.Generator, server_control: Weights | None = None,
+            device_control: Weights | None = None) -> tuple[ClientUpdate, Weights | None]:
+        """Train from ``global_weights``; returns the update and (SCAFFOLD) the device's new control."""
+        self.model.set_weights(global_weights)
+        anchor = [tf.constant(w) for w in global_weights]
+        scaffold = server_control is not None
+        if scaffold:
+            device_control = device_control or [np.zeros_like(w) for w in global_weights]
+            correction = [tf.constant(c - ci) for c, ci in zip(server_control, device_control)]
+        else:
+            correction = [tf.zeros_like(a) for a in anchor]
+        lr, mu = tf.constant(cfg.learning_rate, tf.float32), tf.constant(cfg.proximal_mu, tf.float32)
+        steps, losses = 0, []
+        for _ in range(cfg.epochs):
+            order = rng.permutation(labels.size)
+            for start in range(0, labels.size, cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                losses.append(float(self._step(wave[idx], rr[idx], labels[idx].astype(np.int32), lr, mu,
+                                               anchor, correction)))
+                steps += 1
+        local = self.model.get_weights()
+        delta = [lw - gw for lw, gw in zip(local, global_weights)]
+        new_control, control_delta = None, None
+        if scaffold:
+            # option II of the paper: c_i+ = c_i - c + (w_global - w_local) / (K · lr)
+            new_control = [ci - c + (gw - lw) / (steps * cfg.learning_rate)
+                           for ci, c, gw, lw in zip(device_control, server_control, global_weights, local)]
+            control_delta = [n - o for n, o in zip(new_control, device_control)]
+        update = ClientUpdate(device, delta, int(labels.size), steps, control_delta,
+                              meta={"train_loss": float(np.mean(losses)) if losses else None})
+        return update, new_control

@@ -1,0 +1,116 @@
+"""In-process federated simulation: the same strategies as the MQTT aggregator, devices taking turns.
+
+Each device holds one partition of the training beats; raw beats never leave it, only deltas do.
+The RR-feature scaler and class weights come from fleet-wide sums and counts (aggregate statistics a
+real fleet can collect, e.g. under secure aggregation), not from any device's raw data.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_runtime.metrics import classification_report
+from training.config import TrainConfig
+from training.data.aami import AAMI_CLASSES
+from training.data.beat_dataset import BeatDataset
+from training.data.partition import partition_by_patient, partition_dirichlet, partition_iid
+from training.federated.local_training import LocalConfig, LocalTrainer
+from training.federated.strategies import Scaffold, make_strategy
+from training.model import build_classifier
+from training.train import SCORED_CLASSES, RRScaler, TrainedModel, class_weights, predict_proba
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FederatedConfig:
+    rounds: int = 20
+    strategy: str = "fedavg"
+    strategy_args: dict[str, Any] = field(default_factory=dict)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    #: "patient" (one device per record), "iid:N" or "dirichlet:ALPHA:N".
+    partition: str = "patient"
+    #: Share of devices selected each round.
+    fraction: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or not 0 < self.fraction <= 1:
+            raise ValueError("rounds must be >= 1 and fraction in (0, 1]")
+
+
+def make_partition(spec: str, data: BeatDataset, seed: int) -> list[np.ndarray]:
+    """Device index sets for ``spec``: "patient", "iid:N" or "dirichlet:ALPHA:N"."""
+    kind, *args = spec.split(":")
+    try:
+        if kind == "patient" and not args:
+            return partition_by_patient(data.record)
+        if kind == "iid" and len(args) == 1:
+            return partition_iid(len(data), int(args[0]), seed)
+        if kind == "dirichlet" and len(args) == 2:
+            return partition_dirichlet(data.labels, int(args[1]), float(args[0]), seed)
+    except ValueError as exc:
+        raise ValueError(f"partition {spec!r}: {exc}") from exc
+    raise ValueError(f"partition {spec!r} not understood; use patient, iid:N or dirichlet:ALPHA:N")
+
+
+def _macro_f1(model, data: BeatDataset, scaler: RRScaler) -> dict:
+    pred = np.argmax(predict_proba(model, data, scaler), axis=1)
+    return classification_report(data.labels, pred, AAMI_CLASSES, macro_over=SCORED_CLASSES)
+
+
+def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, base: TrainConfig,
+                   progress: bool = True) -> TrainedModel:
+    """Federated training; the returned model's ``history`` has one row per round (validation only)."""
+    rng = np.random.default_rng(fed.seed)
+    import keras
+
+    keras.utils.set_random_seed(fed.seed)
+    devices = make_partition(fed.partition, train, fed.seed)
+    scaler = RRScaler.fit(train.rr)
+    cw = class_weights(train.labels, len(AAMI_CLASSES), base.class_weight_power, base.max_class_weight)
+    model = build_classifier(train.waves.shape[1], train.rr.shape[1], len(AAMI_CLASSES), base.model)
+    trainer = LocalTrainer(model, np.asarray([cw[c] for c in range(len(AAMI_CLASSES))], np.float32))
+    args = dict(fed.strategy_args)
+    if fed.strategy == "scaffold":
+        args.setdefault("num_devices", len(devices))
+    strategy = make_strategy(fed.strategy, **args)
+    local_cfg = fed.local
+    if "proximal_mu" in strategy.client_config():
+        local_cfg = LocalConfig(**{**local_cfg.__dict__, "proximal_mu": strategy.client_config()["proximal_mu"]})
+    weights = model.get_weights()
+    controls: dict[int, list] = {}
+    per_device = [(train.waves[d][..., None], scaler(train.rr[d]), train.labels[d]) for d in devices]
+    history: list[dict] = []
+    best = (-1.0, 0, weights)
+    n_select = max(1, int(round(fed.fraction * len(devices))))
+    for rnd in tqdm(range(1, fed.rounds + 1), desc=f"{fed.strategy} rounds", disable=not progress):
+        t0 = time.perf_counter()
+        chosen = np.sort(rng.choice(len(devices), n_select, replace=False))
+        updates = []
+        for k in chosen:
+            wave, rr, y = per_device[k]
+            server_c = strategy.server_control(weights) if isinstance(strategy, Scaffold) else None
+            update, new_c = trainer.run(f"dev{k}", weights, wave, rr, y, local_cfg, rng, server_c, controls.get(k))
+            if new_c is not None:
+                controls[k] = new_c
+            updates.append(update)
+        weights = strategy.aggregate(weights, updates)
+        model.set_weights(weights)
+        rep = _macro_f1(model, val, scaler)
+        losses = [u.meta["train_loss"] for u in updates if u.meta.get("train_loss") is not None]
+        row = {"round": rnd, "epoch": rnd, "loss": float(np.mean(losses)) if losses else None,
+               "participants": len(updates), "val_macro_f1": rep["macro_f1"],
+               "val_accuracy": rep["accuracy"], "seconds": time.perf_counter() - t0,
+               "float32_bytes_up": int(sum(sum(d.nbytes for d in u.delta) for u in updates))}
+        history.append(row)
+        log.info("round %d: %d devices, val macro F1 %.4f", rnd, len(updates), row["val_macro_f1"])
+        if row["val_macro_f1"] > best[0]:
+            best = (row["val_macro_f1"], rnd, [w.copy() for w in weights])
+    model.set_weights(best[2])
+    return TrainedModel(model=model, rr_scaler=scaler, config=base, history=history, best_epoch=best[1])
