@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--fraction", type=float, default=1.0, help="share of devices per round")
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=0.01, help="local SGD learning rate")
+    p.add_argument("--local-epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=0.3,
+                   help="local SGD learning rate (0.3 beat 0.01 and 0.05 on held-out DS1 patients, seed 0)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default="out/federated")
     p.add_argument("--json", help="results JSON path (default: OUT/federated_STRATEGY.json)")

@@ -13,9 +13,11 @@ from training.federated.strategies import ClientUpdate, Weights
 
 @dataclass(frozen=True)
 class LocalConfig:
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 64
-    learning_rate: float = 0.01
+    #: Plain SGD on this small net needs a large step: on held-out DS1 patients (seed 0) 0.01 and 0.05
+    #: left FedAvg near an all-N model after 10 rounds, 0.3 climbed steadily.
+    learning_rate: float = 0.3
     #: FedProx: weight of (mu/2)·||w - w_global||²; 0 disables it.
     proximal_mu: float = 0.0
 
