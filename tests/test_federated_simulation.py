@@ -6,8 +6,7 @@ from training.config import TrainConfig
 from training.data.beat_dataset import load_beats
 from training.federated.local_training import LocalConfig
 from training.federated.simulation import FederatedConfig, make_partition, run_simulation
-from training.train import RRScaler
-from training.federated.simulation import _macro_f1
+from training.train import RRScaler, evaluate_keras
 from training.model import build_classifier
 
 pytestmark = pytest.mark.slow
@@ -29,7 +28,7 @@ def test_three_rounds_of_each_strategy_beat_the_initial_model(beats, strategy):
     fed = FederatedConfig(rounds=3, strategy=strategy, strategy_args=args, local=LocalConfig(epochs=1),
                           partition="patient", seed=0)
     initial = build_classifier(train.waves.shape[1], train.rr.shape[1], 5, base.model)
-    f1_initial = _macro_f1(initial, val, RRScaler.fit(train.rr))["macro_f1"]
+    f1_initial = evaluate_keras(initial, val, RRScaler.fit(train.rr))["macro_f1"]
     result = run_simulation(train, val, fed, base, progress=False)
     assert [h["round"] for h in result.history] == [1, 2, 3]
     assert all(h["participants"] == 4 for h in result.history)  # one device per record

@@ -48,6 +48,12 @@ def predict_proba(model: keras.Model, data: BeatDataset, scaler: RRScaler) -> np
     return model.predict([data.waves[..., None], scaler(data.rr)], batch_size=2048, verbose=0)
 
 
+def evaluate_keras(model: keras.Model, data: BeatDataset, scaler: RRScaler) -> dict:
+    """Classification report of a Keras model: the epoch- or round-selection score on validation."""
+    pred = np.argmax(predict_proba(model, data, scaler), axis=1)
+    return classification_report(data.labels, pred, AAMI_CLASSES, macro_over=SCORED_CLASSES)
+
+
 def class_weights(labels: np.ndarray, n_classes: int, power: float, cap: float) -> dict[int, float]:
     """Weights (n / (k n_c))^power for the classes present, capped so 8 Q beats cannot dominate."""
     counts = np.bincount(labels, minlength=n_classes).astype(float)
@@ -65,8 +71,7 @@ class _SelectOnValidation(keras.callbacks.Callback):
     def __init__(self, val: BeatDataset, scaler: RRScaler, patience: int, min_epochs: int,
                  history: list[dict]) -> None:
         super().__init__()
-        self._x = [val.waves[..., None], scaler(val.rr)]
-        self._y = val.labels
+        self._val, self._scaler = val, scaler
         self._patience = patience
         self._min_epochs = min_epochs
         self._history = history
@@ -75,8 +80,7 @@ class _SelectOnValidation(keras.callbacks.Callback):
         self._best_weights = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        pred = np.argmax(self.model.predict(self._x, batch_size=4096, verbose=0), axis=1)
-        rep = classification_report(self._y, pred, AAMI_CLASSES, macro_over=SCORED_CLASSES)
+        rep = evaluate_keras(self.model, self._val, self._scaler)
         f1 = rep["macro_f1"] or 0.0
         row = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)), "val_macro_f1": f1,
                "val_accuracy": rep["accuracy"]}

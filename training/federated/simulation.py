@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import keras
 import numpy as np
 from tqdm import tqdm
 
-from edge_runtime.metrics import classification_report
 from training.config import TrainConfig
 from training.data.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
@@ -22,7 +22,7 @@ from training.data.partition import partition_by_patient, partition_dirichlet, p
 from training.federated.local_training import LocalConfig, LocalTrainer
 from training.federated.strategies import Scaffold, make_strategy
 from training.model import build_classifier
-from training.train import SCORED_CLASSES, RRScaler, TrainedModel, class_weights, predict_proba
+from training.train import RRScaler, TrainedModel, class_weights, evaluate_keras
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,10 @@ def make_partition(spec: str, data: BeatDataset, seed: int) -> list[np.ndarray]:
     raise ValueError(f"partition {spec!r} not understood; use patient, iid:N or dirichlet:ALPHA:N")
 
 
-def _macro_f1(model, data: BeatDataset, scaler: RRScaler) -> dict:
-    pred = np.argmax(predict_proba(model, data, scaler), axis=1)
-    return classification_report(data.labels, pred, AAMI_CLASSES, macro_over=SCORED_CLASSES)
-
-
 def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, base: TrainConfig,
                    progress: bool = True) -> TrainedModel:
     """Federated training; the returned model's ``history`` has one row per round (validation only)."""
     rng = np.random.default_rng(fed.seed)
-    import keras
-
     keras.utils.set_random_seed(fed.seed)
     devices = make_partition(fed.partition, train, fed.seed)
     scaler = RRScaler.fit(train.rr)
@@ -102,7 +95,7 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
             updates.append(update)
         weights = strategy.aggregate(weights, updates)
         model.set_weights(weights)
-        rep = _macro_f1(model, val, scaler)
+        rep = evaluate_keras(model, val, scaler)
         losses = [u.meta["train_loss"] for u in updates if u.meta.get("train_loss") is not None]
         row = {"round": rnd, "epoch": rnd, "loss": float(np.mean(losses)) if losses else None,
                "participants": len(updates), "val_macro_f1": rep["macro_f1"],
