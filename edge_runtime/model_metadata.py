@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_runtime.signal_config import RR_FEATURE_NAMES, SignalConfig
 
 METADATA_FORMAT = 1
@@ -23,6 +25,13 @@ class TensorQuant:
     dtype: str
     scale: float
     zero_point: int
+
+    @classmethod
+    def from_detail(cls, detail: dict) -> "TensorQuant":
+        """From a TFLite interpreter's input/output detail dict (float tensors have scale 0)."""
+        scale, zero_point = detail.get("quantization", (0.0, 0))
+        return cls(name=str(detail["name"]), shape=tuple(int(d) for d in detail["shape"]),
+                   dtype=np.dtype(detail["dtype"]).name, scale=float(scale), zero_point=int(zero_point))
 
 
 @dataclass(frozen=True)

@@ -66,12 +66,6 @@ def convert(trained: TrainedModel, quantization: str, calibration: BeatDataset |
     return converter.convert()
 
 
-def _tensor_quant(detail: dict) -> TensorQuant:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    return TensorQuant(name=str(detail["name"]), shape=tuple(int(d) for d in detail["shape"]),
-                       dtype=np.dtype(detail["dtype"]).name, scale=float(scale), zero_point=int(zero_point))
-
-
 def export_model(trained: TrainedModel, out_path: Path, quantization: str, model_version: str,
                  calibration: BeatDataset | None = None, extra: dict | None = None) -> ExportedModel:
     """Write ``out_path`` (.tflite) and its ``.json`` sidecar; returns both."""
@@ -85,8 +79,8 @@ def export_model(trained: TrainedModel, out_path: Path, quantization: str, model
         rr_mean=tuple(float(v) for v in trained.rr_scaler.mean),
         rr_std=tuple(float(v) for v in trained.rr_scaler.std),
         quantization=quantization,
-        inputs=tuple(_tensor_quant(d) for d in interp.get_input_details()),
-        outputs=tuple(_tensor_quant(d) for d in interp.get_output_details()),
+        inputs=tuple(TensorQuant.from_detail(d) for d in interp.get_input_details()),
+        outputs=tuple(TensorQuant.from_detail(d) for d in interp.get_output_details()),
         training_config_hash=trained.config.digest(),
         model_sha256=hashlib.sha256(blob).hexdigest(),
         extra=dict(extra or {}),
