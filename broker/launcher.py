@@ -68,6 +68,7 @@ class MosquittoBroker:
         self.host, self.port = host, port or free_port(host)
         self._own_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="pulsewire-mosquitto-"))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen | None = None
 
     def _config(self) -> Path:

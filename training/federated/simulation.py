@@ -59,16 +59,35 @@ def make_partition(spec: str, data: BeatDataset, seed: int) -> list[np.ndarray]:
     raise ValueError(f"partition {spec!r} not understood; use patient, iid:N or dirichlet:ALPHA:N")
 
 
-def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, base: TrainConfig,
-                   progress: bool = True) -> TrainedModel:
-    """Federated training; the returned model's ``history`` has one row per round (validation only)."""
-    rng = np.random.default_rng(fed.seed)
+@dataclass
+class FleetData:
+    """What every federated run needs before its first round, computed the same way in-process and over MQTT."""
+
+    devices: list[np.ndarray]  # beat indices per device
+    scaler: RRScaler
+    class_weights: np.ndarray
+    model: keras.Model
+    per_device: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (wave[..., None], scaled rr, labels)
+
+
+def prepare_fleet(train: BeatDataset, fed: FederatedConfig, base: TrainConfig) -> FleetData:
     keras.utils.set_random_seed(fed.seed)
     devices = make_partition(fed.partition, train, fed.seed)
     scaler = RRScaler.fit(train.rr)
     cw = class_weights(train.labels, len(AAMI_CLASSES), base.class_weight_power, base.max_class_weight)
     model = build_classifier(train.waves.shape[1], train.rr.shape[1], len(AAMI_CLASSES), base.model)
-    trainer = LocalTrainer(model, np.asarray([cw[c] for c in range(len(AAMI_CLASSES))], np.float32))
+    per_device = [(train.waves[d][..., None], scaler(train.rr[d]), train.labels[d]) for d in devices]
+    return FleetData(devices, scaler, np.asarray([cw[c] for c in range(len(AAMI_CLASSES))], np.float32), model,
+                     per_device)
+
+
+def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, base: TrainConfig,
+                   progress: bool = True) -> TrainedModel:
+    """Federated training; the returned model's ``history`` has one row per round (validation only)."""
+    rng = np.random.default_rng(fed.seed)
+    fleet = prepare_fleet(train, fed, base)
+    model, scaler, devices, per_device = fleet.model, fleet.scaler, fleet.devices, fleet.per_device
+    trainer = LocalTrainer(model, fleet.class_weights)
     args = dict(fed.strategy_args)
     if fed.strategy == "scaffold":
         args.setdefault("num_devices", len(devices))
@@ -78,7 +97,6 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
         local_cfg = LocalConfig(**{**local_cfg.__dict__, "proximal_mu": strategy.client_config()["proximal_mu"]})
     weights = model.get_weights()
     controls: dict[int, list] = {}
-    per_device = [(train.waves[d][..., None], scaler(train.rr[d]), train.labels[d]) for d in devices]
     history: list[dict] = []
     best = (-1.0, 0, weights)
     n_select = max(1, int(round(fed.fraction * len(devices))))

@@ -31,18 +31,24 @@ class ClientUpdate:
 
 
 class InvalidUpdate(ValueError):
-    """An update that must not enter the aggregate (wrong shapes, NaN/Inf, no examples)."""
+    """An update that must not enter the aggregate. ``reason`` is a short code for the metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 def validate_update(global_weights: Weights, u: ClientUpdate) -> None:
     """Raise InvalidUpdate unless ``u`` can enter an aggregate of ``global_weights``."""
     if len(u.delta) != len(global_weights) or any(d.shape != g.shape for d, g in zip(u.delta, global_weights)):
-        raise InvalidUpdate(f"update from {u.device}: tensor shapes {[d.shape for d in u.delta]} do not "
+        raise InvalidUpdate("bad_shape", f"update from {u.device}: tensor shapes {[d.shape for d in u.delta]} do not "
                             f"match the model's {[g.shape for g in global_weights]}")
-    if not all(np.all(np.isfinite(d)) for d in u.delta):
-        raise InvalidUpdate(f"update from {u.device} holds NaN or Inf")
+    if u.control_delta is not None and [c.shape for c in u.control_delta] != [g.shape for g in global_weights]:
+        raise InvalidUpdate("bad_shape", f"update from {u.device}: control variate shapes do not match the model")
+    if not all(np.all(np.isfinite(d)) for d in u.delta + list(u.control_delta or [])):
+        raise InvalidUpdate("non_finite", f"update from {u.device} holds NaN or Inf")
     if u.num_examples <= 0 or u.local_steps <= 0:
-        raise InvalidUpdate(f"update from {u.device}: num_examples and local_steps must be positive")
+        raise InvalidUpdate("bad_meta", f"update from {u.device}: num_examples and local_steps must be positive")
 
 
 def weighted_mean(arrays: Sequence[Weights], weights: Sequence[float]) -> Weights:
@@ -146,7 +152,7 @@ class Scaffold(Strategy):
 
     def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         if any(u.control_delta is None for u in updates):
-            raise InvalidUpdate("SCAFFOLD updates must carry control_delta")
+            raise InvalidUpdate("bad_meta", "SCAFFOLD updates must carry control_delta")
         if self.control is None:
             self.control = [np.zeros_like(w) for w in global_weights]
         ones = [1.0] * len(updates)

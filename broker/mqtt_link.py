@@ -1,0 +1,115 @@
+"""One MQTT connection as the aggregator and the devices need it: persistent session, QoS 1, reconnects.
+
+paho-mqtt runs the network loop in its own thread and reconnects with exponential backoff. The link
+re-subscribes on every connect (a broker that lost its state has lost the subscriptions too) and
+tells its owner about connects, so a device can re-send an update the broker never acknowledged.
+With ``manual_ack`` a QoS 1 message is acknowledged only when the owner says so: the aggregator acks
+an update after it is checkpointed, so a crash in between makes the broker deliver it again.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+
+from broker.launcher import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """``mqtt://host:port`` (port 1883 when omitted)."""
+    parsed = urlparse(url if "://" in url else f"mqtt://{url}")
+    if parsed.scheme != "mqtt" or not parsed.hostname:
+        raise ValueError(f"broker URL {url!r} not understood; use mqtt://HOST:PORT")
+    return parsed.hostname, parsed.port or 1883
+
+
+class MqttLink:
+    def __init__(self, url: str, client_id: str, subscriptions: list[str], on_message: Callable[[Message], None],
+                 on_connect: Callable[[bool], None] | None = None, will: Will | None = None,
+                 manual_ack: bool = False, keepalive_s: int = 20) -> None:
+        self.host, self.port = parse_broker_url(url)
+        self.client_id = client_id
+        self._subscriptions = subscriptions
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._keepalive = keepalive_s
+        self.connected = threading.Event()
+        self.connects = 0
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                   protocol=mqtt.MQTTv311, manual_ack=manual_ack)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=16)
+        self._client.max_queued_messages_set(0)  # unbounded: an update must not be dropped while offline
+        self._client.max_inflight_messages_set(100)
+        if will:
+            self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
+        self._client.on_connect = self._connected
+        self._client.on_disconnect = self._disconnected
+        self._client.on_message = lambda _c, _u, m: self._on_message(Message(m.topic, bytes(m.payload), m.mid, m.qos))
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Connect (retrying in the background) and wait until the first connection is up."""
+        self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
+        self._client.loop_start()
+        if not self.connected.wait(timeout_s):
+            self.stop()
+            raise BrokerUnavailable(f"{self.client_id}: no MQTT broker answered on {self.host}:{self.port} within "
+                                    f"{timeout_s:.0f} s; start one or pass --broker mqtt://HOST:PORT")
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Queue a message (sent now, or after the next reconnect). ``is_published()`` on the result
+        turns True when the broker has acknowledged it (QoS 1 PUBACK)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise RuntimeError(f"{self.client_id}: publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        return info
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a received QoS 1 message (only needed with ``manual_ack``)."""
+        if message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
+    # paho callbacks (network thread)
+    def _connected(self, client, _userdata, flags, reason_code, _props=None) -> None:
+        if reason_code.is_failure:
+            log.warning("%s: broker refused the connection: %s", self.client_id, reason_code)
+            return
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=1)
+        self.connects += 1
+        self.connected.set()
+        if self.connects > 1:
+            log.info("%s: reconnected (session %s)", self.client_id,
+                     "kept" if flags.session_present else "new")
+        if self._on_connect:
+            self._on_connect(bool(flags.session_present))
+
+    def _disconnected(self, _client, _userdata, _flags, reason_code, _props=None) -> None:
+        if self.connected.is_set():
+            log.info("%s: disconnected (%s); reconnecting with backoff", self.client_id, reason_code)
+        self.connected.clear()

@@ -1,0 +1,165 @@
+"""A device's side of federated rounds over MQTT.
+
+The client subscribes to the fleet's global models, trains when the round plan selects it, and
+publishes its delta (QoS 1, chunked when the plan asks). Training runs on an executor, never on the
+MQTT network thread, so keepalives continue during a long local epoch. Lossy encodings keep what the
+encoding dropped as error feedback and add it to the next round's delta (Seide et al. 2014,
+Stich et al. 2018), which is what lets top-k deltas converge.
+
+The trainer is a small interface: ``training.federated.device_trainer`` implements it with
+TensorFlow; a device without a trainer (the light LiteRT install) announces itself as inference-only
+and is never selected for training.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from broker.chunking import split_message
+from broker.fed_messages import (GlobalModel, LocalUpdate, UpdateEncoding, decode_global, encode_update,
+                                 roundtrip_delta)
+from broker.mqtt_link import Message, MqttLink, Will
+from broker.topics import FleetTopics, parse_topic
+from broker.wire import WireError
+
+log = logging.getLogger(__name__)
+
+
+class LocalUpdater(Protocol):
+    def fit(self, model: GlobalModel) -> LocalUpdate:
+        """Train from ``model.weights`` with ``model.plan.local`` settings; return the delta."""
+
+
+@dataclass
+class _Pending:
+    """The last update sent: kept until the broker acknowledged every frame."""
+
+    round: int
+    frames: list[tuple[str, bytes]]
+    infos: list = field(default_factory=list)
+    resent: bool = False
+
+    def acknowledged(self) -> bool:
+        return bool(self.infos) and all(_is_acked(i) for i in self.infos)
+
+
+def _is_acked(info) -> bool:
+    """paho raises instead of answering False for a message queued while offline."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False
+
+
+class DeviceClient:
+    def __init__(self, name: str, device_id: int, fleet: str, broker_url: str, updater: LocalUpdater | None,
+                 executor: Executor | None = None) -> None:
+        self.name, self.device_id = name, device_id
+        self.topics = FleetTopics(fleet)
+        self.updater = updater
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"train-{name}")
+        self._own_executor = executor is None
+        self._lock = threading.Lock()
+        self._latest_round = 0
+        self._working_on: int | None = None
+        self._pending: _Pending | None = None
+        self._residual: list[np.ndarray] | None = None
+        self.rounds_sent: list[int] = []
+        self.errors = 0
+        self.finished = threading.Event()
+        offline = json.dumps({"state": "offline"}).encode()
+        self.link = MqttLink(broker_url, f"pw-{fleet}-{name}", [self.topics.all_globals()], self._on_message,
+                             on_connect=self._on_connect, will=Will(self.topics.status(name), offline))
+
+    @property
+    def capabilities(self) -> list[str]:
+        return ["train"] if self.updater is not None else []
+
+    def start(self) -> None:
+        self.link.start()
+
+    def stop(self) -> None:
+        self._publish_status("offline")
+        self.link.stop()
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---------------------------------------------------------------- network thread
+    def _on_connect(self, session_present: bool) -> None:
+        self._publish_status("online")
+        with self._lock:
+            pending = self._pending
+            if pending is None or pending.acknowledged() or pending.resent:
+                return
+            pending.resent = True
+        log.info("%s: re-sending the unacknowledged update of round %d once", self.name, pending.round)
+        pending.infos = [self.link.publish(t, p, qos=1) for t, p in pending.frames]
+
+    def _on_message(self, msg: Message) -> None:
+        try:
+            if parse_topic(msg.topic).kind != "global" or not msg.payload:
+                return  # an empty retained payload clears an old round
+            _, model = decode_global(msg.payload)
+        except (ValueError, WireError) as exc:
+            self.errors += 1
+            log.warning("%s: ignoring a bad global model on %s: %s", self.name, msg.topic, exc)
+            return
+        plan = model.plan
+        with self._lock:
+            if plan.round < self._latest_round or plan.round == self._working_on:
+                return
+            self._latest_round = plan.round
+            if plan.final:
+                self.finished.set()
+                return
+            if (self.updater is None or self.name not in plan.selected or plan.round in self.rounds_sent):
+                return
+            self._working_on = plan.round
+        self._executor.submit(self._train_and_send, model)
+
+    # ---------------------------------------------------------------- executor thread
+    def _train_and_send(self, model: GlobalModel) -> None:
+        plan = model.plan
+        try:
+            encoding = UpdateEncoding.parse(plan.encoding)
+            update = self.updater.fit(model)
+            update = self._with_error_feedback(update, encoding)
+            message = encode_update(self.topics.fleet, plan.round, self.device_id, update, encoding)
+            frames = (split_message(message, plan.round & 0xFFFFFFFF, plan.chunk_size)
+                      if plan.chunk_size else [message])
+            topic = self.topics.update(plan.round, self.name)
+            pending = _Pending(plan.round, [(topic, f) for f in frames])
+            with self._lock:
+                self._pending = pending
+                self.rounds_sent.append(plan.round)
+            # outside the lock: paho's network thread takes it in on_connect
+            pending.infos = [self.link.publish(t, p, qos=1) for t, p in pending.frames]
+            self._publish_status("online")
+        except Exception:  # a failed round must not kill the device; the aggregator's deadline covers it
+            self.errors += 1
+            log.exception("%s: local round %d failed", self.name, plan.round)
+        finally:
+            with self._lock:
+                self._working_on = None
+
+    def _with_error_feedback(self, update: LocalUpdate, encoding: UpdateEncoding) -> LocalUpdate:
+        if not encoding.lossy:
+            return update
+        corrected = update.delta
+        if self._residual is not None and all(r.shape == d.shape for r, d in zip(self._residual, corrected)):
+            corrected = [d + r for d, r in zip(corrected, self._residual)]
+        sent = roundtrip_delta(corrected, encoding)
+        self._residual = [c - s for c, s in zip(corrected, sent)]
+        return LocalUpdate(corrected, update.num_examples, update.local_steps, update.control_delta,
+                           update.train_loss)
+
+    def _publish_status(self, state: str) -> None:
+        status = {"state": state, "capabilities": self.capabilities,
+                  "last_round": self.rounds_sent[-1] if self.rounds_sent else None, "errors": self.errors}
+        self.link.publish(self.topics.status(self.name), json.dumps(status).encode(), qos=1, retain=True)

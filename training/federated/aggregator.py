@@ -1,0 +1,402 @@
+"""The aggregator: a long-running MQTT service that runs federated rounds.
+
+Each round it selects devices, publishes the global model with the round plan (retained, so a device
+that connects late still gets it), collects updates until every selected device reported, or until
+the deadline with a quorum, aggregates with a pluggable strategy, evaluates, checkpoints and goes on.
+
+Every received message goes through one screening path; anything that cannot enter the aggregate
+(malformed bytes, unknown device, wrong fleet, stale or future round, duplicate, NaN, wrong shapes)
+is logged, counted by reason and acknowledged, and the service keeps serving. An accepted update is
+checkpointed before its MQTT acknowledgement, and the session is persistent: after a crash the
+broker redelivers whatever was not yet safe on disk, and the restarted aggregator resumes its round.
+
+Imports no TensorFlow: evaluation is a callback the caller supplies.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import queue
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from broker.chunking import Reassembler
+from broker.fed_messages import (GlobalModel, RoundPlan, UpdateEncoding, decode_update, encode_global,
+                                 fleet_id)
+from broker.mqtt_link import Message, MqttLink
+from broker.topics import FleetTopics, parse_topic
+from broker.wire import Kind, WireError, decode_header
+from training.federated import checkpoint
+from training.federated.strategies import (ClientUpdate, InvalidUpdate, Scaffold, Strategy, Weights,
+                                           make_strategy, validate_update)
+
+log = logging.getLogger(__name__)
+
+Evaluator = Callable[[Weights], dict[str, float]]
+CHECKPOINT_FILE = "aggregator.npz"
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    #: "all", "fraction:F" (a random share each round) or "online" (devices whose status is online).
+    selection: str = "all"
+    #: Share of the selected devices whose updates let a round close at its deadline.
+    quorum: float = 0.8
+    deadline_s: float = 300.0
+    #: True: wait for every selected device (or the deadline); False: close as soon as the quorum is in.
+    wait_for_all: bool = True
+    #: "drop" late updates, or "downweight:W": fold a round-r update into round r+s with weight W**s.
+    late: str = "drop"
+    max_staleness: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.quorum <= 1 or self.deadline_s <= 0 or self.max_staleness < 0:
+            raise ValueError("quorum must be in (0, 1], deadline_s > 0 and max_staleness >= 0")
+        self.late_weight  # validates the spec
+        kind, _, arg = self.selection.partition(":")
+        if not ((kind in ("all", "online") and not arg) or (kind == "fraction" and 0 < _float(arg) <= 1)):
+            raise ValueError(f"selection {self.selection!r}: use all, online or fraction:F with 0 < F <= 1")
+
+    @property
+    def late_weight(self) -> float | None:
+        """None when late updates are dropped."""
+        if self.late == "drop":
+            return None
+        kind, _, arg = self.late.partition(":")
+        if kind == "downweight" and 0 < _float(arg) <= 1:
+            return _float(arg)
+        raise ValueError(f"late policy {self.late!r}: use drop or downweight:W with 0 < W <= 1")
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    fleet: str
+    #: Registered devices: topic name -> the u32 id their wire headers must carry.
+    devices: dict[str, int]
+    rounds: int
+    strategy: str = "fedavg"
+    strategy_args: dict[str, Any] = field(default_factory=dict)
+    policy: RoundPolicy = field(default_factory=RoundPolicy)
+    #: Local-training settings sent to devices in the round plan.
+    local: dict[str, Any] = field(default_factory=dict)
+    encoding: str = "float32"
+    chunk_size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or not self.devices:
+            raise ValueError("at least one round and one registered device are needed")
+        UpdateEncoding.parse(self.encoding)
+
+
+@dataclass
+class AggregationResult:
+    final_weights: Weights
+    best_weights: Weights
+    best_round: int
+    history: list[dict]
+    rejected: dict[str, int]
+
+
+class Aggregator:
+    def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker_url: str, run_dir: Path,
+                 evaluate: Evaluator | None = None, on_round: Callable[[dict], None] | None = None,
+                 select_on: str = "val_macro_f1") -> None:
+        self.cfg = cfg
+        self.topics = FleetTopics(cfg.fleet)
+        self.run_dir = Path(run_dir)
+        self.evaluate, self.on_round, self.select_on = evaluate, on_round, select_on
+        args = dict(cfg.strategy_args)
+        if cfg.strategy == "scaffold":
+            args.setdefault("num_devices", len(cfg.devices))
+        self.strategy: Strategy = make_strategy(cfg.strategy, **args)
+        self.weights = [np.asarray(w, np.float32) for w in initial_weights]
+        self.best_weights = [w.copy() for w in self.weights]
+        self.round, self.best_round, self.best_score = 1, 0, -math.inf
+        self.selected: list[str] = []
+        self.accepted: dict[str, ClientUpdate] = {}
+        self.recent: set[tuple[int, str]] = set()  # (round, device) accepted lately: duplicates of these are dropped
+        self.history: list[dict] = []
+        self.rejected: Counter[str] = Counter()
+        self._round_counts: Counter[str] = Counter()
+        self.status: dict[str, dict] = {}
+        self._inbox: queue.Queue[Message] = queue.Queue()
+        self._reassembler = Reassembler()
+        self._round_started = time.monotonic()
+        self._model_bytes = 0
+        self.link = MqttLink(broker_url, f"pw-{cfg.fleet}-aggregator",
+                             [self.topics.all_updates(), self.topics.all_statuses()], self._inbox.put,
+                             manual_ack=True)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_FILE
+
+    # ------------------------------------------------------------------------------ the service
+    def run(self) -> AggregationResult:
+        resumed = self._restore()
+        self.link.start()
+        if resumed:
+            log.info("resuming round %d with %d accepted update(s) from %s", self.round, len(self.accepted),
+                     self.checkpoint_path)
+        while self.round <= self.cfg.rounds:
+            if not self.selected:
+                self.selected = self._select()
+                self._round_counts = Counter()
+                self._save()
+            self._announce()
+            self._collect()
+            self._close_round()
+        self._announce(final=True)
+        self._drain(seconds=0.5)
+        self.link.stop()
+        return AggregationResult(self.weights, self.best_weights, self.best_round, self.history, dict(self.rejected))
+
+    def _select(self) -> list[str]:
+        trainable = [d for d in sorted(self.cfg.devices)
+                     if "train" in self.status.get(d, {}).get("capabilities", ["train"])]
+        kind, _, arg = self.cfg.policy.selection.partition(":")
+        if kind == "online":
+            online = [d for d in trainable if self.status.get(d, {}).get("state") == "online"]
+            if online:
+                return online
+            log.warning("round %d: no device reported online yet; selecting all", self.round)
+        if kind == "fraction":
+            rng = np.random.default_rng([self.cfg.seed, self.round])  # the same choice after a restart
+            n = max(1, round(float(arg) * len(trainable)))
+            return sorted(rng.choice(trainable, n, replace=False).tolist())
+        return trainable
+
+    def _plan(self, final: bool = False) -> RoundPlan:
+        local = {**self.cfg.local, **self.strategy.client_config()}
+        return RoundPlan(self.round, () if final else tuple(self.selected), local, self.cfg.encoding,
+                         self.cfg.chunk_size, final)
+
+    def _announce(self, final: bool = False) -> None:
+        control = self.strategy.server_control(self.weights) if isinstance(self.strategy, Scaffold) else None
+        message = encode_global(self.cfg.fleet, GlobalModel(self._plan(final), self.weights, control))
+        self._model_bytes = len(message)
+        self.link.publish(self.topics.global_model(self.round), message, qos=1, retain=True)
+        if self.round > 1:  # only the current round stays retained
+            self.link.publish(self.topics.global_model(self.round - 1), b"", qos=1, retain=True)
+        self._round_started = time.monotonic()
+        if not final:
+            log.info("round %d/%d: model published to %d device(s)", self.round, self.cfg.rounds, len(self.selected))
+
+    def _collect(self) -> None:
+        policy = self.cfg.policy
+        need = max(1, math.ceil(policy.quorum * len(self.selected)))
+        deadline, extended = time.monotonic() + policy.deadline_s, False
+        while True:
+            have = sum(1 for d in self.selected if d in self.accepted)
+            if have == len(self.selected) or (not policy.wait_for_all and have >= need):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if have >= need:
+                    log.info("round %d: deadline with %d/%d updates (quorum %d): closing", self.round, have,
+                             len(self.selected), need)
+                    return
+                if not extended:
+                    log.warning("round %d: deadline with %d/%d updates, below the quorum of %d; waiting one "
+                                "more deadline", self.round, have, len(self.selected), need)
+                    deadline, extended = deadline + policy.deadline_s, True
+                    continue
+                log.warning("round %d: closing below quorum with %d update(s)", self.round, have)
+                self._round_counts["rounds_below_quorum"] += 1
+                return
+            try:
+                message = self._inbox.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            self._handle(message)
+
+    def _drain(self, seconds: float) -> None:
+        """Keep acknowledging (and counting) what still arrives for a moment after the last round."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                self._handle(self._inbox.get(timeout=0.1))
+            except queue.Empty:
+                pass
+
+    # ------------------------------------------------------------------------------ screening
+    def _handle(self, message: Message) -> None:
+        try:
+            self._screen(message)
+        except _Rejected as rej:
+            self.rejected[rej.reason] += 1
+            self._round_counts[f"rejected_{rej.reason}"] += 1
+            log.warning("rejected message on %s (%s): %s", message.topic, rej.reason, rej.detail)
+        finally:
+            self.link.ack(message)
+
+    def _screen(self, message: Message) -> None:
+        try:
+            topic = parse_topic(message.topic)
+        except ValueError as exc:
+            raise _Rejected("bad_topic", str(exc)) from exc
+        if topic.kind == "status":
+            self._note_status(topic.device, message.payload)
+            return
+        if topic.kind != "update":
+            return
+        self._round_counts["bytes_received"] += len(message.payload)
+        device = topic.device
+        if device not in self.cfg.devices:
+            raise _Rejected("unknown_device", f"{device!r} is not registered in fleet {self.cfg.fleet}")
+        try:
+            header, _ = decode_header(message.payload)
+            data = message.payload
+            if header.kind == Kind.CHUNK:
+                data = self._reassembler.feed(message.payload)
+                if data is None:
+                    return
+            header, update = decode_update(data)
+        except WireError as exc:
+            raise _Rejected(exc.reason, str(exc)) from exc
+        if header.fleet_id != fleet_id(self.cfg.fleet):
+            raise _Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {self.cfg.fleet}'s")
+        if header.device_id != self.cfg.devices[device]:
+            raise _Rejected("device_mismatch", f"{device} sent device id {header.device_id}, registered "
+                                               f"{self.cfg.devices[device]}")
+        if header.round != topic.round:
+            raise _Rejected("round_mismatch", f"topic round {topic.round}, header round {header.round}")
+        self._accept(device, header.round, ClientUpdate(device, update.delta, update.num_examples,
+                                                        update.local_steps, update.control_delta,
+                                                        {"train_loss": update.train_loss}))
+
+    def _accept(self, device: str, round_: int, update: ClientUpdate) -> None:
+        if round_ > self.round:
+            raise _Rejected("future_round", f"{device} sent round {round_} during round {self.round}")
+        if (round_, device) in self.recent or (round_ == self.round and device in self.accepted):
+            raise _Rejected("duplicate", f"{device}'s round-{round_} update was already accepted")
+        staleness = self.round - round_
+        if staleness == 0 and device not in self.selected:
+            raise _Rejected("not_selected", f"{device} was not selected for round {round_}")
+        if staleness > 0:
+            weight = self.cfg.policy.late_weight
+            if weight is None or staleness > self.cfg.policy.max_staleness or device in self.accepted:
+                raise _Rejected("late", f"{device}'s round-{round_} update arrived in round {self.round}")
+            update = ClientUpdate(device, update.delta, max(1, round(update.num_examples * weight ** staleness)),
+                                  update.local_steps, update.control_delta, {**update.meta, "staleness": staleness})
+            self._round_counts["late_accepted"] += 1
+        try:
+            validate_update(self.weights, update)
+        except InvalidUpdate as exc:
+            raise _Rejected(exc.reason, str(exc)) from exc
+        self.accepted[device] = update
+        self.recent.add((round_, device))
+        self._save()
+        log.debug("round %d: accepted %s (%d examples)", self.round, device, update.num_examples)
+
+    def _note_status(self, device: str, payload: bytes) -> None:
+        if not payload:
+            return
+        try:
+            status = json.loads(payload)
+            if not isinstance(status, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise _Rejected("bad_status", f"status of {device} is not a JSON object ({exc})") from exc
+        self.status[device] = status
+
+    # ------------------------------------------------------------------------------ closing a round
+    def _close_round(self) -> None:
+        updates = list(self.accepted.values())
+        self.weights = self.strategy.aggregate(self.weights, updates)
+        metrics = self.evaluate(self.weights) if self.evaluate else {}
+        losses = [u.meta["train_loss"] for u in updates if u.meta.get("train_loss") is not None]
+        counts = self._round_counts
+        row = {"round": self.round, "epoch": self.round, "selected": len(self.selected),
+               "participants": sum(1 for d in self.selected if d in self.accepted),
+               "late_accepted": counts["late_accepted"],
+               "loss": float(np.mean(losses)) if losses else None,
+               "bytes_received": counts["bytes_received"], "model_bytes": self._model_bytes,
+               "bytes_down": self._model_bytes * len(self.selected),
+               "quorum_met": counts["rounds_below_quorum"] == 0,
+               "rejected": {k.removeprefix("rejected_"): v for k, v in counts.items() if k.startswith("rejected_")},
+               "seconds": time.monotonic() - self._round_started, **metrics}
+        self.history.append(row)
+        score = metrics.get(self.select_on) if metrics else float(self.round)  # no evaluator: the latest
+        if score is not None and score > self.best_score:
+            self.best_score, self.best_round = score, self.round
+            self.best_weights = [w.copy() for w in self.weights]
+        self.recent = {(r, d) for r, d in self.recent if r > self.round - self.cfg.policy.max_staleness - 1}
+        self.round += 1
+        self.selected, self.accepted = [], {}
+        self._save()
+        self._write_metrics()
+        if self.on_round:
+            self.on_round(row)
+
+    # ------------------------------------------------------------------------------ persistence
+    def _save(self) -> None:
+        accepted = list(self.accepted.values())
+        state = self.strategy.state()
+        manifest = {
+            "fleet": self.cfg.fleet, "strategy": self.cfg.strategy, "round": self.round,
+            "selected": self.selected, "best_round": self.best_round,
+            "best_score": None if math.isinf(self.best_score) else self.best_score,
+            "recent": sorted(self.recent), "history": self.history, "rejected": dict(self.rejected),
+            "round_counts": dict(self._round_counts), "state_keys": sorted(state),
+            "accepted": [{"device": u.device, "num_examples": u.num_examples, "local_steps": u.local_steps,
+                          "meta": u.meta} for u in accepted],
+        }
+        arrays: dict[str, list | None] = {"weights": self.weights, "best": self.best_weights}
+        arrays.update({f"state.{k}": v for k, v in state.items()})
+        for i, u in enumerate(accepted):
+            arrays[f"update{i}.delta"] = u.delta
+            arrays[f"update{i}.control"] = u.control_delta
+        checkpoint.save(self.checkpoint_path, manifest, arrays)
+
+    def _restore(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        manifest, arrays = checkpoint.load(self.checkpoint_path)
+        if (manifest["fleet"], manifest["strategy"]) != (self.cfg.fleet, self.cfg.strategy):
+            raise checkpoint.CheckpointError(
+                f"{self.checkpoint_path} belongs to fleet {manifest['fleet']!r} with {manifest['strategy']}, not "
+                f"{self.cfg.fleet!r} with {self.cfg.strategy}; use another run directory or delete it")
+        self.round, self.selected = manifest["round"], list(manifest["selected"])
+        self.best_round = manifest["best_round"]
+        self.best_score = -math.inf if manifest["best_score"] is None else manifest["best_score"]
+        self.recent = {(int(r), str(d)) for r, d in manifest["recent"]}
+        self.history, self.rejected = manifest["history"], Counter(manifest["rejected"])
+        self._round_counts = Counter(manifest["round_counts"])
+        self.weights, self.best_weights = arrays["weights"], arrays["best"]
+        self.strategy.load_state({k: arrays.get(f"state.{k}") for k in manifest["state_keys"]})
+        self.accepted = {
+            a["device"]: ClientUpdate(a["device"], arrays[f"update{i}.delta"], a["num_examples"], a["local_steps"],
+                                      arrays.get(f"update{i}.control"), a["meta"])
+            for i, a in enumerate(manifest["accepted"])}
+        return True
+
+    def _write_metrics(self) -> None:
+        (self.run_dir / "rounds.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        scalar = [k for k in self.history[0] if k != "rejected"]
+        with open(self.run_dir / "rounds.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(scalar + ["rejected"])
+            for row in self.history:
+                writer.writerow([row.get(k) for k in scalar] + [json.dumps(row["rejected"], sort_keys=True)])
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
