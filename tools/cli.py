@@ -87,40 +87,133 @@ def _write_results(results: dict, json_path: Path) -> None:
     print(f"\nresults: {json_path}\nreport:  {paths['html']}")
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def _federated_runs(args: argparse.Namespace, train_fn, label: str) -> tuple[Path, str, list]:
+    """Load the protocol's beats, then per seed: split, ``train_fn(train, val, test, seed)``, export int8
+    and score on the test set through the edge classifier. Shared by ``simulate`` and ``fleet``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edge_runtime.signal_config import SignalConfig
-    from tools.seed_summary import summarise
-    from training.config import TrainConfig
     from training.data.beat_dataset import load_beats
-    from training.data.protocols import inter_patient_split, protocol_records
+    from training.data.protocols import make_split, protocol_records
     from training.experiment import export_and_evaluate
-    from training.federated.local_training import LocalConfig
-    from training.federated.simulation import FederatedConfig, run_simulation
 
     data_dir = _data_dir(args)
-    out = Path(args.out)
-    signal = SignalConfig()
-    data = load_beats(data_dir, protocol_records("inter"), signal, _cache_root())
-    started, runs = time.time(), []
+    data = load_beats(data_dir, protocol_records(args.protocol), SignalConfig(), _cache_root())
+    runs = []
     for seed in args.seeds:
-        fed = FederatedConfig(rounds=args.rounds, strategy=args.strategy, partition=args.partition, seed=seed,
-                              fraction=args.fraction,
-                              local=LocalConfig(epochs=args.local_epochs, learning_rate=args.lr))
-        split = inter_patient_split(data, seed)
+        split = make_split(args.protocol, data, seed)
         train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
-        log.info("seed %d: %s, %s partition, %d rounds", seed, args.strategy, args.partition, args.rounds)
+        log.info("seed %d: %s; %d train / %d val / %d test beats", seed, label, len(train), len(val), len(test))
         t0 = time.perf_counter()
-        trained = run_simulation(train, val, fed, TrainConfig(signal=signal, seed=seed))
-        runs.append(export_and_evaluate(trained, train, test, "inter", seed, split.description,
-                                        out / "models" / f"{args.strategy}_seed{seed}", time.perf_counter() - t0))
-    results = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
-               "federated": {"strategy": args.strategy, "partition": args.partition, "rounds": args.rounds,
-                             "local_epochs": args.local_epochs, "lr": args.lr, "fraction": args.fraction},
-               "protocols": {"inter": {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}},
-               "targets": [], "wall_seconds": time.time() - started}
-    _write_results(results, Path(args.json) if args.json else out / f"federated_{args.strategy}.json")
+        trained = train_fn(train, val, test, seed)
+        runs.append(export_and_evaluate(trained, train, test, args.protocol, seed, split.description,
+                                        Path(args.out) / "models" / f"{label}_seed{seed}",
+                                        time.perf_counter() - t0))
+    return data_dir, label, runs
+
+
+def _federated_config(args: argparse.Namespace, seed: int):
+    from training.federated.local_training import LocalConfig
+    from training.federated.simulation import FederatedConfig
+
+    return FederatedConfig(rounds=args.rounds, strategy=args.strategy, partition=args.partition, seed=seed,
+                           fraction=getattr(args, "fraction", 1.0),
+                           local=LocalConfig(epochs=args.local_epochs, learning_rate=args.lr))
+
+
+def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, settings: dict, started: float) -> dict:
+    from tools.seed_summary import summarise
+
+    return {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
+            "federated": {"strategy": args.strategy, "partition": args.partition, "rounds": args.rounds,
+                          "local_epochs": args.local_epochs, "lr": args.lr, **settings},
+            "protocols": {args.protocol: {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}},
+            "targets": [], "wall_seconds": time.time() - started}
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
+    from training.federated.simulation import run_simulation
+
+    started = time.time()
+    data_dir, label, runs = _federated_runs(
+        args, lambda train, val, test, seed: run_simulation(train, val, _federated_config(args, seed),
+                                                            TrainConfig(seed=seed)), args.strategy)
+    results = _federated_results(args, data_dir, runs, {"fraction": args.fraction, "transport": "in-process"},
+                                 started)
+    _write_results(results, Path(args.json) if args.json else Path(args.out) / f"federated_{args.strategy}.json")
     return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
+    from training.federated.aggregator import RoundPolicy
+    from training.federated.fleet import FleetConfig, run_fleet
+
+    policy = RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline, late=args.late)
+    started, transport = time.time(), {}
+
+    def train_fn(train, val, test, seed):
+        cfg = FleetConfig(federated=_federated_config(args, seed), policy=policy, encoding=args.encoding,
+                          chunk_size=args.chunk_size, broker_url=args.broker, max_devices=args.devices)
+        result = run_fleet(train, val, test, cfg, TrainConfig(seed=seed), Path(args.out) / f"run_seed{seed}")
+        transport.setdefault("runs", []).append({"seed": seed, "broker": result.broker, "devices": result.devices,
+                                                 "rejected": result.rejected, "wall_seconds": result.wall_seconds})
+        return result.trained
+
+    label = f"{args.strategy}_{args.encoding.replace(':', '')}"
+    data_dir, _, runs = _federated_runs(args, train_fn, label)
+    settings = {"transport": "mqtt", "encoding": args.encoding, "chunk_size": args.chunk_size,
+                "policy": policy.__dict__, "protocol": args.protocol, **transport}
+    results = _federated_results(args, data_dir, runs, settings, started)
+    _write_results(results, Path(args.json) if args.json else Path(args.out) / f"fleet_{label}.json")
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from training.federated.aggregator import Aggregator, AggregatorConfig, RoundPolicy
+    from training.federated.local_training import LocalConfig
+
+    registry = _parse_registry(args.devices)
+    with np.load(args.init) as data:
+        weights = [data[f"arr_{i}"] for i in range(len(data.files))]
+    local = LocalConfig(epochs=args.local_epochs, learning_rate=args.lr)
+    cfg = AggregatorConfig(fleet=args.fleet, devices=registry, rounds=args.rounds, strategy=args.strategy,
+                           policy=RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline,
+                                              late=args.late),
+                           local=local.__dict__, encoding=args.encoding, chunk_size=args.chunk_size, seed=args.seed)
+    result = Aggregator(cfg, weights, args.broker, Path(args.run_dir)).run()
+    print(f"{len(result.history)} rounds done; per-round metrics in {args.run_dir}/rounds.csv; "
+          f"rejected messages: {result.rejected or 'none'}")
+    return 0
+
+
+def _parse_registry(spec: str) -> dict[str, int]:
+    try:
+        pairs = [item.split(":") for item in spec.split(",") if item]
+        return {name: int(dev_id) for name, dev_id in pairs}
+    except ValueError:
+        raise SystemExit(f"pulsewire: error: --devices {spec!r}: use NAME:ID,NAME:ID,... (e.g. p101:101,p106:106)")
+
+
+def _add_federated_args(p: argparse.ArgumentParser, strategies: list[str]) -> None:
+    p.add_argument("--strategy", default="fedavg", choices=strategies)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--local-epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=0.3,
+                   help="local SGD learning rate (0.3 beat 0.01 and 0.05 on held-out DS1 patients, seed 0)")
+
+
+def _add_round_policy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoding", default="float32", help="update encoding: float32 | float16 | int8 | topk:FRACTION")
+    p.add_argument("--chunk-size", type=int, help="split updates into frames of at most this many bytes (e.g. "
+                                                  "4096 for an ESP32's MQTT buffer)")
+    p.add_argument("--selection", default="all", help="devices per round: all | fraction:F | online")
+    p.add_argument("--quorum", type=float, default=0.8, help="share of selected devices that lets a round "
+                                                             "close at its deadline")
+    p.add_argument("--deadline", type=float, default=300.0, help="seconds a round waits for its devices")
+    p.add_argument("--late", default="drop", help="late updates: drop | downweight:W (weight W per round late)")
 
 
 def _add_run_args(p: argparse.ArgumentParser, out: str, json_default: str) -> None:
@@ -158,15 +251,42 @@ def build_parser() -> argparse.ArgumentParser:
                                    "strategies as the MQTT aggregator; the round is selected on held-out DS1 "
                                    "patients and the exported model is tested on DS2.")
     _add_data_args(p)
-    p.add_argument("--strategy", default="fedavg", choices=sorted(STRATEGIES))
+    _add_federated_args(p, sorted(STRATEGIES))
+    p.add_argument("--protocol", choices=("inter", "intra"), default="inter")
     p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
-    p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--fraction", type=float, default=1.0, help="share of devices per round")
-    p.add_argument("--local-epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=0.3,
-                   help="local SGD learning rate (0.3 beat 0.01 and 0.05 on held-out DS1 patients, seed 0)")
     _add_run_args(p, "out/federated", "OUT/federated_STRATEGY.json")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("fleet", help="federated training over MQTT: a broker, the aggregator and N devices",
+                       description="Start the aggregator and one virtual device per DS1 training patient (each "
+                                   "with its own MQTT connection) against --broker, or against a broker started "
+                                   "here (Mosquitto when installed, else an embedded one). The round is selected "
+                                   "on held-out DS1 patients; the int8 export is tested on DS2.")
+    _add_data_args(p)
+    _add_federated_args(p, sorted(STRATEGIES))
+    p.add_argument("--protocol", choices=("inter", "intra"), default="inter",
+                   help="inter: DS1 devices, DS2 test; intra: beats of 44 records split at random")
+    p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
+    p.add_argument("--devices", type=int, help="use only the first N devices of the partition (default: all)")
+    p.add_argument("--broker", help="mqtt://HOST:PORT of a running broker (default: start one)")
+    _add_round_policy_args(p)
+    _add_run_args(p, "out/fleet", "OUT/fleet_STRATEGY_ENCODING.json")
+    p.set_defaults(func=cmd_fleet)
+
+    p = sub.add_parser("aggregate", help="run only the aggregator service against a broker (resumes after a crash)",
+                       description="The long-running aggregator: publishes global models, screens and aggregates "
+                                   "updates, checkpoints after every accepted update in --run-dir and resumes "
+                                   "from there when restarted.")
+    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    p.add_argument("--fleet", required=True, help="fleet name (topic prefix pw/FLEET/...)")
+    p.add_argument("--devices", required=True, help="registered devices as NAME:ID,NAME:ID,...")
+    p.add_argument("--init", required=True, help=".npz of the initial weights (arr_0, arr_1, ... in model order)")
+    p.add_argument("--run-dir", required=True, help="checkpoint and per-round metrics")
+    p.add_argument("--seed", type=int, default=0, help="seeds random device selection")
+    _add_federated_args(p, sorted(STRATEGIES))
+    _add_round_policy_args(p)
+    p.set_defaults(func=cmd_aggregate)
     return parser
 
 
@@ -174,11 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from broker.launcher import BrokerUnavailable
     from training.data.mitdb import DataUnavailable, RecordError
+    from training.federated.checkpoint import CheckpointError
 
     try:
         return args.func(args)
-    except (DataUnavailable, RecordError) as exc:
+    except (DataUnavailable, RecordError, BrokerUnavailable, CheckpointError) as exc:
         print(f"pulsewire: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -41,6 +41,8 @@ class FleetConfig:
     broker_url: str | None = None
     #: Topic prefix; a random suffix keeps runs on a shared broker apart.
     fleet_prefix: str = "pw"
+    #: Only the first N devices of the partition take part (None: all of them).
+    max_devices: int | None = None
 
 
 @dataclass
@@ -83,6 +85,10 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
     fed = cfg.federated
     fleet = prepare_fleet(train, fed, base)
     registry = device_registry(fed.partition, train, fleet.devices)
+    if cfg.max_devices is not None:
+        if not 1 <= cfg.max_devices <= len(registry):
+            raise ValueError(f"--devices {cfg.max_devices}: the {fed.partition} partition has {len(registry)} devices")
+        registry = dict(list(registry.items())[:cfg.max_devices])
     run_dir = Path(run_dir)
     (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a fleet run starts afresh; `aggregate` resumes
     broker = start_broker() if cfg.broker_url is None else None
