@@ -13,16 +13,22 @@ export MITDB_DIR PULSEWIRE_CACHE
 
 ifeq ($(QUICK),1)
 BENCH_ARGS := --seeds 0 1 2 --epochs 6 --out out/bench-quick --json bench/results/foundation-quick.json
+FED_BENCH_ARGS := --seeds 0 1 2 --rounds 3 --out out/bench-quick-federated --json bench/results/federated-quick.json \
+	--centralized bench/results/foundation-quick.json
 else
 BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/foundation.json
+FED_BENCH_ARGS := --seeds 0 1 2 --rounds 20 --out out/bench-federated --json bench/results/federated.json \
+	--centralized bench/results/foundation.json
 endif
 
 .PHONY: help setup system-deps demo test bench clean
 
 help:
-	@echo "make demo   - set up, train the beat classifier, export int8, evaluate, write out/demo/foundation.html"
+	@echo "make demo   - set up, federated training over MQTT (a broker, the aggregator, one device per DS1 patient),"
+	@echo "              int8 export, DS2 evaluation -> out/demo/fleet_fedavg_int8.html"
 	@echo "make test   - set up and run the test suite"
-	@echo "make bench  - full experiment (3 seeds x 2 protocols) -> bench/results/foundation.json (QUICK=1: 6 epochs, ~2 min)"
+	@echo "make bench  - centralized (3 seeds x 2 protocols) then federated (strategies, encodings, reference setting)"
+	@echo "              -> bench/results/{foundation,federated}.json (QUICK=1: a few epochs and rounds)"
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing pulsewire[train,edge,dev] (TensorFlow is ~600 MB; 1-2 min)"
@@ -37,14 +43,15 @@ system-deps:
 setup: $(STAMP) system-deps
 
 demo: setup
-	$(BIN)/pulsewire foundation --protocols inter --seeds 0 1 2 --out out/demo
-	@echo "==> open out/demo/foundation.html"
+	$(BIN)/pulsewire fleet --seeds 0 1 2 --rounds 20 --encoding int8 --chunk-size 4096 --out out/demo
+	@echo "==> open out/demo/fleet_fedavg_int8.html"
 
 test: setup
 	$(BIN)/python -m pytest -q tests
 
 bench: setup
 	$(BIN)/pulsewire foundation --protocols inter intra $(BENCH_ARGS)
+	$(BIN)/pulsewire fleet-bench $(FED_BENCH_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache

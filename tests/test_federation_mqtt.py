@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +21,8 @@ from edge_runtime.fed_client import DeviceClient
 from tests.test_wire import _recrc
 from tests.federation_helpers import (REGISTRY, FixedUpdater, delta_for, expected_fedavg, initial_weights,
                                       wait_until)
-from training.federated.aggregator import Aggregator, AggregatorConfig, RoundPolicy
+from training.federated import checkpoint
+from training.federated.aggregator import CHECKPOINT_FILE, Aggregator, AggregatorConfig, RoundPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +168,43 @@ def test_broker_restart_mid_round_loses_no_accepted_update(tmp_path):
         broker.close()
     assert [h["participants"] for h in result.history] == [3, 3]
     _assert_weights(result.final_weights, expected_fedavg(2))
+
+
+def test_aggregator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp_path):
+    np.savez(tmp_path / "init.npz", *initial_weights())
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tools.cli", "aggregate", "--broker", broker_url(mosquitto), "--fleet", "phoenix",
+           "--devices", ",".join(f"{n}:{i}" for n, i in REGISTRY.items()), "--init", str(tmp_path / "init.npz"),
+           "--run-dir", str(run_dir), "--rounds", "2", "--quorum", "1", "--deadline", "120"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def accepted_in_round_1() -> int:
+        try:
+            manifest, _ = checkpoint.load(run_dir / CHECKPOINT_FILE)
+        except (FileNotFoundError, checkpoint.CheckpointError):
+            return 0
+        return len(manifest["accepted"]) if manifest["round"] == 1 else 0
+
+    gate = threading.Event()
+    updaters = {name: FixedUpdater(k, gate if name == "dev-c" else None) for k, name in enumerate(REGISTRY)}
+    devices = [DeviceClient(name, i, "phoenix", broker_url(mosquitto), updaters[name]) for name, i in REGISTRY.items()]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for d in devices:
+            d.start()
+        wait_until(lambda: accepted_in_round_1() == 2, what="two checkpointed updates in round 1")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        gate.set()
+        out, _ = second.communicate(timeout=120)
+    finally:
+        first.kill()
+        for d in devices:
+            d.stop()
+    assert second.returncode == 0, out
+    assert "resuming round 1 with 2 accepted update(s)" in out
+    manifest, arrays = checkpoint.load(run_dir / CHECKPOINT_FILE)
+    assert manifest["round"] == 3 and [h["participants"] for h in manifest["history"]] == [3, 3]
+    _assert_weights(arrays["weights"], expected_fedavg(2))
+    assert updaters["dev-a"].calls == 2  # the restart re-announced round 1 without making anyone train twice

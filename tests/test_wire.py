@@ -123,3 +123,13 @@ def test_shape_whose_product_overflows_int64_is_rejected():
     huge = _patched(GOOD, HEADER.size + 4, bytes([8]) + struct.pack("<8I", *([2**32 - 1] * 8)))
     with pytest.raises(WireError):
         decode_tensors(huge)
+
+
+def test_topk_bitmap_must_agree_with_k():
+    data = bytearray((GOLDEN_DIR / "update_topk_int8.bin").read_bytes())
+    meta_len = struct.unpack_from("<H", data, HEADER.size)[0]
+    bitmap_at = HEADER.size + 2 + meta_len + (1 + 8) + (1 + 4) + 8  # two tensor-table rows, then scale + k
+    data[bitmap_at] ^= 0x80  # mark one more entry than k says
+    with pytest.raises(WireError) as err:
+        decode_tensors(_recrc(bytes(data)))
+    assert err.value.reason == "bad_indices"

@@ -88,27 +88,17 @@ def _write_results(results: dict, json_path: Path) -> None:
 
 
 def _federated_runs(args: argparse.Namespace, train_fn, label: str) -> tuple[Path, str, list]:
-    """Load the protocol's beats, then per seed: split, ``train_fn(train, val, test, seed)``, export int8
-    and score on the test set through the edge classifier. Shared by ``simulate`` and ``fleet``."""
+    """Load the protocol's beats and run ``train_fn`` per seed (shared by ``simulate`` and ``fleet``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edge_runtime.signal_config import SignalConfig
     from training.data.beat_dataset import load_beats
-    from training.data.protocols import make_split, protocol_records
-    from training.experiment import export_and_evaluate
+    from training.data.protocols import protocol_records
+    from training.experiment import run_trainer_seeds
 
     data_dir = _data_dir(args)
     data = load_beats(data_dir, protocol_records(args.protocol), SignalConfig(), _cache_root())
-    runs = []
-    for seed in args.seeds:
-        split = make_split(args.protocol, data, seed)
-        train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
-        log.info("seed %d: %s; %d train / %d val / %d test beats", seed, label, len(train), len(val), len(test))
-        t0 = time.perf_counter()
-        trained = train_fn(train, val, test, seed)
-        runs.append(export_and_evaluate(trained, train, test, args.protocol, seed, split.description,
-                                        Path(args.out) / "models" / f"{label}_seed{seed}",
-                                        time.perf_counter() - t0))
-    return data_dir, label, runs
+    return data_dir, label, run_trainer_seeds(data, args.protocol, args.seeds, Path(args.out) / "models", label,
+                                              train_fn)
 
 
 def _federated_config(args: argparse.Namespace, seed: int):
@@ -165,7 +155,26 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     settings = {"transport": "mqtt", "encoding": args.encoding, "chunk_size": args.chunk_size,
                 "policy": policy.__dict__, "protocol": args.protocol, **transport}
     results = _federated_results(args, data_dir, runs, settings, started)
+    results["title"] = f"pulsewire: federated training over MQTT ({args.strategy}, {args.encoding} deltas)"
     _write_results(results, Path(args.json) if args.json else Path(args.out) / f"fleet_{label}.json")
+    return 0
+
+
+def cmd_fleet_bench(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tools.federated_bench import load_centralized, run_bench
+    from tools.federated_report import write_federated_report
+    from tools.report import targets_table
+
+    results = {"command": " ".join(["pulsewire"] + sys.argv[1:])}
+    results.update(run_bench(_data_dir(args), _cache_root(), args.seeds, args.rounds, Path(args.out),
+                             load_centralized(Path(args.centralized)), args.cases))
+    json_path = Path(args.json) if args.json else Path(args.out) / "federated.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    paths = write_federated_report(results, json_path.parent, json_path.stem)
+    print("\n" + paths["markdown"].read_text().split("## Targets")[0].split("\n\n", 2)[-1])
+    print(targets_table(results["targets"]) + f"\n\nresults: {json_path}\nreport:  {paths['html']}")
     return 0
 
 
@@ -273,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_round_policy_args(p)
     _add_run_args(p, "out/fleet", "OUT/fleet_STRATEGY_ENCODING.json")
     p.set_defaults(func=cmd_fleet)
+
+    p = sub.add_parser("fleet-bench", help="every strategy, encoding and the reference setting over MQTT, "
+                                           "on the same seeds -> federated.json + report")
+    _add_data_args(p)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--cases", nargs="+", help="run only these cases (default: all; see tools/federated_bench.py)")
+    p.add_argument("--centralized", default="bench/results/foundation.json",
+                   help="foundation results to compare with (written by make bench before this runs)")
+    _add_run_args(p, "out/bench-federated", "OUT/federated.json")
+    p.set_defaults(func=cmd_fleet_bench)
 
     p = sub.add_parser("aggregate", help="run only the aggregator service against a broker (resumes after a crash)",
                        description="The long-running aggregator: publishes global models, screens and aggregates "

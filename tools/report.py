@@ -19,7 +19,7 @@ _PUBLISHED = [
 ]
 
 
-def _pct(stat: dict | None) -> str:
+def pct(stat: dict | None) -> str:
     if not stat or stat.get("mean") is None:
         return "–"
     return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
@@ -35,8 +35,8 @@ def markdown_table(results: dict) -> str:
             s = summ[kind]
             cells = [protocol, kind, str(len(summ["seeds"]))]
             for c in AAMI_CLASSES[:4]:
-                cells.append(f"{_pct(s['per_class'][c]['se'])} / {_pct(s['per_class'][c]['ppv'])}")
-            cells += [_pct(s["accuracy"]), _pct(s["macro_f1"])]
+                cells.append(f"{pct(s['per_class'][c]['se'])} / {pct(s['per_class'][c]['ppv'])}")
+            cells += [pct(s["accuracy"]), pct(s["macro_f1"])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -88,6 +88,29 @@ def plot_curves(runs: list[dict], title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_rounds(cases: dict[str, list[dict]], title: str, path: Path) -> None:
+    """Per round, mean over seeds: the test macro F1 of each round's global model (reported only, never
+    used for selection) and the bytes devices sent."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, runs in cases.items():
+        n = min(len(r["history"]) for r in runs)
+        rounds = np.arange(1, n + 1)
+        for ax, key, scale in ((ax1, "test_macro_f1", 1.0), (ax2, "bytes_received", 1 / 1024)):
+            values = [[h.get(key) for h in r["history"][:n]] for r in runs]
+            if any(v is None for row in values for v in row):
+                continue
+            ax.plot(rounds, np.mean(values, axis=0) * scale, label=name)
+    ax1.set_title("test macro F1 of each round's global model (float)", fontsize=9)
+    ax2.set_title("kB sent by devices per round", fontsize=9)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("round")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
     """``{stem}.md``, ``{stem}.html`` and PNGs in ``out_dir``; returns the paths."""
     out_dir = Path(out_dir)
@@ -101,11 +124,15 @@ def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
         p = out_dir / f"{stem}_{protocol}_training.png"
         plot_curves(block["runs"], f"{protocol}-patient training", p)
         images.append(p)
+        if "bytes_received" in block["runs"][0]["history"][0]:
+            p = out_dir / f"{stem}_{protocol}_rounds.png"
+            plot_rounds({"this run": block["runs"]}, f"{protocol}-patient federated rounds over MQTT", p)
+            images.append(p)
     first = next(iter(results["protocols"].values()))["runs"][0]
     facts = (f"int8 model: {first['int8_bytes']:,} bytes; parameters: {first['stats']['parameters']:,}; "
              f"MACs per beat: {first['stats']['macs_per_beat']:,}; float32 model: {first['float32_bytes']:,} bytes")
     md = "\n\n".join([
-        f"# pulsewire foundation results\n\nCommand: `{results['command']}`  \nData: {results['data_dir']}",
+        f"# {results.get('title', 'pulsewire foundation results')}\n\nCommand: `{results['command']}`  \nData: {results['data_dir']}",
         "## Test metrics (%, mean ± std over seeds; macro F1 over N, S, V, F)\n\n" + markdown_table(results),
         "## Targets\n\n" + targets_table(results["targets"]),
         "## Model\n\n" + facts,
@@ -117,11 +144,11 @@ def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
     md_path = out_dir / f"{stem}.md"
     md_path.write_text(md + "\n")
     html_path = out_dir / f"{stem}.html"
-    html_path.write_text(_html(md, images))
+    html_path.write_text(render_html(md, images))
     return {"markdown": md_path, "html": html_path, **{p.stem: p for p in images}}
 
 
-def _html(markdown: str, images: list[Path]) -> str:
+def render_html(markdown: str, images: list[Path]) -> str:
     """A dependency-free page: tables rendered from the Markdown, images inline."""
     body = []
     for block in markdown.split("\n\n"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,22 @@ def run_protocol(data: BeatDataset, protocol: str, cfg: TrainConfig, out_dir: Pa
 def run_seeds(data: BeatDataset, protocol: str, cfg: TrainConfig, seeds: list[int], out_dir: Path,
               verbose: int = 0) -> list[RunResult]:
     return [run_protocol(data, protocol, replace(cfg, seed=s), out_dir, verbose) for s in seeds]
+
+
+#: ``train_fn(train, val, test, seed)``: a federated (or any) trainer; ``test`` may only be scored for reports.
+Trainer = Callable[[BeatDataset, BeatDataset, BeatDataset, int], TrainedModel]
+
+
+def run_trainer_seeds(data: BeatDataset, protocol: str, seeds: list[int], out_dir: Path, label: str,
+                      train_fn: Trainer) -> list[RunResult]:
+    """Per seed: the protocol's split, ``train_fn``, then int8 export and the one test-set evaluation."""
+    runs = []
+    for seed in seeds:
+        split = make_split(protocol, data, seed)
+        train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
+        log.info("seed %d: %s; %d train / %d val / %d test beats", seed, label, len(train), len(val), len(test))
+        t0 = time.perf_counter()
+        trained = train_fn(train, val, test, seed)
+        runs.append(export_and_evaluate(trained, train, test, protocol, seed, split.description,
+                                        Path(out_dir) / f"{label}_seed{seed}", time.perf_counter() - t0))
+    return runs

@@ -1,7 +1,9 @@
 """TFLite export (float32 and full-integer int8) with the metadata sidecar a device checks."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +65,8 @@ def convert(trained: TrainedModel, quantization: str, calibration: BeatDataset |
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the whole traced signature on export
+        return converter.convert()
 
 
 def export_model(trained: TrainedModel, out_path: Path, quantization: str, model_version: str,

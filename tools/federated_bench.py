@@ -1,0 +1,148 @@
+"""The federated benchmark: strategies, encodings and the reference setting, all over MQTT, same seeds.
+
+Every case runs ``run_fleet`` (a real broker, the aggregator service, one MQTT client per device),
+selects its round on held-out DS1 patients, exports int8 and is tested once on DS2. The targets are
+judged on seed means against the centralized model of the same ``make bench`` run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.signal_config import SignalConfig
+from tools.seed_summary import summarise
+from training.config import TrainConfig
+from training.data.beat_dataset import BeatDataset, load_beats
+from training.data.protocols import protocol_records
+from training.experiment import run_trainer_seeds
+from training.federated.fleet import FleetConfig, run_fleet
+from training.federated.local_training import LocalConfig
+from training.federated.simulation import FederatedConfig
+
+log = logging.getLogger(__name__)
+STRATEGY_CASES = ("fedavg", "fedprox", "scaffold", "fednova")
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    name: str
+    strategy: str = "fedavg"
+    encoding: str = "float32"
+    protocol: str = "inter"
+    partition: str = "patient"
+    rounds: int | None = None  # None: the bench's --rounds
+    local: LocalConfig = field(default_factory=LocalConfig)
+
+
+def bench_cases(local: LocalConfig) -> list[BenchCase]:
+    cases = [BenchCase(s, strategy=s, local=local) for s in STRATEGY_CASES]
+    cases += [BenchCase("fedavg_int8", encoding="int8", local=local),
+              BenchCase("fedavg_topk0.1", encoding="topk:0.1", local=local),
+              # the Flower-based system's setting: 5 devices, IID split of intra-patient beats, 5 rounds
+              BenchCase("reference_setting", protocol="intra", partition="iid:5", rounds=5, local=local)]
+    return cases
+
+
+def run_case(case: BenchCase, data: BeatDataset, seeds: list[int], rounds: int, out_dir: Path) -> dict:
+    fleet_runs: list[dict] = []
+    n_rounds = case.rounds or rounds
+
+    def train_fn(train, val, test, seed):
+        fed = FederatedConfig(rounds=n_rounds, strategy=case.strategy, partition=case.partition, seed=seed,
+                              local=case.local)
+        result = run_fleet(train, val, test, FleetConfig(federated=fed, encoding=case.encoding),
+                           TrainConfig(seed=seed), out_dir / "runs" / f"{case.name}_seed{seed}", progress=False)
+        fleet_runs.append({"seed": seed, "broker": result.broker, "devices": result.devices,
+                           "rejected": result.rejected, "wall_seconds": result.wall_seconds,
+                           "bytes_up_per_round": float(np.mean([h["bytes_received"] for h in result.trained.history]))})
+        return result.trained
+
+    started = time.perf_counter()
+    runs = run_trainer_seeds(data, case.protocol, seeds, out_dir / "models", case.name, train_fn)
+    log.info("case %s done in %.0f s", case.name, time.perf_counter() - started)
+    return {"settings": {"strategy": case.strategy, "encoding": case.encoding, "protocol": case.protocol,
+                         "partition": case.partition, "rounds": n_rounds, "local": case.local.__dict__},
+            "summary": summarise(runs), "runs": [r.to_dict() for r in runs], "fleet": fleet_runs}
+
+
+def run_bench(data_dir: Path, cache_root: Path, seeds: list[int], rounds: int, out_dir: Path,
+              centralized: dict | None, only: list[str] | None = None) -> dict:
+    started = time.time()
+    data: dict[str, BeatDataset] = {}
+    cases = [c for c in bench_cases(LocalConfig()) if not only or c.name in only]
+    results: dict = {"data_dir": str(data_dir), "seeds": seeds, "rounds": rounds, "cases": {}}
+    for i, case in enumerate(cases, 1):
+        log.info("[%d/%d] %s", i, len(cases), case.name)
+        if case.protocol not in data:
+            data[case.protocol] = load_beats(data_dir, protocol_records(case.protocol), SignalConfig(), cache_root)
+        results["cases"][case.name] = run_case(case, data[case.protocol], seeds, rounds, out_dir)
+    results["centralized"] = centralized
+    results["targets"] = federated_targets(results["cases"], centralized, rounds)
+    results["wall_seconds"] = time.time() - started
+    return results
+
+
+def load_centralized(path: Path) -> dict | None:
+    """The inter-patient centralized summary of a foundation results file, if there is one."""
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())["protocols"].get("inter", {}).get("summary")
+    if not summary:
+        return None
+    return {"source": str(path), "int8_macro_f1": summary["int8"]["macro_f1"]["mean"],
+            "float32_macro_f1": summary["float32"]["macro_f1"]["mean"]}
+
+
+def _mean(case: dict | None, *path: str) -> float | None:
+    if not case:
+        return None
+    node = case["summary"]
+    for key in path:
+        node = node[key]
+    return node["mean"]
+
+
+def _bytes_per_round(case: dict | None) -> float | None:
+    return float(np.mean([f["bytes_up_per_round"] for f in case["fleet"]])) if case else None
+
+
+def round_within(case: dict, reference: float, margin: float = 0.03) -> list[int | None]:
+    """Per seed, the first round whose global model's test macro F1 (float) is within ``margin`` of ``reference``."""
+    out = []
+    for run in case["runs"]:
+        hits = [h["round"] for h in run["history"] if h.get("test_macro_f1", -1) >= reference - margin]
+        out.append(hits[0] if hits else None)
+    return out
+
+
+def federated_targets(cases: dict, centralized: dict | None, rounds: int) -> list[dict]:
+    rows: list[dict] = []
+
+    def add(name: str, value: float | None, threshold: float | str, met: bool | None) -> None:
+        rows.append({"target": name, "mean": value, "threshold": threshold, "met": met})
+
+    fedavg, i8, topk = cases.get("fedavg"), cases.get("fedavg_int8"), cases.get("fedavg_topk0.1")
+    f1 = _mean(fedavg, "int8", "macro_f1")
+    if centralized and f1 is not None:
+        gap = centralized["int8_macro_f1"] - f1
+        add(f"FedAvg over MQTT, DS2 int8 macro F1 gap to centralized ({rounds} rounds)", gap, 0.03, gap <= 0.03)
+        fedavg["round_within_0.03"] = round_within(fedavg, centralized["float32_macro_f1"])
+    ref = _mean(cases.get("reference_setting"), "int8", "accuracy")
+    if ref is not None:
+        add("reference_setting (5 IID devices, 5 rounds) int8 accuracy", ref, 0.97, ref >= 0.97)
+    for case, name, ratio_min, f1_max in ((i8, "int8", 3.9, 0.01), (topk, "top-k 10 % + int8", 10.0, None)):
+        if case and fedavg:
+            ratio = _bytes_per_round(fedavg) / _bytes_per_round(case)
+            add(f"{name} deltas: bytes per round, float32 / {name}", ratio, ratio_min, ratio >= ratio_min)
+            cost = f1 - _mean(case, "int8", "macro_f1")
+            add(f"{name} deltas: DS2 macro F1 cost", cost, f1_max if f1_max is not None else "report",
+                None if f1_max is None else cost <= f1_max)
+    walls = [f["wall_seconds"] for c in STRATEGY_CASES if c in cases for f in cases[c]["fleet"]]
+    if walls and rounds >= 20:
+        add(f"slowest {rounds}-round patient fleet run, seconds", max(walls), 900, max(walls) < 900)
+    return rows
