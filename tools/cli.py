@@ -105,7 +105,8 @@ def _federated_config(args: argparse.Namespace, seed: int):
     from training.federated.local_training import LocalConfig
     from training.federated.simulation import FederatedConfig
 
-    return FederatedConfig(rounds=args.rounds, strategy=args.strategy, partition=args.partition, seed=seed,
+    return FederatedConfig(rounds=args.rounds, strategy=args.strategy, strategy_args=dict(args.strategy_arg),
+                           partition=args.partition, seed=seed,
                            fraction=getattr(args, "fraction", 1.0),
                            local=LocalConfig(epochs=args.local_epochs, learning_rate=args.lr))
 
@@ -114,7 +115,8 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
     from tools.seed_summary import summarise
 
     return {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
-            "federated": {"strategy": args.strategy, "partition": args.partition, "rounds": args.rounds,
+            "federated": {"strategy": args.strategy, "strategy_args": dict(args.strategy_arg),
+                          "partition": args.partition, "rounds": args.rounds,
                           "local_epochs": args.local_epochs, "lr": args.lr, **settings},
             "protocols": {args.protocol: {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}},
             "targets": [], "wall_seconds": time.time() - started}
@@ -189,6 +191,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         weights = [data[f"arr_{i}"] for i in range(len(data.files))]
     local = LocalConfig(epochs=args.local_epochs, learning_rate=args.lr)
     cfg = AggregatorConfig(fleet=args.fleet, devices=registry, rounds=args.rounds, strategy=args.strategy,
+                           strategy_args=dict(args.strategy_arg),
                            policy=RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline,
                                               late=args.late),
                            local=local.__dict__, encoding=args.encoding, chunk_size=args.chunk_size, seed=args.seed)
@@ -206,8 +209,20 @@ def _parse_registry(spec: str) -> dict[str, int]:
         raise SystemExit(f"pulsewire: error: --devices {spec!r}: use NAME:ID,NAME:ID,... (e.g. p101:101,p106:106)")
 
 
+def _strategy_arg(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    try:
+        if not (key and sep):
+            raise ValueError
+        return key, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=NUMBER, e.g. momentum=0.9") from None
+
+
 def _add_federated_args(p: argparse.ArgumentParser, strategies: list[str]) -> None:
     p.add_argument("--strategy", default="fedavg", choices=strategies)
+    p.add_argument("--strategy-arg", action="append", default=[], metavar="KEY=VALUE", type=_strategy_arg,
+                   help="strategy parameter, repeatable (e.g. proximal_mu=0.01, momentum=0.9, server_lr=0.01)")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.3,

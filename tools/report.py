@@ -77,10 +77,14 @@ def plot_curves(runs: list[dict], title: str, path: Path) -> None:
         ax1.plot(ep, [h["loss"] for h in run["history"]], label=f"seed {run['seed']}")
         ax2.plot(ep, [h["val_macro_f1"] for h in run["history"]], label=f"seed {run['seed']}")
         ax2.axvline(run["best_epoch"], ls=":", lw=0.8, color=ax2.lines[-1].get_color())
-    ax1.set_title("training loss (class-weighted)", fontsize=9)
-    ax2.set_title("validation macro F1 (dotted: selected)", fontsize=9)
-    for ax in (ax1, ax2):
-        ax.set_xlabel("epoch (centralized) / round (federated)")
+    _finish(fig, {ax1: "training loss (class-weighted)", ax2: "validation macro F1 (dotted: selected)"},
+            "epoch (centralized) / round (federated)", title, path)
+
+
+def _finish(fig, titles: dict, xlabel: str, title: str, path: Path) -> None:
+    for ax, text in titles.items():
+        ax.set_title(text, fontsize=9)
+        ax.set_xlabel(xlabel)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -100,15 +104,9 @@ def plot_rounds(cases: dict[str, list[dict]], title: str, path: Path) -> None:
             if any(v is None for row in values for v in row):
                 continue
             ax.plot(rounds, np.mean(values, axis=0) * scale, label=name)
-    ax1.set_title("test macro F1 of each round's global model (float)", fontsize=9)
-    ax2.set_title("kB sent by devices per round", fontsize=9)
-    for ax in (ax1, ax2):
-        ax.set_xlabel("round")
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax2.set_ylim(bottom=0)
+    _finish(fig, {ax1: "test macro F1 of each round's global model (float)", ax2: "kB sent by devices per round"},
+            "round", title, path)
 
 
 def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
