@@ -25,7 +25,7 @@ from training.federated.local_training import LocalConfig
 from training.federated.simulation import FederatedConfig
 
 log = logging.getLogger(__name__)
-STRATEGY_CASES = ("fedavg", "fedprox", "scaffold", "fednova")
+STRATEGY_CASES = ("fedavg", "fedprox", "scaffold", "fednova", "fedavgm", "fedadam")
 
 
 @dataclass(frozen=True)

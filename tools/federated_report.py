@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.federated_bench import STRATEGY_CASES
 from tools.report import pct, plot_confusion, plot_rounds, render_html, targets_table
 from training.data.mitdb import ATTRIBUTION
 
@@ -32,7 +33,7 @@ def write_federated_report(results: dict, out_dir: Path, stem: str) -> dict[str,
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = results["cases"]
     images = []
-    groups = {"strategies": [c for c in ("fedavg", "fedprox", "scaffold", "fednova") if c in cases],
+    groups = {"strategies": [c for c in STRATEGY_CASES if c in cases],
               "encodings": [c for c in ("fedavg", "fedavg_int8", "fedavg_topk0.1") if c in cases]}
     for group, names in groups.items():
         if names:
