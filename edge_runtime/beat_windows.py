@@ -31,9 +31,14 @@ def beat_windows(filtered: np.ndarray, peaks: np.ndarray, cfg: SignalConfig) -> 
     peaks = np.asarray(peaks, dtype=np.int64)
     inside = (peaks - cfg.window_before >= 0) & (peaks + cfg.window_after <= filtered.size)
     beat_index = np.flatnonzero(inside)
-    offsets = np.arange(-cfg.window_before, cfg.window_after, cfg.decimation)
-    windows = filtered[peaks[beat_index, None] + offsets[None, :]]
-    windows = windows - np.median(windows, axis=1, keepdims=True)
     scales = amplitude_scales(filtered, peaks, cfg)[beat_index]
-    windows = np.clip(windows / scales[:, None], -cfg.wave_clip, cfg.wave_clip)
-    return windows.astype(np.float32), beat_index
+    return cut_windows(filtered, peaks[beat_index], scales, cfg), beat_index
+
+
+def cut_windows(filtered: np.ndarray, peaks: np.ndarray, scales: np.ndarray, cfg: SignalConfig) -> np.ndarray:
+    """The window arithmetic for peaks whose windows lie inside ``filtered`` (the stream calls it per beat)."""
+    offsets = np.arange(-cfg.window_before, cfg.window_after, cfg.decimation)
+    windows = filtered[np.asarray(peaks, np.int64)[:, None] + offsets[None, :]]
+    windows = windows - np.median(windows, axis=1, keepdims=True)
+    windows = np.clip(windows / np.asarray(scales, np.float64)[:, None], -cfg.wave_clip, cfg.wave_clip)
+    return windows.astype(np.float32)

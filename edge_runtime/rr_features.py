@@ -10,12 +10,17 @@ import numpy as np
 from edge_runtime.signal_config import RR_FEATURE_NAMES, SignalConfig
 
 
-def _causal_mean(values: np.ndarray, span: int) -> np.ndarray:
-    """Mean of values[max(0, i - span + 1) .. i] for every i (inclusive window of ``span`` items)."""
-    csum = np.concatenate([[0.0], np.cumsum(values)])
-    idx = np.arange(values.size)
-    lo = np.maximum(0, idx - span + 1)
-    return (csum[idx + 1] - csum[lo]) / (idx + 1 - lo)
+def rr_feature_row(history_s: np.ndarray, post_s: float, cfg: SignalConfig) -> np.ndarray:
+    """Features of one beat from the RR intervals up to and including its pre-RR (oldest first, at least
+    the last ``rr_long_beats`` of them when there are that many) and its post-RR, in seconds.
+
+    Batch and streaming code both call this one function on the same values, so a device reproduces
+    the training features bit for bit.
+    """
+    pre = float(history_s[-1])
+    local = float(np.mean(history_s[-cfg.rr_local_beats:]))
+    long = float(np.mean(history_s[-cfg.rr_long_beats:]))
+    return np.array([pre, post_s, local, long, pre / local, post_s / pre, pre / long], np.float32)
 
 
 def rr_features(peaks: np.ndarray, cfg: SignalConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -34,12 +39,9 @@ def rr_features(peaks: np.ndarray, cfg: SignalConfig) -> tuple[np.ndarray, np.nd
     if np.any(np.diff(peaks) <= 0):
         raise ValueError("peaks must be strictly increasing sample indices")
     rr = np.diff(peaks) / cfg.fs_hz  # rr[i] = interval between beat i and beat i+1
-    pre = rr[:-1]  # for beats 1 .. n-2
-    post = rr[1:]
-    local = _causal_mean(rr, cfg.rr_local_beats)[:-1]
-    long = _causal_mean(rr, cfg.rr_long_beats)[:-1]
-    feats = np.stack([pre, post, local, long, pre / local, post / pre, pre / long], axis=1)
-    return feats.astype(np.float32), np.arange(1, peaks.size - 1)
+    span = cfg.rr_long_beats
+    feats = np.stack([rr_feature_row(rr[max(0, i - span):i], float(rr[i]), cfg) for i in range(1, rr.size)])
+    return feats, np.arange(1, peaks.size - 1)
 
 
 def standardise_rr(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

@@ -33,6 +33,24 @@ class EcgRecord:
     lead: str
     ann_sample: np.ndarray  # annotation sample indices
     ann_symbol: np.ndarray  # annotation symbols (str)
+    ann_aux: np.ndarray  # annotation aux notes (rhythm changes such as "(VFL"), "" where none
+
+    def flutter_episodes(self) -> list[tuple[int, int]]:
+        """[start, end) sample ranges of ventricular flutter/fibrillation, which EC57 leaves out of
+        beat-by-beat scoring: between '[' and ']' annotations, and rhythm "(VF"/"(VFL" until the next rhythm."""
+        episodes, start = [], None
+        for sample, symbol, aux in zip(self.ann_sample, self.ann_symbol, self.ann_aux):
+            rhythm = aux.rstrip("\x00") if symbol == "+" else None
+            opens = symbol == "[" or rhythm in ("(VF", "(VFL")
+            closes = symbol == "]" or (rhythm is not None and rhythm not in ("(VF", "(VFL"))
+            if opens and start is None:
+                start = int(sample)
+            elif closes and start is not None:
+                episodes.append((start, int(sample)))
+                start = None
+        if start is not None:
+            episodes.append((start, int(self.signal_mv.size)))
+        return episodes
 
 
 def locate_mitdb(data_dir: str | Path | None, cache_root: Path, allow_download: bool = True) -> Path:
@@ -83,10 +101,11 @@ def _expected_dat_bytes(fmt: str, n_samples: int, n_signals: int) -> int | None:
     return math.ceil(n_samples * n_signals * bits / 8)
 
 
-def load_record(data_dir: Path, name: str, lead: str = "MLII") -> EcgRecord:
+def load_record(data_dir: Path, name: str, lead: str | int = "MLII") -> EcgRecord:
     """One lead of one record in millivolts, with its reference beat annotations.
 
-    The lead is chosen by name: channel order differs between MIT-BIH records (114 has MLII second).
+    The lead is chosen by name (channel order differs between MIT-BIH records: 114 has MLII second)
+    or by channel index.
     """
     import wfdb
 
@@ -99,6 +118,10 @@ def load_record(data_dir: Path, name: str, lead: str = "MLII") -> EcgRecord:
         header = wfdb.rdheader(str(base))
     except Exception as exc:
         raise RecordError(f"{base}.hea: unreadable WFDB header ({exc})") from exc
+    if isinstance(lead, int):
+        if not 0 <= lead < header.n_sig:
+            raise RecordError(f"{base}.hea: no channel {lead}; the record has {header.n_sig} ({header.sig_name})")
+        lead = header.sig_name[lead]
     if lead not in header.sig_name:
         raise RecordError(f"{base}.hea: no lead {lead!r}; the record has {header.sig_name}")
     expected = _expected_dat_bytes(str(header.fmt[0]), header.sig_len, header.n_sig)
@@ -126,4 +149,5 @@ def load_record(data_dir: Path, name: str, lead: str = "MLII") -> EcgRecord:
         lead=lead,
         ann_sample=np.asarray(ann.sample, dtype=np.int64),
         ann_symbol=np.asarray(ann.symbol),
+        ann_aux=np.asarray([a or "" for a in ann.aux_note]),
     )

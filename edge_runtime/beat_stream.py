@@ -1,0 +1,109 @@
+"""From raw samples to classifier inputs on a stream: filter, detect, window, RR features.
+
+A beat is ready when its successor has been detected (the post-RR feature needs it) and its window's
+last sample has arrived; a beat is therefore reported about one RR interval after it happened. The
+same functions as training cut the window and compute the features, and memory stays bounded
+(a few seconds of samples and the last ``rr_long_beats`` intervals) however long the stream runs.
+``offline_beats`` is the batch reference the stream must equal exactly.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_runtime.beat_inputs import BeatInputs, beat_inputs
+from edge_runtime.beat_windows import cut_windows
+from edge_runtime.filtering import StreamingBandpass, bandpass
+from edge_runtime.rpeak import DetectorConfig, StreamingRPeakDetector, detect_rpeaks
+from edge_runtime.rr_features import rr_feature_row
+from edge_runtime.sample_history import SampleHistory
+from edge_runtime.signal_config import SignalConfig
+
+
+@dataclass(frozen=True)
+class Beat:
+    sample: int  # R-peak sample index in the stream
+    wave: np.ndarray  # (window_length,) float32, as the model expects
+    rr: np.ndarray  # (len(RR_FEATURE_NAMES),) float32, unscaled
+
+
+class BeatStream:
+    def __init__(self, signal: SignalConfig = SignalConfig(), detector: DetectorConfig | None = None) -> None:
+        self.signal = signal
+        detector = detector or DetectorConfig(fs_hz=signal.fs_hz)
+        if detector.fs_hz != signal.fs_hz:
+            raise ValueError(f"detector runs at {detector.fs_hz} Hz, the signal config at {signal.fs_hz} Hz")
+        self._filter = StreamingBandpass(signal)
+        self._detector = StreamingRPeakDetector(detector)
+        self._filtered = SampleHistory()
+        self._peaks: deque[int] = deque(maxlen=3)
+        self._amplitudes: deque[float] = deque(maxlen=signal.amplitude_beats)
+        self._scales: deque[float] = deque(maxlen=3)
+        self._rr: deque[float] = deque(maxlen=signal.rr_long_beats + 1)  # + the newest (post-RR)
+        self._waiting: list[tuple[int, float, np.ndarray]] = []  # (sample, scale, rr row) until its window is in
+        self.beats_detected = 0
+
+    def process(self, raw_chunk: np.ndarray) -> list[Beat]:
+        raw = np.asarray(raw_chunk, dtype=np.float64)
+        if raw.ndim != 1:
+            raise ValueError(f"expected a 1-D chunk of samples, got shape {raw.shape}")
+        if not np.all(np.isfinite(raw)):
+            raise ValueError("chunk contains NaN or Inf samples; drop or repair them before the stream")
+        filtered = self._filter.process(raw)
+        self._filtered.append(filtered)
+        for peak in self._detector.process(filtered):
+            self._on_peak(int(peak))
+        ready = self._ready()
+        self._trim()
+        return ready
+
+    def flush(self) -> list[Beat]:
+        """End of stream: the last detections; beats whose window runs past the end are dropped, as offline."""
+        for peak in self._detector.flush():
+            self._on_peak(int(peak))
+        ready = self._ready()
+        self._waiting = []
+        return ready
+
+    def _on_peak(self, peak: int) -> None:
+        self.beats_detected += 1
+        self._amplitudes.append(abs(float(self._filtered.window(peak, peak + 1)[0])))
+        self._scales.append(float(np.maximum(np.median(np.asarray(self._amplitudes)), 1e-3))
+                            if self.signal.amplitude_normalisation != "none" else 1.0)
+        if self._peaks:
+            self._rr.append((peak - self._peaks[-1]) / self.signal.fs_hz)
+        self._peaks.append(peak)
+        if len(self._peaks) == 3:  # the middle beat now has a post-RR
+            history = np.asarray(self._rr)[:-1]
+            row = rr_feature_row(history, float(self._rr[-1]), self.signal)
+            self._waiting.append((self._peaks[1], self._scales[1], row))
+
+    def _ready(self) -> list[Beat]:
+        cfg = self.signal
+        out, still = [], []
+        for sample, scale, row in self._waiting:
+            if sample - cfg.window_before < 0:
+                continue  # the window starts before the stream did: offline drops it too
+            if sample + cfg.window_after > self._filtered.end:
+                still.append((sample, scale, row))
+                continue
+            segment = self._filtered.window(sample - cfg.window_before, sample + cfg.window_after)
+            wave = cut_windows(segment, np.array([cfg.window_before]), np.array([scale]), cfg)[0]
+            out.append(Beat(sample, wave, row))
+        self._waiting = still
+        return out
+
+    def _trim(self) -> None:
+        oldest = min([s for s, _, _ in self._waiting] + [self._detector.oldest_possible_peak()])
+        self._filtered.trim(oldest - self.signal.window_before)
+
+
+def offline_beats(raw: np.ndarray, signal: SignalConfig = SignalConfig(),
+                  detector: DetectorConfig | None = None) -> tuple[np.ndarray, BeatInputs]:
+    """The batch reference: detect on the whole filtered record, then ``beat_inputs`` at those peaks.
+    Returns ``(peaks, inputs)``; the beat samples are ``peaks[inputs.beat_index]``."""
+    detector = detector or DetectorConfig(fs_hz=signal.fs_hz)
+    peaks = detect_rpeaks(bandpass(np.asarray(raw, np.float64), signal), detector)
+    return peaks, beat_inputs(raw, peaks, signal)

@@ -1,0 +1,251 @@
+"""Streaming R-peak detection in the manner of Pan & Tompkins (1985), in bounded memory.
+
+The linear part (QRS band-pass, five-point derivative, squaring, 150 ms moving-window integration)
+runs on whole chunks with carried filter state, so it costs a few vectorised passes per chunk. The
+decision part walks only the local maxima of the integrated signal (a handful per second) with the
+paper's adaptive thresholds, refractory period, T-wave slope test and search-back for missed beats.
+Every decision depends on samples already seen, never on where a chunk ends: feeding a record in
+pieces of any size gives exactly the peaks of feeding it whole (a test checks it).
+
+The detector never sees annotations. It reports each beat at its R location: the largest deflection
+of the 0.5-40 Hz signal near the QRS energy peak, the fiducial point the classifier was trained on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import signal as sp_signal
+
+from edge_runtime.sample_history import SampleHistory
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    fs_hz: float = 360.0
+    qrs_band_hz: tuple[float, float] = (5.0, 15.0)
+    integration_s: float = 0.150
+    refractory_s: float = 0.200
+    #: A candidate this soon after a QRS must have at least half its slope, or it is a T wave.
+    t_wave_s: float = 0.360
+    #: Search back for a missed beat after this many average RR intervals without one.
+    searchback_rr: float = 1.66
+    learning_s: float = 2.0
+    #: The R peak is searched in this window (seconds) relative to the integrated-signal peak.
+    r_search_s: tuple[float, float] = (-0.25, 0.0)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.qrs_band_hz
+        if not 0 < lo < hi < self.fs_hz / 2:
+            raise ValueError(f"QRS band {self.qrs_band_hz} must lie inside (0, fs/2 = {self.fs_hz / 2})")
+        if self.r_search_s[0] >= self.r_search_s[1]:
+            raise ValueError("r_search_s must be (start, end) with start < end")
+
+    def samples(self, seconds: float) -> int:
+        return max(1, int(round(seconds * self.fs_hz)))
+
+
+@dataclass
+class _Beat:
+    index: int  # sample index of the integrated-signal peak
+    height: float
+    slope: float
+
+
+@dataclass
+class _Levels:
+    """Pan & Tompkins' running signal and noise peak levels and the thresholds between them."""
+
+    spk: float = 0.0
+    npk: float = 0.0
+
+    @property
+    def threshold1(self) -> float:
+        return self.npk + 0.25 * (self.spk - self.npk)
+
+    @property
+    def threshold2(self) -> float:
+        return 0.5 * self.threshold1
+
+
+class StreamingRPeakDetector:
+    """Feed band-passed samples with ``process``; it returns the R-peak indices it has settled."""
+
+    def __init__(self, cfg: DetectorConfig = DetectorConfig()) -> None:
+        self.cfg = cfg
+        self._sos = sp_signal.butter(1, cfg.qrs_band_hz, btype="bandpass", fs=cfg.fs_hz, output="sos")
+        self._sos_zi: np.ndarray | None = None
+        self._deriv_taps = np.array([1, 2, 0, -2, -1], float) * (cfg.fs_hz / 8.0)
+        self._deriv_zi = np.zeros(4)
+        n = cfg.samples(cfg.integration_s)
+        self._mwi_taps = np.full(n, 1.0 / n)
+        self._mwi_zi = np.zeros(n - 1)
+        self._seen = 0  # samples consumed
+        self._x = SampleHistory()  # band-passed input, for R location
+        self._slope = SampleHistory()  # |derivative|, for the T-wave test
+        self._mwi_tail = np.zeros(0)  # the last two integrated samples, to find maxima across chunks
+        self._learning: list[_Beat] = []
+        self._levels: _Levels | None = None
+        self._last: _Beat | None = None  # the latest QRS, not yet reported
+        self._reported_last: _Beat | None = None
+        self._last_r: int | None = None  # the last R location reported
+        self._noise_since_last: list[_Beat] = []
+        self._rr: list[int] = []
+
+    # ------------------------------------------------------------------ public
+    def process(self, chunk: np.ndarray) -> np.ndarray:
+        x = np.asarray(chunk, dtype=np.float64)
+        if x.ndim != 1:
+            raise ValueError(f"expected a 1-D chunk of samples, got shape {x.shape}")
+        if x.size == 0:
+            return np.zeros(0, np.int64)
+        mwi, slope = self._features(x)
+        base = self._seen
+        self._x.append(x)
+        self._slope.append(slope)
+        self._seen += x.size
+        out: list[int] = []
+        for beat in self._candidates(mwi, base):
+            self._decide(beat, out)
+        self._trim()
+        return np.asarray(out, np.int64)
+
+    def flush(self) -> np.ndarray:
+        """End of stream: report the beat still waiting for its refractory period to pass."""
+        out: list[int] = []
+        if self._levels is None and self._learning:
+            self._finish_learning(out)
+        if self._last is not None:
+            self._settle(out)
+        return np.asarray(out, np.int64)
+
+    def oldest_possible_peak(self) -> int:
+        """No R peak reported from now on can lie before this sample (what callers may forget)."""
+        return self._x.start
+
+    # ------------------------------------------------------------------ linear stage
+    def _features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._sos_zi is None:
+            self._sos_zi = sp_signal.sosfilt_zi(self._sos) * x[0]
+        qrs, self._sos_zi = sp_signal.sosfilt(self._sos, x, zi=self._sos_zi)
+        deriv, self._deriv_zi = sp_signal.lfilter(self._deriv_taps, 1.0, qrs, zi=self._deriv_zi)
+        mwi, self._mwi_zi = sp_signal.lfilter(self._mwi_taps, 1.0, deriv * deriv, zi=self._mwi_zi)
+        return mwi, np.abs(deriv)
+
+    def _candidates(self, mwi: np.ndarray, base: int) -> list[_Beat]:
+        """Local maxima of the integrated signal (rising into, not rising out of), in order."""
+        tail = self._mwi_tail
+        full = np.concatenate([tail, mwi])
+        offset = base - tail.size
+        self._mwi_tail = full[-2:]
+        if full.size < 3:
+            return []
+        mid = full[1:-1]
+        idx = np.flatnonzero((mid > full[:-2]) & (mid >= full[2:])) + 1
+        w = self.cfg.samples(self.cfg.integration_s)
+        beats = []
+        for i in idx:
+            k = offset + int(i)
+            slope = float(np.max(self._slope.window(k - w, k + 1), initial=0.0))
+            beats.append(_Beat(k, float(full[i]), slope))
+        return beats
+
+    # ------------------------------------------------------------------ decisions
+    def _decide(self, beat: _Beat, out: list[int]) -> None:
+        cfg = self.cfg
+        if self._levels is None:
+            self._learning.append(beat)
+            if beat.index >= cfg.samples(cfg.learning_s):
+                self._finish_learning(out)
+            return
+        self._report_settled(beat.index, out)
+        if self._last is not None and beat.index - self._last.index < cfg.samples(cfg.refractory_s):
+            if beat.height > self._last.height:
+                self._last = beat  # the same QRS, a higher point of its energy
+            return
+        self._search_back(beat.index, out)
+        levels = self._levels
+        previous = self._last or self._reported_last
+        if beat.height > levels.threshold1:
+            if (previous is not None and beat.index - previous.index < cfg.samples(cfg.t_wave_s)
+                    and beat.slope < 0.5 * previous.slope):
+                levels.npk = 0.125 * beat.height + 0.875 * levels.npk  # a T wave
+                return
+            self._accept(beat, out, weight=0.125)
+        else:
+            levels.npk = 0.125 * beat.height + 0.875 * levels.npk
+            self._remember_noise(beat)
+
+    def _remember_noise(self, beat: _Beat) -> None:
+        """Search-back candidates, bounded: only the highest can ever be chosen."""
+        self._noise_since_last.append(beat)
+        if len(self._noise_since_last) > 64:
+            top = sorted(self._noise_since_last, key=lambda b: -b.height)[:32]
+            self._noise_since_last = sorted(top, key=lambda b: b.index)
+
+    def _accept(self, beat: _Beat, out: list[int], weight: float) -> None:
+        levels = self._levels
+        levels.spk = weight * beat.height + (1 - weight) * levels.spk
+        if self._last is not None:
+            self._settle(out)
+        previous = self._reported_last
+        if previous is not None:
+            self._rr = (self._rr + [beat.index - previous.index])[-8:]
+        self._last = beat
+        self._noise_since_last = []
+
+    def _search_back(self, now: int, out: list[int]) -> None:
+        """No QRS for 1.66 RR: the largest noise peak above the lower threshold was a beat after all."""
+        previous = self._last or self._reported_last
+        if previous is None or not self._rr:
+            return
+        if now - previous.index <= self.cfg.searchback_rr * np.mean(self._rr):
+            return
+        refractory = self.cfg.samples(self.cfg.refractory_s)
+        pool = [b for b in self._noise_since_last
+                if b.index - previous.index >= refractory and b.height > self._levels.threshold2]
+        if pool:
+            self._accept(max(pool, key=lambda b: b.height), out, weight=0.25)
+
+    def _finish_learning(self, out: list[int]) -> None:
+        """Pan & Tompkins' two-second learning phase: levels from the first candidates' heights."""
+        heights = np.array([b.height for b in self._learning])
+        self._levels = _Levels(spk=0.25 * float(heights.max()), npk=0.5 * float(np.mean(heights)))
+        pending, self._learning = self._learning, []
+        for beat in pending:
+            self._decide(beat, out)
+
+    def _report_settled(self, now: int, out: list[int]) -> None:
+        if self._last is not None and now - self._last.index >= self.cfg.samples(self.cfg.t_wave_s):
+            self._settle(out)
+
+    def _settle(self, out: list[int]) -> None:
+        r = self._r_location(self._last)
+        if self._last_r is None or r - self._last_r >= self.cfg.samples(self.cfg.refractory_s):
+            out.append(r)  # else: two energy peaks around one R wave, reported once
+            self._last_r = r
+        self._reported_last, self._last = self._last, None
+
+    def _r_location(self, beat: _Beat) -> int:
+        lo = beat.index + int(round(self.cfg.r_search_s[0] * self.cfg.fs_hz))
+        hi = beat.index + int(round(self.cfg.r_search_s[1] * self.cfg.fs_hz)) + 1
+        segment = self._x.window(lo, hi)
+        if segment.size == 0:
+            return beat.index
+        return max(lo, self._x.start) + int(np.argmax(np.abs(segment)))
+
+    def _trim(self) -> None:
+        """Keep only what a pending decision can still look at: a few seconds, however long the stream."""
+        keep_s = max(self.cfg.learning_s, 3.0 * self.cfg.searchback_rr) + 1.0
+        horizon = self._seen - self.cfg.samples(keep_s)
+        oldest = min([b.index for b in ([self._last] if self._last else []) + self._noise_since_last + self._learning],
+                     default=horizon)
+        keep_from = min(horizon, oldest + int(round(self.cfg.r_search_s[0] * self.cfg.fs_hz)))
+        self._x.trim(keep_from)
+        self._slope.trim(keep_from)
+
+
+def detect_rpeaks(filtered: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndarray:
+    """All R peaks of a whole band-passed record: the stream fed in one piece."""
+    det = StreamingRPeakDetector(cfg)
+    return np.concatenate([det.process(filtered), det.flush()])
