@@ -70,6 +70,25 @@ def excluded_mask(samples: np.ndarray, episodes: Sequence[tuple[int, int]]) -> n
     return mask
 
 
+def flutter_episodes(samples: Sequence[int], symbols: Sequence[str], aux_notes: Sequence[str],
+                     n_samples: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of ventricular flutter/fibrillation: between '[' and ']' annotations, and from a
+    rhythm "(VF"/"(VFL" annotation to the next rhythm change."""
+    episodes, start = [], None
+    for sample, symbol, aux in zip(samples, symbols, aux_notes):
+        rhythm = (aux or "").rstrip("\x00") if symbol == "+" else None
+        opens = symbol == "[" or rhythm in ("(VF", "(VFL")
+        closes = symbol == "]" or (rhythm is not None and rhythm not in ("(VF", "(VFL"))
+        if opens and start is None:
+            start = int(sample)
+        elif closes and start is not None:
+            episodes.append((start, int(sample)))
+            start = None
+    if start is not None:
+        episodes.append((start, int(n_samples)))
+    return episodes
+
+
 def score_detection(reference: np.ndarray, detected: np.ndarray, fs_hz: float,
                     excluded: Sequence[tuple[int, int]] = (), tolerance_s: float = TOLERANCE_S) -> DetectionScore:
     ref = np.sort(np.asarray(reference, np.int64))

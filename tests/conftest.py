@@ -41,3 +41,27 @@ def mosquitto():
     broker.start()
     yield broker
     broker.close()
+
+
+@pytest.fixture(scope="session")
+def exported(mitdb_dir, cache_root, tmp_path_factory):
+    """A small classifier trained for a few epochs on real beats, exported float32 and int8 (shared by the
+    export and edge-runtime tests)."""
+    from training.config import TrainConfig
+    from training.data.beat_dataset import load_beats
+    from training.export import export_model, representative_beats
+    from training.train import train_centralized
+
+    cfg = TrainConfig(epochs=4, min_epochs=1, seed=0)
+    train = load_beats(mitdb_dir, ["106", "119", "201", "209", "223", "208"], cfg.signal, cache_root, progress=False)
+    val = load_beats(mitdb_dir, ["118", "207"], cfg.signal, cache_root, progress=False)
+    test = load_beats(mitdb_dir, ["200", "232", "213"], cfg.signal, cache_root, progress=False)
+    trained = train_centralized(train, val, cfg, verbose=0)
+    out = tmp_path_factory.mktemp("models")
+    calib = train.subset(representative_beats(train, 500, 0))
+    return {
+        "trained": trained,
+        "test": test,
+        "float32": export_model(trained, out / "m_float32.tflite", "float32", "t1"),
+        "int8": export_model(trained, out / "m_int8.tflite", "int8", "t1", calib),
+    }

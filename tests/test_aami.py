@@ -1,7 +1,7 @@
 import numpy as np
 import wfdb
 
-from training.data.aami import AAMI_CLASSES, aami_class, aami_labels
+from edge_runtime.aami import AAMI_CLASSES, aami_class, aami_labels
 from training.data.splits import DS1, DS2
 
 

@@ -7,7 +7,7 @@ from edge_runtime.filtering import bandpass
 from edge_runtime.rpeak import DetectorConfig, StreamingRPeakDetector, detect_rpeaks
 from edge_runtime.scoring import DetectionScore, match_beats, score_detection
 from edge_runtime.signal_config import SignalConfig
-from training.data.aami import aami_labels
+from edge_runtime.aami import aami_labels
 from training.data.mitdb import load_record
 
 

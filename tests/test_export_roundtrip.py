@@ -8,29 +8,8 @@ import pytest
 from edge_runtime.classifier import BeatClassifier, ModelMismatch
 from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
 from edge_runtime.signal_config import SignalConfig
-from training.config import TrainConfig
-from training.data.beat_dataset import load_beats
-from training.export import export_model, representative_beats
-from training.train import train_centralized
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def exported(mitdb_dir, cache_root, tmp_path_factory):
-    cfg = TrainConfig(epochs=4, min_epochs=1, seed=0)
-    train = load_beats(mitdb_dir, ["106", "119", "201", "209", "223", "208"], cfg.signal, cache_root, progress=False)
-    val = load_beats(mitdb_dir, ["118", "207"], cfg.signal, cache_root, progress=False)
-    test = load_beats(mitdb_dir, ["200", "232", "213"], cfg.signal, cache_root, progress=False)
-    trained = train_centralized(train, val, cfg, verbose=0)
-    out = tmp_path_factory.mktemp("models")
-    calib = train.subset(representative_beats(train, 500, 0))
-    return {
-        "trained": trained,
-        "test": test,
-        "float32": export_model(trained, out / "m_float32.tflite", "float32", "t1"),
-        "int8": export_model(trained, out / "m_int8.tflite", "int8", "t1", calib),
-    }
 
 
 def test_float_tflite_matches_keras(exported):

@@ -248,6 +248,7 @@ def _add_run_args(p: argparse.ArgumentParser, out: str, json_default: str) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tools.edge_commands import add_edge_parser
     from training.federated.strategies import STRATEGIES  # numpy only: keeps --help fast
 
     parser = argparse.ArgumentParser(prog="pulsewire", description="pulsewire: federated TinyML for wearable ECG, from MIT-BIH to int8 TFLite.")
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_federated_args(p, sorted(STRATEGIES))
     _add_round_policy_args(p)
     p.set_defaults(func=cmd_aggregate)
+    add_edge_parser(sub)
     return parser
 
 

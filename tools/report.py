@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training.data.aami import AAMI_CLASSES  # noqa: E402
+from edge_runtime.aami import AAMI_CLASSES  # noqa: E402
 from training.data.mitdb import ATTRIBUTION  # noqa: E402
 
 _PUBLISHED = [

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.data.aami import AAMI_CLASSES
+from edge_runtime.aami import AAMI_CLASSES
 from training.experiment import RunResult
 
 

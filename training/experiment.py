@@ -12,7 +12,7 @@ import numpy as np
 from edge_runtime.classifier import BeatClassifier
 from edge_runtime.metrics import classification_report
 from training.config import TrainConfig
-from training.data.aami import AAMI_CLASSES
+from edge_runtime.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
 from training.data.protocols import make_split
 from training.export import export_model, representative_beats

@@ -14,7 +14,7 @@ import tensorflow as tf
 from edge_runtime.interpreter import make_interpreter
 from edge_runtime.model_metadata import ModelMetadata, TensorQuant, metadata_path_for
 from edge_runtime.signal_config import RR_FEATURE_NAMES
-from training.data.aami import AAMI_CLASSES
+from edge_runtime.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
 from training.train import TrainedModel
 

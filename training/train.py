@@ -10,7 +10,7 @@ import numpy as np
 from edge_runtime.metrics import classification_report
 from edge_runtime.rr_features import standardise_rr
 from training.config import TrainConfig
-from training.data.aami import AAMI_CLASSES
+from edge_runtime.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
 from training.model import build_classifier
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from edge_runtime.beat_inputs import beat_inputs
 from edge_runtime.signal_config import SignalConfig
-from training.data.aami import AAMI_CLASSES, aami_labels
+from edge_runtime.aami import AAMI_CLASSES, aami_labels
 from training.data.mitdb import load_record
 
 log = logging.getLogger(__name__)

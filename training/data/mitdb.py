@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.scoring import flutter_episodes
+
 log = logging.getLogger(__name__)
 
 ATTRIBUTION = (
@@ -36,21 +38,8 @@ class EcgRecord:
     ann_aux: np.ndarray  # annotation aux notes (rhythm changes such as "(VFL"), "" where none
 
     def flutter_episodes(self) -> list[tuple[int, int]]:
-        """[start, end) sample ranges of ventricular flutter/fibrillation, which EC57 leaves out of
-        beat-by-beat scoring: between '[' and ']' annotations, and rhythm "(VF"/"(VFL" until the next rhythm."""
-        episodes, start = [], None
-        for sample, symbol, aux in zip(self.ann_sample, self.ann_symbol, self.ann_aux):
-            rhythm = aux.rstrip("\x00") if symbol == "+" else None
-            opens = symbol == "[" or rhythm in ("(VF", "(VFL")
-            closes = symbol == "]" or (rhythm is not None and rhythm not in ("(VF", "(VFL"))
-            if opens and start is None:
-                start = int(sample)
-            elif closes and start is not None:
-                episodes.append((start, int(sample)))
-                start = None
-        if start is not None:
-            episodes.append((start, int(self.signal_mv.size)))
-        return episodes
+        """Ventricular flutter/fibrillation ranges, left out of beat-by-beat scoring (EC57)."""
+        return flutter_episodes(self.ann_sample, self.ann_symbol, self.ann_aux, self.signal_mv.size)
 
 
 def locate_mitdb(data_dir: str | Path | None, cache_root: Path, allow_download: bool = True) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training.config import TrainConfig
-from training.data.aami import AAMI_CLASSES
+from edge_runtime.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
 from training.data.partition import partition_by_patient, partition_dirichlet, partition_iid
 from training.federated.local_training import LocalConfig, LocalTrainer
