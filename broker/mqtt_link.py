@@ -67,11 +67,12 @@ class MqttLink:
         self._client.on_disconnect = self._disconnected
         self._client.on_message = lambda _c, _u, m: self._on_message(Message(m.topic, bytes(m.payload), m.mid, m.qos))
 
-    def start(self, timeout_s: float = 15.0) -> None:
-        """Connect (retrying in the background) and wait until the first connection is up."""
+    def start(self, timeout_s: float = 15.0, wait: bool = True) -> None:
+        """Connect (retrying in the background with backoff); with ``wait``, until the first connection is
+        up. A device that must work offline starts with ``wait=False``."""
         self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
         self._client.loop_start()
-        if not self.connected.wait(timeout_s):
+        if wait and not self.connected.wait(timeout_s):
             self.stop()
             raise BrokerUnavailable(f"{self.client_id}: no MQTT broker answered on {self.host}:{self.port} within "
                                     f"{timeout_s:.0f} s; start one or pass --broker mqtt://HOST:PORT")

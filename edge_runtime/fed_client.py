@@ -12,7 +12,6 @@ and is never selected for training.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -22,6 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from broker.chunking import split_message
+from broker.device_messages import encode_status
 from broker.fed_messages import (GlobalModel, LocalUpdate, UpdateEncoding, decode_global, encode_update,
                                  roundtrip_delta)
 from broker.mqtt_link import Message, MqttLink, Will
@@ -73,7 +73,7 @@ class DeviceClient:
         self.rounds_sent: list[int] = []
         self.errors = 0
         self.finished = threading.Event()
-        offline = json.dumps({"state": "offline"}).encode()
+        offline = encode_status(fleet, device_id, {"state": "offline"})
         self.link = MqttLink(broker_url, f"pw-{fleet}-{name}", [self.topics.all_globals()], self._on_message,
                              on_connect=self._on_connect, will=Will(self.topics.status(name), offline))
 
@@ -162,4 +162,5 @@ class DeviceClient:
     def _publish_status(self, state: str) -> None:
         status = {"state": state, "capabilities": self.capabilities,
                   "last_round": self.rounds_sent[-1] if self.rounds_sent else None, "errors": self.errors}
-        self.link.publish(self.topics.status(self.name), json.dumps(status).encode(), qos=1, retain=True)
+        self.link.publish(self.topics.status(self.name), encode_status(self.topics.fleet, self.device_id, status),
+                          qos=1, retain=True)

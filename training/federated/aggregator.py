@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from broker.chunking import Reassembler
+from broker.device_messages import decode_status
 from broker.fed_messages import (GlobalModel, RoundPlan, UpdateEncoding, decode_update, encode_global,
                                  fleet_id)
 from broker.mqtt_link import Message, MqttLink
@@ -308,11 +309,9 @@ class Aggregator:
         if not payload:
             return
         try:
-            status = json.loads(payload)
-            if not isinstance(status, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            raise _Rejected("bad_status", f"status of {device} is not a JSON object ({exc})") from exc
+            _, status = decode_status(payload)
+        except WireError as exc:
+            raise _Rejected("bad_status", f"status of {device}: {exc}") from exc
         self.status[device] = status
 
     # ------------------------------------------------------------------------------ closing a round

@@ -1,0 +1,89 @@
+"""ALERT and STATUS messages: a JSON object framed by the wire header (kind, fleet, device, CRC).
+
+The JSON is written canonically (sorted keys, no spaces, UTF-8), so a microcontroller that emits the
+same fields produces the same bytes, checked against golden vectors. The header binds a message to
+its fleet and device; the CRC catches corruption that JSON parsing alone would let through.
+
+Alert schema, version 1 (``"schema": 1``):
+
+    alert_id      "<device>-<boot>-<seq>": unique; a redelivered alert carries the same id
+    device        device name (topic name)
+    patient       pseudonym of the wearer (never a name)
+    kind          "ventricular_run" | "supraventricular_run" | "summary"
+    time          ISO 8601 UTC of the first beat concerned
+    beat_index    sample index of that beat in the device's stream
+    beats         beats concerned (run length, or beats in the summary window)
+    class         AAMI class of the event ("V", "S"; "N" for a summary)
+    confidence    mean classifier probability of the event's beats (0..1)
+    heart_rate_bpm  mean over the event's beats
+    counts        summary only: beats per AAMI class in the window
+    model_version version of the model that classified the beats
+
+Status (retained on the device's status topic, last will ``{"state": "offline"}``): ``state``,
+``capabilities``, and counters such as ``beats_per_s``, ``inference_ms_p50``, ``spool_depth``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from broker.fed_messages import fleet_id
+from broker.wire import Header, Kind, WireError, decode_header, frame_message
+
+ALERT_SCHEMA = 1
+ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary")
+_REQUIRED_ALERT_FIELDS = ("alert_id", "device", "patient", "kind", "time", "beat_index", "beats", "class",
+                          "confidence", "heart_rate_bpm", "model_version", "schema")
+
+
+def canonical_json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode_json_message(kind: Kind, fleet: str, device_id: int, obj: dict[str, Any]) -> bytes:
+    if kind not in (Kind.ALERT, Kind.STATUS):
+        raise ValueError(f"{kind!r} is not a JSON message kind")
+    return frame_message(Header(kind, fleet_id(fleet), 0, device_id), canonical_json(obj))
+
+
+def decode_json_message(data: bytes, kind: Kind) -> tuple[Header, dict[str, Any]]:
+    header, body = decode_header(data)
+    if header.kind != kind:
+        raise WireError("bad_kind", f"expected {kind.name}, got {header.kind.name}")
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError("bad_meta", f"{kind.name} body is not UTF-8 JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise WireError("bad_meta", f"{kind.name} body must be a JSON object")
+    return header, obj
+
+
+def encode_alert(fleet: str, device_id: int, alert: dict[str, Any]) -> bytes:
+    missing = [f for f in _REQUIRED_ALERT_FIELDS if f not in alert]
+    if missing or alert.get("kind") not in ALERT_KINDS:
+        raise ValueError(f"alert lacks {missing} or has an unknown kind {alert.get('kind')!r}")
+    return encode_json_message(Kind.ALERT, fleet, device_id, alert)
+
+
+def decode_alert(data: bytes) -> tuple[Header, dict[str, Any]]:
+    header, alert = decode_json_message(data, Kind.ALERT)
+    missing = [f for f in _REQUIRED_ALERT_FIELDS if f not in alert]
+    if missing:
+        raise WireError("bad_meta", f"alert lacks {missing}")
+    if alert["schema"] != ALERT_SCHEMA:
+        raise WireError("bad_version", f"alert schema {alert['schema']}; this side reads {ALERT_SCHEMA}")
+    return header, alert
+
+
+def encode_status(fleet: str, device_id: int, status: dict[str, Any]) -> bytes:
+    if "state" not in status:
+        raise ValueError("a status needs a 'state'")
+    return encode_json_message(Kind.STATUS, fleet, device_id, status)
+
+
+def decode_status(data: bytes) -> tuple[Header, dict[str, Any]]:
+    header, status = decode_json_message(data, Kind.STATUS)
+    if "state" not in status:
+        raise WireError("bad_meta", "status lacks 'state'")
+    return header, status
