@@ -3,7 +3,8 @@
     pw/{fleet}/global/{round}            aggregator -> devices: global model + round config (MODEL)
     pw/{fleet}/update/{round}/{device}   device -> aggregator: weight delta (UPDATE, maybe CHUNKed)
     pw/{fleet}/device/{device}/status    device heartbeat, retained; the last will says "offline"
-    pw/{fleet}/alert/{device}            device -> anyone: arrhythmia alerts
+    pw/{fleet}/alert/{device}            device -> anyone: arrhythmia alerts (ALERT)
+    pw/{fleet}/release                   aggregator -> devices: signed int8 model release, retained
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _check(kind: str, value: str) -> str:
 class TopicMatch:
     """What a received topic addresses; fields that do not apply are None."""
 
-    kind: str  # "global", "update", "status" or "alert"
+    kind: str  # "global", "update", "status", "alert" or "release"
     fleet: str
     round: int | None = None
     device: str | None = None
@@ -50,6 +51,9 @@ class FleetTopics:
     def alert(self, device: str) -> str:
         return f"{ROOT}/{self.fleet}/alert/{_check('device', device)}"
 
+    def release(self) -> str:
+        return f"{ROOT}/{self.fleet}/release"
+
     # Subscriptions (MQTT wildcards)
     def all_globals(self) -> str:
         return f"{ROOT}/{self.fleet}/global/+"
@@ -68,7 +72,7 @@ def parse_topic(topic: str) -> TopicMatch:
     """The inverse of ``FleetTopics``; ValueError for anything outside the tree."""
     parts = topic.split("/")
     try:
-        if parts[0] != ROOT or len(parts) < 4:
+        if parts[0] != ROOT or len(parts) < 3:
             raise ValueError
         fleet, kind = _check("fleet", parts[1]), parts[2]
         if kind == "global" and len(parts) == 4:
@@ -77,6 +81,8 @@ def parse_topic(topic: str) -> TopicMatch:
             return TopicMatch("update", fleet, round=_round(parts[3]), device=_check("device", parts[4]))
         if kind == "device" and len(parts) == 5 and parts[4] == "status":
             return TopicMatch("status", fleet, device=_check("device", parts[3]))
+        if kind == "release" and len(parts) == 3:
+            return TopicMatch("release", fleet)
         if kind == "alert" and len(parts) == 4:
             return TopicMatch("alert", fleet, device=_check("device", parts[3]))
     except ValueError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,17 @@ class EdgeRuntime:
         self.stats = RunStats(source_fs_hz)
         self._classes = classifier.metadata.class_names
         self._version = classifier.metadata.model_version
+        self._swap_lock = threading.Lock()
+
+    def swap_classifier(self, classifier: BeatClassifier) -> None:
+        """Use a newly installed model from the next beat on; it must expect the same inputs."""
+        new, old = classifier.metadata, self.classifier.metadata
+        if (new.signal.digest(), new.class_names) != (old.signal.digest(), old.class_names):
+            raise ValueError("the new model expects another signal pipeline or classes; restart the runtime")
+        with self._swap_lock:
+            self.classifier = classifier
+            self._version = new.model_version
+        log.info("now classifying with model %s", new.model_version)
 
     def run(self, chunks: Iterable[np.ndarray]) -> RunStats:
         started = time.perf_counter()
@@ -87,7 +99,8 @@ class EdgeRuntime:
     def _emit(self, beats) -> None:
         for beat in beats:
             t0 = time.perf_counter()
-            probs = self.classifier.predict_proba(beat.wave[None, :], beat.rr[None, :])[0]
+            with self._swap_lock:
+                probs = self.classifier.predict_proba(beat.wave[None, :], beat.rr[None, :])[0]
             self.stats.inference_s += time.perf_counter() - t0
             k = int(np.argmax(probs))
             sample = int(self.resampler.to_input_index(beat.sample))
