@@ -78,6 +78,7 @@ class MqttLink:
                                     f"{timeout_s:.0f} s; start one or pass --broker mqtt://HOST:PORT")
 
     def stop(self) -> None:
+        self.connected.clear()  # an intended disconnect: nothing to report
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()

@@ -37,6 +37,19 @@ _BACKENDS: tuple[tuple[str, Callable[[], tuple[Any, Any]]], ...] = (
 )
 
 
+def available_backend() -> str:
+    """The name of the interpreter package ``make_interpreter`` would use."""
+    errors = []
+    for name, load in _BACKENDS:
+        try:
+            load()
+            return name
+        except (ImportError, AttributeError) as exc:
+            errors.append(f"{name}: {exc}")
+    raise InterpreterUnavailable("no TFLite interpreter found; `pip install ai-edge-litert` "
+                                 f"(tried: {'; '.join(errors)})")
+
+
 def make_interpreter(model_content: bytes, reference_kernels: bool = True) -> Any:
     """A ready (tensors allocated) interpreter for the flatbuffer ``model_content``.
 

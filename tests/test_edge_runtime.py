@@ -79,3 +79,13 @@ def test_text_input_at_250_hz_is_resampled_and_bad_lines_are_skipped(exported, e
 def test_edge_score_says_what_is_missing(tmp_path, excerpt_dir, capsys):
     assert main(["edge", "score", "--record", str(excerpt_dir / "208x"), "--annotations-dir", str(tmp_path)]) == 2
     assert "pulsewire edge run" in capsys.readouterr().err
+
+
+def test_selftest_passes_and_catches_a_broken_model(exported, tmp_path, capsys):
+    assert main(["edge", "selftest", "--model", str(exported["int8"].tflite_path)]) == 0
+    assert "selftest passed" in capsys.readouterr().out
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(exported["int8"].tflite_path.read_bytes()[:-10] + b"0123456789")
+    (tmp_path / "broken.json").write_text(exported["int8"].tflite_path.with_suffix(".json").read_text())
+    assert main(["edge", "selftest", "--model", str(broken)]) == 1
+    assert "FAIL  model and metadata" in capsys.readouterr().out

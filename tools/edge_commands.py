@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+import numpy as np
 import logging
 import sys
 from pathlib import Path
@@ -10,12 +12,26 @@ from pathlib import Path
 log = logging.getLogger("pulsewire.edge")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _classifier(args: argparse.Namespace):
     from edge_runtime.classifier import BeatClassifier
+
+    if args.model:
+        return BeatClassifier.from_file(Path(args.model)), None
+    if not (args.models and args.pubkey):
+        raise SystemExit("pulsewire: error: give --model FILE, or --models DIR and --pubkey PEM "
+                         "(install a first model with `pulsewire edge install`)")
+    from broker.model_release import load_public_key
+    from edge_runtime.model_store import ModelStore
+
+    store = ModelStore(Path(args.models), load_public_key(Path(args.pubkey)), args.fleet)
+    return store.load_current(), store
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from edge_runtime.runtime import CsvSink, EdgeRuntime, WfdbAnnotationSink
     from edge_runtime.sources import TextSamples, WfdbReplay, paced, serial_lines, text_file
 
-    classifier = BeatClassifier.from_file(Path(args.model))
+    classifier, store = _classifier(args)
     speed = None if args.speed == "max" else float(args.speed)
     if args.record:
         # small chunks keep latency low when paced; large ones cut per-chunk overhead at full speed
@@ -29,8 +45,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         source, name = text_file(args.input, args.fs), Path(args.input).stem
     out = Path(args.out)
     sinks = [CsvSink(out / f"{name}.csv"), WfdbAnnotationSink(name, out, source.fs_hz, args.extension)]
-    stats = EdgeRuntime(classifier, source.fs_hz, sinks).run(paced(source, speed))
+    publisher = listener = None
+    if args.broker:
+        from edge_runtime.alert_publisher import AlertPublisher
+
+        publisher = AlertPublisher(args.device, args.device_id, args.fleet, args.broker,
+                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient)
+        publisher.start()
+        sinks.append(publisher)
+    runtime = EdgeRuntime(classifier, source.fs_hz, sinks)
+    if args.broker and store is not None:
+        from edge_runtime.release_listener import ReleaseListener
+
+        listener = ReleaseListener(store, args.broker, args.fleet, args.device, runtime.swap_classifier)
+        listener.start()
+    try:
+        stats = runtime.run(paced(source, speed))
+    finally:
+        if listener:
+            listener.stop()
     summary = stats.to_dict()
+    if publisher:
+        lat = publisher.latencies_ms
+        summary["alerts"] = {"sent": publisher.sent, "latency_ms_p50": float(np.percentile(lat, 50)) if lat else None,
+                             "latency_ms_p99": float(np.percentile(lat, 99)) if lat else None}
     if isinstance(source, TextSamples):
         summary["malformed_lines"] = source.malformed
     print(json.dumps(summary, indent=1))
@@ -72,7 +110,77 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    """The operator's first install (a local, trusted file): signed releases replace it later."""
+    from broker.model_release import Release, load_private_key, load_public_key, sign_release
+    from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
+    from edge_runtime.model_store import ModelStore
+
+    model = Path(args.model)
+    meta = ModelMetadata.load(metadata_path_for(model))
+    private = load_private_key(Path(args.key))
+    store = ModelStore(Path(args.models), load_public_key(Path(args.pubkey)), args.fleet)
+    release = Release(args.fleet, args.version, model.read_bytes(), meta.to_json().encode(), meta.signal.digest())
+    verdict = store.consider(sign_release(release, private))
+    print(json.dumps(verdict.to_dict()))
+    return 0 if verdict.accepted else 2
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from broker.model_release import generate_keys
+
+    private, public = generate_keys(Path(args.out))
+    print(f"private key: {private} (keep it on the aggregator only)\npublic key:  {public} (copy to every device)")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Sign a model and publish it, retained, on pw/FLEET/release."""
+    from broker.model_release import Release, load_private_key, sign_release
+    from broker.mqtt_link import MqttLink
+    from broker.topics import FleetTopics
+    from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
+
+    model = Path(args.model)
+    meta = ModelMetadata.load(metadata_path_for(model))
+    data = sign_release(Release(args.fleet, args.version, model.read_bytes(), meta.to_json().encode(),
+                                meta.signal.digest()), load_private_key(Path(args.key)))
+    link = MqttLink(args.broker, f"pw-{args.fleet}-release-{args.version}", [], lambda _m: None)
+    link.start()
+    info = link.publish(FleetTopics(args.fleet).release(), data, qos=1, retain=True)
+    info.wait_for_publish(timeout=30)
+    link.stop()
+    print(f"published release {args.version} of {model.name} ({len(data)} bytes) to fleet {args.fleet}")
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from edge_runtime.selftest import run_selftest
+
+    classifier = None
+    if not args.model:
+        classifier, _ = _classifier(args)
+    checks = run_selftest(Path(args.model) if args.model else None, classifier)
+    for c in checks:
+        print(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.detail}")
+    ok = all(c.passed for c in checks)
+    print("selftest passed" if ok else "selftest FAILED")
+    return 0 if ok else 1
+
+
 def add_edge_parser(sub) -> None:
+    p = sub.add_parser("keys", help="create the aggregator's Ed25519 key pair for signing model releases")
+    p.add_argument("--out", default="keys", help="folder for aggregator.key and aggregator.pub")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("release", help="sign an int8 model and publish it to a fleet (retained)")
+    p.add_argument("--model", required=True, help=".tflite with its .json metadata beside it")
+    p.add_argument("--key", required=True, help="aggregator.key (Ed25519, PEM)")
+    p.add_argument("--version", type=int, required=True, help="release number; devices install only newer ones")
+    p.add_argument("--fleet", required=True)
+    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    p.set_defaults(func=cmd_release)
+
     edge = sub.add_parser("edge", help="the device pipeline: run it on a record or stream, score its output")
     esub = edge.add_subparsers(dest="edge_command", required=True)
 
@@ -83,7 +191,16 @@ def add_edge_parser(sub) -> None:
     src.add_argument("--record", help="WFDB record path without extension, e.g. ../shared/data/mitdb/100")
     src.add_argument("--input", help="text file with one sample (mV) per line, or '-' for stdin")
     src.add_argument("--serial", help="serial port of an ADC front-end printing one sample per line")
-    p.add_argument("--model", required=True, help="int8 .tflite with its .json metadata beside it")
+    p.add_argument("--model", help="int8 .tflite with its .json metadata beside it")
+    p.add_argument("--models", help="installed-model folder (`edge install`); with --broker, signed releases "
+                                    "update it while running")
+    p.add_argument("--pubkey", help="aggregator.pub: the key releases must be signed with")
+    p.add_argument("--broker", help="mqtt://HOST:PORT: publish alerts (spooled on disk while unreachable)")
+    p.add_argument("--fleet", default="demo")
+    p.add_argument("--device", default="dev1", help="device name in the topic tree")
+    p.add_argument("--device-id", type=int, default=1, help="u32 id in wire headers")
+    p.add_argument("--patient", default="anonymous", help="pseudonym of the wearer carried in alerts")
+    p.add_argument("--spool", help="SQLite alert spool (default: OUT/DEVICE-alerts.sqlite)")
     p.add_argument("--lead", default="MLII", help="lead name or channel index (WFDB records)")
     p.add_argument("--fs", type=float, default=0.0, help="sampling rate of text/serial input, Hz (resampled to "
                                                          "the model's rate)")
@@ -92,6 +209,22 @@ def add_edge_parser(sub) -> None:
     p.add_argument("--out", default="out/edge", help="folder for the CSV and annotation files")
     p.add_argument("--extension", default="pw", help="annotation file extension")
     p.set_defaults(func=cmd_run)
+
+    p = esub.add_parser("selftest", help="check interpreter, model and pipeline on a bundled excerpt: pass/fail")
+    p.add_argument("--model", help="int8 .tflite to test (or --models and --pubkey for the installed one)")
+    p.add_argument("--models")
+    p.add_argument("--pubkey")
+    p.add_argument("--fleet", default="demo")
+    p.set_defaults(func=cmd_selftest)
+
+    p = esub.add_parser("install", help="install a first model into a model folder (checked like a release)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--models", required=True, help="installed-model folder")
+    p.add_argument("--key", required=True, help="aggregator.key")
+    p.add_argument("--pubkey", required=True, help="aggregator.pub")
+    p.add_argument("--fleet", default="demo")
+    p.add_argument("--version", type=int, default=1)
+    p.set_defaults(func=cmd_install)
 
     p = esub.add_parser("score", help="compare beat annotations with the reference, beat by beat (EC57 style)",
                         description="Match beats within 150 ms, excluding ventricular flutter episodes; print "
