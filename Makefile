@@ -13,10 +13,13 @@ export MITDB_DIR PULSEWIRE_CACHE
 
 ifeq ($(QUICK),1)
 BENCH_ARGS := --seeds 0 1 2 --epochs 6 --out out/bench-quick --json bench/results/foundation-quick.json
+EDGE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --json bench/results/edge-quick.json \
+	--records 100 108 203 208 232 --latency-seconds 30
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 3 --out out/bench-quick-federated --json bench/results/federated-quick.json \
 	--centralized bench/results/foundation-quick.json
 else
 BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/foundation.json
+EDGE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/edge.json
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 20 --out out/bench-federated --json bench/results/federated.json \
 	--centralized bench/results/foundation.json
 endif
@@ -28,7 +31,8 @@ help:
 	@echo "              int8 export, DS2 evaluation -> out/demo/fleet_fedavg_int8.html"
 	@echo "make test   - set up and run the test suite"
 	@echo "make bench  - centralized (3 seeds x 2 protocols) then federated (strategies, encodings, reference setting)"
-	@echo "              -> bench/results/{foundation,federated}.json (QUICK=1: a few epochs and rounds)"
+	@echo "              then the edge pipeline (R peaks vs peers on 48 records, speed, alert latency)"
+	@echo "              -> bench/results/{foundation,federated,edge}.json (QUICK=1: a few epochs, rounds, records)"
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing pulsewire[train,edge,dev] (TensorFlow is ~600 MB; 1-2 min)"
@@ -52,6 +56,8 @@ test: setup
 bench: setup
 	$(BIN)/pulsewire foundation --protocols inter intra $(BENCH_ARGS)
 	$(BIN)/pulsewire fleet-bench $(FED_BENCH_ARGS)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
+	$(BIN)/pulsewire edge bench $(EDGE_BENCH_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache

@@ -50,12 +50,13 @@ def available_backend() -> str:
                                  f"(tried: {'; '.join(errors)})")
 
 
-def make_interpreter(model_content: bytes, reference_kernels: bool = True) -> Any:
+def make_interpreter(model_content: bytes, reference_kernels: bool = True, preserve_all_tensors: bool = False) -> Any:
     """A ready (tensors allocated) interpreter for the flatbuffer ``model_content``.
 
     ``reference_kernels`` disables the default XNNPACK delegate: its int8 arithmetic differs from the
     TFLite reference kernels (and TFLite-Micro, and pulsewire's C code) by one LSB on a few percent of
     outputs, which would make device results unreproducible. A beat costs tens of microseconds either way.
+    ``preserve_all_tensors`` keeps intermediate activations readable (personalization reads the hidden layer).
     """
     errors = []
     for name, load in _BACKENDS:
@@ -66,7 +67,8 @@ def make_interpreter(model_content: bytes, reference_kernels: bool = True) -> An
             continue
         resolver = (resolver_types.BUILTIN_WITHOUT_DEFAULT_DELEGATES if reference_kernels
                     else resolver_types.AUTO)
-        interp = interpreter_cls(model_content=model_content, experimental_op_resolver_type=resolver)
+        interp = interpreter_cls(model_content=model_content, experimental_op_resolver_type=resolver,
+                                 experimental_preserve_all_tensors=preserve_all_tensors)
         interp.allocate_tensors()
         log.debug("TFLite interpreter from %s", name)
         return interp

@@ -168,6 +168,35 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tools.edge_bench import (detection_bench, edge_markdown, edge_targets, end_to_end_bench, latency_bench,
+                                  personalization_bench)
+    from training.data.mitdb import locate_mitdb
+
+    import os
+
+    data_dir = locate_mitdb(args.data_dir or os.environ.get("MITDB_DIR"), Path.home() / ".cache" / "pulsewire",
+                            allow_download=False)
+    records = args.records or (data_dir / "RECORDS").read_text().split()
+    results = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
+               "detection": detection_bench(data_dir, records)}
+    if args.model:
+        results["end_to_end"] = end_to_end_bench(data_dir, args.e2e_records, Path(args.model))
+        results["latency"] = latency_bench(data_dir, Path(args.model), args.latency_seconds)
+        from training.data.splits import DS2
+
+        results["personalization"] = personalization_bench(data_dir, Path(args.model), list(DS2))
+    results["targets"] = edge_targets(results)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    md = edge_markdown(results)
+    out.with_suffix(".md").write_text(md)
+    print(md.split("## R-peak")[0])
+    print(f"results: {out}\nreport:  {out.with_suffix('.md')}")
+    return 0
+
+
 def add_edge_parser(sub) -> None:
     p = sub.add_parser("keys", help="create the aggregator's Ed25519 key pair for signing model releases")
     p.add_argument("--out", default="keys", help="folder for aggregator.key and aggregator.pub")
@@ -216,6 +245,15 @@ def add_edge_parser(sub) -> None:
     p.add_argument("--pubkey")
     p.add_argument("--fleet", default="demo")
     p.set_defaults(func=cmd_selftest)
+
+    p = esub.add_parser("bench", help="R-peak detection vs peers on every record, end-to-end speed, alert latency")
+    p.add_argument("--data-dir", help="MIT-BIH folder (default $MITDB_DIR)")
+    p.add_argument("--records", nargs="+", help="default: all records listed in RECORDS")
+    p.add_argument("--model", help="int8 model for the end-to-end and latency parts (skipped without)")
+    p.add_argument("--e2e-records", nargs="+", default=["100", "108", "203", "208", "232"])
+    p.add_argument("--latency-seconds", type=float, default=120.0)
+    p.add_argument("--json", default="bench/results/edge.json")
+    p.set_defaults(func=cmd_bench)
 
     p = esub.add_parser("install", help="install a first model into a model folder (checked like a release)")
     p.add_argument("--model", required=True)
