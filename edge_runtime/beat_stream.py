@@ -96,7 +96,8 @@ class BeatStream:
         return out
 
     def _trim(self) -> None:
-        oldest = min([s for s, _, _ in self._waiting] + [self._detector.oldest_possible_peak()])
+        # waiting beats, peaks that become waiting when their successor arrives, and future peaks
+        oldest = min([s for s, _, _ in self._waiting] + list(self._peaks) + [self._detector.oldest_possible_peak()])
         self._filtered.trim(oldest - self.signal.window_before)
 
 

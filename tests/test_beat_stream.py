@@ -94,3 +94,14 @@ def test_matching_pairs_each_beat_once_closest_first():
     score = score_detection(ref, det, fs_hz=360.0)
     assert (score.true_positives, score.false_negatives, score.false_positives) == (2, 1, 2)
     assert score_detection(ref, det, 360.0, excluded=[(280, 500)]).to_dict()["se"] == 1.0
+
+
+@pytest.mark.slow
+def test_stream_equals_offline_across_long_pauses(mitdb_dir):
+    """Record 232 has sinus pauses of several seconds: the stream must still hold those beats' samples."""
+    rec = load_record(mitdb_dir, "232")
+    peaks, ref = offline_beats(rec.signal_mv)
+    stream = BeatStream()
+    beats = [b for part in _stream_in_chunks(stream.process, stream.flush, rec.signal_mv, 3) for b in part]
+    np.testing.assert_array_equal([b.sample for b in beats], peaks[ref.beat_index])
+    np.testing.assert_array_equal(np.stack([b.wave for b in beats]), ref.waves)
