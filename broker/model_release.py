@@ -21,17 +21,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from broker.wire import WireError
+
 MAGIC = b"PWREL1"
 SIGNATURE_BYTES = 64
 MAX_RELEASE_BYTES = 4 * 1024 * 1024
 
 
-class ReleaseError(ValueError):
+class ReleaseError(WireError):
     """A release that must not be installed; ``reason`` is a short code for status and metrics."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
