@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from broker.fed_messages import LocalUpdate, UpdateEncoding, encode_update, fleet_id
-from broker.launcher import MosquittoBroker, broker_url
+from broker.launcher import EmbeddedBroker, MosquittoBroker, broker_url
 from broker.topics import FleetTopics
 from broker.wire import Encoding, Kind, encode_tensors
 from edge_runtime.fed_client import DeviceClient
@@ -208,3 +208,14 @@ def test_aggregator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp_
     assert manifest["round"] == 3 and [h["participants"] for h in manifest["history"]] == [3, 3]
     _assert_weights(arrays["weights"], expected_fedavg(2))
     assert updaters["dev-a"].calls == 2  # the restart re-announced round 1 without making anyone train twice
+
+
+def test_the_embedded_broker_carries_a_federation_too(tmp_path):
+    """The demo's fallback when Mosquitto is not installed."""
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        result = Federation(broker, tmp_path, "embedded", rounds=2, chunk_size=512).start().finish()
+    finally:
+        broker.close()
+    _assert_weights(result.final_weights, expected_fedavg(2))

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from training.federated.strategies import (STRATEGIES, ClientUpdate, FedAdam, FedAvg, FedAvgM, FedNova,
-                                           FedProx, InvalidUpdate, Scaffold, make_strategy)
+from training.federated.registry import STRATEGIES, make_strategy
+from training.federated.strategies import (ClientUpdate, FedAdam, FedAvg, FedAvgM, FedNova, FedProx, InvalidUpdate,
+                                           Scaffold)
 
 G = [np.array([1.0, 2.0], np.float32), np.array([[0.0]], np.float32)]
 
@@ -76,7 +77,8 @@ def test_invalid_updates_are_refused(bad, message):
 
 
 def test_strategies_are_chosen_by_name():
-    assert set(STRATEGIES) == {"fedavg", "fedprox", "fednova", "scaffold", "fedavgm", "fedadam"}
+    assert set(STRATEGIES) == {"fedavg", "fedprox", "fednova", "scaffold", "fedavgm", "fedadam",
+                               "median", "trimmed_mean", "krum", "norm_bounded"}
     assert isinstance(make_strategy("fedprox", proximal_mu=0.2), FedProx)
     with pytest.raises(ValueError, match="choose one of"):
         make_strategy("fedsgd")

@@ -249,7 +249,7 @@ def _add_run_args(p: argparse.ArgumentParser, out: str, json_default: str) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     from tools.edge_commands import add_edge_parser
-    from training.federated.strategies import STRATEGIES  # numpy only: keeps --help fast
+    from training.federated.registry import STRATEGIES  # numpy only: keeps --help fast
 
     parser = argparse.ArgumentParser(prog="pulsewire", description="pulsewire: federated TinyML for wearable ECG, from MIT-BIH to int8 TFLite.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

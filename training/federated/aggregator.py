@@ -35,8 +35,9 @@ from broker.mqtt_link import Message, MqttLink
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import Kind, WireError, decode_header
 from training.federated import checkpoint
+from training.federated.registry import make_strategy
 from training.federated.strategies import (ClientUpdate, InvalidUpdate, Scaffold, Strategy, Weights,
-                                           make_strategy, validate_update)
+                                           validate_update)
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from edge_runtime.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
 from training.data.partition import partition_by_patient, partition_dirichlet, partition_iid
 from training.federated.local_training import LocalConfig, LocalTrainer
-from training.federated.strategies import Scaffold, make_strategy
+from training.federated.registry import make_strategy
+from training.federated.strategies import Scaffold
 from training.model import build_classifier
 from training.train import RRScaler, TrainedModel, class_weights, evaluate_keras
 

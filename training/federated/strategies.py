@@ -222,17 +222,3 @@ class FedAdam(Strategy):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.m, self.v = state.get("m"), state.get("v")
-
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvg, FedProx, FedNova, Scaffold, FedAvgM, FedAdam)
-}
-
-
-def make_strategy(name: str, **kwargs: Any) -> Strategy:
-    """A strategy by its config name, e.g. ``make_strategy("fedprox", proximal_mu=0.1)``."""
-    try:
-        cls = STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}") from None
-    return cls(**kwargs)

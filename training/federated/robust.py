@@ -1,0 +1,97 @@
+"""Byzantine-robust aggregation: strategies that a few broken or malicious devices cannot steer.
+
+Same interface as every strategy (global weights + client updates -> new weights). Each works on the
+deltas flattened into one vector per device, so "coordinate" means one parameter of the whole model.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from training.federated.strategies import ClientUpdate, Strategy, Weights, add, weighted_mean
+
+
+def flatten(delta: Weights) -> np.ndarray:
+    return np.concatenate([d.ravel() for d in delta]).astype(np.float64)
+
+
+def unflatten(vector: np.ndarray, like: Weights) -> Weights:
+    out, pos = [], 0
+    for w in like:
+        out.append(vector[pos:pos + w.size].reshape(w.shape).astype(np.float32))
+        pos += w.size
+    return out
+
+
+class CoordinateMedian(Strategy):
+    """Yin et al. 2018: the coordinate-wise median of the deltas (robust to < 50 % attackers)."""
+
+    name = "median"
+
+    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+        stacked = np.stack([flatten(u.delta) for u in updates])
+        return add(global_weights, unflatten(np.median(stacked, axis=0), global_weights))
+
+
+class TrimmedMean(Strategy):
+    """Yin et al. 2018: per coordinate, drop the ``trim`` share of largest and smallest values, average the rest."""
+
+    name = "trimmed_mean"
+
+    def __init__(self, trim: float = 0.2) -> None:
+        if not 0 <= trim < 0.5:
+            raise ValueError(f"trim must be in [0, 0.5), got {trim}")
+        self.trim = trim
+
+    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+        stacked = np.sort(np.stack([flatten(u.delta) for u in updates]), axis=0)
+        k = int(np.floor(self.trim * len(updates)))
+        kept = stacked[k:len(updates) - k] if len(updates) - 2 * k >= 1 else stacked
+        return add(global_weights, unflatten(kept.mean(axis=0), global_weights))
+
+
+class Krum(Strategy):
+    """Blanchard et al. 2017: score each delta by the summed squared distances to its n - f - 2 nearest
+    others; Krum takes the best one, Multi-Krum (``multi`` > 1) averages the ``multi`` best."""
+
+    name = "krum"
+
+    def __init__(self, byzantine: int = 1, multi: int = 1) -> None:
+        if byzantine < 0 or multi < 1:
+            raise ValueError("byzantine must be >= 0 and multi >= 1")
+        self.byzantine, self.multi = byzantine, multi
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        n = len(vectors)
+        sq = np.sum((vectors[:, None, :] - vectors[None, :, :]) ** 2, axis=2)
+        nearest = max(1, n - self.byzantine - 2)
+        return np.array([np.sort(np.delete(sq[i], i))[:nearest].sum() for i in range(n)]) if n > 1 else np.zeros(1)
+
+    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+        vectors = np.stack([flatten(u.delta) for u in updates])
+        best = np.argsort(self.scores(vectors), kind="stable")[:min(self.multi, len(updates))]
+        return add(global_weights, weighted_mean([updates[i].delta for i in best],
+                                                 [updates[i].num_examples for i in best]))
+
+
+class NormBounded(Strategy):
+    """Sun et al. 2019: clip every delta to L2 norm ``clip``, then the sample-weighted mean."""
+
+    name = "norm_bounded"
+
+    def __init__(self, clip: float = 1.0) -> None:
+        if clip <= 0:
+            raise ValueError("clip must be positive")
+        self.clip = clip
+
+    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+        clipped = [clip_delta(u.delta, self.clip) for u in updates]
+        return add(global_weights, weighted_mean(clipped, [u.num_examples for u in updates]))
+
+
+def clip_delta(delta: Weights, clip: float) -> Weights:
+    """Scale ``delta`` down to L2 norm ``clip`` when it is longer (the DP and norm-bounding primitive)."""
+    norm = float(np.sqrt(sum(np.sum(d.astype(np.float64) ** 2) for d in delta)))
+    factor = min(1.0, clip / norm) if norm > 0 else 1.0
+    return [(d * factor).astype(np.float32) for d in delta]
