@@ -31,14 +31,16 @@ class Federation:
     """An aggregator thread and three device clients on one broker."""
 
     def __init__(self, broker, run_dir: Path, fleet: str, rounds: int, policy: RoundPolicy | None = None,
-                 encoding: str = "float32", chunk_size: int | None = None, gates: dict | None = None) -> None:
+                 encoding: str = "float32", chunk_size: int | None = None, gates: dict | None = None,
+                 strategy: str = "fedavg", strategy_args: dict | None = None) -> None:
         self.url = broker_url(broker)
         self.fleet = fleet
         gates = gates or {}
         self.updaters = {name: FixedUpdater(k, gates.get(name)) for k, name in enumerate(REGISTRY)}
         self.devices = {name: DeviceClient(name, dev_id, fleet, self.url, self.updaters[name])
                         for name, dev_id in REGISTRY.items()}
-        cfg = AggregatorConfig(fleet=fleet, devices=dict(REGISTRY), rounds=rounds,
+        cfg = AggregatorConfig(fleet=fleet, devices=dict(REGISTRY), rounds=rounds, strategy=strategy,
+                               strategy_args=strategy_args or {},
                                policy=policy or RoundPolicy(deadline_s=60), encoding=encoding, chunk_size=chunk_size)
         self.aggregator = Aggregator(cfg, initial_weights(), self.url, run_dir)
         self.result = None

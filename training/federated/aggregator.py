@@ -35,7 +35,7 @@ from broker.mqtt_link import Message, MqttLink
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import Kind, WireError, decode_header
 from training.federated import checkpoint
-from training.federated.registry import make_strategy
+from training.federated.registry import make_fleet_strategy
 from training.federated.strategies import (ClientUpdate, InvalidUpdate, Scaffold, Strategy, Weights,
                                            validate_update)
 
@@ -122,10 +122,7 @@ class Aggregator:
         self.topics = FleetTopics(cfg.fleet)
         self.run_dir = Path(run_dir)
         self.evaluate, self.on_round, self.select_on = evaluate, on_round, select_on
-        args = dict(cfg.strategy_args)
-        if cfg.strategy == "scaffold":
-            args.setdefault("num_devices", len(cfg.devices))
-        self.strategy: Strategy = make_strategy(cfg.strategy, **args)
+        self.strategy: Strategy = make_fleet_strategy(cfg.strategy, cfg.strategy_args, len(cfg.devices))
         self.weights = [np.asarray(w, np.float32) for w in initial_weights]
         self.best_weights = [w.copy() for w in self.weights]
         self.round, self.best_round, self.best_score = 1, 0, -math.inf
@@ -158,6 +155,8 @@ class Aggregator:
         while self.round <= self.cfg.rounds:
             if not self.selected:
                 self.selected = self._select()
+                if not self._privacy_allows(len(self.selected)):
+                    break
                 self._round_counts = Counter()
                 self._save()
             self._announce()
@@ -182,6 +181,16 @@ class Aggregator:
             n = max(1, round(float(arg) * len(trainable)))
             return sorted(rng.choice(trainable, n, replace=False).tolist())
         return trainable
+
+    def _privacy_allows(self, participants: int) -> bool:
+        """A DP strategy with a budget: stop before the round that would exceed (ε, δ)."""
+        within = getattr(self.strategy, "within_budget", None)
+        if within is None or within(participants):
+            return True
+        log.warning("round %d would exceed the privacy budget ε = %s; stopping after %d rounds", self.round,
+                    getattr(self.strategy, "epsilon_budget", None), self.round - 1)
+        self.selected = []
+        return False
 
     def _plan(self, final: bool = False) -> RoundPlan:
         local = {**self.cfg.local, **self.strategy.client_config()}
@@ -331,6 +340,10 @@ class Aggregator:
                "quorum_met": counts["rounds_below_quorum"] == 0,
                "rejected": {k.removeprefix("rejected_"): v for k, v in counts.items() if k.startswith("rejected_")},
                "seconds": time.monotonic() - self._round_started, **metrics}
+        ledger = getattr(self.strategy, "ledger", None)
+        if ledger:
+            row["privacy"] = {k: v if not isinstance(v, float) or math.isfinite(v) else None
+                              for k, v in ledger[-1].__dict__.items()}
         self.history.append(row)
         score = metrics.get(self.select_on) if metrics else float(self.round)  # no evaluator: the latest
         if score is not None and score > self.best_score:
@@ -388,7 +401,7 @@ class Aggregator:
 
     def _write_metrics(self) -> None:
         (self.run_dir / "rounds.json").write_text(json.dumps(self.history, indent=1) + "\n")
-        scalar = [k for k in self.history[0] if k != "rejected"]
+        scalar = [k for k in self.history[0] if not isinstance(self.history[0][k], dict)]
         with open(self.run_dir / "rounds.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(scalar + ["rejected"])

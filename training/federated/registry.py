@@ -1,14 +1,16 @@
 """Every aggregation strategy by its config name: the one place a new strategy is registered."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from training.federated.privacy import DPFedAvg
 from training.federated.robust import CoordinateMedian, Krum, NormBounded, TrimmedMean
 from training.federated.strategies import FedAdam, FedAvg, FedAvgM, FedNova, FedProx, Scaffold, Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (FedAvg, FedProx, FedNova, Scaffold, FedAvgM, FedAdam,
-                              CoordinateMedian, TrimmedMean, Krum, NormBounded)
+                              CoordinateMedian, TrimmedMean, Krum, NormBounded, DPFedAvg)
 }
 
 
@@ -19,3 +21,11 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
     except KeyError:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}") from None
     return cls(**kwargs)
+
+
+def make_fleet_strategy(name: str, args: dict[str, Any], num_devices: int) -> Strategy:
+    """``make_strategy`` for a fleet: strategies that need the fleet size (SCAFFOLD, DP-FedAvg) get it."""
+    args = dict(args)
+    if name in STRATEGIES and "num_devices" in inspect.signature(STRATEGIES[name]).parameters:
+        args.setdefault("num_devices", num_devices)
+    return make_strategy(name, **args)

@@ -20,7 +20,7 @@ from edge_runtime.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
 from training.data.partition import partition_by_patient, partition_dirichlet, partition_iid
 from training.federated.local_training import LocalConfig, LocalTrainer
-from training.federated.registry import make_strategy
+from training.federated.registry import make_fleet_strategy
 from training.federated.strategies import Scaffold
 from training.model import build_classifier
 from training.train import RRScaler, TrainedModel, class_weights, evaluate_keras
@@ -89,10 +89,7 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
     fleet = prepare_fleet(train, fed, base)
     model, scaler, devices, per_device = fleet.model, fleet.scaler, fleet.devices, fleet.per_device
     trainer = LocalTrainer(model, fleet.class_weights)
-    args = dict(fed.strategy_args)
-    if fed.strategy == "scaffold":
-        args.setdefault("num_devices", len(devices))
-    strategy = make_strategy(fed.strategy, **args)
+    strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(devices))
     local_cfg = fed.local
     if "proximal_mu" in strategy.client_config():
         local_cfg = LocalConfig(**{**local_cfg.__dict__, "proximal_mu": strategy.client_config()["proximal_mu"]})
