@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,9 @@ class AlertPublisher:
         self.latencies_ms: list[float] = []
         self.sent = 0
         self.beats = 0
+        self._inference_ms: deque[float] = deque(maxlen=1000)
+        #: Extra status fields from other components, e.g. the last model-update verdict.
+        self.extra_status: dict = {}
         self._started = time.monotonic()
         self._threads = [threading.Thread(target=self._send_loop, name=f"alerts-{device}", daemon=True),
                          threading.Thread(target=self._status_loop, name=f"status-{device}", daemon=True)]
@@ -55,6 +59,7 @@ class AlertPublisher:
     # ------------------------------------------------------------------ BeatSink
     def on_beat(self, beat: BeatResult) -> None:
         self.beats += 1
+        self._inference_ms.append(beat.inference_ms)
         for alert in self.builder.on_beat(beat):
             self._spool(alert)
 
@@ -112,7 +117,9 @@ class AlertPublisher:
         return {"state": state, "component": "edge", "beats": self.beats,
                 "beats_per_s": round(self.beats / max(time.monotonic() - self._started, 1e-9), 2),
                 "alerts_sent": self.sent, "spool_depth": self.spool.depth(),
-                "alert_latency_ms_p50": None if lat is None else round(float(np.percentile(lat, 50)), 2)}
+                "inference_ms_p50": round(float(np.median(self._inference_ms)), 3) if self._inference_ms else None,
+                "alert_latency_ms_p50": None if lat is None else round(float(np.percentile(lat, 50)), 2),
+                **self.extra_status}
 
     def _publish_status(self, state: str) -> None:
         try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from broker.fed_messages import GlobalModel, LocalUpdate
 from edge_runtime.classifier import BeatClassifier
 from edge_runtime.interpreter import make_interpreter
 
@@ -98,3 +99,29 @@ def train_head(features: np.ndarray, labels: np.ndarray, start: Head, cfg: HeadC
         w -= cfg.learning_rate * (features.T @ grad_z + cfg.l2_to_population * (w - start.w))
         b -= cfg.learning_rate * (grad_z.sum(axis=0) + cfg.l2_to_population * (b - start.b))
     return Head(w, b)
+
+
+class HeadUpdater:
+    """A federated ``LocalUpdater`` for devices without TensorFlow: the round's delta is the head only.
+
+    The int8 model installed on the device computes the hidden features of the patient's labelled beats
+    once; each round the head is retrained from the global model's float head (the last two tensors of
+    the MODEL message) and the difference is sent, zeros everywhere else.
+    """
+
+    def __init__(self, features: HeadFeatures, waves: np.ndarray, rr: np.ndarray, labels: np.ndarray,
+                 cfg: HeadConfig = HeadConfig()) -> None:
+        if len(labels) == 0:
+            raise ValueError("head training needs labelled beats")
+        self._features = features.features(waves, rr)
+        self._labels = np.asarray(labels, np.int64)
+        self.cfg = cfg
+
+    def fit(self, model: GlobalModel) -> LocalUpdate:
+        w0, b0 = (np.asarray(t, np.float64) for t in model.weights[-2:])
+        if w0.shape != (self._features.shape[1], b0.size):
+            raise ValueError(f"global head {w0.shape} does not fit {self._features.shape[1]} hidden features")
+        head = train_head(self._features, self._labels, Head(w0, b0), self.cfg)
+        delta = [np.zeros_like(w, dtype=np.float32) for w in model.weights[:-2]]
+        delta += [(head.w - w0).astype(np.float32), (head.b - b0).astype(np.float32)]
+        return LocalUpdate(delta, num_examples=int(self._labels.size), local_steps=self.cfg.steps)

@@ -18,6 +18,8 @@ class ReleaseListener:
         self.store = store
         self.on_installed = on_installed
         self.verdicts: list[Verdict] = []
+        #: Called with every verdict (e.g. to put it in the device's status message).
+        self.on_verdict: Callable[[Verdict], None] | None = None
         topic = FleetTopics(fleet).release()
         self.link = MqttLink(broker_url, f"pw-{fleet}-{device}-models", [topic], self._on_message)
 
@@ -32,5 +34,7 @@ class ReleaseListener:
             return
         verdict = self.store.consider(msg.payload)
         self.verdicts.append(verdict)
+        if self.on_verdict:
+            self.on_verdict(verdict)
         if verdict.accepted:
             self.on_installed(self.store.load_current())

@@ -31,6 +31,7 @@ class BeatResult:
     confidence: float
     heart_rate_bpm: float
     model_version: str
+    inference_ms: float = 0.0
 
 
 class BeatSink(Protocol):
@@ -101,11 +102,12 @@ class EdgeRuntime:
             t0 = time.perf_counter()
             with self._swap_lock:
                 probs = self.classifier.predict_proba(beat.wave[None, :], beat.rr[None, :])[0]
-            self.stats.inference_s += time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            self.stats.inference_s += elapsed
             k = int(np.argmax(probs))
             sample = int(self.resampler.to_input_index(beat.sample))
             result = BeatResult(sample, sample / self.source_fs_hz, self._classes[k], float(probs[k]),
-                                60.0 / float(beat.rr[0]), self._version)
+                                60.0 / float(beat.rr[0]), self._version, 1000 * elapsed)
             self.stats.beats += 1
             self.stats.per_class[result.label] = self.stats.per_class.get(result.label, 0) + 1
             for sink in self.sinks:

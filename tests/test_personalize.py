@@ -2,11 +2,14 @@
 import numpy as np
 import pytest
 
+from broker.launcher import broker_url
 from edge_runtime.aami import AAMI_CLASSES
 from edge_runtime.classifier import BeatClassifier
 from edge_runtime.metrics import classification_report
-from edge_runtime.personalize import Head, HeadConfig, HeadFeatures, train_head
+from edge_runtime.fed_client import DeviceClient
+from edge_runtime.personalize import Head, HeadConfig, HeadFeatures, HeadUpdater, train_head
 from training.data.beat_dataset import load_beats
+from training.federated.aggregator import Aggregator, AggregatorConfig, RoundPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -36,3 +39,26 @@ def test_five_labelled_minutes_improve_the_rest_of_the_record(exported, mitdb_di
     assert np.abs(personal.w - population.w).max() > 0  # it did move
     with pytest.raises(ValueError):
         HeadConfig(steps=0)
+
+
+@pytest.mark.integration
+def test_a_litert_only_device_contributes_a_head_delta_over_mosquitto(exported, mitdb_dir, cache_root, mosquitto,
+                                                                      tmp_path):
+    path = exported["int8"].tflite_path
+    clf = BeatClassifier.from_file(path)
+    beats = load_beats(mitdb_dir, ["232"], clf.metadata.signal, cache_root, progress=False)
+    n = int(np.searchsorted(beats.sample, 5 * 60 * 360))
+    updater = HeadUpdater(HeadFeatures(clf, path.read_bytes()), beats.waves[:n], beats.rr[:n], beats.labels[:n])
+    device = DeviceClient("p232", 232, "heads", broker_url(mosquitto), updater)
+    start = [w.copy() for w in exported["trained"].model.get_weights()]
+    agg = Aggregator(AggregatorConfig(fleet="heads", devices={"p232": 232}, rounds=1,
+                                      policy=RoundPolicy(deadline_s=60)), start, broker_url(mosquitto), tmp_path)
+    device.start()
+    try:
+        result = agg.run()
+    finally:
+        device.stop()
+    assert result.history[0]["participants"] == 1 and result.rejected == {}
+    for before, after in zip(start[:-2], result.final_weights[:-2]):
+        np.testing.assert_array_equal(before, after)  # the body is untouched
+    assert np.abs(result.final_weights[-2] - start[-2]).max() > 1e-4  # the head moved

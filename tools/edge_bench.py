@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -214,7 +215,8 @@ def personalization_bench(data_dir: Path, model: Path, records: list[str], minut
     clf = BeatClassifier.from_file(model)
     features = HeadFeatures(clf, model.read_bytes())
     population = Head(features.population_w, features.population_b)
-    data = load_beats(data_dir, records, clf.metadata.signal, Path(".cache/pulsewire"), progress=False)
+    cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
+    data = load_beats(data_dir, records, clf.metadata.signal, cache, progress=False)
     out: dict = {"model": str(model), "records": records}
     for m in minutes:
         y, base, pers = [], [], []

@@ -58,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from edge_runtime.release_listener import ReleaseListener
 
         listener = ReleaseListener(store, args.broker, args.fleet, args.device, runtime.swap_classifier)
+        if publisher:
+            listener.on_verdict = lambda v: publisher.extra_status.update(last_model_update=v.to_dict())
         listener.start()
     try:
         stats = runtime.run(paced(source, speed))
