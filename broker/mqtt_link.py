@@ -30,6 +30,15 @@ class Message:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """CA certificate, and this client's certificate and key (its common name is its MQTT user name)."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
 class Will:
     topic: str
     payload: bytes
@@ -37,17 +46,17 @@ class Will:
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
-    """``mqtt://host:port`` (port 1883 when omitted)."""
+    """``mqtt://host:port`` (port 1883 when omitted) or ``mqtts://host:port`` (TLS, port 8883)."""
     parsed = urlparse(url if "://" in url else f"mqtt://{url}")
-    if parsed.scheme != "mqtt" or not parsed.hostname:
-        raise ValueError(f"broker URL {url!r} not understood; use mqtt://HOST:PORT")
-    return parsed.hostname, parsed.port or 1883
+    if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+        raise ValueError(f"broker URL {url!r} not understood; use mqtt://HOST:PORT or mqtts://HOST:PORT")
+    return parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
 
 
 class MqttLink:
     def __init__(self, url: str, client_id: str, subscriptions: list[str], on_message: Callable[[Message], None],
                  on_connect: Callable[[bool], None] | None = None, will: Will | None = None,
-                 manual_ack: bool = False, keepalive_s: int = 20) -> None:
+                 manual_ack: bool = False, keepalive_s: int = 20, tls: TlsFiles | None = None) -> None:
         self.host, self.port = parse_broker_url(url)
         self.client_id = client_id
         self._subscriptions = subscriptions
@@ -61,6 +70,10 @@ class MqttLink:
         self._client.reconnect_delay_set(min_delay=1, max_delay=16)
         self._client.max_queued_messages_set(0)  # unbounded: an update must not be dropped while offline
         self._client.max_inflight_messages_set(100)
+        if tls:
+            self._client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key)
+        elif url.startswith("mqtts://"):
+            raise ValueError(f"{url} needs TLS files (CA, client certificate and key)")
         if will:
             self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
         self._client.on_connect = self._connected

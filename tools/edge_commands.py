@@ -136,6 +136,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from broker.fleet_security import write_fleet_security
+
+    sec = write_fleet_security(Path(args.out), args.fleet, args.devices.split(","), tuple(args.server_names),
+                               args.port)
+    print(f"CA, server, aggregator and {len(args.devices.split(','))} device certificates in {sec.folder}\n"
+          f"start the broker: mosquitto -c {sec.config}\n"
+          f"each device gets ca.crt, <device>.crt and <device>.key; connect with mqtts://HOST:{args.port}")
+    return 0
+
+
 def cmd_release(args: argparse.Namespace) -> int:
     """Sign a model and publish it, retained, on pw/FLEET/release."""
     from broker.model_release import Release, load_private_key, sign_release
@@ -203,6 +214,16 @@ def add_edge_parser(sub) -> None:
     p = sub.add_parser("keys", help="create the aggregator's Ed25519 key pair for signing model releases")
     p.add_argument("--out", default="keys", help="folder for aggregator.key and aggregator.pub")
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("certs", help="a CA, TLS server and per-device client certificates, ACLs and a "
+                                     "Mosquitto config for a production fleet")
+    p.add_argument("--fleet", required=True)
+    p.add_argument("--devices", required=True, help="device names, comma separated (their certificates' CN)")
+    p.add_argument("--server-names", nargs="+", default=["localhost", "127.0.0.1"],
+                   help="host names / IPs the broker's certificate is valid for")
+    p.add_argument("--port", type=int, default=8883)
+    p.add_argument("--out", default="fleet-security")
+    p.set_defaults(func=cmd_certs)
 
     p = sub.add_parser("release", help="sign an int8 model and publish it to a fleet (retained)")
     p.add_argument("--model", required=True, help=".tflite with its .json metadata beside it")
