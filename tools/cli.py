@@ -107,7 +107,8 @@ def _federated_config(args: argparse.Namespace, seed: int):
 
     return FederatedConfig(rounds=args.rounds, strategy=args.strategy, strategy_args=dict(args.strategy_arg),
                            partition=args.partition, seed=seed,
-                           fraction=getattr(args, "fraction", 1.0),
+                           fraction=getattr(args, "fraction", 1.0), attack=getattr(args, "attack", None),
+                           attackers=getattr(args, "attackers", 0.0),
                            local=LocalConfig(epochs=args.local_epochs, learning_rate=args.lr))
 
 
@@ -280,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("inter", "intra"), default="inter")
     p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
     p.add_argument("--fraction", type=float, default=1.0, help="share of devices per round")
+    p.add_argument("--attack", help="malicious devices: sign_flip | scale:K | gaussian:S | label_flip | replacement:K")
+    p.add_argument("--attackers", type=float, default=0.0, help="share of devices that attack (e.g. 0.2)")
     _add_run_args(p, "out/federated", "OUT/federated_STRATEGY.json")
     p.set_defaults(func=cmd_simulate)
 

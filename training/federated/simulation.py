@@ -19,6 +19,7 @@ from training.config import TrainConfig
 from edge_runtime.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
 from training.data.partition import partition_by_patient, partition_dirichlet, partition_iid
+from training.federated.attacks import Attack, choose_attackers
 from training.federated.local_training import LocalConfig, LocalTrainer
 from training.federated.registry import make_fleet_strategy
 from training.federated.strategies import Scaffold
@@ -39,6 +40,9 @@ class FederatedConfig:
     #: Share of devices selected each round.
     fraction: float = 1.0
     seed: int = 0
+    #: Malicious devices (simulation only): an ``Attack`` spec such as "sign_flip" or "scale:10", and their share.
+    attack: str | None = None
+    attackers: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or not 0 < self.fraction <= 1:
@@ -95,6 +99,10 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
         local_cfg = LocalConfig(**{**local_cfg.__dict__, "proximal_mu": strategy.client_config()["proximal_mu"]})
     weights = model.get_weights()
     controls: dict[int, list] = {}
+    attack = Attack.parse(fed.attack) if fed.attack else None
+    attackers = choose_attackers(len(devices), fed.attackers, fed.seed) if attack else set()
+    if attack:
+        log.info("%d of %d devices attack with %s", len(attackers), len(devices), fed.attack)
     history: list[dict] = []
     best = (-1.0, 0, weights)
     n_select = max(1, int(round(fed.fraction * len(devices))))
@@ -104,11 +112,14 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
         updates = []
         for k in chosen:
             wave, rr, y = per_device[k]
+            malicious = attack is not None and k in attackers
+            if malicious:
+                y = attack.poison_labels(y, len(AAMI_CLASSES))
             server_c = strategy.server_control(weights) if isinstance(strategy, Scaffold) else None
             update, new_c = trainer.run(f"dev{k}", weights, wave, rr, y, local_cfg, rng, server_c, controls.get(k))
             if new_c is not None:
                 controls[k] = new_c
-            updates.append(update)
+            updates.append(attack.corrupt(update, rng) if malicious else update)
         weights = strategy.aggregate(weights, updates)
         model.set_weights(weights)
         rep = evaluate_keras(model, val, scaler)
