@@ -55,3 +55,16 @@ def test_unknown_metadata_format_is_refused(exported, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="format 99"):
         ModelMetadata.load(path)
+
+
+def test_tflite_micro_runs_the_int8_model_bit_exactly_with_litert(exported):
+    from training.tflm_check import check_model
+
+    path = exported["int8"].tflite_path
+    test = exported["test"]
+    report = check_model(path.read_bytes(), BeatClassifier.from_file(path), test.waves[:300], test.rr[:300])
+    # Every op matches except the final per-channel FULLY_CONNECTED, where LiteRT's no-delegate kernel and
+    # TFLite-Micro's reference kernel round differently by one LSB on a few beats (diagnosed tensor by tensor;
+    # the firmware issue follows TFLite-Micro). Hold the line there until the export settles it.
+    assert report.identical_outputs >= 0.98 * report.beats, report.to_dict()
+    assert 1024 < report.arena_bytes < 64 * 1024
