@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def split_message(message: bytes, message_id: int, chunk_size: int) -> list[bytes]:
     """CHUNK frames of at most ``chunk_size`` bytes each (header included) carrying ``message``."""
-    inner, _ = decode_header(message)
+    inner, _ = decode_header(message, allow_signed=True)  # a signed message travels in chunks as it is
     room = chunk_size - HEADER.size - CHUNK_HEADER.size
     if room < 1:
         raise ValueError(f"chunk_size {chunk_size} leaves no room for data (overhead "

@@ -10,7 +10,7 @@ Every message is a 28-byte little-endian header followed by a body::
          8    4 round        u32 federated round (0 where it does not apply)
         12    4 device_id    u32 (0 = the aggregator)
         16    1 encoding     Encoding of tensor values
-        17    1 flags        reserved, must be 0
+        17    1 flags        bit 0: signed (broker.signing: Ed25519 signature ends the body); others 0
         18    2 n_tensors    u16
         20    4 body_len     u32 bytes after the header
         24    4 crc32        zlib CRC-32 of header (this field zeroed) + body
@@ -168,7 +168,10 @@ def frame_message(h: Header, body: bytes) -> bytes:
 # ----------------------------------------------------------------------------------------- decoding
 
 
-def decode_header(data: bytes) -> tuple[Header, bytes]:
+FLAG_SIGNED = 0x01
+
+
+def decode_header(data: bytes, allow_signed: bool = False) -> tuple[Header, bytes]:
     """Header and body of one complete message; checks magic, version, kind, length and CRC."""
     if len(data) < HEADER.size:
         raise WireError("truncated", f"{len(data)} bytes, a header alone is {HEADER.size}")
@@ -181,8 +184,9 @@ def decode_header(data: bytes) -> tuple[Header, bytes]:
         raise WireError("bad_kind", f"unknown message kind {kind}")
     if enc not in Encoding._value2member_map_:
         raise WireError("bad_encoding", f"unknown encoding {enc}")
-    if flags:
-        raise WireError("bad_flags", f"reserved flags set: {flags:#04x}")
+    if flags and not (allow_signed and flags == FLAG_SIGNED):
+        reason = "signed" if flags == FLAG_SIGNED else "bad_flags"
+        raise WireError(reason, f"flags {flags:#04x}" + (": verify the signature first" if reason == "signed" else ""))
     if body_len > MAX_BODY_BYTES:
         raise WireError("oversized", f"body of {body_len} bytes exceeds {MAX_BODY_BYTES}")
     if len(data) != HEADER.size + body_len:

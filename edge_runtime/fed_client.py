@@ -16,7 +16,7 @@ import logging
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from broker.device_messages import encode_status
 from broker.fed_messages import (GlobalModel, LocalUpdate, UpdateEncoding, decode_global, encode_update,
                                  roundtrip_delta)
 from broker.mqtt_link import Message, MqttLink, Will
+from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import WireError
 
@@ -59,10 +60,13 @@ def _is_acked(info) -> bool:
 
 class DeviceClient:
     def __init__(self, name: str, device_id: int, fleet: str, broker_url: str, updater: LocalUpdater | None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, signing_key: Any = None, aggregator_key: Any = None) -> None:
         self.name, self.device_id = name, device_id
         self.topics = FleetTopics(fleet)
         self.updater = updater
+        #: Ed25519 keys: this device's private key signs its updates; the aggregator's public key must have
+        #: signed every global model this device trains on (None: unsigned fleet).
+        self.signing_key, self.aggregator_key = signing_key, aggregator_key
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"train-{name}")
         self._own_executor = executor is None
         self._lock = threading.Lock()
@@ -105,7 +109,8 @@ class DeviceClient:
         try:
             if parse_topic(msg.topic).kind != "global" or not msg.payload:
                 return  # an empty retained payload clears an old round
-            _, model = decode_global(msg.payload)
+            payload = verify_message(msg.payload, self.aggregator_key) if self.aggregator_key else msg.payload
+            _, model = decode_global(payload)
         except (ValueError, WireError) as exc:
             self.errors += 1
             log.warning("%s: ignoring a bad global model on %s: %s", self.name, msg.topic, exc)
@@ -131,6 +136,8 @@ class DeviceClient:
             update = self.updater.fit(model)
             update = self._with_error_feedback(update, encoding)
             message = encode_update(self.topics.fleet, plan.round, self.device_id, update, encoding)
+            if self.signing_key is not None:
+                message = sign_message(message, self.signing_key)
             frames = (split_message(message, plan.round & 0xFFFFFFFF, plan.chunk_size)
                       if plan.chunk_size else [message])
             topic = self.topics.update(plan.round, self.name)

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.fed_messages import LocalUpdate, UpdateEncoding, encode_update, fleet_id
+from broker.signing import sign_message
 from broker.launcher import EmbeddedBroker, MosquittoBroker, broker_url
 from broker.topics import FleetTopics
 from broker.wire import Encoding, Kind, encode_tensors
@@ -32,17 +34,22 @@ class Federation:
 
     def __init__(self, broker, run_dir: Path, fleet: str, rounds: int, policy: RoundPolicy | None = None,
                  encoding: str = "float32", chunk_size: int | None = None, gates: dict | None = None,
-                 strategy: str = "fedavg", strategy_args: dict | None = None) -> None:
+                 strategy: str = "fedavg", strategy_args: dict | None = None, keys: dict | None = None) -> None:
         self.url = broker_url(broker)
         self.fleet = fleet
         gates = gates or {}
         self.updaters = {name: FixedUpdater(k, gates.get(name)) for k, name in enumerate(REGISTRY)}
-        self.devices = {name: DeviceClient(name, dev_id, fleet, self.url, self.updaters[name])
+        keys = keys or {}
+        agg_key = keys.get("aggregator")
+        self.devices = {name: DeviceClient(name, dev_id, fleet, self.url, self.updaters[name],
+                                           signing_key=keys.get(name),
+                                           aggregator_key=agg_key.public_key() if agg_key else None)
                         for name, dev_id in REGISTRY.items()}
         cfg = AggregatorConfig(fleet=fleet, devices=dict(REGISTRY), rounds=rounds, strategy=strategy,
                                strategy_args=strategy_args or {},
-                               policy=policy or RoundPolicy(deadline_s=60), encoding=encoding, chunk_size=chunk_size)
-        self.aggregator = Aggregator(cfg, initial_weights(), self.url, run_dir)
+                               policy=policy or RoundPolicy(deadline_s=60), encoding=encoding, chunk_size=chunk_size,
+                               device_keys={n: k.public_key() for n, k in keys.items() if n in REGISTRY} or None)
+        self.aggregator = Aggregator(cfg, initial_weights(), self.url, run_dir, signing_key=agg_key)
         self.result = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -221,3 +228,43 @@ def test_the_embedded_broker_carries_a_federation_too(tmp_path):
     finally:
         broker.close()
     _assert_weights(result.final_weights, expected_fedavg(2))
+
+
+def test_signed_fleet_accepts_only_updates_signed_by_their_device(mosquitto, tmp_path):
+    keys = {name: Ed25519PrivateKey.generate() for name in [*REGISTRY, "aggregator"]}
+    gate = threading.Event()
+    fed = Federation(mosquitto, tmp_path, "signed", rounds=1, chunk_size=600, keys=keys, gates={"dev-c": gate}).start()
+    wait_until(lambda: fed.updaters["dev-c"].calls == 1, what="round 1")
+    topics = FleetTopics("signed")
+    forged = encode_update("signed", 1, 13, LocalUpdate(delta_for(2, initial_weights()), 30, 3),
+                           UpdateEncoding.parse("float32"))
+    attacker = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="forger")
+    attacker.connect(mosquitto.host, mosquitto.port)
+    attacker.loop_start()
+    attacker.publish(topics.update(1, "dev-c"), forged, qos=1).wait_for_publish(10)  # unsigned
+    attacker.publish(topics.update(1, "dev-c"), sign_message(forged, Ed25519PrivateKey.generate()),
+                     qos=1).wait_for_publish(10)  # signed, but not by dev-c
+    wait_until(lambda: sum(fed.aggregator.rejected.values()) >= 2, what="both forgeries rejected")
+    gate.set()
+    result = fed.finish()
+    attacker.loop_stop()
+    attacker.disconnect()
+    assert result.rejected == {"unsigned": 1, "bad_signature": 1}
+    assert result.history[0]["participants"] == 3
+    _assert_weights(result.final_weights, expected_fedavg(1))
+
+
+def test_devices_ignore_a_global_model_the_aggregator_did_not_sign(mosquitto, tmp_path):
+    aggregator_key = Ed25519PrivateKey.generate()
+    device = DeviceClient("dev-a", 11, "spoof", broker_url(mosquitto), FixedUpdater(0),
+                          aggregator_key=aggregator_key.public_key())
+    device.start()
+    try:
+        spoof = Aggregator(AggregatorConfig(fleet="spoof", devices=dict(REGISTRY), rounds=1,
+                                            policy=RoundPolicy(deadline_s=1.5, quorum=1.0)),
+                           initial_weights(), broker_url(mosquitto), tmp_path,
+                           signing_key=Ed25519PrivateKey.generate())  # not the key the device trusts
+        result = spoof.run()
+    finally:
+        device.stop()
+    assert result.history[0]["participants"] == 0 and device.rounds_sent == [] and device.errors >= 1

@@ -147,7 +147,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     def train_fn(train, val, test, seed):
         cfg = FleetConfig(federated=_federated_config(args, seed), policy=policy, encoding=args.encoding,
-                          chunk_size=args.chunk_size, broker_url=args.broker, max_devices=args.devices)
+                          chunk_size=args.chunk_size, broker_url=args.broker, max_devices=args.devices,
+                          signed=not args.unsigned)
         result = run_fleet(train, val, test, cfg, TrainConfig(seed=seed), Path(args.out) / f"run_seed{seed}")
         transport.setdefault("runs", []).append({"seed": seed, "broker": result.broker, "devices": result.devices,
                                                  "rejected": result.rejected, "wall_seconds": result.wall_seconds})
@@ -298,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
     p.add_argument("--devices", type=int, help="use only the first N devices of the partition (default: all)")
     p.add_argument("--broker", help="mqtt://HOST:PORT of a running broker (default: start one)")
+    p.add_argument("--unsigned", action="store_true", help="do not sign updates and global models (Ed25519 "
+                                                           "keys are otherwise made for the run)")
     _add_round_policy_args(p)
     _add_run_args(p, "out/fleet", "OUT/fleet_STRATEGY_ENCODING.json")
     p.set_defaults(func=cmd_fleet)

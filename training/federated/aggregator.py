@@ -32,6 +32,7 @@ from broker.device_messages import decode_status
 from broker.fed_messages import (GlobalModel, RoundPlan, UpdateEncoding, decode_update, encode_global,
                                  fleet_id)
 from broker.mqtt_link import Message, MqttLink
+from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import Kind, WireError, decode_header
 from training.federated import checkpoint
@@ -98,6 +99,8 @@ class AggregatorConfig:
     encoding: str = "float32"
     chunk_size: int | None = None
     seed: int = 0
+    #: Ed25519 public key per device: when given, only updates signed by their device are accepted.
+    device_keys: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or not self.devices:
@@ -117,11 +120,12 @@ class AggregationResult:
 class Aggregator:
     def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker_url: str, run_dir: Path,
                  evaluate: Evaluator | None = None, on_round: Callable[[dict], None] | None = None,
-                 select_on: str = "val_macro_f1") -> None:
+                 select_on: str = "val_macro_f1", signing_key: Any = None) -> None:
         self.cfg = cfg
         self.topics = FleetTopics(cfg.fleet)
         self.run_dir = Path(run_dir)
         self.evaluate, self.on_round, self.select_on = evaluate, on_round, select_on
+        self.signing_key = signing_key  # Ed25519 private key: global models go out signed
         self.strategy: Strategy = make_fleet_strategy(cfg.strategy, cfg.strategy_args, len(cfg.devices))
         self.weights = [np.asarray(w, np.float32) for w in initial_weights]
         self.best_weights = [w.copy() for w in self.weights]
@@ -200,6 +204,8 @@ class Aggregator:
     def _announce(self, final: bool = False) -> None:
         control = self.strategy.server_control(self.weights) if isinstance(self.strategy, Scaffold) else None
         message = encode_global(self.cfg.fleet, GlobalModel(self._plan(final), self.weights, control))
+        if self.signing_key is not None:
+            message = sign_message(message, self.signing_key)
         self._model_bytes = len(message)
         self.link.publish(self.topics.global_model(self.round), message, qos=1, retain=True)
         if self.round > 1:  # only the current round stays retained
@@ -271,12 +277,16 @@ class Aggregator:
         if device not in self.cfg.devices:
             raise _Rejected("unknown_device", f"{device!r} is not registered in fleet {self.cfg.fleet}")
         try:
-            header, _ = decode_header(message.payload)
+            header, _ = decode_header(message.payload, allow_signed=True)
             data = message.payload
             if header.kind == Kind.CHUNK:
                 data = self._reassembler.feed(message.payload)
                 if data is None:
                     return
+            if self.cfg.device_keys is not None:
+                if device not in self.cfg.device_keys:
+                    raise _Rejected("unknown_device", f"no public key registered for {device}")
+                data = verify_message(data, self.cfg.device_keys[device])
             header, update = decode_update(data)
         except WireError as exc:
             raise _Rejected(exc.reason, str(exc)) from exc

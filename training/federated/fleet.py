@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tqdm import tqdm
 
 from broker.launcher import broker_url, start_broker
@@ -43,6 +44,8 @@ class FleetConfig:
     fleet_prefix: str = "pw"
     #: Only the first N devices of the partition take part (None: all of them).
     max_devices: int | None = None
+    #: Ed25519 everywhere: devices sign updates, the aggregator signs global models (keys made per run).
+    signed: bool = True
 
 
 @dataclass
@@ -96,14 +99,17 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
     fleet_name = f"{cfg.fleet_prefix}-s{fed.seed}-{secrets.token_hex(3)}"
     trainer = LocalTrainer(fleet.model, fleet.class_weights)
     executor = ThreadPoolExecutor(1, thread_name_prefix="device-training")
+    keys = {name: Ed25519PrivateKey.generate() for name in [*registry, "aggregator"]} if cfg.signed else {}
+    aggregator_public = keys["aggregator"].public_key() if keys else None
     clients = [DeviceClient(name, dev_id, fleet_name, url,
                             KerasDeviceUpdater(name, trainer, *fleet.per_device[k], seed=fed.seed * 1000 + dev_id),
-                            executor)
+                            executor, signing_key=keys.get(name), aggregator_key=aggregator_public)
                for k, (name, dev_id) in enumerate(registry.items())]
     agg_cfg = AggregatorConfig(fleet=fleet_name, devices=registry, rounds=fed.rounds, strategy=fed.strategy,
                                strategy_args=fed.strategy_args, policy=cfg.policy,
                                local=asdict(fed.local), encoding=cfg.encoding, chunk_size=cfg.chunk_size,
-                               seed=fed.seed)
+                               seed=fed.seed,
+                               device_keys={n: keys[n].public_key() for n in registry} if keys else None)
     bar = tqdm(total=fed.rounds, desc=f"{fed.strategy} over MQTT ({len(clients)} devices)", disable=not progress)
 
     def on_round(row: dict) -> None:
@@ -115,7 +121,8 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
                  row["seconds"])
 
     aggregator = Aggregator(agg_cfg, fleet.model.get_weights(), url, run_dir,
-                            evaluate=_evaluator(fleet.model, val, test, fleet.scaler), on_round=on_round)
+                            evaluate=_evaluator(fleet.model, val, test, fleet.scaler), on_round=on_round,
+                            signing_key=keys.get("aggregator"))
     try:
         for c in clients:
             c.start()
