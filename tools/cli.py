@@ -170,10 +170,16 @@ def cmd_fleet_bench(args: argparse.Namespace) -> int:
     from tools.federated_report import write_federated_report
     from tools.report import targets_table
 
-    results = {"command": " ".join(["pulsewire"] + sys.argv[1:])}
-    results.update(run_bench(_data_dir(args), _cache_root(), args.seeds, args.rounds, Path(args.out),
-                             load_centralized(Path(args.centralized)), args.cases))
     json_path = Path(args.json) if args.json else Path(args.out) / "federated.json"
+    centralized = load_centralized(Path(args.centralized))
+    if args.merge:
+        from tools.federated_bench import merge_results
+
+        results = merge_results([json.loads(Path(p).read_text()) for p in args.merge], centralized)
+    else:
+        results = {"command": " ".join(["pulsewire"] + sys.argv[1:])}
+        results.update(run_bench(_data_dir(args), _cache_root(), args.seeds, args.rounds, Path(args.out),
+                                 centralized, args.cases, checkpoint=json_path.with_suffix(".partial.json")))
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     paths = write_federated_report(results, json_path.parent, json_path.stem)
@@ -310,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--cases", nargs="+", help="run only these cases (default: all; see tools/federated_bench.py)")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="combine results files of separate runs (no training)")
     p.add_argument("--centralized", default="bench/results/foundation.json",
                    help="foundation results to compare with (written by make bench before this runs)")
     _add_run_args(p, "out/bench-federated", "OUT/federated.json")

@@ -20,6 +20,7 @@ from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset, load_beats
 from training.data.protocols import protocol_records
 from training.experiment import run_trainer_seeds
+from training.federated.aggregator import RoundPolicy
 from training.federated.fleet import FleetConfig, run_fleet
 from training.federated.local_training import LocalConfig
 from training.federated.simulation import FederatedConfig
@@ -55,7 +56,9 @@ def run_case(case: BenchCase, data: BeatDataset, seeds: list[int], rounds: int, 
     def train_fn(train, val, test, seed):
         fed = FederatedConfig(rounds=n_rounds, strategy=case.strategy, partition=case.partition, seed=seed,
                               local=case.local)
-        result = run_fleet(train, val, test, FleetConfig(federated=fed, encoding=case.encoding),
+        # a healthy round takes seconds here: a short deadline keeps a diverging run from stalling the bench
+        result = run_fleet(train, val, test, FleetConfig(federated=fed, encoding=case.encoding,
+                                                         policy=RoundPolicy(deadline_s=30.0)),
                            TrainConfig(seed=seed), out_dir / "runs" / f"{case.name}_seed{seed}", progress=False)
         fleet_runs.append({"seed": seed, "broker": result.broker, "devices": result.devices,
                            "rejected": result.rejected, "wall_seconds": result.wall_seconds,
@@ -71,7 +74,8 @@ def run_case(case: BenchCase, data: BeatDataset, seeds: list[int], rounds: int, 
 
 
 def run_bench(data_dir: Path, cache_root: Path, seeds: list[int], rounds: int, out_dir: Path,
-              centralized: dict | None, only: list[str] | None = None) -> dict:
+              centralized: dict | None, only: list[str] | None = None, checkpoint: Path | None = None) -> dict:
+    """All (or ``only``) cases; after each case the results so far go to ``checkpoint`` (JSON)."""
     started = time.time()
     data: dict[str, BeatDataset] = {}
     cases = [c for c in bench_cases(LocalConfig()) if not only or c.name in only]
@@ -81,6 +85,9 @@ def run_bench(data_dir: Path, cache_root: Path, seeds: list[int], rounds: int, o
         if case.protocol not in data:
             data[case.protocol] = load_beats(data_dir, protocol_records(case.protocol), SignalConfig(), cache_root)
         results["cases"][case.name] = run_case(case, data[case.protocol], seeds, rounds, out_dir)
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.write_text(json.dumps(results, indent=1) + "\n")
     results["centralized"] = centralized
     results["targets"] = federated_targets(results["cases"], centralized, rounds)
     results["wall_seconds"] = time.time() - started
@@ -146,3 +153,17 @@ def federated_targets(cases: dict, centralized: dict | None, rounds: int) -> lis
     if walls and rounds >= 20:
         add(f"slowest {rounds}-round patient fleet run, seconds", max(walls), 900, max(walls) < 900)
     return rows
+
+
+def merge_results(parts: list[dict], centralized: dict | None) -> dict:
+    """One results document from benchmark parts run separately (e.g. in parallel on the two cores)."""
+    merged = {k: v for k, v in parts[0].items() if k not in ("cases", "targets")}
+    merged["cases"] = {}
+    for part in parts:
+        merged["cases"].update(part["cases"])
+    order = [c.name for c in bench_cases(LocalConfig())]
+    merged["cases"] = {k: merged["cases"][k] for k in order if k in merged["cases"]}
+    merged["centralized"] = centralized
+    merged["targets"] = federated_targets(merged["cases"], centralized, merged["rounds"])
+    merged["wall_seconds"] = max(p.get("wall_seconds", 0) for p in parts)
+    return merged

@@ -1,0 +1,219 @@
+"""Secure aggregation (Bonawitz et al. 2017): the aggregator learns the sum of the updates, nothing else.
+
+Threat model implemented: an honest-but-curious aggregator and broker that see every message, and
+devices that may drop out at any step; no device colludes with the aggregator beyond ``threshold - 1``
+others. (The paper's active-adversary variant adds signatures on the advertised keys: pulsewire's
+signed wire messages provide them when the rounds travel over MQTT.)
+
+Each device quantizes its update to fixed point in Z_2^32 and adds masks before sending it:
+- a pairwise mask per other device, from an X25519 agreement, added by one side and subtracted by the
+  other, so all pairwise masks cancel in the sum;
+- a self mask from a seed b_i, so a device that is late (not dropped) is still hidden.
+To survive dropouts, every device Shamir-shares (t of n) its self-mask seed and its mask-agreement
+private key with the others, encrypted pairwise (X25519 + AES-GCM) so that the aggregator, which routes
+them, cannot read them. In the unmasking step the survivors reveal, for each device, exactly one of the
+two: the self-mask seed of a device whose masked input arrived, or the mask key of a device that dropped
+before sending it. Messages are plain dataclasses so that any transport can carry them.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+PRIME = 2**521 - 1  # Mersenne prime: a 32-byte secret is one field element
+RAW = serialization.Encoding.Raw
+
+
+# ---------------------------------------------------------------------------------------------- primitives
+def shamir_split(secret: bytes, n: int, t: int, xs: list[int]) -> dict[int, int]:
+    """Shares (x -> y) of ``secret`` for the points ``xs``; any ``t`` of them recover it."""
+    coeffs = [int.from_bytes(secret, "big")] + [secrets.randbelow(PRIME) for _ in range(t - 1)]
+    return {x: sum(c * pow(x, k, PRIME) for k, c in enumerate(coeffs)) % PRIME for x in xs}
+
+
+@lru_cache(maxsize=64)
+def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """Interpolation weights for the points ``xs``: the same survivors unmask every secret of a round."""
+    weights = []
+    for xi in xs:
+        num, den = 1, 1
+        for xj in xs:
+            if xj != xi:
+                num = num * (-xj) % PRIME
+                den = den * (xi - xj) % PRIME
+        weights.append(num * pow(den, PRIME - 2, PRIME) % PRIME)
+    return tuple(weights)
+
+
+def shamir_combine(shares: dict[int, int], length: int = 32) -> bytes:
+    """Lagrange interpolation at 0."""
+    xs = tuple(sorted(shares))
+    total = sum(shares[x] * w for x, w in zip(xs, _lagrange_at_zero(xs))) % PRIME
+    return (total % 2 ** (8 * length)).to_bytes(length, "big")  # fewer than t shares give garbage, not an error
+
+
+def _kdf(shared: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+
+
+def prg_mask(seed: bytes, size: int) -> np.ndarray:
+    """A uniform uint32 vector from a 32-byte seed (PCG64 keyed by the seed)."""
+    return np.random.Generator(np.random.PCG64(int.from_bytes(seed, "big"))).integers(
+        0, 2**32, size=size, dtype=np.uint32)
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """x -> round(clip(x, -bound, bound) * scale) mod 2^32; sums of up to ``max_devices`` stay unambiguous."""
+
+    bound: float = 1.0
+    scale: float = 2.0**20
+    max_devices: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.bound * self.scale * self.max_devices >= 2**31:
+            raise ValueError("bound x scale x max_devices must stay below 2^31 for the sum to decode")
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        q = np.round(np.clip(x, -self.bound, self.bound) * self.scale).astype(np.int64)
+        return (q % 2**32).astype(np.uint32)
+
+    def decode_sum(self, total: np.ndarray) -> np.ndarray:
+        signed = total.astype(np.int64)
+        signed[signed >= 2**31] -= 2**32
+        return signed / self.scale
+
+
+# ---------------------------------------------------------------------------------------------- messages
+@dataclass(frozen=True)
+class KeyAdvert:
+    device: int
+    cipher_pk: bytes  # X25519 public key for encrypting shares
+    mask_pk: bytes  # X25519 public key for pairwise masks
+
+
+@dataclass(frozen=True)
+class EncryptedShares:
+    sender: int
+    to: dict[int, bytes]  # recipient -> nonce + AES-GCM(b_i share, s_i share)
+
+
+@dataclass(frozen=True)
+class MaskedInput:
+    device: int
+    vector: np.ndarray  # uint32
+
+
+@dataclass(frozen=True)
+class UnmaskReply:
+    device: int
+    self_mask_shares: dict[int, int]  # for devices whose masked input arrived
+    mask_key_shares: dict[int, int]  # for devices that dropped before sending it
+
+
+# ---------------------------------------------------------------------------------------------- device
+class SecAggDevice:
+    def __init__(self, device: int, threshold: int, fixed: FixedPoint = FixedPoint()) -> None:
+        self.device, self.threshold, self.fixed = device, threshold, fixed
+        self._cipher_sk, self._mask_sk = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+        self._self_seed = os.urandom(32)
+        self._peers: dict[int, KeyAdvert] = {}
+        self._held: dict[int, tuple[int, int]] = {}  # sender -> (share of b_sender, share of s_sender)
+
+    def advertise(self) -> KeyAdvert:
+        return KeyAdvert(self.device, self._cipher_sk.public_key().public_bytes(RAW, serialization.PublicFormat.Raw),
+                         self._mask_sk.public_key().public_bytes(RAW, serialization.PublicFormat.Raw))
+
+    def share_keys(self, adverts: list[KeyAdvert]) -> EncryptedShares:
+        self._peers = {a.device: a for a in adverts}
+        if len(self._peers) < self.threshold:
+            raise ValueError(f"only {len(self._peers)} devices advertised keys; the threshold is {self.threshold}")
+        xs = sorted(self._peers)
+        mask_sk = self._mask_sk.private_bytes(RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        b_shares = shamir_split(self._self_seed, len(xs), self.threshold, xs)
+        s_shares = shamir_split(mask_sk, len(xs), self.threshold, xs)
+        out = {}
+        for j in xs:
+            if j == self.device:
+                self._held[j] = (b_shares[j], s_shares[j])
+                continue
+            plain = b_shares[j].to_bytes(66, "big") + s_shares[j].to_bytes(66, "big")
+            nonce = os.urandom(12)
+            out[j] = nonce + AESGCM(self._cipher_key(j)).encrypt(nonce, plain, _aad(self.device, j))
+        return EncryptedShares(self.device, out)
+
+    def receive_shares(self, messages: list[EncryptedShares]) -> None:
+        for m in messages:
+            blob = m.to.get(self.device)
+            if blob is None or m.sender == self.device:
+                continue
+            plain = AESGCM(self._cipher_key(m.sender)).decrypt(blob[:12], blob[12:], _aad(m.sender, self.device))
+            self._held[m.sender] = (int.from_bytes(plain[:66], "big"), int.from_bytes(plain[66:], "big"))
+
+    def masked_input(self, update: np.ndarray, survivors: list[int]) -> MaskedInput:
+        """``survivors``: devices whose shares were delivered (the others are out of this round)."""
+        y = self.fixed.encode(update).astype(np.uint32)
+        y = y + prg_mask(self._self_seed, y.size)
+        for j in survivors:
+            if j == self.device:
+                continue
+            m = prg_mask(_pair_seed(self._mask_sk, self._peers[j].mask_pk, self.device, j), y.size)
+            y = y + m if self.device < j else y - m
+        return MaskedInput(self.device, y.astype(np.uint32))
+
+    def unmask(self, arrived: list[int], dropped: list[int]) -> UnmaskReply:
+        if set(arrived) & set(dropped):
+            raise ValueError("a device cannot have both arrived and dropped: refusing to reveal both secrets")
+        return UnmaskReply(self.device, {i: self._held[i][0] for i in arrived if i in self._held},
+                           {i: self._held[i][1] for i in dropped if i in self._held})
+
+    def _cipher_key(self, peer: int) -> bytes:
+        shared = self._cipher_sk.exchange(X25519PublicKey.from_public_bytes(self._peers[peer].cipher_pk))
+        return _kdf(shared, b"pulsewire-secagg-shares")
+
+
+def _aad(sender: int, recipient: int) -> bytes:
+    return f"{sender}->{recipient}".encode()
+
+
+def _pair_seed(sk: X25519PrivateKey, peer_pk: bytes, a: int, b: int) -> bytes:
+    shared = sk.exchange(X25519PublicKey.from_public_bytes(peer_pk))
+    lo, hi = sorted((a, b))
+    return _kdf(shared, f"pulsewire-secagg-mask-{lo}-{hi}".encode())
+
+
+# ---------------------------------------------------------------------------------------------- aggregator
+@dataclass
+class SecAggServer:
+    threshold: int
+    size: int
+    fixed: FixedPoint = field(default_factory=FixedPoint)
+    adverts: dict[int, KeyAdvert] = field(default_factory=dict)
+
+    def sum(self, shared: list[int], inputs: list[MaskedInput], replies: list[UnmaskReply]) -> np.ndarray:
+        """The decoded sum of the inputs that arrived. ``shared``: devices whose shares went out."""
+        if len(replies) < self.threshold:
+            raise ValueError(f"{len(replies)} unmasking replies; {self.threshold} are needed")
+        arrived = sorted(m.device for m in inputs)
+        dropped = sorted(set(shared) - set(arrived))
+        total = np.zeros(self.size, np.uint32)
+        for m in inputs:
+            total = total + m.vector
+        for i in arrived:  # remove self masks
+            seed = shamir_combine({r.device: r.self_mask_shares[i] for r in replies if i in r.self_mask_shares})
+            total = total - prg_mask(seed, self.size)
+        for i in dropped:  # remove the pairwise masks the arrived devices added towards a dropped one
+            sk = X25519PrivateKey.from_private_bytes(
+                shamir_combine({r.device: r.mask_key_shares[i] for r in replies if i in r.mask_key_shares}))
+            for j in arrived:
+                m = prg_mask(_pair_seed(sk, self.adverts[j].mask_pk, i, j), self.size)
+                total = total - m if j < i else total + m  # j added +m when j < i: undo with -m
+        return self.fixed.decode_sum(total.astype(np.uint32))
