@@ -129,21 +129,39 @@ def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
     first = next(iter(results["protocols"].values()))["runs"][0]
     facts = (f"int8 model: {first['int8_bytes']:,} bytes; parameters: {first['stats']['parameters']:,}; "
              f"MACs per beat: {first['stats']['macs_per_beat']:,}; float32 model: {first['float32_bytes']:,} bytes")
-    md = "\n\n".join([
+    md = "\n\n".join(part for part in [
         f"# {results.get('title', 'pulsewire foundation results')}\n\nCommand: `{results['command']}`  \nData: {results['data_dir']}",
         "## Test metrics (%, mean ± std over seeds; macro F1 over N, S, V, F)\n\n" + markdown_table(results),
-        "## Targets\n\n" + targets_table(results["targets"]),
+        "## Targets\n\n" + targets_table(results["targets"]) if results["targets"] else "",
         "## Model\n\n" + facts,
+        _federation_facts(results),
         "## Published references (other protocols and data handling; for orientation only)\n\n"
         + "\n".join(f"- {name}: {val}" for name, val in _PUBLISHED),
         "\n".join(f"![{p.stem}]({p.name})" for p in images),
         f"Data: {ATTRIBUTION}",
-    ])
+    ] if part)
     md_path = out_dir / f"{stem}.md"
     md_path.write_text(md + "\n")
     html_path = out_dir / f"{stem}.html"
     html_path.write_text(render_html(md, images))
     return {"markdown": md_path, "html": html_path, **{p.stem: p for p in images}}
+
+
+def _federation_facts(results: dict) -> str:
+    """Transport facts of a federated run: broker, devices, rounds, bytes per round, wall time."""
+    fed = results.get("federated")
+    if not fed:
+        return ""
+    lines = [f"Strategy {fed['strategy']}, {fed['rounds']} rounds, partition {fed['partition']}, "
+             f"transport {fed.get('transport', 'in-process')}, update encoding {fed.get('encoding', 'float32')}."]
+    for run in fed.get("runs", []):
+        lines.append(f"- seed {run['seed']}: {run['devices']} devices over {run['broker']}, "
+                     f"{run['wall_seconds']:.0f} s, rejected messages: {run['rejected'] or 'none'}")
+    hist = [h for block in results["protocols"].values() for r in block["runs"] for h in r["history"]]
+    if hist and "bytes_received" in hist[0]:
+        lines.append(f"Mean bytes sent by devices per round: {np.mean([h['bytes_received'] for h in hist]):,.0f}; "
+                     f"global model message: {hist[0]['model_bytes']:,} bytes.")
+    return "## Federation\n\n" + "\n".join(lines)
 
 
 def render_html(markdown: str, images: list[Path]) -> str:
