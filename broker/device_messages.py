@@ -1,7 +1,8 @@
 """ALERT and STATUS messages: a JSON object framed by the wire header (kind, fleet, device, CRC).
 
-The JSON is written canonically (sorted keys, no spaces, UTF-8), so a microcontroller that emits the
-same fields produces the same bytes, checked against golden vectors. The header binds a message to
+The JSON is written canonically (sorted keys, no spaces, UTF-8; integers only, identifiers that need no
+escaping), so a microcontroller that emits the same fields produces the same bytes, checked against
+golden vectors (``firmware/core/pw_wire.c`` does). The header binds a message to
 its fleet and device; the CRC catches corruption that JSON parsing alone would let through.
 
 Alert schema, version 1 (``"schema": 1``):
@@ -14,8 +15,8 @@ Alert schema, version 1 (``"schema": 1``):
     beat_index    sample index of that beat in the device's stream
     beats         beats concerned (run length, or beats in the summary window)
     class         AAMI class of the event ("V", "S"; "N" for a summary)
-    confidence    mean classifier probability of the event's beats (0..1)
-    heart_rate_bpm  mean over the event's beats
+    confidence_permille  mean classifier probability of the event's beats, x 1000, integer
+    heart_rate_bpm  mean over the event's beats, rounded to an integer
     counts        summary only: beats per AAMI class in the window
     model_version version of the model that classified the beats
 
@@ -33,7 +34,7 @@ from broker.wire import Header, Kind, WireError, decode_header, frame_message
 ALERT_SCHEMA = 1
 ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary")
 _REQUIRED_ALERT_FIELDS = ("alert_id", "device", "patient", "kind", "time", "beat_index", "beats", "class",
-                          "confidence", "heart_rate_bpm", "model_version", "schema")
+                          "confidence_permille", "heart_rate_bpm", "model_version", "schema")
 
 
 def canonical_json(obj: dict[str, Any]) -> bytes:

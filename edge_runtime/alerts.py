@@ -7,6 +7,7 @@ counted into a summary every ``summary_every_s`` seconds of signal. Pure logic, 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -14,6 +15,8 @@ from broker.device_messages import ALERT_SCHEMA
 from edge_runtime.runtime import BeatResult
 
 _RUN_KINDS = {"V": "ventricular_run", "S": "supraventricular_run"}
+#: Identifiers in alerts need no JSON escaping, so a microcontroller writes the same bytes.
+_PLAIN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class AlertBuilder:
 
     def __init__(self, device: str, patient: str, policy: AlertPolicy = AlertPolicy(),
                  stream_start: dt.datetime | None = None, boot_id: str | None = None) -> None:
+        for what, value in (("device", device), ("patient pseudonym", patient)):
+            if not _PLAIN.match(value):
+                raise ValueError(f"{what} {value!r}: use 1-64 letters, digits, '_', '.', '-' (no names: a pseudonym)")
         self.device, self.patient, self.policy = device, patient, policy
         self.stream_start = stream_start or dt.datetime.now(dt.timezone.utc)
         self.boot_id = boot_id or uuid.uuid4().hex[:8]
@@ -86,5 +92,6 @@ class AlertBuilder:
         when = self.stream_start + dt.timedelta(seconds=first.time_s)
         return {"alert_id": f"{self.device}-{self.boot_id}-{self._seq}", "device": self.device,
                 "patient": self.patient, "kind": kind, "time": when.isoformat(timespec="milliseconds"),
-                "beat_index": first.sample, "beats": n, "class": label, "confidence": round(confidence, 4),
-                "heart_rate_bpm": round(hr, 1), "model_version": first.model_version, "schema": ALERT_SCHEMA}
+                "beat_index": first.sample, "beats": n, "class": label,
+                "confidence_permille": int(round(1000 * confidence)), "heart_rate_bpm": int(round(hr)),
+                "model_version": first.model_version, "schema": ALERT_SCHEMA}

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from broker.chunking import split_message
+from broker.device_messages import encode_alert, encode_status
 from broker.wire import Encoding, Kind, encode_tensors
 
 GOLDEN_DIR = Path(__file__).parent / "wire"
@@ -32,7 +33,17 @@ def golden_cases() -> dict[str, bytes]:
             Kind.UPDATE, FLEET, 3, DEVICE, _tensors(), enc, meta={"num_examples": 1865}, topk_fraction=0.5)
     for i, frame in enumerate(split_message(cases["update_int8"], message_id=7, chunk_size=48)):
         cases[f"chunk_update_int8_{i}"] = frame
+    cases["alert_ventricular_run"] = encode_alert("ward3", DEVICE, ALERT)
+    cases["alert_summary"] = encode_alert("ward3", DEVICE, SUMMARY)
+    cases["status_online"] = encode_status("ward3", DEVICE, {"state": "online", "beats": 1234, "spool_depth": 0})
     return cases
+
+
+ALERT = {"alert_id": "p101-1a2b3c4d-7", "device": "p101", "patient": "anon-17", "kind": "ventricular_run",
+         "time": "2026-11-23T14:00:05.250+00:00", "beat_index": 123456, "beats": 3, "class": "V",
+         "confidence_permille": 912, "heart_rate_bpm": 143, "model_version": "fedavg-seed0-9f8e7d", "schema": 1}
+SUMMARY = {**ALERT, "alert_id": "p101-1a2b3c4d-8", "kind": "summary", "beats": 71, "class": "N",
+           "confidence_permille": 955, "heart_rate_bpm": 72, "counts": {"N": 66, "S": 1, "V": 4}}
 
 
 if __name__ == "__main__":

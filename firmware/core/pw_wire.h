@@ -1,0 +1,45 @@
+/* pulsewire wire format v1 for microcontrollers: header framing, CRC-32, ALERT and STATUS bodies.
+ * Mirrors broker/wire.py and broker/device_messages.py byte for byte (checked against the golden
+ * vectors in tests/golden/wire/). C99, libc only, no malloc: the caller owns every buffer. */
+#ifndef PW_WIRE_H
+#define PW_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PW_HEADER_BYTES 28u
+#define PW_VERSION 1u
+
+enum pw_kind { PW_MODEL = 1, PW_UPDATE = 2, PW_ALERT = 3, PW_STATUS = 4, PW_CHUNK = 5 };
+
+/* zlib-compatible CRC-32; pass 0 as crc to start, the previous result to continue. */
+uint32_t pw_crc32(uint32_t crc, const uint8_t *data, size_t len);
+
+/* The fleet id of a fleet name: CRC-32 of its bytes. */
+uint32_t pw_fleet_id(const char *fleet);
+
+/* Header (with CRC over header and body) + body into out; returns the total length, 0 if it does not fit. */
+size_t pw_frame(uint8_t *out, size_t cap, uint8_t kind, uint32_t fleet_id, uint32_t round, uint32_t device_id,
+                uint8_t encoding, uint16_t n_tensors, const uint8_t *body, uint32_t body_len);
+
+/* Class counts of a summary, AAMI order N, S, V, F, Q; zero counts are left out of the JSON. */
+typedef struct {
+    uint32_t n, s, v, f, q;
+} pw_counts_t;
+
+typedef struct {
+    const char *alert_id, *device, *patient, *kind, *time_iso, *model_version;
+    char cls; /* 'N', 'S', 'V', 'F' or 'Q' */
+    uint32_t beat_index, beats;
+    uint16_t confidence_permille, heart_rate_bpm;
+    const pw_counts_t *counts; /* NULL except for kind "summary" */
+} pw_alert_t;
+
+/* Canonical JSON of an alert (sorted keys, no spaces); returns its length, 0 if it does not fit or a
+ * string needs escaping (identifiers are letters, digits, '_', '.', '-', ':' and '+'). */
+size_t pw_alert_json(char *out, size_t cap, const pw_alert_t *alert);
+
+/* A framed ALERT message: JSON body + header; returns the total length or 0. */
+size_t pw_alert_message(uint8_t *out, size_t cap, const char *fleet, uint32_t device_id, const pw_alert_t *alert);
+
+#endif
