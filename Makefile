@@ -47,7 +47,7 @@ system-deps:
 setup: $(STAMP) system-deps
 
 demo: setup
-	$(BIN)/pulsewire fleet --seeds 0 1 2 --rounds 20 --encoding int8 --chunk-size 4096 --out out/demo
+	$(BIN)/pulsewire fleet --seeds 0 1 2 --rounds 20 --encoding int8 --chunk-size 4096 --deadline 60 --out out/demo
 	@echo "==> open out/demo/fleet_fedavg_int8.html"
 
 test: setup

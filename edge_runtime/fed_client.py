@@ -148,9 +148,10 @@ class DeviceClient:
             # outside the lock: paho's network thread takes it in on_connect
             pending.infos = [self.link.publish(t, p, qos=1) for t, p in pending.frames]
             self._publish_status("online")
-        except Exception:  # a failed round must not kill the device; the aggregator's deadline covers it
+        except Exception as exc:  # a failed round must not kill the device; it tells the aggregator not to wait
             self.errors += 1
             log.exception("%s: local round %d failed", self.name, plan.round)
+            self._publish_status("online", declined_round=plan.round, reason=f"{exc.__class__.__name__}: {exc}"[:200])
         finally:
             with self._lock:
                 self._working_on = None
@@ -166,8 +167,8 @@ class DeviceClient:
         return LocalUpdate(corrected, update.num_examples, update.local_steps, update.control_delta,
                            update.train_loss)
 
-    def _publish_status(self, state: str) -> None:
+    def _publish_status(self, state: str, **extra) -> None:
         status = {"state": state, "capabilities": self.capabilities,
-                  "last_round": self.rounds_sent[-1] if self.rounds_sent else None, "errors": self.errors}
+                  "last_round": self.rounds_sent[-1] if self.rounds_sent else None, "errors": self.errors, **extra}
         self.link.publish(self.topics.status(self.name), encode_status(self.topics.fleet, self.device_id, status),
                           qos=1, retain=True)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +269,21 @@ def test_devices_ignore_a_global_model_the_aggregator_did_not_sign(mosquitto, tm
     finally:
         device.stop()
     assert result.history[0]["participants"] == 0 and device.rounds_sent == [] and device.errors >= 1
+
+
+class _Diverging:
+    """A device whose local training blows up (as a real one can, e.g. to NaN)."""
+
+    def fit(self, model):
+        raise FloatingPointError("local training diverged")
+
+
+def test_a_device_that_cannot_train_declines_and_the_round_does_not_wait_for_it(mosquitto, tmp_path):
+    fed = Federation(mosquitto, tmp_path, "decline", rounds=2, policy=RoundPolicy(deadline_s=300, quorum=0.6))
+    fed.devices["dev-c"].updater = _Diverging()
+    started = time.monotonic()
+    result = fed.start().finish(timeout_s=60)
+    assert time.monotonic() - started < 60  # far from the 300 s deadline
+    assert [h["participants"] for h in result.history] == [2, 2]
+    assert [h["declined"] for h in result.history] == [1, 1]
+    _assert_weights(result.final_weights, expected_fedavg(2, participants=[[0, 1], [0, 1]]))

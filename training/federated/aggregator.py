@@ -132,6 +132,7 @@ class Aggregator:
         self.round, self.best_round, self.best_score = 1, 0, -math.inf
         self.selected: list[str] = []
         self.accepted: dict[str, ClientUpdate] = {}
+        self.declined: set[str] = set()  # selected devices that said they cannot deliver this round
         self.recent: set[tuple[int, str]] = set()  # (round, device) accepted lately: duplicates of these are dropped
         self.history: list[dict] = []
         self.rejected: Counter[str] = Counter()
@@ -220,7 +221,10 @@ class Aggregator:
         deadline, extended = time.monotonic() + policy.deadline_s, False
         while True:
             have = sum(1 for d in self.selected if d in self.accepted)
-            if have == len(self.selected) or (not policy.wait_for_all and have >= need):
+            answered = have + len(self.declined - set(self.accepted))
+            if answered == len(self.selected) or (not policy.wait_for_all and have >= need):
+                if have < need:
+                    self._round_counts["rounds_below_quorum"] += 1
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -333,6 +337,10 @@ class Aggregator:
         except WireError as exc:
             raise _Rejected("bad_status", f"status of {device}: {exc}") from exc
         self.status[device] = status
+        if status.get("declined_round") == self.round and device in self.selected and device not in self.accepted:
+            if device not in self.declined:
+                log.warning("round %d: %s declined (%s); not waiting for it", self.round, device, status.get("reason"))
+            self.declined.add(device)
 
     # ------------------------------------------------------------------------------ closing a round
     def _close_round(self) -> None:
@@ -343,7 +351,7 @@ class Aggregator:
         counts = self._round_counts
         row = {"round": self.round, "epoch": self.round, "selected": len(self.selected),
                "participants": sum(1 for d in self.selected if d in self.accepted),
-               "late_accepted": counts["late_accepted"],
+               "late_accepted": counts["late_accepted"], "declined": len(self.declined),
                "loss": float(np.mean(losses)) if losses else None,
                "bytes_received": counts["bytes_received"], "model_bytes": self._model_bytes,
                "bytes_down": self._model_bytes * len(self.selected),
@@ -361,7 +369,7 @@ class Aggregator:
             self.best_weights = [w.copy() for w in self.weights]
         self.recent = {(r, d) for r, d in self.recent if r > self.round - self.cfg.policy.max_staleness - 1}
         self.round += 1
-        self.selected, self.accepted = [], {}
+        self.selected, self.accepted, self.declined = [], {}, set()
         self._save()
         self._write_metrics()
         if self.on_round:
