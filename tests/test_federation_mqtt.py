@@ -287,3 +287,18 @@ def test_a_device_that_cannot_train_declines_and_the_round_does_not_wait_for_it(
     assert [h["participants"] for h in result.history] == [2, 2]
     assert [h["declined"] for h in result.history] == [1, 1]
     _assert_weights(result.final_weights, expected_fedavg(2, participants=[[0, 1], [0, 1]]))
+
+
+class _Exploding:
+    """An honest device whose local training blew up without reaching NaN: a huge, finite delta."""
+
+    def fit(self, model):
+        return LocalUpdate([np.full_like(w, 1e6) for w in model.weights], num_examples=30, local_steps=3)
+
+
+def test_an_exploded_update_is_dropped_before_it_wrecks_the_global_model(mosquitto, tmp_path):
+    fed = Federation(mosquitto, tmp_path, "explode", rounds=1)
+    fed.devices["dev-c"].updater = _Exploding()
+    result = fed.start().finish()
+    assert result.rejected == {"outlier_norm": 1}
+    _assert_weights(result.final_weights, expected_fedavg(1, participants=[[0, 1]]))

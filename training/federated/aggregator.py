@@ -58,8 +58,13 @@ class RoundPolicy:
     #: "drop" late updates, or "downweight:W": fold a round-r update into round r+s with weight W**s.
     late: str = "drop"
     max_staleness: int = 1
+    #: Drop an update whose L2 norm exceeds this multiple of the round's median norm (a device whose local
+    #: training blew up, or an attacker scaling its delta); None disables the check. Needs >= 3 updates.
+    max_norm_ratio: float | None = 50.0
 
     def __post_init__(self) -> None:
+        if self.max_norm_ratio is not None and self.max_norm_ratio <= 1:
+            raise ValueError("max_norm_ratio must be > 1 (or None)")
         if not 0 < self.quorum <= 1 or self.deadline_s <= 0 or self.max_staleness < 0:
             raise ValueError("quorum must be in (0, 1], deadline_s > 0 and max_staleness >= 0")
         self.late_weight  # validates the spec
@@ -343,8 +348,25 @@ class Aggregator:
             self.declined.add(device)
 
     # ------------------------------------------------------------------------------ closing a round
+    def _drop_outliers(self, updates: list[ClientUpdate]) -> list[ClientUpdate]:
+        ratio = self.cfg.policy.max_norm_ratio
+        if ratio is None or len(updates) < 3:
+            return updates
+        norms = [float(np.sqrt(sum(np.sum(d.astype(np.float64) ** 2) for d in u.delta))) for u in updates]
+        limit = ratio * float(np.median(norms))
+        kept = []
+        for u, norm in zip(updates, norms):
+            if norm > limit:
+                self.rejected["outlier_norm"] += 1
+                self._round_counts["rejected_outlier_norm"] += 1
+                log.warning("round %d: dropped %s's update, norm %.3g > %g x the median %.3g", self.round, u.device,
+                            norm, ratio, limit / ratio)
+            else:
+                kept.append(u)
+        return kept
+
     def _close_round(self) -> None:
-        updates = list(self.accepted.values())
+        updates = self._drop_outliers(list(self.accepted.values()))
         self.weights = self.strategy.aggregate(self.weights, updates)
         metrics = self.evaluate(self.weights) if self.evaluate else {}
         losses = [u.meta["train_loss"] for u in updates if u.meta.get("train_loss") is not None]
