@@ -116,9 +116,8 @@ def decode_global(data: bytes) -> tuple[Header, GlobalModel]:
         raise WireError("bad_meta", f"global model metadata incomplete or mistyped ({exc!r})") from exc
     if plan.round != msg.header.round or n not in (len(msg.tensors), len(msg.tensors) // 2) or n < 1:
         raise WireError("bad_meta", "global model metadata disagrees with its header or tensor count")
-    tensors = list(msg.tensors)
-    control = tensors[n:] if len(tensors) == 2 * n else None
-    return msg.header, GlobalModel(plan, tensors[:n], control)
+    weights, control = _split_control(msg.tensors, n)
+    return msg.header, GlobalModel(plan, weights, control)
 
 
 def encode_update(fleet: str, round_: int, device_id: int, update: LocalUpdate, encoding: UpdateEncoding) -> bytes:
@@ -145,9 +144,14 @@ def decode_update(data: bytes) -> tuple[Header, LocalUpdate]:
         raise WireError("bad_meta", f"num_examples {examples} and local_steps {steps} must be positive")
     if n < 1 or len(msg.tensors) not in (n, 2 * n):
         raise WireError("bad_meta", f"n_delta {n} does not fit {len(msg.tensors)} tensors")
-    tensors = list(msg.tensors)
-    control = tensors[n:] if len(tensors) == 2 * n else None
-    return msg.header, LocalUpdate(tensors[:n], examples, steps, control, loss)
+    delta, control = _split_control(msg.tensors, n)
+    return msg.header, LocalUpdate(delta, examples, steps, control, loss)
+
+
+def _split_control(tensors: Sequence[np.ndarray], n: int) -> tuple[Weights, Weights | None]:
+    """The first ``n`` tensors, and SCAFFOLD's control tensors when the message carries them after those."""
+    tensors = list(tensors)
+    return tensors[:n], (tensors[n:] if len(tensors) == 2 * n else None)
 
 
 def roundtrip_delta(delta: Sequence[np.ndarray], encoding: UpdateEncoding) -> Weights:

@@ -12,11 +12,12 @@ import re
 from dataclasses import dataclass
 
 ROOT = "pw"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: Fleet, device and pseudonym names: no MQTT wildcards or '/', nothing JSON would have to escape.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def _check(kind: str, value: str) -> str:
-    if not _NAME.match(value):
+    if not NAME_PATTERN.match(value):
         raise ValueError(f"{kind} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
                          "(MQTT wildcards and '/' would break the topic tree)")
     return value

@@ -7,16 +7,14 @@ counted into a summary every ``summary_every_s`` seconds of signal. Pure logic, 
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from dataclasses import dataclass, field
 
 from broker.device_messages import ALERT_SCHEMA
+from broker.topics import NAME_PATTERN
 from edge_runtime.runtime import BeatResult
 
 _RUN_KINDS = {"V": "ventricular_run", "S": "supraventricular_run"}
-#: Identifiers in alerts need no JSON escaping, so a microcontroller writes the same bytes.
-_PLAIN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class AlertBuilder:
     def __init__(self, device: str, patient: str, policy: AlertPolicy = AlertPolicy(),
                  stream_start: dt.datetime | None = None, boot_id: str | None = None) -> None:
         for what, value in (("device", device), ("patient pseudonym", patient)):
-            if not _PLAIN.match(value):
+            if not NAME_PATTERN.match(value):  # no JSON escaping: a microcontroller writes the same bytes
                 raise ValueError(f"{what} {value!r}: use 1-64 letters, digits, '_', '.', '-' (no names: a pseudonym)")
         self.device, self.patient, self.policy = device, patient, policy
         self.stream_start = stream_start or dt.datetime.now(dt.timezone.utc)

@@ -37,6 +37,7 @@ from broker.topics import FleetTopics, parse_topic
 from broker.wire import Kind, WireError, decode_header
 from training.federated import checkpoint
 from training.federated.registry import make_fleet_strategy
+from training.federated.robust import delta_norm
 from training.federated.strategies import (ClientUpdate, InvalidUpdate, Scaffold, Strategy, Weights,
                                            validate_update)
 
@@ -352,7 +353,7 @@ class Aggregator:
         ratio = self.cfg.policy.max_norm_ratio
         if ratio is None or len(updates) < 3:
             return updates
-        norms = [float(np.sqrt(sum(np.sum(d.astype(np.float64) ** 2) for d in u.delta))) for u in updates]
+        norms = [delta_norm(u.delta) for u in updates]
         limit = ratio * float(np.median(norms))
         kept = []
         for u, norm in zip(updates, norms):

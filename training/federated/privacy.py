@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from training.federated.robust import clip_delta
+from training.federated.robust import clip_delta, delta_norm
 from training.federated.strategies import ClientUpdate, Strategy, Weights, add
 
 
@@ -91,7 +91,7 @@ class DPFedAvg(Strategy):
 
     def _adapt_clip(self, updates: Sequence[ClientUpdate]) -> None:
         """C ← C·exp(−η (b̃ − γ)), b̃ the noised share of updates no longer than C (Andrew et al. 2021)."""
-        norms = [float(np.sqrt(sum(np.sum(d.astype(np.float64) ** 2) for d in u.delta))) for u in updates]
+        norms = [delta_norm(u.delta) for u in updates]
         below = sum(nrm <= self.clip for nrm in norms) + self.rng.normal(0.0, self.count_noise)
         share = below / len(updates)
         self.clip = float(self.clip * np.exp(-self.adaptive_lr * (share - self.quantile)))

@@ -90,8 +90,13 @@ class NormBounded(Strategy):
         return add(global_weights, weighted_mean(clipped, [u.num_examples for u in updates]))
 
 
+def delta_norm(delta: Weights) -> float:
+    """L2 norm of a whole delta (all tensors as one vector): what clipping and outlier checks compare."""
+    return float(np.sqrt(sum(np.sum(d.astype(np.float64) ** 2) for d in delta)))
+
+
 def clip_delta(delta: Weights, clip: float) -> Weights:
     """Scale ``delta`` down to L2 norm ``clip`` when it is longer (the DP and norm-bounding primitive)."""
-    norm = float(np.sqrt(sum(np.sum(d.astype(np.float64) ** 2) for d in delta)))
+    norm = delta_norm(delta)
     factor = min(1.0, clip / norm) if norm > 0 else 1.0
     return [(d * factor).astype(np.float32) for d in delta]
