@@ -29,7 +29,7 @@ import json
 from typing import Any
 
 from broker.fed_messages import fleet_id
-from broker.wire import Header, Kind, WireError, decode_header, frame_message
+from broker.wire import Header, Kind, WireError, decode_header, frame_message, parse_json_object
 
 ALERT_SCHEMA = 1
 ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary")
@@ -51,13 +51,7 @@ def decode_json_message(data: bytes, kind: Kind) -> tuple[Header, dict[str, Any]
     header, body = decode_header(data)
     if header.kind != kind:
         raise WireError("bad_kind", f"expected {kind.name}, got {header.kind.name}")
-    try:
-        obj = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError("bad_meta", f"{kind.name} body is not UTF-8 JSON ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise WireError("bad_meta", f"{kind.name} body must be a JSON object")
-    return header, obj
+    return header, parse_json_object(body, f"{kind.name} body")
 
 
 def encode_alert(fleet: str, device_id: int, alert: dict[str, Any]) -> bytes:

@@ -112,7 +112,7 @@ def decode_global(data: bytes) -> tuple[Header, GlobalModel]:
                          local=dict(meta["local"]), encoding=str(meta["encoding"]),
                          chunk_size=None if meta["chunk_size"] is None else int(meta["chunk_size"]),
                          final=bool(meta["final"]))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf), float(10**400)
         raise WireError("bad_meta", f"global model metadata incomplete or mistyped ({exc!r})") from exc
     if plan.round != msg.header.round or n not in (len(msg.tensors), len(msg.tensors) // 2) or n < 1:
         raise WireError("bad_meta", "global model metadata disagrees with its header or tensor count")
@@ -138,7 +138,7 @@ def decode_update(data: bytes) -> tuple[Header, LocalUpdate]:
         n, examples, steps = int(meta["n_delta"]), int(meta["num_examples"]), int(meta["local_steps"])
         loss = meta.get("train_loss")
         loss = None if loss is None else float(loss)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf), float(10**400)
         raise WireError("bad_meta", f"update metadata incomplete or mistyped ({exc!r})") from exc
     if examples <= 0 or steps <= 0 or (loss is not None and not math.isfinite(loss)):
         raise WireError("bad_meta", f"num_examples {examples} and local_steps {steps} must be positive")

@@ -5,7 +5,7 @@ Every message is a 28-byte little-endian header followed by a body::
     offset size field
          0    2 magic        b"PW"
          2    1 version      1
-         3    1 kind         Kind (MODEL, UPDATE, CHUNK; ALERT and STATUS reserved)
+         3    1 kind         Kind (MODEL, UPDATE, ALERT, STATUS, CHUNK, SECAGG)
          4    4 fleet_id     u32, binds a message to its fleet (no replay across fleets)
          8    4 round        u32 federated round (0 where it does not apply)
         12    4 device_id    u32 (0 = the aggregator)
@@ -56,6 +56,7 @@ class Kind(enum.IntEnum):
     ALERT = 3  # reserved: edge-runtime issue
     STATUS = 4  # reserved: edge-runtime issue
     CHUNK = 5
+    SECAGG = 6  # secure-aggregation steps; body layouts in broker.secagg_messages
 
 
 class Encoding(enum.IntEnum):
@@ -146,7 +147,7 @@ def encode_tensors(kind: Kind, fleet_id: int, round_: int, device_id: int, tenso
             raise ValueError(f"tensor {i} has {a.ndim} dims; at most {MAX_NDIM}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"tensor {i} holds NaN or Inf; refusing to send it")
-    meta_bytes = json.dumps(meta or {}, sort_keys=True, separators=(",", ":")).encode()
+    meta_bytes = json.dumps(meta or {}, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     parts = [struct.pack("<H", len(meta_bytes)), meta_bytes]
     for a in arrays:
         parts.append(struct.pack(f"<B{a.ndim}I", a.ndim, *a.shape))
@@ -197,6 +198,23 @@ def decode_header(data: bytes, allow_signed: bool = False) -> tuple[Header, byte
         raise WireError("bad_crc", "integrity check failed")
     header = Header(Kind(kind), fleet, rnd, dev, Encoding(enc), n_tensors)
     return header, bytes(data[HEADER.size:])
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object from untrusted bytes, or ``WireError("bad_meta")``. Besides malformed text this refuses
+    what Python's parser would otherwise turn into other exceptions or values: nesting deep enough for a
+    RecursionError, integers over 4,300 digits (ValueError), and the non-JSON constants NaN and Infinity."""
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise WireError("bad_meta", f"{what} is not UTF-8 JSON ({str(exc)[:120]})") from None
+    if not isinstance(obj, dict):
+        raise WireError("bad_meta", f"{what} must be a JSON object")
+    return obj
 
 
 class _Reader:
@@ -257,12 +275,7 @@ def decode_tensors(data: bytes) -> TensorMessage:
         raise WireError("bad_shape", f"{header.n_tensors} tensors; at most {MAX_TENSORS}")
     r = _Reader(body)
     (meta_len,) = r.unpack("<H")
-    try:
-        meta = json.loads(r.take(meta_len).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError("bad_meta", f"metadata is not UTF-8 JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise WireError("bad_meta", "metadata must be a JSON object")
+    meta = parse_json_object(r.take(meta_len), "metadata")
     shapes = []
     for _ in range(header.n_tensors):
         (ndim,) = r.unpack("<B")

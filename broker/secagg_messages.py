@@ -1,0 +1,252 @@
+"""Secure-aggregation messages (Bonawitz et al. 2017) on the bus: wire kind SECAGG, one body per step.
+
+Every SECAGG body starts with ``u8 secagg version`` (1), ``u8 step`` and ``u64 session`` (a random number the
+aggregator draws for each round attempt and announces in the round plan: a message from an earlier attempt
+at the same round, e.g. before an aggregator restart, is refused as ``stale_session``). The header binds
+fleet, round and device; devices and the aggregator sign these messages like updates (``broker.signing``).
+Integers little-endian; device ids are the u32 wire ids (never 0, which is the aggregator). Step bodies::
+
+    1 ADVERT          device -> aggregator   cipher_pk[32] mask_pk[32]            (X25519 public keys)
+    2 ADVERTS         aggregator -> all      u16 n, n x (u32 device, cipher_pk[32], mask_pk[32])
+    3 SHARES          device -> aggregator   u16 n, n x (u32 recipient, u16 len, ciphertext[len])
+    4 SHARES_FOR      aggregator -> one      u16 n, n x (u32 sender, u16 len, ciphertext[len]); header device = recipient
+    5 MASKED_INPUT    device -> aggregator   u32 n, n x u32 (fixed point in Z_2^32 plus masks)
+    6 UNMASK_REQUEST  aggregator -> all      u16 n, n x u32 arrived; u16 m, m x u32 dropped
+    7 UNMASK          device -> aggregator   u16 n, n x (u32 device, share[66]) self-mask seed shares of
+                                             arrived devices; u16 m, m x (u32 device, share[66]) mask-key
+                                             shares of dropped devices
+
+A share is a Shamir share, an integer below 2^521 - 1, big-endian in 66 bytes. Decoding raises only
+``WireError``: ``bad_secagg`` for a body that does not parse, ``bad_version`` for another secagg version.
+"""
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from broker.wire import Header, Kind, WireError, decode_header, frame_message
+
+SECAGG_VERSION = 1
+PREFIX = struct.Struct("<BBQ")
+KEY_BYTES = 32
+SHARE_BYTES = 66
+#: A masked input is one u32 per parameter; bound it like every other body.
+MAX_VECTOR = 4 * 1024 * 1024
+
+
+class Step(enum.IntEnum):
+    ADVERT = 1
+    ADVERTS = 2
+    SHARES = 3
+    SHARES_FOR = 4
+    MASKED_INPUT = 5
+    UNMASK_REQUEST = 6
+    UNMASK = 7
+
+
+@dataclass(frozen=True)
+class KeyAdvert:
+    device: int
+    cipher_pk: bytes  # X25519 public key for encrypting shares
+    mask_pk: bytes  # X25519 public key for pairwise masks
+
+
+@dataclass(frozen=True)
+class AdvertList:
+    adverts: tuple[KeyAdvert, ...]
+
+
+@dataclass(frozen=True)
+class EncryptedShares:
+    sender: int
+    to: dict[int, bytes]  # recipient -> nonce + AES-GCM(share of b_sender, share of s_sender)
+
+
+@dataclass(frozen=True)
+class SharesFor:
+    """What the aggregator routes to one device: every sender's ciphertext addressed to it."""
+
+    recipient: int
+    frm: dict[int, bytes]  # sender -> ciphertext
+
+
+@dataclass(frozen=True)
+class MaskedInput:
+    device: int
+    vector: np.ndarray  # uint32
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    arrived: tuple[int, ...]
+    dropped: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class UnmaskReply:
+    device: int
+    self_mask_shares: dict[int, int]  # for devices whose masked input arrived
+    mask_key_shares: dict[int, int]  # for devices that dropped before sending it
+
+
+Payload = Union[KeyAdvert, AdvertList, EncryptedShares, SharesFor, MaskedInput, UnmaskRequest, UnmaskReply]
+
+
+@dataclass(frozen=True)
+class SecAggMessage:
+    step: Step
+    session: int
+    payload: Payload
+
+
+# ---------------------------------------------------------------------------------------------- encoding
+def _ids(ids) -> bytes:
+    ids = list(ids)
+    return struct.pack(f"<H{len(ids)}I", len(ids), *ids)
+
+
+def _blobs(items: dict[int, bytes]) -> bytes:
+    parts = [struct.pack("<H", len(items))]
+    for k in sorted(items):
+        parts.append(struct.pack("<IH", k, len(items[k])) + items[k])
+    return b"".join(parts)
+
+
+def _shares(items: dict[int, int]) -> bytes:
+    return struct.pack("<H", len(items)) + b"".join(struct.pack("<I", k) + items[k].to_bytes(SHARE_BYTES, "big")
+                                                    for k in sorted(items))
+
+
+def encode_secagg(fleet_id: int, round_: int, session: int, payload: Payload) -> bytes:
+    """The wire message for one step; the header's device id is the sender (0 for the aggregator's
+    broadcasts, the recipient for SHARES_FOR)."""
+    if isinstance(payload, KeyAdvert):
+        step, device, body = Step.ADVERT, payload.device, payload.cipher_pk + payload.mask_pk
+        if len(payload.cipher_pk) != KEY_BYTES or len(payload.mask_pk) != KEY_BYTES:
+            raise ValueError("X25519 public keys are 32 bytes")
+    elif isinstance(payload, AdvertList):
+        step, device = Step.ADVERTS, 0
+        body = struct.pack("<H", len(payload.adverts)) + b"".join(
+            struct.pack("<I", a.device) + a.cipher_pk + a.mask_pk for a in payload.adverts)
+    elif isinstance(payload, EncryptedShares):
+        step, device, body = Step.SHARES, payload.sender, _blobs(payload.to)
+    elif isinstance(payload, SharesFor):
+        step, device, body = Step.SHARES_FOR, payload.recipient, _blobs(payload.frm)
+    elif isinstance(payload, MaskedInput):
+        vector = np.ascontiguousarray(payload.vector, dtype="<u4").ravel()
+        step, device, body = Step.MASKED_INPUT, payload.device, struct.pack("<I", vector.size) + vector.tobytes()
+    elif isinstance(payload, UnmaskRequest):
+        step, device, body = Step.UNMASK_REQUEST, 0, _ids(payload.arrived) + _ids(payload.dropped)
+    elif isinstance(payload, UnmaskReply):
+        step, device = Step.UNMASK, payload.device
+        body = _shares(payload.self_mask_shares) + _shares(payload.mask_key_shares)
+    else:
+        raise TypeError(f"not a secure-aggregation payload: {type(payload).__name__}")
+    return frame_message(Header(Kind.SECAGG, fleet_id, round_, device),
+                         PREFIX.pack(SECAGG_VERSION, step, session) + body)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise WireError("bad_secagg", f"body ends at {len(self.data)}, needed {self.pos + n}")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str) -> tuple:
+        s = struct.Struct(fmt)
+        return s.unpack(self.take(s.size))
+
+    def ids(self) -> tuple[int, ...]:
+        (n,) = self.unpack("<H")
+        ids = self.unpack(f"<{n}I")
+        _unique(ids)
+        return ids
+
+    def blobs(self) -> dict[int, bytes]:
+        (n,) = self.unpack("<H")
+        out: dict[int, bytes] = {}
+        for _ in range(n):
+            k, length = self.unpack("<IH")
+            out[k] = self.take(length)
+        _unique_count(out, n)
+        return out
+
+    def shares(self) -> dict[int, int]:
+        (n,) = self.unpack("<H")
+        out = {}
+        for _ in range(n):
+            (k,) = self.unpack("<I")
+            out[k] = int.from_bytes(self.take(SHARE_BYTES), "big")
+        _unique_count(out, n)
+        return out
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise WireError("bad_secagg", f"{len(self.data) - self.pos} bytes after the step body")
+
+
+def _unique(ids) -> None:
+    if len(set(ids)) != len(ids) or 0 in ids:
+        raise WireError("bad_secagg", "device ids repeat or include 0 (the aggregator)")
+
+
+def _unique_count(items: dict, n: int) -> None:
+    if len(items) != n or 0 in items:
+        raise WireError("bad_secagg", "device ids repeat or include 0 (the aggregator)")
+
+
+def decode_secagg(data: bytes) -> tuple[Header, SecAggMessage]:
+    """One SECAGG message (unsigned; ``broker.signing.verify_message`` first for a signed one)."""
+    header, raw = decode_header(data)
+    if header.kind != Kind.SECAGG:
+        raise WireError("bad_kind", f"expected SECAGG, got {header.kind.name}")
+    if len(raw) < PREFIX.size:
+        raise WireError("bad_secagg", "body shorter than the secagg prefix")
+    version, step, session = PREFIX.unpack_from(raw)
+    if version != SECAGG_VERSION:
+        raise WireError("bad_version", f"secagg version {version}; this side speaks {SECAGG_VERSION}")
+    if step not in Step._value2member_map_:
+        raise WireError("bad_secagg", f"unknown secagg step {step}")
+    b = _Body(raw[PREFIX.size:])
+    step = Step(step)
+    payload: Payload
+    if step == Step.ADVERT:
+        payload = KeyAdvert(header.device_id, b.take(KEY_BYTES), b.take(KEY_BYTES))
+    elif step == Step.ADVERTS:
+        (n,) = b.unpack("<H")
+        adverts = []
+        for _ in range(n):
+            (dev,) = b.unpack("<I")
+            adverts.append(KeyAdvert(dev, b.take(KEY_BYTES), b.take(KEY_BYTES)))
+        _unique([a.device for a in adverts])
+        payload = AdvertList(tuple(adverts))
+    elif step == Step.SHARES:
+        payload = EncryptedShares(header.device_id, b.blobs())
+    elif step == Step.SHARES_FOR:
+        payload = SharesFor(header.device_id, b.blobs())
+    elif step == Step.MASKED_INPUT:
+        (n,) = b.unpack("<I")
+        if n > MAX_VECTOR:
+            raise WireError("bad_secagg", f"masked input of {n} entries exceeds {MAX_VECTOR}")
+        payload = MaskedInput(header.device_id, np.frombuffer(b.take(4 * n), "<u4").astype(np.uint32))
+    elif step == Step.UNMASK_REQUEST:
+        arrived, dropped = b.ids(), b.ids()
+        if set(arrived) & set(dropped):
+            raise WireError("bad_secagg", "a device is listed as both arrived and dropped")
+        payload = UnmaskRequest(arrived, dropped)
+    else:
+        payload = UnmaskReply(header.device_id, b.shares(), b.shares())
+    b.done()
+    if step in (Step.ADVERT, Step.SHARES, Step.SHARES_FOR, Step.MASKED_INPUT, Step.UNMASK) and header.device_id == 0:
+        raise WireError("bad_secagg", f"{step.name} must name a device in its header")
+    return header, SecAggMessage(step, session, payload)
