@@ -6,6 +6,11 @@ MQTT network thread, so keepalives continue during a long local epoch. Lossy enc
 encoding dropped as error feedback and add it to the next round's delta (Seide et al. 2014,
 Stich et al. 2018), which is what lets top-k deltas converge.
 
+Local differential privacy (``edge_runtime.local_dp``): a device configured with ``local_dp``, or a round
+plan whose ``local`` settings carry ``"local_dp": {...}``, clips and noises its delta before it leaves (the
+stronger of the two settings wins: a plan can add noise, never remove it), keeps its own ε ledger over the
+rounds it sent, reports it in its status and declines a round that would exceed its budget.
+
 The trainer is a small interface: ``training.federated.device_trainer`` implements it with
 TensorFlow; a device without a trainer (the light LiteRT install) announces itself as inference-only
 and is never selected for training.
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,8 +33,15 @@ from broker.mqtt_link import Message, MqttLink, Will
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import WireError
+from edge_runtime.local_dp import LocalDP, PrivacyLedger
 
 log = logging.getLogger(__name__)
+#: Round-plan ``local`` entries that are the device client's business, not the trainer's.
+PRIVACY_KEYS = ("local_dp", "secagg")
+
+
+class PrivacyBudgetExhausted(RuntimeError):
+    """The round would take this device's ε past its budget: it declines instead of training."""
 
 
 class LocalUpdater(Protocol):
@@ -60,13 +72,18 @@ def _is_acked(info) -> bool:
 
 class DeviceClient:
     def __init__(self, name: str, device_id: int, fleet: str, broker_url: str, updater: LocalUpdater | None,
-                 executor: Executor | None = None, signing_key: Any = None, aggregator_key: Any = None) -> None:
+                 executor: Executor | None = None, signing_key: Any = None, aggregator_key: Any = None,
+                 local_dp: LocalDP | None = None, noise_seed: int | None = None) -> None:
         self.name, self.device_id = name, device_id
         self.topics = FleetTopics(fleet)
         self.updater = updater
         #: Ed25519 keys: this device's private key signs its updates; the aggregator's public key must have
         #: signed every global model this device trains on (None: unsigned fleet).
         self.signing_key, self.aggregator_key = signing_key, aggregator_key
+        #: Local DP of this device (None: only what a round plan asks for); noise from OS entropy unless seeded.
+        self.local_dp = local_dp
+        self.privacy = PrivacyLedger(local_dp.delta if local_dp else 1e-6)
+        self._noise_rng = np.random.default_rng(noise_seed)
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"train-{name}")
         self._own_executor = executor is None
         self._lock = threading.Lock()
@@ -133,7 +150,13 @@ class DeviceClient:
         plan = model.plan
         try:
             encoding = UpdateEncoding.parse(plan.encoding)
-            update = self.updater.fit(model)
+            dp = self._local_dp_for(plan.local)
+            if dp is not None and dp.epsilon_budget is not None and self.privacy.epsilon_if(dp) > dp.epsilon_budget:
+                raise PrivacyBudgetExhausted(f"epsilon {self.privacy.epsilon_if(dp):.3f} would exceed the budget "
+                                             f"{dp.epsilon_budget}")
+            update = self.updater.fit(without_privacy_keys(model))
+            if dp is not None:
+                update = self._privatize(update, dp, plan.round)
             update = self._with_error_feedback(update, encoding)
             message = encode_update(self.topics.fleet, plan.round, self.device_id, update, encoding)
             if self.signing_key is not None:
@@ -156,6 +179,20 @@ class DeviceClient:
             with self._lock:
                 self._working_on = None
 
+    def _local_dp_for(self, local: dict) -> LocalDP | None:
+        asked = LocalDP.from_config(local["local_dp"]) if local.get("local_dp") else None
+        return self.local_dp.stronger(asked) if self.local_dp is not None else asked
+
+    def _privatize(self, update: LocalUpdate, dp: LocalDP, round_: int) -> LocalUpdate:
+        """Clip and noise the delta; from here on everything (error feedback included) is post-processing."""
+        if update.control_delta is not None:
+            raise ValueError("local DP does not cover SCAFFOLD's control variates; use another strategy")
+        noised = dp.privatize(update.delta, self._noise_rng)
+        row = self.privacy.record(round_, dp)
+        log.info("%s: round %d released with local DP (z %.2f, C %.3g): epsilon %.3f at delta %g", self.name,
+                 round_, dp.noise_multiplier, dp.clip, row["epsilon"], self.privacy.delta)
+        return replace(update, delta=noised, train_loss=None)  # the loss is data-dependent too: not released
+
     def _with_error_feedback(self, update: LocalUpdate, encoding: UpdateEncoding) -> LocalUpdate:
         if not encoding.lossy:
             return update
@@ -170,5 +207,15 @@ class DeviceClient:
     def _publish_status(self, state: str, **extra) -> None:
         status = {"state": state, "capabilities": self.capabilities,
                   "last_round": self.rounds_sent[-1] if self.rounds_sent else None, "errors": self.errors, **extra}
+        if self.privacy.rows or self.local_dp is not None:
+            status["privacy"] = self.privacy.summary()
         self.link.publish(self.topics.status(self.name), encode_status(self.topics.fleet, self.device_id, status),
                           qos=1, retain=True)
+
+
+def without_privacy_keys(model: GlobalModel) -> GlobalModel:
+    """The model as the trainer sees it: the plan's privacy settings are the client's, not the trainer's."""
+    if not any(k in model.plan.local for k in PRIVACY_KEYS):
+        return model
+    local = {k: v for k, v in model.plan.local.items() if k not in PRIVACY_KEYS}
+    return replace(model, plan=replace(model.plan, local=local))
