@@ -5,6 +5,10 @@
     pw/{fleet}/device/{device}/status    device heartbeat, retained; the last will says "offline"
     pw/{fleet}/alert/{device}            device -> anyone: arrhythmia alerts (ALERT)
     pw/{fleet}/release                   aggregator -> devices: signed int8 model release, retained
+    pw/{fleet}/secagg/{round}            aggregator -> devices: secure-aggregation broadcasts (SECAGG)
+    pw/{fleet}/secagg/{round}/{device}   aggregator -> one device: the key shares routed to it (SECAGG)
+
+A device's secure-aggregation steps go up on its update topic as SECAGG messages (broker.secagg_messages).
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ def _check(kind: str, value: str) -> str:
 class TopicMatch:
     """What a received topic addresses; fields that do not apply are None."""
 
-    kind: str  # "global", "update", "status", "alert" or "release"
+    kind: str  # "global", "update", "status", "alert", "release" or "secagg"
     fleet: str
     round: int | None = None
     device: str | None = None
@@ -55,6 +59,11 @@ class FleetTopics:
     def release(self) -> str:
         return f"{ROOT}/{self.fleet}/release"
 
+    def secagg(self, round_: int, device: str | None = None) -> str:
+        """The round's secure-aggregation broadcast topic, or the one addressed to ``device``."""
+        base = f"{ROOT}/{self.fleet}/secagg/{int(round_)}"
+        return base if device is None else f"{base}/{_check('device', device)}"
+
     # Subscriptions (MQTT wildcards)
     def all_globals(self) -> str:
         return f"{ROOT}/{self.fleet}/global/+"
@@ -67,6 +76,10 @@ class FleetTopics:
 
     def all_alerts(self) -> str:
         return f"{ROOT}/{self.fleet}/alert/+"
+
+    def secagg_for(self, device: str) -> list[str]:
+        """What a device subscribes to for secure aggregation: the broadcasts and its own messages."""
+        return [f"{ROOT}/{self.fleet}/secagg/+", f"{ROOT}/{self.fleet}/secagg/+/{_check('device', device)}"]
 
 
 def parse_topic(topic: str) -> TopicMatch:
@@ -84,6 +97,9 @@ def parse_topic(topic: str) -> TopicMatch:
             return TopicMatch("status", fleet, device=_check("device", parts[3]))
         if kind == "release" and len(parts) == 3:
             return TopicMatch("release", fleet)
+        if kind == "secagg" and len(parts) in (4, 5):
+            return TopicMatch("secagg", fleet, round=_round(parts[3]),
+                              device=_check("device", parts[4]) if len(parts) == 5 else None)
         if kind == "alert" and len(parts) == 4:
             return TopicMatch("alert", fleet, device=_check("device", parts[3]))
     except ValueError:

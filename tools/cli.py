@@ -336,7 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_round_policy_args(p)
     p.set_defaults(func=cmd_aggregate)
     add_edge_parser(sub)
+    from tools.privacy_bench import add_parser as add_privacy_bench_parser
+
+    add_privacy_bench_parser(sub, _add_data_args)
+    sub.choices["privacy-bench"].set_defaults(func=cmd_privacy_bench)
     return parser
+
+
+def cmd_privacy_bench(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tools.privacy_bench import run_command
+
+    return run_command(args, _data_dir(args) if set(args.parts) - {"secagg"} else None, _cache_root())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,8 @@ class FederatedConfig:
     strategy: str = "fedavg"
     strategy_args: dict[str, Any] = field(default_factory=dict)
     local: LocalConfig = field(default_factory=LocalConfig)
-    #: "patient" (one device per record), "iid:N" or "dirichlet:ALPHA:N".
+    #: "patient" (one device per record), "subpatient:K" (each record's beats cut into K consecutive
+    #: stretches, K devices per patient), "iid:N" or "dirichlet:ALPHA:N".
     partition: str = "patient"
     #: Share of devices selected each round.
     fraction: float = 1.0
@@ -50,18 +51,21 @@ class FederatedConfig:
 
 
 def make_partition(spec: str, data: BeatDataset, seed: int) -> list[np.ndarray]:
-    """Device index sets for ``spec``: "patient", "iid:N" or "dirichlet:ALPHA:N"."""
+    """Device index sets for ``spec``: "patient", "subpatient:K", "iid:N" or "dirichlet:ALPHA:N"."""
     kind, *args = spec.split(":")
     try:
         if kind == "patient" and not args:
             return partition_by_patient(data.record)
+        if kind == "subpatient" and len(args) == 1 and int(args[0]) >= 1:
+            # more, smaller devices with the same data: how DP noise on the mean shrinks with fleet size
+            return [part for d in partition_by_patient(data.record) for part in np.array_split(d, int(args[0]))]
         if kind == "iid" and len(args) == 1:
             return partition_iid(len(data), int(args[0]), seed)
         if kind == "dirichlet" and len(args) == 2:
             return partition_dirichlet(data.labels, int(args[1]), float(args[0]), seed)
     except ValueError as exc:
         raise ValueError(f"partition {spec!r}: {exc}") from exc
-    raise ValueError(f"partition {spec!r} not understood; use patient, iid:N or dirichlet:ALPHA:N")
+    raise ValueError(f"partition {spec!r} not understood; use patient, subpatient:K, iid:N or dirichlet:ALPHA:N")
 
 
 @dataclass

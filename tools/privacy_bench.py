@@ -1,0 +1,287 @@
+"""The privacy and robustness benchmark (`pulsewire privacy-bench`) -> privacy.json + privacy.md.
+
+(a) DS2 macro F1 against ε ∈ {1, 4, 8, ∞} at δ = 1e-6 (DP-FedAvg: clip C, Gaussian noise calibrated with the
+    RDP accountant for every device in every round, q = 1), on the patient split and with each patient cut
+    into K sub-devices (``subpatient:K``: more, smaller devices, so the noise on the mean shrinks; ε is then
+    per sub-device, and a patient's own guarantee is the group guarantee of K devices, weaker).
+    Distributed DP under secure aggregation adds the same total noise to the sum (up to fixed-point
+    rounding), so these numbers stand for it too.
+(b) Secure-aggregation overhead over a real Mosquitto: bytes and seconds per round against a plain FedAvg
+    round, at 22 and 100 devices with a model-sized update, and a round in which 30 % drop after their
+    masked input (``training.federated.secagg_round``).
+(c) Attack x defence x attacker share: every attack in ``training.federated.attacks`` against FedAvg and the
+    robust strategies at 10/20/30 % attackers, DS2 macro F1, and each defence's clean run.
+
+(a) and (c) run in process (``training.federated.simulation``), one seed, with fewer rounds and one local epoch
+to fit the machine (the settings are written into the results). The round is selected on held-out DS1
+patients; DS2 is scored once per run (float32 Keras model). Every finished run is written to a checkpoint
+JSON at once; a restarted bench skips what it holds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+EPSILONS = (1.0, 4.0, 8.0, math.inf)
+ATTACKS = ("sign_flip", "scale:10", "gaussian:1", "label_flip", "replacement:10")
+SHARES = (0.1, 0.2, 0.3)
+DELTA = 1e-6
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    rounds: int = 10
+    local_epochs: int = 1
+    seed: int = 0
+    #: DP-FedAvg's clipping norm (also the norm-bounded defence's), fixed before any run: about the median
+    #: norm of the first round's honest deltas on the DS1 training patients (1.4-2.3, median 2.0; never DS2).
+    clip: float = 1.0
+    sub_devices: tuple[int, ...] = (1, 4)
+    epsilons: tuple[float, ...] = EPSILONS
+    attacks: tuple[str, ...] = ATTACKS
+    shares: tuple[float, ...] = SHARES
+    secagg_devices: tuple[int, ...] = (22, 100)
+
+    @classmethod
+    def quick(cls) -> "BenchSettings":
+        return cls(rounds=2, sub_devices=(1,), epsilons=(4.0, math.inf), attacks=("sign_flip",), shares=(0.3,),
+                   secagg_devices=(10,))
+
+
+def noise_for_epsilon(eps: float, rounds: int, delta: float = DELTA, sampling_rate: float = 1.0) -> float:
+    """The smallest noise multiplier whose RDP ε after ``rounds`` is at most ``eps`` (bisection)."""
+    from training.federated.privacy import epsilon
+
+    if math.isinf(eps):
+        return 0.0
+    lo, hi = 0.05, 1.0
+    while epsilon(hi, sampling_rate, rounds, delta) > eps:
+        lo, hi = hi, hi * 2
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if epsilon(mid, sampling_rate, rounds, delta) > eps else (lo, mid)
+    return hi
+
+
+def defences(n_devices: int) -> dict[str, tuple[str, dict]]:
+    """Each defence's strategy and arguments, set for up to 30 % attackers (the largest share tested)."""
+    f = max(1, round(0.3 * n_devices))
+    return {"fedavg": ("fedavg", {}), "median": ("median", {}), "trimmed_mean": ("trimmed_mean", {"trim": 0.3}),
+            "multi_krum": ("krum", {"byzantine": f, "multi": n_devices - f}),
+            "norm_bounded": ("norm_bounded", {"clip": BenchSettings().clip})}
+
+
+class Checkpoint:
+    """Finished runs by key, written to disk after each one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs: dict[str, Any] = json.loads(path.read_text())["runs"] if path.is_file() else {}
+
+    def get_or_run(self, key: str, fn: Callable[[], dict]) -> dict:
+        if key not in self.runs:
+            started = time.perf_counter()
+            self.runs[key] = {**fn(), "wall_seconds": round(time.perf_counter() - started, 1)}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"runs": self.runs}, indent=1) + "\n")
+            tmp.replace(self.path)
+            log.info("%s: %s", key, {k: v for k, v in self.runs[key].items() if k != "history"})
+        return self.runs[key]
+
+
+class Simulator:
+    """Loads the inter-patient split once and runs in-process federations on it, scored once on DS2."""
+
+    def __init__(self, data_dir: Path, cache_root: Path, settings: BenchSettings) -> None:
+        from edge_runtime.signal_config import SignalConfig
+        from training.data.beat_dataset import load_beats
+        from training.data.protocols import make_split, protocol_records
+
+        data = load_beats(data_dir, protocol_records("inter"), SignalConfig(), cache_root, progress=False)
+        split = make_split("inter", data, settings.seed)
+        self.train, self.val, self.test = (data.subset(split.train), data.subset(split.val),
+                                           data.subset(split.test))
+        self.settings = settings
+        self.patients = len(set(self.train.record.tolist()))
+
+    def run(self, strategy: str, args: dict, partition: str = "patient", attack: str | None = None,
+            share: float = 0.0) -> dict:
+        from training.config import TrainConfig
+        from training.federated.local_training import LocalConfig
+        from training.federated.simulation import FederatedConfig, run_simulation
+        from training.train import evaluate_keras
+
+        s = self.settings
+        fed = FederatedConfig(rounds=s.rounds, strategy=strategy, strategy_args=args, partition=partition, seed=s.seed,
+                              local=LocalConfig(epochs=s.local_epochs), attack=attack, attackers=share)
+        trained = run_simulation(self.train, self.val, fed, TrainConfig(seed=s.seed), progress=False)
+        rep = evaluate_keras(trained.model, self.test, trained.rr_scaler)
+        per = rep["per_class"]
+        return {"ds2_macro_f1": rep["macro_f1"], "ds2_accuracy": rep["accuracy"],
+                "s_se": per["S"]["se"], "v_se": per["V"]["se"], "best_round": trained.best_epoch,
+                "best_val_macro_f1": max(h["val_macro_f1"] for h in trained.history),
+                "val_macro_f1_by_round": [round(h["val_macro_f1"], 4) for h in trained.history]}
+
+
+def dp_part(sim: Simulator, ck: Checkpoint) -> list[dict]:
+    from training.federated.privacy import epsilon
+
+    s, rows = sim.settings, []
+    for k in s.sub_devices:
+        partition = "patient" if k == 1 else f"subpatient:{k}"
+        for eps in s.epsilons:
+            z = noise_for_epsilon(eps, s.rounds)
+            key = f"s{s.seed}/dp/k{k}/eps{eps:g}"
+            run = ck.get_or_run(key, lambda: sim.run("dp_fedavg", {"clip": s.clip, "noise_multiplier": z,
+                                                                   "delta": DELTA, "seed": s.seed}, partition))
+            rows.append({"key": key, "sub_devices_per_patient": k, "devices": sim.patients * k, "epsilon_target": eps,
+                         "noise_multiplier": z, "clip": s.clip,
+                         "epsilon_rdp": epsilon(z, 1.0, s.rounds, DELTA) if z else math.inf,
+                         "epsilon_pld": epsilon(z, 1.0, s.rounds, DELTA, "pld") if z else math.inf,
+                         "noise_sd_on_mean": z * s.clip / (sim.patients * k), **run})
+    return rows
+
+
+def attack_part(sim: Simulator, ck: Checkpoint) -> list[dict]:
+    from training.federated.attacks import choose_attackers
+
+    s, rows = sim.settings, []
+    for name, (strategy, args) in defences(sim.patients).items():
+        key = f"s{s.seed}/attack/clean/{name}"
+        run = ck.get_or_run(key, lambda: sim.run(strategy, args))
+        rows.append({"key": key, "attack": "none", "share": 0.0, "attackers": 0, "defence": name,
+                     **run})
+        for attack in s.attacks:
+            for share in s.shares:
+                key = f"s{s.seed}/attack/{attack}/{share:g}/{name}"
+                run = ck.get_or_run(key, lambda: sim.run(strategy, args, attack=attack, share=share))
+                rows.append({"key": key, "attack": attack, "share": share, "defence": name,
+                             "attackers": len(choose_attackers(sim.patients, share, s.seed)), **run})
+    return rows
+
+
+def secagg_part(s: BenchSettings, ck: Checkpoint) -> list[dict]:
+    from training.federated.secagg_round import measure_overhead
+
+    rows = []
+    for n in s.secagg_devices:
+        for mode, drop in (("plain", 0.0), ("secagg", 0.0), ("secagg", 0.3)):
+            key = f"secagg/{n}/{mode}/{drop:g}"
+            rows.append({"key": key, **ck.get_or_run(key, lambda: measure_overhead(n, mode, drop))})
+    return rows
+
+
+def run_bench(data_dir: Path, cache_root: Path, settings: BenchSettings, checkpoint: Path,
+              parts: tuple[str, ...] = ("dp", "attacks", "secagg")) -> dict:
+    ck = Checkpoint(checkpoint)
+    results: dict[str, Any] = {"settings": {**settings.__dict__, "delta": DELTA, "protocol": "inter (DS1 -> DS2)",
+                                            "evaluation": "float32 Keras model of the round with the best validation "
+                                                          "macro F1 (held-out DS1 patients), scored once on DS2"}}
+    sim = Simulator(data_dir, cache_root, settings) if {"dp", "attacks"} & set(parts) else None
+    if "dp" in parts:
+        results["dp"] = dp_part(sim, ck)
+    if "attacks" in parts:
+        results["attacks"] = attack_part(sim, ck)
+    if "secagg" in parts:
+        results["secagg"] = secagg_part(settings, ck)
+    if sim is not None:
+        results["patients"] = sim.patients
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- report
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return "∞" if math.isinf(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def markdown(results: dict, command: str) -> str:
+    s = results["settings"]
+    out = [f"# Privacy and robustness benchmark\n\n`{command}`; {s['rounds']} rounds, {s['local_epochs']} local "
+           f"epoch(s), seed {s['seed']}, δ = {s['delta']:g}. {s['evaluation']}.\n"]
+    if results.get("dp"):
+        out.append("## (a) DS2 macro F1 against ε (DP-FedAvg, every device every round)\n")
+        out.append("| devices per patient | devices | ε target | noise multiplier z | clip C | ε (RDP) | ε (PLD) | "
+                   "noise sd on the mean | DS2 macro F1 | S Se | V Se | best round |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in results["dp"]:
+            out.append(f"| {r['sub_devices_per_patient']} | {r['devices']} | {_f(r['epsilon_target'], 0)} | "
+                       f"{_f(r['noise_multiplier'], 2)} | {r['clip']} | {_f(r['epsilon_rdp'], 2)} | "
+                       f"{_f(r['epsilon_pld'], 2)} | {_f(r['noise_sd_on_mean'], 4)} | {_f(r['ds2_macro_f1'])} | "
+                       f"{_f(r['s_se'])} | {_f(r['v_se'])} | {r['best_round']} |")
+    if results.get("secagg"):
+        out.append("\n## (b) Secure aggregation over Mosquitto against plain FedAvg (one round)\n")
+        out.append("| devices | mode | dropped after input | kB up per device | kB down per device | "
+                   "round seconds | aggregator unmask seconds | sum error (max abs) |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for r in results["secagg"]:
+            out.append(f"| {r['devices']} | {r['mode']} | {r['dropped']} | {_f(r['kb_up_per_device'], 1)} | "
+                       f"{_f(r['kb_down_per_device'], 1)} | {_f(r['round_seconds'], 2)} | "
+                       f"{_f(r.get('unmask_seconds'), 2)} | {_f(r.get('max_abs_error'), 7)} |")
+    if results.get("attacks"):
+        out.append("\n## (c) Attack x defence x attacker share: DS2 macro F1\n")
+        rows = results["attacks"]
+        names = list(dict.fromkeys(r["defence"] for r in rows))
+        out.append("| attack | share (attackers) | " + " | ".join(names) + " | best defence − clean FedAvg |")
+        out.append("|---|---|" + "---|" * (len(names) + 1))
+        clean = {r["defence"]: r["ds2_macro_f1"] for r in rows if r["attack"] == "none"}
+        cells: dict[tuple[str, float], dict[str, float]] = {}
+        counts: dict[tuple[str, float], int] = {}
+        for r in rows:
+            cells.setdefault((r["attack"], r["share"]), {})[r["defence"]] = r["ds2_macro_f1"]
+            counts[(r["attack"], r["share"])] = r["attackers"]
+        for (attack, share), by in cells.items():
+            best = max(by.values()) if attack != "none" else None
+            gap = None if best is None or "fedavg" not in clean else best - clean["fedavg"]
+            out.append(f"| {attack} | {share:.0%} ({counts[(attack, share)]}) | "
+                       + " | ".join(_f(by.get(n)) for n in names) + f" | {_f(gap)} |")
+    return "\n".join(out) + "\n"
+
+
+def add_parser(sub, add_data_args) -> None:
+    p = sub.add_parser("privacy-bench", help="DS2 macro F1 against epsilon, secure-aggregation overhead over MQTT, "
+                                             "attack x defence table -> privacy.json + privacy.md",
+                       description=__doc__.split("\n\n")[0])
+    add_data_args(p)
+    p.add_argument("--quick", action="store_true", help="2 rounds, a few cases: checks that everything runs")
+    p.add_argument("--parts", nargs="+", choices=("dp", "attacks", "secagg"), default=["dp", "attacks", "secagg"])
+    p.add_argument("--rounds", type=int, help="federated rounds per run (default 10; quick: 2)")
+    p.add_argument("--out", default="bench/results", help="folder for privacy.json and privacy.md")
+    p.add_argument("--checkpoint", help="partial results, resumed from (default: out/privacy-bench/<name>.partial.json)")
+
+
+def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
+    import dataclasses
+    import sys
+
+    settings = BenchSettings.quick() if args.quick else BenchSettings()
+    if args.rounds:
+        settings = dataclasses.replace(settings, rounds=args.rounds)
+    name = "privacy-quick" if args.quick else "privacy"
+    checkpoint = Path(args.checkpoint or f"out/privacy-bench/{name}.partial.json")
+    started = time.time()
+    results = run_bench(data_dir, cache_root, settings, checkpoint, tuple(args.parts))
+    command = " ".join(["pulsewire"] + sys.argv[1:])
+    results.update(command=command, wall_seconds=round(time.time() - started, 1), checkpoint=str(checkpoint))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    (out / f"{name}.md").write_text(markdown(results, command))
+    print(markdown(results, command))
+    print(f"results: {out / (name + '.json')}, {out / (name + '.md')}")
+    return 0
+
+
+def _json_default(x: Any) -> Any:
+    return str(x)
