@@ -44,12 +44,10 @@ typedef struct {
 pw_status_t pw_max_pool2d_s8(const pw_pool_params_t *p, const int8_t *input, int8_t *output);
 pw_status_t pw_avg_pool2d_s8(const pw_pool_params_t *p, const int8_t *input, int8_t *output);
 
-/* MEAN over one contiguous run of axes: the input viewed as [outer][reduce][inner], output [outer][inner].
- * same_qparams: input and output share scale and zero point (TFLite then takes the integer mean of the raw
- * values, truncating); otherwise the sum is requantized with multiplier/shift. */
+/* MEAN over one contiguous run of axes: the input viewed as [outer][reduce][inner], output [outer][inner];
+ * the sum is requantized with multiplier/shift (1/reduce folded in). */
 typedef struct {
     uint32_t outer, reduce, inner;
-    uint8_t same_qparams;
     int32_t in_zp, out_zp, multiplier, shift;
 } pw_mean_params_t;
 
@@ -105,6 +103,16 @@ typedef struct {
 } pw_requantize_params_t;
 
 pw_status_t pw_requantize_s8(const pw_requantize_params_t *p, const int8_t *input, int8_t *output);
+
+/* ADD int8, same shapes (no broadcasting). */
+typedef struct {
+    uint32_t size;
+    int32_t in1_zp, in2_zp, out_zp, left_shift;
+    int32_t in1_multiplier, in1_shift, in2_multiplier, in2_shift, out_multiplier, out_shift;
+    int32_t act_min, act_max;
+} pw_add_params_t;
+
+pw_status_t pw_add_s8(const pw_add_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
 
 /* Index of the largest value (first one on ties): the class of a beat. */
 uint16_t pw_argmax_s8(const int8_t *values, uint16_t n);

@@ -105,3 +105,48 @@ size_t pw_alert_message(uint8_t *out, size_t cap, const char *fleet, uint32_t de
     if (!n) return 0;
     return pw_frame(out, cap, PW_ALERT, pw_fleet_id(fleet), 0, device_id, 0, 0, out + PW_HEADER_BYTES, (uint32_t)n);
 }
+
+size_t pw_status_json(char *out, size_t cap, const char *state, const pw_status_counter_t *counters, size_t n) {
+    writer_t w = {out, cap, 0, cap > 0};
+    if (cap) out[0] = 0;
+    if (n && !counters) return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!counters[i].key || !plain(counters[i].key) || strcmp(counters[i].key, "state") == 0) return 0;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(counters[i].key, counters[j].key) == 0) return 0;
+        }
+    }
+    /* emit keys in sorted order without sorting in place: repeatedly take the smallest key above the last
+     * one written (n is a handful of counters) */
+    const char *last = "";
+    int first = 1, state_done = 0;
+    w_raw(&w, "{");
+    for (size_t k = 0; k <= n; k++) {
+        const pw_status_counter_t *next = NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(counters[i].key, last) > 0 && (!next || strcmp(counters[i].key, next->key) < 0)) next = &counters[i];
+        }
+        if (!state_done && (!next || strcmp("state", next->key) < 0)) {
+            w_key_str(&w, "state", state, first);
+            first = 0;
+            state_done = 1;
+            last = "state";
+            k--; /* the counter found is still to be written */
+            continue;
+        }
+        if (!next) break;
+        w_key_u32(&w, next->key, next->value, first);
+        first = 0;
+        last = next->key;
+    }
+    w_raw(&w, "}");
+    return w.ok ? w.len : 0;
+}
+
+size_t pw_status_message(uint8_t *out, size_t cap, const char *fleet, uint32_t device_id, const char *state,
+                         const pw_status_counter_t *counters, size_t n) {
+    if (cap < PW_HEADER_BYTES + 2) return 0;
+    size_t len = pw_status_json((char *)out + PW_HEADER_BYTES, cap - PW_HEADER_BYTES, state, counters, n);
+    if (!len) return 0;
+    return pw_frame(out, cap, PW_STATUS, pw_fleet_id(fleet), 0, device_id, 0, 0, out + PW_HEADER_BYTES, (uint32_t)len);
+}

@@ -42,4 +42,19 @@ size_t pw_alert_json(char *out, size_t cap, const pw_alert_t *alert);
 /* A framed ALERT message: JSON body + header; returns the total length or 0. */
 size_t pw_alert_message(uint8_t *out, size_t cap, const char *fleet, uint32_t device_id, const pw_alert_t *alert);
 
+/* A status counter: an identifier key (letters, digits, '_') and an unsigned integer value. */
+typedef struct {
+    const char *key;
+    uint32_t value;
+} pw_status_counter_t;
+
+/* Canonical JSON of a device status: {"state": state} plus the counters, all keys sorted (as Python's
+ * json.dumps(sort_keys=True) sorts them, by code point); returns its length, 0 if it does not fit, a
+ * string needs escaping, a key repeats or is "state". */
+size_t pw_status_json(char *out, size_t cap, const char *state, const pw_status_counter_t *counters, size_t n);
+
+/* A framed STATUS message (round 0, encoding 0, no tensors); returns the total length or 0. */
+size_t pw_status_message(uint8_t *out, size_t cap, const char *fleet, uint32_t device_id, const char *state,
+                         const pw_status_counter_t *counters, size_t n);
+
 #endif

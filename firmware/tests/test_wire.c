@@ -46,6 +46,14 @@ int main(int argc, char **argv) {
                 pw_frame(got, sizeof got, PW_STATUS, pw_fleet_id("ward3"), 0, 101, 0, 0, want + PW_HEADER_BYTES,
                          (uint32_t)(n - PW_HEADER_BYTES)), want, n);
 
+    /* the C status encoder writes the golden status message itself */
+    const pw_status_counter_t counters[2] = {{"spool_depth", 0}, {"beats", 1234}};
+    expect_same("status_online_encoded", got,
+                pw_status_message(got, sizeof got, "ward3", 101, "online", counters, 2), want, n);
+    const pw_status_counter_t dup[2] = {{"beats", 1}, {"beats", 2}};
+    if (pw_status_json((char *)got, sizeof got, "online", dup, 2) != 0) { printf("FAIL repeated key accepted\n"); failures++; }
+    if (pw_status_json((char *)got, 20, "online", counters, 2) != 0) { printf("FAIL small status buffer\n"); failures++; }
+
     /* a buffer too small is refused, not overrun */
     if (pw_alert_message(got, 40, "ward3", 101, &alert) != 0) { printf("FAIL small buffer accepted\n"); failures++; }
     pw_alert_t bad = alert;

@@ -12,7 +12,7 @@ from training.codegen.reader import Graph, Operator, Tensor
 
 ALIAS_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN",
-             "CONCATENATION", "SOFTMAX", "QUANTIZE") + ALIAS_OPS
+             "CONCATENATION", "SOFTMAX", "QUANTIZE", "ADD") + ALIAS_OPS
 PADDING = {0: "SAME", 1: "VALID"}
 
 
@@ -212,9 +212,8 @@ def _mean(op: Operator, g: Graph) -> Step:
     outer = int(np.prod(shape[:axes[0]], dtype=np.int64))
     reduce = int(np.prod(shape[axes[0]:axes[-1] + 1], dtype=np.int64))
     inner = int(np.prod(shape[axes[-1] + 1:], dtype=np.int64))
-    same = float(x.scale[0]) == float(y.scale[0]) and _zp(x) == _zp(y)
-    mult, shift = (0, 0) if same else quant.mean_multiplier(float(x.scale[0]), float(y.scale[0]), reduce)
-    fields = {"outer": outer, "reduce": reduce, "inner": inner, "same_qparams": int(same), "in_zp": _zp(x),
+    mult, shift = quant.mean_multiplier(float(x.scale[0]), float(y.scale[0]), reduce)
+    fields = {"outer": outer, "reduce": reduce, "inner": inner, "in_zp": _zp(x),
               "out_zp": _zp(y), "multiplier": mult, "shift": shift}
     return Step(op, "pw_mean_s8", "pw_mean_params_t", {k: str(v) for k, v in fields.items()}, [],
                 [("in", x.index), ("out", y.index)])
@@ -268,6 +267,29 @@ def _quantize(op: Operator, g: Graph) -> Step:
                 [("in", x.index), ("out", y.index)])
 
 
+def _add(op: Operator, g: Graph) -> Step:
+    a, b, y = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
+    for t, role in ((a, "input 1"), (b, "input 2"), (y, "output")):
+        _int8(op, t, role)
+        if t.data is not None:
+            raise _fail(op, f"{role} is a constant", "Fold constant additions into the bias before export.")
+    if a.shape != b.shape or a.shape != y.shape:
+        raise _fail(op, f"shapes {a.shape} + {b.shape} -> {y.shape} need broadcasting",
+                    "Only same-shape ADD (residual connections) is supported.")
+    sa, sb, so = (float(np.float32(t.scale[0])) for t in (a, b, y))
+    twice_max = 2 * max(sa, sb)
+    left_shift = 20
+    m1, s1 = quant.quantize_multiplier(sa / twice_max)
+    m2, s2 = quant.quantize_multiplier(sb / twice_max)
+    mo, so_ = quant.quantize_multiplier(twice_max / ((1 << left_shift) * so))
+    act_min, act_max = _act(op, y)
+    fields = {"size": y.size, "in1_zp": _zp(a), "in2_zp": _zp(b), "out_zp": _zp(y), "left_shift": left_shift,
+              "in1_multiplier": m1, "in1_shift": s1, "in2_multiplier": m2, "in2_shift": s2, "out_multiplier": mo,
+              "out_shift": so_, "act_min": act_min, "act_max": act_max}
+    return Step(op, "pw_add_s8", "pw_add_params_t", {k: str(v) for k, v in fields.items()}, [],
+                [("in", a.index), ("in", b.index), ("out", y.index)])
+
+
 def lower(g: Graph, fc_rounding: str = "tflm") -> tuple[list[Step | None], dict[int, int]]:
     """Steps in execution order (None for alias ops) and the alias map output tensor -> input tensor.
     ``fc_rounding``: which interpreter FULLY_CONNECTED rounds like ("tflm", "litert", "litert_ref")."""
@@ -294,6 +316,8 @@ def lower(g: Graph, fc_rounding: str = "tflm") -> tuple[list[Step | None], dict[
             steps.append(_concat(op, g))
         elif op.name == "SOFTMAX":
             steps.append(_softmax(op, g))
+        elif op.name == "ADD":
+            steps.append(_add(op, g))
         elif op.name == "QUANTIZE":
             steps.append(_quantize(op, g))
         else:
