@@ -93,6 +93,43 @@ class UnmaskReply:
     mask_key_shares: dict[int, int]  # for devices that dropped before sending it
 
 
+@dataclass(frozen=True)
+class SecAggPlan:
+    """The secure-aggregation settings of one round, carried in the round plan's ``local["secagg"]``.
+
+    Devices clip their flattened update to L2 norm ``clip`` (when set), add N(0, noise_sd²) per coordinate
+    (distributed DP; 0 without), clip each coordinate to ±``bound``, and encode round(x · ``scale``) mod 2^32;
+    ``bound · scale · devices`` stays below 2^31 so that the sum decodes unambiguously.
+    """
+
+    session: int
+    threshold: int
+    devices: int
+    bound: float
+    scale: float
+    clip: float | None = None
+    noise_sd: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.session < 2**64 and 2 <= self.threshold <= self.devices and self.bound > 0
+                and self.scale > 0 and self.noise_sd >= 0 and (self.clip is None or self.clip > 0)):
+            raise ValueError(f"secure-aggregation plan out of range: {self}")
+        if self.bound * self.scale * self.devices >= 2**31:
+            raise ValueError("bound x scale x devices must stay below 2^31 for the sum to decode")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SecAggPlan":
+        try:
+            return cls(int(d["session"]), int(d["threshold"]), int(d["devices"]), float(d["bound"]),
+                       float(d["scale"]), None if d.get("clip") is None else float(d["clip"]),
+                       float(d.get("noise_sd", 0.0)))
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"secure-aggregation plan not understood: {exc}") from None
+
+
 Payload = Union[KeyAdvert, AdvertList, EncryptedShares, SharesFor, MaskedInput, UnmaskRequest, UnmaskReply]
 
 

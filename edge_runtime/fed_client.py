@@ -28,12 +28,14 @@ import numpy as np
 from broker.chunking import split_message
 from broker.device_messages import encode_status
 from broker.fed_messages import (GlobalModel, LocalUpdate, UpdateEncoding, decode_global, encode_update,
-                                 roundtrip_delta)
+                                 fleet_id, roundtrip_delta)
 from broker.mqtt_link import Message, MqttLink, Will
+from broker.secagg_messages import SecAggPlan, decode_secagg, encode_secagg
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import WireError
 from edge_runtime.local_dp import LocalDP, PrivacyLedger
+from edge_runtime.secagg_client import SecAggParticipant, flatten
 
 log = logging.getLogger(__name__)
 #: Round-plan ``local`` entries that are the device client's business, not the trainer's.
@@ -84,6 +86,7 @@ class DeviceClient:
         self.local_dp = local_dp
         self.privacy = PrivacyLedger(local_dp.delta if local_dp else 1e-6)
         self._noise_rng = np.random.default_rng(noise_seed)
+        self.secagg = SecAggParticipant(device_id, self._noise_rng)
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"train-{name}")
         self._own_executor = executor is None
         self._lock = threading.Lock()
@@ -95,7 +98,8 @@ class DeviceClient:
         self.errors = 0
         self.finished = threading.Event()
         offline = encode_status(fleet, device_id, {"state": "offline"})
-        self.link = MqttLink(broker_url, f"pw-{fleet}-{name}", [self.topics.all_globals()], self._on_message,
+        self.link = MqttLink(broker_url, f"pw-{fleet}-{name}", [self.topics.all_globals(), *self.topics.secagg_for(name)],
+                             self._on_message,
                              on_connect=self._on_connect, will=Will(self.topics.status(name), offline))
 
     @property
@@ -124,7 +128,10 @@ class DeviceClient:
 
     def _on_message(self, msg: Message) -> None:
         try:
-            if parse_topic(msg.topic).kind != "global" or not msg.payload:
+            kind = parse_topic(msg.topic).kind
+            if kind == "secagg" and msg.payload:
+                return self._on_secagg(msg)
+            if kind != "global" or not msg.payload:
                 return  # an empty retained payload clears an old round
             payload = verify_message(msg.payload, self.aggregator_key) if self.aggregator_key else msg.payload
             _, model = decode_global(payload)
@@ -143,7 +150,34 @@ class DeviceClient:
             if (self.updater is None or self.name not in plan.selected or plan.round in self.rounds_sent):
                 return
             self._working_on = plan.round
+        if plan.local.get("secagg"):
+            try:
+                self._send_secagg([self.secagg.begin(plan.round, SecAggPlan.from_dict(plan.local["secagg"]))])
+            except ValueError as exc:
+                self.errors += 1
+                log.warning("%s: round %d: unusable secure-aggregation plan: %s", self.name, plan.round, exc)
+                with self._lock:
+                    self._working_on = None
+                return
         self._executor.submit(self._train_and_send, model)
+
+    def _on_secagg(self, msg: Message) -> None:
+        try:
+            payload = verify_message(msg.payload, self.aggregator_key) if self.aggregator_key else msg.payload
+            header, message = decode_secagg(payload)
+        except (ValueError, WireError) as exc:
+            self.errors += 1
+            log.warning("%s: ignoring a bad secure-aggregation message on %s: %s", self.name, msg.topic, exc)
+            return
+        if header.fleet_id == fleet_id(self.topics.fleet):
+            self._send_secagg(self.secagg.on_message(header.round, message))
+
+    def _send_secagg(self, outgoing: list) -> None:
+        for round_, session, payload in outgoing:
+            data = encode_secagg(fleet_id(self.topics.fleet), round_, session, payload)
+            if self.signing_key is not None:
+                data = sign_message(data, self.signing_key)
+            self.link.publish(self.topics.update(round_, self.name), data, qos=1)
 
     # ---------------------------------------------------------------- executor thread
     def _train_and_send(self, model: GlobalModel) -> None:
@@ -157,6 +191,12 @@ class DeviceClient:
             update = self.updater.fit(without_privacy_keys(model))
             if dp is not None:
                 update = self._privatize(update, dp, plan.round)
+            if plan.local.get("secagg"):  # the delta goes into the masked sum, never out on its own
+                self._send_secagg(self.secagg.set_update(plan.round, flatten(update.delta)))
+                with self._lock:
+                    self.rounds_sent.append(plan.round)
+                self._publish_status("online")
+                return
             update = self._with_error_feedback(update, encoding)
             message = encode_update(self.topics.fleet, plan.round, self.device_id, update, encoding)
             if self.signing_key is not None:

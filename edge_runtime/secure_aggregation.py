@@ -13,7 +13,8 @@ To survive dropouts, every device Shamir-shares (t of n) its self-mask seed and 
 private key with the others, encrypted pairwise (X25519 + AES-GCM) so that the aggregator, which routes
 them, cannot read them. In the unmasking step the survivors reveal, for each device, exactly one of the
 two: the self-mask seed of a device whose masked input arrived, or the mask key of a device that dropped
-before sending it. Messages are plain dataclasses so that any transport can carry them.
+before sending it. Messages are the dataclasses of ``broker.secagg_messages``, which also defines their
+bytes; ``edge_runtime.secagg_client`` and ``training.federated.secagg_round`` carry them over MQTT.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from broker.secagg_messages import EncryptedShares, KeyAdvert, MaskedInput, UnmaskReply  # noqa: F401 (re-exported)
 
 PRIME = 2**521 - 1  # Mersenne prime: a 32-byte secret is one field element
 RAW = serialization.Encoding.Raw
@@ -92,33 +95,7 @@ class FixedPoint:
         return signed / self.scale
 
 
-# ---------------------------------------------------------------------------------------------- messages
-@dataclass(frozen=True)
-class KeyAdvert:
-    device: int
-    cipher_pk: bytes  # X25519 public key for encrypting shares
-    mask_pk: bytes  # X25519 public key for pairwise masks
-
-
-@dataclass(frozen=True)
-class EncryptedShares:
-    sender: int
-    to: dict[int, bytes]  # recipient -> nonce + AES-GCM(b_i share, s_i share)
-
-
-@dataclass(frozen=True)
-class MaskedInput:
-    device: int
-    vector: np.ndarray  # uint32
-
-
-@dataclass(frozen=True)
-class UnmaskReply:
-    device: int
-    self_mask_shares: dict[int, int]  # for devices whose masked input arrived
-    mask_key_shares: dict[int, int]  # for devices that dropped before sending it
-
-
+# Messages: defined once in broker.secagg_messages (their wire layout lives there too).
 # ---------------------------------------------------------------------------------------------- device
 class SecAggDevice:
     def __init__(self, device: int, threshold: int, fixed: FixedPoint = FixedPoint()) -> None:

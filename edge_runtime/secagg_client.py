@@ -1,0 +1,141 @@
+"""A device's side of a secure-aggregation round over MQTT (Bonawitz et al. 2017, four steps).
+
+When a round plan carries ``local["secagg"]`` (``broker.secagg_messages.SecAggPlan``) the device does not
+send its update; it takes part in the protocol instead, each step a signed SECAGG message on its update
+topic, each answer from the aggregator on the round's secagg topics:
+
+1. on the global model: ADVERT its two X25519 public keys (and start training);
+2. on ADVERTS (the keys of everyone who advertised): SHARES, its Shamir shares encrypted to each peer;
+3. on SHARES_FOR (the ciphertexts addressed to it; their senders are the round's survivors) and once its
+   training is done: MASKED_INPUT, its update clipped, noised (distributed DP) and masked;
+4. on UNMASK_REQUEST (who sent an input, who did not): UNMASK, the shares that let the aggregator remove the
+   self masks of the first and the pairwise masks of the second, never both for one device.
+
+``SecAggParticipant`` holds the per-round state and is transport-free: it returns the payloads to send,
+and ``DeviceClient`` frames, signs and publishes them.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+
+from broker.secagg_messages import (AdvertList, EncryptedShares, KeyAdvert, MaskedInput, Payload, SecAggMessage,
+                                    SecAggPlan, SharesFor, Step, UnmaskReply, UnmaskRequest)
+from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice
+
+log = logging.getLogger(__name__)
+
+
+def prepare_input(flat: np.ndarray, plan: SecAggPlan, rng: np.random.Generator) -> np.ndarray:
+    """What a device contributes to the sum: clipped to L2 norm C and with its share of the DP noise."""
+    x = np.asarray(flat, np.float64)
+    if plan.clip is not None:
+        norm = float(np.linalg.norm(x))
+        if norm > plan.clip:
+            x = x * (plan.clip / norm)
+    if plan.noise_sd > 0:
+        x = x + rng.normal(0.0, plan.noise_sd, size=x.shape)
+    return x
+
+
+@dataclass
+class _Session:
+    round: int
+    plan: SecAggPlan
+    core: SecAggDevice
+    survivors: list[int] | None = None
+    vector: np.ndarray | None = None
+    steps_sent: set[Step] = field(default_factory=set)
+
+
+class SecAggParticipant:
+    """One device's secure-aggregation sessions (one per round; older rounds are forgotten)."""
+
+    def __init__(self, device_id: int, rng: np.random.Generator) -> None:
+        self.device_id, self._rng = device_id, rng
+        self._lock = threading.Lock()
+        self._session: _Session | None = None
+
+    def begin(self, round_: int, plan: SecAggPlan) -> tuple[int, int, Payload]:
+        """A new round: fresh keys, and the ADVERT to send (round, session, payload)."""
+        core = SecAggDevice(self.device_id, plan.threshold, FixedPoint(plan.bound, plan.scale, plan.devices))
+        with self._lock:
+            self._session = _Session(round_, plan, core, steps_sent={Step.ADVERT})
+        return round_, plan.session, core.advertise()
+
+    def set_update(self, round_: int, flat: np.ndarray) -> list[tuple[int, int, Payload]]:
+        """The trained update (flattened); returns the MASKED_INPUT if the shares are already in."""
+        with self._lock:
+            s = self._session
+            if s is None or s.round != round_:
+                raise RuntimeError(f"no secure-aggregation session for round {round_}")
+            s.vector = prepare_input(flat, s.plan, self._rng)
+            return self._input_if_ready(s)
+
+    def on_message(self, round_: int, msg: SecAggMessage) -> list[tuple[int, int, Payload]]:
+        """What to send in answer to one aggregator message of this round (nothing for stale ones)."""
+        with self._lock:
+            s = self._session
+            if s is None or s.round != round_ or s.plan.session != msg.session:
+                return []
+            p = msg.payload
+            if isinstance(p, AdvertList) and Step.SHARES not in s.steps_sent:
+                if self.device_id not in {a.device for a in p.adverts}:
+                    return []
+                s.steps_sent.add(Step.SHARES)
+                return [(s.round, s.plan.session, s.core.share_keys(list(p.adverts)))]
+            if isinstance(p, SharesFor) and p.recipient == self.device_id and s.survivors is None:
+                received = []
+                for sender, blob in p.frm.items():
+                    try:
+                        s.core.receive_shares([EncryptedShares(sender, {self.device_id: blob})])
+                        received.append(sender)
+                    except (InvalidTag, KeyError, ValueError):
+                        log.warning("device %d: round %d: the share from %d does not decrypt; ignoring it",
+                                    self.device_id, s.round, sender)
+                s.survivors = sorted(set(p.frm) | {self.device_id})
+                return self._input_if_ready(s)
+            if isinstance(p, UnmaskRequest) and Step.UNMASK not in s.steps_sent and Step.MASKED_INPUT in s.steps_sent:
+                if not self._plausible(s, p):
+                    log.warning("device %d: round %d: refusing an unmask request that lists %d arrived of %d "
+                                "survivors (threshold %d)", self.device_id, s.round, len(p.arrived),
+                                len(s.survivors or []), s.plan.threshold)
+                    return []
+                s.steps_sent.add(Step.UNMASK)
+                return [(s.round, s.plan.session, s.core.unmask(list(p.arrived), list(p.dropped)))]
+            return []
+
+    @staticmethod
+    def _plausible(s: _Session, req: UnmaskRequest) -> bool:
+        """Reveal shares only for a request that can be honest: at least t inputs, all from the survivors."""
+        listed = set(req.arrived) | set(req.dropped)
+        return len(req.arrived) >= s.plan.threshold and listed <= set(s.survivors or []) and \
+            s.core.device in req.arrived
+
+    def _input_if_ready(self, s: _Session) -> list[tuple[int, int, Payload]]:
+        if s.vector is None or s.survivors is None or Step.MASKED_INPUT in s.steps_sent:
+            return []
+        if len(s.survivors) < s.plan.threshold:
+            log.warning("device %d: round %d: only %d survivors, below the threshold %d; not sending an input",
+                        self.device_id, s.round, len(s.survivors), s.plan.threshold)
+            return []
+        s.steps_sent.add(Step.MASKED_INPUT)
+        masked = s.core.masked_input(s.vector, s.survivors)
+        return [(s.round, s.plan.session, MaskedInput(self.device_id, masked.vector))]
+
+
+def flatten(delta: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(d, np.float64).ravel() for d in delta]) if delta else np.zeros(0)
+
+
+def noise_sd(noise_multiplier: float, clip: float, threshold: int) -> float:
+    """Each device's noise so that any t of them together carry N(0, (z·C)²) on the sum."""
+    return noise_multiplier * clip / math.sqrt(threshold)
+
+
+__all__ = ["SecAggParticipant", "prepare_input", "flatten", "noise_sd", "KeyAdvert"]
