@@ -21,4 +21,4 @@ def test_c_encoder_writes_the_golden_alert_and_status_bytes(tmp_path):
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe), str(GOLDEN_DIR)], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("ok   ") == 4
+    assert run.stdout.count("ok  ") == 5

@@ -151,6 +151,26 @@ def run_bench(model_path: Path, beats: int, qemu_beats: int, records: list[str],
     }
 
 
+def bench_variant(path: Path, beats: int, records: list[str], data_dir: str | None, work: Path) -> dict:
+    """A model variant (pruned, distilled, QAT...): does it generate, is it bit-exact on the host, how big."""
+    from training.codegen import UnsupportedModel
+    from training.codegen.references import BACKENDS
+    from training.codegen.verify import agreement, reference_outputs, run_generated_host
+    from training.tflm_check import arena_bytes
+
+    model = path.read_bytes()
+    try:
+        inputs, n = _test_inputs(path, records, beats, data_dir)
+        gen, outs, _ = run_generated_host(model, inputs, work, "tflm")
+    except UnsupportedModel as exc:
+        return {"model": str(path), "generated": False, "error": str(exc)}
+    sizes = _sizes(work / "gen_tflm", gen.kernels, work)["inference_path"]
+    return {"model": str(path), "generated": True, "sha256": gen.sha256, "ops": sorted(set(gen.ops)),
+            "beats": n, "identical_beats": agreement(outs, reference_outputs(model, inputs, BACKENDS)).identical,
+            "arena_bytes": gen.arena.size, "tflm_arena_bytes": arena_bytes(model), "flash_bytes": sizes["flash"],
+            "macs": gen.macs}
+
+
 def _markdown(r: dict) -> str:
     h, q = r["bit_exact"]["host"], r["bit_exact"]["qemu_cortex_m4"]
     lines = [f"# Firmware benchmark: generated int8 C ({r['model_sha256'][:12]})", "",
@@ -179,6 +199,17 @@ def _markdown(r: dict) -> str:
               f"{ins['cortex_m4_qemu_icount_max']:,}); {ins['host_x86_64_O2_callgrind']:,} on x86-64 -O2 "
               f"(callgrind); {ins['macs']:,} MACs.", "",
               "Targets: " + ", ".join(f"{k} {'yes' if v else '**no**'}" for k, v in r["targets"].items()) + "."]
+    if r.get("variants"):
+        lines += ["", "## Model variants (C generated with the default rounding, host build)", "",
+                  "| model | ops | beats | = TFLM | = LiteRT ref | = LiteRT | arena / TFLM arena | flash |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for v in r["variants"]:
+            if not v["generated"]:
+                lines.append(f"| {v['model']} | not generated: {v['error']} | | | | | | |")
+                continue
+            i = v["identical_beats"]
+            lines.append(f"| {v['model']} | {' '.join(v['ops'])} | {v['beats']} | {i['tflm']} | {i['litert_ref']} | "
+                         f"{i['litert_builtin']} | {v['arena_bytes']} / {v['tflm_arena_bytes']} | {v['flash_bytes']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -192,6 +223,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_bench(Path(args.model), args.beats, args.qemu_beats, args.records, args.data_dir, work)
     except (ToolchainMissing, BuildError, UnsupportedModel) as exc:
         raise SystemExit(f"pulsewire: error: {exc}") from None
+    result["variants"] = []
+    for k, variant in enumerate(args.variants or []):
+        vdir = work / f"variant{k}"
+        vdir.mkdir(exist_ok=True)
+        result["variants"].append(bench_variant(Path(variant), min(args.beats, 2000), args.records, args.data_dir, vdir))
+        if result["variants"][-1].get("generated"):
+            result["targets"][f"variant{k}_bit_exact_tflm"] = (
+                result["variants"][-1]["identical_beats"]["tflm"] == result["variants"][-1]["beats"])
+    result["command"] = "pulsewire firmware bench " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in (("model", args.model), ("beats", args.beats), ("qemu_beats", args.qemu_beats),
+                     ("variants", args.variants)) if v)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -223,5 +266,7 @@ def add_firmware_parser(sub) -> None:
     p.add_argument("--records", nargs="+", default=TEST_RECORDS, help="MIT-BIH records the beats come from")
     p.add_argument("--data-dir", help="MIT-BIH folder (default: $MITDB_DIR)")
     p.add_argument("--work", help="build folder (default: a temporary one)")
+    p.add_argument("--variants", nargs="+", metavar="TFLITE", help="more int8 models (optimization variants) to "
+                   "generate and check on the host (up to 2,000 beats each)")
     p.add_argument("--json", default="bench/results/firmware.json")
     p.set_defaults(func=cmd_bench)

@@ -150,3 +150,44 @@ size_t pw_status_message(uint8_t *out, size_t cap, const char *fleet, uint32_t d
     if (!len) return 0;
     return pw_frame(out, cap, PW_STATUS, pw_fleet_id(fleet), 0, device_id, 0, 0, out + PW_HEADER_BYTES, (uint32_t)len);
 }
+
+static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+int pw_unframe(const uint8_t *msg, size_t len, pw_header_t *h) {
+    if (!msg || !h || len < PW_HEADER_BYTES) return -1;
+    if (msg[0] != 'P' || msg[1] != 'W') return -2;
+    if (msg[2] != PW_VERSION) return -3;
+    uint32_t body_len = get_u32(msg + 20);
+    if (body_len != len - PW_HEADER_BYTES) return -1;
+    /* CRC over the header with its CRC field zeroed, then the body */
+    static const uint8_t zeros[4] = {0, 0, 0, 0};
+    uint32_t crc = pw_crc32(0, msg, 24);
+    crc = pw_crc32(crc, zeros, 4);
+    crc = pw_crc32(crc, msg + PW_HEADER_BYTES, body_len);
+    if (crc != get_u32(msg + 24)) return -4;
+    h->kind = msg[3];
+    h->fleet_id = get_u32(msg + 4);
+    h->round = get_u32(msg + 8);
+    h->device_id = get_u32(msg + 12);
+    h->encoding = msg[16];
+    h->flags = msg[17];
+    h->n_tensors = get_u16(msg + 18);
+    h->body_len = body_len;
+    h->body = msg + PW_HEADER_BYTES;
+    return 0;
+}
+
+int pw_chunk_fields(const pw_header_t *h, uint32_t *message_id, uint16_t *index, uint16_t *count,
+                    const uint8_t **fragment, size_t *fragment_len) {
+    if (!h || h->kind != PW_CHUNK || h->body_len < 8) return -1;
+    *message_id = get_u32(h->body);
+    *index = get_u16(h->body + 4);
+    *count = get_u16(h->body + 6);
+    if (*count == 0 || *index >= *count) return -1;
+    *fragment = h->body + 8;
+    *fragment_len = h->body_len - 8;
+    return 0;
+}

@@ -42,6 +42,22 @@ size_t pw_alert_json(char *out, size_t cap, const pw_alert_t *alert);
 /* A framed ALERT message: JSON body + header; returns the total length or 0. */
 size_t pw_alert_message(uint8_t *out, size_t cap, const char *fleet, uint32_t device_id, const pw_alert_t *alert);
 
+/* A decoded header; body points into the message. */
+typedef struct {
+    uint8_t kind, encoding, flags;
+    uint32_t fleet_id, round, device_id, body_len;
+    uint16_t n_tensors;
+    const uint8_t *body;
+} pw_header_t;
+
+/* Checks and decodes a received message (magic, version, body length, CRC-32); returns 0 and fills h, or
+ * a negative reason: -1 truncated, -2 bad magic, -3 bad version, -4 bad CRC. */
+int pw_unframe(const uint8_t *msg, size_t len, pw_header_t *h);
+
+/* A CHUNK body: u32 message id, u16 index, u16 count, then the fragment; returns 0 or -1 if malformed. */
+int pw_chunk_fields(const pw_header_t *h, uint32_t *message_id, uint16_t *index, uint16_t *count,
+                    const uint8_t **fragment, size_t *fragment_len);
+
 /* A status counter: an identifier key (letters, digits, '_') and an unsigned integer value. */
 typedef struct {
     const char *key;

@@ -54,6 +54,27 @@ int main(int argc, char **argv) {
     if (pw_status_json((char *)got, sizeof got, "online", dup, 2) != 0) { printf("FAIL repeated key accepted\n"); failures++; }
     if (pw_status_json((char *)got, 20, "online", counters, 2) != 0) { printf("FAIL small status buffer\n"); failures++; }
 
+    /* received messages: the golden CHUNKs decode, a flipped byte is caught by the CRC */
+    int chunks_ok = 1;
+    for (int k = 0; k < 7; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "chunk_update_int8_%d.bin", k);
+        n = read_file(dir, name, want, sizeof want);
+        pw_header_t h;
+        uint32_t id;
+        uint16_t index, count;
+        const uint8_t *frag;
+        size_t frag_len;
+        if (pw_unframe(want, n, &h) != 0 || h.kind != PW_CHUNK ||
+            pw_chunk_fields(&h, &id, &index, &count, &frag, &frag_len) != 0 || index != k || count != 7) {
+            chunks_ok = 0;
+        }
+        want[n - 1] ^= 0x40; /* a body byte */
+        if (pw_unframe(want, n, &h) != -4) chunks_ok = 0;
+    }
+    printf("%s chunks decode, corruption caught\n", chunks_ok ? "ok  " : "FAIL");
+    if (!chunks_ok) failures++;
+
     /* a buffer too small is refused, not overrun */
     if (pw_alert_message(got, 40, "ward3", 101, &alert) != 0) { printf("FAIL small buffer accepted\n"); failures++; }
     pw_alert_t bad = alert;
