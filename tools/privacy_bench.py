@@ -7,8 +7,8 @@
     Distributed DP under secure aggregation adds the same total noise to the sum (up to fixed-point
     rounding), so these numbers stand for it too.
 (b) Secure-aggregation overhead over a real Mosquitto: bytes and seconds per round against a plain FedAvg
-    round, at 22 and 100 devices with a model-sized update, and a round in which 30 % drop after their
-    masked input (``training.federated.secagg_round``).
+    round, at 22 and 100 devices with a model-sized update, and rounds in which 30 % drop after their masked
+    input or before it (``tools.secagg_overhead``, ``training.federated.secagg_round``).
 (c) Attack x defence x attacker share: every attack in ``training.federated.attacks`` against FedAvg and the
     robust strategies at 10/20/30 % attackers, DS2 macro F1, and each defence's clean run.
 
@@ -128,6 +128,7 @@ class Simulator:
         return {"ds2_macro_f1": rep["macro_f1"], "ds2_accuracy": rep["accuracy"],
                 "s_se": per["S"]["se"], "v_se": per["V"]["se"], "best_round": trained.best_epoch,
                 "best_val_macro_f1": max(h["val_macro_f1"] for h in trained.history),
+                "declined_updates": sum(h.get("declined", 0) for h in trained.history),
                 "val_macro_f1_by_round": [round(h["val_macro_f1"], 4) for h in trained.history]}
 
 
@@ -169,13 +170,14 @@ def attack_part(sim: Simulator, ck: Checkpoint) -> list[dict]:
 
 
 def secagg_part(s: BenchSettings, ck: Checkpoint) -> list[dict]:
-    from training.federated.secagg_round import measure_overhead
+    from tools.secagg_overhead import measure_overhead
 
     rows = []
     for n in s.secagg_devices:
-        for mode, drop in (("plain", 0.0), ("secagg", 0.0), ("secagg", 0.3)):
-            key = f"secagg/{n}/{mode}/{drop:g}"
-            rows.append({"key": key, **ck.get_or_run(key, lambda: measure_overhead(n, mode, drop))})
+        for mode, drop, how in (("plain", 0.0, "after"), ("secagg", 0.0, "after"), ("secagg", 0.3, "after"),
+                                ("secagg", 0.3, "before")):
+            key = f"secagg/{n}/{mode}/{drop:g}/{how}"
+            rows.append({"key": key, **ck.get_or_run(key, lambda: measure_overhead(n, mode, drop, how))})
     return rows
 
 
@@ -222,13 +224,14 @@ def markdown(results: dict, command: str) -> str:
                        f"{_f(r['s_se'])} | {_f(r['v_se'])} | {r['best_round']} |")
     if results.get("secagg"):
         out.append("\n## (b) Secure aggregation over Mosquitto against plain FedAvg (one round)\n")
-        out.append("| devices | mode | dropped after input | kB up per device | kB down per device | "
+        out.append("| devices | mode | dropped | kB up per device | kB down per device | "
                    "round seconds | aggregator unmask seconds | sum error (max abs) |")
         out.append("|---|---|---|---|---|---|---|---|")
         for r in results["secagg"]:
-            out.append(f"| {r['devices']} | {r['mode']} | {r['dropped']} | {_f(r['kb_up_per_device'], 1)} | "
+            dropped = f"{r['dropped']} ({r['drop_mode']} input)" if r["dropped"] else "0"
+            out.append(f"| {r['devices']} | {r['mode']} | {dropped} | {_f(r['kb_up_per_device'], 1)} | "
                        f"{_f(r['kb_down_per_device'], 1)} | {_f(r['round_seconds'], 2)} | "
-                       f"{_f(r.get('unmask_seconds'), 2)} | {_f(r.get('max_abs_error'), 7)} |")
+                       f"{_f(r.get('unmask_seconds'), 3)} | {r['max_abs_error']:.1e} |")
     if results.get("attacks"):
         out.append("\n## (c) Attack x defence x attacker share: DS2 macro F1\n")
         rows = results["attacks"]

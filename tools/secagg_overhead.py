@@ -1,26 +1,107 @@
-"""Secure-aggregation overhead per device and at the aggregator, in process (no transport), for a
-model-sized update: `python -m tools.secagg_overhead`. About 10 % of the devices drop before sending
-their masked input, so the dropout path is measured too."""
-import time, numpy as np
-from edge_runtime.secure_aggregation import SecAggDevice, SecAggServer, FixedPoint
-size=4757
-for n in (22, 100):
-    t=(2*n)//3+1; rng=np.random.default_rng(0)
-    t0=time.perf_counter()
-    devs={i:SecAggDevice(i,t) for i in range(1,n+1)}
-    adv=[d.advertise() for d in devs.values()]
-    sh=[d.share_keys(adv) for d in devs.values()]
-    for d in devs.values(): d.receive_shares(sh)
-    t1=time.perf_counter()
-    ups={i:rng.normal(0,0.05,size) for i in devs}
-    shared=sorted(devs)
-    drop=set(range(1, n+1, 10))  # ~10% drop before input
-    inp=[devs[i].masked_input(ups[i], shared) for i in devs if i not in drop]
-    t2=time.perf_counter()
-    arrived=sorted(m.device for m in inp); dropped=sorted(set(shared)-set(arrived))
-    rep=[devs[i].unmask(arrived, dropped) for i in arrived]
-    srv=SecAggServer(t,size,adverts={a.device:a for a in adv})
-    t3=time.perf_counter(); tot=srv.sum(shared, inp, rep); t4=time.perf_counter()
-    b_adv=64; b_sh=sum(len(v) for v in sh[0].to.values()); b_in=4*size; b_rep=66*len(arrived)
-    print(f"n={n} t={t}: device bytes up {b_adv+b_sh+b_in+b_rep} (adverts {b_adv}, shares {b_sh}, masked input {b_in}, unmask {b_rep}) vs plain float32 ~{4*size}; "
-          f"time: keys+shares {t1-t0:.2f}s all devices, masking {(t2-t1)/len(inp)*1000:.1f} ms/device, server unmask {t4-t3:.2f}s; dropped {len(dropped)}")
+"""Secure-aggregation overhead over a real Mosquitto: one round of N devices with a model-sized update
+(4,757 parameters), plain FedAvg (signed float32 updates) against secure aggregation (signed SECAGG steps),
+optionally with a share of the devices dropping out. `python -m tools.secagg_overhead 22 100` prints the
+table; `pulsewire privacy-bench --parts secagg` stores it in privacy.json.
+
+Dropping modes: ``after`` — devices that send their masked input and then never answer the unmask request
+(the aggregator closes at t replies); ``before`` — devices whose local round fails after they shared their
+keys (they decline, so the aggregator reconstructs their pairwise masks from the survivors' shares).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.fed_messages import GlobalModel, LocalUpdate
+from broker.launcher import broker_url, start_broker
+from broker.secagg_messages import UnmaskReply
+from edge_runtime.fed_client import DeviceClient
+from training.federated.aggregator import Aggregator, AggregatorConfig, RoundPolicy
+from training.federated.secagg_round import SecAggAggregator
+
+PARAMETERS = 4757  # the beat classifier's
+
+
+def _delta(k: int) -> list[np.ndarray]:
+    return [np.random.default_rng(k).normal(0, 0.02, PARAMETERS).astype(np.float32)]
+
+
+class _Updater:
+    def __init__(self, k: int, fail: bool) -> None:
+        self.k, self.fail = k, fail
+
+    def fit(self, model: GlobalModel) -> LocalUpdate:
+        if self.fail:
+            raise RuntimeError("simulated dropout before the masked input")
+        return LocalUpdate(_delta(self.k), num_examples=100, local_steps=10)
+
+
+class _SilentAfterInput(DeviceClient):
+    def _send_secagg(self, outgoing: list) -> None:
+        super()._send_secagg([o for o in outgoing if not isinstance(o[2], UnmaskReply)])
+
+
+def measure_overhead(n: int, mode: str = "secagg", drop: float = 0.0, drop_mode: str = "after") -> dict:
+    """One round; ``mode`` "plain" or "secagg"; ``drop`` the share of devices dropping (secagg only)."""
+    dropping = set(np.random.default_rng(n).choice(n, int(round(drop * n)), replace=False).tolist())
+    broker = start_broker()
+    url = broker_url(broker)
+    fleet = f"overhead-{mode}-{n}-{int(drop * 100)}"
+    registry = {f"d{k:03d}": k + 1 for k in range(n)}
+    keys = {name: Ed25519PrivateKey.generate() for name in [*registry, "aggregator"]}
+    executor = ThreadPoolExecutor(1)
+    silent = drop_mode == "after"
+    devices = [(_SilentAfterInput if k in dropping and silent else DeviceClient)(
+        name, dev_id, fleet, url, _Updater(k, fail=k in dropping and not silent), executor, keys[name],
+        keys["aggregator"].public_key()) for k, (name, dev_id) in enumerate(registry.items())]
+    cfg = AggregatorConfig(fleet=fleet, devices=registry, rounds=1, policy=RoundPolicy(deadline_s=60),
+                           device_keys={d: keys[d].public_key() for d in registry})
+    init = [np.zeros(PARAMETERS, np.float32)]
+    with tempfile.TemporaryDirectory() as tmp:
+        cls = SecAggAggregator if mode == "secagg" else Aggregator
+        agg = cls(cfg, init, url, Path(tmp), signing_key=keys["aggregator"])
+        box: dict = {}
+        thread = threading.Thread(target=lambda: box.update(result=agg.run()), daemon=True)
+        try:
+            for d in devices:
+                d.start()
+            started = time.perf_counter()
+            thread.start()
+            thread.join(600)
+            wall = time.perf_counter() - started
+        finally:
+            for d in devices:
+                d.stop()
+            executor.shutdown(wait=False)
+            broker.close()
+    row = box["result"].history[0]
+    contributors = [k for k in range(n) if not (k in dropping and not silent)]
+    want = np.mean([_delta(k)[0].astype(np.float64) for k in contributors], axis=0)  # equal sample counts
+    error = float(np.max(np.abs(box["result"].final_weights[0] - want)))
+    sa = row.get("secagg", {})
+    up = sa.get("bytes_up", row["bytes_received"])
+    down = row["model_bytes"] * n + sa.get("bytes_down", 0)
+    return {"devices": n, "mode": mode, "dropped": len(dropping), "drop_mode": drop_mode if dropping else None,
+            "parameters": PARAMETERS, "kb_up_per_device": up / n / 1000, "kb_down_per_device": down / n / 1000,
+            "round_seconds": row["seconds"], "wall_seconds_with_setup": wall,
+            "unmask_seconds": sa.get("unmask_seconds"), "inputs": sa.get("inputs", row["participants"]),
+            "threshold": sa.get("threshold"), "max_abs_error": error}
+
+
+def main(argv: list[str]) -> None:
+    for n in [int(a) for a in argv] or [22, 100]:
+        for mode, drop, how in (("plain", 0.0, "after"), ("secagg", 0.0, "after"), ("secagg", 0.3, "after"),
+                                ("secagg", 0.3, "before")):
+            print(json.dumps(measure_overhead(n, mode, drop, how)), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -113,7 +113,7 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
     for rnd in tqdm(range(1, fed.rounds + 1), desc=f"{fed.strategy} rounds", disable=not progress):
         t0 = time.perf_counter()
         chosen = np.sort(rng.choice(len(devices), n_select, replace=False))
-        updates = []
+        updates, declined = [], 0
         for k in chosen:
             wave, rr, y = per_device[k]
             malicious = attack is not None and k in attackers
@@ -123,13 +123,17 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
             update, new_c = trainer.run(f"dev{k}", weights, wave, rr, y, local_cfg, rng, server_c, controls.get(k))
             if new_c is not None:
                 controls[k] = new_c
+            if not all(np.all(np.isfinite(d)) for d in update.delta):
+                declined += 1  # as over MQTT: a device whose local round diverged sends nothing
+                log.warning("round %d: dev%d's local training diverged (NaN/Inf); it declines the round", rnd, k)
+                continue
             updates.append(attack.corrupt(update, rng) if malicious else update)
         weights = strategy.aggregate(weights, updates)
         model.set_weights(weights)
         rep = evaluate_keras(model, val, scaler)
         losses = [u.meta["train_loss"] for u in updates if u.meta.get("train_loss") is not None]
         row = {"round": rnd, "epoch": rnd, "loss": float(np.mean(losses)) if losses else None,
-               "participants": len(updates), "val_macro_f1": rep["macro_f1"],
+               "participants": len(updates), "declined": declined, "val_macro_f1": rep["macro_f1"],
                "val_accuracy": rep["accuracy"], "seconds": time.perf_counter() - t0,
                "float32_bytes_up": int(sum(sum(d.nbytes for d in u.delta) for u in updates))}
         history.append(row)
