@@ -336,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_round_policy_args(p)
     p.set_defaults(func=cmd_aggregate)
     add_edge_parser(sub)
+    __import__("tools.optimize_commands").optimize_commands.add_optimize_parser(sub)
     __import__("tools.firmware_commands").firmware_commands.add_firmware_parser(sub)
     from tools.privacy_bench import add_parser as add_privacy_bench_parser
 
