@@ -44,6 +44,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for name in ("pw_status.h", "pw_fixedpoint.h", "pw_kernels.h", *gen.kernels):
             shutil.copy(CORE / name, out / name)
             written.append(out / name)
+    if args.frontend:
+        from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
+        from training.codegen.frontend import frontend_config
+
+        meta = ModelMetadata.load(metadata_path_for(Path(args.model)))
+        (out / "pw_frontend_config.h").write_text(frontend_config(meta, args.adc_gain))
+        written.append(out / "pw_frontend_config.h")
+        if not args.no_core:
+            for name in ("pw_frontend.h", "pw_frontend.c"):
+                shutil.copy(CORE / name, out / name)
+                written.append(out / name)
     (out / "README.txt").write_text(_board_readme(gen, args.fc_rounding))
     summary = gen.summary()
     print(f"{len(written)} files in {out}: arena {summary['arena_bytes']} B, constants {summary['const_bytes']} B, "
@@ -256,6 +267,9 @@ def add_firmware_parser(sub) -> None:
     p.add_argument("--fc-rounding", choices=("tflm", "litert", "litert_ref"), default="tflm",
                    help="interpreter FULLY_CONNECTED is bit-exact with (default TFLite-Micro)")
     p.add_argument("--no-core", action="store_true", help="do not copy the kernel sources from firmware/core")
+    p.add_argument("--frontend", action="store_true", help="also write pw_frontend_config.h (the C streaming "
+                   "front-end's constants, from the model's .json metadata) and copy pw_frontend.{h,c}")
+    p.add_argument("--adc-gain", type=float, default=200.0, help="ADC units per mV of the device (MIT-BIH: 200)")
     p.set_defaults(func=cmd_generate)
     p = fsub.add_parser("bench", help="bit-exactness (host, Cortex-M4 under QEMU), flash/RAM, instructions",
                         description="Trains nothing: takes an int8 model with its .json metadata (e.g. from "

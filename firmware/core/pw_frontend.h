@@ -1,0 +1,63 @@
+/* The streaming front-end in fixed point, mirroring edge_runtime (filtering.py, beat_windows.py,
+ * rr_features.py): raw ADC samples -> causal Butterworth band-pass -> for each R-peak the caller reports,
+ * a decimated beat window (median removed, divided by the median |R| of the last beats, clipped) and the
+ * seven RR features, standardised and quantized straight into the model's int8 inputs.
+ *
+ * The constants (filter sections, window geometry, RR statistics, input quantization) come from
+ * pw_frontend_config.h, generated from the model's metadata (`pulsewire firmware frontend`). The R-peak
+ * detector is not part of the C core yet: peaks come from the caller (an analog front-end with its own
+ * detector, or edge_runtime/rpeak.py on a gateway).
+ *
+ * Arithmetic: samples in Q16 ADC units (int32), biquads in Q30 coefficients with 64-bit accumulators,
+ * medians and RR ratios exact in integers, standardisation and quantization with Q16 constants. Memory:
+ * the caller owns one pw_frontend_t (no malloc); about 6 KB with the default ring. */
+#ifndef PW_FRONTEND_H
+#define PW_FRONTEND_H
+
+#include <stdint.h>
+
+#include "pw_frontend_config.h"
+#include "pw_status.h"
+
+#ifndef PW_FE_RING
+#define PW_FE_RING 1024u /* filtered samples kept (power of two): window + detector latency */
+#endif
+#define PW_FE_PENDING 4u  /* beats waiting for their window to complete or their successor */
+#define PW_FE_RR_FEATURES 7
+#define PW_FE_RR_RING (PW_FE_RR_LONG + PW_FE_PENDING + 1u) /* the long history plus peaks reported ahead */
+
+typedef struct {
+    uint32_t peak;
+    int32_t amp2;                 /* 2 x median |R| of this beat and the ones before (Q16) */
+    uint8_t has_window;
+    int8_t wave[PW_FE_WINDOW];
+} pw_fe_beat_t;
+
+typedef struct {
+    int64_t x1[PW_FE_SECTIONS], x2[PW_FE_SECTIONS], y1[PW_FE_SECTIONS], y2[PW_FE_SECTIONS];
+    int32_t ring[PW_FE_RING];     /* filtered samples, Q16 ADC units */
+    uint32_t samples;             /* samples pushed so far */
+    int32_t amps[PW_FE_AMP_BEATS];/* |filtered| at the last R-peaks */
+    uint32_t n_peaks;
+    uint32_t last_peak;
+    uint16_t rr[PW_FE_RR_RING];   /* RR intervals in samples, ring */
+    uint32_t n_rr;
+    pw_fe_beat_t pending[PW_FE_PENDING];
+    uint32_t n_pending;           /* beats in pending[], oldest first */
+} pw_frontend_t;
+
+void pw_frontend_init(pw_frontend_t *fe);
+
+/* One raw sample (ADC units, the record's own gain PW_FE_ADC_GAIN per mV). */
+pw_status_t pw_frontend_push_sample(pw_frontend_t *fe, int32_t adc);
+
+/* An R-peak at absolute sample index `peak` (increasing, already pushed). PW_ERR_DATA if it is not newer
+ * than the last one or its sample has left the ring. */
+pw_status_t pw_frontend_push_peak(pw_frontend_t *fe, uint32_t peak);
+
+/* The next complete beat (window cut, previous and next R-peak known): writes PW_FE_WINDOW int8 wave values
+ * and 7 int8 RR features and the beat's R-peak sample; returns 1, or 0 if no beat is ready. The first
+ * beat (no previous RR) and beats whose window starts before the stream are skipped, as in training. */
+int pw_frontend_next_beat(pw_frontend_t *fe, int8_t *wave, int8_t *rr, uint32_t *peak);
+
+#endif

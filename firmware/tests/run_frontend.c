@@ -1,0 +1,40 @@
+/* Streams a record through the C front-end: input file = u32 samples, u32 peaks, int32 ADC samples,
+ * u32 R-peak sample indices; each peak is reported LATENCY samples after it (as a detector would, late
+ * enough for its window). Output file: per beat, u32 R-peak sample, the int8 wave window, 7 int8 RR. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "pw_frontend.h"
+
+#define LATENCY 150u
+
+static pw_frontend_t fe; /* static: the caller owns it */
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 1;
+    FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+    uint32_t n, m;
+    if (!in || !out || fread(&n, 4, 1, in) != 1 || fread(&m, 4, 1, in) != 1) return 1;
+    int32_t *x = malloc(n * sizeof *x); /* the test harness may allocate; the front-end does not */
+    uint32_t *peaks = malloc((m + 1) * sizeof *peaks);
+    if (!x || !peaks || fread(x, 4, n, in) != n || fread(peaks, 4, m, in) != m) return 1;
+    pw_frontend_init(&fe);
+    uint32_t next = 0, beats = 0, peak;
+    int8_t wave[PW_FE_WINDOW], rr[PW_FE_RR_FEATURES];
+    for (uint32_t i = 0; i < n; i++) {
+        pw_frontend_push_sample(&fe, x[i]);
+        while (next < m && peaks[next] + LATENCY <= i) {
+            if (pw_frontend_push_peak(&fe, peaks[next]) != PW_OK) { printf("peak %u refused\n", peaks[next]); return 1; }
+            next++;
+        }
+        while (pw_frontend_next_beat(&fe, wave, rr, &peak)) {
+            fwrite(&peak, 4, 1, out);
+            fwrite(wave, 1, sizeof wave, out);
+            fwrite(rr, 1, sizeof rr, out);
+            beats++;
+        }
+    }
+    printf("beats %u\n", beats);
+    fclose(out);
+    return 0;
+}
