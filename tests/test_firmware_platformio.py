@@ -52,7 +52,13 @@ def test_pio_run_builds_the_board(env, tmp_path, request):
 
     project = tmp_path / "firmware"
     shutil.copytree(FIRMWARE, project)
-    write_sources(generate_c(exported["int8"].tflite_path.read_bytes()), project / "lib" / "pw_model" / "src")
+    from edge_runtime.classifier import BeatClassifier
+    from training.codegen.frontend import frontend_config
+
+    src = project / "lib" / "pw_model" / "src"
+    write_sources(generate_c(exported["int8"].tflite_path.read_bytes()), src)
+    meta = BeatClassifier.from_file(exported["int8"].tflite_path).metadata
+    (src / "pw_frontend_config.h").write_text(frontend_config(meta))
     run = subprocess.run([pio, "run", "-d", str(project), "-e", env], capture_output=True, text=True, timeout=900)
     log = run.stdout + run.stderr
     if run.returncode and any(sign in log for sign in OFFLINE_SIGNS):
