@@ -25,6 +25,7 @@ from training.data.beat_dataset import BeatDataset
 from training.federated.aggregator import CHECKPOINT_FILE, Aggregator, AggregatorConfig, RoundPolicy
 from training.federated.device_trainer import KerasDeviceUpdater
 from training.federated.local_training import LocalTrainer
+from training.federated.secagg_round import SecAggAggregator, SecAggSettings
 from training.federated.simulation import FederatedConfig, prepare_fleet
 from training.model import build_classifier
 from training.train import RRScaler, TrainedModel, evaluate_keras
@@ -46,6 +47,8 @@ class FleetConfig:
     max_devices: int | None = None
     #: Ed25519 everywhere: devices sign updates, the aggregator signs global models (keys made per run).
     signed: bool = True
+    #: Secure aggregation (and optionally distributed DP) instead of plain updates; needs the fedavg strategy.
+    secagg: SecAggSettings | None = None
 
 
 @dataclass
@@ -120,9 +123,10 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
                  row["participants"], row["selected"], row["bytes_received"] / 1024, row.get("val_macro_f1", 0),
                  row["seconds"])
 
-    aggregator = Aggregator(agg_cfg, fleet.model.get_weights(), url, run_dir,
-                            evaluate=_evaluator(fleet.model, val, test, fleet.scaler), on_round=on_round,
-                            signing_key=keys.get("aggregator"))
+    extra = {"secagg": cfg.secagg} if cfg.secagg is not None else {}
+    aggregator = (SecAggAggregator if cfg.secagg is not None else Aggregator)(
+        agg_cfg, fleet.model.get_weights(), url, run_dir, evaluate=_evaluator(fleet.model, val, test, fleet.scaler),
+        on_round=on_round, signing_key=keys.get("aggregator"), **extra)
     try:
         for c in clients:
             c.start()
