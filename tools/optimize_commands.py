@@ -93,6 +93,26 @@ def run(args: argparse.Namespace, data_dir: Path, cache_root: Path, json_path: P
     return results
 
 
+def merge_results(parts: list[dict]) -> dict:
+    """One results file from runs of separate protocols (or seeds) made in parallel processes."""
+    merged = json.loads(json.dumps(parts[0]))
+    merged["command"] = " + ".join(p["command"] for p in parts)
+    for part in parts[1:]:
+        if part["settings"]["variants"] != merged["settings"]["variants"]:
+            raise SystemExit("pulsewire: error: --merge needs results with the same variants")
+        for protocol, block in part["protocols"].items():
+            mine = merged["protocols"].setdefault(protocol, {"runs": {}, "splits": {}})
+            mine["runs"].update(block["runs"])
+            mine["splits"].update(block["splits"])
+        merged["settings"]["config"].update(part["settings"]["config"])
+        merged["settings"]["protocols"] = list(dict.fromkeys(merged["settings"]["protocols"] + part["settings"]["protocols"]))
+        merged["settings"]["seeds"] = sorted(set(merged["settings"]["seeds"]) | set(part["settings"]["seeds"]))
+        merged["elapsed_seconds"] = merged.get("elapsed_seconds", 0) + part.get("elapsed_seconds", 0)
+    # a protocol only counts as far as its runs go (a partial file may hold fewer seeds)
+    merged["settings"]["protocols"] = [p for p in merged["settings"]["protocols"] if merged["protocols"].get(p, {}).get("runs")]
+    return merged
+
+
 def _variants(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
     from training.optimize.pipeline import BENCH_VARIANTS
 
@@ -114,7 +134,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.finetune_epochs, args.qat_epochs, args.tflm_beats = 2, 2, min(args.tflm_beats, 500)
     suffix = "-quick" if args.quick else ""
     json_path = Path(args.json) if args.json else Path(args.out) / f"optimize{suffix}.json"
-    if args.report_only:
+    if args.merge:
+        results = merge_results([json.loads(Path(p).read_text()) for p in args.merge])
+    elif args.report_only:
         results = json.loads(Path(args.report_only).read_text())
     else:
         results = run(args, _data_dir(args), _cache_root(), json_path)
@@ -153,6 +175,8 @@ def add_optimize_parser(sub) -> None:
     p.add_argument("--tflm-beats", type=int, default=2000, help="test beats compared byte for byte")
     p.add_argument("--foundation", default="bench/results/foundation.json", help="foundation results (targets)")
     p.add_argument("--report-only", metavar="JSON", help="rewrite the report of a results file (no training)")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="one report from results (or .partial.json) files of "
+                                                              "parallel runs, e.g. one per protocol (no training)")
     p.add_argument("--out", default="out/optimize", help="models, and the report unless --json says otherwise")
     p.add_argument("--json", help="results JSON (default OUT/optimize.json, OUT/optimize-quick.json with --quick)")
     p.set_defaults(func=cmd_export)
