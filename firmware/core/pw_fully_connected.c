@@ -1,19 +1,11 @@
 /* FULLY_CONNECTED int8: TFLite reference_integer_ops::FullyConnected (per tensor) and
- * FullyConnectedPerChannel (one multiplier per output), with the rounding of the interpreter the model is
- * held to (pw_fc_rounding_t in pw_kernels.h). Accumulator: in_depth terms of at most 255 * 255 (the filter
+ * FullyConnectedPerChannel (one multiplier per output), with the fixed-point rounding of TFLite-Micro or of
+ * LiteRT's optimized kernels (pw_fc_rounding_t in pw_kernels.h; LiteRT's double-precision reference
+ * rounding is pw_fully_connected_ideal.c, so that double arithmetic is linked only where it is used). Accumulator: in_depth terms of at most 255 * 255 (the filter
  * zero point may be non-zero in per-tensor models), < 2^31 for in_depth < 33,000 (checked by the
  * generator). */
 #include "pw_fixedpoint.h"
 #include "pw_kernels.h"
-
-/* round(v) with ties away from zero (std::round) without libm: a - trunc(a) is exact for |a| < 2^52. */
-static int32_t round_half_away(double v) {
-    double a = v < 0 ? -v : v;
-    if (a > 2147483647.0) a = 2147483647.0; /* saturate: the clamp to int8 follows anyway */
-    int64_t t = (int64_t)a;
-    if (a - (double)t >= 0.5) t++;
-    return (int32_t)(v < 0 ? -t : t);
-}
 
 static int32_t requantize(const pw_fc_params_t *p, int32_t acc, int q) {
     switch (p->rounding) {
@@ -24,8 +16,6 @@ static int32_t requantize(const pw_fc_params_t *p, int32_t acc, int q) {
         if (right == 0) return high;
         return (int32_t)(((int64_t)high + (1ll << (right - 1))) >> right); /* ties toward +infinity */
     }
-    case PW_FC_ROUND_LITERT_REF:
-        return round_half_away((double)acc * p->ideal_scale[q]);
     default:
         return pw_mul_by_quantized_multiplier(acc, p->rq.multiplier[q], p->rq.shift[q]);
     }
@@ -35,7 +25,7 @@ pw_status_t pw_fully_connected_s8(const pw_fc_params_t *p, const int8_t *input, 
                                   const int32_t *bias, int8_t *output) {
     if (!p || !input || !filter || !output) return PW_ERR_ARG;
     if (p->rq.n != p->out_depth && p->rq.n != 1) return PW_ERR_SHAPE;
-    if (p->rounding == PW_FC_ROUND_LITERT_REF && !p->ideal_scale) return PW_ERR_ARG;
+    if (p->rounding == PW_FC_ROUND_LITERT_REF) return PW_ERR_ARG; /* that one is pw_fully_connected_ideal_s8 */
     const int32_t in_offset = -p->in_zp, filter_offset = -p->filter_zp;
     for (int b = 0; b < p->batches; b++) {
         const int8_t *in = input + (long)b * p->in_depth;

@@ -71,9 +71,12 @@ typedef struct {
     const double *ideal_scale; /* PW_FC_ROUND_LITERT_REF only: rq.n effective scales, else NULL */
 } pw_fc_params_t;
 
-/* FULLY_CONNECTED: filter [out_depth][in_depth], bias int32 [out_depth] (may be NULL). */
+/* FULLY_CONNECTED: filter [out_depth][in_depth], bias int32 [out_depth] (may be NULL). The _ideal variant
+ * is the PW_FC_ROUND_LITERT_REF rounding (double arithmetic, in its own file). */
 pw_status_t pw_fully_connected_s8(const pw_fc_params_t *p, const int8_t *input, const int8_t *filter,
                                   const int32_t *bias, int8_t *output);
+pw_status_t pw_fully_connected_ideal_s8(const pw_fc_params_t *p, const int8_t *input, const int8_t *filter,
+                                        const int32_t *bias, int8_t *output);
 
 /* CONCATENATION of n inputs (same scale and zero point, as int8 TFLite requires), viewed as
  * [outer][axis_i * inner]: copy_bytes[i] = axis_i * inner. */

@@ -100,7 +100,8 @@ static void test_fc_and_softmax(void) {
     const double scales[2] = {0.25, 0.25};
     q.rounding = PW_FC_ROUND_LITERT_REF;
     q.ideal_scale = scales;
-    CHECK(pw_fully_connected_s8(&q, tie2, w, NULL, out) == PW_OK && out[0] == 3 && out[1] == -3, "fc ties ref");
+    CHECK(pw_fully_connected_ideal_s8(&q, tie2, w, NULL, out) == PW_OK && out[0] == 3 && out[1] == -3, "fc ties ref");
+    CHECK(pw_fully_connected_s8(&q, tie2, w, NULL, out) == PW_ERR_ARG, "the double rounding is the other kernel");
     /* softmax of five equal values: 1/5 each -> 0.2 * 256 = 51.2 -> 51 - 128 = -77; parameters of
      * input scale 1/16, beta 1 as TFLite computes them */
     const int8_t logits[5] = {3, 3, 3, 3, 3};

@@ -14,8 +14,8 @@ from training.codegen.lower import Step, lower
 from training.codegen.reader import Graph, read_graph
 
 GENERATOR_VERSION = "0.1.0"
-_CORE_SOURCES = ("pw_conv2d.c", "pw_depthwise_conv2d.c", "pw_fully_connected.c", "pw_max_pool2d.c",
-                 "pw_avg_pool2d.c", "pw_mean.c", "pw_concat.c", "pw_softmax.c", "pw_requantize.c", "pw_add.c",
+_CORE_SOURCES = ("pw_conv2d.c", "pw_depthwise_conv2d.c", "pw_fully_connected.c", "pw_fully_connected_ideal.c",
+                 "pw_max_pool2d.c", "pw_avg_pool2d.c", "pw_mean.c", "pw_concat.c", "pw_softmax.c", "pw_requantize.c", "pw_add.c",
                  "pw_argmax.c")
 
 

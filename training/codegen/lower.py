@@ -174,7 +174,8 @@ def _fully_connected(op: Operator, g: Graph, rounding: str) -> Step:
         ideal = [float(np.float32(in_scale)) * float(s) / float(np.float32(out_scale)) for s in scales]
         consts.append(ConstArray("ideal", "double", np.asarray(ideal, np.float64)))
         fields["ideal_scale"] = "@IDEAL"
-    return Step(op, "pw_fully_connected_s8", "pw_fc_params_t", {k: str(v) for k, v in fields.items()},
+    kernel = "pw_fully_connected_ideal_s8" if rounding == "litert_ref" else "pw_fully_connected_s8"
+    return Step(op, kernel, "pw_fc_params_t", {k: str(v) for k, v in fields.items()},
                 [ConstArray("filter", "int8_t", w.data.astype(np.int64).ravel())] + bconsts + consts,
                 [("in", x.index), ("const", "filter"), barg, ("out", y.index)], batches * in_d * out_d)
 
