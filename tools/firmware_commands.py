@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,13 +32,15 @@ def _board_readme(gen, fc_rounding: str) -> str:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from training.codegen import UnsupportedModel, generate_c, write_sources
+    from training.codegen.reader import ModelFormatError
     from training.codegen.toolchain import CORE
 
     model = Path(args.model).read_bytes()
     try:
         gen = generate_c(model, prefix=args.prefix, fc_rounding=args.fc_rounding)
-    except UnsupportedModel as exc:
-        raise SystemExit(f"pulsewire: error: {exc}") from None
+    except (UnsupportedModel, ModelFormatError) as exc:
+        print(f"pulsewire: error: {exc}", file=sys.stderr)  # a user-fixable error: exit 2, as tools/cli.py
+        return 2
     out = Path(args.out)
     written = write_sources(gen, out)
     if not args.no_core:
@@ -226,14 +229,16 @@ def _markdown(r: dict) -> str:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from training.codegen import UnsupportedModel
+    from training.codegen.reader import ModelFormatError
     from training.codegen.toolchain import BuildError, ToolchainMissing
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="pw-firmware-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         result = run_bench(Path(args.model), args.beats, args.qemu_beats, args.records, args.data_dir, work)
-    except (ToolchainMissing, BuildError, UnsupportedModel) as exc:
-        raise SystemExit(f"pulsewire: error: {exc}") from None
+    except (ToolchainMissing, BuildError, UnsupportedModel, ModelFormatError) as exc:
+        print(f"pulsewire: error: {exc}", file=sys.stderr)  # a user-fixable error: exit 2, as tools/cli.py
+        return 2
     result["variants"] = []
     for k, variant in enumerate(args.variants or []):
         vdir = work / f"variant{k}"
