@@ -260,6 +260,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if all(result["targets"].values()) else 1
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    """Sign a board image (model compiled in) and publish it in CHUNK messages on pw/FLEET/firmware."""
+    import secrets
+
+    from broker.model_release import load_private_key
+    from broker.mqtt_link import MqttLink
+    from training.codegen.release import firmware_chunks, firmware_payload
+
+    image = Path(args.image).read_bytes()
+    payload = firmware_payload(image, load_private_key(Path(args.key)), args.fleet, args.version)
+    chunks = firmware_chunks(payload, args.fleet, args.version, secrets.randbits(32), args.chunk_size)
+    if args.out:
+        Path(args.out).write_bytes(b"".join(len(c).to_bytes(4, "little") + c for c in chunks))
+        print(f"{len(chunks)} chunks ({len(payload)} bytes) in {args.out}")
+        return 0
+    link = MqttLink(args.broker, f"pw-{args.fleet}-firmware-{args.version}", [], lambda _m: None)
+    link.start()
+    for chunk in chunks:  # QoS 1 in order on one topic: boards need the chunks in index order
+        link.publish(f"pw/{args.fleet}/firmware", chunk, qos=1).wait_for_publish(timeout=30)
+    link.stop()
+    print(f"published firmware {args.version} ({len(image)} bytes, {len(chunks)} chunks) to fleet {args.fleet}")
+    return 0
+
+
 def add_firmware_parser(sub) -> None:
     fw = sub.add_parser("firmware", help="generate C for a microcontroller from an int8 model; firmware bench")
     fsub = fw.add_subparsers(dest="firmware_command", required=True)
@@ -289,3 +313,15 @@ def add_firmware_parser(sub) -> None:
                    "generate and check on the host (up to 2,000 beats each)")
     p.add_argument("--json", default="bench/results/firmware.json")
     p.set_defaults(func=cmd_bench)
+    p = fsub.add_parser("release", help="sign a board image and publish it in CHUNK messages (firmware/core/pw_update.h)",
+                        description="For boards whose model is compiled in, a new model is a new image: signed "
+                                    "with the aggregator's release key, streamed to pw/FLEET/firmware.")
+    p.add_argument("--image", required=True, help="the board's application image (e.g. .pio/build/esp32dev/firmware.bin)")
+    p.add_argument("--key", required=True, help="aggregator.key (Ed25519, PEM; `pulsewire keys`)")
+    p.add_argument("--fleet", required=True)
+    p.add_argument("--version", type=int, required=True, help="boards install only versions newer than theirs")
+    p.add_argument("--chunk-size", type=int, default=1024, help="bytes per MQTT message (board buffer)")
+    dest = p.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--broker", help="mqtt://HOST:PORT")
+    dest.add_argument("--out", help="write the chunks to a file instead (u32 length + message, repeated)")
+    p.set_defaults(func=cmd_release)

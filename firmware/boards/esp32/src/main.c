@@ -7,10 +7,11 @@
  * (int8 wave window, then int8 RR features), already quantized. On-device R-peak detection needs the C
  * R-peak detector, which the C core does not have yet (firmware/README.md).
  *
- * Firmware release (topic pw/<fleet>/firmware): CHUNK messages (broker/chunking.py) in index order whose
- * fragments concatenate to: u32 image length | SHA-256 of the image (32 B) | Ed25519 signature of that
- * digest (64 B) | image. The image streams into the idle OTA partition while its SHA-256 is computed;
- * the boot partition switches only when the digest matches and the signature verifies (libsodium). */
+ * Firmware release (topic pw/<fleet>/firmware, built by training/codegen/release.py): CHUNK messages in index
+ * order carrying a signed head (fleet, version, length, SHA-256), its Ed25519 signature and the image
+ * (firmware/core/pw_update.h). The head is checked (fleet, newer version, signature) before the first byte
+ * goes to the idle OTA partition; the boot partition switches only when the streamed image's SHA-256
+ * matches. */
 #include <stdio.h>
 #include <string.h>
 
@@ -23,13 +24,13 @@
 #include "esp_wifi.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
-#include "mbedtls/sha256.h"
 #include "mqtt_client.h"
 #include "nvs_flash.h"
 #include "sodium.h"
 
 #include "pw_kernels.h"
 #include "pw_model.h"
+#include "pw_update.h"
 #include "pw_wire.h"
 
 #define PW_UART UART_NUM_2
@@ -42,6 +43,9 @@ static const uint8_t pw_release_key[32] = {0};
 
 static esp_mqtt_client_handle_t pw_mqtt;
 static uint32_t pw_boot_id, pw_alert_seq, pw_beats;
+#ifndef PW_FIRMWARE_VERSION
+#define PW_FIRMWARE_VERSION 1 /* releases must be newer */
+#endif
 
 /* ---- MQTT: alerts and status ---- */
 
@@ -70,74 +74,42 @@ static void pw_publish_alert(char cls, uint32_t beat_index, uint32_t beats, uint
     if (n) esp_mqtt_client_publish(pw_mqtt, topic, (const char *)msg, (int)n, 1, 0);
 }
 
-/* ---- firmware (= model) update ---- */
-
-typedef struct {
-    esp_ota_handle_t ota;
-    const esp_partition_t *part;
-    mbedtls_sha256_context sha;
-    uint8_t head[100]; /* length, digest, signature */
-    size_t head_len;
-    uint32_t image_len, written, message_id;
-    uint16_t next_index;
-    int active;
-} pw_update_t;
+/* ---- firmware (= model) update: the C core's pw_update with ESP-IDF flash and libsodium ---- */
 
 static pw_update_t pw_up;
+static esp_ota_handle_t pw_ota;
+static const esp_partition_t *pw_ota_part;
 
-static void pw_update_abort(const char *why) {
-    if (pw_up.active) esp_ota_abort(pw_up.ota);
-    ESP_LOGW(TAG, "firmware update abandoned: %s", why);
-    memset(&pw_up, 0, sizeof pw_up);
+static int pw_verify(const uint8_t *signed_head, const uint8_t *signature, void *ctx) {
+    (void)ctx;
+    return crypto_sign_verify_detached(signature, signed_head, PW_UPDATE_SIGNED_HEAD, pw_release_key);
 }
 
-static void pw_update_finish(void) {
-    uint8_t digest[32];
-    mbedtls_sha256_finish(&pw_up.sha, digest);
-    if (memcmp(digest, pw_up.head + 4, 32) != 0) { pw_update_abort("SHA-256 differs"); return; }
-    if (crypto_sign_verify_detached(pw_up.head + 36, pw_up.head + 4, 32, pw_release_key) != 0)
-        { pw_update_abort("bad signature"); return; }
-    if (esp_ota_end(pw_up.ota) != ESP_OK || esp_ota_set_boot_partition(pw_up.part) != ESP_OK)
-        { pw_update_abort("OTA partition not accepted"); return; }
-    ESP_LOGI(TAG, "signed firmware installed (%lu bytes), restarting", (unsigned long)pw_up.image_len);
-    pw_publish_status("updating");
-    esp_restart();
+static int pw_flash_write(uint32_t offset, const uint8_t *data, size_t len, void *ctx) {
+    (void)ctx;
+    if (offset == 0) { /* a new image: (re)start the idle OTA partition */
+        if (pw_ota_part) esp_ota_abort(pw_ota);
+        pw_ota_part = esp_ota_get_next_update_partition(NULL);
+        if (!pw_ota_part || esp_ota_begin(pw_ota_part, OTA_WITH_SEQUENTIAL_WRITES, &pw_ota) != ESP_OK) return 1;
+    }
+    return esp_ota_write(pw_ota, data, len) == ESP_OK ? 0 : 1;
 }
 
 static void pw_on_chunk(const uint8_t *data, size_t len) {
-    pw_header_t h;
-    uint32_t id;
-    uint16_t index, count;
-    const uint8_t *frag;
-    size_t frag_len;
-    if (pw_unframe(data, len, &h) != 0 || pw_chunk_fields(&h, &id, &index, &count, &frag, &frag_len) != 0) return;
-    if (index == 0) {
-        if (pw_up.active) pw_update_abort("a new release started");
-        pw_up.part = esp_ota_get_next_update_partition(NULL);
-        if (!pw_up.part || esp_ota_begin(pw_up.part, OTA_WITH_SEQUENTIAL_WRITES, &pw_up.ota) != ESP_OK) return;
-        mbedtls_sha256_init(&pw_up.sha);
-        mbedtls_sha256_starts(&pw_up.sha, 0);
-        pw_up.active = 1;
-        pw_up.message_id = id;
-    } else if (!pw_up.active || id != pw_up.message_id || index != pw_up.next_index) {
-        { pw_update_abort("chunk out of order"); return; }
+    if (pw_update_feed(&pw_up, data, len) == PW_ERR_DATA) {
+        ESP_LOGW(TAG, "firmware release refused: %s", pw_up.reason);
+        if (pw_ota_part) esp_ota_abort(pw_ota);
+        pw_ota_part = NULL;
+        return;
     }
-    pw_up.next_index = index + 1;
-    while (frag_len && pw_up.head_len < sizeof pw_up.head) { /* the fixed-size head first */
-        pw_up.head[pw_up.head_len++] = *frag++;
-        frag_len--;
-        if (pw_up.head_len == 4)
-            pw_up.image_len = pw_up.head[0] | (pw_up.head[1] << 8) | (pw_up.head[2] << 16) | ((uint32_t)pw_up.head[3] << 24);
-    }
-    if (frag_len) {
-        if (pw_up.written + frag_len > pw_up.image_len) { pw_update_abort("longer than announced"); return; }
-        mbedtls_sha256_update(&pw_up.sha, frag, frag_len);
-        if (esp_ota_write(pw_up.ota, frag, frag_len) != ESP_OK) { pw_update_abort("flash write failed"); return; }
-        pw_up.written += frag_len;
-    }
-    if (index + 1 == count) {
-        if (pw_up.written != pw_up.image_len) { pw_update_abort("shorter than announced"); return; }
-        pw_update_finish();
+    if (pw_up.ready) {
+        if (esp_ota_end(pw_ota) != ESP_OK || esp_ota_set_boot_partition(pw_ota_part) != ESP_OK) {
+            ESP_LOGW(TAG, "verified image not accepted by the bootloader");
+            return;
+        }
+        ESP_LOGI(TAG, "signed firmware %lu installed, restarting", (unsigned long)pw_up.version);
+        pw_publish_status("updating");
+        esp_restart();
     }
 }
 
@@ -226,6 +198,7 @@ void app_main(void) {
     }
     if (sodium_init() < 0) ESP_LOGE(TAG, "libsodium failed to start: updates will be refused");
     esp_ota_mark_app_valid_cancel_rollback(); /* this image booted: keep it */
+    pw_update_init(&pw_up, pw_fleet_id(PW_FLEET), PW_FIRMWARE_VERSION, pw_verify, pw_flash_write, NULL);
     pw_boot_id = esp_random();
     uart_config_t ucfg = {.baud_rate = 115200, .data_bits = UART_DATA_8_BITS, .parity = UART_PARITY_DISABLE,
                           .stop_bits = UART_STOP_BITS_1, .flow_ctrl = UART_HW_FLOWCTRL_DISABLE};
