@@ -52,13 +52,29 @@ def metas(draw) -> dict:
     return {k: draw(json_values) for k in keys}
 
 
+_numbers = st.integers(-3, 5) | st.sampled_from([2**31, 2**64, 10**30, 1e308, -0.0, 0.5, 1e-300]) | \
+    st.floats(allow_nan=False, allow_infinity=False)
+#: Metadata that gets past the "required keys" checks, so the range and consistency checks are fuzzed too.
+update_metas = st.fixed_dictionaries({"n_delta": _numbers, "num_examples": _numbers, "local_steps": _numbers},
+                                     optional={"train_loss": _numbers | st.none()})
+global_metas = st.fixed_dictionaries({"n_weights": _numbers, "round": _numbers, "selected": st.lists(st.text(max_size=3)),
+                                      "local": st.dictionaries(st.text(max_size=3), json_values, max_size=2),
+                                      "encoding": st.sampled_from(["float32", "int8", "topk:0.1", "x"]),
+                                      "chunk_size": st.none() | _numbers, "final": st.booleans()})
+
+
 @st.composite
 def tensor_messages(draw) -> bytes:
     kind = draw(st.sampled_from([Kind.MODEL, Kind.UPDATE]))
     encoding = draw(st.sampled_from(list(Encoding)))
     shapes = draw(st.lists(st.lists(st.integers(0, 5), max_size=3).map(tuple), max_size=4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    meta = draw(metas())
+    meta = draw(metas() | update_metas | global_metas)
+    if draw(st.integers(0, 2)) == 0:  # coherent metadata: the message may decode, the success path is fuzzed too
+        n = len(shapes) // draw(st.sampled_from([1, 2])) or 1
+        meta = ({"n_delta": n, "num_examples": 5, "local_steps": 2, "train_loss": 0.5} if kind == Kind.UPDATE else
+                {"n_weights": n, "round": 1, "selected": ["a"], "local": {}, "encoding": "int8", "chunk_size": None,
+                 "final": False})
     meta_bytes = (draw(hostile_json).encode() if draw(st.integers(0, 9)) == 0
                   else json.dumps(meta, separators=(",", ":")).encode())
     parts = [struct.pack("<H", len(meta_bytes)), meta_bytes]
@@ -76,7 +92,8 @@ def tensor_messages(draw) -> bytes:
             keep = rng.random(flat.size) < 0.5
             values.append(struct.pack("<fI", 0.01, int(keep.sum())) + np.packbits(keep, bitorder="little").tobytes()
                           + rng.integers(-127, 128, int(keep.sum()), dtype=np.int8).tobytes())
-    header = Header(kind, draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 3)), draw(st.integers(0, 3)),
+    header = Header(kind, draw(st.integers(0, 2**32 - 1)), draw(st.sampled_from([1, 1, 0, 2, 2**32 - 1])),
+                    draw(st.integers(0, 3)),
                     encoding, len(shapes))
     return frame_message(header, b"".join(parts + values))
 
@@ -107,11 +124,12 @@ def _recrc(data: bytes) -> bytes:
 
 @st.composite
 def hostile_bytes(draw) -> bytes:
-    base = draw(tensor_messages() | other_messages() | st.binary(max_size=80))
+    source = draw(st.sampled_from(["tensor"] * 6 + ["other"] * 3 + ["binary"]))
+    base = draw({"tensor": tensor_messages(), "other": other_messages(), "binary": st.binary(max_size=80)}[source])
     if draw(st.integers(0, 4)) == 0:
         base = sign_message(base, KEY) if _well_formed(base) else base
     data = bytearray(base)
-    for _ in range(draw(st.integers(0, 4))):
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2, 4]))):
         op = draw(st.sampled_from(["flip", "cut", "insert", "field"]))
         if op == "flip" and data:
             data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
@@ -140,7 +158,7 @@ def _well_formed(data: bytes) -> bool:
 
 
 DECODERS = (decode_header, decode_tensors, decode_update, decode_global, decode_status, decode_alert,
-            decode_secagg, lambda d: verify_message(d, KEY.public_key()), lambda d: Reassembler().feed(d))
+            decode_secagg, lambda d: decode_update(verify_message(d, KEY.public_key())), lambda d: Reassembler().feed(d))
 
 
 @FUZZ
