@@ -43,7 +43,7 @@ class BenchSettings:
     #: DP-FedAvg's clipping norm (also the norm-bounded defence's), fixed before any run: about the median
     #: norm of the first round's honest deltas on the DS1 training patients (1.4-2.3, median 2.0; never DS2).
     clip: float = 1.0
-    sub_devices: tuple[int, ...] = (1, 4)
+    sub_devices: tuple[int, ...] = (1, 4, 16)
     epsilons: tuple[float, ...] = EPSILONS
     attacks: tuple[str, ...] = ATTACKS
     shares: tuple[float, ...] = SHARES
@@ -84,9 +84,14 @@ class Checkpoint:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.runs: dict[str, Any] = json.loads(path.read_text())["runs"] if path.is_file() else {}
+        self.missing: list[str] = []
 
-    def get_or_run(self, key: str, fn: Callable[[], dict]) -> dict:
+    def get_or_run(self, key: str, fn: Callable[[], dict], allowed: bool = True) -> dict | None:
+        """The stored run, or a new one when ``allowed``; None for a run not (yet) done."""
         if key not in self.runs:
+            if not allowed:
+                self.missing.append(key)
+                return None
             started = time.perf_counter()
             self.runs[key] = {**fn(), "wall_seconds": round(time.perf_counter() - started, 1)}
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +137,10 @@ class Simulator:
                 "val_macro_f1_by_round": [round(h["val_macro_f1"], 4) for h in trained.history]}
 
 
-def dp_part(sim: Simulator, ck: Checkpoint) -> list[dict]:
+Allow = Callable[[str], bool]
+
+
+def dp_part(sim: Simulator, ck: Checkpoint, allow: Allow) -> list[dict]:
     from training.federated.privacy import epsilon
 
     s, rows = sim.settings, []
@@ -142,7 +150,10 @@ def dp_part(sim: Simulator, ck: Checkpoint) -> list[dict]:
             z = noise_for_epsilon(eps, s.rounds)
             key = f"s{s.seed}/dp/k{k}/eps{eps:g}"
             run = ck.get_or_run(key, lambda: sim.run("dp_fedavg", {"clip": s.clip, "noise_multiplier": z,
-                                                                   "delta": DELTA, "seed": s.seed}, partition))
+                                                                   "delta": DELTA, "seed": s.seed}, partition),
+                                allow(key))
+            if run is None:
+                continue
             rows.append({"key": key, "sub_devices_per_patient": k, "devices": sim.patients * k, "epsilon_target": eps,
                          "noise_multiplier": z, "clip": s.clip,
                          "epsilon_rdp": epsilon(z, 1.0, s.rounds, DELTA) if z else math.inf,
@@ -151,25 +162,27 @@ def dp_part(sim: Simulator, ck: Checkpoint) -> list[dict]:
     return rows
 
 
-def attack_part(sim: Simulator, ck: Checkpoint) -> list[dict]:
+def attack_part(sim: Simulator, ck: Checkpoint, allow: Allow) -> list[dict]:
     from training.federated.attacks import choose_attackers
 
     s, rows = sim.settings, []
     for name, (strategy, args) in defences(sim.patients).items():
         key = f"s{s.seed}/attack/clean/{name}"
-        run = ck.get_or_run(key, lambda: sim.run(strategy, args))
-        rows.append({"key": key, "attack": "none", "share": 0.0, "attackers": 0, "defence": name,
-                     **run})
+        run = ck.get_or_run(key, lambda: sim.run(strategy, args), allow(key))
+        if run is not None:
+            rows.append({"key": key, "attack": "none", "share": 0.0, "attackers": 0, "defence": name, **run})
         for attack in s.attacks:
             for share in s.shares:
                 key = f"s{s.seed}/attack/{attack}/{share:g}/{name}"
-                run = ck.get_or_run(key, lambda: sim.run(strategy, args, attack=attack, share=share))
+                run = ck.get_or_run(key, lambda: sim.run(strategy, args, attack=attack, share=share), allow(key))
+                if run is None:
+                    continue
                 rows.append({"key": key, "attack": attack, "share": share, "defence": name,
                              "attackers": len(choose_attackers(sim.patients, share, s.seed)), **run})
     return rows
 
 
-def secagg_part(s: BenchSettings, ck: Checkpoint) -> list[dict]:
+def secagg_part(s: BenchSettings, ck: Checkpoint, allow: Allow) -> list[dict]:
     from tools.secagg_overhead import measure_overhead
 
     rows = []
@@ -177,25 +190,48 @@ def secagg_part(s: BenchSettings, ck: Checkpoint) -> list[dict]:
         for mode, drop, how in (("plain", 0.0, "after"), ("secagg", 0.0, "after"), ("secagg", 0.3, "after"),
                                 ("secagg", 0.3, "before")):
             key = f"secagg/{n}/{mode}/{drop:g}/{how}"
-            rows.append({"key": key, **ck.get_or_run(key, lambda: measure_overhead(n, mode, drop, how))})
+            run = ck.get_or_run(key, lambda: measure_overhead(n, mode, drop, how), allow(key))
+            if run is not None:
+                rows.append({"key": key, **run})
     return rows
 
 
-def run_bench(data_dir: Path, cache_root: Path, settings: BenchSettings, checkpoint: Path,
-              parts: tuple[str, ...] = ("dp", "attacks", "secagg")) -> dict:
+#: The order runs are done in, most wanted first, so that a bench stopped early has the important cells: the
+#: 30 % attacker row (the goal), the secure-aggregation overhead, the other shares, then the ε sweep.
+STAGES: tuple[tuple[str, Allow], ...] = (
+    ("clean runs and 30 % attackers", lambda k: "/attack/clean/" in k or "/0.3/" in k),
+    ("secure-aggregation overhead", lambda k: k.startswith("secagg/")),
+    ("20 % attackers", lambda k: "/0.2/" in k),
+    ("10 % attackers", lambda k: "/0.1/" in k),
+    ("epsilon sweep", lambda k: "/dp/" in k),
+)
+
+
+def run_bench(data_dir: Path | None, cache_root: Path, settings: BenchSettings, checkpoint: Path,
+              parts: tuple[str, ...] = ("dp", "attacks", "secagg"),
+              on_stage: Callable[[dict], None] | None = None) -> dict:
+    """Every run of ``parts``, stage by stage; after each stage ``on_stage`` gets the results so far."""
     ck = Checkpoint(checkpoint)
-    results: dict[str, Any] = {"settings": {**settings.__dict__, "delta": DELTA, "protocol": "inter (DS1 -> DS2)",
-                                            "evaluation": "float32 Keras model of the round with the best validation "
-                                                          "macro F1 (held-out DS1 patients), scored once on DS2"}}
     sim = Simulator(data_dir, cache_root, settings) if {"dp", "attacks"} & set(parts) else None
-    if "dp" in parts:
-        results["dp"] = dp_part(sim, ck)
-    if "attacks" in parts:
-        results["attacks"] = attack_part(sim, ck)
-    if "secagg" in parts:
-        results["secagg"] = secagg_part(settings, ck)
-    if sim is not None:
-        results["patients"] = sim.patients
+    results: dict[str, Any] = {}
+    for i, (stage, allow) in enumerate(STAGES + (("report", lambda k: False),)):
+        if stage != "report":
+            log.info("stage %d/%d: %s", i + 1, len(STAGES), stage)
+        ck.missing = []
+        results = {"settings": {**settings.__dict__, "delta": DELTA, "protocol": "inter (DS1 -> DS2)",
+                                "evaluation": "float32 Keras model of the round with the best validation macro F1 "
+                                              "(held-out DS1 patients), scored once on DS2"}}
+        if "dp" in parts:
+            results["dp"] = dp_part(sim, ck, allow)
+        if "attacks" in parts:
+            results["attacks"] = attack_part(sim, ck, allow)
+        if "secagg" in parts:
+            results["secagg"] = secagg_part(settings, ck, allow)
+        results["missing_runs"] = list(ck.missing)
+        if sim is not None:
+            results["patients"] = sim.patients
+        if on_stage is not None:
+            on_stage(results)
     return results
 
 
@@ -249,6 +285,9 @@ def markdown(results: dict, command: str) -> str:
             gap = None if best is None or "fedavg" not in clean else best - clean["fedavg"]
             out.append(f"| {attack} | {share:.0%} ({counts[(attack, share)]}) | "
                        + " | ".join(_f(by.get(n)) for n in names) + f" | {_f(gap)} |")
+    if results.get("missing_runs"):
+        out.append(f"\nNot run (bench stopped before them): {len(results['missing_runs'])} runs: "
+                   + ", ".join(f"`{k}`" for k in results["missing_runs"]) + "\n")
     return "\n".join(out) + "\n"
 
 
@@ -274,13 +313,16 @@ def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
     name = "privacy-quick" if args.quick else "privacy"
     checkpoint = Path(args.checkpoint or f"out/privacy-bench/{name}.partial.json")
     started = time.time()
-    results = run_bench(data_dir, cache_root, settings, checkpoint, tuple(args.parts))
     command = " ".join(["pulsewire"] + sys.argv[1:])
-    results.update(command=command, wall_seconds=round(time.time() - started, 1), checkpoint=str(checkpoint))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
-    (out / f"{name}.md").write_text(markdown(results, command))
+
+    def write(results: dict) -> None:
+        results.update(command=command, wall_seconds=round(time.time() - started, 1), checkpoint=str(checkpoint))
+        (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+        (out / f"{name}.md").write_text(markdown(results, command))
+
+    results = run_bench(data_dir, cache_root, settings, checkpoint, tuple(args.parts), on_stage=write)
     print(markdown(results, command))
     print(f"results: {out / (name + '.json')}, {out / (name + '.md')}")
     return 0
