@@ -185,6 +185,59 @@ def bench_variant(path: Path, beats: int, records: list[str], data_dir: str | No
             "macs": gen.macs}
 
 
+def bench_frontend(model_path: Path, record: str, seconds: int, data_dir: str | None, work: Path) -> dict:
+    """The C front-end on the first ``seconds`` of a record with its annotated R-peaks: host and Cortex-M4
+    (QEMU) outputs, instructions per sample on the M4, RAM of its state, flash of its code."""
+    import re
+    import subprocess
+
+    import wfdb
+
+    from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
+    from training.codegen import toolchain
+    from training.codegen.frontend import frontend_config
+    from training.data.mitdb import locate_mitdb
+
+    cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
+    mitdb = locate_mitdb(data_dir or os.environ.get("MITDB_DIR"), cache)
+    meta = ModelMetadata.load(metadata_path_for(model_path))
+    (work / "pw_frontend_config.h").write_text(frontend_config(meta))
+    rec = wfdb.rdrecord(str(mitdb / record), physical=False, sampto=int(seconds * meta.signal.fs_hz))
+    ann = wfdb.rdann(str(mitdb / record), "atr", sampto=int(seconds * meta.signal.fs_hz))
+    adc = rec.d_signal[:, rec.sig_name.index("MLII")].astype(np.int32)
+    peaks = np.array([s for s, c in zip(ann.sample, ann.symbol) if c in set("NLRBAaJSVrFejnE/fQ?")], np.uint32)
+    with open(work / "inputs.bin", "wb") as f:
+        np.array([len(adc), len(peaks)], np.uint32).tofile(f)
+        adc.tofile(f)
+        peaks.tofile(f)
+    core, m4 = toolchain.CORE, toolchain.M4_BOARD
+    srcs = [str(core / "pw_frontend.c"), str(toolchain.ROOT / "firmware/tests/run_frontend.c")]
+    host = subprocess.run([toolchain.need("gcc"), *toolchain.WARNINGS, "-O2", f"-I{core}", f"-I{work}", *srcs, "-o",
+                           str(work / "fe_host")], capture_output=True, text=True)
+    elf = subprocess.run([toolchain.need("arm-none-eabi-gcc"), *toolchain.WARNINGS, *toolchain.M4_FLAGS, "-DPW_MEASURE",
+                          f"-I{core}", f"-I{m4}", f"-I{work}", *srcs, str(m4 / "startup.c"), *toolchain.M4_LINK,
+                          "-o", str(work / "fe.elf")], capture_output=True, text=True)
+    if host.returncode or elf.returncode:
+        raise toolchain.BuildError(host.stderr + elf.stderr)
+    subprocess.run([str(work / "fe_host"), str(work / "inputs.bin"), str(work / "host.bin")], check=True,
+                   capture_output=True)
+    q = subprocess.run([toolchain.need("qemu-system-arm"), "-M", "mps2-an386", "-nographic", "-semihosting",
+                        "-icount", "shift=0", "-kernel", str(work / "fe.elf")], cwd=work, capture_output=True,
+                       text=True, timeout=600)
+    vals = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", q.stdout)}
+    per_tick = vals["calibration_instructions"] / vals["calibration_ticks"]
+    size = subprocess.run([toolchain.need("arm-none-eabi-gcc"), *toolchain.WARNINGS, *toolchain.M4_FLAGS, f"-I{core}",
+                           f"-I{work}", "-c", str(core / "pw_frontend.c"), "-o", str(work / "fe.o")],
+                          capture_output=True, text=True)
+    text = int(subprocess.run([toolchain.need("arm-none-eabi-size"), str(work / "fe.o")], capture_output=True,
+                              text=True).stdout.splitlines()[1].split()[0]) if not size.returncode else None
+    return {"record": record, "seconds": seconds, "samples": vals["samples"], "beats": vals["beats"],
+            "cortex_m4_output_identical_to_host": (work / "outputs.bin").read_bytes() == (work / "host.bin").read_bytes(),
+            "instructions_per_sample_cortex_m4": round(vals["ticks_total"] * per_tick / vals["samples"], 1),
+            "state_bytes": vals["frontend_bytes"], "flash_bytes_code_and_constants": text,
+            "agreement_with_python": "tests/test_firmware_frontend.py: within 1 LSB, >= 99.9 % identical"}
+
+
 def _markdown(r: dict) -> str:
     h, q = r["bit_exact"]["host"], r["bit_exact"]["qemu_cortex_m4"]
     lines = [f"# Firmware benchmark: generated int8 C ({r['model_sha256'][:12]})", "",
@@ -213,6 +266,14 @@ def _markdown(r: dict) -> str:
               f"{ins['cortex_m4_qemu_icount_max']:,}); {ins['host_x86_64_O2_callgrind']:,} on x86-64 -O2 "
               f"(callgrind); {ins['macs']:,} MACs.", "",
               "Targets: " + ", ".join(f"{k} {'yes' if v else '**no**'}" for k, v in r["targets"].items()) + "."]
+    if r.get("frontend"):
+        f = r["frontend"]
+        lines += ["", "## Streaming front-end in C (fixed point)", "",
+                  f"Record {f['record']}, first {f['seconds']} s ({f['samples']:,} samples, {f['beats']} beats, annotated "
+                  f"R-peaks): {f['instructions_per_sample_cortex_m4']} instructions per sample on the Cortex-M4 "
+                  f"(filter every sample; window, medians and RR per beat), state {f['state_bytes']} B of RAM, "
+                  f"{f['flash_bytes_code_and_constants']} B of flash; M4 output identical to the host build: "
+                  f"{f['cortex_m4_output_identical_to_host']}."]
     if r.get("variants"):
         lines += ["", "## Model variants (C generated with the default rounding, host build)", "",
                   "| model | ops | beats | = TFLM | = LiteRT ref | = LiteRT | arena / TFLM arena | flash |",
@@ -239,6 +300,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except (ToolchainMissing, BuildError, UnsupportedModel, ModelFormatError) as exc:
         print(f"pulsewire: error: {exc}", file=sys.stderr)  # a user-fixable error: exit 2, as tools/cli.py
         return 2
+    fdir = work / "frontend"
+    fdir.mkdir(exist_ok=True)
+    result["frontend"] = bench_frontend(Path(args.model), "100", 180, args.data_dir, fdir)
+    result["targets"]["frontend_m4_equals_host"] = result["frontend"]["cortex_m4_output_identical_to_host"]
     result["variants"] = []
     for k, variant in enumerate(args.variants or []):
         vdir = work / f"variant{k}"

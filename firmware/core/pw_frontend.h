@@ -20,7 +20,7 @@
 #include "pw_status.h"
 
 #ifndef PW_FE_RING
-#define PW_FE_RING 1024u /* filtered samples kept (power of two): window + detector latency */
+#define PW_FE_RING 512u /* filtered samples kept (power of two): window + detector latency (1.4 s at 360 Hz) */
 #endif
 #define PW_FE_PENDING 4u  /* beats waiting for their window to complete or their successor */
 #define PW_FE_RR_FEATURES 7
