@@ -20,10 +20,15 @@ class LocalConfig:
     learning_rate: float = 0.3
     #: FedProx: weight of (mu/2)·||w - w_global||²; 0 disables it.
     proximal_mu: float = 0.0
+    #: Clip each local step (gradient plus SCAFFOLD's correction) to this global L2 norm; 0 disables it.
+    #: A large step on an outlier batch, or a large drift correction, otherwise sends weights to NaN.
+    grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.proximal_mu < 0:
-            raise ValueError("epochs and batch_size >= 1, learning_rate > 0 and proximal_mu >= 0 required")
+        if (self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.proximal_mu < 0
+                or self.grad_clip < 0):
+            raise ValueError("epochs and batch_size >= 1, learning_rate > 0, proximal_mu >= 0 and grad_clip >= 0 "
+                             "required")
 
 
 class LocalTrainer:
@@ -37,7 +42,7 @@ class LocalTrainer:
         self._loss = keras.losses.SparseCategoricalCrossentropy(reduction="none")
 
     @tf.function(reduce_retracing=True)
-    def _step(self, wave, rr, y, lr, mu, anchor, correction):
+    def _step(self, wave, rr, y, lr, mu, anchor, correction, clip):
         with tf.GradientTape() as tape:
             probs = self.model([wave, rr], training=True)
             per_beat = self._loss(y, probs) * tf.gather(self._class_weights, y)
@@ -45,8 +50,11 @@ class LocalTrainer:
             prox = tf.add_n([tf.reduce_sum(tf.square(w - a)) for w, a in zip(self.model.trainable_variables, anchor)])
             total = loss + 0.5 * mu * prox
         grads = tape.gradient(total, self.model.trainable_variables)
-        for var, g, c in zip(self.model.trainable_variables, grads, correction):
-            var.assign_sub(lr * (g + c))
+        steps = [g + c for g, c in zip(grads, correction)]
+        norm = tf.linalg.global_norm(steps)
+        factor = tf.where(clip > 0, tf.minimum(1.0, clip / (norm + 1e-12)), 1.0)  # exactly 1 when disabled
+        for var, step in zip(self.model.trainable_variables, steps):
+            var.assign_sub(lr * factor * step)
         return loss
 
     def run(self, device: str, global_weights: Weights, wave: np.ndarray, rr: np.ndarray, labels: np.ndarray,
@@ -62,13 +70,14 @@ class LocalTrainer:
         else:
             correction = [tf.zeros_like(a) for a in anchor]
         lr, mu = tf.constant(cfg.learning_rate, tf.float32), tf.constant(cfg.proximal_mu, tf.float32)
+        clip = tf.constant(cfg.grad_clip, tf.float32)
         steps, losses = 0, []
         for _ in range(cfg.epochs):
             order = rng.permutation(labels.size)
             for start in range(0, labels.size, cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 losses.append(float(self._step(wave[idx], rr[idx], labels[idx].astype(np.int32), lr, mu,
-                                               anchor, correction)))
+                                               anchor, correction, clip)))
                 steps += 1
         local = self.model.get_weights()
         delta = [lw - gw for lw, gw in zip(local, global_weights)]

@@ -99,8 +99,8 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
     trainer = LocalTrainer(model, fleet.class_weights)
     strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(devices))
     local_cfg = fed.local
-    if "proximal_mu" in strategy.client_config():
-        local_cfg = LocalConfig(**{**local_cfg.__dict__, "proximal_mu": strategy.client_config()["proximal_mu"]})
+    if strategy.client_config():  # what the strategy asks of local training (FedProx's mu, SCAFFOLD's clip)
+        local_cfg = LocalConfig(**{**local_cfg.__dict__, **strategy.client_config()})
     weights = model.get_weights()
     controls: dict[int, list] = {}
     attack = Attack.parse(fed.attack) if fed.attack else None

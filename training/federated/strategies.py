@@ -143,12 +143,20 @@ class Scaffold(Strategy):
 
     name = "scaffold"
 
-    def __init__(self, num_devices: int, server_lr: float = 1.0) -> None:
-        if num_devices < 1:
-            raise ValueError("num_devices must be >= 1")
+    def __init__(self, num_devices: int, server_lr: float = 1.0, grad_clip: float = 5.0) -> None:
+        if num_devices < 1 or grad_clip < 0:
+            raise ValueError("num_devices must be >= 1 and grad_clip >= 0")
         self.num_devices = num_devices
         self.server_lr = server_lr
+        #: Devices clip each corrected local step to this norm: without it, seed 1 of the patient split
+        #: (in process, 20 rounds, lr 0.3) had a device's local training turn NaN from round 10 on and the
+        #: global model collapse at round 20 (val macro F1 0.54 -> 0.23); with 5.0 no device diverged and
+        #: validation climbed to 0.57. 0 disables it.
+        self.grad_clip = grad_clip
         self.control: Weights | None = None
+
+    def client_config(self) -> dict[str, Any]:
+        return {"grad_clip": self.grad_clip} if self.grad_clip else {}
 
     def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         if any(u.control_delta is None for u in updates):
