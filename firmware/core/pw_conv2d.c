@@ -4,6 +4,7 @@
  * Why the int32 accumulator cannot overflow: each term is filter (|w| <= 127, symmetric int8 weights) times
  * (input - zero point) (|.| <= 255), at most 32,385; a pulsewire layer sums k_h * k_w * in_c <= 5 * 32 = 160
  * terms (the generator checks k_h * k_w * in_c <= 65,000, i.e. < 2^31 / 32,385), plus an int32 bias. */
+#include "pw_dot.h"
 #include "pw_fixedpoint.h"
 #include "pw_kernels.h"
 
@@ -35,8 +36,7 @@ pw_status_t pw_conv2d_s8(const pw_conv_params_t *p, const int8_t *input, const i
                         if (p->dilation_w == 1) {
                             const int8_t *in = in_row + (long)(x0 + kx0) * p->in_c;
                             const int8_t *w = w_row + (long)kx0 * p->in_c;
-                            const int n = (kx1 - kx0) * p->in_c;
-                            for (int i = 0; i < n; i++) acc += (int32_t)w[i] * ((int32_t)in[i] + in_offset);
+                            acc += pw_dot_s8(w, in, (kx1 - kx0) * p->in_c, in_offset);
                             continue;
                         }
                         for (int kx = 0; kx < p->k_w; kx++) {
@@ -44,7 +44,7 @@ pw_status_t pw_conv2d_s8(const pw_conv_params_t *p, const int8_t *input, const i
                             if (ix < 0 || ix >= p->in_w) continue;
                             const int8_t *in = in_row + (long)ix * p->in_c;
                             const int8_t *w = w_row + (long)kx * p->in_c;
-                            for (int ic = 0; ic < p->in_c; ic++) acc += (int32_t)w[ic] * ((int32_t)in[ic] + in_offset);
+                            acc += pw_dot_s8(w, in, p->in_c, in_offset);
                         }
                     }
                     if (bias) acc += bias[oc];

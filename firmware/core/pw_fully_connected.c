@@ -4,6 +4,7 @@
  * rounding is pw_fully_connected_ideal.c, so that double arithmetic is linked only where it is used). Accumulator: in_depth terms of at most 255 * 255 (the filter
  * zero point may be non-zero in per-tensor models), < 2^31 for in_depth < 33,000 (checked by the
  * generator). */
+#include "pw_dot.h"
 #include "pw_fixedpoint.h"
 #include "pw_kernels.h"
 
@@ -31,8 +32,13 @@ pw_status_t pw_fully_connected_s8(const pw_fc_params_t *p, const int8_t *input, 
         const int8_t *in = input + (long)b * p->in_depth;
         for (int o = 0; o < p->out_depth; o++) {
             const int8_t *w = filter + (long)o * p->in_depth;
-            int32_t acc = 0;
-            for (int d = 0; d < p->in_depth; d++) acc += ((int32_t)w[d] + filter_offset) * ((int32_t)in[d] + in_offset);
+            int32_t acc;
+            if (filter_offset == 0) { /* symmetric weights (per-channel models always) */
+                acc = pw_dot_s8(w, in, p->in_depth, in_offset);
+            } else {
+                acc = 0;
+                for (int d = 0; d < p->in_depth; d++) acc += ((int32_t)w[d] + filter_offset) * ((int32_t)in[d] + in_offset);
+            }
             if (bias) acc += bias[o];
             acc = requantize(p, acc, p->rq.n == 1 ? 0 : o) + p->out_zp;
             output[(long)b * p->out_depth + o] = (int8_t)pw_clamp_i32(acc, p->act_min, p->act_max);

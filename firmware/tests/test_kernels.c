@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../core/pw_dot.h"
 #include "../core/pw_fixedpoint.h"
 #include "../core/pw_kernels.h"
 
@@ -126,7 +127,28 @@ static void test_add_and_requantize(void) {
     CHECK(pw_requantize_s8(&r, a, out) == PW_OK && out[0] == 10 && out[1] == 0, "requantize %d %d", out[0], out[1]);
 }
 
+/* the dot product (SIMD on a Cortex-M4) against the plain loop, on extreme values and every tail length */
+static void test_dot(void) {
+    int8_t w[64], x[64];
+    uint32_t seed = 12345;
+    const int32_t offsets[3] = {-127, 0, 128};
+    for (int trial = 0; trial < 200; trial++) {
+        for (int i = 0; i < 64; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            w[i] = (int8_t)(seed >> 24);
+            x[i] = (int8_t)(seed >> 16);
+            if (trial % 4 == 0) { w[i] = (i & 1) ? 127 : -128; x[i] = (i & 2) ? 127 : -128; }
+        }
+        const int n = trial % 41;
+        const int32_t off = offsets[trial % 3];
+        int32_t want = 0;
+        for (int i = 0; i < n; i++) want += (int32_t)w[i] * ((int32_t)x[i] + off);
+        CHECK(pw_dot_s8(w, x, n, off) == want, "dot n=%d offset=%d", n, (int)off);
+    }
+}
+
 int main(void) {
+    test_dot();
     test_fixed_point();
     test_conv_same_padding();
     test_depthwise();

@@ -14,7 +14,7 @@ from training.codegen.lower import Step, lower
 from training.codegen.reader import Graph, read_graph
 
 GENERATOR_VERSION = "0.1.0"
-_CORE_SOURCES = ("pw_conv2d.c", "pw_depthwise_conv2d.c", "pw_fully_connected.c", "pw_fully_connected_ideal.c",
+KERNEL_SOURCES = ("pw_conv2d.c", "pw_depthwise_conv2d.c", "pw_fully_connected.c", "pw_fully_connected_ideal.c",
                  "pw_max_pool2d.c", "pw_avg_pool2d.c", "pw_mean.c", "pw_concat.c", "pw_softmax.c", "pw_requantize.c", "pw_add.c",
                  "pw_argmax.c")
 
@@ -167,7 +167,7 @@ def generate_c(model: bytes, prefix: str = "pw_model", fc_rounding: str = "tflm"
               f"    return index < {U}_OUTPUTS ? {P}_output_sizes[index] : 0;\n}}\n\n"
               f"pw_status_t {P}_invoke(void) {{\n    pw_status_t st;\n" + "".join(calls) + "    return PW_OK;\n}\n")
     used = sorted({st.kernel for st in steps if st is not None})
-    kernels = tuple(f for f in _CORE_SOURCES if f[:-2] + "_s8" in used or f == "pw_argmax.c")
+    kernels = tuple(f for f in KERNEL_SOURCES if f[:-2] + "_s8" in used or f == "pw_argmax.c")
     return GeneratedModel(prefix, fc_rounding, header, source, digest, plan, weight_bytes, macs,
                           tuple(op.name for op in g.operators), kernels)
 
