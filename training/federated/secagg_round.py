@@ -233,8 +233,10 @@ class SecAggAggregator(Aggregator):
                    Step.MASKED_INPUT: set(st.shares), Step.UNMASK: set(st.inputs)}[st.step]
         if dev_id not in allowed:
             raise _Rejected("not_selected", f"{device} is not part of step {st.step.name}")
-        if isinstance(payload, EncryptedShares) and not set(payload.to) <= set(st.adverts) - {dev_id}:
-            raise _Rejected("bad_secagg", f"{device} addressed shares to devices that did not advertise")
+        if isinstance(payload, EncryptedShares) and set(payload.to) != set(st.adverts) - {dev_id}:
+            # every survivor must hold a share from every other: a device that skipped one would mask against a
+            # peer that does not mask back, and the sum would not decode
+            raise _Rejected("bad_secagg", f"{device} did not address its shares to exactly the advertised devices")
         if isinstance(payload, MaskedInput) and payload.vector.size != self._size:
             raise _Rejected("bad_shape", f"{device}: masked input of {payload.vector.size}, model has {self._size}")
 
