@@ -9,7 +9,6 @@ Fake-quantization nodes learn the int8 ranges while the weights adapt to int8 ro
 from __future__ import annotations
 
 import logging
-import os
 
 import keras
 import numpy as np
@@ -24,8 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _tf_keras():
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "0")  # tfmot finds tf_keras itself; Keras 3 stays the default
-    import tf_keras
+    import tf_keras  # tfmot uses tf_keras whenever it is installed; Keras 3 stays the project's default
     import tensorflow_model_optimization as tfmot
 
     return tf_keras, tfmot
