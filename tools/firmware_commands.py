@@ -102,6 +102,7 @@ def _sizes(gen_dir: Path, kernels: tuple[str, ...], work: Path) -> dict:
 def run_bench(model_path: Path, beats: int, qemu_beats: int, records: list[str], data_dir: str | None,
               work: Path) -> dict:
     from training.codegen import toolchain
+    from training.codegen.emit import generate_c
     from training.codegen.references import BACKENDS, model_io
     from training.codegen.verify import agreement, reference_outputs, run_generated_host, split_outputs
     from training.tflm_check import arena_bytes
@@ -120,17 +121,22 @@ def run_bench(model_path: Path, beats: int, qemu_beats: int, records: list[str],
     assert gen is not None and exe is not None
     gen_dir = work / "gen_tflm"
     q_inputs = [x[:qemu_beats] for x in inputs]
-    qdir = work / "qemu"
-    qdir.mkdir(exist_ok=True)
-    toolchain.write_inputs(qdir / "inputs.bin", q_inputs)
-    elf = toolchain.build_cortex_m4(gen_dir, gen.kernels, qdir / "run_model.elf")
-    q = toolchain.run_qemu(elf, qdir)
     _, outs_io = model_io(model)
-    q_outs = split_outputs(qdir / "outputs.bin", q.beats, outs_io)
-    q_refs = {k: [o[:q.beats] for o in v] for k, v in refs.items()}
-    qemu = agreement(q_outs, q_refs).to_dict()
-    host_outs = split_outputs(work / "outputs_tflm.bin", n, outs_io)
-    qemu["identical_to_host_build"] = int(np.all([np.array_equal(a, b[:q.beats]) for a, b in zip(q_outs, host_outs)]))
+    q_refs = {k: [o[:qemu_beats] for o in v] for k, v in refs.items()}
+    qemu_runs = {}
+    for mode in ("tflm", "litert_ref"):  # the default build, and the one held to LiteRT's reference kernels
+        qdir = work / f"qemu_{mode}"
+        qdir.mkdir(exist_ok=True)
+        toolchain.write_inputs(qdir / "inputs.bin", q_inputs)
+        elf = toolchain.build_cortex_m4(work / f"gen_{mode}", generate_c(model, fc_rounding=mode).kernels,
+                                        qdir / "run_model.elf")
+        qemu_runs[mode] = toolchain.run_qemu(elf, qdir)
+        q_outs = split_outputs(qdir / "outputs.bin", qemu_runs[mode].beats, outs_io)
+        host_outs = split_outputs(work / f"outputs_{mode}.bin", n, outs_io)
+        qemu_runs[mode] = (qemu_runs[mode], {**agreement(q_outs, q_refs).to_dict(), "identical_to_host_build": int(
+            np.all([np.array_equal(a, b[:len(a)]) for a, b in zip(q_outs, host_outs)]))})
+    q, qemu = qemu_runs["tflm"]
+    qemu_ref = qemu_runs["litert_ref"][1]
     sizes = _sizes(gen_dir, gen.kernels, work)
     tflm_arena = arena_bytes(model)
     cg_beats = min(200, n)
@@ -140,7 +146,7 @@ def run_bench(model_path: Path, beats: int, qemu_beats: int, records: list[str],
     return {
         "model": str(model_path), "model_sha256": gen.sha256, "records": records, "beats": n,
         "generator": gen.summary(),
-        "bit_exact": {"host": host, "qemu_cortex_m4": qemu,
+        "bit_exact": {"host": host, "qemu_cortex_m4": qemu, "qemu_cortex_m4_litert_ref_rounding": qemu_ref,
                       "note": "identical_beats per reference interpreter for the C code generated with each "
                               "FULLY_CONNECTED rounding (tflm = default)"},
         "sizes_cortex_m4_Os": sizes,
@@ -158,6 +164,7 @@ def run_bench(model_path: Path, beats: int, qemu_beats: int, records: list[str],
         "targets": {
             "bit_exact_host_tflm": host["tflm"]["identical_beats"]["tflm"] == n,
             "bit_exact_qemu_tflm": qemu["identical_beats"]["tflm"] == q.beats,
+            "bit_exact_qemu_litert_ref_with_litert_ref_rounding": qemu_ref["identical_beats"]["litert_ref"] == q.beats,
             "bit_exact_host_litert_ref_with_litert_ref_rounding":
                 host["litert_ref"]["identical_beats"]["litert_ref"] == n,
             "ram_at_most_half_of_tflm_arena": ram <= 0.5 * tflm_arena},
@@ -250,9 +257,10 @@ def _markdown(r: dict) -> str:
         i = h[mode]["identical_beats"]
         lines.append(f"| {mode} | host gcc -O2 | {i['tflm']}/{r['beats']} | {i['litert_ref']}/{r['beats']} | "
                      f"{i['litert_builtin']}/{r['beats']} |")
-    i = q["identical_beats"]
-    lines.append(f"| tflm | Cortex-M4 (QEMU mps2-an386), -Os | {i['tflm']}/{q['beats']} | {i['litert_ref']}/{q['beats']} "
-                 f"| {i['litert_builtin']}/{q['beats']} |")
+    for mode, qr in (("tflm", q), ("litert_ref", r["bit_exact"]["qemu_cortex_m4_litert_ref_rounding"])):
+        i = qr["identical_beats"]
+        lines.append(f"| {mode} | Cortex-M4 (QEMU mps2-an386), -Os | {i['tflm']}/{qr['beats']} | {i['litert_ref']}/"
+                     f"{qr['beats']} | {i['litert_builtin']}/{qr['beats']} |")
     s, ram, ins = r["sizes_cortex_m4_Os"]["inference_path"], r["ram"], r["instructions_per_inference"]
     lines += ["", "## Cortex-M4 (arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os, arm-none-eabi-size)", "",
               "| quantity | bytes |", "|---|---|",
