@@ -169,8 +169,13 @@ class DeviceClient:
             self.errors += 1
             log.warning("%s: ignoring a bad secure-aggregation message on %s: %s", self.name, msg.topic, exc)
             return
-        if header.fleet_id == fleet_id(self.topics.fleet):
+        if header.fleet_id != fleet_id(self.topics.fleet):
+            return
+        try:
             self._send_secagg(self.secagg.on_message(header.round, message))
+        except Exception:  # a step that fails must not stop the MQTT network thread; the round goes on without us
+            self.errors += 1
+            log.exception("%s: round %d: secure-aggregation step %s failed", self.name, header.round, message.step.name)
 
     def _send_secagg(self, outgoing: list) -> None:
         for round_, session, payload in outgoing:
