@@ -14,20 +14,28 @@ from tests.conftest import ROOT
 from training.codegen import toolchain
 
 pytestmark = pytest.mark.firmware
-LIBSODIUM = Path("/usr/lib/x86_64-linux-gnu/libsodium.so.23")
+
+
+def _libsodium() -> str | None:
+    """The linker flag for the system's libsodium (Debian libsodium-dev, which `make setup` installs)."""
+    probe = subprocess.run(["gcc", "-xc", "-", "-lsodium", "-o", os.devnull], input="int main(void){return 0;}",
+                           capture_output=True, text=True)
+    return "-lsodium" if probe.returncode == 0 else None
 
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     toolchain.need("gcc")
-    if not LIBSODIUM.exists():
-        pytest.skip(f"{LIBSODIUM} missing (apt-get install libsodium23): the host test borrows its Ed25519")
+    libsodium = _libsodium()
+    if libsodium is None:
+        pytest.skip("libsodium missing (apt-get install libsodium-dev, as make setup does): the host test borrows "
+                    "its Ed25519")
     out = tmp_path_factory.mktemp("update")
     exe = out / "run_update"
     core = ROOT / "firmware" / "core"
     build = subprocess.run(["gcc", *toolchain.WARNINGS, "-O2", f"-I{core}", str(core / "pw_update.c"),
                             str(core / "pw_sha256.c"), str(core / "pw_wire.c"), str(ROOT / "firmware/tests/run_update.c"),
-                            str(LIBSODIUM), "-o", str(exe)], capture_output=True, text=True)
+                            "-o", str(exe), libsodium], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     return exe, out
 
