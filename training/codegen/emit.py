@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from training.codegen.arena import ArenaPlan, plan_arena
-from training.codegen.lower import Step, lower
+from training.codegen.lower import lower
 from training.codegen.reader import Graph, read_graph
 
 GENERATOR_VERSION = "0.1.0"
