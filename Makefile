@@ -17,11 +17,13 @@ EDGE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --json
 	--records 100 108 203 208 232 --latency-seconds 30
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 3 --out out/bench-quick-federated --json bench/results/federated-quick.json \
 	--centralized bench/results/foundation-quick.json
+FIRMWARE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --beats 2000 --json bench/results/firmware-quick.json
 else
 BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/foundation.json
 EDGE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/edge.json
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 20 --out out/bench-federated --json bench/results/federated.json \
 	--centralized bench/results/foundation.json
+FIRMWARE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/firmware.json
 endif
 
 .PHONY: help setup system-deps demo test bench clean
@@ -32,7 +34,8 @@ help:
 	@echo "make test   - set up and run the test suite"
 	@echo "make bench  - centralized (3 seeds x 2 protocols) then federated (strategies, encodings, reference setting)"
 	@echo "              then the edge pipeline (R peaks vs peers on 48 records, speed, alert latency)"
-	@echo "              -> bench/results/{foundation,federated,edge}.json (QUICK=1: a few epochs, rounds, records)"
+	@echo "              then the firmware (generated C vs TFLite-Micro on the host and a Cortex-M4 under QEMU, flash/RAM)"
+	@echo "              -> bench/results/{foundation,federated,edge,firmware}.json (QUICK=1: a few epochs, rounds, records)"
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing pulsewire[train,edge,dev] (TensorFlow is ~600 MB; 1-2 min)"
@@ -48,7 +51,10 @@ setup: $(STAMP) system-deps
 
 demo: setup
 	$(BIN)/pulsewire fleet --seeds 0 1 2 --rounds 20 --encoding int8 --chunk-size 4096 --deadline 60 --out out/demo
-	@echo "==> open out/demo/fleet_fedavg_int8.html"
+	@echo "==> the seed-0 model as C for a Cortex-M4: bit-exactness on the host and under QEMU, flash and RAM"
+	$(BIN)/pulsewire firmware bench --model out/demo/models/fedavg_int8_seed0_int8.tflite --qemu-beats 500 \
+		--json out/demo/firmware.json
+	@echo "==> open out/demo/fleet_fedavg_int8.html (federation) and out/demo/firmware.md (microcontroller)"
 
 test: setup
 	$(BIN)/python -m pytest -q tests
@@ -58,6 +64,7 @@ bench: setup
 	$(BIN)/pulsewire fleet-bench $(FED_BENCH_ARGS)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/pulsewire edge bench $(EDGE_BENCH_ARGS)
+	$(BIN)/pulsewire firmware bench $(FIRMWARE_BENCH_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache
