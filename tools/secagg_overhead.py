@@ -10,6 +10,7 @@ keys (they decline, so the aggregator reconstructs their pairwise masks from the
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from training.federated.aggregator import Aggregator, AggregatorConfig, RoundPol
 from training.federated.secagg_round import SecAggAggregator
 
 PARAMETERS = 4757  # the beat classifier's
+log = logging.getLogger(__name__)
 
 
 def _delta(k: int) -> list[np.ndarray]:
@@ -50,7 +52,20 @@ class _SilentAfterInput(DeviceClient):
 
 
 def measure_overhead(n: int, mode: str = "secagg", drop: float = 0.0, drop_mode: str = "after") -> dict:
-    """One round; ``mode`` "plain" or "secagg"; ``drop`` the share of devices dropping (secagg only)."""
+    """One round; ``mode`` "plain" or "secagg"; ``drop`` the share of devices dropping (secagg only). A failed
+    measurement is a row with its error (and NaN numbers), so a long benchmark goes on."""
+    try:
+        return _measure(n, mode, drop, drop_mode)
+    except Exception as exc:  # noqa: BLE001 - reported in the row
+        log.exception("secagg overhead n=%d %s drop=%g failed", n, mode, drop)
+        nan = float("nan")
+        return {"devices": n, "mode": mode, "dropped": int(round(drop * n)), "drop_mode": drop_mode,
+                "parameters": PARAMETERS, "kb_up_per_device": nan, "kb_down_per_device": nan, "round_seconds": nan,
+                "wall_seconds_with_setup": nan, "unmask_seconds": None, "inputs": None, "threshold": None,
+                "max_abs_error": nan, "error": f"{exc.__class__.__name__}: {exc}"[:300]}
+
+
+def _measure(n: int, mode: str, drop: float, drop_mode: str) -> dict:
     dropping = set(np.random.default_rng(n).choice(n, int(round(drop * n)), replace=False).tolist())
     broker = start_broker()
     url = broker_url(broker)
