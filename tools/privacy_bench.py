@@ -209,12 +209,13 @@ STAGES: tuple[tuple[str, Allow], ...] = (
 
 def run_bench(data_dir: Path | None, cache_root: Path, settings: BenchSettings, checkpoint: Path,
               parts: tuple[str, ...] = ("dp", "attacks", "secagg"),
-              on_stage: Callable[[dict], None] | None = None) -> dict:
-    """Every run of ``parts``, stage by stage; after each stage ``on_stage`` gets the results so far."""
+              on_stage: Callable[[dict], None] | None = None, run: bool = True) -> dict:
+    """Every run of ``parts``, stage by stage; after each stage ``on_stage`` gets the results so far.
+    ``run=False`` runs nothing and reports what the checkpoint holds."""
     ck = Checkpoint(checkpoint)
     sim = Simulator(data_dir, cache_root, settings) if {"dp", "attacks"} & set(parts) else None
     results: dict[str, Any] = {}
-    for i, (stage, allow) in enumerate(STAGES + (("report", lambda k: False),)):
+    for i, (stage, allow) in enumerate((STAGES if run else ()) + (("report", lambda k: False),)):
         if stage != "report":
             log.info("stage %d/%d: %s", i + 1, len(STAGES), stage)
         ck.missing = []
@@ -272,7 +273,7 @@ def markdown(results: dict, command: str) -> str:
         out.append("\n## (c) Attack x defence x attacker share: DS2 macro F1\n")
         rows = results["attacks"]
         names = list(dict.fromkeys(r["defence"] for r in rows))
-        out.append("| attack | share (attackers) | " + " | ".join(names) + " | best defence − clean FedAvg |")
+        out.append("| attack | share (attackers) | " + " | ".join(names) + " | best robust defence − clean FedAvg |")
         out.append("|---|---|" + "---|" * (len(names) + 1))
         clean = {r["defence"]: r["ds2_macro_f1"] for r in rows if r["attack"] == "none"}
         cells: dict[tuple[str, float], dict[str, float]] = {}
@@ -281,13 +282,15 @@ def markdown(results: dict, command: str) -> str:
             cells.setdefault((r["attack"], r["share"]), {})[r["defence"]] = r["ds2_macro_f1"]
             counts[(r["attack"], r["share"])] = r["attackers"]
         for (attack, share), by in cells.items():
-            best = max(by.values()) if attack != "none" else None
+            robust = [v for n, v in by.items() if n != "fedavg"]
+            best = max(robust) if attack != "none" and robust else None
             gap = None if best is None or "fedavg" not in clean else best - clean["fedavg"]
             out.append(f"| {attack} | {share:.0%} ({counts[(attack, share)]}) | "
                        + " | ".join(_f(by.get(n)) for n in names) + f" | {_f(gap)} |")
-    if results.get("missing_runs"):
-        out.append(f"\nNot run (bench stopped before them): {len(results['missing_runs'])} runs: "
-                   + ", ".join(f"`{k}`" for k in results["missing_runs"]) + "\n")
+    missing = results.get("missing_runs") or []
+    if missing:
+        out.append(f"\nNot run (the bench stopped before them; '–' above): {len(missing)} runs: "
+                   + ", ".join(f"`{k}`" for k in missing) + "\n")
     return "\n".join(out) + "\n"
 
 
@@ -301,6 +304,9 @@ def add_parser(sub, add_data_args) -> None:
     p.add_argument("--rounds", type=int, help="federated rounds per run (default 10; quick: 2)")
     p.add_argument("--out", default="bench/results", help="folder for privacy.json and privacy.md")
     p.add_argument("--checkpoint", help="partial results, resumed from (default: out/privacy-bench/<name>.partial.json)")
+    p.add_argument("--merge", nargs="+", metavar="JSON", default=[],
+                   help="add the runs of other checkpoints (e.g. parts run in parallel) to --checkpoint first")
+    p.add_argument("--report-only", action="store_true", help="run nothing: write the report of the checkpoint")
 
 
 def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
@@ -322,7 +328,13 @@ def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
         (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
         (out / f"{name}.md").write_text(markdown(results, command))
 
-    results = run_bench(data_dir, cache_root, settings, checkpoint, tuple(args.parts), on_stage=write)
+    if args.merge:
+        runs = json.loads(checkpoint.read_text())["runs"] if checkpoint.is_file() else {}
+        for other in args.merge:
+            runs.update({k: v for k, v in json.loads(Path(other).read_text())["runs"].items() if k not in runs})
+        checkpoint.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    results = run_bench(data_dir, cache_root, settings, checkpoint, tuple(args.parts), on_stage=write,
+                        run=not args.report_only)
     print(markdown(results, command))
     print(f"results: {out / (name + '.json')}, {out / (name + '.md')}")
     return 0
