@@ -19,6 +19,7 @@ log = logging.getLogger("pulsewire.firmware")
 #: published TFLite-Micro interpreter footprint on Cortex-M (before the model), quoted for comparison
 TFLM_INTERPRETER_FLASH = "~16-22 KB (TFLite-Micro's published interpreter footprint, before the model)"
 TEST_RECORDS = ["200", "213", "232"]  # DS2 (inter-patient test) records
+RPEAK_RECORDS = ["100", "108", "112", "203", "208", "232"]  # C vs Python detector on whole records
 
 
 def _board_readme(gen, fc_rounding: str) -> str:
@@ -55,7 +56,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         (out / "pw_frontend_config.h").write_text(frontend_config(meta, args.adc_gain))
         written.append(out / "pw_frontend_config.h")
         if not args.no_core:
-            for name in ("pw_frontend.h", "pw_frontend.c"):
+            for name in ("pw_frontend.h", "pw_frontend.c", "pw_rpeak.h", "pw_rpeak.c", "pw_biquad.h"):
                 shutil.copy(CORE / name, out / name)
                 written.append(out / name)
     (out / "README.txt").write_text(_board_readme(gen, args.fc_rounding))
@@ -192,57 +193,29 @@ def bench_variant(path: Path, beats: int, records: list[str], data_dir: str | No
             "macs": gen.macs}
 
 
-def bench_frontend(model_path: Path, record: str, seconds: int, data_dir: str | None, work: Path) -> dict:
-    """The C front-end on the first ``seconds`` of a record with its annotated R-peaks: host and Cortex-M4
-    (QEMU) outputs, instructions per sample on the M4, RAM of its state, flash of its code."""
-    import re
-    import subprocess
+def _rpeak_markdown(rp: dict) -> list[str]:
+    def pct(v):
+        return f"{100 * v:.2f}" if v is not None else "-"
 
-    import wfdb
-
-    from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
-    from training.codegen import toolchain
-    from training.codegen.frontend import frontend_config
-    from training.data.mitdb import locate_mitdb
-
-    cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
-    mitdb = locate_mitdb(data_dir or os.environ.get("MITDB_DIR"), cache)
-    meta = ModelMetadata.load(metadata_path_for(model_path))
-    (work / "pw_frontend_config.h").write_text(frontend_config(meta))
-    rec = wfdb.rdrecord(str(mitdb / record), physical=False, sampto=int(seconds * meta.signal.fs_hz))
-    ann = wfdb.rdann(str(mitdb / record), "atr", sampto=int(seconds * meta.signal.fs_hz))
-    adc = rec.d_signal[:, rec.sig_name.index("MLII")].astype(np.int32)
-    peaks = np.array([s for s, c in zip(ann.sample, ann.symbol) if c in set("NLRBAaJSVrFejnE/fQ?")], np.uint32)
-    with open(work / "inputs.bin", "wb") as f:
-        np.array([len(adc), len(peaks)], np.uint32).tofile(f)
-        adc.tofile(f)
-        peaks.tofile(f)
-    core, m4 = toolchain.CORE, toolchain.M4_BOARD
-    srcs = [str(core / "pw_frontend.c"), str(toolchain.ROOT / "firmware/tests/run_frontend.c")]
-    host = subprocess.run([toolchain.need("gcc"), *toolchain.WARNINGS, "-O2", f"-I{core}", f"-I{work}", *srcs, "-o",
-                           str(work / "fe_host")], capture_output=True, text=True)
-    elf = subprocess.run([toolchain.need("arm-none-eabi-gcc"), *toolchain.WARNINGS, *toolchain.M4_FLAGS, "-DPW_MEASURE",
-                          f"-I{core}", f"-I{m4}", f"-I{work}", *srcs, str(m4 / "startup.c"), *toolchain.M4_LINK,
-                          "-o", str(work / "fe.elf")], capture_output=True, text=True)
-    if host.returncode or elf.returncode:
-        raise toolchain.BuildError(host.stderr + elf.stderr)
-    subprocess.run([str(work / "fe_host"), str(work / "inputs.bin"), str(work / "host.bin")], check=True,
-                   capture_output=True)
-    q = subprocess.run([toolchain.need("qemu-system-arm"), "-M", "mps2-an386", "-nographic", "-semihosting",
-                        "-icount", "shift=0", "-kernel", str(work / "fe.elf")], cwd=work, capture_output=True,
-                       text=True, timeout=600)
-    vals = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", q.stdout)}
-    per_tick = vals["calibration_instructions"] / vals["calibration_ticks"]
-    size = subprocess.run([toolchain.need("arm-none-eabi-gcc"), *toolchain.WARNINGS, *toolchain.M4_FLAGS, f"-I{core}",
-                           f"-I{work}", "-c", str(core / "pw_frontend.c"), "-o", str(work / "fe.o")],
-                          capture_output=True, text=True)
-    text = int(subprocess.run([toolchain.need("arm-none-eabi-size"), str(work / "fe.o")], capture_output=True,
-                              text=True).stdout.splitlines()[1].split()[0]) if not size.returncode else None
-    return {"record": record, "seconds": seconds, "samples": vals["samples"], "beats": vals["beats"],
-            "cortex_m4_output_identical_to_host": (work / "outputs.bin").read_bytes() == (work / "host.bin").read_bytes(),
-            "instructions_per_sample_cortex_m4": round(vals["ticks_total"] * per_tick / vals["samples"], 1),
-            "state_bytes": vals["frontend_bytes"], "flash_bytes_code_and_constants": text,
-            "agreement_with_python": "tests/test_firmware_frontend.py: within 1 LSB, >= 99.9 % identical"}
+    m4, ex = rp["cortex_m4"], rp["cortex_m4"]["excerpt"]
+    lines = ["", "### R-peak detector in C (firmware/core/pw_rpeak.c)", "",
+             "Whole records, host build (gcc -O2) against edge_runtime/rpeak.py; both scored against the annotations "
+             "(edge_runtime/scoring.py, 150 ms):", "",
+             "| record | Python peaks | C peaks | matched within 2 samples | identical | Python Se / +P (%) | "
+             "C Se / +P (%) |", "|---|---|---|---|---|---|---|"]
+    for w in rp["whole_records"]:
+        lines.append(f"| {w['record']} | {w['python_peaks']} | {w['c_peaks']} | {w['matched_2_samples']} | "
+                     f"{w['identical']} | {pct(w['python']['se'])} / {pct(w['python']['ppv'])} | "
+                     f"{pct(w['c']['se'])} / {pct(w['c']['ppv'])} |")
+    d, b = m4["detector"], m4["adc_to_int8"]
+    lines += ["", f"Cortex-M4 (QEMU, -Os), record {ex['record']}, first {ex['seconds']} s ({ex['samples']:,} samples): "
+              f"{d['peaks']} peaks identical to the host build: {d['identical_to_host']}; the board path "
+              f"(pw_frontend_push_adc: band-pass, detector, windows, RR, int8) gives {b['beats']} beats identical to "
+              f"the host build: {b['identical_to_host']} ({b['late_peaks']} late peaks). Instructions per sample: "
+              f"{d['instructions_per_sample']} for the detector, {b['instructions_per_sample']} for the whole ADC-to-int8 "
+              f"path. State: pw_rpeak_t {m4['state_bytes']['pw_rpeak_t']} B, pw_frontend_t "
+              f"{m4['state_bytes']['pw_frontend_t']} B; flash of pw_rpeak.o {m4['flash_bytes']['pw_rpeak.o']} B."]
+    return lines
 
 
 def _markdown(r: dict) -> str:
@@ -282,6 +255,8 @@ def _markdown(r: dict) -> str:
                   f"(filter every sample; window, medians and RR per beat), state {f['state_bytes']} B of RAM, "
                   f"{f['flash_bytes_code_and_constants']} B of flash; M4 output identical to the host build: "
                   f"{f['cortex_m4_output_identical_to_host']}."]
+        if f.get("rpeak"):
+            lines += _rpeak_markdown(f["rpeak"])
     if r.get("variants"):
         lines += ["", "## Model variants (C generated with the default rounding, host build)", "",
                   "| model | ops | beats | = TFLM | = LiteRT ref | = LiteRT | arena / TFLM arena | flash |",
@@ -308,10 +283,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except (ToolchainMissing, BuildError, UnsupportedModel, ModelFormatError) as exc:
         print(f"pulsewire: error: {exc}", file=sys.stderr)  # a user-fixable error: exit 2, as tools/cli.py
         return 2
-    fdir = work / "frontend"
+    from tools.firmware_frontend_bench import bench_frontend, bench_rpeak, default_mitdb
+
+    fdir, rdir = work / "frontend", work / "rpeak"
     fdir.mkdir(exist_ok=True)
-    result["frontend"] = bench_frontend(Path(args.model), "100", 180, args.data_dir, fdir)
+    rdir.mkdir(exist_ok=True)
+    mitdb = default_mitdb(args.data_dir)
+    result["frontend"] = bench_frontend(Path(args.model), "100", 180, mitdb, fdir)
     result["targets"]["frontend_m4_equals_host"] = result["frontend"]["cortex_m4_output_identical_to_host"]
+    rp = result["frontend"]["rpeak"] = bench_rpeak(Path(args.model), RPEAK_RECORDS, ("208", 180), mitdb, rdir)
+    result["targets"]["rpeak_m4_equals_host"] = all(rp["cortex_m4"][k]["identical_to_host"]
+                                                    for k in ("detector", "adc_to_int8"))
+    result["targets"]["rpeak_matches_python_99_5"] = all(
+        min(w["matched_2_samples"] / w["python_peaks"], w["matched_2_samples"] / w["c_peaks"]) >= 0.995
+        for w in rp["whole_records"])
     result["variants"] = []
     for k, variant in enumerate(args.variants or []):
         vdir = work / f"variant{k}"

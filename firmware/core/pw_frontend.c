@@ -7,39 +7,6 @@
 
 static int32_t clamp8(int64_t v) { return v < -128 ? -128 : (v > 127 ? 127 : (int32_t)v); }
 
-/* round(num / den) for den > 0, ties away from zero */
-static int64_t div_round(int64_t num, int64_t den) {
-    return num >= 0 ? (num + den / 2) / den : -((-num + den / 2) / den);
-}
-
-/* Direct form I with the steady state of the first sample (as scipy's sosfilt_zi * x[0]): each section's
- * input and output histories start at its DC response to that sample. */
-static void filter_start(pw_frontend_t *fe, int64_t x) {
-    for (int s = 0; s < PW_FE_SECTIONS; s++) {
-        const int64_t *c = pw_fe_sos_q30[s];
-        const int64_t num = c[0] + c[1] + c[2], den = c[3] + c[4] + c[5];
-        const int64_t y = den ? div_round(x * num, den) : 0;
-        fe->x1[s] = fe->x2[s] = x;
-        fe->y1[s] = fe->y2[s] = y;
-        x = y;
-    }
-}
-
-static int32_t filter_step(pw_frontend_t *fe, int64_t x) {
-    for (int s = 0; s < PW_FE_SECTIONS; s++) {
-        const int64_t *c = pw_fe_sos_q30[s];
-        /* |x|, |y| < 2^28 (16-bit ADC range in Q16 plus filter gain), |c| < 2^31: five products < 2^61.4 */
-        const int64_t acc = c[0] * x + c[1] * fe->x1[s] + c[2] * fe->x2[s] - c[4] * fe->y1[s] - c[5] * fe->y2[s];
-        const int64_t y = acc >= 0 ? (acc + (1ll << 29)) >> 30 : -((-acc + (1ll << 29)) >> 30);
-        fe->x2[s] = fe->x1[s];
-        fe->x1[s] = x;
-        fe->y2[s] = fe->y1[s];
-        fe->y1[s] = y;
-        x = y;
-    }
-    return (int32_t)x;
-}
-
 void pw_frontend_init(pw_frontend_t *fe) { memset(fe, 0, sizeof *fe); }
 
 static void sort_i32(int32_t *v, int n) {
@@ -71,7 +38,7 @@ static void cut_window(pw_frontend_t *fe, pw_fe_beat_t *b) {
         if (v > clip) v = clip;
         if (v < -clip) v = -clip;
         /* (v / amp2) / wave_scale = v * (2^16 / wave_scale) / (amp2 * 2^16) */
-        b->wave[k] = (int8_t)clamp8(div_round(v * PW_FE_WAVE_INV_SCALE_Q16, amp2 << 16) + PW_FE_WAVE_ZERO_POINT);
+        b->wave[k] = (int8_t)clamp8(pw_div_round(v * PW_FE_WAVE_INV_SCALE_Q16, amp2 << 16) + PW_FE_WAVE_ZERO_POINT);
     }
     b->has_window = 1;
 }
@@ -79,8 +46,8 @@ static void cut_window(pw_frontend_t *fe, pw_fe_beat_t *b) {
 pw_status_t pw_frontend_push_sample(pw_frontend_t *fe, int32_t adc) {
     if (!fe) return PW_ERR_ARG;
     const int64_t x = (int64_t)adc << Q_SAMPLE;
-    if (fe->samples == 0) filter_start(fe, x);
-    fe->ring[fe->samples % PW_FE_RING] = filter_step(fe, x);
+    if (fe->samples == 0) pw_biquad_start(fe->sos, pw_fe_sos_q30, PW_FE_SECTIONS, x);
+    fe->ring[fe->samples % PW_FE_RING] = (int32_t)pw_biquad_step(fe->sos, pw_fe_sos_q30, PW_FE_SECTIONS, x);
     fe->samples++;
     for (uint32_t i = 0; i < fe->n_pending; i++) {
         pw_fe_beat_t *b = &fe->pending[i];
@@ -123,11 +90,11 @@ pw_status_t pw_frontend_push_peak(pw_frontend_t *fe, uint32_t peak) {
 static int8_t rr_quantize(int64_t num, int64_t den, int f) {
     if (den <= 0) return (int8_t)PW_FE_RR_ZERO_POINT;
     const int64_t d = num * 65536 - pw_fe_rr_mean_q16[f] * den; /* (feature - mean) * den, Q16 */
-    int64_t z = div_round(d * 65536, den);                      /* feature - mean, Q32 */
+    int64_t z = pw_div_round(d * 65536, den);                      /* feature - mean, Q32 */
     const int64_t lim = ((pw_fe_rr_clip_q[f] + 1) << 48) / pw_fe_rr_inv_q16[f];
     if (z > lim) z = lim;
     if (z < -lim) z = -lim;
-    int64_t q = div_round(z * pw_fe_rr_inv_q16[f], 1ll << 48);
+    int64_t q = pw_div_round(z * pw_fe_rr_inv_q16[f], 1ll << 48);
     if (q > pw_fe_rr_clip_q[f]) q = pw_fe_rr_clip_q[f];
     if (q < -pw_fe_rr_clip_q[f]) q = -pw_fe_rr_clip_q[f];
     return (int8_t)clamp8(q + PW_FE_RR_ZERO_POINT);
@@ -168,4 +135,25 @@ int pw_frontend_next_beat(pw_frontend_t *fe, int8_t *wave, int8_t *rr, uint32_t 
         if (!skip) return 1;
     }
     return 0;
+}
+
+pw_status_t pw_frontend_push_adc(pw_frontend_t *fe, pw_rpeak_t *det, int32_t adc) {
+    pw_status_t st = pw_frontend_push_sample(fe, adc);
+    if (st != PW_OK || !det) return st ? st : PW_ERR_ARG;
+    st = pw_rpeak_push(det, fe->ring[(fe->samples - 1) % PW_FE_RING]);
+    uint32_t r;
+    while (pw_rpeak_next(det, &r)) {
+        if (pw_frontend_push_peak(fe, r) != PW_OK) fe->late_peaks++;
+    }
+    return st;
+}
+
+pw_status_t pw_frontend_flush(pw_frontend_t *fe, pw_rpeak_t *det) {
+    if (!fe || !det) return PW_ERR_ARG;
+    const pw_status_t st = pw_rpeak_flush(det);
+    uint32_t r;
+    while (pw_rpeak_next(det, &r)) {
+        if (pw_frontend_push_peak(fe, r) != PW_OK) fe->late_peaks++;
+    }
+    return st;
 }

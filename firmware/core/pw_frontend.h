@@ -4,23 +4,27 @@
  * seven RR features, standardised and quantized straight into the model's int8 inputs.
  *
  * The constants (filter sections, window geometry, RR statistics, input quantization) come from
- * pw_frontend_config.h, generated from the model's metadata (`pulsewire firmware frontend`). The R-peak
- * detector is not part of the C core yet: peaks come from the caller (an analog front-end with its own
- * detector, or edge_runtime/rpeak.py on a gateway).
+ * pw_frontend_config.h, generated from the model's metadata (`pulsewire firmware generate --frontend`). R-peaks
+ * come from the C detector (pw_rpeak.h) on the filtered samples with pw_frontend_push_adc, or from the
+ * caller with pw_frontend_push_sample + pw_frontend_push_peak (an analog front-end with its own detector).
  *
  * Arithmetic: samples in Q16 ADC units (int32), biquads in Q30 coefficients with 64-bit accumulators,
  * medians and RR ratios exact in integers, standardisation and quantization with Q16 constants. Memory:
- * the caller owns one pw_frontend_t (no malloc); about 6 KB with the default ring. */
+ * the caller owns one pw_frontend_t (no malloc): 5,280 B on a Cortex-M4 with the default ring, whose 1,024
+ * samples cover the detector's latency (at most 756 samples on the 48 MIT-BIH records: the first beats,
+ * reported when the two-second learning phase ends). */
 #ifndef PW_FRONTEND_H
 #define PW_FRONTEND_H
 
 #include <stdint.h>
 
+#include "pw_biquad.h"
 #include "pw_frontend_config.h"
+#include "pw_rpeak.h"
 #include "pw_status.h"
 
 #ifndef PW_FE_RING
-#define PW_FE_RING 512u /* filtered samples kept (power of two): window + detector latency (1.4 s at 360 Hz) */
+#define PW_FE_RING 1024u /* filtered samples kept (power of two): detector latency + window (2.8 s at 360 Hz) */
 #endif
 #define PW_FE_PENDING 4u  /* beats waiting for their window to complete or their successor */
 #define PW_FE_RR_FEATURES 7
@@ -34,7 +38,7 @@ typedef struct {
 } pw_fe_beat_t;
 
 typedef struct {
-    int64_t x1[PW_FE_SECTIONS], x2[PW_FE_SECTIONS], y1[PW_FE_SECTIONS], y2[PW_FE_SECTIONS];
+    pw_biquad_t sos[PW_FE_SECTIONS];
     int32_t ring[PW_FE_RING];     /* filtered samples, Q16 ADC units */
     uint32_t samples;             /* samples pushed so far */
     int32_t amps[PW_FE_AMP_BEATS];/* |filtered| at the last R-peaks */
@@ -44,6 +48,7 @@ typedef struct {
     uint32_t n_rr;
     pw_fe_beat_t pending[PW_FE_PENDING];
     uint32_t n_pending;           /* beats in pending[], oldest first */
+    uint32_t late_peaks;          /* detected peaks refused because their window had left the ring */
 } pw_frontend_t;
 
 void pw_frontend_init(pw_frontend_t *fe);
@@ -58,6 +63,15 @@ pw_status_t pw_frontend_push_peak(pw_frontend_t *fe, uint32_t peak);
 /* The next complete beat (window cut, previous and next R-peak known): writes PW_FE_WINDOW int8 wave values
  * and 7 int8 RR features and the beat's R-peak sample; returns 1, or 0 if no beat is ready. The first
  * beat (no previous RR) and beats whose window starts before the stream are skipped, as in training. */
+/* A board's one call per ADC sample: the band-pass, the R-peak detector `det` (caller-owned, initialised
+ * with pw_rpeak_init) on the filtered sample, and the peaks it settles into the beat windows; then take
+ * beats with pw_frontend_next_beat. A detected peak whose window has already left the ring (detector
+ * latency beyond PW_FE_RING - PW_FE_WINDOW_BEFORE samples) is counted in fe->late_peaks. */
+pw_status_t pw_frontend_push_adc(pw_frontend_t *fe, pw_rpeak_t *det, int32_t adc);
+
+/* End of stream: the detector's last peak (its beat still needs a successor to be complete). */
+pw_status_t pw_frontend_flush(pw_frontend_t *fe, pw_rpeak_t *det);
+
 int pw_frontend_next_beat(pw_frontend_t *fe, int8_t *wave, int8_t *rr, uint32_t *peak);
 
 #endif

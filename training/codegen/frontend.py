@@ -1,18 +1,64 @@
 """``pw_frontend_config.h``: the constants of the C streaming front-end (firmware/core/pw_frontend.c) for
 one model: its signal pipeline (band-pass sections, window geometry), its RR standardisation and its
-input quantization, so the front-end writes the model's int8 inputs directly."""
+input quantization, so the front-end writes the model's int8 inputs directly; and those of the C R-peak
+detector (firmware/core/pw_rpeak.c) at the model's sampling rate, from edge_runtime/rpeak.py's
+``DetectorConfig``."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
+from scipy import signal as sp_signal
 
 from edge_runtime.filtering import bandpass_sos
 from edge_runtime.model_metadata import ModelMetadata
+from edge_runtime.rpeak import DetectorConfig
 from training.codegen.emit import GENERATOR_VERSION
 from training.codegen.quant import round_half_away
 
 RR_FEATURE_COUNT = 7
+
+
+def _sos_rows(sos: np.ndarray) -> str:
+    """Second-order sections as C rows of Q30 integers (b0 b1 b2 a0 a1 a2)."""
+    rows = []
+    for section in sos:
+        q = [round_half_away(float(v) * (1 << 30)) for v in section]
+        rows.append("    {" + ", ".join(f"{v}LL" for v in q) + "}")
+    return ",\n".join(rows)
+
+
+def rpeak_config(det: DetectorConfig) -> str:
+    """The C detector's constants (``PW_RP_*``): the QRS band-pass of ``StreamingRPeakDetector`` (scipy's
+    Butterworth design, order 1) and its time constants in samples, rounded as the Python detector rounds
+    them (``DetectorConfig.samples``)."""
+    if float(det.fs_hz) != int(det.fs_hz):
+        raise ValueError("the C detector needs an integer sampling rate")
+    if det.r_search_s[1] > 0:
+        raise ValueError(f"r_search_s {det.r_search_s}: the C detector locates R when the energy peak is seen, so "
+                         "the search window must end at or before it")
+    r_before = -round(det.r_search_s[0] * det.fs_hz)
+    r_after = -round(det.r_search_s[1] * det.fs_hz)
+    integration = det.samples(det.integration_s)
+    if r_before + 2 > 128 or integration + 2 > 64:
+        raise ValueError("the C detector keeps 128 input and 64 derivative samples: r_search_s or integration_s "
+                         f"is too long at {det.fs_hz} Hz (raise PW_RP_X_RING / PW_RP_D_RING)")
+    sos = sp_signal.butter(1, det.qrs_band_hz, btype="bandpass", fs=det.fs_hz, output="sos")
+    back = Fraction(det.searchback_rr).limit_denominator(1000)
+    return (
+        f"/* R-peak detector (edge_runtime/rpeak.py DetectorConfig at {det.fs_hz:g} Hz), in samples */\n"
+        f"#define PW_RP_INTEGRATION {integration}u /* moving integration, {det.integration_s:g} s */\n"
+        f"#define PW_RP_REFRACTORY {det.samples(det.refractory_s)}u /* {det.refractory_s:g} s */\n"
+        f"#define PW_RP_T_WAVE {det.samples(det.t_wave_s)}u /* slope test within {det.t_wave_s:g} s */\n"
+        f"#define PW_RP_LEARNING {det.samples(det.learning_s)}u /* {det.learning_s:g} s */\n"
+        f"#define PW_RP_R_BEFORE {r_before}u /* R searched from {det.r_search_s[0]:g} s */\n"
+        f"#define PW_RP_R_AFTER {r_after}u /* to {det.r_search_s[1]:g} s of the energy peak */\n"
+        f"#define PW_RP_SEARCHBACK_NUM {back.numerator} /* search back after {det.searchback_rr:g} mean RR */\n"
+        f"#define PW_RP_SEARCHBACK_DEN {back.denominator}\n"
+        f"#define PW_RP_SECTIONS {len(sos)}\n"
+        f"/* QRS band-pass {det.qrs_band_hz[0]:g}-{det.qrs_band_hz[1]:g} Hz, order 1: b0 b1 b2 a0 a1 a2 in Q30 */\n"
+        f"static const int64_t pw_rp_sos_q30[{len(sos)}][6] = {{\n" + _sos_rows(sos) + "\n};\n")
 
 
 def _port(meta: ModelMetadata, rank: int):
@@ -36,11 +82,6 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
     if wave.shape[1] != window:
         raise ValueError(f"wave input has {wave.shape[1]} samples, the signal config makes {window}")
     sos = bandpass_sos(cfg)
-    rows = []
-    for section in sos:
-        b, a = section[:3], section[3:]
-        q = [round_half_away(float(v) * (1 << 30)) for v in (*b, *a)]
-        rows.append("    {" + ", ".join(f"{v}LL" for v in q) + "}")
     # the smallest amplitude divisor: 1e-3 mV (beat_windows.amplitude_scales) in Q16 ADC units, times 2
     amp_floor2 = math.ceil(2 * 1e-3 * adc_gain * (1 << 16))
     mean_q16 = [round_half_away(float(np.float32(m)) * 65536) for m in meta.rr_mean]
@@ -61,8 +102,9 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
         f"#define PW_FE_RR_LOCAL {cfg.rr_local_beats}u\n#define PW_FE_RR_LONG {cfg.rr_long_beats}u\n"
         f"#define PW_FE_RR_ZERO_POINT {rr.zero_point}\n\n"
         f"/* band-pass {cfg.band_low_hz}-{cfg.band_high_hz} Hz, order {cfg.filter_order}: b0 b1 b2 a0 a1 a2 in Q30 */\n"
-        f"static const int64_t pw_fe_sos_q30[{len(sos)}][6] = {{\n" + ",\n".join(rows) + "\n};\n"
+        f"static const int64_t pw_fe_sos_q30[{len(sos)}][6] = {{\n" + _sos_rows(sos) + "\n};\n"
         "/* RR features: training mean (Q16), 1 / (std * input scale) (Q16), clip at 6 standard deviations */\n"
         f"static const int64_t pw_fe_rr_mean_q16[7] = {{{', '.join(f'{v}LL' for v in mean_q16)}}};\n"
         f"static const int64_t pw_fe_rr_inv_q16[7] = {{{', '.join(f'{v}LL' for v in inv_q16)}}};\n"
-        f"static const int64_t pw_fe_rr_clip_q[7] = {{{', '.join(f'{v}LL' for v in clip_q)}}};\n\n#endif\n")
+        f"static const int64_t pw_fe_rr_clip_q[7] = {{{', '.join(f'{v}LL' for v in clip_q)}}};\n\n"
+        + rpeak_config(DetectorConfig(fs_hz=float(cfg.fs_hz))) + "\n#endif\n")
