@@ -28,7 +28,7 @@
 #include "pw_status.h"
 
 #ifndef PW_RP_LEARN
-#define PW_RP_LEARN 96u /* candidates held in the learning phase (MIT-BIH, 48 records: at most 60 in 2 s) */
+#define PW_RP_LEARN 96u /* candidates held in the learning phase (46 MIT-BIH records: at most 60 in 2 s) */
 #endif
 #ifndef PW_RP_QUEUE
 #define PW_RP_QUEUE 16u /* settled R peaks waiting for pw_rpeak_next (power of two) */

@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
     if (!x || fread(x, 4, n, in) != n) return 1;
     pw_frontend_init(&fe);
     pw_rpeak_init(&det);
-    uint32_t peaks = 0, beats = 0, r;
+    uint32_t peaks = 0, beats = 0, r, latency = 0; /* latency: samples from an R peak to its report (mode 0) */
     unsigned long ticks = 0;
 #ifdef PW_MEASURE
     pw_systick_start();
@@ -66,6 +66,7 @@ int main(int argc, char **argv) {
             while (got) {
                 fwrite(&r, 4, 1, out);
                 peaks++;
+                if (i - r > latency) latency = i - r;
                 got = pw_rpeak_next(&det, &r);
             }
         }
@@ -106,8 +107,9 @@ int main(int argc, char **argv) {
         pw_rpeak_flush(&det);
         while (pw_rpeak_next(&det, &r)) { fwrite(&r, 4, 1, out); peaks++; }
     }
-    printf("samples %lu\npeaks %lu\nbeats %lu\nlate_peaks %lu\ndropped %lu\n", (unsigned long)n,
-           (unsigned long)peaks, (unsigned long)beats, (unsigned long)fe.late_peaks, (unsigned long)det.dropped);
+    printf("samples %lu\npeaks %lu\nbeats %lu\nlate_peaks %lu\ndropped %lu\nmax_latency %lu\n", (unsigned long)n,
+           (unsigned long)peaks, (unsigned long)beats, (unsigned long)fe.late_peaks, (unsigned long)det.dropped,
+           (unsigned long)latency);
 #ifdef PW_MEASURE
     printf("ticks_total %lu\ncalibration_instructions %lu calibration_ticks %lu\n", ticks, 2000000ul,
            (unsigned long)pw_cycles_calibrate(1000000u));
