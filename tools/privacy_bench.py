@@ -209,13 +209,15 @@ STAGES: tuple[tuple[str, Allow], ...] = (
 
 def run_bench(data_dir: Path | None, cache_root: Path, settings: BenchSettings, checkpoint: Path,
               parts: tuple[str, ...] = ("dp", "attacks", "secagg"),
-              on_stage: Callable[[dict], None] | None = None, run: bool = True) -> dict:
+              on_stage: Callable[[dict], None] | None = None, run: bool = True, only: tuple[str, ...] = ()) -> dict:
     """Every run of ``parts``, stage by stage; after each stage ``on_stage`` gets the results so far.
     ``run=False`` runs nothing and reports what the checkpoint holds."""
     ck = Checkpoint(checkpoint)
     sim = Simulator(data_dir, cache_root, settings) if {"dp", "attacks"} & set(parts) else None
     results: dict[str, Any] = {}
-    for i, (stage, allow) in enumerate((STAGES if run else ()) + (("report", lambda k: False),)):
+    stages = [(name, (lambda a: lambda k: a(k) and (not only or any(o in k for o in only)))(allow))
+              for name, allow in STAGES] if run else []
+    for i, (stage, allow) in enumerate(stages + [("report", lambda k: False)]):
         if stage != "report":
             log.info("stage %d/%d: %s", i + 1, len(STAGES), stage)
         ck.missing = []
@@ -307,6 +309,8 @@ def add_parser(sub, add_data_args) -> None:
     p.add_argument("--merge", nargs="+", metavar="JSON", default=[],
                    help="add the runs of other checkpoints (e.g. parts run in parallel) to --checkpoint first")
     p.add_argument("--report-only", action="store_true", help="run nothing: write the report of the checkpoint")
+    p.add_argument("--only", nargs="+", metavar="TEXT", help="run only the runs whose key contains one of these "
+                                                            "(e.g. /0.1/ for the 10 %% attacker share)")
 
 
 def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
@@ -334,7 +338,7 @@ def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
             runs.update({k: v for k, v in json.loads(Path(other).read_text())["runs"].items() if k not in runs})
         checkpoint.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
     results = run_bench(data_dir, cache_root, settings, checkpoint, tuple(args.parts), on_stage=write,
-                        run=not args.report_only)
+                        run=not args.report_only, only=tuple(args.only or ()))
     print(markdown(results, command))
     print(f"results: {out / (name + '.json')}, {out / (name + '.md')}")
     return 0
