@@ -138,8 +138,9 @@ int pw_frontend_next_beat(pw_frontend_t *fe, int8_t *wave, int8_t *rr, uint32_t 
 }
 
 pw_status_t pw_frontend_push_adc(pw_frontend_t *fe, pw_rpeak_t *det, int32_t adc) {
+    if (!det) return PW_ERR_ARG;
     pw_status_t st = pw_frontend_push_sample(fe, adc);
-    if (st != PW_OK || !det) return st ? st : PW_ERR_ARG;
+    if (st != PW_OK) return st;
     st = pw_rpeak_push(det, fe->ring[(fe->samples - 1) % PW_FE_RING]);
     uint32_t r;
     while (pw_rpeak_next(det, &r)) {
