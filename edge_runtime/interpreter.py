@@ -53,9 +53,11 @@ def available_backend() -> str:
 def make_interpreter(model_content: bytes, reference_kernels: bool = True, preserve_all_tensors: bool = False) -> Any:
     """A ready (tensors allocated) interpreter for the flatbuffer ``model_content``.
 
-    ``reference_kernels`` disables the default XNNPACK delegate: its int8 arithmetic differs from the
-    TFLite reference kernels (and TFLite-Micro, and pulsewire's C code) by one LSB on a few percent of
-    outputs, which would make device results unreproducible. A beat costs tens of microseconds either way.
+    ``reference_kernels`` disables the default XNNPACK delegate, whose int8 arithmetic differs from
+    TFLite-Micro by one LSB on a few percent of outputs. What remains are LiteRT's builtin kernels: they agree
+    with TFLite-Micro (and the generated C code) on every op but FULLY_CONNECTED, whose requantization rounds
+    ties differently (1 LSB at the logits on about 0.1-1 % of beats; firmware/README.md has the measurements).
+    A beat costs tens of microseconds either way.
     ``preserve_all_tensors`` keeps intermediate activations readable (personalization reads the hidden layer).
     """
     errors = []
