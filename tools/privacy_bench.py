@@ -251,6 +251,8 @@ def markdown(results: dict, command: str) -> str:
     s = results["settings"]
     out = [f"# Privacy and robustness benchmark\n\n`{command}`; {s['rounds']} rounds, {s['local_epochs']} local "
            f"epoch(s), seed {s['seed']}, δ = {s['delta']:g}. {s['evaluation']}.\n"]
+    if results.get("note"):
+        out.append(results["note"] + "\n")
     if results.get("dp"):
         out.append("## (a) DS2 macro F1 against ε (DP-FedAvg, every device every round)\n")
         out.append("| devices per patient | devices | ε target | noise multiplier z | clip C | ε (RDP) | ε (PLD) | "
@@ -309,6 +311,7 @@ def add_parser(sub, add_data_args) -> None:
     p.add_argument("--merge", nargs="+", metavar="JSON", default=[],
                    help="add the runs of other checkpoints (e.g. parts run in parallel) to --checkpoint first")
     p.add_argument("--report-only", action="store_true", help="run nothing: write the report of the checkpoint")
+    p.add_argument("--note", help="a sentence for the report's header (e.g. how parallel parts were run)")
     p.add_argument("--only", nargs="+", metavar="TEXT", help="run only the runs whose key contains one of these "
                                                             "(e.g. /0.1/ for the 10 %% attacker share)")
 
@@ -328,7 +331,8 @@ def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     def write(results: dict) -> None:
-        results.update(command=command, wall_seconds=round(time.time() - started, 1), checkpoint=str(checkpoint))
+        results.update(command=command, wall_seconds=round(time.time() - started, 1), checkpoint=str(checkpoint),
+                       note=args.note)
         (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
         (out / f"{name}.md").write_text(markdown(results, command))
 
