@@ -326,7 +326,11 @@ def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
     name = "privacy-quick" if args.quick else "privacy"
     checkpoint = Path(args.checkpoint or f"out/privacy-bench/{name}.partial.json")
     started = time.time()
-    command = " ".join(["pulsewire"] + sys.argv[1:])
+    argv = sys.argv[1:]
+    if "--note" in argv:  # the note is printed on its own
+        at = argv.index("--note")
+        argv = argv[:at] + argv[at + 2:]
+    command = " ".join(["pulsewire"] + argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
