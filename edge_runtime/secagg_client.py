@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from cryptography.exceptions import InvalidTag
 
-from broker.secagg_messages import (AdvertList, EncryptedShares, KeyAdvert, MaskedInput, Payload, SecAggMessage,
-                                    SecAggPlan, SharesFor, Step, UnmaskReply, UnmaskRequest)
+from broker.secagg_messages import (AdvertList, EncryptedShares, MaskedInput, Payload, SecAggMessage,
+                                    SecAggPlan, SharesFor, Step, UnmaskRequest)
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice
 
 log = logging.getLogger(__name__)
@@ -137,5 +137,3 @@ def noise_sd(noise_multiplier: float, clip: float, threshold: int) -> float:
     """Each device's noise so that any t of them together carry N(0, (z·C)²) on the sum."""
     return noise_multiplier * clip / math.sqrt(threshold)
 
-
-__all__ = ["SecAggParticipant", "prepare_input", "flatten", "noise_sd", "KeyAdvert"]

@@ -27,7 +27,6 @@ from training.federated.device_trainer import KerasDeviceUpdater
 from training.federated.local_training import LocalTrainer
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings
 from training.federated.simulation import FederatedConfig, prepare_fleet
-from training.model import build_classifier
 from training.train import RRScaler, TrainedModel, evaluate_keras
 
 log = logging.getLogger(__name__)
