@@ -56,6 +56,34 @@ def test_devices_write_only_their_own_topics(secure_broker):
         link.stop()
 
 
+def _drain(inbox, first_timeout=5.0):
+    got = [inbox.get(timeout=first_timeout)]
+    time.sleep(0.5)
+    while not inbox.empty():
+        got.append(inbox.get())
+    return got
+
+
+def test_secure_aggregation_shares_reach_only_their_device(secure_broker):
+    sec, port = secure_broker
+    topics = FleetTopics("ward")
+    inbox101, inbox106 = queue.Queue(), queue.Queue()
+    agg = _link(sec, port, "aggregator")
+    # each device asks for every secagg topic: the broker's ACL, not the subscription, must do the filtering
+    dev101 = _link(sec, port, "p101", ["pw/ward/secagg/#"], inbox101)
+    dev106 = _link(sec, port, "p106", ["pw/ward/secagg/#"], inbox106)
+    time.sleep(0.3)  # subscriptions settle
+    agg.publish(topics.secagg(3), b"adverts", qos=1).wait_for_publish(5)
+    agg.publish(topics.secagg(3, "p101"), b"shares for p101", qos=1).wait_for_publish(5)
+    agg.publish(topics.secagg(3, "p106"), b"shares for p106", qos=1).wait_for_publish(5)
+    dev101.publish(topics.secagg(3, "p106"), b"forged shares", qos=1).wait_for_publish(5)
+    dev101.publish(topics.secagg(3), b"forged adverts", qos=1).wait_for_publish(5)
+    assert sorted(_drain(inbox101)) == [(topics.secagg(3), b"adverts"), (topics.secagg(3, "p101"), b"shares for p101")]
+    assert sorted(_drain(inbox106)) == [(topics.secagg(3), b"adverts"), (topics.secagg(3, "p106"), b"shares for p106")]
+    for link in (agg, dev101, dev106):
+        link.stop()
+
+
 def test_a_client_without_a_certificate_is_refused(secure_broker):
     sec, port = secure_broker
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="intruder")
