@@ -17,6 +17,7 @@ EDGE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --json
 	--records 100 108 203 208 232 --latency-seconds 30
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 3 --out out/bench-quick-federated --json bench/results/federated-quick.json \
 	--centralized bench/results/foundation-quick.json
+PRIV_BENCH_ARGS := --quick --out out/bench-quick-privacy
 OPT_BENCH_ARGS := --bench --quick --out out/bench-quick-optimize --json bench/results/optimize-quick.json \
 	--foundation bench/results/foundation-quick.json
 FIRMWARE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --beats 2000 --json bench/results/firmware-quick.json \
@@ -26,6 +27,7 @@ BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/fou
 EDGE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/edge.json
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 20 --out out/bench-federated --json bench/results/federated.json \
 	--centralized bench/results/foundation.json
+PRIV_BENCH_ARGS := --out bench/results
 OPT_BENCH_ARGS := --bench --intra-epochs 12 --out out/bench-optimize --json bench/results/optimize.json \
 	--foundation bench/results/foundation.json
 FIRMWARE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/firmware.json \
@@ -39,10 +41,11 @@ help:
 	@echo "              int8 export, DS2 evaluation -> out/demo/fleet_fedavg_int8.html"
 	@echo "make test   - set up and run the test suite"
 	@echo "make bench  - centralized (3 seeds x 2 protocols) then federated (strategies, encodings, reference setting)"
+	@echo "              then privacy and robustness (epsilon sweep, secure aggregation over MQTT, attacks x defences)"
 	@echo "              then the edge pipeline (R peaks vs peers on 48 records, speed, alert latency)"
 	@echo "              then model optimization (distillation, pruning, QAT: 10 variants x 3 seeds x 2 protocols)"
 	@echo "              then the firmware (generated C vs TFLite-Micro on the host and a Cortex-M4 under QEMU, flash/RAM)"
-	@echo "              -> bench/results/{foundation,federated,edge,optimize,firmware}.json (QUICK=1: a few epochs, rounds, records)"
+	@echo "              -> bench/results/{foundation,federated,privacy,edge,optimize,firmware}.json (QUICK=1: a few epochs, rounds, records)"
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing pulsewire[train,edge,dev] (TensorFlow is ~600 MB; 1-2 min)"
@@ -69,6 +72,7 @@ test: setup
 bench: setup
 	$(BIN)/pulsewire foundation --protocols inter intra $(BENCH_ARGS)
 	$(BIN)/pulsewire fleet-bench $(FED_BENCH_ARGS)
+	$(BIN)/pulsewire privacy-bench $(PRIV_BENCH_ARGS)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/pulsewire edge bench $(EDGE_BENCH_ARGS)
 	$(BIN)/pulsewire export $(OPT_BENCH_ARGS)
