@@ -4,7 +4,14 @@ import math
 import numpy as np
 import pytest
 
-from tools.privacy_bench import BenchSettings, defences, markdown, noise_for_epsilon
+from tools.privacy_bench import (
+    BenchSettings,
+    defences,
+    goal,
+    markdown,
+    noise_for_epsilon,
+    seed_cells,
+)
 from training.data.beat_dataset import BeatDataset
 from training.federated.privacy import epsilon
 from training.federated.simulation import make_partition
@@ -41,3 +48,41 @@ def test_defences_are_set_for_thirty_percent_and_the_report_renders():
                             **{**row, "ds2_macro_f1": 0.48}}]}
     md = markdown(results, "pulsewire privacy-bench")
     assert "| 1 | 17 | ∞ |" in md and "| sign_flip | 30% (5) | 0.300 | 0.480 | -0.020 |" in md
+
+
+def _run(seed, attack, share, defence, f1, attackers=5):
+    return {"key": f"s{seed}/attack/{attack}/{share:g}/{defence}", "seed": seed, "attack": attack, "share": share,
+            "defence": defence, "attackers": attackers, "ds2_macro_f1": f1, "s_se": 0.1, "v_se": 0.9, "best_round": 3}
+
+
+def test_seeds_are_aggregated_per_cell_and_the_goal_is_judged_on_the_means():
+    # Prepare: clean FedAvg on 3 seeds; median on 2 of 3 seeds under sign_flip, on 3 under scale:10; one seed gives
+    # 6 attackers instead of 5 (more training patients).
+    rows = ([_run(s, "none", 0.0, "fedavg", f1, 0) for s, f1 in ((0, 0.40), (1, 0.42), (2, 0.44))]
+            + [_run(s, "sign_flip", 0.3, "fedavg", f1, a) for s, f1, a in ((0, 0.30, 5), (1, 0.32, 5), (2, 0.34, 6))]
+            + [_run(s, "sign_flip", 0.3, "median", f1) for s, f1 in ((0, 0.38), (1, 0.42))]
+            + [_run(s, "scale:10", 0.3, "median", 0.41) for s in (0, 1, 2)] + [_run(0, "scale:10", 0.3, "fedavg", 0.2)])
+    results = {"settings": {**BenchSettings().__dict__, "seeds": [0, 1, 2], "delta": 1e-6, "evaluation": "x"},
+               "attacks": rows}
+
+    # Execute
+    cells = seed_cells(rows, ("attack", "share", "defence"))
+    g = goal(rows)
+    md = markdown(results, "pulsewire privacy-bench")
+    worse = goal([{**r, "ds2_macro_f1": 0.36} if r["key"] == "s1/attack/sign_flip/0.3/median" else r for r in rows])
+
+    # Assert: sample std (ddof 1), n and seeds per cell; the gap is the best robust mean − the clean FedAvg mean over
+    # the same seeds (median under sign_flip: 0.40 − 0.41, not − 0.42)
+    clean = cells[("none", 0.0, "fedavg")]
+    assert clean["mean"] == pytest.approx(0.42) and clean["std"] == pytest.approx(0.02) and clean["n"] == 3
+    assert cells[("sign_flip", 0.3, "median")]["seeds"] == [0, 1]
+    assert cells[("scale:10", 0.3, "fedavg")]["std"] is None
+    assert "seeds 0, 1, 2" in md
+    assert "| none | 0% (0) | 0.420 ± 0.020 (n=3) | – | – |" in md
+    assert "| sign_flip | 30% (5–6) | 0.320 ± 0.020 (n=3) | 0.400 ± 0.028 (n=2 of 3) | -0.010 |" in md
+    assert "| scale:10 | 30% (5) | 0.200 (n=1 of 3) | 0.410 ± 0.000 (n=3) | -0.010 |" in md
+    assert g["per_attack"]["sign_flip"]["gap"] == pytest.approx(-0.01) and g["holds_per_attack"]
+    assert g["single_defence"] == "median" and g["single_defence_worst_gap"] == pytest.approx(-0.01)
+    assert "the goal holds; with one defence against every attack (median, worst -0.010) it holds" in md
+    assert worse["per_attack"]["sign_flip"]["gap"] == pytest.approx(-0.04)
+    assert not worse["holds_per_attack"] and not worse["holds_with_one_defence"]
