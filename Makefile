@@ -17,7 +17,7 @@ EDGE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --json
 	--records 100 108 203 208 232 --latency-seconds 30
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 3 --out out/bench-quick-federated --json bench/results/federated-quick.json \
 	--centralized bench/results/foundation-quick.json
-PRIV_BENCH_ARGS := --quick --out out/bench-quick-privacy
+PRIV_BENCH_ARGS := --quick --seeds 0 --out out/bench-quick-privacy
 OPT_BENCH_ARGS := --bench --quick --out out/bench-quick-optimize --json bench/results/optimize-quick.json \
 	--foundation bench/results/foundation-quick.json
 FIRMWARE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --beats 2000 --json bench/results/firmware-quick.json \
