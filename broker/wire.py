@@ -282,7 +282,9 @@ def decode_tensors(data: bytes) -> TensorMessage:
         if ndim > MAX_NDIM:
             raise WireError("bad_shape", f"{ndim} dims; at most {MAX_NDIM}")
         shape = r.unpack(f"<{ndim}I")
-        if math.prod(shape) > MAX_BODY_BYTES:  # exact integers: no overflow to a small size
+        # exact integers (no overflow to a small size); zero dims skipped, so an empty tensor cannot carry
+        # dimensions that numpy cannot even hold as a shape
+        if math.prod(d for d in shape if d) > MAX_BODY_BYTES:
             raise WireError("bad_shape", f"tensor shape {shape} is larger than any message may be")
         shapes.append(tuple(shape))
     tensors = tuple(_decode_values(r, s, header.encoding) for s in shapes)

@@ -126,6 +126,16 @@ def test_shape_whose_product_overflows_int64_is_rejected():
         decode_tensors(huge)
 
 
+def test_empty_tensor_with_dimensions_numpy_cannot_hold_is_rejected():
+    # found by the hypothesis fuzz: (0, 587202560, 3942645760) has no elements but no numpy array has that shape
+    body = struct.pack("<H", 2) + b"{}" + bytes([3]) + struct.pack("<3I", 0, 587202560, 3942645760)
+    header = bytearray(GOOD[:HEADER.size])
+    header[20:24] = struct.pack("<I", len(body))
+    with pytest.raises(WireError) as err:
+        decode_tensors(_recrc(bytes(header) + body))
+    assert err.value.reason == "bad_shape"
+
+
 def test_topk_bitmap_must_agree_with_k():
     data = bytearray((GOLDEN_DIR / "update_topk_int8.bin").read_bytes())
     meta_len = struct.unpack_from("<H", data, HEADER.size)[0]
