@@ -126,6 +126,10 @@ class DeviceClient:
         log.info("%s: re-sending the unacknowledged update of round %d once", self.name, pending.round)
         pending.infos = [self.link.publish(t, p, qos=1) for t, p in pending.frames]
 
+    def _verified(self, payload: bytes) -> bytes:
+        """The aggregator's message without its signature; a device with the aggregator's key takes nothing unsigned."""
+        return verify_message(payload, self.aggregator_key) if self.aggregator_key else payload
+
     def _on_message(self, msg: Message) -> None:
         try:
             kind = parse_topic(msg.topic).kind
@@ -133,8 +137,7 @@ class DeviceClient:
                 return self._on_secagg(msg)
             if kind != "global" or not msg.payload:
                 return  # an empty retained payload clears an old round
-            payload = verify_message(msg.payload, self.aggregator_key) if self.aggregator_key else msg.payload
-            _, model = decode_global(payload)
+            _, model = decode_global(self._verified(msg.payload))
         except (ValueError, WireError) as exc:
             self.errors += 1
             log.warning("%s: ignoring a bad global model on %s: %s", self.name, msg.topic, exc)
@@ -163,8 +166,7 @@ class DeviceClient:
 
     def _on_secagg(self, msg: Message) -> None:
         try:
-            payload = verify_message(msg.payload, self.aggregator_key) if self.aggregator_key else msg.payload
-            header, message = decode_secagg(payload)
+            header, message = decode_secagg(self._verified(msg.payload))
         except (ValueError, WireError) as exc:
             self.errors += 1
             log.warning("%s: ignoring a bad secure-aggregation message on %s: %s", self.name, msg.topic, exc)
