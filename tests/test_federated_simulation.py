@@ -44,3 +44,19 @@ def test_partition_specs(beats):
     assert len(make_partition("dirichlet:0.5:3", train, 0)) == 3
     with pytest.raises(ValueError, match="not understood"):
         make_partition("random", train, 0)
+
+
+def test_dp_fedavg_rounds_carry_their_privacy_ledger_into_the_report(beats):
+    from tools.report import privacy_ledger
+
+    train, val = beats
+    fed = FederatedConfig(rounds=2, strategy="dp_fedavg", strategy_args={"clip": 1.0, "noise_multiplier": 1.0},
+                          local=LocalConfig(epochs=1), seed=0)
+    history = run_simulation(train, val, fed, TrainConfig(seed=0), progress=False).history
+    spent = [h["privacy"] for h in history]
+    assert [p["round"] for p in spent] == [1, 2] and all(p["participants"] == 4 for p in spent)
+    assert 0 < spent[0]["epsilon_rdp"] < spent[1]["epsilon_rdp"]  # composition over rounds
+    page = privacy_ledger({"protocols": {"inter": {"runs": [{"seed": 0, "history": history}]}}})
+    assert "## Privacy ledger" in page and "epsilon rdp" in page
+    assert page.count("\n| 1 |") == 1 and page.count("\n| 2 |") == 1  # one row per round
+    assert privacy_ledger({"protocols": {"inter": {"runs": [{"seed": 0, "history": [{"round": 1}]}]}}}) == ""

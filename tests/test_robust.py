@@ -49,3 +49,11 @@ def test_norm_bounding_clips_long_updates_only():
     assert np.allclose(NormBounded(clip=1.0).aggregate([np.zeros(2, np.float32)], ups)[0], [0.45, 0.6])
     with pytest.raises(ValueError):
         NormBounded(clip=0)
+
+
+def test_norm_bounding_by_default_clips_to_the_rounds_median_norm():
+    # norms 1, 2, 3 (honest) and 50 (boosted attacker): the median norm is 2.5, so only 3 and 50 are clipped
+    ups = [ClientUpdate(str(n), [np.array([n, 0.0], np.float32)], 1) for n in (1.0, 2.0, 3.0, 50.0)]
+    new = NormBounded().aggregate([np.zeros(2, np.float32)], ups)[0]
+    assert np.allclose(new, [(1.0 + 2.0 + 2.5 + 2.5) / 4, 0.0])
+    assert np.allclose(NormBounded(clip=10.0).aggregate([np.zeros(2, np.float32)], ups)[0], [(1 + 2 + 3 + 10) / 4, 0])

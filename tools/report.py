@@ -135,6 +135,7 @@ def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
         "## Targets\n\n" + targets_table(results["targets"]) if results["targets"] else "",
         "## Model\n\n" + facts,
         _federation_facts(results),
+        privacy_ledger(results),
         "## Published references (other protocols and data handling; for orientation only)\n\n"
         + "\n".join(f"- {name}: {val}" for name, val in _PUBLISHED),
         "\n".join(f"![{p.stem}]({p.name})" for p in images),
@@ -162,6 +163,32 @@ def _federation_facts(results: dict) -> str:
         lines.append(f"Mean bytes sent by devices per round: {np.mean([h['bytes_received'] for h in hist]):,.0f}; "
                      f"global model message: {hist[0]['model_bytes']:,} bytes.")
     return "## Federation\n\n" + "\n".join(lines)
+
+
+def privacy_ledger(results: dict) -> str:
+    """Every round's privacy accounting (DP-FedAvg's or distributed DP's): what a run spent, and on what.
+
+    The columns are whatever the strategy's ledger records (ε by the RDP and PLD accountants, δ, noise
+    multiplier, clip norm, participants...), so a new mechanism shows up without touching the report."""
+    sections = []
+    for protocol, block in results.get("protocols", {}).items():
+        for run in block["runs"]:
+            rows = [h["privacy"] for h in run.get("history", []) if h.get("privacy")]
+            if not rows:
+                continue
+            keys = list(dict.fromkeys(k for r in rows for k in r))
+            lines = ["| " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|" + "---|" * len(keys)]
+            lines += ["| " + " | ".join(_ledger_cell(r.get(k)) for k in keys) + " |" for r in rows]
+            sections.append(f"### {protocol}, seed {run.get('seed', '?')}\n\n" + "\n".join(lines))
+    return "## Privacy ledger (per round)\n\n" + "\n\n".join(sections) if sections else ""
+
+
+def _ledger_cell(value) -> str:
+    if value is None:
+        return "∞"  # the JSON has no infinity: an unbounded ε is stored as null
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def render_html(markdown: str, images: list[Path]) -> str:

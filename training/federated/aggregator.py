@@ -36,6 +36,7 @@ from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import Kind, WireError, decode_header
 from training.federated import checkpoint
+from training.federated.privacy import latest_ledger_row
 from training.federated.registry import make_fleet_strategy
 from training.federated.robust import delta_norm
 from training.federated.strategies import (ClientUpdate, InvalidUpdate, Scaffold, Strategy, Weights,
@@ -381,10 +382,8 @@ class Aggregator:
                "quorum_met": counts["rounds_below_quorum"] == 0,
                "rejected": {k.removeprefix("rejected_"): v for k, v in counts.items() if k.startswith("rejected_")},
                "seconds": time.monotonic() - self._round_started, **metrics}
-        ledger = getattr(self.strategy, "ledger", None)
-        if ledger:
-            row["privacy"] = {k: v if not isinstance(v, float) or math.isfinite(v) else None
-                              for k, v in ledger[-1].__dict__.items()}
+        if (spent := latest_ledger_row(self.strategy)) is not None:
+            row["privacy"] = spent
         self.history.append(row)
         score = metrics.get(self.select_on) if metrics else float(self.round)  # no evaluator: the latest
         if score is not None and score > self.best_score:

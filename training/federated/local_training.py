@@ -42,6 +42,18 @@ class LocalTrainer:
         self._loss = keras.losses.SparseCategoricalCrossentropy(reduction="none")
 
     @tf.function(reduce_retracing=True)
+    def _epoch(self, wave, rr, y, order, batch_size, lr, mu, anchor, correction, clip):
+        """One pass over the device's beats in ``order``, every step inside one graph: a Python loop of
+        per-step calls spent a quarter of the simulator's time on call overhead. Returns the mean step loss."""
+        n = tf.shape(order)[0]
+        batches = (n + batch_size - 1) // batch_size
+        total = tf.constant(0.0)
+        for b in tf.range(batches):
+            idx = order[b * batch_size:tf.minimum(n, (b + 1) * batch_size)]
+            total += self._step(tf.gather(wave, idx), tf.gather(rr, idx), tf.gather(y, idx), lr, mu, anchor,
+                                correction, clip)
+        return total / tf.cast(batches, tf.float32)
+
     def _step(self, wave, rr, y, lr, mu, anchor, correction, clip):
         with tf.GradientTape() as tape:
             probs = self.model([wave, rr], training=True)
@@ -71,14 +83,11 @@ class LocalTrainer:
             correction = [tf.zeros_like(a) for a in anchor]
         lr, mu = tf.constant(cfg.learning_rate, tf.float32), tf.constant(cfg.proximal_mu, tf.float32)
         clip = tf.constant(cfg.grad_clip, tf.float32)
-        steps, losses = 0, []
-        for _ in range(cfg.epochs):
-            order = rng.permutation(labels.size)
-            for start in range(0, labels.size, cfg.batch_size):
-                idx = order[start:start + cfg.batch_size]
-                losses.append(float(self._step(wave[idx], rr[idx], labels[idx].astype(np.int32), lr, mu,
-                                               anchor, correction, clip)))
-                steps += 1
+        data = (tf.constant(wave), tf.constant(rr), tf.constant(labels.astype(np.int32)))
+        batch = tf.constant(cfg.batch_size, tf.int32)
+        losses = [float(self._epoch(*data, tf.constant(rng.permutation(labels.size).astype(np.int32)), batch, lr, mu,
+                                    anchor, correction, clip)) for _ in range(cfg.epochs)] if labels.size else []
+        steps = cfg.epochs * -(-labels.size // cfg.batch_size)
         local = self.model.get_weights()
         delta = [lw - gw for lw, gw in zip(local, global_weights)]
         new_control, control_delta = None, None

@@ -36,6 +36,15 @@ def epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: f
         return float("inf")
 
 
+def latest_ledger_row(strategy: Strategy) -> dict[str, Any] | None:
+    """The privacy ledger's entry for the round just aggregated, JSON-safe (an unbounded ε becomes None), or
+    None for a strategy that keeps no ledger: what a round's history row reports in-process and over MQTT."""
+    ledger = getattr(strategy, "ledger", None)
+    if not ledger:
+        return None
+    return {k: v if not isinstance(v, float) or np.isfinite(v) else None for k, v in ledger[-1].__dict__.items()}
+
+
 @dataclass
 class LedgerEntry:
     round: int

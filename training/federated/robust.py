@@ -76,17 +76,22 @@ class Krum(Strategy):
 
 
 class NormBounded(Strategy):
-    """Sun et al. 2019: clip every delta to L2 norm ``clip``, then the sample-weighted mean."""
+    """Sun et al. 2019: clip every delta to L2 norm ``clip``, then the sample-weighted mean.
+
+    ``clip=None`` clips to the median norm of the round's deltas instead: honest norms shrink as training
+    converges, and a fixed bound chosen on early rounds then lets every attacker send a delta several times
+    longer than an honest one; the median stays an honest norm while fewer than half the devices attack."""
 
     name = "norm_bounded"
 
-    def __init__(self, clip: float = 1.0) -> None:
-        if clip <= 0:
-            raise ValueError("clip must be positive")
+    def __init__(self, clip: float | None = None) -> None:
+        if clip is not None and clip <= 0:
+            raise ValueError("clip must be positive, or None for the median norm of each round")
         self.clip = clip
 
     def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
-        clipped = [clip_delta(u.delta, self.clip) for u in updates]
+        bound = self.clip if self.clip is not None else float(np.median([delta_norm(u.delta) for u in updates]))
+        clipped = [clip_delta(u.delta, bound) for u in updates]
         return add(global_weights, weighted_mean(clipped, [u.num_examples for u in updates]))
 
 

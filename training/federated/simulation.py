@@ -21,6 +21,7 @@ from training.data.beat_dataset import BeatDataset
 from training.data.partition import partition_by_patient, partition_dirichlet, partition_iid
 from training.federated.attacks import Attack, choose_attackers
 from training.federated.local_training import LocalConfig, LocalTrainer
+from training.federated.privacy import latest_ledger_row
 from training.federated.registry import make_fleet_strategy
 from training.federated.strategies import Scaffold
 from training.model import build_classifier
@@ -105,6 +106,9 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
     controls: dict[int, list] = {}
     attack = Attack.parse(fed.attack) if fed.attack else None
     attackers = choose_attackers(len(devices), fed.attackers, fed.seed) if attack else set()
+    # the attack's own random stream: honest devices then shuffle their beats exactly as in the clean run, so an
+    # attacked run differs from the clean one by the attack and not by a reshuffled fleet
+    attack_rng = np.random.default_rng([fed.seed, 11])
     if attack:
         log.info("%d of %d devices attack with %s", len(attackers), len(devices), fed.attack)
     history: list[dict] = []
@@ -127,7 +131,7 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
                 declined += 1  # as over MQTT: a device whose local round diverged sends nothing
                 log.warning("round %d: dev%d's local training diverged (NaN/Inf); it declines the round", rnd, k)
                 continue
-            updates.append(attack.corrupt(update, rng) if malicious else update)
+            updates.append(attack.corrupt(update, attack_rng) if malicious else update)
         weights = strategy.aggregate(weights, updates)
         model.set_weights(weights)
         rep = evaluate_keras(model, val, scaler)
@@ -136,6 +140,8 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
                "participants": len(updates), "declined": declined, "val_macro_f1": rep["macro_f1"],
                "val_accuracy": rep["accuracy"], "seconds": time.perf_counter() - t0,
                "float32_bytes_up": int(sum(sum(d.nbytes for d in u.delta) for u in updates))}
+        if (spent := latest_ledger_row(strategy)) is not None:  # DP-FedAvg: what this round spent
+            row["privacy"] = spent
         history.append(row)
         log.info("round %d: %d devices, val macro F1 %.4f", rnd, len(updates), row["val_macro_f1"])
         if row["val_macro_f1"] > best[0]:
