@@ -27,8 +27,8 @@ import numpy as np
 
 from broker.chunking import split_message
 from broker.device_messages import encode_status
-from broker.fed_messages import (GlobalModel, LocalUpdate, UpdateEncoding, decode_global, encode_update,
-                                 fleet_id, roundtrip_delta)
+from broker.fed_messages import (GlobalModel, LocalUpdate, RoundPlan, UpdateEncoding, decode_global,
+                                 encode_update, fleet_id, roundtrip_delta)
 from broker.mqtt_link import Message, MqttLink, Will
 from broker.secagg_messages import SecAggPlan, decode_secagg, encode_secagg
 from broker.signing import sign_message, verify_message
@@ -142,27 +142,60 @@ class DeviceClient:
             self.errors += 1
             log.warning("%s: ignoring a bad global model on %s: %s", self.name, msg.topic, exc)
             return
+        self._on_global(model)
+
+    def _on_global(self, model: GlobalModel) -> None:
+        """Train on a round that selects this device, once; a round it already joined is only rejoined."""
         plan = model.plan
         with self._lock:
-            if plan.round < self._latest_round or plan.round == self._working_on:
+            if plan.round < self._latest_round:
                 return
             self._latest_round = plan.round
             if plan.final:
                 self.finished.set()
                 return
-            if (self.updater is None or self.name not in plan.selected or plan.round in self.rounds_sent):
+            if self.updater is None or self.name not in plan.selected:
                 return
-            self._working_on = plan.round
+            joined = plan.round == self._working_on or plan.round in self.rounds_sent
+            if not joined:
+                self._working_on = plan.round
+        if joined:
+            return self._rejoin_secagg(plan)
         if plan.local.get("secagg"):
-            try:
-                self._send_secagg([self.secagg.begin(plan.round, SecAggPlan.from_dict(plan.local["secagg"]))])
-            except ValueError as exc:
-                self.errors += 1
-                log.warning("%s: round %d: unusable secure-aggregation plan: %s", self.name, plan.round, exc)
+            secagg = self._secagg_plan(plan)
+            if secagg is None:
                 with self._lock:
                     self._working_on = None
                 return
+            self._send_secagg([self.secagg.begin(plan.round, secagg)])
         self._executor.submit(self._train_and_send, model)
+
+    def _secagg_plan(self, plan: RoundPlan) -> SecAggPlan | None:
+        """The round's secure-aggregation plan; None, logged and counted, when it is unusable."""
+        try:
+            return SecAggPlan.from_dict(plan.local["secagg"])
+        except ValueError as exc:
+            self.errors += 1
+            log.warning("%s: round %d: unusable secure-aggregation plan: %s", self.name, plan.round, exc)
+            return None
+
+    def _rejoin_secagg(self, plan: RoundPlan) -> None:
+        """The plan of a round this device already trains for (or sent). The same plan again (a retained
+        message after a reconnect) changes nothing; a new secure-aggregation session is a restarted
+        aggregator's, which lost the round's protocol state: advertise in it so that the round can complete,
+        with the update already trained (``SecAggParticipant.begin``), never training twice."""
+        current = self.secagg.session_of(plan.round)
+        if current is None or not plan.local.get("secagg"):
+            return
+        secagg = self._secagg_plan(plan)
+        if secagg is None or secagg.session == current:
+            return
+        log.info("%s: round %d: the aggregator restarted the round's secure aggregation; rejoining", self.name,
+                 plan.round)
+        self._send_secagg([self.secagg.begin(plan.round, secagg)])
+        if (reason := self.secagg.withheld(plan.round)) is not None:
+            # a declined round: the aggregator stops waiting for this device's masked input
+            self._publish_status("online", declined_round=plan.round, reason=reason[:200])
 
     def _on_secagg(self, msg: Message) -> None:
         try:

@@ -13,13 +13,17 @@ topic, each answer from the aggregator on the round's secagg topics:
 
 ``SecAggParticipant`` holds the per-round state and is transport-free: it returns the payloads to send,
 and ``DeviceClient`` frames, signs and publishes them.
+
+A restarted aggregator resumes its round under a new session number (its protocol state is not on disk):
+the device then rejoins, with fresh keys and masks, but with the update it already prepared (``begin``
+says which privacy rules that follows); it never trains twice for one round.
 """
 from __future__ import annotations
 
 import logging
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -43,13 +47,27 @@ def prepare_input(flat: np.ndarray, plan: SecAggPlan, rng: np.random.Generator) 
     return x
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """An update as it enters the sum, with what its privacy rests on: the clip it was clipped to, the noise
+    it carries (``noise_sd`` per coordinate), and whether an unmask request listed it (then the aggregator
+    may already hold a sum that contains it)."""
+
+    vector: np.ndarray
+    clip: float | None
+    noise_sd: float
+    in_a_sum: bool = False
+
+
 @dataclass
 class _Session:
     round: int
     plan: SecAggPlan
     core: SecAggDevice
     survivors: list[int] | None = None
-    vector: np.ndarray | None = None
+    prepared: _Prepared | None = None
+    #: Why the prepared update must not enter this session's sum (None: it may).
+    withheld: str | None = None
     steps_sent: set[Step] = field(default_factory=set)
 
 
@@ -60,13 +78,60 @@ class SecAggParticipant:
         self.device_id, self._rng = device_id, rng
         self._lock = threading.Lock()
         self._session: _Session | None = None
+        #: Sessions rejoined with an update this device would not send (see ``begin``).
+        self.declined = 0
+
+    def session_of(self, round_: int) -> int | None:
+        """The session this device takes part in for ``round_`` (None: none)."""
+        with self._lock:
+            s = self._session
+            return s.plan.session if s is not None and s.round == round_ else None
+
+    def withheld(self, round_: int) -> str | None:
+        """Why the current session of ``round_`` will get no masked input from this device (None: it will)."""
+        with self._lock:
+            s = self._session
+            return s.withheld if s is not None and s.round == round_ else None
 
     def begin(self, round_: int, plan: SecAggPlan) -> tuple[int, int, Payload]:
-        """A new round: fresh keys, and the ADVERT to send (round, session, payload)."""
+        """A new session: fresh keys and masks, and the ADVERT to send (round, session, payload).
+
+        A new session for the round of the current one is a restarted aggregator's: the update already
+        prepared (clipped and noised) for the round carries over instead of being trained or noised again
+        (``set_update`` of a training still running lands in the new session anyway). The privacy rules:
+
+        - never a second independent noise sample for the same update: two noisy copies of it reveal more
+          than one (their mean has half the noise variance);
+        - a plan with more noise tops the update up with N(0, new² − old²), so that it carries exactly the
+          new plan's N(0, new²) (Gaussians add); less noise than the update carries is kept as it is;
+        - a plan with another clip gets no input: re-clipping a noised update breaks the DP analysis, which
+          assumes the noise is added after clipping;
+        - an update that an unmask request listed gets no input either: the aggregator may already hold
+          that sum, and a second sum over other devices with the same update would reveal it by difference.
+        A withheld input is logged and counted in ``declined``; the device still advertises, so that the
+        round does not wait for it, and its peers' masks towards it are removed as for a dropout.
+        """
         core = SecAggDevice(self.device_id, plan.threshold, FixedPoint(plan.bound, plan.scale, plan.devices))
+        new = _Session(round_, plan, core, steps_sent={Step.ADVERT})
         with self._lock:
-            self._session = _Session(round_, plan, core, steps_sent={Step.ADVERT})
+            old = self._session
+            if old is not None and old.round == round_ and old.prepared is not None:
+                self._carry_over(old.prepared, new)
+            self._session = new
         return round_, plan.session, core.advertise()
+
+    def _carry_over(self, prepared: _Prepared, new: _Session) -> None:
+        """The round's prepared update into ``new``: topped up to its plan's noise, or withheld (``begin``)."""
+        new.withheld = _why_withheld(prepared, new.plan)
+        if new.withheld is not None:
+            self.declined += 1
+            log.warning("device %d: round %d: rejoining session %#x without an input: %s", self.device_id,
+                        new.round, new.plan.session, new.withheld)
+        elif new.plan.noise_sd > prepared.noise_sd:
+            top_up = math.sqrt(new.plan.noise_sd ** 2 - prepared.noise_sd ** 2)
+            prepared = replace(prepared, vector=prepared.vector + self._rng.normal(0.0, top_up, prepared.vector.shape),
+                               noise_sd=new.plan.noise_sd)
+        new.prepared = prepared
 
     def set_update(self, round_: int, flat: np.ndarray) -> list[tuple[int, int, Payload]]:
         """The trained update (flattened); returns the MASKED_INPUT if the shares are already in."""
@@ -74,7 +139,7 @@ class SecAggParticipant:
             s = self._session
             if s is None or s.round != round_:
                 raise RuntimeError(f"no secure-aggregation session for round {round_}")
-            s.vector = prepare_input(flat, s.plan, self._rng)
+            s.prepared = _Prepared(prepare_input(flat, s.plan, self._rng), s.plan.clip, s.plan.noise_sd)
             return self._input_if_ready(s)
 
     def on_message(self, round_: int, msg: SecAggMessage) -> list[tuple[int, int, Payload]]:
@@ -101,6 +166,8 @@ class SecAggParticipant:
                 s.survivors = sorted(set(p.frm) | {self.device_id})
                 return self._input_if_ready(s)
             if isinstance(p, UnmaskRequest) and Step.UNMASK not in s.steps_sent and Step.MASKED_INPUT in s.steps_sent:
+                if self.device_id in p.arrived:  # from here on the aggregator may hold a sum with our update
+                    s.prepared = replace(s.prepared, in_a_sum=True)
                 if not self._plausible(s, p):
                     log.warning("device %d: round %d: refusing an unmask request that lists %d arrived of %d "
                                 "survivors (threshold %d)", self.device_id, s.round, len(p.arrived),
@@ -118,15 +185,24 @@ class SecAggParticipant:
             s.core.device in req.arrived
 
     def _input_if_ready(self, s: _Session) -> list[tuple[int, int, Payload]]:
-        if s.vector is None or s.survivors is None or Step.MASKED_INPUT in s.steps_sent:
+        if s.prepared is None or s.survivors is None or s.withheld is not None or Step.MASKED_INPUT in s.steps_sent:
             return []
         if len(s.survivors) < s.plan.threshold:
             log.warning("device %d: round %d: only %d survivors, below the threshold %d; not sending an input",
                         self.device_id, s.round, len(s.survivors), s.plan.threshold)
             return []
         s.steps_sent.add(Step.MASKED_INPUT)
-        masked = s.core.masked_input(s.vector, s.survivors)
+        masked = s.core.masked_input(s.prepared.vector, s.survivors)
         return [(s.round, s.plan.session, MaskedInput(self.device_id, masked.vector))]
+
+
+def _why_withheld(prepared: _Prepared, plan: SecAggPlan) -> str | None:
+    """Why an update prepared in an earlier session of the round must not enter ``plan``'s sum (None: it may)."""
+    if prepared.in_a_sum:
+        return "an earlier session's unmask request listed this update: a second sum could reveal it"
+    if prepared.clip != plan.clip:
+        return f"the clip changed from {prepared.clip} to {plan.clip}: re-clipping a noised update breaks DP"
+    return None
 
 
 def flatten(delta: list[np.ndarray]) -> np.ndarray:

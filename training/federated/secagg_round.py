@@ -19,6 +19,12 @@ fewer than t inputs or for devices that were not survivors), Sybil devices (regi
 and poisoned updates — robust strategies need individual updates, which is what this hides. Under secure
 aggregation only FedAvg-style averaging applies; norm clipping on the device bounds each contribution.
 
+Restarts. The protocol state is not checkpointed (it holds nothing a restart could not redo): a restarted
+aggregator resumes its round from the checkpoint under a new session, and the devices rejoin it with the
+update they already prepared, neither training nor drawing noise again. A device whose update an unmask
+request already listed (the old sum may be known) or whose plan changed its clip joins without an input, so
+a restart after the unmask request costs that round's update but never reveals one by difference.
+
 Distributed DP. With ``noise_multiplier`` z and ``clip`` C every device clips its update to C and adds
 N(0, σ_i²) with σ_i = z·C/√t. The sum of n ≥ t inputs then carries N(0, n σ_i²) = N(0, (z_eff·C)²) with
 z_eff = z·√(n/t) ≥ z: calibrating to t, the fewest inputs a round can unmask with, means dropouts never
