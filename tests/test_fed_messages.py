@@ -5,7 +5,7 @@ import pytest
 from broker.fed_messages import (GlobalModel, LocalUpdate, RoundPlan, UpdateEncoding, decode_global, decode_update,
                                  encode_global, encode_update, roundtrip_delta)
 from broker.wire import Encoding, Kind, WireError, encode_tensors
-from training.federated.aggregator import RoundPolicy
+from training.federated.aggregator_config import RoundPolicy
 
 
 def _weights(n_params=4757, seed=0):

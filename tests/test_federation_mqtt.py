@@ -25,7 +25,8 @@ from tests.test_wire import _recrc
 from tests.federation_helpers import (REGISTRY, FixedUpdater, delta_for, expected_fedavg, initial_weights,
                                       wait_until)
 from training.federated import checkpoint
-from training.federated.aggregator import CHECKPOINT_FILE, Aggregator, AggregatorConfig, RoundPolicy
+from training.federated.aggregator import CHECKPOINT_FILE, Aggregator
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ import pytest
 from broker.launcher import broker_url
 from training.config import TrainConfig
 from training.data.beat_dataset import load_beats
-from training.federated.aggregator import RoundPolicy
+from training.federated.aggregator_config import RoundPolicy
 from training.federated.fleet import FleetConfig, device_registry, run_fleet
 from training.federated.local_training import LocalConfig
 from training.federated.simulation import FederatedConfig, make_partition

@@ -11,7 +11,8 @@ from broker.launcher import broker_url
 from edge_runtime.fed_client import DeviceClient
 from edge_runtime.local_dp import LocalDP, PrivacyLedger, gaussian_epsilon, gdp_epsilon
 from tests.federation_helpers import REGISTRY, FixedUpdater, delta_for, initial_weights
-from training.federated.aggregator import Aggregator, AggregatorConfig, RoundPolicy
+from training.federated.aggregator import Aggregator
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 
 
 def test_clipping_bounds_the_norm_and_leaves_short_deltas_alone():

@@ -9,7 +9,8 @@ from edge_runtime.metrics import classification_report
 from edge_runtime.fed_client import DeviceClient
 from edge_runtime.personalize import Head, HeadConfig, HeadFeatures, HeadUpdater, train_head
 from training.data.beat_dataset import load_beats
-from training.federated.aggregator import Aggregator, AggregatorConfig, RoundPolicy
+from training.federated.aggregator import Aggregator
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 
 pytestmark = pytest.mark.slow
 

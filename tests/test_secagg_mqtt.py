@@ -17,7 +17,7 @@ from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics
 from edge_runtime.fed_client import DeviceClient
 from tests.federation_helpers import SHAPES, initial_weights, wait_until
-from training.federated.aggregator import AggregatorConfig, RoundPolicy
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings, epsilon_of
 
 pytestmark = pytest.mark.integration

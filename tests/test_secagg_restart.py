@@ -20,7 +20,7 @@ from edge_runtime.secagg_client import SecAggParticipant, prepare_input
 from edge_runtime.secure_aggregation import FixedPoint, SecAggServer
 from tests.federation_helpers import initial_weights, wait_until
 from tests.test_secagg_mqtt import Updater, _assert_close, _plain_mean
-from training.federated.aggregator import AggregatorConfig, RoundPolicy
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.secagg_round import SecAggAggregator
 
 ROUND = 1

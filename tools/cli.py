@@ -139,7 +139,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_fleet(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
-    from training.federated.aggregator import RoundPolicy
+    from training.federated.aggregator_config import RoundPolicy
     from training.federated.fleet import FleetConfig, run_fleet
 
     policy = RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline, late=args.late)
@@ -191,7 +191,8 @@ def cmd_fleet_bench(args: argparse.Namespace) -> int:
 def cmd_aggregate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from training.federated.aggregator import Aggregator, AggregatorConfig, RoundPolicy
+    from training.federated.aggregator import Aggregator
+    from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
     from training.federated.local_training import LocalConfig
 
     registry = _parse_registry(args.devices)

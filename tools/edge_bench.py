@@ -20,7 +20,6 @@ from typing import Callable
 import numpy as np
 
 from edge_runtime.aami import aami_labels
-from edge_runtime.filtering import bandpass
 from edge_runtime.rpeak import StreamingRPeakDetector
 from edge_runtime.scoring import DetectionScore, score_detection
 from edge_runtime.signal_config import SignalConfig

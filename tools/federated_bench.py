@@ -20,7 +20,7 @@ from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset, load_beats
 from training.data.protocols import protocol_records
 from training.experiment import run_trainer_seeds
-from training.federated.aggregator import RoundPolicy
+from training.federated.aggregator_config import RoundPolicy
 from training.federated.fleet import FleetConfig, run_fleet
 from training.federated.local_training import LocalConfig
 from training.federated.simulation import FederatedConfig

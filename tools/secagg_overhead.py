@@ -25,7 +25,8 @@ from broker.fed_messages import GlobalModel, LocalUpdate
 from broker.launcher import broker_url, start_broker
 from broker.secagg_messages import UnmaskReply
 from edge_runtime.fed_client import DeviceClient
-from training.federated.aggregator import Aggregator, AggregatorConfig, RoundPolicy
+from training.federated.aggregator import Aggregator
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.secagg_round import SecAggAggregator
 
 PARAMETERS = 4757  # the beat classifier's

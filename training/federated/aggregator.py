@@ -21,7 +21,7 @@ import math
 import queue
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,13 +29,13 @@ import numpy as np
 
 from broker.chunking import Reassembler
 from broker.device_messages import decode_status
-from broker.fed_messages import (GlobalModel, RoundPlan, UpdateEncoding, decode_update, encode_global,
-                                 fleet_id)
+from broker.fed_messages import GlobalModel, RoundPlan, decode_update, encode_global, fleet_id
 from broker.mqtt_link import Message, MqttLink
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import Kind, WireError, decode_header
 from training.federated import checkpoint
+from training.federated.aggregator_config import AggregatorConfig
 from training.federated.privacy import latest_ledger_row
 from training.federated.registry import make_fleet_strategy
 from training.federated.robust import delta_norm
@@ -46,73 +46,6 @@ log = logging.getLogger(__name__)
 
 Evaluator = Callable[[Weights], dict[str, float]]
 CHECKPOINT_FILE = "aggregator.npz"
-
-
-@dataclass(frozen=True)
-class RoundPolicy:
-    #: "all", "fraction:F" (a random share each round) or "online" (devices whose status is online).
-    selection: str = "all"
-    #: Share of the selected devices whose updates let a round close at its deadline.
-    quorum: float = 0.8
-    deadline_s: float = 300.0
-    #: True: wait for every selected device (or the deadline); False: close as soon as the quorum is in.
-    wait_for_all: bool = True
-    #: "drop" late updates, or "downweight:W": fold a round-r update into round r+s with weight W**s.
-    late: str = "drop"
-    max_staleness: int = 1
-    #: Drop an update whose L2 norm exceeds this multiple of the round's median norm (a device whose local
-    #: training blew up, or an attacker scaling its delta); None disables the check. Needs >= 3 updates.
-    max_norm_ratio: float | None = 50.0
-
-    def __post_init__(self) -> None:
-        if self.max_norm_ratio is not None and self.max_norm_ratio <= 1:
-            raise ValueError("max_norm_ratio must be > 1 (or None)")
-        if not 0 < self.quorum <= 1 or self.deadline_s <= 0 or self.max_staleness < 0:
-            raise ValueError("quorum must be in (0, 1], deadline_s > 0 and max_staleness >= 0")
-        self.late_weight  # validates the spec
-        kind, _, arg = self.selection.partition(":")
-        if not ((kind in ("all", "online") and not arg) or (kind == "fraction" and 0 < _float(arg) <= 1)):
-            raise ValueError(f"selection {self.selection!r}: use all, online or fraction:F with 0 < F <= 1")
-
-    @property
-    def late_weight(self) -> float | None:
-        """None when late updates are dropped."""
-        if self.late == "drop":
-            return None
-        kind, _, arg = self.late.partition(":")
-        if kind == "downweight" and 0 < _float(arg) <= 1:
-            return _float(arg)
-        raise ValueError(f"late policy {self.late!r}: use drop or downweight:W with 0 < W <= 1")
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
-@dataclass(frozen=True)
-class AggregatorConfig:
-    fleet: str
-    #: Registered devices: topic name -> the u32 id their wire headers must carry.
-    devices: dict[str, int]
-    rounds: int
-    strategy: str = "fedavg"
-    strategy_args: dict[str, Any] = field(default_factory=dict)
-    policy: RoundPolicy = field(default_factory=RoundPolicy)
-    #: Local-training settings sent to devices in the round plan.
-    local: dict[str, Any] = field(default_factory=dict)
-    encoding: str = "float32"
-    chunk_size: int | None = None
-    seed: int = 0
-    #: Ed25519 public key per device: when given, only updates signed by their device are accepted.
-    device_keys: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1 or not self.devices:
-            raise ValueError("at least one round and one registered device are needed")
-        UpdateEncoding.parse(self.encoding)
 
 
 @dataclass

@@ -22,7 +22,8 @@ from broker.launcher import broker_url, start_broker
 from edge_runtime.fed_client import DeviceClient
 from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
-from training.federated.aggregator import CHECKPOINT_FILE, Aggregator, AggregatorConfig, RoundPolicy
+from training.federated.aggregator import CHECKPOINT_FILE, Aggregator
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.device_trainer import KerasDeviceUpdater
 from training.federated.local_training import LocalTrainer
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings

@@ -31,7 +31,7 @@ from training.model import build_classifier
 from training.model_stats import model_stats
 from training.optimize.deploy import conv_head, flatbuffer_facts
 from training.optimize.distill import MID_MODEL, DistillConfig, teacher_targets, train_teacher
-from training.optimize.fitting import FitConfig, distillation_loss, fit_selected, packed_targets, validation_report
+from training.optimize.fitting import FitConfig, distillation_loss, fit_selected, packed_targets
 from training.optimize.prune import MagnitudePruning, kernel_sparsity, structured_prune
 from training.optimize.qat import deployable_qat, quantize_aware
 from training.tflm_check import check_model
