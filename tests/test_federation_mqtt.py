@@ -303,3 +303,28 @@ def test_an_exploded_update_is_dropped_before_it_wrecks_the_global_model(mosquit
     result = fed.start().finish()
     assert result.rejected == {"outlier_norm": 1}
     _assert_weights(result.final_weights, expected_fedavg(1, participants=[[0, 1]]))
+
+
+def test_the_checkpoint_does_not_grow_with_accepted_updates_and_restores_them(tmp_path):
+    """Each accepted update is written once to its own file; the checkpoint holds only names (no broker needed:
+    this is the persistence path alone)."""
+    from training.federated.strategies import ClientUpdate
+
+    devices = {f"d{i}": i for i in range(12)}
+    cfg = AggregatorConfig("phoenix", devices, rounds=2)
+    agg = Aggregator(cfg, initial_weights(), "mqtt://127.0.0.1:1", tmp_path)
+    agg.selected = list(devices)
+    sizes = []
+    for k, name in enumerate(devices):
+        agg._accept(name, 1, ClientUpdate(name, delta_for(k, initial_weights()), 10 + k, 3, meta={"train_loss": 0.5}))
+        sizes.append((tmp_path / CHECKPOINT_FILE).stat().st_size)
+    assert max(sizes) - min(sizes) < 200  # names only: 12 deltas did not pile up in the checkpoint
+    again = Aggregator(cfg, initial_weights(), "mqtt://127.0.0.1:1", tmp_path)
+    assert again._restore() and sorted(again.accepted) == sorted(devices)
+    for k, name in enumerate(devices):
+        got = again.accepted[name]
+        assert got.num_examples == 10 + k and got.meta == {"train_loss": 0.5}
+        assert all(np.array_equal(a, b) for a, b in zip(got.delta, delta_for(k, initial_weights())))
+    again.round, again.accepted = 2, {}
+    again._save()  # a closed round's files go
+    assert not (tmp_path / "accepted" / "round1").exists()

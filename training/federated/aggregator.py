@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import queue
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 Evaluator = Callable[[Weights], dict[str, float]]
 CHECKPOINT_FILE = "aggregator.npz"
+#: The current round's accepted updates, one file each: ``accepted/round{r}/{device}.npz``.
+ACCEPTED_DIR = "accepted"
 
 
 @dataclass
@@ -266,6 +269,7 @@ class Aggregator:
             raise _Rejected(exc.reason, str(exc)) from exc
         self.accepted[device] = update
         self.recent.add((round_, device))
+        self._save_update(device, update)
         self._save()
         log.debug("round %d: accepted %s (%d examples)", self.round, device, update.num_examples)
 
@@ -332,7 +336,6 @@ class Aggregator:
 
     # ------------------------------------------------------------------------------ persistence
     def _save(self) -> None:
-        accepted = list(self.accepted.values())
         state = self.strategy.state()
         manifest = {
             "fleet": self.cfg.fleet, "strategy": self.cfg.strategy, "round": self.round,
@@ -340,15 +343,34 @@ class Aggregator:
             "best_score": None if math.isinf(self.best_score) else self.best_score,
             "recent": sorted(self.recent), "history": self.history, "rejected": dict(self.rejected),
             "round_counts": dict(self._round_counts), "state_keys": sorted(state),
-            "accepted": [{"device": u.device, "num_examples": u.num_examples, "local_steps": u.local_steps,
-                          "meta": u.meta} for u in accepted],
+            "accepted": sorted(self.accepted),  # each in its own file, written once by _save_update
         }
         arrays: dict[str, list | None] = {"weights": self.weights, "best": self.best_weights}
         arrays.update({f"state.{k}": v for k, v in state.items()})
-        for i, u in enumerate(accepted):
-            arrays[f"update{i}.delta"] = u.delta
-            arrays[f"update{i}.control"] = u.control_delta
         checkpoint.save(self.checkpoint_path, manifest, arrays)
+        self._prune_accepted()
+
+    def _accepted_path(self, device: str) -> Path:
+        return self.run_dir / ACCEPTED_DIR / f"round{self.round}" / f"{device}.npz"
+
+    def _save_update(self, device: str, update: ClientUpdate) -> None:
+        """An accepted update goes to disk once, in its own file, before its acknowledgement: rewriting every
+        accepted delta at each acceptance cost O(n²) bytes a round (20 GB for 1,000 devices of 20 kB)."""
+        checkpoint.save(self._accepted_path(device),
+                        {"num_examples": update.num_examples, "local_steps": update.local_steps, "meta": update.meta},
+                        {"delta": update.delta, "control": update.control_delta})
+
+    def _load_update(self, device: str) -> ClientUpdate:
+        meta, arrays = checkpoint.load(self._accepted_path(device))
+        return ClientUpdate(device, arrays["delta"], meta["num_examples"], meta["local_steps"], arrays.get("control"),
+                            meta["meta"])
+
+    def _prune_accepted(self) -> None:
+        """Drop the files of closed rounds (the checkpoint no longer names them)."""
+        root, current = self.run_dir / ACCEPTED_DIR, self._accepted_path("-").parent
+        for folder in root.glob("round*") if root.is_dir() else ():
+            if folder != current:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _restore(self) -> bool:
         if not self.checkpoint_path.exists():
@@ -366,10 +388,7 @@ class Aggregator:
         self._round_counts = Counter(manifest["round_counts"])
         self.weights, self.best_weights = arrays["weights"], arrays["best"]
         self.strategy.load_state({k: arrays.get(f"state.{k}") for k in manifest["state_keys"]})
-        self.accepted = {
-            a["device"]: ClientUpdate(a["device"], arrays[f"update{i}.delta"], a["num_examples"], a["local_steps"],
-                                      arrays.get(f"update{i}.control"), a["meta"])
-            for i, a in enumerate(manifest["accepted"])}
+        self.accepted = {device: self._load_update(device) for device in manifest["accepted"]}
         return True
 
     def _write_metrics(self) -> None:

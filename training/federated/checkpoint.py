@@ -2,7 +2,7 @@
 
 Written to a temporary file, fsynced, then renamed over the old one, so a SIGKILL at any instant
 leaves either the previous checkpoint or the new one, never half of each. Lists of arrays (weights,
-strategy state, accepted deltas) are stored as ``name/0``, ``name/1``, ...; ``None`` is simply absent.
+strategy state, a delta) are stored as ``name/0``, ``name/1``, ...; ``None`` is simply absent.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1
+#: 2: the aggregator's accepted updates in files of their own (``accepted/``), no longer in the checkpoint.
+FORMAT = 2
 _MANIFEST = "__manifest__"
 
 
