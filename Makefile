@@ -27,7 +27,7 @@ BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/fou
 EDGE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/edge.json
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 20 --out out/bench-federated --json bench/results/federated.json \
 	--centralized bench/results/foundation.json
-PRIV_BENCH_ARGS := --out bench/results
+PRIV_BENCH_ARGS := --jobs 2 --out bench/results
 OPT_BENCH_ARGS := --bench --intra-epochs 12 --out out/bench-optimize --json bench/results/optimize.json \
 	--foundation bench/results/foundation.json
 FIRMWARE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/firmware.json \

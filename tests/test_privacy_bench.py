@@ -86,3 +86,19 @@ def test_seeds_are_aggregated_per_cell_and_the_goal_is_judged_on_the_means():
     assert "the goal holds; with one defence against every attack (median, worst -0.010) it holds" in md
     assert worse["per_attack"]["sign_flip"]["gap"] == pytest.approx(-0.04)
     assert not worse["holds_per_attack"] and not worse["holds_with_one_defence"]
+
+
+def test_a_worker_gets_one_seed_its_own_checkpoint_and_no_secure_aggregation_part(tmp_path):
+    import argparse
+
+    from tools.cli import build_parser
+    from tools.privacy_bench import worker_arguments
+
+    argv = ["privacy-bench", "--jobs", "2", "--seeds", "0", "1", "2", "--rounds", "5", "--only", "/0.3/",
+            "--data-dir", "/data/mitdb"]
+    args = build_parser().parse_args(argv)
+    worker = worker_arguments(args, 1, tmp_path / "ck.seed1.json")
+    again = build_parser().parse_args(worker)  # a command line the CLI accepts
+    assert isinstance(again, argparse.Namespace) and again.seeds == [1] and again.jobs == 1
+    assert again.parts == ["dp", "attacks"] and again.rounds == 5 and again.only == ["/0.3/"]
+    assert again.checkpoint == str(tmp_path / "ck.seed1.json") and again.data_dir == "/data/mitdb"
