@@ -176,6 +176,7 @@ def cmd_fleet_bench(args: argparse.Namespace) -> int:
         from tools.federated_bench import merge_results
 
         results = merge_results([json.loads(Path(p).read_text()) for p in args.merge], centralized)
+        results["command"] = " ".join(["pulsewire"] + sys.argv[1:])
     else:
         results = {"command": " ".join(["pulsewire"] + sys.argv[1:])}
         results.update(run_bench(_data_dir(args), _cache_root(), args.seeds, args.rounds, Path(args.out),

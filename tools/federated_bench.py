@@ -166,4 +166,5 @@ def merge_results(parts: list[dict], centralized: dict | None) -> dict:
     merged["centralized"] = centralized
     merged["targets"] = federated_targets(merged["cases"], centralized, merged["rounds"])
     merged["wall_seconds"] = max(p.get("wall_seconds", 0) for p in parts)
+    merged["part_commands"] = [p.get("command", "?") for p in parts]  # a later part's cases replace an earlier's
     return merged

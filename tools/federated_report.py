@@ -50,7 +50,8 @@ def write_federated_report(results: dict, out_dir: Path, stem: str) -> dict[str,
                     if central else "No centralized results found: run `make bench` (it writes them first).")
     within = cases.get("fedavg", {}).get("round_within_0.03")
     md = "\n\n".join([
-        f"# pulsewire federated benchmark\n\nCommand: `{results['command']}`  \nData: {results['data_dir']}",
+        f"# pulsewire federated benchmark\n\nCommand: `{results['command']}`  \nData: {results['data_dir']}"
+        + "".join(f"  \nPart: `{c}`" for c in results.get("part_commands", [])),
         "## Every case (DS2 or intra-patient test, %, mean ± std over seeds; round chosen on held-out DS1 "
         "patients)\n\n" + cases_table(results),
         "## Targets\n\n" + targets_table(results["targets"]),
