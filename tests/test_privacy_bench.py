@@ -102,3 +102,19 @@ def test_a_worker_gets_one_seed_its_own_checkpoint_and_no_secure_aggregation_par
     assert isinstance(again, argparse.Namespace) and again.seeds == [1] and again.jobs == 1
     assert again.parts == ["dp", "attacks"] and again.rounds == 5 and again.only == ["/0.3/"]
     assert again.checkpoint == str(tmp_path / "ck.seed1.json") and again.data_dir == "/data/mitdb"
+
+
+def test_the_deployable_defence_is_chosen_on_validation_not_on_ds2():
+    def run(seed, attack, defence, f1, val):
+        return {**_run(seed, attack, 0.0 if attack == "none" else 0.3, defence, f1), "best_val_macro_f1": val}
+
+    # median is best on DS2 against sign_flip but worst on validation against scale:10; krum is the safe choice
+    rows = ([run(s, "none", "fedavg", 0.50, 0.40) for s in (0, 1)]
+            + [run(s, "sign_flip", "median", 0.50, 0.40) for s in (0, 1)]
+            + [run(s, "scale:10", "median", 0.40, 0.10) for s in (0, 1)]
+            + [run(s, "sign_flip", "krum", 0.45, 0.30) for s in (0, 1)]
+            + [run(s, "scale:10", "krum", 0.48, 0.35) for s in (0, 1)])
+    g = goal(rows)
+    assert g["per_attack"]["sign_flip"]["best_defence"] == "median"
+    assert g["chosen_on_validation"] == "krum" and g["chosen_worst_gap"] == pytest.approx(-0.05)
+    assert not g["holds_with_validation_choice"]
