@@ -350,8 +350,12 @@ class Aggregator:
         checkpoint.save(self.checkpoint_path, manifest, arrays)
         self._prune_accepted()
 
+    def _round_dir(self) -> Path:
+        """Where the current round's accepted updates are kept."""
+        return self.run_dir / ACCEPTED_DIR / f"round{self.round}"
+
     def _accepted_path(self, device: str) -> Path:
-        return self.run_dir / ACCEPTED_DIR / f"round{self.round}" / f"{device}.npz"
+        return self._round_dir() / f"{device}.npz"
 
     def _save_update(self, device: str, update: ClientUpdate) -> None:
         """An accepted update goes to disk once, in its own file, before its acknowledgement: rewriting every
@@ -367,9 +371,9 @@ class Aggregator:
 
     def _prune_accepted(self) -> None:
         """Drop the files of closed rounds (the checkpoint no longer names them)."""
-        root, current = self.run_dir / ACCEPTED_DIR, self._accepted_path("-").parent
+        root = self.run_dir / ACCEPTED_DIR
         for folder in root.glob("round*") if root.is_dir() else ():
-            if folder != current:
+            if folder != self._round_dir():
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _restore(self) -> bool:
