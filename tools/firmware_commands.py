@@ -346,6 +346,26 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keyheader(args: argparse.Namespace) -> int:
+    pubkey = Path(args.pubkey)
+    if not pubkey.is_file():
+        print(f"pulsewire: error: {pubkey} not found: the fleet's public release key (aggregator.pub, written by "
+              "`pulsewire keys` or `pulsewire fleet init`)", file=sys.stderr)
+        return 2
+    from training.codegen.release import release_key_header
+
+    try:
+        text = release_key_header(pubkey)
+    except ValueError as exc:
+        print(f"pulsewire: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"release key {text.split('sha256 ')[1][:16]}... from {pubkey} -> {out}")
+    return 0
+
+
 def add_firmware_parser(sub) -> None:
     fw = sub.add_parser("firmware", help="generate C for a microcontroller from an int8 model; firmware bench")
     fsub = fw.add_subparsers(dest="firmware_command", required=True)
@@ -388,3 +408,9 @@ def add_firmware_parser(sub) -> None:
     dest.add_argument("--broker", help="mqtt://HOST:PORT")
     dest.add_argument("--out", help="write the chunks to a file instead (u32 length + message, repeated)")
     p.set_defaults(func=cmd_release)
+    p = fsub.add_parser("keyheader", help="write the C header with the fleet's release key for a board build",
+                        description="The ESP32 build refuses to start without it: boards verify signed firmware "
+                                    "with this key (firmware/README.md).")
+    p.add_argument("--pubkey", required=True, help="the fleet's aggregator.pub (Ed25519, PEM)")
+    p.add_argument("--out", default="firmware/boards/esp32/include/pw_release_key.h", help="header to write")
+    p.set_defaults(func=cmd_keyheader)
