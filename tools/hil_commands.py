@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import sys
@@ -92,6 +93,20 @@ def _device(args: argparse.Namespace, work: Path):
         yield port, args.port
 
 
+def _check_reference(backend: str) -> None:
+    """Fail before the run, not after it, when the reference interpreter is not installed (a Raspberry Pi's
+    light install has LiteRT but not TFLite-Micro)."""
+    try:
+        if backend == "tflm":
+            from tflite_micro import runtime  # noqa: F401
+        else:
+            from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"the reference interpreter {backend!r} is not installed ({exc}): `pip install "
+                        "tflite-micro==0.dev20261023182759` for tflm, or generate the firmware with `--fc-rounding "
+                        "litert_ref` and compare with `--reference litert_ref` (LiteRT)") from exc
+
+
 def run_hil(args: argparse.Namespace, work: Path) -> dict:
     from tools.hil_link import HilLink
     from tools.hil_report import compare, dropped, ec57, latency, markdown, python_pipeline
@@ -100,9 +115,8 @@ def run_hil(args: argparse.Namespace, work: Path) -> dict:
     if not model_path.is_file() or not model_path.with_suffix(".json").is_file():
         raise UserError(f"{model_path} (and its .json metadata beside it) not found: --model takes the int8 "
                         ".tflite the device's firmware was generated from")
-    import hashlib
-
     sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    _check_reference(args.reference)
     rec = load_record(args.record, args.lead, args.seconds)
     speed = SPEEDS[args.speed]
     with _device(args, work) as (port, where):

@@ -74,6 +74,7 @@ class HilSession:
     errors: list[str] = field(default_factory=list)     # E lines
     comments: list[str] = field(default_factory=list)   # # lines
     bad_checksums: int = 0
+    foreign_lines: int = 0  # lines without a checksum (boot messages, logs): ignored
     batches_sent: int = 0
     sent_at: list[tuple[int, int, float]] = field(default_factory=list)  # (first sample, count, host time)
     samples_acked: int = 0
@@ -109,9 +110,14 @@ class HilLink:
             return None
         line = strip_checksum(raw)
         if line is None:
-            if session is not None:
-                session.bad_checksums += 1
-            log.warning("device line with a bad checksum: %r", raw[:80])
+            if len(raw) >= 3 and raw[-3] == "*":
+                if session is not None:
+                    session.bad_checksums += 1
+                log.warning("device line with a bad checksum: %r", raw[:80])
+            else:  # no checksum at all: the board's own log output on a shared console (ESP-IDF), not ours
+                if session is not None:
+                    session.foreign_lines += 1
+                log.debug("console line outside the protocol: %r", raw[:80])
             return None
         kind = line[0]
         if kind == "B" and session is not None:
