@@ -33,25 +33,25 @@ def _talk(exe, text: bytes, chunk: int = 1) -> list[str]:
 
 
 def test_protocol_answers_every_line_and_counts_what_it_refuses(host_hil, exported):
-    """Prepare: a session with a gap, a repeated batch, a hex batch, malformed lines, a corrupted checksum,
-    a line too long and an unknown command. Assert: one terminal reply per non-empty line, sample
+    """Prepare: a session with a gap, a repeated batch, a hex batch, malformed lines (a letter, a sample
+    beyond 16 bits, a NUL byte), a corrupted checksum, a line too long and an unknown command. Assert: one terminal reply per non-empty line, sample
     indices follow the host's, and every refusal is counted."""
     import hashlib
 
     lines = [b"R\n", b"\n", b"S 0 10 11 12\n", b"S 5 13\n", b"S 2 99\n", b"X 6 FFFF0001\n", b"S 8 1 x\n",
              b"S 8 1 2*00\n", with_checksum("S 8 7 7"), b"S " + b"1 " * 300 + b"\n", b"Z\n",
-             b"S 4000000000 1\n", b"Q\n", b"T\n", b"F\n"]
+             b"S 4000000000 1\n", b"S 10 40000\n", b"S 10 1\x002\n", b"Q\n", b"T\n", b"F\n"]
     for chunk in (1, 5, 4096):  # the same answers however the bytes arrive
         replies = _talk(host_hil, b"".join(lines), chunk)
         sha = hashlib.sha256(exported["int8"].tflite_path.read_bytes()).hexdigest()
         assert replies[0] == f"I pulsewire-hil 1 fs=360 gain=200 window=100 classes=5 batch=64 echo=0 model={sha[:16]}"
-        assert replies[1:11] == ["A 3", "A 6", "E dup 6", "A 8", "E bad 8", "E checksum 8", "A 10", "E long 10",
-                                 "E command 10", "E bad 10"], replies
-        counters = dict(f.split("=") for f in replies[11].split()[1:])
-        assert replies[11].startswith("C ")
+        assert replies[1:13] == ["A 3", "A 6", "E dup 6", "A 8", "E bad 8", "E checksum 8", "A 10", "E long 10",
+                                 "E command 10", "E bad 10", "E bad 10", "E bad 10"], replies
+        counters = dict(f.split("=") for f in replies[13].split()[1:])
+        assert replies[13].startswith("C ")
         assert (counters["samples"], counters["gap_samples"], counters["dup_lines"], counters["bad_lines"]) == \
-               ("10", "2", "1", "5")
-        assert replies[12].startswith("T ok ") and replies[13] == "D 10" and len(replies) == 14
+               ("10", "2", "1", "7")
+        assert replies[14].startswith("T ok ") and replies[15] == "D 10" and len(replies) == 16
 
 
 def test_hil_run_on_qemu_matches_the_python_pipeline_on_every_beat(exported, tmp_path):

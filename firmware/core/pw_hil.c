@@ -186,7 +186,8 @@ static int hex_digit(char c) {
     return -1;
 }
 
-/* S <seq> <v> ...: decimal samples; X <seq> <HHHH...>: 16-bit two's complement samples, 4 hex digits each. */
+/* S <seq> <v> ...: decimal samples; X <seq> <HHHH...>: 16-bit two's complement samples, 4 hex digits each.
+ * Both carry 16-bit ADC values: the front-end keeps samples in Q16 within an int32. */
 static uint32_t parse_batch(const char *line, uint32_t *seq, int32_t *v) {
     const char *p = line + 1;
     int64_t x;
@@ -195,7 +196,7 @@ static uint32_t parse_batch(const char *line, uint32_t *seq, int32_t *v) {
     uint32_t n = 0;
     if (line[0] == 'S') {
         for (p = skip_spaces(p); *p; p = skip_spaces(p)) {
-            if (n == PW_HIL_MAX_BATCH || !parse_int(&p, INT32_MIN, INT32_MAX, &x)) return 0;
+            if (n == PW_HIL_MAX_BATCH || !parse_int(&p, INT16_MIN, INT16_MAX, &x)) return 0;
             v[n++] = (int32_t)x;
         }
         return n;
@@ -339,7 +340,7 @@ void pw_hil_feed(pw_hil_t *h, const char *bytes, size_t n) {
             h->len = 0;
             h->too_long = 0;
         } else if (h->len + 1u < PW_HIL_LINE) {
-            h->line[h->len++] = c;
+            h->line[h->len++] = c ? c : '?'; /* a NUL must not end the line early: make it unparsable */
         } else {
             h->too_long = 1;
         }
