@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import EXCERPT_DIR
+from tests.conftest import EXCERPT_DIR, ROOT
 from tools.hil_link import strip_checksum, with_checksum
 from training.codegen import toolchain
 
@@ -79,17 +80,26 @@ def test_hil_run_on_qemu_matches_the_python_pipeline_on_every_beat(exported, tmp
     assert (tmp_path / "hil.md").read_text().startswith("# HIL run: record 208x")
 
 
-def test_hil_run_paced_with_hex_lines(exported, mitdb_dir, tmp_path):
-    """Ten times real time with X (hex) lines on the first 30 s of record 100: the same verdict."""
-    from tools.cli import main
+def test_hil_over_a_serial_port_paced_with_hex_lines_where_tensorflow_cannot_be_imported(exported, mitdb_dir,
+                                                                                          tmp_path):
+    """As on a Raspberry Pi (no TensorFlow) with a board on a port: the QEMU board is started here and
+    `pulsewire hil --port PTY` runs in a process where importing TensorFlow fails, ten times real time with
+    X (hex) lines on the first 30 s of record 100: the same verdict."""
+    from tools.hil_qemu import QemuDevice, build_hil_elf
 
     toolchain.need("qemu-system-arm")
+    model = exported["int8"].tflite_path
     report = tmp_path / "hil.json"
-    rc = main(["hil", "--qemu", "--model", str(exported["int8"].tflite_path), "--record", str(mitdb_dir / "100"),
-               "--seconds", "30", "--speed", "10", "--hex", "--work", str(tmp_path / "work"), "--json", str(report)])
+    with QemuDevice(build_hil_elf(model, tmp_path / "work")) as pty:
+        args = ["hil", "--port", pty, "--model", str(model), "--record", str(mitdb_dir / "100"), "--seconds", "30",
+                "--speed", "10", "--hex", "--json", str(report)]
+        code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None  # imports now fail\n"
+                f"from tools.cli import main\nsys.exit(main({args!r}))\n")
+        res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
     r = json.loads(report.read_text())
-    assert rc == 0 and r["comparison"]["bit_exact_every_beat"] and r["comparison"]["device_beats"] >= 30
-    assert r["line_format"] == "X (hex)" and r["speed"] == "10"
+    assert r["comparison"]["bit_exact_every_beat"] and r["comparison"]["device_beats"] >= 30
+    assert r["line_format"] == "X (hex)" and r["speed"] == "10" and r["port"] == pty
 
 
 def test_hil_command_errors_exit_2(tmp_path, capsys):
