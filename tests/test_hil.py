@@ -110,3 +110,20 @@ def test_hil_command_errors_exit_2(tmp_path, capsys):
     assert main(["hil", "--port", str(tmp_path / "no-such-tty"), "--record", str(tmp_path / "nothing"),
                  "--model", "m.tflite"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_hil_says_so_when_nothing_answers_on_the_port(exported, tmp_path, capsys):
+    """A pseudo-terminal with no board behind it: exit 2 after the reply timeout, naming what to check."""
+    import os
+
+    from tools.cli import main
+
+    master, slave = os.openpty()
+    try:
+        rc = main(["hil", "--port", os.ttyname(slave), "--model", str(exported["int8"].tflite_path), "--record",
+                   str(EXCERPT_DIR / "208x"), "--timeout", "1", "--json", str(tmp_path / "r.json")])
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert rc == 2 and "did not answer" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+

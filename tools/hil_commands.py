@@ -108,13 +108,16 @@ def _check_reference(backend: str) -> None:
 
 
 def run_hil(args: argparse.Namespace, work: Path) -> dict:
+    from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
     from tools.hil_link import HilLink
     from tools.hil_report import compare, dropped, ec57, latency, markdown, python_pipeline
 
     model_path = Path(args.model)
-    if not model_path.is_file() or not model_path.with_suffix(".json").is_file():
+    if not model_path.is_file() or not metadata_path_for(model_path).is_file():
         raise UserError(f"{model_path} (and its .json metadata beside it) not found: --model takes the int8 "
                         ".tflite the device's firmware was generated from")
+    if (args.batch is not None and args.batch < 1) or args.window < 1 or (args.seconds is not None and args.seconds <= 0):
+        raise UserError("--batch, --window and --seconds must be positive")
     sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
     _check_reference(args.reference)
     rec = load_record(args.record, args.lead, args.seconds)
@@ -129,11 +132,12 @@ def run_hil(args: argparse.Namespace, work: Path) -> dict:
             raise UserError(f"the device samples at {info['fs']} Hz, record {rec.name} at {rec.fs_hz:g} Hz")
         ok, selftest = link.selftest()
         sent, mv = device_samples(rec, float(info["gain"]))
+        if sent.size and (sent.min() < -32768 or sent.max() > 32767):
+            raise UserError("the samples do not fit the protocol's 16 bits at the device's gain: regenerate the "
+                            "firmware with a smaller --adc-gain")
         batch = min(args.batch or (8 if speed == 1.0 else 64), int(info.get("batch", 64)))
         session = link.stream(sent, rec.fs_hz, speed, batch, args.window, info, hex_lines=args.hex)
     ref = python_pipeline(mv, model_path, args.reference)
-    from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
-
     window = ModelMetadata.load(metadata_path_for(model_path)).signal.window_length
     cmp = compare(session, ref, model_path.read_bytes(), window)
     dev_s = np.array([b.sample for b in session.beats], np.int64)
@@ -154,7 +158,8 @@ def run_hil(args: argparse.Namespace, work: Path) -> dict:
         "wall_seconds": round(session.seconds, 2),
     }
     result["targets"] = {"bit_exact_every_beat": cmp["bit_exact_every_beat"], "no_dropped_samples":
-                         drop["dropped_samples"] == 0 and drop["bad_lines"] == 0 and cmp["beat_lines_lost"] == 0,
+                         drop["dropped_samples"] == 0 and drop["bad_lines"] == 0 and cmp["beat_lines_lost"] == 0
+                         and drop["device_lines_bad_checksum"] == 0 and drop["device_lines_malformed"] == 0,
                          "selftest_ok": ok}
     result["markdown"] = markdown(result)
     return result
@@ -174,6 +179,10 @@ def cmd_hil(args: argparse.Namespace) -> int:
         result = run_hil(args, work)
     except (UserError, HilError, ToolchainMissing, BuildError) as exc:
         print(f"pulsewire: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # pyserial's SerialException too: the board was unplugged or reset mid-run
+        print(f"pulsewire: error: the serial line failed during the run ({exc}): check the cable and the board, "
+              "then run again", file=sys.stderr)
         return 2
     out = Path(args.json) if args.json else Path("out") / "hil" / f"hil_{result['record']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,7 @@ class HilSession:
     comments: list[str] = field(default_factory=list)   # # lines
     bad_checksums: int = 0
     foreign_lines: int = 0  # lines without a checksum (boot messages, logs): ignored
+    malformed_lines: int = 0  # checksummed lines that do not parse
     batches_sent: int = 0
     sent_at: list[tuple[int, int, float]] = field(default_factory=list)  # (first sample, count, host time)
     samples_acked: int = 0
@@ -119,6 +120,15 @@ class HilLink:
                     session.foreign_lines += 1
                 log.debug("console line outside the protocol: %r", raw[:80])
             return None
+        try:
+            return self._parse(line, session)
+        except (ValueError, IndexError):  # a checksummed line that does not parse: a firmware bug, not noise
+            if session is not None:
+                session.malformed_lines += 1
+            log.warning("malformed device line: %r", line[:80])
+            return None
+
+    def _parse(self, line: str, session: HilSession | None) -> str | None:
         kind = line[0]
         if kind == "B" and session is not None:
             f = line.split()
@@ -161,12 +171,12 @@ class HilLink:
                 return reply
 
     # ---- commands ----
-    def hello(self, echo: bool = False, attempts: int = 20) -> dict[str, str]:
+    def hello(self, echo: bool = False) -> dict[str, str]:
         """Resets the device's stream and returns its I line as a dict (fs, gain, window, classes, model...);
-        ``echo``: the device also sends each beat's int8 inputs. Retries: a pty or a USB-serial adapter may
-        drop the first bytes after the port opens."""
+        ``echo``: the device also sends each beat's int8 inputs. Retries every 0.5 s for the reply timeout: a
+        pty or a USB-serial adapter may drop the first bytes after the port opens, an ESP32 reboots."""
         self.port.write(b"\n")
-        for _ in range(attempts):
+        for _ in range(max(1, int(self.reply_timeout_s / 0.5))):
             self._send("R 1" if echo else "R")
             deadline = time.monotonic() + 0.5
             while (raw := self._read_line(deadline)) is not None:
@@ -176,8 +186,8 @@ class HilLink:
                     if fields[2] != "1":
                         raise HilError(f"device speaks HIL protocol version {fields[2]}; this host speaks 1")
                     return dict(f.split("=", 1) for f in fields[3:] if "=" in f)
-        raise HilError("the device did not answer `R` with an `I pulsewire-hil` line: check the port, the baud "
-                       "rate and that the board runs the HIL firmware (docs/hil.md)")
+        raise HilError(f"the device did not answer `R` with an `I pulsewire-hil` line within {self.reply_timeout_s:g} s: "
+                       "check the port, the baud rate and that the board runs the HIL firmware (docs/hil.md)")
 
     def selftest(self) -> tuple[bool, str]:
         reply = self._request("T", expect="TE")
@@ -190,8 +200,8 @@ class HilLink:
         and reads the counters."""
         session = HilSession(info=info)
         x = np.asarray(samples, np.int64)
-        if hex_lines and (x.min(initial=0) < -32768 or x.max(initial=0) > 32767):
-            raise ValueError("X lines carry 16-bit samples; these do not fit: use decimal S lines")
+        if x.min(initial=0) < -32768 or x.max(initial=0) > 32767:
+            raise ValueError("the protocol carries 16-bit samples")
         outstanding = 0
         start = time.monotonic()
         last_reply = start

@@ -153,7 +153,7 @@ def dropped(session: HilSession, samples_sent: int) -> dict:
             "bad_lines": c.get("bad_lines", 0), "dup_lines": c.get("dup_lines", 0), "overruns": c.get("overruns", 0),
             "late_peaks": c.get("late_peaks", 0), "detector_dropped": c.get("detector_dropped", 0),
             "model_errors": c.get("model_errors", 0), "device_lines_bad_checksum": session.bad_checksums,
-            "console_lines_ignored": session.foreign_lines,
+            "console_lines_ignored": session.foreign_lines, "device_lines_malformed": session.malformed_lines,
             "device_errors": session.errors[:10]}
 
 
