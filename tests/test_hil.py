@@ -55,6 +55,21 @@ def test_protocol_answers_every_line_and_counts_what_it_refuses(host_hil, export
         assert replies[14].startswith("T ok ") and replies[15] == "D 10" and len(replies) == 16
 
 
+def test_batch_lines_never_exceed_what_the_device_accepts():
+    """Worst-case decimal samples (-32768) are split into shorter lines; hex lines always carry 64."""
+    import numpy as np
+
+    from tools.hil_link import LINE_MAX, batch_line
+
+    worst = np.full(200, -32768)
+    line, n = batch_line(worst, 0, 64, hex_lines=False)
+    assert len(with_checksum(line)) - 1 <= LINE_MAX < len(with_checksum(line + " -32768")) - 1
+    assert line.split()[2:] == ["-32768"] * n and 40 < n < 64
+    line, n = batch_line(worst, 0, 64, hex_lines=True)
+    assert n == 64 and line == "X 0 " + "8000" * 64
+    assert batch_line(worst, 190, 64, hex_lines=False)[1] == 10  # the record's end
+
+
 def test_hil_run_on_qemu_matches_the_python_pipeline_on_every_beat(exported, tmp_path):
     """`pulsewire hil --qemu` on the committed excerpt of record 208 (180 s, PVCs): the device's R peaks,
     int8 logits and classes equal the Python pipeline's (edge_runtime + TFLite-Micro) on every beat; the

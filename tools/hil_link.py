@@ -16,6 +16,7 @@ import numpy as np
 
 log = logging.getLogger("pulsewire.hil")
 TERMINAL = "ADCITE"  # the one reply every host line gets
+LINE_MAX = 399  # longest line the device accepts, checksum included (PW_HIL_LINE - 1 in pw_hil.h)
 
 
 class HilError(RuntimeError):
@@ -51,6 +52,19 @@ def strip_checksum(line: str) -> str | None:
     if len(line) < 3 or line[-3] != "*" or checksum(line[:-3]) != line[-2:].upper():
         return None
     return line[:-3]
+
+
+def batch_line(x: np.ndarray, first: int, batch: int, hex_lines: bool) -> tuple[str, int]:
+    """The S (decimal) or X (hex) line for samples from ``first``: up to ``batch`` of them, fewer if the line
+    with its checksum would be longer than the device accepts. Returns the line and its sample count."""
+    n = min(batch, x.size - first)
+    while True:
+        chunk = x[first:first + n]
+        body = (f"X {first} " + "".join(f"{int(v) & 0xFFFF:04X}" for v in chunk) if hex_lines
+                else f"S {first} " + " ".join(str(int(v)) for v in chunk))
+        if len(body) + 3 <= LINE_MAX or n == 1:
+            return body, n
+        n -= 1
 
 
 @dataclass(frozen=True)
@@ -206,20 +220,24 @@ class HilLink:
         start = time.monotonic()
         last_reply = start
         i = 0
+        pending: tuple[str, int] | None = None  # the next line and its sample count
         while i < x.size or outstanding:
             now = time.monotonic()
-            due = start + min(i + batch, x.size) / fs_hz / speed if speed else now
-            if i < x.size and outstanding < window and now >= due:
-                chunk = x[i:i + batch]
-                body = ("X %d " % i + "".join(f"{int(v) & 0xFFFF:04X}" for v in chunk) if hex_lines
-                        else f"S {i} " + " ".join(str(int(v)) for v in chunk))
+            if i < x.size and pending is None:
+                pending = batch_line(x, i, batch, hex_lines)
+            due = start + (i + pending[1]) / fs_hz / speed if speed and pending else now
+            if pending and outstanding < window and now >= due:
+                body, n = pending
+                if outstanding == 0:
+                    last_reply = now  # the reply timeout runs from the oldest unanswered line
                 self._send(body)
-                session.sent_at.append((i, int(chunk.size), time.monotonic()))
+                session.sent_at.append((i, n, time.monotonic()))
                 session.batches_sent += 1
                 outstanding += 1
-                i += int(chunk.size)
+                i += n
+                pending = None
                 continue
-            wait_until = due if i < x.size and outstanding < window else now + 0.05
+            wait_until = due if pending and outstanding < window else now + 0.05
             raw = self._read_line(max(wait_until, now + 0.001))
             if raw is None:
                 if outstanding and time.monotonic() - last_reply > self.reply_timeout_s:
