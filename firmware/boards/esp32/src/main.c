@@ -69,7 +69,7 @@
 #define PW_ADC_CHANNEL ADC_CHANNEL_6 /* GPIO34 on ADC1 */
 #endif
 #define PW_ADC_OVERSAMPLE 100u       /* conversions averaged per sample */
-#define PW_ADC_FRAME 256u            /* bytes per DMA frame: 64 conversions */
+#define PW_ADC_FRAME 256u            /* bytes per DMA frame: 128 conversions of 2 bytes on the ESP32 */
 #define PW_RUN_LENGTH 3              /* consecutive V (or S) beats that make an alert, as edge_runtime/alerts.py */
 #define PW_HIL_IDLE_S 30
 #define PW_HEALTH_TIMEOUT_S 120
