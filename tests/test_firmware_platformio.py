@@ -46,19 +46,18 @@ def test_pio_run_builds_the_board(env, tmp_path, request):
     if pio is None:
         pytest.skip("PlatformIO is not installed here; on a machine with network access: `pip install platformio` "
                     f"then `pio run -d firmware -e {env}` (firmware/README.md)")
-    from training.codegen import generate_c, write_sources
-
     exported = request.getfixturevalue("exported")  # trains the small model only when pio can run
 
     project = tmp_path / "firmware"
     shutil.copytree(FIRMWARE, project)
-    from edge_runtime.classifier import BeatClassifier
-    from training.codegen.frontend import frontend_config
+    from broker.model_release import generate_keys
+    from tools.hil_qemu import generate_firmware_sources
+    from training.codegen.release import release_key_header
 
-    src = project / "lib" / "pw_model" / "src"
-    write_sources(generate_c(exported["int8"].tflite_path.read_bytes()), src)
-    meta = BeatClassifier.from_file(exported["int8"].tflite_path).metadata
-    (src / "pw_frontend_config.h").write_text(frontend_config(meta))
+    # the model, its front-end constants and self-test beat; the ESP32 build also needs a release key
+    generate_firmware_sources(exported["int8"].tflite_path, project / "lib" / "pw_model" / "src")
+    _, pub = generate_keys(tmp_path / "keys")
+    (project / "boards" / "esp32" / "include" / "pw_release_key.h").write_text(release_key_header(pub))
     run = subprocess.run([pio, "run", "-d", str(project), "-e", env], capture_output=True, text=True, timeout=900)
     log = run.stdout + run.stderr
     if run.returncode and any(sign in log for sign in OFFLINE_SIGNS):

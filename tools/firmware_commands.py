@@ -53,10 +53,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from training.codegen.frontend import frontend_config
 
         meta = ModelMetadata.load(metadata_path_for(Path(args.model)))
+        from training.codegen.selftest_beat import selftest_beat_header
+
         (out / "pw_frontend_config.h").write_text(frontend_config(meta, args.adc_gain))
-        written.append(out / "pw_frontend_config.h")
+        (out / "pw_selftest_beat.h").write_text(selftest_beat_header(model, meta, args.fc_rounding))
+        written += [out / "pw_frontend_config.h", out / "pw_selftest_beat.h"]
         if not args.no_core:
-            for name in ("pw_frontend.h", "pw_frontend.c", "pw_rpeak.h", "pw_rpeak.c", "pw_biquad.h"):
+            for name in ("pw_frontend.h", "pw_frontend.c", "pw_rpeak.h", "pw_rpeak.c", "pw_biquad.h", "pw_hil.h",
+                         "pw_hil.c"):
                 shutil.copy(CORE / name, out / name)
                 written.append(out / name)
     (out / "README.txt").write_text(_board_readme(gen, args.fc_rounding))
@@ -342,6 +346,26 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keyheader(args: argparse.Namespace) -> int:
+    pubkey = Path(args.pubkey)
+    if not pubkey.is_file():
+        print(f"pulsewire: error: {pubkey} not found: the fleet's public release key (aggregator.pub, written by "
+              "`pulsewire keys` or `pulsewire fleet init`)", file=sys.stderr)
+        return 2
+    from training.codegen.release import release_key_header
+
+    try:
+        text = release_key_header(pubkey)
+    except ValueError as exc:
+        print(f"pulsewire: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"release key {text.split('sha256 ')[1][:16]}... from {pubkey} -> {out}")
+    return 0
+
+
 def add_firmware_parser(sub) -> None:
     fw = sub.add_parser("firmware", help="generate C for a microcontroller from an int8 model; firmware bench")
     fsub = fw.add_subparsers(dest="firmware_command", required=True)
@@ -355,7 +379,8 @@ def add_firmware_parser(sub) -> None:
                    help="interpreter FULLY_CONNECTED is bit-exact with (default TFLite-Micro)")
     p.add_argument("--no-core", action="store_true", help="do not copy the kernel sources from firmware/core")
     p.add_argument("--frontend", action="store_true", help="also write pw_frontend_config.h (the C streaming "
-                   "front-end's constants, from the model's .json metadata) and copy pw_frontend.{h,c}")
+                   "front-end's constants, from the model's .json metadata) and pw_selftest_beat.h (a stored beat "
+                   "and its logits for the board's health check), and copy pw_frontend, pw_rpeak and pw_hil")
     p.add_argument("--adc-gain", type=float, default=200.0, help="ADC units per mV of the device (MIT-BIH: 200)")
     p.set_defaults(func=cmd_generate)
     p = fsub.add_parser("bench", help="bit-exactness (host, Cortex-M4 under QEMU), flash/RAM, instructions",
@@ -383,3 +408,9 @@ def add_firmware_parser(sub) -> None:
     dest.add_argument("--broker", help="mqtt://HOST:PORT")
     dest.add_argument("--out", help="write the chunks to a file instead (u32 length + message, repeated)")
     p.set_defaults(func=cmd_release)
+    p = fsub.add_parser("keyheader", help="write the C header with the fleet's release key for a board build",
+                        description="The ESP32 build refuses to start without it: boards verify signed firmware "
+                                    "with this key (firmware/README.md).")
+    p.add_argument("--pubkey", required=True, help="the fleet's aggregator.pub (Ed25519, PEM)")
+    p.add_argument("--out", default="firmware/boards/esp32/include/pw_release_key.h", help="header to write")
+    p.set_defaults(func=cmd_keyheader)

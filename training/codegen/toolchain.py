@@ -47,9 +47,9 @@ def kernel_sources(kernels: tuple[str, ...]) -> list[str]:
 
 
 def build_host(gen_dir: Path, kernels: tuple[str, ...], exe: Path, opt: str = "-O2",
-               extra: list[str] | None = None) -> Path:
+               extra: list[str] | None = None, runner: Path | None = None) -> Path:
     cmd = [need("gcc"), *WARNINGS, opt, f"-I{CORE}", f"-I{gen_dir}", str(Path(gen_dir) / "pw_model.c"),
-           *kernel_sources(kernels), str(RUNNER), *(extra or []), "-o", str(exe)]
+           *kernel_sources(kernels), str(runner or RUNNER), *(extra or []), "-o", str(exe)]
     r = _run(cmd)
     if r.returncode:
         raise BuildError(f"host build failed:\n{r.stderr}")
