@@ -29,7 +29,7 @@ from broker.chunking import split_message
 from broker.device_messages import encode_status
 from broker.fed_messages import (GlobalModel, LocalUpdate, RoundPlan, UpdateEncoding, decode_global,
                                  encode_update, fleet_id, roundtrip_delta)
-from broker.mqtt_link import Message, MqttLink, Will
+from broker.mqtt_link import BrokerSettings, Message, MqttLink, Will
 from broker.secagg_messages import SecAggPlan, decode_secagg, encode_secagg
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
@@ -73,7 +73,7 @@ def _is_acked(info) -> bool:
 
 
 class DeviceClient:
-    def __init__(self, name: str, device_id: int, fleet: str, broker_url: str, updater: LocalUpdater | None,
+    def __init__(self, name: str, device_id: int, fleet: str, broker_url: BrokerSettings | str, updater: LocalUpdater | None,
                  executor: Executor | None = None, signing_key: Any = None, aggregator_key: Any = None,
                  local_dp: LocalDP | None = None, noise_seed: int | None = None) -> None:
         self.name, self.device_id = name, device_id
@@ -106,8 +106,9 @@ class DeviceClient:
     def capabilities(self) -> list[str]:
         return ["train"] if self.updater is not None else []
 
-    def start(self) -> None:
-        self.link.start()
+    def start(self, wait: bool = True) -> None:
+        """Connect; ``wait=False`` for a device that must keep classifying while the broker is away."""
+        self.link.start(wait=wait)
 
     def stop(self) -> None:
         self._publish_status("offline")
