@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import numpy as np
 import logging
@@ -118,11 +119,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         listener.start()
     try:
         stats = runtime.run(paced(source, speed))
-        if member is not None:
-            log.info("%s: input ended; taking part in rounds until the fleet's final round (Ctrl-C stops)",
-                     args.device)
-            while not member.client.finished.wait(0.5):
-                pass
+        if member is not None:  # a deployed device stays in the fleet until it is stopped
+            log.info("%s: input ended; still taking part in rounds and taking labels until stopped (SIGTERM, "
+                     "Ctrl-C)", args.device)
+            while not (args.exit_after_final and member.client.finished.is_set()):
+                time.sleep(0.5)
     except KeyboardInterrupt:
         stats = runtime.stats
     finally:
@@ -320,6 +321,8 @@ def add_edge_parser(sub) -> None:
                                        "to the bundle, BUNDLE.state)")
     fleet.add_argument("--consent", action="store_true", help="the wearer consented to contributing head updates "
                                                               "(without it the device personalizes but declines rounds)")
+    fleet.add_argument("--exit-after-final", action="store_true",
+                       help="stop when the aggregator announces its final round (default: run until stopped)")
     fleet.add_argument("--population-head", action="store_true",
                        help="serve the model's own (population) head even when a personalized one exists")
     fleet.add_argument("--local-dp-noise", type=float, help="local DP noise multiplier for head deltas (off unless "
