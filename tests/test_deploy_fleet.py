@@ -180,3 +180,50 @@ def test_clients_without_a_fleet_certificate_are_refused(fleet, tmp_path):
         _link(BrokerSettings(url, str(settings.ca_cert), foreign.cert, foreign.key), "t-foreign", timeout_s=3).stop()
     with pytest.raises(Exception, match="no MQTT connection"):  # plain MQTT on the TLS port
         _link(BrokerSettings(url.replace("mqtts://", "mqtt://")), "t-plain", timeout_s=3).stop()
+
+
+def test_a_rollback_sticks_across_a_reconnect_and_a_restart(fleet, exported, tmp_path):
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from edge_runtime.model_store import ModelStore
+    from edge_runtime.release_listener import ReleaseListener
+    from edge_runtime.runtime import EdgeRuntime
+
+    root, settings = fleet
+    model, fleet_dir = str(exported["int8"].tflite_path), str(root / "fleet")
+    # first install from a signed release file: the device never holds the signing key
+    assert main(["release", "--fleet-config", fleet_dir, "--model", model, "--version", "1",
+                 "--out", str(tmp_path / "v1.pwrel")]) == 0
+    assert main(["edge", "install", "--release", str(tmp_path / "v1.pwrel"), "--models", str(tmp_path / "models"),
+                 "--pubkey", str(settings.signing_pub), "--fleet", "ward"]) == 0
+    public = load_pem_public_key(settings.signing_pub.read_bytes())
+    store = ModelStore(tmp_path / "models", public, "ward")
+    runtime = EdgeRuntime(store.load_current(), 360.0, [])
+    swapped = []
+
+    def on_installed(classifier):
+        runtime.swap_classifier(classifier)
+        swapped.append(classifier)
+
+    device = _device_settings(root, "d3")
+    listener = ReleaseListener(store, device, "ward", "d3", on_installed)
+    listener.start()
+    assert main(["release", "--fleet-config", fleet_dir, "--model", model, "--version", "2"]) == 0
+    _wait_for(lambda: store.current_version() == 2 and len(swapped) == 1, "release 2 to install", 30)
+    assert main(["release", "rollback", "--fleet-config", fleet_dir, "--version", "1"]) == 0  # revokes the retained 2
+    _wait_for(lambda: len(swapped) == 2, "the rollback to version 1", 30)
+    assert store.current_version() == 1 and runtime.classifier is swapped[-1]
+    listener.stop()
+
+    # reconnect after a restart: the retained release 2 arrives again and must stay refused
+    store = ModelStore(tmp_path / "models", public, "ward")
+    listener = ReleaseListener(store, device, "ward", "d3", on_installed)
+    listener.start()
+    _wait_for(lambda: len(listener.verdicts) >= 2, "the retained release and pin after the reconnect", 30)
+    assert store.current_version() == 1
+    assert {v.reason for v in listener.verdicts} == {"revoked", "pin_already_applied"}
+    assert len(swapped) == 2  # nothing was swapped in
+    # a pin is not a freeze: the next release installs
+    assert main(["release", "--fleet-config", fleet_dir, "--model", model, "--version", "3"]) == 0
+    _wait_for(lambda: store.current_version() == 3, "release 3 to install", 30)
+    listener.stop()
