@@ -56,3 +56,21 @@ def fleet_name(args: argparse.Namespace) -> str:
     if fleet is None:
         raise ValueError("name the fleet: --fleet NAME, or --fleet-config fleet.toml")
     return fleet.name
+
+
+def publish_retained(args: argparse.Namespace, identity: str, client_id: str, topic: str, data: bytes) -> None:
+    """Connect as ``identity``, publish ``data`` retained with QoS 1, wait for the broker's acknowledgement."""
+    from broker.mqtt_link import MqttLink
+
+    settings = broker_settings(args, identity)
+    if settings is None:
+        raise ValueError("give --broker URL (with --ca/--cert/--key for mqtts://) or --fleet-config")
+    link = MqttLink(settings, client_id, [], lambda _m: None)
+    link.start(timeout_s=args.connect_timeout)
+    try:
+        info = link.publish(topic, data, qos=1, retain=True)
+        info.wait_for_publish(timeout=30)
+        if not info.is_published():
+            raise ValueError(f"the broker did not acknowledge {topic}; check the connection and the broker's log")
+    finally:
+        link.stop()

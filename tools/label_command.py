@@ -11,13 +11,12 @@ import json
 import time
 from pathlib import Path
 
-from tools.broker_args import add_broker_args, broker_settings, fleet_name, fleet_settings
+from tools.broker_args import add_broker_args, fleet_name, fleet_settings, publish_retained
 
 
 def cmd_label(args: argparse.Namespace) -> int:
     from broker.clinician_labels import BeatLabels, sign_labels
     from broker.model_release import load_private_key
-    from broker.mqtt_link import MqttLink
     from broker.topics import FleetTopics
 
     fleet_cfg, fleet = fleet_settings(args), fleet_name(args)
@@ -28,16 +27,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         args.labels = args.labels * len(args.beats)  # one label for every beat
     doc = BeatLabels(fleet, args.device, args.alert, tuple(args.beats), tuple(args.labels), int(time.time() * 1000))
     data = sign_labels(doc, load_private_key(Path(key_path)))
-    settings = broker_settings(args, "clinic")
-    if settings is None:
-        raise ValueError("give --broker URL (with --ca/--cert/--key for mqtts://) or --fleet-config")
-    link = MqttLink(settings, f"pw-{fleet}-clinic-{args.device}", [], lambda _m: None)
-    link.start(timeout_s=args.connect_timeout)
-    try:
-        info = link.publish(FleetTopics(fleet).label(args.device), data, qos=1, retain=True)
-        info.wait_for_publish(timeout=30)
-    finally:
-        link.stop()
+    publish_retained(args, "clinic", f"pw-{fleet}-clinic-{args.device}", FleetTopics(fleet).label(args.device), data)
     print(json.dumps({"fleet": fleet, "device": args.device, "alert": args.alert, "beats": len(doc.beats),
                       "labels": dict(sorted({c: doc.labels.count(c) for c in set(doc.labels)}.items()))}))
     return 0

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from tools.broker_args import add_broker_args, broker_settings, fleet_name, fleet_settings
+from tools.broker_args import add_broker_args, broker_settings, fleet_name, fleet_settings, publish_retained
 
 
 def _signing_key(args: argparse.Namespace):
@@ -22,23 +22,6 @@ def _signing_key(args: argparse.Namespace):
     if path is None:
         raise ValueError("give the fleet's signing key: --signing-key aggregator/signing.key, or --fleet-config")
     return load_private_key(Path(path))
-
-
-def _publish_retained(args: argparse.Namespace, client_id: str, topic: str, data: bytes) -> None:
-    from broker.mqtt_link import MqttLink
-
-    settings = broker_settings(args, "aggregator")
-    if settings is None:
-        raise ValueError("give --broker URL (with --ca/--cert/--key for mqtts://) or --fleet-config")
-    link = MqttLink(settings, client_id, [], lambda _m: None)
-    link.start(timeout_s=args.connect_timeout)
-    try:
-        info = link.publish(topic, data, qos=1, retain=True)
-        info.wait_for_publish(timeout=30)
-        if not info.is_published():
-            raise ValueError(f"the broker did not acknowledge {topic}; is this identity allowed to write it (ACL)?")
-    finally:
-        link.stop()
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -59,7 +42,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         print(f"signed release {args.version} of {model.name} ({len(data)} bytes) in {args.out}; install it on a "
               f"device with `pulsewire edge install --release {args.out} --pubkey signing.pub`")
         return 0
-    _publish_retained(args, f"pw-{fleet}-release-{args.version}", FleetTopics(fleet).release(), data)
+    publish_retained(args, "aggregator", f"pw-{fleet}-release-{args.version}", FleetTopics(fleet).release(), data)
     print(f"published release {args.version} of {model.name} ({len(data)} bytes) to fleet {fleet}")
     return 0
 
@@ -107,7 +90,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         raise ValueError("name the versions to revoke (--revoke N ...): the broker's retained release could not be "
                          "read to find it")
     pin = Pin(fleet, args.version, tuple(sorted(set(revoked))), int(time.time() * 1000))
-    _publish_retained(args, f"pw-{fleet}-pin", FleetTopics(fleet).pin(), sign_pin(pin, _signing_key(args)))
+    publish_retained(args, "aggregator", f"pw-{fleet}-pin", FleetTopics(fleet).pin(), sign_pin(pin, _signing_key(args)))
     print(json.dumps({"fleet": fleet, "pinned": pin.version, "revoked": list(pin.revoked), "sequence": pin.sequence}))
     return 0
 
