@@ -168,7 +168,7 @@ def test_labels_reach_only_their_device_and_devices_write_only_their_topics(flee
     got1, got2, got_agg = _drain(inbox1), _drain(inbox2, 0), _drain(agg_inbox, 0)
     # the retained labels of earlier tests may come too; nothing forged by d2 does
     assert got1 and all(t == topics.label("d1") and p.startswith(b"PWDOC1") for t, p in got1)
-    assert got2 == []
+    assert all(t == topics.label("d2") for t, _ in got2)  # at most its own retained labels: never d1's
     assert got_agg == [(topics.update(1, "d2"), b"d2's own update")]
     for link in (d1, d2, agg):
         link.stop()
