@@ -230,7 +230,9 @@ def cmd_certs(args: argparse.Namespace) -> int:
                                args.port)
     print(f"CA, server, aggregator and {len(args.devices.split(','))} device certificates in {sec.folder}\n"
           f"start the broker: mosquitto -c {sec.config}\n"
-          f"each device gets ca.crt, <device>.crt and <device>.key; connect with mqtts://HOST:{args.port}")
+          f"each device gets ca.crt, <device>.crt and <device>.key; connect with --broker mqtts://HOST:{args.port} "
+          f"--ca ca.crt --cert <device>.crt --key <device>.key\n"
+          f"(`pulsewire fleet init` makes a complete fleet folder with signing keys and device bundles)")
     return 0
 
 
