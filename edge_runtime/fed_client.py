@@ -42,7 +42,12 @@ log = logging.getLogger(__name__)
 PRIVACY_KEYS = ("local_dp", "secagg")
 
 
-class PrivacyBudgetExhausted(RuntimeError):
+class RoundDeclined(RuntimeError):
+    """A device's own reason not to take part in a round (no budget, no labels, no consent): it tells the
+    aggregator and logs one line, without a traceback."""
+
+
+class PrivacyBudgetExhausted(RoundDeclined):
     """The round would take this device's ε past its budget: it declines instead of training."""
 
 
@@ -253,8 +258,11 @@ class DeviceClient:
             pending.infos = [self.link.publish(t, p, qos=1) for t, p in pending.frames]
             self._publish_status("online")
         except Exception as exc:  # a failed round must not kill the device; it tells the aggregator not to wait
-            self.errors += 1
-            log.exception("%s: local round %d failed", self.name, plan.round)
+            if isinstance(exc, RoundDeclined):
+                log.info("%s: declining round %d: %s", self.name, plan.round, exc)
+            else:
+                self.errors += 1
+                log.exception("%s: local round %d failed", self.name, plan.round)
             self._publish_status("online", declined_round=plan.round, reason=f"{exc.__class__.__name__}: {exc}"[:200])
         finally:
             with self._lock:

@@ -21,17 +21,18 @@ import numpy as np
 
 from broker.fed_messages import GlobalModel, LocalUpdate
 from edge_runtime.classifier import BeatClassifier
+from edge_runtime.fed_client import RoundDeclined
 from edge_runtime.labelled_beats import LabelStore
 from edge_runtime.personalize import Head, HeadConfig, HeadFeatures, HeadUpdater, train_head
 
 log = logging.getLogger(__name__)
 
 
-class NoLabels(RuntimeError):
+class NoLabels(RoundDeclined):
     """Nothing to learn from yet: the device declines the round."""
 
 
-class ConsentWithheld(RuntimeError):
+class ConsentWithheld(RoundDeclined):
     """The wearer has not agreed to contribute head updates: the device declines every round."""
 
 

@@ -40,7 +40,7 @@ def fleet(tmp_path_factory, mitdb_dir):
     broker = MosquittoBroker(port=port, state_dir=settings.broker_folder / "state",
                              config=settings.broker_folder / "mosquitto.conf")
     broker.start()
-    yield root, settings
+    yield root, settings, broker
     broker.close()
 
 
@@ -90,7 +90,7 @@ def _aggregate(root: Path, model: Path, run_dir: str, *extra: str) -> dict:
 
 
 def test_devices_learn_from_labels_join_rounds_and_keep_their_head_across_a_restart(fleet, exported):
-    root, settings = fleet
+    root, settings, _ = fleet
     model = exported["int8"].tflite_path
     alerts = queue.Queue()  # the clinic's view: alerts of every device, through the TLS broker and its ACL
     clinic = _link(settings.broker("clinic"), "t-clinic", [FleetTopics("ward").all_alerts()], alerts)
@@ -152,7 +152,7 @@ def _drain(inbox: queue.Queue, wait_s: float = 1.0) -> list:
 
 
 def test_labels_reach_only_their_device_and_devices_write_only_their_topics(fleet):
-    root, settings = fleet
+    root, settings, _ = fleet
     topics = FleetTopics("ward")
     inbox1, inbox2, agg_inbox = queue.Queue(), queue.Queue(), queue.Queue()
     d1 = _link(_device_settings(root, "d1"), "t-d1", [topics.label("d1")], inbox1)
@@ -175,7 +175,7 @@ def test_labels_reach_only_their_device_and_devices_write_only_their_topics(flee
 
 
 def test_clients_without_a_fleet_certificate_are_refused(fleet, tmp_path):
-    root, settings = fleet
+    root, settings, _ = fleet
     url = settings.broker_url
     with pytest.raises(Exception, match="no MQTT connection"):  # TLS, but no client certificate
         _link(BrokerSettings(url, str(settings.ca_cert)), "t-nocert", timeout_s=3).stop()
@@ -195,7 +195,7 @@ def test_a_rollback_sticks_across_a_reconnect_and_a_restart(fleet, exported, tmp
     from edge_runtime.release_listener import ReleaseListener
     from edge_runtime.runtime import EdgeRuntime
 
-    root, settings = fleet
+    root, settings, _ = fleet
     model, fleet_dir = str(exported["int8"].tflite_path), str(root / "fleet")
     # first install from a signed release file: the device never holds the signing key
     assert main(["release", "--fleet-config", fleet_dir, "--model", model, "--version", "1",
@@ -233,3 +233,19 @@ def test_a_rollback_sticks_across_a_reconnect_and_a_restart(fleet, exported, tmp
     assert main(["release", "--fleet-config", fleet_dir, "--model", model, "--version", "3"]) == 0
     _wait_for(lambda: store.current_version() == 3, "release 3 to install", 30)
     listener.stop()
+
+
+def test_a_device_enrolled_while_the_broker_runs_works_after_an_acl_reload(fleet):
+    root, settings, broker = fleet
+    assert main(["device", "enroll", "d4", "--fleet-dir", str(root / "fleet")]) == 0
+    broker.reload()  # what `kill -HUP` does: the new ACL block, no restart
+    time.sleep(0.5)
+    alerts = queue.Queue()
+    clinic = _link(settings.broker("clinic"), "t-clinic-d4", [FleetTopics("ward").all_alerts()], alerts)
+    d4 = _link(_device_settings(root, "d4"), "t-d4")
+    time.sleep(0.3)
+    d4.publish(FleetTopics("ward").alert("d4"), b"first alert of d4", qos=1).wait_for_publish(5)
+    assert _drain(alerts) == [(FleetTopics("ward").alert("d4"), b"first alert of d4")]
+    assert FleetSettings.load(root / "fleet").devices["d4"] == 4
+    for link in (clinic, d4):
+        link.stop()

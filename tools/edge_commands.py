@@ -21,8 +21,8 @@ def _classifier(args: argparse.Namespace):
     if args.model:
         return BeatClassifier.from_file(Path(args.model)), None
     if not (args.models and (args.pubkey or getattr(args, "bundle", None))):
-        raise SystemExit("pulsewire: error: give --model FILE, or --models DIR and --pubkey PEM "
-                         "(install a first model with `pulsewire edge install`)")
+        raise ValueError("give --model FILE, or --models DIR and --pubkey PEM (install a first model with "
+                         "`pulsewire edge install`)")
     from broker.model_release import load_public_key
     from edge_runtime.model_store import ModelStore
 
