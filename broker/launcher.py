@@ -118,6 +118,13 @@ class MosquittoBroker:
         self.stop()
         self.start()
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto rereads its ACL file (e.g. after `pulsewire device enroll`), keeping connections."""
+        import signal
+
+        if self._proc and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGHUP)
+
     def close(self) -> None:
         self.stop()
         if self._own_dir:

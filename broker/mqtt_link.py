@@ -9,6 +9,7 @@ an update after it is checkpointed, so a crash in between makes the broker deliv
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -34,8 +35,52 @@ class TlsFiles:
     """CA certificate, and this client's certificate and key (its common name is its MQTT user name)."""
 
     ca: str
-    cert: str
-    key: str
+    cert: str | None
+    key: str | None
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the broker is and how to prove who we are: the one object every MQTT component takes.
+
+    ``mqtts://`` needs the fleet's CA (to check the broker) and, with the generated Mosquitto config
+    (``require_certificate``), this client's certificate and key, whose common name is its MQTT user name.
+    ``username`` is for brokers that authenticate by name (it is ignored by ``use_identity_as_username``).
+    Files are checked here so that a wrong path fails when a command starts, with what to pass instead.
+    """
+
+    url: str
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    username: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_broker_url(self.url)
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("give a client certificate and its key together (--cert and --key)")
+        tls_files = [f for f in (self.ca, self.cert, self.key) if f is not None]
+        if self.tls_enabled and self.ca is None:
+            raise ValueError(f"{self.url} is TLS: pass the fleet's CA certificate (--ca ca.crt) and this client's "
+                             "certificate and key (--cert, --key), or --fleet-config with them")
+        if tls_files and not self.tls_enabled:
+            raise ValueError(f"certificates given for {self.url}: use mqtts://HOST:PORT to connect with TLS")
+        for path in tls_files:
+            if not os.path.isfile(path):
+                raise ValueError(f"TLS file {path} not found; check --ca/--cert/--key or the fleet config")
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        return TlsFiles(self.ca, self.cert, self.key) if self.tls_enabled else None
+
+    @classmethod
+    def of(cls, broker: "BrokerSettings | str") -> "BrokerSettings":
+        """A plain URL (``mqtt://`` only) becomes settings without TLS; settings pass unchanged."""
+        return broker if isinstance(broker, BrokerSettings) else cls(str(broker))
 
 
 @dataclass(frozen=True)
@@ -54,10 +99,13 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 
 
 class MqttLink:
-    def __init__(self, url: str, client_id: str, subscriptions: list[str], on_message: Callable[[Message], None],
+    def __init__(self, broker: BrokerSettings | str, client_id: str, subscriptions: list[str], on_message: Callable[[Message], None],
                  on_connect: Callable[[bool], None] | None = None, will: Will | None = None,
                  manual_ack: bool = False, keepalive_s: int = 20, tls: TlsFiles | None = None) -> None:
-        self.host, self.port = parse_broker_url(url)
+        if tls is not None:  # the older spelling: a URL plus TLS files
+            broker = BrokerSettings(str(broker), tls.ca, tls.cert, tls.key)
+        self.settings = settings = BrokerSettings.of(broker)
+        self.host, self.port = parse_broker_url(settings.url)
         self.client_id = client_id
         self._subscriptions = subscriptions
         self._on_message = on_message
@@ -65,15 +113,16 @@ class MqttLink:
         self._keepalive = keepalive_s
         self.connected = threading.Event()
         self.connects = 0
+        self._refused: str | None = None
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                    protocol=mqtt.MQTTv311, manual_ack=manual_ack)
         self._client.reconnect_delay_set(min_delay=1, max_delay=16)
         self._client.max_queued_messages_set(0)  # unbounded: an update must not be dropped while offline
         self._client.max_inflight_messages_set(100)
-        if tls:
-            self._client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key)
-        elif url.startswith("mqtts://"):
-            raise ValueError(f"{url} needs TLS files (CA, client certificate and key)")
+        if settings.tls is not None:
+            self._client.tls_set(ca_certs=settings.ca, certfile=settings.cert, keyfile=settings.key)
+        if settings.username:
+            self._client.username_pw_set(settings.username)
         if will:
             self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
         self._client.on_connect = self._connected
@@ -87,8 +136,12 @@ class MqttLink:
         self._client.loop_start()
         if wait and not self.connected.wait(timeout_s):
             self.stop()
-            raise BrokerUnavailable(f"{self.client_id}: no MQTT broker answered on {self.host}:{self.port} within "
-                                    f"{timeout_s:.0f} s; start one or pass --broker mqtt://HOST:PORT")
+            hint = (f"; the broker refused us: {self._refused}" if self._refused else
+                    "; check that the broker runs, and for mqtts:// that --ca is the fleet's CA and --cert/--key "
+                    "belong to an enrolled client" if self.settings.tls_enabled else
+                    "; start one or pass --broker mqtt://HOST:PORT")
+            raise BrokerUnavailable(f"{self.client_id}: no MQTT connection to {self.host}:{self.port} within "
+                                    f"{timeout_s:.0f} s{hint}")
 
     def stop(self) -> None:
         self.connected.clear()  # an intended disconnect: nothing to report
@@ -112,6 +165,7 @@ class MqttLink:
     # paho callbacks (network thread)
     def _connected(self, client, _userdata, flags, reason_code, _props=None) -> None:
         if reason_code.is_failure:
+            self._refused = str(reason_code)
             log.warning("%s: broker refused the connection: %s", self.client_id, reason_code)
             return
         for topic in self._subscriptions:

@@ -7,6 +7,9 @@
     pw/{fleet}/release                   aggregator -> devices: signed int8 model release, retained
     pw/{fleet}/secagg/{round}            aggregator -> devices: secure-aggregation broadcasts (SECAGG)
     pw/{fleet}/secagg/{round}/{device}   aggregator -> one device: the key shares routed to it (SECAGG)
+    pw/{fleet}/firmware                  aggregator -> boards: signed firmware image in CHUNK messages
+    pw/{fleet}/pin                       aggregator -> devices: signed rollback (pin + revocations), retained
+    pw/{fleet}/label/{device}            clinician -> one device: signed beat labels of an alert, retained
 
 A device's secure-aggregation steps go up on its update topic as SECAGG messages (broker.secagg_messages).
 """
@@ -31,7 +34,7 @@ def _check(kind: str, value: str) -> str:
 class TopicMatch:
     """What a received topic addresses; fields that do not apply are None."""
 
-    kind: str  # "global", "update", "status", "alert", "release" or "secagg"
+    kind: str  # "global", "update", "status", "alert", "release", "secagg", "firmware", "pin" or "label"
     fleet: str
     round: int | None = None
     device: str | None = None
@@ -64,6 +67,17 @@ class FleetTopics:
         base = f"{ROOT}/{self.fleet}/secagg/{int(round_)}"
         return base if device is None else f"{base}/{_check('device', device)}"
 
+    def firmware(self) -> str:
+        return f"{ROOT}/{self.fleet}/firmware"
+
+    def pin(self) -> str:
+        """The signed rollback document: the version to run and the versions never to install again."""
+        return f"{ROOT}/{self.fleet}/pin"
+
+    def label(self, device: str) -> str:
+        """Clinician labels for one device only (the broker's ACL lets no other device read them)."""
+        return f"{ROOT}/{self.fleet}/label/{_check('device', device)}"
+
     # Subscriptions (MQTT wildcards)
     def all_globals(self) -> str:
         return f"{ROOT}/{self.fleet}/global/+"
@@ -95,8 +109,10 @@ def parse_topic(topic: str) -> TopicMatch:
             return TopicMatch("update", fleet, round=_round(parts[3]), device=_check("device", parts[4]))
         if kind == "device" and len(parts) == 5 and parts[4] == "status":
             return TopicMatch("status", fleet, device=_check("device", parts[3]))
-        if kind == "release" and len(parts) == 3:
-            return TopicMatch("release", fleet)
+        if kind in ("release", "firmware", "pin") and len(parts) == 3:
+            return TopicMatch(kind, fleet)
+        if kind == "label" and len(parts) == 4:
+            return TopicMatch("label", fleet, device=_check("device", parts[3]))
         if kind == "secagg" and len(parts) in (4, 5):
             return TopicMatch("secagg", fleet, round=_round(parts[3]),
                               device=_check("device", parts[4]) if len(parts) == 5 else None)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from broker.device_messages import encode_alert, encode_status
-from broker.mqtt_link import MqttLink, Will
+from broker.mqtt_link import BrokerSettings, MqttLink, Will
 from broker.topics import FleetTopics
 from edge_runtime.alert_spool import AlertSpool
 from edge_runtime.alerts import AlertBuilder, AlertPolicy
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class AlertPublisher:
     """A ``BeatSink``: give it to ``EdgeRuntime``; call ``start`` before and it is closed with the runtime."""
 
-    def __init__(self, device: str, device_id: int, fleet: str, broker_url: str, spool_path: Path, patient: str,
+    def __init__(self, device: str, device_id: int, fleet: str, broker_url: BrokerSettings | str, spool_path: Path, patient: str,
                  policy: AlertPolicy = AlertPolicy(), status_every_s: float = 10.0, drain_timeout_s: float = 10.0,
                  builder: AlertBuilder | None = None) -> None:
         self.device, self.device_id = device, device_id

@@ -29,7 +29,7 @@ from broker.chunking import split_message
 from broker.device_messages import encode_status
 from broker.fed_messages import (GlobalModel, LocalUpdate, RoundPlan, UpdateEncoding, decode_global,
                                  encode_update, fleet_id, roundtrip_delta)
-from broker.mqtt_link import Message, MqttLink, Will
+from broker.mqtt_link import BrokerSettings, Message, MqttLink, Will
 from broker.secagg_messages import SecAggPlan, decode_secagg, encode_secagg
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
@@ -42,7 +42,12 @@ log = logging.getLogger(__name__)
 PRIVACY_KEYS = ("local_dp", "secagg")
 
 
-class PrivacyBudgetExhausted(RuntimeError):
+class RoundDeclined(RuntimeError):
+    """A device's own reason not to take part in a round (no budget, no labels, no consent): it tells the
+    aggregator and logs one line, without a traceback."""
+
+
+class PrivacyBudgetExhausted(RoundDeclined):
     """The round would take this device's ε past its budget: it declines instead of training."""
 
 
@@ -73,7 +78,7 @@ def _is_acked(info) -> bool:
 
 
 class DeviceClient:
-    def __init__(self, name: str, device_id: int, fleet: str, broker_url: str, updater: LocalUpdater | None,
+    def __init__(self, name: str, device_id: int, fleet: str, broker_url: BrokerSettings | str, updater: LocalUpdater | None,
                  executor: Executor | None = None, signing_key: Any = None, aggregator_key: Any = None,
                  local_dp: LocalDP | None = None, noise_seed: int | None = None) -> None:
         self.name, self.device_id = name, device_id
@@ -106,8 +111,9 @@ class DeviceClient:
     def capabilities(self) -> list[str]:
         return ["train"] if self.updater is not None else []
 
-    def start(self) -> None:
-        self.link.start()
+    def start(self, wait: bool = True) -> None:
+        """Connect; ``wait=False`` for a device that must keep classifying while the broker is away."""
+        self.link.start(wait=wait)
 
     def stop(self) -> None:
         self._publish_status("offline")
@@ -252,8 +258,11 @@ class DeviceClient:
             pending.infos = [self.link.publish(t, p, qos=1) for t, p in pending.frames]
             self._publish_status("online")
         except Exception as exc:  # a failed round must not kill the device; it tells the aggregator not to wait
-            self.errors += 1
-            log.exception("%s: local round %d failed", self.name, plan.round)
+            if isinstance(exc, RoundDeclined):
+                log.info("%s: declining round %d: %s", self.name, plan.round, exc)
+            else:
+                self.errors += 1
+                log.exception("%s: local round %d failed", self.name, plan.round)
             self._publish_status("online", declined_round=plan.round, reason=f"{exc.__class__.__name__}: {exc}"[:200])
         finally:
             with self._lock:

@@ -8,6 +8,7 @@ Any refusal keeps the running model and says why.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,12 +19,15 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from broker.model_pin import Pin, verify_pin
 from broker.model_release import Release, ReleaseError, verify_release
 from edge_runtime.classifier import BeatClassifier, ModelMismatch
 from edge_runtime.model_metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
 POINTER = "current"
+#: The last applied rollback pin (its sequence and every revoked version), kept across restarts.
+PIN_STATE = "pin.json"
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,56 @@ class ModelStore:
             self.last_verdict = verdict
             return verdict
 
+    def revoked(self) -> set[int]:
+        state = self._pin_state()
+        return set(state.get("revoked", []))
+
+    def _pin_state(self) -> dict:
+        path = self.root / PIN_STATE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def apply_pin(self, data: bytes) -> Verdict:
+        """A signed rollback: remember the revocations, then run the pinned version (or, when it was never
+        installed here, the newest installed version that is not revoked)."""
+        with self._lock:
+            try:
+                pin = verify_pin(data, self.public_key)
+                if pin.fleet != self.fleet:
+                    raise ReleaseError("wrong_fleet", f"pin for fleet {pin.fleet!r}, this device is in {self.fleet!r}")
+                verdict = self._apply(pin)
+            except ReleaseError as exc:
+                verdict = Verdict(False, None, exc.reason)
+                log.warning("rollback pin refused (%s); keeping version %s", exc, self.current_version())
+            self.last_verdict = verdict
+            return verdict
+
+    def _apply(self, pin: Pin) -> Verdict:
+        state = self._pin_state()
+        if pin.sequence <= state.get("sequence", -1):
+            return Verdict(True, self.current_version(), "pin_already_applied")
+        revoked = sorted(set(state.get("revoked", [])) | set(pin.revoked))
+        tmp = self.root / (PIN_STATE + ".tmp")
+        tmp.write_text(json.dumps({"sequence": pin.sequence, "version": pin.version, "revoked": revoked}) + "\n")
+        os.replace(tmp, self.root / PIN_STATE)
+        installed = [v for v in self._installed() if v not in revoked]
+        target = pin.version if pin.version in installed else max((v for v in installed if v <= pin.version),
+                                                                  default=None)
+        if target is None:
+            log.warning("pinned version %d is not installed here and no older one is; keeping %s", pin.version,
+                        self.current_version())
+            return Verdict(False, pin.version, "pin_target_missing")
+        if target != self.current_version():
+            self._point_to(target)
+            log.info("rolled back to model version %d (revoked: %s)", target, revoked)
+        return Verdict(True, target, "pinned")
+
+    def _installed(self) -> list[int]:
+        return sorted(int(p.name[1:]) for p in self.root.glob("v*") if p.name[1:].isdigit() and p.is_dir())
+
     def rollback(self) -> int | None:
         """Back to the previously installed version (e.g. when the new one misbehaves in service)."""
         with self._lock:
-            versions = sorted(int(p.name[1:]) for p in self.root.glob("v*") if p.name[1:].isdigit())
+            versions = self._installed()
             current = self.current_version()
             older = [v for v in versions if current is None or v < current]
             if not older:
@@ -89,6 +139,8 @@ class ModelStore:
 
         if release.fleet != self.fleet:
             refuse("wrong_fleet", f"release for fleet {release.fleet!r}, this device is in {self.fleet!r}")
+        if release.version in self.revoked():
+            refuse("revoked", f"version {release.version} was revoked by a signed rollback")
         current = self.current_version()
         if current is not None and release.version <= current:
             refuse("not_newer", f"version {release.version} is not newer than the running {current}")

@@ -32,6 +32,10 @@ class BeatResult:
     heart_rate_bpm: float
     model_version: str
     inference_ms: float = 0.0
+    #: The classifier's inputs for this beat (window and unscaled RR features): what a clinician's label of
+    #: the beat trains the personalized head on. Not written by the file sinks.
+    wave: np.ndarray | None = field(default=None, repr=False, compare=False)
+    rr: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class BeatSink(Protocol):
@@ -107,7 +111,7 @@ class EdgeRuntime:
             k = int(np.argmax(probs))
             sample = int(self.resampler.to_input_index(beat.sample))
             result = BeatResult(sample, sample / self.source_fs_hz, self._classes[k], float(probs[k]),
-                                60.0 / float(beat.rr[0]), self._version, 1000 * elapsed)
+                                60.0 / float(beat.rr[0]), self._version, 1000 * elapsed, beat.wave, beat.rr)
             self.stats.beats += 1
             self.stats.per_class[result.label] = self.stats.per_class.get(result.label, 0) + 1
             for sink in self.sinks:

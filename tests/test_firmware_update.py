@@ -105,7 +105,7 @@ def test_cli_release_with_the_fleet_release_key_is_accepted_by_the_board(board, 
     assert main(["keys", "--out", str(tmp_path / "keys")]) == 0
     image = os.urandom(3000)
     (tmp_path / "app.bin").write_bytes(image)
-    assert main(["firmware", "release", "--image", str(tmp_path / "app.bin"), "--key",
+    assert main(["firmware", "release", "--image", str(tmp_path / "app.bin"), "--signing-key",
                  str(tmp_path / "keys" / "aggregator.key"), "--fleet", "ward3", "--version", "9",
                  "--out", str(tmp_path / "chunks.bin")]) == 0
     public = load_pem_public_key((tmp_path / "keys" / "aggregator.pub").read_bytes()).public_bytes(

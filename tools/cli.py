@@ -142,12 +142,15 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     from training.federated.aggregator_config import RoundPolicy
     from training.federated.fleet import FleetConfig, run_fleet
 
+    from tools.broker_args import broker_settings
+
     policy = RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline, late=args.late)
+    broker = broker_settings(args)
     started, transport = time.time(), {}
 
     def train_fn(train, val, test, seed):
         cfg = FleetConfig(federated=_federated_config(args, seed), policy=policy, encoding=args.encoding,
-                          chunk_size=args.chunk_size, broker_url=args.broker, max_devices=args.devices,
+                          chunk_size=args.chunk_size, broker_url=broker, max_devices=args.devices,
                           signed=not args.unsigned)
         result = run_fleet(train, val, test, cfg, TrainConfig(seed=seed), Path(args.out) / f"run_seed{seed}")
         transport.setdefault("runs", []).append({"seed": seed, "broker": result.broker, "devices": result.devices,
@@ -189,44 +192,24 @@ def cmd_fleet_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_aggregate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from training.federated.aggregator import Aggregator
-    from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
-    from training.federated.local_training import LocalConfig
-
-    registry = _parse_registry(args.devices)
-    with np.load(args.init) as data:
-        weights = [data[f"arr_{i}"] for i in range(len(data.files))]
-    local = LocalConfig(epochs=args.local_epochs, learning_rate=args.lr)
-    cfg = AggregatorConfig(fleet=args.fleet, devices=registry, rounds=args.rounds, strategy=args.strategy,
-                           strategy_args=dict(args.strategy_arg),
-                           policy=RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline,
-                                              late=args.late),
-                           local=local.__dict__, encoding=args.encoding, chunk_size=args.chunk_size, seed=args.seed)
-    result = Aggregator(cfg, weights, args.broker, Path(args.run_dir)).run()
-    print(f"{len(result.history)} rounds done; per-round metrics in {args.run_dir}/rounds.csv; "
-          f"rejected messages: {result.rejected or 'none'}")
-    return 0
+def typed_value(text: str) -> bool | int | float | str:
+    """A flag value as the strategy's constructor expects it: ``true``/``false``, an int (Multi-Krum's
+    ``multi``, DP-FedAvg's ``seed``), a float, else the text itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
-def _parse_registry(spec: str) -> dict[str, int]:
-    try:
-        pairs = [item.split(":") for item in spec.split(",") if item]
-        return {name: int(dev_id) for name, dev_id in pairs}
-    except ValueError:
-        raise SystemExit(f"pulsewire: error: --devices {spec!r}: use NAME:ID,NAME:ID,... (e.g. p101:101,p106:106)")
-
-
-def _strategy_arg(text: str) -> tuple[str, float]:
+def _strategy_arg(text: str) -> tuple[str, bool | int | float | str]:
     key, sep, value = text.partition("=")
-    try:
-        if not (key and sep):
-            raise ValueError
-        return key, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=NUMBER, e.g. momentum=0.9") from None
+    if not (key and sep and value):
+        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE, e.g. momentum=0.9, multi=3 or seed=7")
+    return key, typed_value(value)
 
 
 def _add_federated_args(p: argparse.ArgumentParser, strategies: list[str]) -> None:
@@ -258,6 +241,8 @@ def _add_run_args(p: argparse.ArgumentParser, out: str, json_default: str) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tools.broker_args import add_broker_args
+    from tools.deploy_commands import add_device_parser, add_fleet_init_parser
     from tools.edge_commands import add_edge_parser
     from training.federated.registry import STRATEGIES  # numpy only: keeps --help fast
 
@@ -306,12 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inter: DS1 devices, DS2 test; intra: beats of 44 records split at random")
     p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
     p.add_argument("--devices", type=int, help="use only the first N devices of the partition (default: all)")
-    p.add_argument("--broker", help="mqtt://HOST:PORT of a running broker (default: start one)")
+    add_broker_args(p, help_extra="a running broker (default: start one). The virtual devices share this one "
+                                  "identity and a random fleet name: a transport test, not a deployed fleet",
+                    fleet_config=False)
     p.add_argument("--unsigned", action="store_true", help="do not sign updates and global models (Ed25519 "
                                                            "keys are otherwise made for the run)")
     _add_round_policy_args(p)
     _add_run_args(p, "out/fleet", "OUT/fleet_STRATEGY_ENCODING.json")
     p.set_defaults(func=cmd_fleet)
+    add_fleet_init_parser(p)
 
     p = sub.add_parser("fleet-bench", help="every strategy, encoding and the reference setting over MQTT, "
                                            "on the same seeds -> federated.json + report")
@@ -324,20 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p, "out/bench-federated", "OUT/federated.json")
     p.set_defaults(func=cmd_fleet_bench)
 
-    p = sub.add_parser("aggregate", help="run only the aggregator service against a broker (resumes after a crash)",
-                       description="The long-running aggregator: publishes global models, screens and aggregates "
-                                   "updates, checkpoints after every accepted update in --run-dir and resumes "
-                                   "from there when restarted.")
-    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
-    p.add_argument("--fleet", required=True, help="fleet name (topic prefix pw/FLEET/...)")
-    p.add_argument("--devices", required=True, help="registered devices as NAME:ID,NAME:ID,...")
-    p.add_argument("--init", required=True, help=".npz of the initial weights (arr_0, arr_1, ... in model order)")
-    p.add_argument("--run-dir", required=True, help="checkpoint and per-round metrics")
-    p.add_argument("--seed", type=int, default=0, help="seeds random device selection")
-    _add_federated_args(p, sorted(STRATEGIES))
-    _add_round_policy_args(p)
-    p.set_defaults(func=cmd_aggregate)
+    from tools.aggregate_command import add_aggregate_parser
+
+    add_aggregate_parser(sub, _add_federated_args, _add_round_policy_args, sorted(STRATEGIES))
     add_edge_parser(sub)
+    add_device_parser(sub)
+    __import__("tools.label_command").label_command.add_label_parser(sub)
     __import__("tools.optimize_commands").optimize_commands.add_optimize_parser(sub)
     __import__("tools.firmware_commands").firmware_commands.add_firmware_parser(sub)
     __import__("tools.hil_commands").hil_commands.add_hil_parser(sub)
@@ -356,6 +336,9 @@ def cmd_privacy_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tools.quiet_tensorflow import silence_tensorflow_startup
+
+    silence_tensorflow_startup()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -366,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DataUnavailable, RecordError, BrokerUnavailable, CheckpointError) as exc:
+        print(f"pulsewire: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        log.debug("missing file", exc_info=True)
+        print(f"pulsewire: error: {exc.filename or exc}: no such file; check the path you passed", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # configuration dataclasses say what to fix in their ValueError
+        log.debug("invalid input", exc_info=True)
         print(f"pulsewire: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import numpy as np
 import logging
 import sys
 from pathlib import Path
+
+from tools.broker_args import add_broker_args
 
 log = logging.getLogger("pulsewire.edge")
 
@@ -17,20 +20,64 @@ def _classifier(args: argparse.Namespace):
 
     if args.model:
         return BeatClassifier.from_file(Path(args.model)), None
-    if not (args.models and args.pubkey):
-        raise SystemExit("pulsewire: error: give --model FILE, or --models DIR and --pubkey PEM "
-                         "(install a first model with `pulsewire edge install`)")
+    if not (args.models and (args.pubkey or getattr(args, "bundle", None))):
+        raise ValueError("give --model FILE, or --models DIR and --pubkey PEM (install a first model with "
+                         "`pulsewire edge install`)")
     from broker.model_release import load_public_key
     from edge_runtime.model_store import ModelStore
 
-    store = ModelStore(Path(args.models), load_public_key(Path(args.pubkey)), args.fleet)
+    if args.pubkey:
+        public = load_public_key(Path(args.pubkey))
+    else:  # the fleet's signing key from the device bundle
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        public = load_pem_public_key(_bundle(args).signing_pub_pem.encode())
+    store = ModelStore(Path(args.models), public, args.fleet)
     return store.load_current(), store
+
+
+def _bundle(args: argparse.Namespace):
+    from broker.fleet_config import DeviceBundle
+
+    return DeviceBundle.load(Path(args.bundle))
+
+
+def _device_identity(args: argparse.Namespace):
+    """(broker settings or None, bundle or None); a bundle sets fleet, device and device id."""
+    from tools.broker_args import broker_settings
+
+    if not args.bundle:
+        if args.join:
+            raise ValueError("--join needs the device's bundle: --bundle DEVICE.pwdevice (`pulsewire device enroll`)")
+        return broker_settings(args), None
+    bundle = _bundle(args)
+    args.fleet, args.device, args.device_id = bundle.fleet, bundle.device, bundle.device_id
+    settings = bundle.materialize(Path(args.state or Path(args.bundle).with_suffix(".state")) / "tls", args.broker)
+    return settings, bundle
+
+
+def _model_bytes(args: argparse.Namespace, store) -> bytes:
+    if store is None:
+        return Path(args.model).read_bytes()
+    return (store.root / f"v{store.current_version()}" / "model.tflite").read_bytes()
+
+
+def _stop_on_sigterm() -> None:
+    """A service manager stops a device with SIGTERM: unwind like Ctrl-C so links close and files flush."""
+    import signal
+
+    def _raise(_sig, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_runtime.runtime import CsvSink, EdgeRuntime, WfdbAnnotationSink
     from edge_runtime.sources import TextSamples, WfdbReplay, paced, serial_lines, text_file
 
+    _stop_on_sigterm()
+    broker, bundle = _device_identity(args)
     classifier, store = _classifier(args)
     speed = None if args.speed == "max" else float(args.speed)
     if args.record:
@@ -45,27 +92,45 @@ def cmd_run(args: argparse.Namespace) -> int:
         source, name = text_file(args.input, args.fs), Path(args.input).stem
     out = Path(args.out)
     sinks = [CsvSink(out / f"{name}.csv"), WfdbAnnotationSink(name, out, source.fs_hz, args.extension)]
-    publisher = listener = None
-    if args.broker:
+    publisher = listener = member = None
+    if args.join:
+        member = _fleet_member(args, broker, bundle, classifier, _model_bytes(args, store))
+        classifier = member.classifier()
+        sinks.append(member.memory)
+    if broker is not None:
         from edge_runtime.alert_publisher import AlertPublisher
 
-        publisher = AlertPublisher(args.device, args.device_id, args.fleet, args.broker,
+        publisher = AlertPublisher(args.device, args.device_id, args.fleet, broker,
                                    Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient)
         publisher.start()
         sinks.append(publisher)
     runtime = EdgeRuntime(classifier, source.fs_hz, sinks)
-    if args.broker and store is not None:
+    on_installed = runtime.swap_classifier
+    if member is not None:
+        member.attach(runtime)
+        member.start()
+        on_installed = lambda clf: member.on_new_model(clf, _model_bytes(args, store))  # noqa: E731
+    if broker is not None and store is not None:
         from edge_runtime.release_listener import ReleaseListener
 
-        listener = ReleaseListener(store, args.broker, args.fleet, args.device, runtime.swap_classifier)
+        listener = ReleaseListener(store, broker, args.fleet, args.device, on_installed)
         if publisher:
             listener.on_verdict = lambda v: publisher.extra_status.update(last_model_update=v.to_dict())
         listener.start()
     try:
         stats = runtime.run(paced(source, speed))
+        if member is not None:  # a deployed device stays in the fleet until it is stopped
+            log.info("%s: input ended; still taking part in rounds and taking labels until stopped (SIGTERM, "
+                     "Ctrl-C)", args.device)
+            while not (args.exit_after_final and member.client.finished.is_set()):
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        stats = runtime.stats
     finally:
         if listener:
             listener.stop()
+        if member:
+            member.stop()
     summary = stats.to_dict()
     if publisher:
         lat = publisher.latencies_ms
@@ -73,9 +138,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                              "latency_ms_p99": float(np.percentile(lat, 99)) if lat else None}
     if isinstance(source, TextSamples):
         summary["malformed_lines"] = source.malformed
+    if member is not None:
+        summary["fleet"] = {"rounds_sent": member.client.rounds_sent, "labelled_beats": len(member.labels),
+                            "personalized_head": member.head is not None, **member.counts}
     print(json.dumps(summary, indent=1))
     print(f"beats: {out / (name + '.csv')}  annotations: {out / (name + '.' + args.extension)}")
     return 0
+
+
+def _fleet_member(args: argparse.Namespace, broker, bundle, classifier, content: bytes):
+    from edge_runtime.fleet_member import FleetMember
+    from edge_runtime.local_dp import LocalDP
+    from edge_runtime.personal_head import BaseModel
+
+    local_dp = (LocalDP(clip=args.local_dp_clip, noise_multiplier=args.local_dp_noise,
+                        epsilon_budget=args.epsilon_budget) if args.local_dp_noise else None)
+    state = Path(args.state or Path(args.bundle).with_suffix(".state"))
+    return FleetMember(bundle, broker, state, BaseModel(content, classifier), consent=args.consent,
+                       population_head=args.population_head, local_dp=local_dp)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -113,17 +193,24 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    """The operator's first install (a local, trusted file): signed releases replace it later."""
+    """The first install on a device: a signed release file (`pulsewire release --out`), checked like one
+    from the broker. ``--model`` with ``--signing-key`` signs locally: only where the signing key already is."""
     from broker.model_release import Release, load_private_key, load_public_key, sign_release
     from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
     from edge_runtime.model_store import ModelStore
 
-    model = Path(args.model)
-    meta = ModelMetadata.load(metadata_path_for(model))
-    private = load_private_key(Path(args.key))
     store = ModelStore(Path(args.models), load_public_key(Path(args.pubkey)), args.fleet)
-    release = Release(args.fleet, args.version, model.read_bytes(), meta.to_json().encode(), meta.signal.digest())
-    verdict = store.consider(sign_release(release, private))
+    if args.release:
+        data = Path(args.release).read_bytes()
+    elif args.model and args.signing_key:
+        model = Path(args.model)
+        meta = ModelMetadata.load(metadata_path_for(model))
+        data = sign_release(Release(args.fleet, args.version, model.read_bytes(), meta.to_json().encode(),
+                                    meta.signal.digest()), load_private_key(Path(args.signing_key)))
+    else:
+        raise ValueError("give --release FILE (from `pulsewire release --out FILE`), or --model with --signing-key "
+                         "on the machine that holds the signing key")
+    verdict = store.consider(data)
     print(json.dumps(verdict.to_dict()))
     return 0 if verdict.accepted else 2
 
@@ -143,27 +230,9 @@ def cmd_certs(args: argparse.Namespace) -> int:
                                args.port)
     print(f"CA, server, aggregator and {len(args.devices.split(','))} device certificates in {sec.folder}\n"
           f"start the broker: mosquitto -c {sec.config}\n"
-          f"each device gets ca.crt, <device>.crt and <device>.key; connect with mqtts://HOST:{args.port}")
-    return 0
-
-
-def cmd_release(args: argparse.Namespace) -> int:
-    """Sign a model and publish it, retained, on pw/FLEET/release."""
-    from broker.model_release import Release, load_private_key, sign_release
-    from broker.mqtt_link import MqttLink
-    from broker.topics import FleetTopics
-    from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
-
-    model = Path(args.model)
-    meta = ModelMetadata.load(metadata_path_for(model))
-    data = sign_release(Release(args.fleet, args.version, model.read_bytes(), meta.to_json().encode(),
-                                meta.signal.digest()), load_private_key(Path(args.key)))
-    link = MqttLink(args.broker, f"pw-{args.fleet}-release-{args.version}", [], lambda _m: None)
-    link.start()
-    info = link.publish(FleetTopics(args.fleet).release(), data, qos=1, retain=True)
-    info.wait_for_publish(timeout=30)
-    link.stop()
-    print(f"published release {args.version} of {model.name} ({len(data)} bytes) to fleet {args.fleet}")
+          f"each device gets ca.crt, <device>.crt and <device>.key; connect with --broker mqtts://HOST:{args.port} "
+          f"--ca ca.crt --cert <device>.crt --key <device>.key\n"
+          f"(`pulsewire fleet init` makes a complete fleet folder with signing keys and device bundles)")
     return 0
 
 
@@ -225,13 +294,7 @@ def add_edge_parser(sub) -> None:
     p.add_argument("--out", default="fleet-security")
     p.set_defaults(func=cmd_certs)
 
-    p = sub.add_parser("release", help="sign an int8 model and publish it to a fleet (retained)")
-    p.add_argument("--model", required=True, help=".tflite with its .json metadata beside it")
-    p.add_argument("--key", required=True, help="aggregator.key (Ed25519, PEM)")
-    p.add_argument("--version", type=int, required=True, help="release number; devices install only newer ones")
-    p.add_argument("--fleet", required=True)
-    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
-    p.set_defaults(func=cmd_release)
+    __import__("tools.release_commands").release_commands.add_release_parser(sub)
 
     edge = sub.add_parser("edge", help="the device pipeline: run it on a record or stream, score its output")
     esub = edge.add_subparsers(dest="edge_command", required=True)
@@ -246,8 +309,28 @@ def add_edge_parser(sub) -> None:
     p.add_argument("--model", help="int8 .tflite with its .json metadata beside it")
     p.add_argument("--models", help="installed-model folder (`edge install`); with --broker, signed releases "
                                     "update it while running")
-    p.add_argument("--pubkey", help="aggregator.pub: the key releases must be signed with")
-    p.add_argument("--broker", help="mqtt://HOST:PORT: publish alerts (spooled on disk while unreachable)")
+    p.add_argument("--pubkey", help="aggregator.pub / signing.pub: the key releases must be signed with (default with "
+                                    "--bundle: the fleet's signing key from the bundle)")
+    add_broker_args(p, help_extra="publish alerts (spooled on disk while unreachable), take releases and rollbacks "
+                                  "(with --models); with --bundle only to override the bundle's URL",
+                    fleet_config=False)
+    fleet = p.add_argument_group("joining a deployed fleet (light install: no TensorFlow)")
+    fleet.add_argument("--bundle", help="this device's bundle from `pulsewire device enroll`: fleet, name, id, TLS "
+                                        "certificate and keys, the fleet's public keys")
+    fleet.add_argument("--join", action="store_true", help="take part in federated rounds with head updates trained "
+                                                           "on clinician labels, and take labels (needs --bundle)")
+    fleet.add_argument("--state", help="device state folder: labels, personalized head, TLS files (default: next "
+                                       "to the bundle, BUNDLE.state)")
+    fleet.add_argument("--consent", action="store_true", help="the wearer consented to contributing head updates "
+                                                              "(without it the device personalizes but declines rounds)")
+    fleet.add_argument("--exit-after-final", action="store_true",
+                       help="stop when the aggregator announces its final round (default: run until stopped)")
+    fleet.add_argument("--population-head", action="store_true",
+                       help="serve the model's own (population) head even when a personalized one exists")
+    fleet.add_argument("--local-dp-noise", type=float, help="local DP noise multiplier for head deltas (off unless "
+                                                            "given; a round plan can only add noise)")
+    fleet.add_argument("--local-dp-clip", type=float, default=1.0, help="local DP clip norm of a head delta")
+    fleet.add_argument("--epsilon-budget", type=float, help="decline rounds that would take ε past this")
     p.add_argument("--fleet", default="demo")
     p.add_argument("--device", default="dev1", help="device name in the topic tree")
     p.add_argument("--device-id", type=int, default=1, help="u32 id in wire headers")
@@ -275,14 +358,17 @@ def add_edge_parser(sub) -> None:
     p.add_argument("--model", help="int8 model for the end-to-end and latency parts (skipped without)")
     p.add_argument("--e2e-records", nargs="+", default=["100", "108", "203", "208", "232"])
     p.add_argument("--latency-seconds", type=float, default=120.0)
-    p.add_argument("--json", default="bench/results/edge.json")
+    p.add_argument("--json", default="out/bench/edge.json",
+                   help="results path (default: out/bench/edge.json; the committed bench/results/edge.json is "
+                        "written only when asked for, as `make bench` does)")
     p.set_defaults(func=cmd_bench)
 
     p = esub.add_parser("install", help="install a first model into a model folder (checked like a release)")
-    p.add_argument("--model", required=True)
+    p.add_argument("--release", help="signed release file (`pulsewire release --out FILE`): no private key needed here")
+    p.add_argument("--model", help="int8 .tflite to sign here instead (with --signing-key)")
     p.add_argument("--models", required=True, help="installed-model folder")
-    p.add_argument("--key", required=True, help="aggregator.key")
-    p.add_argument("--pubkey", required=True, help="aggregator.pub")
+    p.add_argument("--signing-key", help="the fleet's signing key (only where it lives: never copy it to a device)")
+    p.add_argument("--pubkey", required=True, help="the fleet's public signing key (signing.pub / aggregator.pub)")
     p.add_argument("--fleet", default="demo")
     p.add_argument("--version", type=int, default=1)
     p.set_defaults(func=cmd_install)

@@ -99,7 +99,7 @@ def merge_results(parts: list[dict]) -> dict:
     merged["command"] = " + ".join(p["command"] for p in parts)
     for part in parts[1:]:
         if part["settings"]["variants"] != merged["settings"]["variants"]:
-            raise SystemExit("pulsewire: error: --merge needs results with the same variants")
+            raise ValueError("--merge needs results with the same variants")
         for protocol, block in part["protocols"].items():
             mine = merged["protocols"].setdefault(protocol, {"runs": {}, "splits": {}})
             mine["runs"].update(block["runs"])

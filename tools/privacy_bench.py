@@ -475,7 +475,8 @@ def add_parser(sub, add_data_args) -> None:
                    help="seeds of the federated runs (the inter-patient split's validation patients, the devices' "
                         "order, the attackers, the DP noise); the report gives mean ± std over them (default: 0 1 2)")
     p.add_argument("--rounds", type=int, help="federated rounds per run (default 10; quick: 2)")
-    p.add_argument("--out", default="bench/results", help="folder for privacy.json and privacy.md")
+    p.add_argument("--out", default="out/bench", help="folder for privacy.json and privacy.md (the committed "
+                                                      "bench/results only when asked for, as `make bench` does)")
     p.add_argument("--checkpoint", help="partial results, resumed from (default: out/privacy-bench/<name>.partial.json)")
     p.add_argument("--merge", nargs="+", metavar="JSON", default=[],
                    help="add the runs of other checkpoints (e.g. parts run in parallel) to --checkpoint first")

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tqdm import tqdm
 
 from broker.launcher import broker_url, start_broker
+from broker.mqtt_link import BrokerSettings
 from edge_runtime.fed_client import DeviceClient
 from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
@@ -39,8 +40,9 @@ class FleetConfig:
     policy: RoundPolicy = field(default_factory=RoundPolicy)
     encoding: str = "float32"
     chunk_size: int | None = None
-    #: An existing broker (mqtt://host:port); None starts Mosquitto, or the embedded broker without it.
-    broker_url: str | None = None
+    #: An existing broker (a URL, or ``BrokerSettings`` with TLS files); None starts Mosquitto, or the embedded
+    #: broker without it.
+    broker_url: BrokerSettings | str | None = None
     #: Topic prefix; a random suffix keeps runs on a shared broker apart.
     fleet_prefix: str = "pw"
     #: Only the first N devices of the partition take part (None: all of them).
@@ -141,5 +143,5 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
     fleet.model.set_weights(result.best_weights)
     trained = TrainedModel(model=fleet.model, rr_scaler=fleet.scaler, config=base, history=result.history,
                            best_epoch=result.best_round)
-    return FleetResult(trained, broker.kind if broker else url, result.rejected, len(clients),
+    return FleetResult(trained, broker.kind if broker else BrokerSettings.of(url).url, result.rejected, len(clients),
                        time.perf_counter() - started)
