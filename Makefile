@@ -49,10 +49,10 @@ help:
 	@echo "              -> bench/results/{foundation,federated,privacy,edge,optimize,firmware}.json (QUICK=1: a few epochs, rounds, records)"
 
 $(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing pulsewire[train,edge,dev] (TensorFlow is ~600 MB; 1-2 min)"
+	@echo "==> creating $(VENV) and installing pulsewire[train,edge,dev,server] (TensorFlow is ~600 MB; 1-2 min)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[train,edge,dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[train,edge,dev,server]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 system-deps:

@@ -7,6 +7,8 @@
     pw/{fleet}/release                   aggregator -> devices: signed int8 model release, retained
     pw/{fleet}/secagg/{round}            aggregator -> devices: secure-aggregation broadcasts (SECAGG)
     pw/{fleet}/secagg/{round}/{device}   aggregator -> one device: the key shares routed to it (SECAGG)
+    pw/{fleet}/round/{round}/{event}     aggregator -> server: "opened", "closed", "rejected" (broker.round_events)
+    pw/{fleet}/consent/{patient}         server -> devices: a patient's consent record, retained (broker.consent)
 
 A device's secure-aggregation steps go up on its update topic as SECAGG messages (broker.secagg_messages).
 """
@@ -31,10 +33,16 @@ def _check(kind: str, value: str) -> str:
 class TopicMatch:
     """What a received topic addresses; fields that do not apply are None."""
 
-    kind: str  # "global", "update", "status", "alert", "release" or "secagg"
+    kind: str  # "global", "update", "status", "alert", "release", "secagg", "round" or "consent"
     fleet: str
     round: int | None = None
     device: str | None = None
+    #: "round": the event name; "consent": the patient pseudonym.
+    name: str | None = None
+
+
+#: Round events the aggregator publishes for the fleet server.
+ROUND_EVENTS = ("opened", "closed", "rejected")
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,14 @@ class FleetTopics:
         base = f"{ROOT}/{self.fleet}/secagg/{int(round_)}"
         return base if device is None else f"{base}/{_check('device', device)}"
 
+    def round_event(self, round_: int, event: str) -> str:
+        if event not in ROUND_EVENTS:
+            raise ValueError(f"round event {event!r}: use one of {ROUND_EVENTS}")
+        return f"{ROOT}/{self.fleet}/round/{int(round_)}/{event}"
+
+    def consent(self, patient: str) -> str:
+        return f"{ROOT}/{self.fleet}/consent/{_check('patient', patient)}"
+
     # Subscriptions (MQTT wildcards)
     def all_globals(self) -> str:
         return f"{ROOT}/{self.fleet}/global/+"
@@ -76,6 +92,12 @@ class FleetTopics:
 
     def all_alerts(self) -> str:
         return f"{ROOT}/{self.fleet}/alert/+"
+
+    def all_round_events(self) -> str:
+        return f"{ROOT}/{self.fleet}/round/+/+"
+
+    def all_consents(self) -> str:
+        return f"{ROOT}/{self.fleet}/consent/+"
 
     def secagg_for(self, device: str) -> list[str]:
         """What a device subscribes to for secure aggregation: the broadcasts and its own messages."""
@@ -100,6 +122,10 @@ def parse_topic(topic: str) -> TopicMatch:
         if kind == "secagg" and len(parts) in (4, 5):
             return TopicMatch("secagg", fleet, round=_round(parts[3]),
                               device=_check("device", parts[4]) if len(parts) == 5 else None)
+        if kind == "round" and len(parts) == 5 and parts[4] in ROUND_EVENTS:
+            return TopicMatch("round", fleet, round=_round(parts[3]), name=parts[4])
+        if kind == "consent" and len(parts) == 4:
+            return TopicMatch("consent", fleet, name=_check("patient", parts[3]))
         if kind == "alert" and len(parts) == 4:
             return TopicMatch("alert", fleet, device=_check("device", parts[3]))
     except ValueError:

@@ -1,0 +1,196 @@
+// pulsewire dashboard: charts from the page's JSON, live updates from /api/events (server-sent events).
+// Device-supplied strings only ever reach the page through textContent: never innerHTML.
+"use strict";
+(function () {
+  const page = document.body.dataset.page;
+  const live = document.body.dataset.live === "yes";
+  const data = JSON.parse(document.getElementById("page-data").textContent || "{}");
+  const PLOT = {displaylogo: false, responsive: true};
+  const LAYOUT = {margin: {t: 40, r: 20, b: 45, l: 55}, height: 300, font: {size: 12}};
+
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function plot(id, traces, layout) {
+    const div = document.getElementById(id);
+    if (div && window.Plotly) Plotly.newPlot(div, traces, Object.assign({}, LAYOUT, layout), PLOT);
+  }
+
+  // ------------------------------------------------------------------ alerts and their ECG strips
+  const LABEL_COLOURS = {N: "#2a7", S: "#e80", V: "#d22", F: "#82c", Q: "#888"};
+
+  function drawStrip(div, strip) {
+    const t = strip.samples.map((_, i) => i / strip.fs_hz);
+    const mv = strip.samples.map((v) => v / strip.gain);
+    const top = Math.max.apply(null, mv);
+    const beats = strip.beats.filter((b) => LABEL_COLOURS[b[1]]);
+    const annotations = beats.map((b) => ({x: b[0] / strip.fs_hz, y: top, yshift: 12, showarrow: false,
+      text: b[1], font: {color: LABEL_COLOURS[b[1]], size: 14}}));
+    const shapes = beats.map((b) => ({type: "line", x0: b[0] / strip.fs_hz, x1: b[0] / strip.fs_hz, yref: "paper",
+      y0: 0, y1: 1, line: {color: LABEL_COLOURS[b[1]], width: 1, dash: "dot"}}));
+    Plotly.newPlot(div, [{x: t, y: mv, mode: "lines", line: {color: "#111", width: 1}, hoverinfo: "x+y"}],
+      {margin: {t: 24, r: 10, b: 35, l: 45}, height: 190, annotations: annotations, shapes: shapes,
+       xaxis: {title: {text: "s"}}, yaxis: {title: {text: "mV"}}, showlegend: false}, {displaylogo: false, responsive: true});
+  }
+
+  function alertState(a) {
+    if (a.resolved_at) return "resolved by " + a.resolved_by;
+    if (a.acknowledged_at) return "acknowledged by " + a.acknowledged_by;
+    return "open";
+  }
+
+  function alertCard(a) {
+    const card = el("article", null, "alert kind-" + String(a.kind).replace(/[^a-z_]/g, ""));
+    card.dataset.alertId = a.alert_id;
+    const head = el("div", null, "alert-head");
+    head.appendChild(el("strong", a.kind + " (" + a["class"] + ")"));
+    head.appendChild(el("span", "patient " + a.patient, "patient"));
+    head.appendChild(el("span", "device " + a.device, "device"));
+    head.appendChild(el("span", a.time));
+    head.appendChild(el("span", a.beats + " beats, " + a.heart_rate_bpm + " bpm, confidence " +
+      (a.confidence_permille / 10).toFixed(1) + " %"));
+    head.appendChild(el("span", alertState(a), "alert-state"));
+    card.appendChild(head);
+    if (live && !a.resolved_at) {
+      const buttons = el("div", null, "actions");
+      ["acknowledge", "resolve"].forEach((action) => {
+        if (action === "acknowledge" && a.acknowledged_at) return;
+        const b = el("button", action === "acknowledge" ? "Acknowledge" : "Resolve", "btn-" + action);
+        b.addEventListener("click", () => act(a.alert_id, action));
+        buttons.appendChild(b);
+      });
+      card.appendChild(buttons);
+    }
+    if (a.strip) {
+      const div = el("div", null, "strip");
+      card.appendChild(div);
+      requestAnimationFrame(() => drawStrip(div, a.strip));
+    }
+    return card;
+  }
+
+  function showAlert(a, first) {
+    const box = document.getElementById("alerts");
+    if (!box) return;
+    const old = box.querySelector('[data-alert-id="' + CSS.escape(a.alert_id) + '"]');
+    const card = alertCard(a);
+    if (old) box.replaceChild(card, old);
+    else if (first) box.insertBefore(card, box.firstChild);
+    else box.appendChild(card);
+  }
+
+  async function act(alertId, action) {
+    const r = await fetch("/api/alerts/" + encodeURIComponent(alertId) + "/" + action,
+      {method: "POST", credentials: "same-origin"});
+    if (r.ok) showAlert(await r.json(), false);
+  }
+
+  // ------------------------------------------------------------------ charts per page
+  function roundsCharts(rounds) {
+    const closed = rounds.filter((r) => r.state === "closed");
+    const x = closed.map((r) => r.round);
+    const names = {};
+    closed.forEach((r) => Object.keys(r.metrics || {}).forEach((k) => { names[k] = true; }));
+    plot("chart-metrics", Object.keys(names).sort().map((k) => ({x: x, y: closed.map((r) => r.metrics[k]),
+      name: k, mode: "lines+markers"})), {title: {text: "Metrics per round"}, xaxis: {title: {text: "round"}}});
+    plot("chart-participation", [
+      {x: x, y: closed.map((r) => r.selected), name: "selected", type: "bar"},
+      {x: x, y: closed.map((r) => r.participants), name: "participants", type: "bar"},
+      {x: x, y: closed.map((r) => r.declined), name: "declined", type: "bar"}],
+      {title: {text: "Participation"}, barmode: "group", xaxis: {title: {text: "round"}}});
+    plot("chart-bytes", [
+      {x: x, y: closed.map((r) => r.bytes_received), name: "up (updates)", type: "bar"},
+      {x: x, y: closed.map((r) => r.bytes_down), name: "down (models)", type: "bar"}],
+      {title: {text: "Bytes per round"}, barmode: "group", xaxis: {title: {text: "round"}},
+       yaxis: {title: {text: "bytes"}, automargin: true}});
+  }
+
+  function privacyCharts(d) {
+    plot("chart-epsilon", [{x: d.rounds.map((r) => r.round), y: d.rounds.map((r) => r.epsilon),
+      name: "cumulative ε", mode: "lines+markers"}].concat(d.budget ? [{x: d.rounds.map((r) => r.round),
+      y: d.rounds.map(() => d.budget), name: "budget", mode: "lines", line: {dash: "dash"}}] : []),
+      {title: {text: "ε after each round"}, xaxis: {title: {text: "round"}}});
+    const devices = Object.keys(d.per_device);
+    plot("chart-device-epsilon", [{x: devices, y: devices.map((k) => d.per_device[k]), type: "bar"}],
+      {title: {text: "ε per device"}, xaxis: {automargin: true, type: "category"}});
+  }
+
+  function securityChart(d) {
+    plot("chart-security", Object.keys(d.series).map((reason) => ({x: d.series[reason].map((p) => p[0]),
+      y: d.series[reason].map((p) => p[1]), name: reason, type: "bar"})),
+      {title: {text: "Rejections by reason per minute"}, barmode: "stack", height: 340});
+  }
+
+  function fleetTable(d) {
+    const body = document.querySelector("#fleet tbody");
+    if (!body) return;
+    body.replaceChildren();
+    d.devices.forEach((dev) => {
+      const tr = el("tr", null, "state-" + String(dev.state).replace(/[^a-z-]/g, ""));
+      tr.dataset.device = dev.name;
+      const a = el("a", dev.name);
+      a.href = "/devices/" + encodeURIComponent(dev.name);
+      const first = el("td");
+      first.appendChild(a);
+      tr.appendChild(first);
+      [dev.enrolled ? "yes" : "unknown", dev.state, dev.last_seen, dev.battery, dev.model_version, dev.role,
+       dev.link, dev.signal_quality, dev.epsilon === null ? "" : Number(dev.epsilon).toFixed(3)].forEach((v, i) => {
+        tr.appendChild(el("td", v === null || v === undefined ? "" : v, i === 1 ? "state" : undefined));
+      });
+      body.appendChild(tr);
+    });
+  }
+
+  // ------------------------------------------------------------------ live updates
+  let pending = null;
+  function throttled(fn) {
+    if (pending) return;
+    pending = setTimeout(() => { pending = null; fn(); }, 1000);
+  }
+
+  async function refresh(url, fn) {
+    const r = await fetch(url, {credentials: "same-origin"});
+    if (r.ok) fn(await r.json());
+  }
+
+  function connect() {
+    const source = new EventSource("/api/events");
+    source.addEventListener("alert", (e) => { if (page === "alerts") showAlert(JSON.parse(e.data), true); });
+    source.addEventListener("alert_state", (e) => { if (page === "alerts") showAlert(JSON.parse(e.data), false); });
+    source.addEventListener("device", () => {
+      if (page === "fleet") throttled(() => refresh("/api/devices", fleetTable));
+    });
+    source.addEventListener("round", () => {
+      if (page === "rounds" || page === "privacy") throttled(() => location.reload());
+    });
+    source.addEventListener("security", () => { if (page === "security") throttled(() => location.reload()); });
+    source.addEventListener("counters", () => { if (page === "security") throttled(() => location.reload()); });
+    source.addEventListener("release", () => { if (page === "models") throttled(() => location.reload()); });
+    document.body.dataset.sse = "connecting";
+    source.onopen = () => { document.body.dataset.sse = "open"; };
+  }
+
+  function consentButtons() {
+    document.querySelectorAll("#patients tr[data-patient]").forEach((tr) => {
+      const b = tr.querySelector(".save-consent");
+      if (!b) return;
+      b.addEventListener("click", async () => {
+        const body = {training: tr.querySelector(".c-training").checked, strip: tr.querySelector(".c-strip").checked};
+        const r = await fetch("/api/consents/" + encodeURIComponent(tr.dataset.patient), {method: "PUT",
+          credentials: "same-origin", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+        b.textContent = r.ok ? "Saved" : "Failed";
+      });
+    });
+  }
+
+  if (page === "alerts" || page === "device") (data.alerts || []).forEach((a) => showAlert(a, false));
+  if (page === "rounds") roundsCharts(data.rounds || []);
+  if (page === "privacy") privacyCharts(data);
+  if (page === "security") securityChart(data);
+  if (page === "patients") consentButtons();
+  if (live) connect();
+})();
