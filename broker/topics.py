@@ -104,6 +104,12 @@ class FleetTopics:
         return [f"{ROOT}/{self.fleet}/secagg/+", f"{ROOT}/{self.fleet}/secagg/+/{_check('device', device)}"]
 
 
+def any_fleet_subscriptions() -> list[str]:
+    """What the fleet server subscribes to when it listens to every fleet on the broker (one federation per
+    seed has its own fleet name): statuses, alerts, releases and round events of ``pw/+/...``."""
+    return [f"{ROOT}/+/device/+/status", f"{ROOT}/+/alert/+", f"{ROOT}/+/release", f"{ROOT}/+/round/+/+"]
+
+
 def parse_topic(topic: str) -> TopicMatch:
     """The inverse of ``FleetTopics``; ValueError for anything outside the tree."""
     parts = topic.split("/")

@@ -33,6 +33,8 @@ class ServerConfig:
     #: Ed25519 private key that signs consent records (None: published unsigned).
     signing_key: Any = None
     secure_cookies: bool = False
+    #: Also ingest every other fleet on the broker (each seed of `pulsewire fleet` is its own fleet).
+    all_fleets: bool = False
 
     def __post_init__(self) -> None:
         FleetTopics(self.fleet)
@@ -52,7 +54,8 @@ class FleetServer:
         self.cfg = cfg
         self.store = Store(cfg.db)
         self.hub = EventHub()
-        self.ingest = Ingest(self.store, IngestConfig(cfg.fleet, cfg.broker, dict(cfg.registry), cfg.release_key),
+        self.ingest = Ingest(self.store, IngestConfig(cfg.fleet, cfg.broker, dict(cfg.registry), cfg.release_key,
+                                                         all_fleets=cfg.all_fleets),
                              self.hub)
         self.topics = FleetTopics(cfg.fleet)
         self.context = WebContext(self.store, self.hub, cfg.fleet, secure_cookies=cfg.secure_cookies,

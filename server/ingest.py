@@ -25,7 +25,7 @@ from broker.fed_messages import fleet_id
 from broker.model_release import MAGIC as RELEASE_MAGIC, ReleaseError, verify_release
 from broker.mqtt_link import Message, MqttLink
 from broker.round_events import decode_round_event
-from broker.topics import FleetTopics, TopicMatch, parse_topic
+from broker.topics import FleetTopics, TopicMatch, any_fleet_subscriptions, parse_topic
 from broker.wire import WireError
 from server.events import EventHub
 from server.repository import Repository, Store
@@ -44,6 +44,8 @@ class IngestConfig:
     #: Ed25519 public key of the aggregator: releases that do not verify are security events.
     release_key: Any = None
     client_id: str = ""
+    #: Also store what any other fleet on the broker says (e.g. one federation per seed, each its own fleet).
+    all_fleets: bool = False
 
     def __post_init__(self) -> None:
         FleetTopics(self.fleet)  # validates the name
@@ -59,13 +61,15 @@ class Ingest:
     def __init__(self, store: Store, cfg: IngestConfig, hub: EventHub | None = None) -> None:
         self.store, self.cfg, self.hub = store, cfg, hub or EventHub()
         self.topics = FleetTopics(cfg.fleet)
-        self._fleet_id = fleet_id(cfg.fleet)
         self._inbox: queue.Queue[Message] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
-        self.link = MqttLink(cfg.broker_url, cfg.client_id or f"pw-{cfg.fleet}-server",
-                             [self.topics.all_statuses(), self.topics.all_alerts(), self.topics.release(),
-                              self.topics.all_round_events()], self._inbox.put, manual_ack=True)
+        subscriptions = [self.topics.all_statuses(), self.topics.all_alerts(), self.topics.release(),
+                         self.topics.all_round_events()]
+        if cfg.all_fleets:
+            subscriptions = any_fleet_subscriptions()
+        self.link = MqttLink(cfg.broker_url, cfg.client_id or f"pw-{cfg.fleet}-server", subscriptions,
+                             self._inbox.put, manual_ack=True)
         with store.session() as repo:
             if cfg.registry:
                 repo.register_devices(cfg.fleet, cfg.registry)
@@ -153,7 +157,7 @@ class Ingest:
             topic = parse_topic(message.topic)
         except ValueError as exc:
             raise Rejected("bad_topic", str(exc)) from None
-        if topic.fleet != self.cfg.fleet:
+        if topic.fleet != self.cfg.fleet and not self.cfg.all_fleets:
             raise Rejected("wrong_fleet", f"topic of fleet {topic.fleet}")
         if not message.payload:  # a retained message being cleared
             return []
@@ -171,8 +175,8 @@ class Ingest:
         except WireError as exc:
             raise Rejected(f"bad_{topic.kind}_{exc.reason}", str(exc)) from None
         _check_values(body, f"bad_{topic.kind}")
-        if header.fleet_id != self._fleet_id:
-            raise Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {self.cfg.fleet}'s")
+        if header.fleet_id != fleet_id(topic.fleet):
+            raise Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {topic.fleet}'s")
         expected = self.cfg.registry.get(topic.device)
         if expected is not None and header.device_id != expected:
             raise Rejected("device_mismatch", f"{topic.device} sent device id {header.device_id}, enrolled {expected}")
@@ -180,7 +184,7 @@ class Ingest:
 
     def _status(self, repo: Repository, topic: TopicMatch, payload: bytes) -> list[tuple[str, dict]]:
         header, status = self._decode(decode_status, payload, topic)
-        dev = repo.record_status(self.cfg.fleet, topic.device, header.device_id, status,
+        dev = repo.record_status(topic.fleet, topic.device, header.device_id, status,
                                  topic.device in self.cfg.registry)
         return [("device", {"name": dev.name, "state": dev.state, "last_seen": dev.last_seen.isoformat(),
                             "registered": dev.registered})]
@@ -196,7 +200,7 @@ class Ingest:
         for key in ("alert_id", "patient", "kind", "class", "time", "model_version"):
             if not isinstance(alert[key], str):
                 raise Rejected("bad_alert_bad_meta", f"{key} must be a string")
-        row = repo.record_alert(self.cfg.fleet, alert, topic.device in self.cfg.registry)
+        row = repo.record_alert(topic.fleet, alert, topic.device in self.cfg.registry)
         if row is None:
             repo.count("duplicate.alert")
             return []
@@ -208,12 +212,12 @@ class Ingest:
         except WireError as exc:
             raise Rejected(f"bad_round_{exc.reason}", str(exc)) from None
         _check_values(event, "bad_round")
-        if event["fleet"] != self.cfg.fleet or event["round"] != topic.round or event["event"] != topic.name:
+        if event["fleet"] != topic.fleet or event["round"] != topic.round or event["event"] != topic.name:
             raise Rejected("round_mismatch", "event fleet, round or name differs from its topic")
         row = repo.record_round_event(event)
         if row is None:
             return [("security", {"reason": event["reason"], "round": event["round"]})]
-        return [("round", {"round": row.round, "state": row.state, "metrics": row.metrics,
+        return [("round", {"fleet": row.fleet, "round": row.round, "state": row.state, "metrics": row.metrics,
                            "participants": row.participants, "bytes_received": row.bytes_received})]
 
     def _release(self, repo: Repository, topic: TopicMatch, payload: bytes) -> list[tuple[str, dict]]:
@@ -228,7 +232,7 @@ class Ingest:
         else:
             version, digest = _unverified_manifest(payload)
             signer = "unverified"
-        if repo.record_release(self.cfg.fleet, version, signer, len(payload), digest):
+        if repo.record_release(topic.fleet, version, signer, len(payload), digest):
             return [("release", {"version": version, "signer": signer})]
         return []
 

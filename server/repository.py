@@ -197,11 +197,11 @@ class Repository:
                                        delta=privacy.get("delta"), budget=budget, detail=privacy))
 
     def rounds(self, fleet: str | None = None) -> list[Round]:
-        q = select(Round).order_by(Round.round)
+        q = select(Round).order_by(Round.fleet, Round.round)
         return list(self.s.scalars(q if fleet is None else q.where(Round.fleet == fleet)))
 
     def ledger(self, device: str | None = None, fleet_wide: bool = True) -> list[LedgerEntry]:
-        q = select(LedgerEntry).order_by(LedgerEntry.round)
+        q = select(LedgerEntry).order_by(LedgerEntry.fleet, LedgerEntry.round)
         if fleet_wide:
             q = q.where(LedgerEntry.device.is_(None))
         elif device is not None:

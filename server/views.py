@@ -62,7 +62,7 @@ def patients_view(repo: Repository) -> dict[str, Any]:
 
 
 def round_dict(r: Round) -> dict[str, Any]:
-    return {"round": r.round, "state": r.state, "strategy": r.strategy, "selected": len(r.selected or []),
+    return {"fleet": r.fleet, "round": r.round, "state": r.state, "strategy": r.strategy, "selected": len(r.selected or []),
             "participants": r.participants, "declined": r.declined, "bytes_received": r.bytes_received,
             "bytes_down": r.bytes_down, "seconds": r.seconds, "loss": r.loss, "metrics": r.metrics,
             "rejected": r.rejected, "closed_at": _iso(r.closed_at)}
@@ -76,7 +76,7 @@ def privacy_view(repo: Repository) -> dict[str, Any]:
     rows = repo.ledger()
     budget = next((e.budget for e in reversed(rows) if e.budget is not None), None)
     spent = rows[-1].epsilon if rows else None
-    return {"rounds": [{"round": e.round, "epsilon": e.epsilon, "delta": e.delta} for e in rows],
+    return {"rounds": [{"fleet": e.fleet, "round": e.round, "epsilon": e.epsilon, "delta": e.delta} for e in rows],
             "per_device": dict(sorted(repo.epsilon_by_device().items())), "budget": budget, "spent": spent,
             "left": None if budget is None or spent is None else max(0.0, budget - spent)}
 

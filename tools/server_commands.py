@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = ServerConfig(args.db, args.broker, args.fleet, host, port, _registry(args.devices),
                            load_public_key(Path(args.pubkey)) if args.pubkey else None,
                            load_private_key(Path(args.signing_key)) if args.signing_key else None,
-                           secure_cookies=args.secure_cookies)
+                           secure_cookies=args.secure_cookies, all_fleets=args.all_fleets)
     except (ValueError, OSError) as exc:
         return _fail(str(exc))
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -106,6 +106,8 @@ def add_server_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", help="enrolled devices NAME:ID,...; others are listed as unknown")
     p.add_argument("--pubkey", help="the aggregator's public key (PEM): releases are verified against it")
     p.add_argument("--signing-key", help="private key (PEM) that signs the consent records sent to devices")
+    p.add_argument("--all-fleets", action="store_true", help="also store the rounds, statuses and alerts of every "
+                   "other fleet on the broker (each seed of `pulsewire fleet` runs as its own fleet)")
     p.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (behind TLS)")
     p.set_defaults(func=cmd_serve)
     ssub = p.add_subparsers(dest="server_command")

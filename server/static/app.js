@@ -90,30 +90,44 @@
   }
 
   // ------------------------------------------------------------------ charts per page
+  function byFleet(rows) {
+    const groups = {};
+    rows.forEach((r) => { (groups[r.fleet] = groups[r.fleet] || []).push(r); });
+    return groups;
+  }
+
   function roundsCharts(rounds) {
-    const closed = rounds.filter((r) => r.state === "closed");
-    const x = closed.map((r) => r.round);
-    const names = {};
-    closed.forEach((r) => Object.keys(r.metrics || {}).forEach((k) => { names[k] = true; }));
-    plot("chart-metrics", Object.keys(names).sort().map((k) => ({x: x, y: closed.map((r) => r.metrics[k]),
-      name: k, mode: "lines+markers"})), {title: {text: "Metrics per round"}, xaxis: {title: {text: "round"}}});
-    plot("chart-participation", [
-      {x: x, y: closed.map((r) => r.selected), name: "selected", type: "bar"},
-      {x: x, y: closed.map((r) => r.participants), name: "participants", type: "bar"},
-      {x: x, y: closed.map((r) => r.declined), name: "declined", type: "bar"}],
-      {title: {text: "Participation"}, barmode: "group", xaxis: {title: {text: "round"}}});
-    plot("chart-bytes", [
-      {x: x, y: closed.map((r) => r.bytes_received), name: "up (updates)", type: "bar"},
-      {x: x, y: closed.map((r) => r.bytes_down), name: "down (models)", type: "bar"}],
-      {title: {text: "Bytes per round"}, barmode: "group", xaxis: {title: {text: "round"}},
-       yaxis: {title: {text: "bytes"}, automargin: true}});
+    const groups = byFleet(rounds.filter((r) => r.state === "closed"));
+    const fleets = Object.keys(groups).sort();
+    const prefix = (f) => (fleets.length > 1 ? f + " " : "");
+    const metrics = [], participation = [], bytes = [];
+    fleets.forEach((f) => {
+      const rs = groups[f], x = rs.map((r) => r.round), names = {};
+      rs.forEach((r) => Object.keys(r.metrics || {}).forEach((k) => { names[k] = true; }));
+      Object.keys(names).sort().forEach((k) => metrics.push({x: x, y: rs.map((r) => r.metrics[k]),
+        name: prefix(f) + k, mode: "lines+markers"}));
+      participation.push({x: x, y: rs.map((r) => r.participants), name: prefix(f) + "participants", type: "bar"});
+      participation.push({x: x, y: rs.map((r) => r.declined), name: prefix(f) + "declined", type: "bar"});
+      bytes.push({x: x, y: rs.map((r) => r.bytes_received), name: prefix(f) + "up (updates)", type: "bar"});
+      bytes.push({x: x, y: rs.map((r) => r.bytes_down), name: prefix(f) + "down (models)", type: "bar"});
+    });
+    const roundAxis = {title: {text: "round"}, dtick: 1};
+    plot("chart-metrics", metrics, {title: {text: "Metrics per round"}, xaxis: roundAxis});
+    plot("chart-participation", participation, {title: {text: "Participation"}, barmode: "group", xaxis: roundAxis});
+    plot("chart-bytes", bytes, {title: {text: "Bytes per round"}, barmode: "group", xaxis: roundAxis,
+      yaxis: {title: {text: "bytes"}, automargin: true}});
   }
 
   function privacyCharts(d) {
-    plot("chart-epsilon", [{x: d.rounds.map((r) => r.round), y: d.rounds.map((r) => r.epsilon),
-      name: "cumulative ε", mode: "lines+markers"}].concat(d.budget ? [{x: d.rounds.map((r) => r.round),
-      y: d.rounds.map(() => d.budget), name: "budget", mode: "lines", line: {dash: "dash"}}] : []),
-      {title: {text: "ε after each round"}, xaxis: {title: {text: "round"}}});
+    const groups = byFleet(d.rounds);
+    const traces = Object.keys(groups).sort().map((f) => ({x: groups[f].map((r) => r.round),
+      y: groups[f].map((r) => r.epsilon), name: f + " cumulative ε", mode: "lines+markers"}));
+    if (d.budget && d.rounds.length) {
+      const xs = d.rounds.map((r) => r.round);
+      traces.push({x: [Math.min.apply(null, xs), Math.max.apply(null, xs)], y: [d.budget, d.budget],
+        name: "budget", mode: "lines", line: {dash: "dash"}});
+    }
+    plot("chart-epsilon", traces, {title: {text: "ε after each round"}, xaxis: {title: {text: "round"}, dtick: 1}});
     const devices = Object.keys(d.per_device);
     plot("chart-device-epsilon", [{x: devices, y: devices.map((k) => d.per_device[k]), type: "bar"}],
       {title: {text: "ε per device"}, xaxis: {automargin: true, type: "category"}});
