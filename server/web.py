@@ -83,7 +83,7 @@ def create_app(context: WebContext) -> FastAPI:
         response.headers.setdefault("Content-Security-Policy", _CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"  # no-referrer would make Chromium send "Origin: null"
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 

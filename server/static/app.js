@@ -5,7 +5,7 @@
   const page = document.body.dataset.page;
   const live = document.body.dataset.live === "yes";
   const data = JSON.parse(document.getElementById("page-data").textContent || "{}");
-  const PLOT = {displaylogo: false, responsive: true};
+  const PLOT = {displaylogo: false, responsive: true, displayModeBar: false};
   const LAYOUT = {margin: {t: 40, r: 20, b: 45, l: 55}, height: 300, font: {size: 12}};
 
   function el(tag, text, cls) {
@@ -34,7 +34,7 @@
       y0: 0, y1: 1, line: {color: LABEL_COLOURS[b[1]], width: 1, dash: "dot"}}));
     Plotly.newPlot(div, [{x: t, y: mv, mode: "lines", line: {color: "#111", width: 1}, hoverinfo: "x+y"}],
       {margin: {t: 24, r: 10, b: 35, l: 45}, height: 190, annotations: annotations, shapes: shapes,
-       xaxis: {title: {text: "s"}}, yaxis: {title: {text: "mV"}}, showlegend: false}, {displaylogo: false, responsive: true});
+       xaxis: {title: {text: "s"}}, yaxis: {title: {text: "mV"}}, showlegend: false}, {displaylogo: false, responsive: true, displayModeBar: false});
   }
 
   function alertState(a) {
