@@ -7,6 +7,7 @@ logged, counted and ignored, and the last good one stays in force.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 
 from broker.consent import Consent, decode_consent
@@ -23,6 +24,8 @@ class ConsentGate:
         self.topic = FleetTopics(fleet).consent(patient)
         self.consent: Consent | None = None
         self.rejected: Counter[str] = Counter()
+        #: Set once the broker delivered a record (the retained one arrives right after subscribing).
+        self.heard = threading.Event()
         self.link = MqttLink(broker_url, f"pw-{fleet}-{device}-consent", [self.topic], self._on_message)
 
     def start(self) -> None:
@@ -49,3 +52,4 @@ class ConsentGate:
             return
         if self.consent is None or consent.version >= self.consent.version:
             self.consent = consent
+        self.heard.set()

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ServerConfig:
     db: str
+    #: mqtt://HOST:PORT; empty: serve the database only (no ingest; consent is published at the next start)
     broker: str
     fleet: str
     host: str = "127.0.0.1"
@@ -55,11 +56,11 @@ class FleetServer:
         self.store = Store(cfg.db)
         self.hub = EventHub()
         self.ingest = Ingest(self.store, IngestConfig(cfg.fleet, cfg.broker, dict(cfg.registry), cfg.release_key,
-                                                         all_fleets=cfg.all_fleets),
-                             self.hub)
+                                                      all_fleets=cfg.all_fleets),
+                             self.hub) if cfg.broker else None
         self.topics = FleetTopics(cfg.fleet)
         self.context = WebContext(self.store, self.hub, cfg.fleet, secure_cookies=cfg.secure_cookies,
-                                  publish_consent=self.publish_consent)
+                                  publish_consent=self.publish_consent if self.ingest else None)
         self.app = create_app(self.context)
 
     def publish_consent(self, patient: str, training: bool, strip: bool, version: int) -> None:
@@ -76,13 +77,15 @@ class FleetServer:
             self.publish_consent(*row)
 
     def serve(self) -> None:
-        self.ingest.start()
-        self.republish_consents()
+        if self.ingest is not None:
+            self.ingest.start()
+            self.republish_consents()
         log.info("fleet %s: serving http://%s:%d (ingest from %s, database %s)", self.cfg.fleet, self.cfg.host,
-                 self.cfg.port, self.cfg.broker, self.cfg.db)
+                 self.cfg.port, self.cfg.broker or "nowhere: database only", self.cfg.db)
         try:
             uvicorn.Server(uvicorn.Config(self.app, host=self.cfg.host, port=self.cfg.port, log_level="warning",
                                           access_log=False)).run()
         finally:
-            self.ingest.stop()
+            if self.ingest is not None:
+                self.ingest.stop()
             self.store.close()

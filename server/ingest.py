@@ -117,6 +117,7 @@ class Ingest:
         notes: list[tuple[str, dict]] = []
         try:
             with self.store.session() as repo:
+                repo.preload_devices(_named_devices(batch))
                 for message in batch:
                     notes.extend(self._handle(repo, message))
         except Exception:
@@ -235,6 +236,18 @@ class Ingest:
         if repo.record_release(topic.fleet, version, signer, len(payload), digest):
             return [("release", {"version": version, "signer": signer})]
         return []
+
+
+def _named_devices(batch: list[Message]) -> set[tuple[str, str]]:
+    keys = set()
+    for message in batch:
+        try:
+            topic = parse_topic(message.topic)
+        except ValueError:
+            continue
+        if topic.device is not None:
+            keys.add((topic.fleet, topic.device))
+    return keys
 
 
 def _check_values(obj: Any, reason: str, depth: int = 0) -> None:

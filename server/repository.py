@@ -34,7 +34,9 @@ class Store:
     def session(self) -> Iterator["Repository"]:
         """One transaction: committed when the block ends, rolled back on an exception."""
         with self._sessions() as s, s.begin():
-            yield Repository(s)
+            repo = Repository(s)
+            yield repo
+            repo.flush_counts()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -43,22 +45,45 @@ class Store:
 class Repository:
     def __init__(self, session: DbSession) -> None:
         self.s = session
+        self._devices: dict[tuple[str, str], Device] = {}
+        self._counts: dict[str, int] = {}
 
     # ------------------------------------------------------------------ counters
     def count(self, name: str, n: int = 1) -> None:
-        row = self.s.get(Counter, name)
-        if row is None:
-            self.s.add(Counter(name=name, value=n))
-            self.s.flush()
-        else:
-            row.value += n
+        """Add to a counter; written once per transaction (``flush_counts``), not once per message."""
+        self._counts[name] = self._counts.get(name, 0) + n
+
+    def flush_counts(self) -> None:
+        for name, n in sorted(self._counts.items()):
+            row = self.s.get(Counter, name)
+            if row is None:
+                self.s.add(Counter(name=name, value=n))
+            else:
+                row.value += n
+        self._counts.clear()
+        self.s.flush()
 
     def counters(self) -> dict[str, int]:
+        self.flush_counts()
         return {c.name: c.value for c in self.s.scalars(select(Counter).order_by(Counter.name))}
 
     # ------------------------------------------------------------------ devices
     def device(self, fleet: str, name: str) -> Device | None:
-        return self.s.scalar(select(Device).where(Device.fleet == fleet, Device.name == name))
+        dev = self._devices.get((fleet, name))
+        if dev is None:
+            dev = self.s.scalar(select(Device).where(Device.fleet == fleet, Device.name == name))
+            if dev is not None:
+                self._devices[(fleet, name)] = dev
+        return dev
+
+    def preload_devices(self, keys: set[tuple[str, str]]) -> None:
+        """Fetch the devices a batch of messages names with one query per fleet instead of one per message."""
+        by_fleet: dict[str, list[str]] = {}
+        for fleet, name in keys:
+            by_fleet.setdefault(fleet, []).append(name)
+        for fleet, names in by_fleet.items():
+            for dev in self.s.scalars(select(Device).where(Device.fleet == fleet, Device.name.in_(names))):
+                self._devices[(fleet, dev.name)] = dev
 
     def register_devices(self, fleet: str, registry: dict[str, int]) -> None:
         for name, device_id in registry.items():
@@ -72,6 +97,7 @@ class Repository:
         if dev is None:
             dev = Device(fleet=fleet, name=name, device_id=device_id, registered=registered, status={})
             self.s.add(dev)
+            self._devices[(fleet, name)] = dev
         dev.last_seen = utcnow()
         return dev
 
@@ -94,7 +120,6 @@ class Repository:
         caps = status.get("capabilities")
         if isinstance(caps, list):
             dev.role = "training" if "train" in caps else "inference-only"
-        self.s.flush()
         return dev
 
     def devices(self, fleet: str | None = None) -> list[Device]:

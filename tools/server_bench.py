@@ -152,19 +152,20 @@ def run_bench(devices: int, seconds: float, alert_rate: float, status_every_s: f
         names = [f"dev{i:05d}" for i in range(devices)]
         sent: dict[str, float] = {}
         rss: list[float] = []
-        next_status = {n: time.perf_counter() + status_every_s * i / devices for i, n in enumerate(names)}
+        # statuses are evenly spread over the period and stay in that cyclic order: one pointer walks them
+        status_due = [time.perf_counter() + status_every_s * i / devices for i in range(devices)]
         start = time.perf_counter()
         alert_period = 1.0 / alert_rate if alert_rate > 0 else float("inf")
-        next_alert, seq, last_rss = start, 0, 0.0
+        next_alert, seq, last_rss, nxt = start, 0, 0.0, 0
         now = start
         while now - start < seconds:
             now = time.perf_counter()
-            for i, name in enumerate(names):
-                if next_status[name] <= now:
-                    payload = encode_status(fleet, i + 1, {"state": "online", "battery": 80, "link": "wifi",
-                                                           "signal_quality": 0.9, "capabilities": ["infer"]})
-                    pubs[i % clients].publish(topics.status(name), payload, qos=1, retain=True)
-                    next_status[name] += status_every_s
+            while status_due[nxt] <= now:
+                payload = encode_status(fleet, nxt + 1, {"state": "online", "battery": 80, "link": "wifi",
+                                                         "signal_quality": 0.9, "capabilities": ["infer"]})
+                pubs[nxt % clients].publish(topics.status(names[nxt]), payload, qos=1, retain=True)
+                status_due[nxt] += status_every_s
+                nxt = (nxt + 1) % devices
             while next_alert <= now:
                 i = seq % devices
                 seq += 1
@@ -191,6 +192,12 @@ def run_bench(devices: int, seconds: float, alert_rate: float, status_every_s: f
             if k == "alert" and d["alert_id"] in sent:
                 arrival.setdefault(d["alert_id"], t)
         latencies = np.array([arrival[a] - sent[a] for a in arrival]) if arrival else np.zeros(0)
+        window = 10.0  # where in the run the slow ones were: p99 per 10 s of sending
+        by_window: dict[int, list[float]] = {}
+        for a in arrival:
+            by_window.setdefault(int((sent[a] - start) // window), []).append(arrival[a] - sent[a])
+        timeline = [{"from_s": k * window, "alerts": len(v), "p50_s": float(np.percentile(v, 50)),
+                     "p99_s": float(np.percentile(v, 99))} for k, v in sorted(by_window.items())]
         engineer = DashboardClient("127.0.0.1", port)
         engineer.login("bench-engineer", password)
         counters = engineer.get_json("/api/counters")
@@ -212,6 +219,7 @@ def run_bench(devices: int, seconds: float, alert_rate: float, status_every_s: f
             "latency_s_p50": float(np.percentile(latencies, 50)) if latencies.size else None,
             "latency_s_p99": float(np.percentile(latencies, 99)) if latencies.size else None,
             "latency_s_max": float(latencies.max()) if latencies.size else None,
+            "latency_per_10s": timeline, "load_average_1min": os.getloadavg()[0],
             "devices_seen": len(fleet_view["devices"]), "rss_mb_max": max(rss), "rss_mb_end": rss[-1],
             "statuses_stored": counters.get("stored.status", 0), "rejected": {k: v for k, v in counters.items()
                                                                              if k.startswith("rejected.")}}
@@ -236,6 +244,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.devices < 1 or args.seconds <= 0 or args.clients < 1 or args.status_every <= 0:
         print("pulsewire: error: --devices, --clients >= 1; --seconds, --status-every > 0", file=sys.stderr)
         return 2

@@ -33,11 +33,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from broker.model_release import load_private_key, load_public_key
     from server.app_runner import FleetServer, ServerConfig, parse_listen
 
-    if not args.broker or not args.fleet:
-        return _fail("give --broker mqtt://HOST:PORT and --fleet NAME (the fleet's topic prefix pw/NAME/...)")
+    if not args.fleet:
+        return _fail("give --fleet NAME (the fleet's topic prefix pw/NAME/...) and --broker mqtt://HOST:PORT "
+                     "(without --broker the dashboard serves the database only)")
     try:
         host, port = parse_listen(args.listen)
-        cfg = ServerConfig(args.db, args.broker, args.fleet, host, port, _registry(args.devices),
+        cfg = ServerConfig(args.db, args.broker or "", args.fleet, host, port, _registry(args.devices),
                            load_public_key(Path(args.pubkey)) if args.pubkey else None,
                            load_private_key(Path(args.signing_key)) if args.signing_key else None,
                            secure_cookies=args.secure_cookies, all_fleets=args.all_fleets)
@@ -75,6 +76,24 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consent(args: argparse.Namespace) -> int:
+    """Record consent in the database; a running server publishes it when set through the dashboard or API,
+    and every server start publishes all stored records (retained) on the bus."""
+    from broker.topics import NAME_PATTERN
+    from server.repository import Store
+
+    _quiet_migrations()
+    for what, value in (("--fleet", args.fleet), ("patient", args.patient)):
+        if not NAME_PATTERN.match(value):
+            return _fail(f"{what} {value!r}: use 1-64 letters, digits, '_', '.', '-'")
+    store = Store(args.db)
+    with store.session() as repo:
+        row = repo.set_consent(args.fleet, args.patient, args.training == "yes", args.strip == "yes", "cli")
+        print(f"consent of {args.patient} in {args.fleet}: training {row.training}, strips {row.strip} "
+              f"(version {row.version})")
+    return 0
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     _quiet_migrations()
     from server.repository import Store
@@ -100,7 +119,7 @@ def add_server_parser(sub: argparse._SubParsersAction) -> None:
                                    "REST API (OpenAPI at /docs). Without a subcommand: run the server.")
     p.add_argument("--db", default=DEFAULT_DB, help="SQLite file or postgresql://USER@HOST:PORT/DB "
                                                     f"(default: {DEFAULT_DB})")
-    p.add_argument("--broker", help="mqtt://HOST:PORT of the fleet's broker")
+    p.add_argument("--broker", help="mqtt://HOST:PORT of the fleet's broker (without it: serve the database only)")
     p.add_argument("--fleet", help="fleet name (topic prefix pw/FLEET/...)")
     p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT of the web server (default: loopback only)")
     p.add_argument("--devices", help="enrolled devices NAME:ID,...; others are listed as unknown")
@@ -121,6 +140,16 @@ def add_server_parser(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--password-file", help="read the password from this file instead of prompting")
     u.add_argument("--db", default=DEFAULT_DB, help=f"the server's database (default: {DEFAULT_DB})")
     u.set_defaults(func=cmd_user_add)
+
+    c = ssub.add_parser("consent", help="record a patient's consent (training, ECG strips) in the database",
+                        description="Store a consent record; the server publishes stored records (retained, "
+                                    "signed with --signing-key) to the patient's devices when it starts.")
+    c.add_argument("patient", help="the patient's pseudonym")
+    c.add_argument("--fleet", required=True)
+    c.add_argument("--training", choices=("yes", "no"), required=True, help="may their device train with the fleet")
+    c.add_argument("--strip", choices=("yes", "no"), required=True, help="may their alerts carry an ECG strip")
+    c.add_argument("--db", default=DEFAULT_DB, help=f"the server's database (default: {DEFAULT_DB})")
+    c.set_defaults(func=cmd_consent)
 
     s = ssub.add_parser("snapshot", help="write the dashboard's pages as static HTML",
                         description="Render every dashboard page from the database into a folder (charts "
