@@ -85,37 +85,27 @@ def set_consent(patient: str, body: ConsentIn, request: Request, user: User = De
     return {"patient": patient, "training": body.training, "strip": body.strip, "version": version}
 
 
-@router.get("/rounds", tags=["rounds"], summary="Federated rounds: plan, participation, bytes, metrics")
-def rounds(request: Request, _: User = Depends(engineer)) -> dict[str, Any]:
-    with ctx(request).store.session() as repo:
-        return views.rounds_view(repo)
+def _read_route(view):
+    def route(request: Request) -> dict[str, Any]:
+        with ctx(request).store.session() as repo:
+            return view(repo)
+    return route
 
 
-@router.get("/privacy", tags=["rounds"], summary="ε per round (cumulative), per device, and budget left")
-def privacy(request: Request, _: User = Depends(engineer)) -> dict[str, Any]:
-    with ctx(request).store.session() as repo:
-        return views.privacy_view(repo)
-
-
-@router.get("/security", tags=["security"], summary="Rejections by reason over time, ingest counters")
-def security(request: Request, _: User = Depends(engineer)) -> dict[str, Any]:
-    with ctx(request).store.session() as repo:
-        return views.security_view(repo)
+#: Read-only engineer views: (path, view, tag, summary).
+_ENGINEER_VIEWS = [
+    ("/rounds", views.rounds_view, "rounds", "Federated rounds: plan, participation, bytes, metrics"),
+    ("/privacy", views.privacy_view, "rounds", "ε per round (cumulative), per device, and budget left"),
+    ("/security", views.security_view, "security", "Rejections by reason over time, ingest counters"),
+    ("/releases", views.models_view, "models", "Model releases seen on the bus and the rollout per version"),
+    ("/audit", views.audit_view, "account", "Who viewed, acknowledged or changed what"),
+]
+for _path, _view, _tag, _summary in _ENGINEER_VIEWS:
+    router.add_api_route(_path, _read_route(_view), methods=["GET"], tags=[_tag], summary=_summary,
+                         dependencies=[Depends(engineer)])
 
 
 @router.get("/counters", tags=["security"], summary="Ingest counters: stored, rejected by reason, duplicates")
 def counters(request: Request, _: User = Depends(require())) -> dict[str, int]:
     with ctx(request).store.session() as repo:
         return repo.counters()
-
-
-@router.get("/releases", tags=["models"], summary="Model releases seen on the bus and the rollout per version")
-def releases(request: Request, _: User = Depends(engineer)) -> dict[str, Any]:
-    with ctx(request).store.session() as repo:
-        return views.models_view(repo)
-
-
-@router.get("/audit", tags=["account"], summary="Who viewed, acknowledged or changed what")
-def audit(request: Request, _: User = Depends(engineer)) -> dict[str, Any]:
-    with ctx(request).store.session() as repo:
-        return views.audit_view(repo)

@@ -8,7 +8,7 @@ from server import views
 from server.auth import COOKIE, check_password, new_session, token_hash
 from server.models import User
 from server.render import PAGES, Links, render
-from server.web import ctx, current_user, require
+from server.web import ctx, require
 
 router = APIRouter(include_in_schema=False)
 LIVE = Links()
