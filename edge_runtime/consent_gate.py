@@ -1,5 +1,6 @@
 """What the wearer allowed, as the device last heard it: the retained consent record of its patient.
 
+The alert publisher asks it before attaching an ECG strip, the federated device client before training.
 The gate subscribes to ``pw/{fleet}/consent/{patient}``; until a valid record arrives nothing is
 shared (no strip). With the fleet's public key only signed records count; a bad or forged record is
 logged, counted and ignored, and the last good one stays in force.
@@ -36,6 +37,9 @@ class ConsentGate:
 
     def allows_strip(self) -> bool:
         return self.consent is not None and self.consent.strip
+
+    def allows_training(self) -> bool:
+        return self.consent is not None and self.consent.training
 
     def _on_message(self, message: Message) -> None:
         if not message.payload:

@@ -34,7 +34,7 @@ class Device(Base):
     model_version: Mapped[str | None] = mapped_column(String(200))
     link: Mapped[str | None] = mapped_column(String(64))
     signal_quality: Mapped[float | None] = mapped_column(Float)
-    role: Mapped[str] = mapped_column(String(32), default="training")  # training / inference-only
+    role: Mapped[str] = mapped_column(String(32), default="unknown")  # training / inference-only / unknown
     patient: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the last status as sent
     __table_args__ = (UniqueConstraint("fleet", "name"),)

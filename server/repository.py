@@ -146,8 +146,11 @@ class Repository:
         return row
 
     def alerts(self, limit: int = 100, device: str | None = None, patient: str | None = None,
-               open_only: bool = False) -> list[Alert]:
+               open_only: bool = False, summaries: bool | None = None) -> list[Alert]:
+        """Newest first; ``summaries`` True: only periodic summaries, False: only events, None: both."""
         q = select(Alert).order_by(Alert.id.desc()).limit(limit)
+        if summaries is not None:
+            q = q.where((Alert.kind == "summary") if summaries else (Alert.kind != "summary"))
         if device is not None:
             q = q.where(Alert.device == device)
         if patient is not None:

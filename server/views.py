@@ -47,7 +47,10 @@ def device_view(repo: Repository, name: str) -> dict[str, Any] | None:
 
 
 def alerts_view(repo: Repository, limit: int = 50) -> dict[str, Any]:
-    return {"alerts": [alert_dict(a) for a in repo.alerts(limit=limit)], "total": repo.alert_count()}
+    """The latest events (runs) first; periodic summaries apart, so they never push an event off the page."""
+    return {"alerts": [alert_dict(a) for a in repo.alerts(limit=limit, summaries=False)],
+            "summaries": [alert_dict(a) for a in repo.alerts(limit=20, summaries=True)],
+            "total": repo.alert_count()}
 
 
 def patients_view(repo: Repository) -> dict[str, Any]:

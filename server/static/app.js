@@ -74,7 +74,8 @@
   }
 
   function showAlert(a, first) {
-    const box = document.getElementById("alerts");
+    // periodic summaries go below the events (on the device page everything is one list)
+    const box = (a.kind === "summary" && document.getElementById("summaries")) || document.getElementById("alerts");
     if (!box) return;
     const old = box.querySelector('[data-alert-id="' + CSS.escape(a.alert_id) + '"]');
     const card = alertCard(a);
@@ -142,6 +143,11 @@
   function fleetTable(d) {
     const body = document.querySelector("#fleet tbody");
     if (!body) return;
+    const summary = document.getElementById("fleet-summary");
+    if (summary) {
+      summary.textContent = d.devices.length + " device(s): " + Object.keys(d.states).sort()
+        .map((s) => d.states[s] + " " + s).join(", ") + "; " + d.unknown + " unknown (never enrolled).";
+    }
     body.replaceChildren();
     d.devices.forEach((dev) => {
       const tr = el("tr", null, "state-" + String(dev.state).replace(/[^a-z-]/g, ""));
@@ -201,7 +207,10 @@
     });
   }
 
-  if (page === "alerts" || page === "device") (data.alerts || []).forEach((a) => showAlert(a, false));
+  if (page === "alerts" || page === "device") {
+    (data.alerts || []).forEach((a) => showAlert(a, false));
+    (data.summaries || []).forEach((a) => showAlert(a, false));
+  }
   if (page === "rounds") roundsCharts(data.rounds || []);
   if (page === "privacy") privacyCharts(data);
   if (page === "security") securityChart(data);

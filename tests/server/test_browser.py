@@ -87,7 +87,7 @@ def _shot(driver, tmp_path, name: str) -> None:
 
 
 def _card(driver, alert_id: str):
-    return driver.execute_script("return [...document.querySelectorAll('#alerts article')]"
+    return driver.execute_script("return [...document.querySelectorAll('#alerts article, #summaries article')]"
                                  ".find((a) => a.dataset.alertId === arguments[0]) || null", alert_id)
 
 
@@ -148,7 +148,7 @@ def test_dashboard_end_to_end_in_chromium(running_server, chromium, tmp_path):
     evil_card = wait_until(lambda: _card(driver, hostile["alert_id"]))
     assert XSS in evil_card.text and SQLI in evil_card.text
     assert driver.execute_script("return window.__xss === undefined")
-    assert not driver.find_elements(By.CSS_SELECTOR, "#alerts img, #alerts script, #alerts article > svg")
+    assert not driver.find_elements(By.CSS_SELECTOR, "main img, main script, main article > svg")
     driver.refresh()  # the server-rendered page escapes them too
     evil_card = wait_until(lambda: _card(driver, hostile["alert_id"]))
     assert XSS in evil_card.text and driver.execute_script("return window.__xss === undefined")

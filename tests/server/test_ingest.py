@@ -183,3 +183,34 @@ def test_round_event_publisher_carries_metrics_and_the_ledger(running_server):
     rounds = ed.get_json("/api/rounds")["rounds"]
     assert rounds[0]["metrics"] == {"val_macro_f1": 0.42, "val_loss": None}
     assert encode_round_event  # the module the aggregator uses is the one the server decodes
+
+
+def test_a_device_without_training_consent_declines_and_the_round_goes_on(running_server, tmp_path):
+    """Consent set on the server reaches the device; the federation does not wait for the declining one."""
+    from tests.test_federation_mqtt import Federation
+
+    rs = running_server
+
+    class _Broker:
+        host, port = rs.broker_url.removeprefix("mqtt://").split(":")
+
+    clara = DashboardClient(rs.host, rs.port)
+    assert clara.login("clara", PASSWORD)
+    for patient, training in (("pa", True), ("pb", True), ("pc", False)):
+        resp, _ = clara.request("PUT", f"/api/consents/{patient}", json.dumps({"training": training,
+                                                                               "strip": False}).encode(),
+                                {"Content-Type": "application/json"})
+        assert resp.status == 200
+    fed = Federation(_Broker, tmp_path, rs.fleet, rounds=1)
+    gates = {name: ConsentGate(rs.fleet, name, patient, rs.broker_url)
+             for name, patient in zip(fed.devices, ("pa", "pb", "pc"))}
+    for name, gate in gates.items():
+        gate.start()
+        fed.devices[name].consent = gate
+    for gate in gates.values():
+        wait_until(gate.heard.is_set)
+    result = fed.start().finish()
+    for gate in gates.values():
+        gate.stop()
+    assert result.history[0]["participants"] == 2 and result.history[0]["declined"] == 1
+    assert fed.updaters["dev-c"].calls == 0  # it never trained
