@@ -54,6 +54,21 @@ class Links:
         return f"assets/{name}" if self.snapshot else f"/assets/{name}"
 
 
+def markdown_to_html(markdown: str) -> str:
+    """CommonMark with tables; raw HTML in the Markdown is escaped, not passed through (results files carry
+    command lines and record names, never markup)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+
+
+def render_report(markdown: str, title: str) -> str:
+    """An offline report (``make demo``, ``make bench``) in the dashboard's look: one self-contained file with
+    the dashboard's stylesheet inlined."""
+    style = (Path(__file__).resolve().parent / "static" / "style.css").read_text()
+    return _env.get_template("report.html").render(title=title, style=style, body=markdown_to_html(markdown))
+
+
 def render(template: str, links: Links, user: str | None, role: str | None, title: str,
            data: dict[str, Any] | None = None, **extra: Any) -> str:
     nav = [(name, spec.title) for name, spec in PAGES.items() if links.snapshot or spec.role == role]
