@@ -38,10 +38,6 @@ class EventHub:
             except RuntimeError:  # that loop has closed
                 self.unsubscribe(q)
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._subs)
-
 
 def _offer(q: asyncio.Queue, item: tuple[str, dict]) -> None:
     if q.full():

@@ -76,6 +76,10 @@ class Repository:
                 self._devices[(fleet, name)] = dev
         return dev
 
+    def device_named(self, name: str) -> Device | None:
+        """The device of that name in any fleet (the first by id when several fleets use the name)."""
+        return self.s.scalar(select(Device).where(Device.name == name).order_by(Device.id).limit(1))
+
     def preload_devices(self, keys: set[tuple[str, str]]) -> None:
         """Fetch the devices a batch of messages names with one query per fleet instead of one per message."""
         by_fleet: dict[str, list[str]] = {}

@@ -36,10 +36,9 @@ def alert_dict(a: Alert) -> dict[str, Any]:
 
 
 def device_view(repo: Repository, name: str) -> dict[str, Any] | None:
-    matches = [d for d in repo.devices() if d.name == name]
-    if not matches:
+    d = repo.device_named(name)
+    if d is None:
         return None
-    d = matches[0]
     return {"device": device_dict(d, repo.epsilon_by_device().get(d.name)), "status": d.status,
             "class_counts": repo.class_counts(d.name),
             "alerts": [alert_dict(a) for a in repo.alerts(limit=50, device=d.name)],

@@ -1,16 +1,33 @@
 """`pulsewire server ...` from the command line, the static snapshot, and the server's import boundary."""
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
+from dataclasses import dataclass
 
 from server.repository import Store
 from tests.conftest import ROOT
+from tools.cli import main
 
 
-def _run(*args, input_text: str | None = None):
-    return subprocess.run([sys.executable, "-m", "tools.cli", "server", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, input=input_text)
+@dataclass
+class _Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run(*args) -> _Result:
+    """``pulsewire server ARGS`` in this process (an interpreter start per call would cost seconds each)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["server", *args])
+        except SystemExit as exc:  # argparse: --help, or a usage error
+            code = exc.code
+    return _Result(code, out.getvalue(), err.getvalue())
 
 
 def test_user_add_from_a_password_file_and_its_errors(tmp_path):
