@@ -18,7 +18,7 @@ from edge_runtime.alert_publisher import AlertPublisher
 from edge_runtime.consent_gate import ConsentGate
 from edge_runtime.event_strip import StripRecorder
 from edge_runtime.runtime import BeatResult
-from tests.server.conftest import PASSWORD, wait_until
+from tests.server.conftest import PASSWORD, start_server, wait_until
 from tools.server_bench import DashboardClient
 
 pytestmark = pytest.mark.integration
@@ -38,8 +38,18 @@ def _client(rs, client_id: str) -> mqtt.Client:
     return c
 
 
-def test_malformed_payloads_are_rejected_counted_and_ingest_keeps_serving(running_server):
-    rs, t = running_server, FleetTopics(running_server.fleet)
+@pytest.fixture
+def server_on_db(db_url, mosquitto):
+    """The server on SQLite and on the real PostgreSQL (what one database accepts the other may not)."""
+    from broker.launcher import broker_url
+
+    rs, stop = start_server(db_url, broker_url(mosquitto), f"ward{abs(hash(db_url)) % 10**6}")
+    yield rs
+    stop()
+
+
+def test_malformed_payloads_are_rejected_counted_and_ingest_keeps_serving(server_on_db):
+    rs, t = server_on_db, FleetTopics(server_on_db.fleet)
     good = encode_alert(rs.fleet, 5, _alert("d5", 1))
     attacks = {
         "bad_status_bad_meta": (t.status("d5"), encode_json_message(Kind.STATUS, rs.fleet, 5, {"no": "state"})),
