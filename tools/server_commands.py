@@ -79,10 +79,10 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def cmd_consent(args: argparse.Namespace) -> int:
     """Record consent in the database; a running server publishes it when set through the dashboard or API,
     and every server start publishes all stored records (retained) on the bus."""
+    _quiet_migrations()
     from broker.topics import NAME_PATTERN
     from server.repository import Store
 
-    _quiet_migrations()
     for what, value in (("--fleet", args.fleet), ("patient", args.patient)):
         if not NAME_PATTERN.match(value):
             return _fail(f"{what} {value!r}: use 1-64 letters, digits, '_', '.', '-'")

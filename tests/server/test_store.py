@@ -116,3 +116,11 @@ def test_counters_accumulate(db_url):
     with store.session() as repo:
         assert repo.counters() == {"rejected.bad_alert_bad_crc": 3}
     store.close()
+
+
+def test_database_urls_a_user_types(tmp_path):
+    from server.db import normalise_url
+
+    assert normalise_url("postgresql://pw@127.0.0.1:5432/fleet") == "postgresql+psycopg://pw@127.0.0.1:5432/fleet"
+    assert normalise_url(str(tmp_path / "a" / "f.db")) == f"sqlite:///{tmp_path / 'a' / 'f.db'}"
+    assert (tmp_path / "a").is_dir()  # the folder of a new SQLite file is made
