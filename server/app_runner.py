@@ -12,6 +12,7 @@ import uvicorn
 from broker.consent import Consent, encode_consent
 from broker.topics import FleetTopics
 from server.context import WebContext
+from server.db import display_url
 from server.events import EventHub
 from server.ingest import Ingest, IngestConfig
 from server.repository import Store
@@ -81,7 +82,7 @@ class FleetServer:
             self.ingest.start()
             self.republish_consents()
         log.info("fleet %s: serving http://%s:%d (ingest from %s, database %s)", self.cfg.fleet, self.cfg.host,
-                 self.cfg.port, self.cfg.broker or "nowhere: database only", self.cfg.db)
+                 self.cfg.port, self.cfg.broker or "nowhere: database only", display_url(self.cfg.db))
         try:
             uvicorn.Server(uvicorn.Config(self.app, host=self.cfg.host, port=self.cfg.port, log_level="warning",
                                           access_log=False)).run()

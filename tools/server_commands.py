@@ -72,7 +72,9 @@ def cmd_user_add(args: argparse.Namespace) -> int:
             repo.audit("cli", "user added", f"user {args.name}", f"role {args.role}")
     except ValueError as exc:
         return _fail(str(exc))
-    print(f"user {args.name} ({args.role}) added to {args.db}")
+    from server.db import display_url
+
+    print(f"user {args.name} ({args.role}) added to {display_url(args.db)}")
     return 0
 
 

@@ -119,8 +119,9 @@ def test_counters_accumulate(db_url):
 
 
 def test_database_urls_a_user_types(tmp_path):
-    from server.db import normalise_url
+    from server.db import display_url, normalise_url
 
     assert normalise_url("postgresql://pw@127.0.0.1:5432/fleet") == "postgresql+psycopg://pw@127.0.0.1:5432/fleet"
     assert normalise_url(str(tmp_path / "a" / "f.db")) == f"sqlite:///{tmp_path / 'a' / 'f.db'}"
     assert (tmp_path / "a").is_dir()  # the folder of a new SQLite file is made
+    assert "secret" not in display_url("postgresql://pw:secret@127.0.0.1/fleet")  # logs show no password
