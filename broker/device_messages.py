@@ -20,6 +20,13 @@ Alert schema, version 1 (``"schema": 1``):
     counts        summary only: beats per AAMI class in the window
     model_version version of the model that classified the beats
 
+Optional in version 1 (absent from alerts without it, so their bytes, and the firmware's golden vectors,
+are unchanged): ``strip``, a short ECG strip around the event, sent only when the fleet policy and the
+patient's consent allow (``broker.consent``)::
+
+    strip {"fs_hz": int, "gain": int (units per mV), "start": sample index of samples[0],
+           "samples": [int16, ...] (at most MAX_STRIP_SAMPLES), "beats": [[offset into samples, "N"|"S"|"V"|"F"|"Q"], ...]}
+
 Status (retained on the device's status topic, last will ``{"state": "offline"}``): ``state``,
 ``capabilities``, and counters such as ``beats_per_s``, ``inference_ms_p50``, ``spool_depth``.
 """
@@ -33,6 +40,8 @@ from broker.wire import Header, Kind, WireError, decode_header, frame_message, p
 
 ALERT_SCHEMA = 1
 ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary")
+MAX_STRIP_SAMPLES = 4096
+STRIP_LABELS = ("N", "S", "V", "F", "Q")
 _REQUIRED_ALERT_FIELDS = ("alert_id", "device", "patient", "kind", "time", "beat_index", "beats", "class",
                           "confidence_permille", "heart_rate_bpm", "model_version", "schema")
 
@@ -58,6 +67,11 @@ def encode_alert(fleet: str, device_id: int, alert: dict[str, Any]) -> bytes:
     missing = [f for f in _REQUIRED_ALERT_FIELDS if f not in alert]
     if missing or alert.get("kind") not in ALERT_KINDS:
         raise ValueError(f"alert lacks {missing} or has an unknown kind {alert.get('kind')!r}")
+    if "strip" in alert:
+        try:
+            check_strip(alert["strip"])
+        except WireError as exc:
+            raise ValueError(str(exc)) from None
     return encode_json_message(Kind.ALERT, fleet, device_id, alert)
 
 
@@ -68,7 +82,29 @@ def decode_alert(data: bytes) -> tuple[Header, dict[str, Any]]:
         raise WireError("bad_meta", f"alert lacks {missing}")
     if alert["schema"] != ALERT_SCHEMA:
         raise WireError("bad_version", f"alert schema {alert['schema']}; this side reads {ALERT_SCHEMA}")
+    if "strip" in alert:
+        check_strip(alert["strip"])
     return header, alert
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_strip(strip: Any) -> None:
+    """``WireError("bad_strip")`` unless ``strip`` is a well-formed event strip (layout in the module doc)."""
+    if not isinstance(strip, dict) or set(strip) != {"fs_hz", "gain", "start", "samples", "beats"}:
+        raise WireError("bad_strip", "strip must hold exactly fs_hz, gain, start, samples and beats")
+    if not all(_is_int(strip[k]) and strip[k] > 0 for k in ("fs_hz", "gain")) or not _is_int(strip["start"]):
+        raise WireError("bad_strip", "fs_hz and gain must be positive integers, start an integer")
+    samples, beats = strip["samples"], strip["beats"]
+    if not isinstance(samples, list) or not 0 < len(samples) <= MAX_STRIP_SAMPLES or \
+            not all(_is_int(v) and -32768 <= v <= 32767 for v in samples):
+        raise WireError("bad_strip", f"samples must be 1-{MAX_STRIP_SAMPLES} int16 values")
+    if not isinstance(beats, list) or not all(
+            isinstance(b, list) and len(b) == 2 and _is_int(b[0]) and 0 <= b[0] < len(samples)
+            and b[1] in STRIP_LABELS for b in beats):
+        raise WireError("bad_strip", "beats must be [offset inside the strip, AAMI label] pairs")
 
 
 def encode_status(fleet: str, device_id: int, status: dict[str, Any]) -> bytes:

@@ -10,6 +10,8 @@
     pw/{fleet}/firmware                  aggregator -> boards: signed firmware image in CHUNK messages
     pw/{fleet}/pin                       aggregator -> devices: signed rollback (pin + revocations), retained
     pw/{fleet}/label/{device}            clinician -> one device: signed beat labels of an alert, retained
+    pw/{fleet}/round/{round}/{event}     aggregator -> server: "opened", "closed", "rejected" (broker.round_events)
+    pw/{fleet}/consent/{patient}         server -> devices: a patient's consent record, retained (broker.consent)
 
 A device's secure-aggregation steps go up on its update topic as SECAGG messages (broker.secagg_messages).
 """
@@ -34,10 +36,17 @@ def _check(kind: str, value: str) -> str:
 class TopicMatch:
     """What a received topic addresses; fields that do not apply are None."""
 
-    kind: str  # "global", "update", "status", "alert", "release", "secagg", "firmware", "pin" or "label"
+    kind: str  # "global", "update", "status", "alert", "release", "secagg", "firmware", "pin", "label", "round"
+    #            or "consent"
     fleet: str
     round: int | None = None
     device: str | None = None
+    #: "round": the event name; "consent": the patient pseudonym.
+    name: str | None = None
+
+
+#: Round events the aggregator publishes for the fleet server.
+ROUND_EVENTS = ("opened", "closed", "rejected")
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,14 @@ class FleetTopics:
         """Clinician labels for one device only (the broker's ACL lets no other device read them)."""
         return f"{ROOT}/{self.fleet}/label/{_check('device', device)}"
 
+    def round_event(self, round_: int, event: str) -> str:
+        if event not in ROUND_EVENTS:
+            raise ValueError(f"round event {event!r}: use one of {ROUND_EVENTS}")
+        return f"{ROOT}/{self.fleet}/round/{int(round_)}/{event}"
+
+    def consent(self, patient: str) -> str:
+        return f"{ROOT}/{self.fleet}/consent/{_check('patient', patient)}"
+
     # Subscriptions (MQTT wildcards)
     def all_globals(self) -> str:
         return f"{ROOT}/{self.fleet}/global/+"
@@ -91,9 +108,21 @@ class FleetTopics:
     def all_alerts(self) -> str:
         return f"{ROOT}/{self.fleet}/alert/+"
 
+    def all_round_events(self) -> str:
+        return f"{ROOT}/{self.fleet}/round/+/+"
+
+    def all_consents(self) -> str:
+        return f"{ROOT}/{self.fleet}/consent/+"
+
     def secagg_for(self, device: str) -> list[str]:
         """What a device subscribes to for secure aggregation: the broadcasts and its own messages."""
         return [f"{ROOT}/{self.fleet}/secagg/+", f"{ROOT}/{self.fleet}/secagg/+/{_check('device', device)}"]
+
+
+def any_fleet_subscriptions() -> list[str]:
+    """What the fleet server subscribes to when it listens to every fleet on the broker (one federation per
+    seed has its own fleet name): statuses, alerts, releases and round events of ``pw/+/...``."""
+    return [f"{ROOT}/+/device/+/status", f"{ROOT}/+/alert/+", f"{ROOT}/+/release", f"{ROOT}/+/round/+/+"]
 
 
 def parse_topic(topic: str) -> TopicMatch:
@@ -116,6 +145,10 @@ def parse_topic(topic: str) -> TopicMatch:
         if kind == "secagg" and len(parts) in (4, 5):
             return TopicMatch("secagg", fleet, round=_round(parts[3]),
                               device=_check("device", parts[4]) if len(parts) == 5 else None)
+        if kind == "round" and len(parts) == 5 and parts[4] in ROUND_EVENTS:
+            return TopicMatch("round", fleet, round=_round(parts[3]), name=parts[4])
+        if kind == "consent" and len(parts) == 4:
+            return TopicMatch("consent", fleet, name=_check("patient", parts[3]))
         if kind == "alert" and len(parts) == 4:
             return TopicMatch("alert", fleet, device=_check("device", parts[3]))
     except ValueError:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,10 @@ from edge_runtime.alert_spool import AlertSpool
 from edge_runtime.alerts import AlertBuilder, AlertPolicy
 from edge_runtime.runtime import BeatResult
 
+if TYPE_CHECKING:
+    from edge_runtime.consent_gate import ConsentGate
+    from edge_runtime.event_strip import StripRecorder
+
 log = logging.getLogger(__name__)
 
 
@@ -29,12 +34,16 @@ class AlertPublisher:
 
     def __init__(self, device: str, device_id: int, fleet: str, broker_url: BrokerSettings | str, spool_path: Path, patient: str,
                  policy: AlertPolicy = AlertPolicy(), status_every_s: float = 10.0, drain_timeout_s: float = 10.0,
-                 builder: AlertBuilder | None = None) -> None:
+                 builder: AlertBuilder | None = None, strips: "StripRecorder | None" = None,
+                 consent: "ConsentGate | None" = None) -> None:
+        """``strips``: the fleet policy allows event strips (None: never); they go out only while ``consent``
+        says the patient agreed."""
         self.device, self.device_id = device, device_id
         self.topics = FleetTopics(fleet)
         self.spool = AlertSpool(spool_path)
         self.builder = builder or AlertBuilder(device, patient, policy)
         self.status_every_s, self.drain_timeout_s = status_every_s, drain_timeout_s
+        self.strips, self.consent = strips, consent
         self.link = MqttLink(broker_url, f"pw-{fleet}-{device}-edge", [], lambda _m: None,
                              on_connect=lambda _s: self._wake.set(),
                              will=Will(self.topics.status(device), encode_status(fleet, device_id, {"state": "offline"})))
@@ -81,6 +90,11 @@ class AlertPublisher:
         self.spool.close()
 
     def _spool(self, alert: dict) -> None:
+        if alert["kind"] != "summary" and self.strips is not None and self.consent is not None \
+                and self.consent.allows_strip():
+            strip = self.strips.strip(alert["beat_index"])
+            if strip is not None:
+                alert = {**alert, "strip": strip}
         payload = encode_alert(self.topics.fleet, self.device_id, alert)
         self.spool.put(alert["alert_id"], self.topics.alert(self.device), payload)
         self._created[alert["alert_id"]] = time.perf_counter()

@@ -80,8 +80,11 @@ def _is_acked(info) -> bool:
 class DeviceClient:
     def __init__(self, name: str, device_id: int, fleet: str, broker_url: BrokerSettings | str, updater: LocalUpdater | None,
                  executor: Executor | None = None, signing_key: Any = None, aggregator_key: Any = None,
-                 local_dp: LocalDP | None = None, noise_seed: int | None = None) -> None:
+                 local_dp: LocalDP | None = None, noise_seed: int | None = None, consent: Any = None) -> None:
         self.name, self.device_id = name, device_id
+        #: The wearer's consent (``edge_runtime.consent_gate.ConsentGate``): without training consent the device
+        #: declines every round. None: no consent records in this fleet.
+        self.consent = consent
         self.topics = FleetTopics(fleet)
         self.updater = updater
         #: Ed25519 keys: this device's private key signs its updates; the aggregator's public key must have
@@ -229,6 +232,9 @@ class DeviceClient:
     def _train_and_send(self, model: GlobalModel) -> None:
         plan = model.plan
         try:
+            if self.consent is not None and not self.consent.allows_training():
+                self._publish_status("online", declined_round=plan.round, reason="no training consent")
+                return
             encoding = UpdateEncoding.parse(plan.encoding)
             dp = self._local_dp_for(plan.local)
             if dp is not None and dp.epsilon_budget is not None and self.privacy.epsilon_if(dp) > dp.epsilon_budget:

@@ -321,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("tools.optimize_commands").optimize_commands.add_optimize_parser(sub)
     __import__("tools.firmware_commands").firmware_commands.add_firmware_parser(sub)
     __import__("tools.hil_commands").hil_commands.add_hil_parser(sub)
+    __import__("tools.server_commands").server_commands.add_server_parser(sub)
+    __import__("tools.broker_commands").broker_commands.add_broker_parser(sub)
     from tools.privacy_bench import add_parser as add_privacy_bench_parser
 
     add_privacy_bench_parser(sub, _add_data_args)

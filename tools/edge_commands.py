@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         source, name = text_file(args.input, args.fs), Path(args.input).stem
     out = Path(args.out)
     sinks = [CsvSink(out / f"{name}.csv"), WfdbAnnotationSink(name, out, source.fs_hz, args.extension)]
-    publisher = listener = member = None
+    publisher = listener = member = strips = gate = None
     if args.join:
         member = _fleet_member(args, broker, bundle, classifier, _model_bytes(args, store))
         classifier = member.classifier()
@@ -100,8 +100,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if broker is not None:
         from edge_runtime.alert_publisher import AlertPublisher
 
+        if args.strips:
+            strips, gate = _strip_sharing(args, broker, source.fs_hz)
+            sinks.append(strips)
         publisher = AlertPublisher(args.device, args.device_id, args.fleet, broker,
-                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient)
+                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient,
+                                   strips=strips, consent=gate)
         publisher.start()
         sinks.append(publisher)
     runtime = EdgeRuntime(classifier, source.fs_hz, sinks)
@@ -118,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             listener.on_verdict = lambda v: publisher.extra_status.update(last_model_update=v.to_dict())
         listener.start()
     try:
-        stats = runtime.run(paced(source, speed))
+        chunks = paced(source, speed)
+        stats = runtime.run(strips.tap(chunks) if strips else chunks)
         if member is not None:  # a deployed device stays in the fleet until it is stopped
             log.info("%s: input ended; still taking part in rounds and taking labels until stopped (SIGTERM, "
                      "Ctrl-C)", args.device)
@@ -131,6 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             listener.stop()
         if member:
             member.stop()
+        if gate:
+            gate.stop()
     summary = stats.to_dict()
     if publisher:
         lat = publisher.latencies_ms
@@ -156,6 +163,24 @@ def _fleet_member(args: argparse.Namespace, broker, bundle, classifier, content:
     state = Path(args.state or Path(args.bundle).with_suffix(".state"))
     return FleetMember(bundle, broker, state, BaseModel(content, classifier), consent=args.consent,
                        population_head=args.population_head, local_dp=local_dp)
+
+
+def _strip_sharing(args: argparse.Namespace, broker, fs_hz: float):
+    """The strip recorder and the consent gate; waits briefly for the retained consent record so the first
+    alerts already know whether they may carry a strip."""
+    from edge_runtime.consent_gate import ConsentGate
+    from edge_runtime.event_strip import StripRecorder
+
+    key = None
+    if args.consent_pubkey:
+        from broker.model_release import load_public_key
+
+        key = load_public_key(Path(args.consent_pubkey))
+    gate = ConsentGate(args.fleet, args.device, args.patient, broker, key)
+    gate.start()
+    if not gate.heard.wait(5.0):
+        log.info("no consent record for %s yet: alerts go without strips until one arrives", args.patient)
+    return StripRecorder(fs_hz), gate
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -336,6 +361,9 @@ def add_edge_parser(sub) -> None:
     p.add_argument("--device-id", type=int, default=1, help="u32 id in wire headers")
     p.add_argument("--patient", default="anonymous", help="pseudonym of the wearer carried in alerts")
     p.add_argument("--spool", help="SQLite alert spool (default: OUT/DEVICE-alerts.sqlite)")
+    p.add_argument("--strips", action="store_true", help="fleet policy allows ECG strips: run alerts carry one "
+                                                         "while the patient's consent record (from the server) allows")
+    p.add_argument("--consent-pubkey", help="the server's public key: accept only consent records it signed")
     p.add_argument("--lead", default="MLII", help="lead name or channel index (WFDB records)")
     p.add_argument("--fs", type=float, default=0.0, help="sampling rate of text/serial input, Hz (resampled to "
                                                          "the model's rate)")

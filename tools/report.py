@@ -1,7 +1,6 @@
 """Plots, a Markdown table and an HTML page from foundation results (the files people open)."""
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import matplotlib
@@ -66,7 +65,7 @@ def plot_confusion(cm: np.ndarray, title: str, path: Path) -> None:
                     color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long tick labels and titles are not clipped
     plt.close(fig)
 
 
@@ -88,7 +87,7 @@ def _finish(fig, titles: dict, xlabel: str, title: str, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long tick labels and titles are not clipped
     plt.close(fig)
 
 
@@ -192,27 +191,12 @@ def _ledger_cell(value) -> str:
 
 
 def render_html(markdown: str, images: list[Path]) -> str:
-    """A dependency-free page: tables rendered from the Markdown, images inline."""
-    body = []
-    for block in markdown.split("\n\n"):
-        if block.startswith("#"):
-            level = len(block) - len(block.lstrip("#"))
-            title, _, rest = block.lstrip("# ").partition("\n")
-            body.append(f"<h{level}>{html.escape(title)}</h{level}>")
-            if rest:
-                body.append(f"<p>{html.escape(rest)}</p>")
-        elif block.startswith("|"):
-            rows = [r.strip("|").split("|") for r in block.splitlines() if not r.startswith("|---")]
-            cells = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}"
-                                              f"</{'th' if i == 0 else 'td'}>" for c in row) + "</tr>"
-                            for i, row in enumerate(rows))
-            body.append(f"<table>{cells}</table>")
-        elif block.startswith("!["):
-            body.extend(f'<img src="{p.name}" alt="{p.stem}">' for p in images)
-        else:
-            body.append(f"<p>{html.escape(block)}</p>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-             "font-size:13px}img{max-width:100%;margin:.5em}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>pulsewire report</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    """The report page: Markdown rendered by a library in the dashboard's look (``server.render``); images
+    the Markdown does not reference itself are appended."""
+    from server.render import render_report
+
+    missing = [p for p in images if f"]({p.name})" not in markdown]
+    extra = "\n\n".join(f"![{p.stem}]({p.name})" for p in missing)
+    title = next((line.lstrip("# ").strip() for line in markdown.splitlines() if line.startswith("# ")),
+                 "pulsewire report")
+    return render_report(markdown + ("\n\n" + extra if extra else ""), title)

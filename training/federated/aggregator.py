@@ -107,6 +107,8 @@ class Aggregator:
                     break
                 self._round_counts = Counter()
                 self._save()
+                if self.cfg.observer:
+                    self.cfg.observer.opened(self.link, self.round, self.cfg.strategy, self.selected, self.cfg.rounds)
             self._announce()
             self._collect()
             self._close_round()
@@ -206,6 +208,8 @@ class Aggregator:
             self.rejected[rej.reason] += 1
             self._round_counts[f"rejected_{rej.reason}"] += 1
             log.warning("rejected message on %s (%s): %s", message.topic, rej.reason, rej.detail)
+            if self.cfg.observer:
+                self.cfg.observer.rejected(self.link, self.round, message.topic, rej.reason, rej.detail)
         finally:
             self.link.ack(message)
 
@@ -322,6 +326,9 @@ class Aggregator:
         if (spent := latest_ledger_row(self.strategy)) is not None:
             row["privacy"] = spent
         self.history.append(row)
+        if self.cfg.observer:
+            self.cfg.observer.closed(self.link, row, self.cfg.strategy, list(self.accepted),
+                                     getattr(self.strategy, "epsilon_budget", None))
         score = metrics.get(self.select_on) if metrics else float(self.round)  # no evaluator: the latest
         if score is not None and score > self.best_score:
             self.best_score, self.best_round = score, self.round

@@ -72,6 +72,9 @@ class AggregatorConfig:
     seed: int = 0
     #: Ed25519 public key per device: when given, only updates signed by their device are accepted.
     device_keys: dict[str, Any] | None = None
+    #: Told when a round opens and closes and when a message is rejected (``round_events.RoundEventPublisher``:
+    #: publishes them for the fleet server); None: nobody is told.
+    observer: Any = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or not self.devices:

@@ -25,6 +25,7 @@ from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
 from training.federated.aggregator import CHECKPOINT_FILE, Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
+from training.federated.round_events import RoundEventPublisher
 from training.federated.device_trainer import KerasDeviceUpdater
 from training.federated.local_training import LocalTrainer
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings
@@ -114,7 +115,8 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
                                strategy_args=fed.strategy_args, policy=cfg.policy,
                                local=asdict(fed.local), encoding=cfg.encoding, chunk_size=cfg.chunk_size,
                                seed=fed.seed,
-                               device_keys={n: keys[n].public_key() for n in registry} if keys else None)
+                               device_keys={n: keys[n].public_key() for n in registry} if keys else None,
+                               observer=RoundEventPublisher(fleet_name))
     bar = tqdm(total=fed.rounds, desc=f"{fed.strategy} over MQTT ({len(clients)} devices)", disable=not progress)
 
     def on_round(row: dict) -> None:
