@@ -9,6 +9,7 @@ Each device quantizes its update to fixed point in Z_2^32 and adds masks before 
 - a pairwise mask per other device, from an X25519 agreement, added by one side and subtracted by the
   other, so all pairwise masks cancel in the sum;
 - a self mask from a seed b_i, so a device that is late (not dropped) is still hidden.
+Every mask is the ChaCha20 keystream under a key derived from its seed with HKDF (``prg_mask``).
 To survive dropouts, every device Shamir-shares (t of n) its self-mask seed and its mask-agreement
 private key with the others, encrypted pairwise (X25519 + AES-GCM) so that the aggregator, which routes
 them, cannot read them. In the unmasking step the survivors reveal, for each device, exactly one of the
@@ -26,6 +27,7 @@ from functools import lru_cache
 import numpy as np
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -67,10 +69,33 @@ def _kdf(shared: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
 
 
-def prg_mask(seed: bytes, size: int) -> np.ndarray:
-    """A uniform uint32 vector from a 32-byte seed (PCG64 keyed by the seed)."""
-    return np.random.Generator(np.random.PCG64(int.from_bytes(seed, "big"))).integers(
-        0, 2**32, size=size, dtype=np.uint32)
+#: What a mask seed is expanded for: a self mask and a pairwise mask never share a keystream.
+SELF_MASK, PAIR_MASK = b"self", b"pair"
+
+
+def mask_cipher_params(seed: bytes, purpose: bytes) -> tuple[bytes, bytes]:
+    """ChaCha20 key (32 bytes) and full 16-byte nonce block (block counter 0, little endian, then the 96-bit
+    nonce of RFC 8439) derived from the agreed ``seed`` with HKDF-SHA256, one derivation per ``purpose``.
+
+    Why HKDF and not the seed itself: the seed is a Diffie-Hellman output or a random secret whose use may
+    grow; deriving a fresh key and nonce per purpose keeps two expansions of one seed from ever sharing a
+    keystream (which would leak the difference of two masked vectors)."""
+    okm = HKDF(algorithm=hashes.SHA256(), length=44, salt=None,
+               info=b"pulsewire-secagg-mask-v1:" + purpose).derive(seed)
+    return okm[:32], b"\x00\x00\x00\x00" + okm[32:44]
+
+
+def prg_mask(seed: bytes, size: int, purpose: bytes = PAIR_MASK) -> np.ndarray:
+    """A uniform uint32 vector from a 32-byte seed: the ChaCha20 keystream (RFC 8439) under a key and nonce
+    derived from the seed, read as little-endian 32-bit words.
+
+    A cryptographic generator is what the masking argument needs: a masked input is indistinguishable from
+    uniform only if the mask is, to anyone without the seed (numpy's PCG64, used before, has a state that
+    can be recovered from a few outputs, and with it every later mask). 2^32 blocks of 64 bytes cover any
+    model we train (the counter would wrap only past 2^34 coordinates)."""
+    key, nonce = mask_cipher_params(seed, purpose)
+    stream = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor().update(bytes(4 * size))
+    return np.frombuffer(stream, dtype="<u4").astype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -138,7 +163,7 @@ class SecAggDevice:
     def masked_input(self, update: np.ndarray, survivors: list[int]) -> MaskedInput:
         """``survivors``: devices whose shares were delivered (the others are out of this round)."""
         y = self.fixed.encode(update).astype(np.uint32)
-        y = y + prg_mask(self._self_seed, y.size)
+        y = y + prg_mask(self._self_seed, y.size, SELF_MASK)
         for j in survivors:
             if j == self.device:
                 continue
@@ -186,7 +211,7 @@ class SecAggServer:
             total = total + m.vector
         for i in arrived:  # remove self masks
             seed = shamir_combine({r.device: r.self_mask_shares[i] for r in replies if i in r.self_mask_shares})
-            total = total - prg_mask(seed, self.size)
+            total = total - prg_mask(seed, self.size, SELF_MASK)
         for i in dropped:  # remove the pairwise masks the arrived devices added towards a dropped one
             sk = X25519PrivateKey.from_private_bytes(
                 shamir_combine({r.device: r.mask_key_shares[i] for r in replies if i in r.mask_key_shares}))
