@@ -1,7 +1,8 @@
 """Secure aggregation over MQTT: the aggregator service learns the sum of the round's updates, nothing else.
 
-``SecAggAggregator`` is the aggregator service (same selection, round plan, screening, evaluation and
-checkpoints) with the collection step replaced by the four steps of Bonawitz et al. 2017 (device side:
+``SecureAggregation`` is a mode of the aggregator service (same round engine: selection, round plan,
+screening, budget, evaluation and checkpoints) whose collection step is the four steps of Bonawitz et al. 2017
+(device side:
 ``edge_runtime.secagg_client``; messages: ``broker.secagg_messages``). Each step waits for every expected
 device or the policy's deadline and needs at least t (``threshold``) of them; a device missing from a step
 is out of the round from there on. The sum is decoded from fixed point, divided by the number of inputs
@@ -31,14 +32,16 @@ z_eff = z·√(n/t) ≥ z: calibrating to t, the fewest inputs a round can unmas
 leave less than the planned noise; more survivors add more. No device and not the aggregator ever sees an
 update without its noise: the aggregator only sees the noised sum. Each round is accounted as a Gaussian
 mechanism on the sum (add/remove-one-device sensitivity C, as DP-FedAvg) with z_eff, composed over rounds
-with dp-accounting's RDP and PLD accountants, without subsampling amplification (the selection is public
-on the bus). The fixed-point rounding (1/scale per coordinate) is post-processing of the noised values.
+with dp-accounting's RDP and PLD accountants (``training.federated.accountant``), without subsampling
+amplification (the selection is public on the bus). The ledger is rebuilt from the checkpointed history after
+a restart. The mean divides the decoded sum by the number of inputs, which is public (the aggregator sees
+who sent one) and the same for neighbouring datasets of a device that sent an input (its value changes, its
+presence does not); the ε is charged on the sum, and dividing by a public count is post-processing. The fixed-point rounding (1/scale per coordinate) is post-processing of the noised values.
 """
 from __future__ import annotations
 
 import logging
 import math
-import queue
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -46,16 +49,18 @@ from typing import Any
 
 import numpy as np
 
-from broker.fed_messages import RoundPlan, fleet_id
+from broker.fed_messages import fleet_id
 from broker.secagg_messages import (AdvertList, EncryptedShares, KeyAdvert, MaskedInput, SecAggPlan, SharesFor,
                                     Step, UnmaskReply, UnmaskRequest, decode_secagg, encode_secagg)
-from broker.signing import sign_message, verify_message
-from broker.topics import parse_topic
+from broker.signing import verify_message
+from broker.topics import TopicMatch
 from broker.wire import Kind, WireError, decode_header
 from edge_runtime.secagg_client import noise_sd
 from edge_runtime.secure_aggregation import FixedPoint, SecAggServer
-from training.federated.aggregator import Aggregator, _Rejected
+from training.federated.accountant import Accountant, RoundCharge, gaussian_rounds_epsilon
+from training.federated.aggregator import Aggregator
 from training.federated.robust import unflatten
+from training.federated.round_engine import Rejected
 from training.federated.strategies import ClientUpdate
 
 log = logging.getLogger(__name__)
@@ -106,189 +111,165 @@ class _RoundState:
                 Step.UNMASK: self.replies}[step]
 
 
-class SecAggAggregator(Aggregator):
-    """The aggregator service with secure aggregation (and optionally distributed DP) instead of updates."""
+class SecureAggregation:
+    """The aggregator service's secure-aggregation mode: masked inputs in, one decoded sum to the engine."""
 
-    def __init__(self, *args, secagg: SecAggSettings | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if self.cfg.strategy != "fedavg":
-            raise ValueError("secure aggregation reveals only the sum: use the fedavg strategy (robust and DP "
-                             "strategies need individual updates; distributed DP is SecAggSettings.noise_multiplier)")
-        self.secagg = secagg or SecAggSettings()
-        self._ids = dict(self.cfg.devices)
-        self._names = {v: k for k, v in self._ids.items()}
-        self._state: _RoundState | None = None
+    def __init__(self, settings: SecAggSettings | None = None) -> None:
+        self.settings = settings or SecAggSettings()
+        self.state: _RoundState | None = None
         self._state_round = 0
         self._last_session: int | None = None
-        self._size = int(sum(w.size for w in self.weights))
-        self.privacy_ledger: list[dict[str, Any]] = []
+        self._accountant: Accountant | None = None
 
     # ------------------------------------------------------------------------------ plan and steps
-    def _plan(self, final: bool = False) -> RoundPlan:
-        plan = super()._plan(final)
-        if final:
-            return plan
-        if self._state is None or self._state_round != self.round:
-            self._state = _RoundState(self.secagg.plan(secrets.randbits(64), len(self.selected)))
-            self._state_round = self.round
-        return RoundPlan(plan.round, plan.selected, {**plan.local, "secagg": self._state.plan.to_dict()},
-                         plan.encoding, plan.chunk_size, plan.final)
+    def plan_extras(self, service: Aggregator) -> dict[str, Any]:
+        if self.state is None or self._state_round != service.round:
+            self.state = _RoundState(self.settings.plan(secrets.randbits(64), len(service.selected)))
+            self._state_round = service.round
+        return {"secagg": self.state.plan.to_dict()}
 
-    def _collect(self) -> None:
-        st, t = self._state, self._state.plan.threshold
-        expected = {self._ids[d] for d in self.selected}
+    def collect(self, service: Aggregator) -> None:
+        st, t = self.state, self.state.plan.threshold
+        ids = service.cfg.devices
+        names = {v: k for k, v in ids.items()}
+        expected = {ids[d] for d in service.selected}
         for step in (Step.ADVERT, Step.SHARES, Step.MASKED_INPUT, Step.UNMASK):
             st.step = step
-            got = self._await(step, expected)
+            got = self._await(service, step, expected)
             if len(got) < t:
                 st.failed = f"{step.name}: {len(got)} of {len(expected)} devices, threshold {t}"
-                log.warning("round %d: secure aggregation failed at %s", self.round, st.failed)
+                log.warning("round %d: secure aggregation failed at %s", service.round, st.failed)
                 return
             expected = set(got)
             if step == Step.ADVERT:
-                self._broadcast(AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
+                self._publish(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
             elif step == Step.SHARES:
                 for j in sorted(st.shares):  # route: every ciphertext addressed to j, from the devices that shared
                     frm = {i: m.to[j] for i, m in st.shares.items() if i != j and j in m.to}
-                    self._publish(SharesFor(j, frm), self._names[j])
+                    self._publish(service, SharesFor(j, frm), names[j])
             elif step == Step.MASKED_INPUT:
                 dropped = tuple(sorted(set(st.shares) - set(st.inputs)))
-                self._broadcast(UnmaskRequest(tuple(sorted(st.inputs)), dropped))
+                self._publish(service, UnmaskRequest(tuple(sorted(st.inputs)), dropped))
         started = time.perf_counter()
-        server = SecAggServer(t, self._size, FixedPoint(st.plan.bound, st.plan.scale, st.plan.devices), st.adverts)
+        size = int(sum(w.size for w in service.weights))
+        server = SecAggServer(t, size, FixedPoint(st.plan.bound, st.plan.scale, st.plan.devices), st.adverts)
         try:
             st.total = server.sum(sorted(st.shares), list(st.inputs.values()), list(st.replies.values()))
         except ValueError as exc:  # an unmask reply that does not reconstruct (e.g. a corrupt share)
             st.failed = f"unmasking: {exc}"
         st.unmask_seconds = time.perf_counter() - started
 
-    def _await(self, step: Step, expected: set[int]) -> dict:
-        got = self._state.collected(step)
-        deadline = time.monotonic() + self.cfg.policy.deadline_s
+    def _await(self, service: Aggregator, step: Step, expected: set[int]) -> dict:
+        got = self.state.collected(step)
+        deadline = time.monotonic() + service.cfg.policy.deadline_s
         while True:
             waiting = expected - set(got)
             if step == Step.MASKED_INPUT:  # a device whose training failed declined the round: do not wait
-                waiting -= {self._ids[d] for d in self.declined}
+                waiting -= {service.cfg.devices[d] for d in service.declined}
             remaining = deadline - time.monotonic()
-            if not waiting or remaining <= 0 or (step == Step.UNMASK and len(got) >= self._state.plan.threshold):
+            if not waiting or remaining <= 0 or (step == Step.UNMASK and len(got) >= self.state.plan.threshold):
                 return got  # any t unmask replies reconstruct every secret: waiting for more gains nothing
-            try:
-                message = self._inbox.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            self._handle(message)
+            service.serve_one(min(remaining, 0.5))
 
-    def _publish(self, payload, device: str | None = None) -> None:
-        st = self._state
-        data = encode_secagg(fleet_id(self.cfg.fleet), self.round, st.plan.session, payload)
-        if self.signing_key is not None:
-            data = sign_message(data, self.signing_key)
-        st.bytes_down += len(data) * (1 if device else len(self.selected))
-        self.link.publish(self.topics.secagg(self.round, device), data, qos=1)
-
-    def _broadcast(self, payload) -> None:
-        self._publish(payload)
+    def _publish(self, service: Aggregator, payload, device: str | None = None) -> None:
+        st = self.state
+        data = encode_secagg(fleet_id(service.cfg.fleet), service.round, st.plan.session, payload)
+        st.bytes_down += service.publish(service.topics.secagg(service.round, device), data,
+                                         1 if device else len(service.selected))
 
     # ------------------------------------------------------------------------------ screening
-    def _screen(self, message) -> None:
+    def screen_update(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> None:
+        st, cfg, device = self.state, service.cfg, topic.device
+        if st is not None and self._state_round == service.round:
+            st.bytes_up += len(payload)
         try:
-            topic = parse_topic(message.topic)
-        except ValueError as exc:
-            raise _Rejected("bad_topic", str(exc)) from exc
-        if topic.kind != "update":
-            return super()._screen(message)
-        st = self._state
-        if st is not None and self._state_round == self.round:
-            st.bytes_up += len(message.payload)
-        self._round_counts["bytes_received"] += len(message.payload)
-        device = topic.device
-        if device not in self._ids:
-            raise _Rejected("unknown_device", f"{device!r} is not registered in fleet {self.cfg.fleet}")
-        try:
-            header, _ = decode_header(message.payload, allow_signed=True)
+            header, _ = decode_header(payload, allow_signed=True)
             if header.kind != Kind.SECAGG:
-                raise _Rejected("not_secagg", f"{device} sent a {header.kind.name}: this fleet aggregates securely")
-            data = message.payload
-            if self.cfg.device_keys is not None:
-                data = verify_message(data, self.cfg.device_keys[device])
+                raise Rejected("not_secagg", f"{device} sent a {header.kind.name}: this fleet aggregates securely")
+            data = payload
+            if cfg.device_keys is not None:
+                data = verify_message(data, cfg.device_keys[device])
             header, msg = decode_secagg(data)
         except WireError as exc:
-            raise _Rejected(exc.reason, str(exc)) from exc
-        if header.fleet_id != fleet_id(self.cfg.fleet):
-            raise _Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {self.cfg.fleet}'s")
-        if header.device_id != self._ids[device]:
-            raise _Rejected("device_mismatch", f"{device} sent device id {header.device_id}")
-        if (header.round == topic.round == self.round - 1 and msg.step == Step.UNMASK
+            raise Rejected(exc.reason, str(exc)) from exc
+        if header.fleet_id != fleet_id(cfg.fleet):
+            raise Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {cfg.fleet}'s")
+        if header.device_id != cfg.devices[device]:
+            raise Rejected("device_mismatch", f"{device} sent device id {header.device_id}")
+        if (header.round == topic.round == service.round - 1 and msg.step == Step.UNMASK
                 and msg.session == self._last_session):
             return  # a survivor's reply after the first t closed the round: expected, and not needed
-        if header.round != topic.round or header.round != self.round or st is None:
-            raise _Rejected("round_mismatch", f"round {header.round} on {message.topic} during round {self.round}")
+        if header.round != topic.round or header.round != service.round or st is None:
+            raise Rejected("round_mismatch", f"round {header.round} on {topic.device}'s topic during round "
+                                             f"{service.round}")
         if msg.session != st.plan.session:
-            raise _Rejected("stale_session", f"{device}: session {msg.session:#x} is not this round's")
+            raise Rejected("stale_session", f"{device}: session {msg.session:#x} is not this round's")
         got = st.collected(msg.step)
         if header.device_id in got:
-            raise _Rejected("duplicate", f"{device}'s {msg.step.name} was already accepted")
+            raise Rejected("duplicate", f"{device}'s {msg.step.name} was already accepted")
         if msg.step != st.step:
-            raise _Rejected("wrong_step", f"{device} sent {msg.step.name} during {st.step.name}")
-        self._check_payload(device, header.device_id, msg.payload)
+            raise Rejected("wrong_step", f"{device} sent {msg.step.name} during {st.step.name}")
+        self._check_payload(service, device, header.device_id, msg.payload)
         got[header.device_id] = msg.payload
 
-    def _check_payload(self, device: str, dev_id: int, payload) -> None:
-        st = self._state
-        allowed = {Step.ADVERT: {self._ids[d] for d in self.selected}, Step.SHARES: set(st.adverts),
+    def _check_payload(self, service: Aggregator, device: str, dev_id: int, payload) -> None:
+        st = self.state
+        allowed = {Step.ADVERT: {service.cfg.devices[d] for d in service.selected}, Step.SHARES: set(st.adverts),
                    Step.MASKED_INPUT: set(st.shares), Step.UNMASK: set(st.inputs)}[st.step]
         if dev_id not in allowed:
-            raise _Rejected("not_selected", f"{device} is not part of step {st.step.name}")
+            raise Rejected("not_selected", f"{device} is not part of step {st.step.name}")
         if isinstance(payload, EncryptedShares) and set(payload.to) != set(st.adverts) - {dev_id}:
             # every survivor must hold a share from every other: a device that skipped one would mask against a
             # peer that does not mask back, and the sum would not decode
-            raise _Rejected("bad_secagg", f"{device} did not address its shares to exactly the advertised devices")
-        if isinstance(payload, MaskedInput) and payload.vector.size != self._size:
-            raise _Rejected("bad_shape", f"{device}: masked input of {payload.vector.size}, model has {self._size}")
+            raise Rejected("bad_secagg", f"{device} did not address its shares to exactly the advertised devices")
+        size = int(sum(w.size for w in service.weights))
+        if isinstance(payload, MaskedInput) and payload.vector.size != size:
+            raise Rejected("bad_shape", f"{device}: masked input of {payload.vector.size}, model has {size}")
 
     # ------------------------------------------------------------------------------ closing a round
-    def _close_round(self) -> None:
-        st = self._state
+    def close(self, service: Aggregator) -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
+        st = self.state
         self._last_session = st.plan.session
-        self.accepted = {}
+        combined: list[ClientUpdate] = []
         if st.total is not None:
-            mean = unflatten(st.total / len(st.inputs), self.weights)
-            self.accepted = {"secure-sum": ClientUpdate("secure-sum", mean, len(st.inputs), 1)}
-        selected = len(self.selected)
-        report, self.on_round = self.on_round, None  # the row is completed below, then reported
-        try:
-            super()._close_round()
-        finally:
-            self.on_round = report
-        row = self.history[-1]
-        row.update(participants=len(st.inputs) if st.total is not None else 0, selected=selected,
-                   secagg={"threshold": st.plan.threshold, "adverts": len(st.adverts), "shares": len(st.shares),
-                           "inputs": len(st.inputs), "unmask_replies": len(st.replies), "failed": st.failed,
-                           "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
-                           "unmask_seconds": round(st.unmask_seconds, 4)})
-        if self.secagg.noise_multiplier > 0 and st.total is not None:
-            row["privacy"] = self._account(len(st.inputs), st.plan.threshold)
-        self._save()
-        self._write_metrics()
-        if report:
-            report(row)
+            mean = unflatten(st.total / len(st.inputs), service.weights)
+            combined = [ClientUpdate("secure-sum", mean, len(st.inputs), 1)]
+        extra: dict[str, Any] = {
+            "participants": len(st.inputs) if st.total is not None else 0,
+            "secagg": {"threshold": st.plan.threshold, "adverts": len(st.adverts), "shares": len(st.shares),
+                       "inputs": len(st.inputs), "unmask_replies": len(st.replies), "failed": st.failed,
+                       "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
+                       "unmask_seconds": round(st.unmask_seconds, 4)}}
+        if self.settings.noise_multiplier > 0 and st.total is not None:
+            extra["privacy"] = self._account(service, len(st.inputs), st.plan.threshold)
+        return combined, extra
 
-    def _account(self, inputs: int, threshold: int) -> dict[str, Any]:
-        z_eff = self.secagg.noise_multiplier * math.sqrt(inputs / threshold)
-        zs = [r["z_eff"] for r in self.privacy_ledger] + [z_eff]
-        entry = {"round": self.round - 1, "inputs": inputs, "threshold": threshold, "clip": self.secagg.clip,
-                 "z_eff": z_eff, "delta": self.secagg.delta, "epsilon_rdp": epsilon_of(zs, self.secagg.delta, "rdp"),
-                 "epsilon_pld": epsilon_of(zs, self.secagg.delta, "pld")}
-        self.privacy_ledger.append(entry)
-        return entry
+    def _account(self, service: Aggregator, inputs: int, threshold: int) -> dict[str, Any]:
+        if self._accountant is None:  # after a restart: the rounds already charged are in the history
+            self._accountant = Accountant(self.settings.delta, [
+                RoundCharge(h["round"], h["privacy"]["noise_multiplier"]) for h in service.history
+                if h.get("privacy")])
+        z_eff = self.settings.noise_multiplier * math.sqrt(inputs / threshold)
+        row = self._accountant.charge(RoundCharge(service.round, z_eff))
+        return {**row, "inputs": inputs, "threshold": threshold, "clip": self.settings.clip, "z_eff": z_eff}
+
+
+class SecAggAggregator(Aggregator):
+    """The aggregator service in secure-aggregation mode (``Aggregator(..., mode=SecureAggregation(settings))``)."""
+
+    def __init__(self, *args, secagg: SecAggSettings | None = None, **kwargs) -> None:
+        super().__init__(*args, mode=SecureAggregation(secagg), **kwargs)
+        if self.cfg.strategy != "fedavg":
+            raise ValueError("secure aggregation reveals only the sum: use the fedavg strategy (robust and DP "
+                             "strategies need individual updates; distributed DP is SecAggSettings.noise_multiplier)")
+        self.secagg = self.mode.settings
+
+    @property
+    def _state(self) -> _RoundState | None:
+        """The current round's protocol state (what tests and benches inspect)."""
+        return self.mode.state
 
 
 def epsilon_of(noise_multipliers: list[float], delta: float, accountant: str = "rdp") -> float:
     """ε after Gaussian rounds on the sum (sensitivity C) with these noise multipliers, no subsampling."""
-    import dp_accounting
-    from dp_accounting import pld, rdp
-
-    event = dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z) for z in noise_multipliers])
-    acc = rdp.RdpAccountant() if accountant == "rdp" else pld.PLDAccountant()
-    acc.compose(event)
-    return float(acc.get_epsilon(delta))
+    return gaussian_rounds_epsilon(noise_multipliers, delta, accountant)
