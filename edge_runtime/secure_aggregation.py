@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from broker.secagg_messages import EncryptedShares, KeyAdvert, MaskedInput, UnmaskReply  # noqa: F401 (re-exported)
+from edge_runtime.secagg_plus import ConsistencyCheck, MaskingGraph
 
 PRIME = 2**521 - 1  # Mersenne prime: a 32-byte secret is one field element
 RAW = serialization.Encoding.Raw
@@ -123,8 +124,14 @@ class FixedPoint:
 # Messages: defined once in broker.secagg_messages (their wire layout lives there too).
 # ---------------------------------------------------------------------------------------------- device
 class SecAggDevice:
-    def __init__(self, device: int, threshold: int, fixed: FixedPoint = FixedPoint()) -> None:
+    """One device's secrets and messages for one round. With a ``graph`` (SecAgg+) it masks with and shares
+    among its neighbours only (``threshold`` then counts neighbours); with ``consistency`` it reveals shares
+    only for a survivor list that enough devices signed (``edge_runtime.secagg_plus``)."""
+
+    def __init__(self, device: int, threshold: int, fixed: FixedPoint = FixedPoint(), graph: MaskingGraph | None = None,
+                 consistency: ConsistencyCheck | None = None) -> None:
         self.device, self.threshold, self.fixed = device, threshold, fixed
+        self.graph, self.consistency = graph, consistency
         self._cipher_sk, self._mask_sk = X25519PrivateKey.generate(), X25519PrivateKey.generate()
         self._self_seed = os.urandom(32)
         self._peers: dict[int, KeyAdvert] = {}
@@ -134,10 +141,15 @@ class SecAggDevice:
         return KeyAdvert(self.device, self._cipher_sk.public_key().public_bytes(RAW, serialization.PublicFormat.Raw),
                          self._mask_sk.public_key().public_bytes(RAW, serialization.PublicFormat.Raw))
 
+    def _near(self, device: int) -> bool:
+        """Whether this device masks with and shares with ``device`` (everyone, without a graph)."""
+        return self.graph is None or device == self.device or device in self.graph.neighbours(self.device)
+
     def share_keys(self, adverts: list[KeyAdvert]) -> EncryptedShares:
-        self._peers = {a.device: a for a in adverts}
+        self._peers = {a.device: a for a in adverts if self._near(a.device)}
         if len(self._peers) < self.threshold:
-            raise ValueError(f"only {len(self._peers)} devices advertised keys; the threshold is {self.threshold}")
+            raise ValueError(f"only {len(self._peers)} devices (neighbours) advertised keys; the threshold is "
+                             f"{self.threshold}")
         xs = sorted(self._peers)
         mask_sk = self._mask_sk.private_bytes(RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
         b_shares = shamir_split(self._self_seed, len(xs), self.threshold, xs)
@@ -165,15 +177,26 @@ class SecAggDevice:
         y = self.fixed.encode(update).astype(np.uint32)
         y = y + prg_mask(self._self_seed, y.size, SELF_MASK)
         for j in survivors:
-            if j == self.device:
+            if j == self.device or not self._near(j):
                 continue
             m = prg_mask(_pair_seed(self._mask_sk, self._peers[j].mask_pk, self.device, j), y.size)
             y = y + m if self.device < j else y - m
         return MaskedInput(self.device, y.astype(np.uint32))
 
-    def unmask(self, arrived: list[int], dropped: list[int]) -> UnmaskReply:
+    def confirm(self, arrived: list[int]) -> bytes:
+        """The consistency round: this device's signature over the survivor list the aggregator sent it."""
+        if self.consistency is None:
+            raise ValueError("this round has no consistency check")
+        return self.consistency.sign(arrived)
+
+    def unmask(self, arrived: list[int], dropped: list[int], signatures: dict[int, bytes] | None = None) -> UnmaskReply:
+        """The shares that remove the masks: of the self-mask seed of each neighbour that ``arrived``, of the mask
+        key of each that ``dropped``. With a consistency check, ``signatures`` must show enough devices signed
+        ``arrived`` (else InconsistentRound, and nothing is revealed)."""
         if set(arrived) & set(dropped):
             raise ValueError("a device cannot have both arrived and dropped: refusing to reveal both secrets")
+        if self.consistency is not None:
+            self.consistency.verify(arrived, signatures or {})
         return UnmaskReply(self.device, {i: self._held[i][0] for i in arrived if i in self._held},
                            {i: self._held[i][1] for i in dropped if i in self._held})
 
@@ -199,10 +222,12 @@ class SecAggServer:
     size: int
     fixed: FixedPoint = field(default_factory=FixedPoint)
     adverts: dict[int, KeyAdvert] = field(default_factory=dict)
+    #: SecAgg+: who masked with whom (None: everyone with everyone).
+    graph: MaskingGraph | None = None
 
     def sum(self, shared: list[int], inputs: list[MaskedInput], replies: list[UnmaskReply]) -> np.ndarray:
         """The decoded sum of the inputs that arrived. ``shared``: devices whose shares went out."""
-        if len(replies) < self.threshold:
+        if len(replies) < self.threshold and self.graph is None:
             raise ValueError(f"{len(replies)} unmasking replies; {self.threshold} are needed")
         arrived = sorted(m.device for m in inputs)
         dropped = sorted(set(shared) - set(arrived))
@@ -210,12 +235,21 @@ class SecAggServer:
         for m in inputs:
             total = total + m.vector
         for i in arrived:  # remove self masks
-            seed = shamir_combine({r.device: r.self_mask_shares[i] for r in replies if i in r.self_mask_shares})
+            seed = shamir_combine(self._shares(i, {r.device: r.self_mask_shares.get(i) for r in replies}))
             total = total - prg_mask(seed, self.size, SELF_MASK)
         for i in dropped:  # remove the pairwise masks the arrived devices added towards a dropped one
             sk = X25519PrivateKey.from_private_bytes(
-                shamir_combine({r.device: r.mask_key_shares[i] for r in replies if i in r.mask_key_shares}))
+                shamir_combine(self._shares(i, {r.device: r.mask_key_shares.get(i) for r in replies})))
             for j in arrived:
+                if self.graph is not None and j not in self.graph.neighbours(i):
+                    continue
                 m = prg_mask(_pair_seed(sk, self.adverts[j].mask_pk, i, j), self.size)
                 total = total - m if j < i else total + m  # j added +m when j < i: undo with -m
         return self.fixed.decode_sum(total.astype(np.uint32))
+
+    def _shares(self, owner: int, replies: dict[int, int | None]) -> dict[int, int]:
+        """The shares of ``owner``'s secret the replies revealed; fewer than t is an error, not a wrong sum."""
+        got = {device: share for device, share in replies.items() if share is not None}
+        if len(got) < self.threshold:
+            raise ValueError(f"{len(got)} shares of device {owner}'s secret; {self.threshold} are needed")
+        return got
