@@ -80,7 +80,7 @@ class DeviceClient:
     def __init__(self, name: str, device_id: int, fleet: str, broker_url: str, updater: LocalUpdater | None,
                  executor: Executor | None = None, signing_key: Any = None, aggregator_key: Any = None,
                  local_dp: LocalDP | None = None, noise_seed: int | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, peer_keys: dict[int, Any] | None = None) -> None:
         self.name, self.device_id = name, device_id
         self.topics = FleetTopics(fleet)
         self.updater = updater
@@ -94,7 +94,8 @@ class DeviceClient:
         self.privacy = self.ledger_store.ledger if self.ledger_store else PrivacyLedger(
             local_dp.delta if local_dp else 1e-6)
         self._noise_rng = np.random.default_rng(noise_seed)
-        self.secagg = SecAggParticipant(device_id, self._noise_rng)
+        #: ``peer_keys``: wire id -> Ed25519 public key of every device (SecAgg+'s consistency check).
+        self.secagg = SecAggParticipant(device_id, self._noise_rng, signing_key, peer_keys)
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"train-{name}")
         self._own_executor = executor is None
         self._lock = threading.Lock()

@@ -77,6 +77,16 @@ class MaskingGraph:
         return self._neighbours[device]
 
 
+def graph_for(devices: list[int], degree: int, seed: int) -> MaskingGraph | None:
+    """The round's graph over the devices that advertised keys (None for ``degree`` 0: plain SecAgg, everyone
+    with everyone). A degree that does not fit (odd, or n − 1 or more) becomes the nearest usable one."""
+    if degree == 0:
+        return None
+    n = len(devices)
+    k = n - 1 if degree >= n - 1 else max(2, degree - degree % 2)
+    return MaskingGraph(tuple(sorted(devices)), k, seed)
+
+
 # ---------------------------------------------------------------------------------------------- parameters
 @dataclass(frozen=True)
 class SecAggPlusParameters:

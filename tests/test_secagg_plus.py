@@ -1,11 +1,20 @@
 """SecAgg+: O(log n) neighbours on a public random graph, exact sums with dropouts, and the consistency check
 that refuses an aggregator telling devices different survivor lists."""
+import threading
+
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_runtime.secagg_plus import (ConsistencyCheck, InconsistentRound, MaskingGraph, choose_parameters)
+from broker.launcher import broker_url
+from broker.secagg_messages import Confirmation, UnmaskReply
+from edge_runtime.fed_client import DeviceClient
+from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, MaskingGraph, choose_parameters
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice, SecAggServer
+from tests.federation_helpers import initial_weights
+from tests.test_secagg_mqtt import Updater, _assert_close, _plain_mean
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
+from training.federated.secagg_round import SecAggAggregator, SecAggSettings
 
 SESSION = 0x5EC
 
@@ -96,3 +105,46 @@ def test_an_aggregator_telling_devices_different_survivor_lists_is_refused():
         devices[1].unmask(without, [victim], on_without)  # device 1 signed the full list
     with pytest.raises(InconsistentRound, match="second"):
         devices[1].confirm(without)  # and signs only one list per session
+
+
+# ---------------------------------------------------------------------------------------------- over MQTT
+class _Silent(DeviceClient):
+    """Drops out right after its masked input: it neither confirms nor unmasks."""
+
+    def _send_secagg(self, outgoing: list) -> None:
+        super()._send_secagg([o for o in outgoing if not isinstance(o[2], (UnmaskReply, Confirmation))])
+
+
+def _secure_fleet(url, run_dir, fleet, n, silent, settings):
+    registry = {f"d{k:02d}": k + 1 for k in range(n)}
+    keys = {name: Ed25519PrivateKey.generate() for name in [*registry, "aggregator"]}
+    directory = {i: keys[name].public_key() for name, i in registry.items()}  # registered out of band
+    devices = [(_Silent if k in silent else DeviceClient)(
+        name, dev_id, fleet, url, Updater(k), signing_key=keys[name], aggregator_key=keys["aggregator"].public_key(),
+        noise_seed=k, peer_keys=directory) for k, (name, dev_id) in enumerate(registry.items())]
+    cfg = AggregatorConfig(fleet=fleet, devices=registry, rounds=1, policy=RoundPolicy(deadline_s=6),
+                           device_keys={d: keys[d].public_key() for d in registry})
+    aggregator = SecAggAggregator(cfg, initial_weights(), url, run_dir, secagg=settings, signing_key=keys["aggregator"])
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(result=aggregator.run()), daemon=True)
+    for d in devices:
+        d.start()
+    thread.start()
+    thread.join(120)
+    for d in devices:
+        d.stop()
+    assert not thread.is_alive() and "result" in box, "aggregator did not finish"
+    return box["result"], aggregator
+
+
+@pytest.mark.integration
+def test_secagg_plus_over_mosquitto_sums_exactly_with_dropouts_and_confirms(mosquitto, tmp_path):
+    n, silent = 12, (3, 8)  # two devices drop after their masked input
+    result, aggregator = _secure_fleet(broker_url(mosquitto), tmp_path, "sa-plus", n, silent,
+                                       SecAggSettings(degree=4, threshold_fraction=0.5))
+    sa = result.history[0]["secagg"]
+    assert (sa["degree"], sa["threshold"], sa["failed"], sa["inputs"]) == (4, 2, None, n)
+    assert sa["consistency"] == 7 and sa["confirms"] == n - len(silent)
+    want = [w + m for w, m in zip(initial_weights(), _plain_mean(range(n)))]  # the silent devices' inputs count
+    _assert_close(result.final_weights, want, atol=n / aggregator._state.plan.scale + 1e-6)
+    assert result.rejected == {}

@@ -14,11 +14,18 @@ step, not any individual update: a masked input is uniform in Z_2^32 without the
 they route are AES-GCM ciphertexts between devices. Up to t − 1 devices colluding with the aggregator learn
 nothing more. Messages are signed (Ed25519) and bound to fleet, round and the round's session number, so
 a forged, altered or replayed step is refused and counted (bad_signature, round_mismatch, stale_session,
-duplicate, wrong_step). Not protected: an actively malicious aggregator that lies about who dropped out
-to different devices (the paper's consistency round is not implemented; devices do refuse to unmask for
-fewer than t inputs or for devices that were not survivors), Sybil devices (registration is out of band),
+duplicate, wrong_step). Not protected without the consistency round: an actively malicious aggregator that
+lies about who dropped out to different devices (devices do refuse to unmask for fewer than t inputs or for
+devices that were not survivors). With ``SecAggSettings(consistency=True)`` (on by default for SecAgg+) the
+devices sign the survivor list (CONFIRM_REQUEST / CONFIRM) and unmask only with enough signatures over the
+list they are asked about (``edge_runtime.secagg_plus``). Never protected: Sybil devices (registration is out of band),
 and poisoned updates — robust strategies need individual updates, which is what this hides. Under secure
 aggregation only FedAvg-style averaging applies; norm clipping on the device bounds each contribution.
+
+SecAgg+ (Bell et al. 2020): ``SecAggSettings(dropout=..., corrupt=...)`` sizes a sparse masking graph from
+the fleet (or ``degree=k`` fixes it); devices then share with and mask against their k neighbours only, the
+aggregator checks that each device addressed exactly its neighbours, and waits for every confirmed device's
+unmask reply (any t replies no longer cover every neighbourhood).
 
 Restarts. The protocol state is not checkpointed (it holds nothing a restart could not redo): a restarted
 aggregator resumes its round from the checkpoint under a new session, and the devices rejoin it with the
@@ -50,12 +57,14 @@ from typing import Any
 import numpy as np
 
 from broker.fed_messages import fleet_id
-from broker.secagg_messages import (AdvertList, EncryptedShares, KeyAdvert, MaskedInput, SecAggPlan, SharesFor,
-                                    Step, UnmaskReply, UnmaskRequest, decode_secagg, encode_secagg)
+from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, EncryptedShares, KeyAdvert, MaskedInput,
+                                    SecAggPlan, SharesFor, Step, UnmaskReply, UnmaskRequest, decode_secagg,
+                                    encode_secagg)
 from broker.signing import verify_message
 from broker.topics import TopicMatch
 from broker.wire import Kind, WireError, decode_header
 from edge_runtime.secagg_client import noise_sd
+from edge_runtime.secagg_plus import MaskingGraph, choose_parameters, graph_for
 from edge_runtime.secure_aggregation import FixedPoint, SecAggServer
 from training.federated.accountant import Accountant, RoundCharge, gaussian_rounds_epsilon
 from training.federated.aggregator import Aggregator
@@ -77,19 +86,42 @@ class SecAggSettings:
     #: z: the sum of any t inputs carries N(0, (z·C)²); 0 disables distributed DP.
     noise_multiplier: float = 0.0
     delta: float = 1e-6
+    #: SecAgg+ sized from the fleet: the dropout rate to survive (k and t from ``choose_parameters``).
+    dropout: float | None = None
+    #: SecAgg+: the share of devices that may collude with the aggregator.
+    corrupt: float = 0.05
+    #: SecAgg+ with a fixed number of neighbours k (t = ceil(threshold_fraction · k)); overrides ``dropout``.
+    degree: int | None = None
+    #: The consistency round (signed survivor lists); None: on exactly when SecAgg+ is.
+    consistency: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold_fraction <= 1 or self.bound <= 0 or self.noise_multiplier < 0:
             raise ValueError("threshold_fraction in (0, 1], bound > 0 and noise_multiplier >= 0 required")
         if self.noise_multiplier > 0 and self.clip is None:
             raise ValueError("distributed DP needs a clip norm: the noise is calibrated to it")
+        if (self.degree is not None and self.degree < 2) or not 0 <= self.corrupt < 0.5:
+            raise ValueError("degree must be >= 2 (or None) and 0 <= corrupt < 0.5")
+
+    @property
+    def sparse(self) -> bool:
+        return self.degree is not None or self.dropout is not None
 
     def plan(self, session: int, devices: int) -> SecAggPlan:
-        t = min(devices, max(2, math.ceil(self.threshold_fraction * devices)))
+        degree, t = 0, min(devices, max(2, math.ceil(self.threshold_fraction * devices)))
+        if self.degree is not None and self.degree < devices - 1:
+            degree = self.degree - self.degree % 2
+            t = min(degree, max(2, math.ceil(self.threshold_fraction * degree)))
+        elif self.degree is None and self.dropout is not None and devices >= 3:
+            chosen = choose_parameters(devices, self.dropout, self.corrupt)
+            degree, t = (chosen.k if chosen.k < devices - 1 else 0), chosen.threshold
+        consistency = 0
+        if self.consistency or (self.consistency is None and self.sparse):
+            consistency = min(devices, math.floor(devices * (1 + self.corrupt) / 2) + 1)
         sd = noise_sd(self.noise_multiplier, self.clip, t) if self.noise_multiplier > 0 else 0.0
         bound = self.bound if self.clip is None else min(self.bound, self.clip + 8 * sd)
         scale = float(2 ** math.floor(math.log2((2**31 - 1) / (bound * devices))))
-        return SecAggPlan(session, t, devices, bound, scale, self.clip, sd)
+        return SecAggPlan(session, t, devices, bound, scale, self.clip, sd, degree, consistency)
 
 
 @dataclass
@@ -99,7 +131,12 @@ class _RoundState:
     adverts: dict[int, KeyAdvert] = field(default_factory=dict)
     shares: dict[int, EncryptedShares] = field(default_factory=dict)
     inputs: dict[int, MaskedInput] = field(default_factory=dict)
+    confirms: dict[int, Confirmation] = field(default_factory=dict)
     replies: dict[int, UnmaskReply] = field(default_factory=dict)
+    #: SecAgg+: the round's masking graph over the devices that advertised (None: everyone with everyone).
+    graph: MaskingGraph | None = None
+    arrived: tuple[int, ...] = ()
+    dropped: tuple[int, ...] = ()
     total: np.ndarray | None = None
     failed: str | None = None
     bytes_up: int = 0
@@ -108,7 +145,17 @@ class _RoundState:
 
     def collected(self, step: Step) -> dict:
         return {Step.ADVERT: self.adverts, Step.SHARES: self.shares, Step.MASKED_INPUT: self.inputs,
-                Step.UNMASK: self.replies}[step]
+                Step.CONFIRM: self.confirms, Step.UNMASK: self.replies}[step]
+
+    def steps(self) -> tuple[Step, ...]:
+        confirm = (Step.CONFIRM,) if self.plan.consistency else ()
+        return (Step.ADVERT, Step.SHARES, Step.MASKED_INPUT, *confirm, Step.UNMASK)
+
+    def recipients(self, device: int) -> set[int]:
+        """Whom ``device`` must address its shares to: every other advertiser, or its neighbours (SecAgg+)."""
+        if self.graph is None:
+            return set(self.adverts) - {device}
+        return set(self.graph.neighbours(device))
 
 
 class SecureAggregation:
@@ -133,26 +180,33 @@ class SecureAggregation:
         ids = service.cfg.devices
         names = {v: k for k, v in ids.items()}
         expected = {ids[d] for d in service.selected}
-        for step in (Step.ADVERT, Step.SHARES, Step.MASKED_INPUT, Step.UNMASK):
+        for step in st.steps():
             st.step = step
             got = self._await(service, step, expected)
-            if len(got) < t:
-                st.failed = f"{step.name}: {len(got)} of {len(expected)} devices, threshold {t}"
+            need = st.plan.consistency if step == Step.CONFIRM else t
+            if len(got) < need:
+                st.failed = f"{step.name}: {len(got)} of {len(expected)} devices, threshold {need}"
                 log.warning("round %d: secure aggregation failed at %s", service.round, st.failed)
                 return
             expected = set(got)
             if step == Step.ADVERT:
                 self._publish(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
+                st.graph = graph_for(sorted(st.adverts), st.plan.degree, st.plan.session)
             elif step == Step.SHARES:
                 for j in sorted(st.shares):  # route: every ciphertext addressed to j, from the devices that shared
                     frm = {i: m.to[j] for i, m in st.shares.items() if i != j and j in m.to}
                     self._publish(service, SharesFor(j, frm), names[j])
             elif step == Step.MASKED_INPUT:
-                dropped = tuple(sorted(set(st.shares) - set(st.inputs)))
-                self._publish(service, UnmaskRequest(tuple(sorted(st.inputs)), dropped))
+                st.arrived, st.dropped = tuple(sorted(st.inputs)), tuple(sorted(set(st.shares) - set(st.inputs)))
+                self._publish(service, ConfirmRequest(st.arrived) if st.plan.consistency
+                              else UnmaskRequest(st.arrived, st.dropped))
+            elif step == Step.CONFIRM:  # the evidence every device checks before it reveals a share
+                signatures = {i: c.signature for i, c in st.confirms.items()}
+                self._publish(service, UnmaskRequest(st.arrived, st.dropped, signatures))
         started = time.perf_counter()
         size = int(sum(w.size for w in service.weights))
-        server = SecAggServer(t, size, FixedPoint(st.plan.bound, st.plan.scale, st.plan.devices), st.adverts)
+        server = SecAggServer(t, size, FixedPoint(st.plan.bound, st.plan.scale, st.plan.devices), st.adverts,
+                              st.graph)
         try:
             st.total = server.sum(sorted(st.shares), list(st.inputs.values()), list(st.replies.values()))
         except ValueError as exc:  # an unmask reply that does not reconstruct (e.g. a corrupt share)
@@ -167,8 +221,9 @@ class SecureAggregation:
             if step == Step.MASKED_INPUT:  # a device whose training failed declined the round: do not wait
                 waiting -= {service.cfg.devices[d] for d in service.declined}
             remaining = deadline - time.monotonic()
-            if not waiting or remaining <= 0 or (step == Step.UNMASK and len(got) >= self.state.plan.threshold):
-                return got  # any t unmask replies reconstruct every secret: waiting for more gains nothing
+            enough = step == Step.UNMASK and self.state.graph is None and len(got) >= self.state.plan.threshold
+            if not waiting or remaining <= 0 or enough:
+                return got  # any t unmask replies reconstruct every secret (complete graph): waiting gains nothing
             service.serve_one(min(remaining, 0.5))
 
     def _publish(self, service: Aggregator, payload, device: str | None = None) -> None:
@@ -215,13 +270,14 @@ class SecureAggregation:
     def _check_payload(self, service: Aggregator, device: str, dev_id: int, payload) -> None:
         st = self.state
         allowed = {Step.ADVERT: {service.cfg.devices[d] for d in service.selected}, Step.SHARES: set(st.adverts),
-                   Step.MASKED_INPUT: set(st.shares), Step.UNMASK: set(st.inputs)}[st.step]
+                   Step.MASKED_INPUT: set(st.shares), Step.CONFIRM: set(st.inputs),
+                   Step.UNMASK: set(st.confirms) if st.plan.consistency else set(st.inputs)}[st.step]
         if dev_id not in allowed:
             raise Rejected("not_selected", f"{device} is not part of step {st.step.name}")
-        if isinstance(payload, EncryptedShares) and set(payload.to) != set(st.adverts) - {dev_id}:
-            # every survivor must hold a share from every other: a device that skipped one would mask against a
-            # peer that does not mask back, and the sum would not decode
-            raise Rejected("bad_secagg", f"{device} did not address its shares to exactly the advertised devices")
+        if isinstance(payload, EncryptedShares) and set(payload.to) != st.recipients(dev_id):
+            # every survivor must hold a share from every peer it masks with: a device that skipped one would
+            # mask against a peer that does not mask back, and the sum would not decode
+            raise Rejected("bad_secagg", f"{device} did not address its shares to exactly its advertised peers")
         size = int(sum(w.size for w in service.weights))
         if isinstance(payload, MaskedInput) and payload.vector.size != size:
             raise Rejected("bad_shape", f"{device}: masked input of {payload.vector.size}, model has {size}")
@@ -236,7 +292,9 @@ class SecureAggregation:
             combined = [ClientUpdate("secure-sum", mean, len(st.inputs), 1)]
         extra: dict[str, Any] = {
             "participants": len(st.inputs) if st.total is not None else 0,
-            "secagg": {"threshold": st.plan.threshold, "adverts": len(st.adverts), "shares": len(st.shares),
+            "secagg": {"threshold": st.plan.threshold, "degree": st.graph.k if st.graph else len(st.adverts) - 1,
+                       "consistency": st.plan.consistency, "confirms": len(st.confirms),
+                       "adverts": len(st.adverts), "shares": len(st.shares),
                        "inputs": len(st.inputs), "unmask_replies": len(st.replies), "failed": st.failed,
                        "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
                        "unmask_seconds": round(st.unmask_seconds, 4)}}
