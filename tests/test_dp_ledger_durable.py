@@ -1,6 +1,5 @@
 """The device's local-DP ledger survives restarts, and a device that lost it refuses to train until reset."""
 import sqlite3
-import threading
 
 import pytest
 
@@ -9,7 +8,7 @@ from edge_runtime.alert_spool import AlertSpool
 from edge_runtime.fed_client import DeviceClient
 from edge_runtime.ledger_store import LEDGER_FILE, LedgerLost, LedgerStore, reset_ledger
 from edge_runtime.local_dp import LocalDP, gaussian_epsilon
-from tests.federation_helpers import REGISTRY, FixedUpdater, initial_weights
+from tests.federation_helpers import REGISTRY, FixedUpdater, initial_weights, run_to_end
 from tools.cli import main
 from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
@@ -85,16 +84,7 @@ def _run_round(url, fleet, devices, run_dir, rounds):
     cfg = AggregatorConfig(fleet=fleet, devices=dict(REGISTRY), rounds=rounds,
                            policy=RoundPolicy(deadline_s=60, max_norm_ratio=None))
     agg = Aggregator(cfg, initial_weights(), url, run_dir)
-    box = {}
-    thread = threading.Thread(target=lambda: box.update(result=agg.run()), daemon=True)
-    for d in devices:
-        d.start()
-    thread.start()
-    thread.join(90)
-    for d in devices:
-        d.stop()
-    assert not thread.is_alive() and "result" in box, "aggregator did not finish"
-    return box["result"].history, agg.status
+    return run_to_end(agg, devices).history, agg.status
 
 
 @pytest.mark.integration

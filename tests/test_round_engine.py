@@ -1,14 +1,12 @@
 """One round engine: the in-process simulation and the MQTT aggregator give the same aggregate for the same
 updates, with an outlier dropped each round and a privacy budget that stops the run."""
-import threading
-
 import numpy as np
 import pytest
 
 from broker.fed_messages import LocalUpdate
 from broker.launcher import broker_url
 from edge_runtime.fed_client import DeviceClient
-from tests.federation_helpers import REGISTRY, FixedUpdater, initial_weights
+from tests.federation_helpers import REGISTRY, FixedUpdater, initial_weights, run_to_end
 from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.in_process import run_in_process
@@ -46,17 +44,8 @@ def _over_mqtt(url, run_dir):
                            strategy_args=ARGS, policy=RoundPolicy(deadline_s=60))
     agg = Aggregator(cfg, initial_weights(), url, run_dir)
     updaters = _updaters()
-    devices = [DeviceClient(name, dev_id, "one-engine", url, updaters[name]) for name, dev_id in FLEET.items()]
-    box = {}
-    thread = threading.Thread(target=lambda: box.update(result=agg.run()), daemon=True)
-    for d in devices:
-        d.start()
-    thread.start()
-    thread.join(120)
-    for d in devices:
-        d.stop()
-    assert not thread.is_alive() and "result" in box, "aggregator did not finish"
-    return box["result"]
+    return run_to_end(agg, [DeviceClient(name, dev_id, "one-engine", url, updaters[name])
+                            for name, dev_id in FLEET.items()])
 
 
 @pytest.mark.integration

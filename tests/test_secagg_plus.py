@@ -1,7 +1,5 @@
 """SecAgg+: O(log n) neighbours on a public random graph, exact sums with dropouts, and the consistency check
 that refuses an aggregator telling devices different survivor lists."""
-import threading
-
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -11,7 +9,7 @@ from broker.secagg_messages import Confirmation, UnmaskReply
 from edge_runtime.fed_client import DeviceClient
 from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, MaskingGraph, choose_parameters
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice, SecAggServer
-from tests.federation_helpers import initial_weights
+from tests.federation_helpers import initial_weights, run_to_end
 from tests.test_secagg_mqtt import Updater, _assert_close, _plain_mean
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings
@@ -125,16 +123,7 @@ def _secure_fleet(url, run_dir, fleet, n, silent, settings):
     cfg = AggregatorConfig(fleet=fleet, devices=registry, rounds=1, policy=RoundPolicy(deadline_s=6),
                            device_keys={d: keys[d].public_key() for d in registry})
     aggregator = SecAggAggregator(cfg, initial_weights(), url, run_dir, secagg=settings, signing_key=keys["aggregator"])
-    box = {}
-    thread = threading.Thread(target=lambda: box.update(result=aggregator.run()), daemon=True)
-    for d in devices:
-        d.start()
-    thread.start()
-    thread.join(120)
-    for d in devices:
-        d.stop()
-    assert not thread.is_alive() and "result" in box, "aggregator did not finish"
-    return box["result"], aggregator
+    return run_to_end(aggregator, devices), aggregator
 
 
 @pytest.mark.integration

@@ -37,7 +37,7 @@ from broker.fed_messages import GlobalModel, RoundPlan, decode_update, encode_gl
 from broker.mqtt_link import Message, MqttLink
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, TopicMatch, parse_topic
-from broker.wire import Kind, WireError, decode_header
+from broker.wire import Header, Kind, WireError, decode_header
 from training.federated import checkpoint
 from training.federated.aggregator_config import AggregatorConfig
 from training.federated.registry import make_fleet_strategy
@@ -110,7 +110,7 @@ class PlainUpdates:
             service.serve_one(min(remaining, 0.5))
 
     def screen_update(self, service: "Aggregator", topic: TopicMatch, payload: bytes) -> None:
-        cfg, device = service.cfg, topic.device
+        device = topic.device
         try:
             header, _ = decode_header(payload, allow_signed=True)
             data = payload
@@ -118,18 +118,10 @@ class PlainUpdates:
                 data = service.reassembler.feed(payload)
                 if data is None:
                     return
-            if cfg.device_keys is not None:
-                if device not in cfg.device_keys:
-                    raise Rejected("unknown_device", f"no public key registered for {device}")
-                data = verify_message(data, cfg.device_keys[device])
-            header, update = decode_update(data)
+            header, update = decode_update(service.verified(device, data))
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
-        if header.fleet_id != fleet_id(cfg.fleet):
-            raise Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {cfg.fleet}'s")
-        if header.device_id != cfg.devices[device]:
-            raise Rejected("device_mismatch", f"{device} sent device id {header.device_id}, registered "
-                                              f"{cfg.devices[device]}")
+        service.check_sender(device, header)
         if header.round != topic.round:
             raise Rejected("round_mismatch", f"topic round {topic.round}, header round {header.round}")
         service._accept(device, header.round, ClientUpdate(device, update.delta, update.num_examples,
@@ -262,6 +254,23 @@ class Aggregator:
         if topic.device not in self.cfg.devices:
             raise Rejected("unknown_device", f"{topic.device!r} is not registered in fleet {self.cfg.fleet}")
         self.mode.screen_update(self, topic, message.payload)
+
+    def verified(self, device: str, data: bytes) -> bytes:
+        """``data`` without its signature, verified with ``device``'s registered key (unsigned fleets: as is).
+        Raises WireError for a bad signature, Rejected for a device without a key."""
+        if self.cfg.device_keys is None:
+            return data
+        if device not in self.cfg.device_keys:
+            raise Rejected("unknown_device", f"no public key registered for {device}")
+        return verify_message(data, self.cfg.device_keys[device])
+
+    def check_sender(self, device: str, header: Header) -> None:
+        """The message's header must name this fleet and the device's registered wire id."""
+        if header.fleet_id != fleet_id(self.cfg.fleet):
+            raise Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {self.cfg.fleet}'s")
+        if header.device_id != self.cfg.devices[device]:
+            raise Rejected("device_mismatch", f"{device} sent device id {header.device_id}, registered "
+                                              f"{self.cfg.devices[device]}")
 
     def _accept(self, device: str, round_: int, update: ClientUpdate) -> None:
         update = self.engine.accept(device, round_, update)

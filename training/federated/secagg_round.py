@@ -60,7 +60,6 @@ from broker.fed_messages import fleet_id
 from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, EncryptedShares, KeyAdvert, MaskedInput,
                                     SecAggPlan, SharesFor, Step, UnmaskReply, UnmaskRequest, decode_secagg,
                                     encode_secagg)
-from broker.signing import verify_message
 from broker.topics import TopicMatch
 from broker.wire import Kind, WireError, decode_header
 from edge_runtime.secagg_client import noise_sd
@@ -234,23 +233,17 @@ class SecureAggregation:
 
     # ------------------------------------------------------------------------------ screening
     def screen_update(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> None:
-        st, cfg, device = self.state, service.cfg, topic.device
+        st, device = self.state, topic.device
         if st is not None and self._state_round == service.round:
             st.bytes_up += len(payload)
         try:
             header, _ = decode_header(payload, allow_signed=True)
             if header.kind != Kind.SECAGG:
                 raise Rejected("not_secagg", f"{device} sent a {header.kind.name}: this fleet aggregates securely")
-            data = payload
-            if cfg.device_keys is not None:
-                data = verify_message(data, cfg.device_keys[device])
-            header, msg = decode_secagg(data)
+            header, msg = decode_secagg(service.verified(device, payload))
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
-        if header.fleet_id != fleet_id(cfg.fleet):
-            raise Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {cfg.fleet}'s")
-        if header.device_id != cfg.devices[device]:
-            raise Rejected("device_mismatch", f"{device} sent device id {header.device_id}")
+        service.check_sender(device, header)
         if (header.round == topic.round == service.round - 1 and msg.step == Step.UNMASK
                 and msg.session == self._last_session):
             return  # a survivor's reply after the first t closed the round: expected, and not needed
