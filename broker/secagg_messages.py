@@ -134,11 +134,15 @@ class SecAggPlan:
     degree: int = 0
     #: Signatures over one survivor list a device needs before it unmasks (0: no consistency round).
     consistency: int = 0
+    #: Device-side Poisson sampling: each device's update enters the sum with this probability, decided on the
+    #: device with private randomness (otherwise it sends a masked zero with its noise); 1.0: always.
+    sampling_rate: float = 1.0
 
     def __post_init__(self) -> None:
         if not (0 <= self.session < 2**64 and 2 <= self.threshold <= self.devices and self.bound > 0
                 and self.scale > 0 and self.noise_sd >= 0 and (self.clip is None or self.clip > 0)
-                and 0 <= self.degree < self.devices and 0 <= self.consistency <= self.devices):
+                and 0 <= self.degree < self.devices and 0 <= self.consistency <= self.devices
+                and 0 < self.sampling_rate <= 1):
             raise ValueError(f"secure-aggregation plan out of range: {self}")
         if self.bound * self.scale * self.devices >= 2**31:
             raise ValueError("bound x scale x devices must stay below 2^31 for the sum to decode")
@@ -151,7 +155,8 @@ class SecAggPlan:
         try:
             return cls(int(d["session"]), int(d["threshold"]), int(d["devices"]), float(d["bound"]),
                        float(d["scale"]), None if d.get("clip") is None else float(d["clip"]),
-                       float(d.get("noise_sd", 0.0)), int(d.get("degree", 0)), int(d.get("consistency", 0)))
+                       float(d.get("noise_sd", 0.0)), int(d.get("degree", 0)), int(d.get("consistency", 0)),
+                       float(d.get("sampling_rate", 1.0)))
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"secure-aggregation plan not understood: {exc}") from None
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import threading
 from dataclasses import dataclass, field, replace
 
@@ -41,9 +42,11 @@ from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice
 log = logging.getLogger(__name__)
 
 
-def prepare_input(flat: np.ndarray, plan: SecAggPlan, rng: np.random.Generator) -> np.ndarray:
-    """What a device contributes to the sum: clipped to L2 norm C and with its share of the DP noise."""
-    x = np.asarray(flat, np.float64)
+def prepare_input(flat: np.ndarray, plan: SecAggPlan, rng: np.random.Generator, sampled: bool = True) -> np.ndarray:
+    """What a device contributes to the sum: clipped to L2 norm C and with its share of the DP noise; a device
+    that its own coin left out of the round (``sampled`` False) contributes zeros with the same noise, so that
+    its masked input looks like everyone else's."""
+    x = np.asarray(flat, np.float64) if sampled else np.zeros(np.shape(flat))
     if plan.clip is not None:
         norm = float(np.linalg.norm(x))
         if norm > plan.clip:
@@ -158,7 +161,8 @@ class SecAggParticipant:
             s = self._session
             if s is None or s.round != round_:
                 raise RuntimeError(f"no secure-aggregation session for round {round_}")
-            s.prepared = _Prepared(prepare_input(flat, s.plan, self._rng), s.plan.clip, s.plan.noise_sd)
+            sampled = s.plan.sampling_rate >= 1.0 or private_coin(s.plan.sampling_rate)
+            s.prepared = _Prepared(prepare_input(flat, s.plan, self._rng, sampled), s.plan.clip, s.plan.noise_sd)
             return self._input_if_ready(s)
 
     def on_message(self, round_: int, msg: SecAggMessage) -> list[tuple[int, int, Payload]]:
@@ -237,6 +241,13 @@ def _why_withheld(prepared: _Prepared, plan: SecAggPlan) -> str | None:
     if prepared.clip != plan.clip:
         return f"the clip changed from {prepared.clip} to {plan.clip}: re-clipping a noised update breaks DP"
     return None
+
+
+def private_coin(probability: float) -> bool:
+    """True with ``probability``, from the operating system's entropy: never from a seeded generator, whose
+    draws the aggregator could predict (amplification by sampling rests on no one knowing the outcome). The
+    device trains either way, so the time its masked input takes does not tell the outcome either."""
+    return secrets.SystemRandom().random() < probability
 
 
 def flatten(delta: list[np.ndarray]) -> np.ndarray:

@@ -10,7 +10,7 @@ from edge_runtime.fed_client import DeviceClient
 from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, MaskingGraph, choose_parameters
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice, SecAggServer
 from tests.federation_helpers import initial_weights, run_to_end
-from tests.test_secagg_mqtt import Updater, _assert_close, _plain_mean
+from tests.test_secagg_mqtt import Updater, _assert_close, _plain_mean, fixed_delta
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings
 
@@ -137,3 +137,45 @@ def test_secagg_plus_over_mosquitto_sums_exactly_with_dropouts_and_confirms(mosq
     want = [w + m for w, m in zip(initial_weights(), _plain_mean(range(n)))]  # the silent devices' inputs count
     _assert_close(result.final_weights, want, atol=n / aggregator._state.plan.scale + 1e-6)
     assert result.rejected == {}
+
+
+@pytest.mark.integration
+def test_devices_that_sample_themselves_hide_who_counted_and_earn_amplification(mosquitto, tmp_path):
+    from itertools import combinations
+
+    from training.federated.accountant import RoundCharge, Sampling, epsilon_of_charges
+
+    n, q = 6, 0.5
+    url = broker_url(mosquitto)
+    result, aggregator = _secure_fleet(url, tmp_path / "a", "sa-poisson", n, (), SecAggSettings(poisson_rate=q))
+    assert result.history[0]["secagg"]["inputs"] == n  # every device sent a masked input...
+    total = [(w - w0) * q * n for w, w0 in zip(result.final_weights, initial_weights())]  # the decoded sum
+    atol = 2 * n / aggregator._state.plan.scale + 1e-5
+    matches = [ks for r in range(n + 1) for ks in combinations(range(n), r)
+               if all(np.allclose(t, sum((fixed_delta(k)[i] for k in ks), np.zeros_like(t)), atol=atol)
+                      for i, t in enumerate(total))]
+    assert len(matches) == 1  # ...and the sum is that of the subset whose coins came up (which: only the sum says)
+
+    z, clip = 2.0, 1.0
+    result, _ = _secure_fleet(url, tmp_path / "b", "sa-poisson-dp", n, (),
+                              SecAggSettings(poisson_rate=q, noise_multiplier=z, clip=clip))
+    row = result.history[0]["privacy"]
+    z_eff = z * np.sqrt(n / result.history[0]["secagg"]["threshold"])
+    assert row["sampling"] == "device_poisson" and row["sampling_rate"] == q
+    assert row["epsilon_rdp"] == pytest.approx(
+        epsilon_of_charges([RoundCharge(1, z_eff, Sampling.DEVICE_POISSON, q)], 1e-6))
+    assert row["epsilon_rdp"] < epsilon_of_charges([RoundCharge(1, z_eff)], 1e-6)  # amplified
+
+
+def test_a_device_left_out_by_its_coin_sends_only_noise():
+    from broker.secagg_messages import SecAggPlan
+    from edge_runtime.secagg_client import prepare_input, private_coin
+
+    plan = SecAggPlan(1, 2, 4, 4.0, 2.0**20, clip=1.0, noise_sd=0.5, sampling_rate=0.3)
+    update = np.full(20000, 0.01)
+    left_out = prepare_input(update, plan, np.random.default_rng(0), sampled=False)
+    assert abs(left_out.mean()) < 5 * 0.5 / np.sqrt(20000) and np.std(left_out) == pytest.approx(0.5, rel=0.02)
+    kept = prepare_input(update, plan, np.random.default_rng(0), sampled=True)
+    assert kept.mean() == pytest.approx(0.01, abs=5 * 0.5 / np.sqrt(20000))
+    share = np.mean([private_coin(0.3) for _ in range(10000)])
+    assert abs(share - 0.3) < 0.025  # 5 standard deviations

@@ -27,6 +27,11 @@ the fleet (or ``degree=k`` fixes it); devices then share with and mask against t
 aggregator checks that each device addressed exactly its neighbours, and waits for every confirmed device's
 unmask reply (any t replies no longer cover every neighbourhood).
 
+Device-side Poisson sampling (``SecAggSettings(poisson_rate=q)``): every selected device trains and sends a
+masked input, but its update is in it only if its own coin (OS entropy) came up, else a zero with the same
+noise; the masks hide which. The decoded sum is divided by q · inputs, and the round is charged as a
+Poisson-sampled Gaussian with rate q: the one sampling the accountant amplifies.
+
 Restarts. The protocol state is not checkpointed (it holds nothing a restart could not redo): a restarted
 aggregator resumes its round from the checkpoint under a new session, and the devices rejoin it with the
 update they already prepared, neither training nor drawing noise again. A device whose update an unmask
@@ -40,7 +45,7 @@ leave less than the planned noise; more survivors add more. No device and not th
 update without its noise: the aggregator only sees the noised sum. Each round is accounted as a Gaussian
 mechanism on the sum (add/remove-one-device sensitivity C, as DP-FedAvg) with z_eff, composed over rounds
 with dp-accounting's RDP and PLD accountants (``training.federated.accountant``), without subsampling
-amplification (the selection is public on the bus). The ledger is rebuilt from the checkpointed history after
+amplification (the selection is public on the bus) unless the devices sample themselves (below). The ledger is rebuilt from the checkpointed history after
 a restart. The mean divides the decoded sum by the number of inputs, which is public (the aggregator sees
 who sent one) and the same for neighbouring datasets of a device that sent an input (its value changes, its
 presence does not); the ε is charged on the sum, and dividing by a public count is post-processing. The fixed-point rounding (1/scale per coordinate) is post-processing of the noised values.
@@ -65,7 +70,7 @@ from broker.wire import Kind, WireError, decode_header
 from edge_runtime.secagg_client import noise_sd
 from edge_runtime.secagg_plus import MaskingGraph, choose_parameters, graph_for
 from edge_runtime.secure_aggregation import FixedPoint, SecAggServer
-from training.federated.accountant import Accountant, RoundCharge, gaussian_rounds_epsilon
+from training.federated.accountant import Accountant, RoundCharge, Sampling, gaussian_rounds_epsilon
 from training.federated.aggregator import Aggregator
 from training.federated.robust import unflatten
 from training.federated.round_engine import Rejected
@@ -93,6 +98,9 @@ class SecAggSettings:
     degree: int | None = None
     #: The consistency round (signed survivor lists); None: on exactly when SecAgg+ is.
     consistency: bool | None = None
+    #: Device-side Poisson sampling rate q (None: every selected device's update counts). The coin is each
+    #: device's own and the masked inputs hide its outcome: the only sampling the accountant amplifies.
+    poisson_rate: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold_fraction <= 1 or self.bound <= 0 or self.noise_multiplier < 0:
@@ -101,6 +109,8 @@ class SecAggSettings:
             raise ValueError("distributed DP needs a clip norm: the noise is calibrated to it")
         if (self.degree is not None and self.degree < 2) or not 0 <= self.corrupt < 0.5:
             raise ValueError("degree must be >= 2 (or None) and 0 <= corrupt < 0.5")
+        if self.poisson_rate is not None and not 0 < self.poisson_rate <= 1:
+            raise ValueError("poisson_rate must be in (0, 1] (or None)")
 
     @property
     def sparse(self) -> bool:
@@ -120,7 +130,8 @@ class SecAggSettings:
         sd = noise_sd(self.noise_multiplier, self.clip, t) if self.noise_multiplier > 0 else 0.0
         bound = self.bound if self.clip is None else min(self.bound, self.clip + 8 * sd)
         scale = float(2 ** math.floor(math.log2((2**31 - 1) / (bound * devices))))
-        return SecAggPlan(session, t, devices, bound, scale, self.clip, sd, degree, consistency)
+        return SecAggPlan(session, t, devices, bound, scale, self.clip, sd, degree, consistency,
+                          self.poisson_rate or 1.0)
 
 
 @dataclass
@@ -281,7 +292,9 @@ class SecureAggregation:
         self._last_session = st.plan.session
         combined: list[ClientUpdate] = []
         if st.total is not None:
-            mean = unflatten(st.total / len(st.inputs), service.weights)
+            # a fixed denominator: the inputs (public), times q when devices sampled themselves (their expected
+            # share of real updates; who is in it stays hidden)
+            mean = unflatten(st.total / (st.plan.sampling_rate * len(st.inputs)), service.weights)
             combined = [ClientUpdate("secure-sum", mean, len(st.inputs), 1)]
         extra: dict[str, Any] = {
             "participants": len(st.inputs) if st.total is not None else 0,
@@ -298,10 +311,12 @@ class SecureAggregation:
     def _account(self, service: Aggregator, inputs: int, threshold: int) -> dict[str, Any]:
         if self._accountant is None:  # after a restart: the rounds already charged are in the history
             self._accountant = Accountant(self.settings.delta, [
-                RoundCharge(h["round"], h["privacy"]["noise_multiplier"]) for h in service.history
-                if h.get("privacy")])
+                RoundCharge(h["round"], p["noise_multiplier"], Sampling(p["sampling"]), p["sampling_rate"])
+                for h in service.history if (p := h.get("privacy"))])
         z_eff = self.settings.noise_multiplier * math.sqrt(inputs / threshold)
-        row = self._accountant.charge(RoundCharge(service.round, z_eff))
+        q = self.state.plan.sampling_rate
+        row = self._accountant.charge(RoundCharge(service.round, z_eff, Sampling.DEVICE_POISSON, q) if q < 1
+                                      else RoundCharge(service.round, z_eff))
         return {**row, "inputs": inputs, "threshold": threshold, "clip": self.settings.clip, "z_eff": z_eff}
 
 
