@@ -4,8 +4,8 @@ Each round is charged as the Gaussian mechanism on the sum of clipped updates (a
 sensitivity C) with the round's own noise multiplier z_r, and, only when the round's participation was
 decided by a sampling that no one but the device can predict, amplified by that sampling with its own rate
 q_r: ``PoissonSampledDpEvent(q_r, GaussianDpEvent(z_r))``; every other round is ``GaussianDpEvent(z_r)``
-(q = 1). The whole sequence is composed from scratch each time ε is asked for (``composed_event``), with the RDP accountant (an upper bound, cheap) and the PLD accountant
-(tight), so ε is a function of the rounds run and nothing else: it cannot go down when a round has fewer
+(q = 1). The whole sequence is composed from scratch each time ε is asked for (``composed_event``), with
+the RDP accountant (an upper bound, cheap) and the PLD accountant (tight), so ε is a function of the rounds run and nothing else: it cannot go down when a round has fewer
 participants, and a restart that restores the rows restores ε exactly.
 
 Why the sampling rule: amplification by subsampling assumes the adversary does not know whether a device
@@ -96,7 +96,8 @@ def epsilon_of_charges(charges: list[RoundCharge], delta: float, accountant: str
         return 0.0
     if any(c.noise_multiplier == 0 for c in charges):
         return UNBOUNDED
-    acc = rdp.RdpAccountant() if accountant == "rdp" else pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
+    acc = (rdp.RdpAccountant() if accountant == "rdp"
+           else pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION))
     try:
         acc.compose(composed_event(charges))
         return float(acc.get_epsilon(delta))

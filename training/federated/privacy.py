@@ -114,7 +114,7 @@ class DPFedAvg(Strategy):
         return add(global_weights, mean)
 
     def _adapt_clip(self, updates: Sequence[ClientUpdate], denominator: float) -> None:
-        """C ← C·exp(−η (b̃ − γ)), b̃ = (Σ(b_i − ½) + N(0, σ_b²)) / denominator + ½ (Andrew et al. 2021)."""
+        """C ← C·exp(−η (b̃ − γ)), b̃ = (Σ(b_i − ½) + N(0, σ_b²)) / denominator + ½ (Andrew et al.)."""
         centred = sum((delta_norm(u.delta) <= self.clip) - 0.5 for u in updates)
         share = (centred + self.rng.normal(0.0, self.count_noise)) / denominator + 0.5
         self.clip = float(self.clip * np.exp(-self.adaptive_lr * (share - self.quantile)))

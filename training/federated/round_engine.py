@@ -43,7 +43,8 @@ class RoundEngine:
     def __init__(self, strategy: Strategy, devices: list[str], policy: RoundPolicy, rounds: int,
                  initial_weights: Weights, seed: int = 0, evaluate: Evaluator | None = None,
                  select_on: str = "val_macro_f1") -> None:
-        self.strategy, self.devices, self.policy, self.rounds, self.seed = strategy, sorted(devices), policy, rounds, seed
+        self.strategy, self.devices, self.policy = strategy, sorted(devices), policy
+        self.rounds, self.seed = rounds, seed
         self.evaluate, self.select_on = evaluate, select_on
         self.weights = [np.asarray(w, np.float32) for w in initial_weights]
         self.best_weights = [w.copy() for w in self.weights]

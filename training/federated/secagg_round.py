@@ -45,10 +45,11 @@ leave less than the planned noise; more survivors add more. No device and not th
 update without its noise: the aggregator only sees the noised sum. Each round is accounted as a Gaussian
 mechanism on the sum (add/remove-one-device sensitivity C, as DP-FedAvg) with z_eff, composed over rounds
 with dp-accounting's RDP and PLD accountants (``training.federated.accountant``), without subsampling
-amplification (the selection is public on the bus) unless the devices sample themselves (below). The ledger is rebuilt from the checkpointed history after
-a restart. The mean divides the decoded sum by the number of inputs, which is public (the aggregator sees
+amplification (the selection is public on the bus) unless the devices sample themselves (below). The
+ledger is rebuilt from the checkpointed history after a restart. The mean divides the decoded sum by the number of inputs, which is public (the aggregator sees
 who sent one) and the same for neighbouring datasets of a device that sent an input (its value changes, its
-presence does not); the ε is charged on the sum, and dividing by a public count is post-processing. The fixed-point rounding (1/scale per coordinate) is post-processing of the noised values.
+presence does not); the ε is charged on the sum, and dividing by a public count is post-processing. The
+fixed-point rounding (1/scale per coordinate) is post-processing of the noised values.
 """
 from __future__ import annotations
 
