@@ -122,3 +122,13 @@ def test_budget_and_restart_use_the_composed_ledger():
     dp.begin_round(RoundContext(1, 10, 10))
     dp.aggregate([np.zeros(1, np.float32)], [ClientUpdate("a", [np.ones(1, np.float32)], 1)])
     assert not dp.allows_round(RoundContext(2, 10, 10))
+
+
+def test_a_checkpoint_of_the_old_ledger_is_charged_again_without_amplification():
+    # the earlier ledger: (round, participants, clip, z, q, eps rdp, eps pld, delta), q = 5/20 claimed as Poisson
+    old = np.array([[1, 5, 1.0, 1.2, 0.25, 0.9, 0.8, 1e-6], [2, 5, 1.0, 1.2, 0.25, 1.1, 1.0, 1e-6]])
+    dp = DPFedAvg(num_devices=20, clip=1.0, noise_multiplier=1.2, delta=1e-6)
+    dp.load_state({"clip": [np.array([1.0])], "ledger": [old]})
+    assert [r["round"] for r in dp.ledger] == [1, 2] and dp.ledger[-1]["sampling_rate"] == 1.0
+    want = _one_by_one([RoundCharge(1, 1.2), RoundCharge(2, 1.2)], 1e-6, "rdp")
+    assert dp.ledger[-1]["epsilon_rdp"] == pytest.approx(want) and want > 1.1  # more than the old claim

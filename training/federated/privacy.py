@@ -134,8 +134,21 @@ class DPFedAvg(Strategy):
             self.accountant = Accountant(self.delta, [
                 RoundCharge(r["round"], r["noise_multiplier"], Sampling(r["sampling"]), r["sampling_rate"])
                 for r in rows])
+        elif state.get("ledger") is not None and len(state["ledger"][0]):
+            self._recharge_legacy(np.asarray(state["ledger"][0], np.float64))
         # the noise stream continues from a new point after a restart, never from the same one
         self.rng = np.random.default_rng([len(self.ledger), int(self.rng.integers(1 << 31))])
+
+    def _recharge_legacy(self, rows: np.ndarray) -> None:
+        """A checkpoint of the earlier ledger (round, participants, clip, z, q, ε rdp, ε pld, δ per row), whose ε
+        claimed amplification at q = participants / devices: its rounds are charged again as what they were,
+        public selections (q = 1), so a run resumed across the upgrade does not restart or understate its ε."""
+        self.accountant = Accountant(self.delta)
+        self.ledger = []
+        for r in rows:
+            row = self.accountant.charge(RoundCharge(int(r[0]), float(r[3])))
+            row.update(participants=int(r[1]), clip=float(r[2]), recharged_from_legacy_ledger=True)
+            self.ledger.append(row)
 
     def ledger_rows(self) -> list[dict]:
         return [json_safe(r) for r in self.ledger]
