@@ -133,7 +133,8 @@ def test_secagg_plus_over_mosquitto_sums_exactly_with_dropouts_and_confirms(mosq
                                        SecAggSettings(degree=4, threshold_fraction=0.5))
     sa = result.history[0]["secagg"]
     assert (sa["degree"], sa["threshold"], sa["failed"], sa["inputs"]) == (4, 2, None, n)
-    assert sa["consistency"] == 7 and sa["confirms"] == n - len(silent)
+    # the round goes on once the confirmations reach the consistency threshold and cover every neighbourhood
+    assert sa["consistency"] == 7 and 7 <= sa["confirms"] <= n - len(silent)
     want = [w + m for w, m in zip(initial_weights(), _plain_mean(range(n)))]  # the silent devices' inputs count
     _assert_close(result.final_weights, want, atol=n / aggregator._state.plan.scale + 1e-6)
     assert result.rejected == {}

@@ -210,7 +210,7 @@ def secagg_part(s: BenchSettings, ck: Checkpoint, allow: Allow) -> list[dict]:
     rows = []
     for n in s.secagg_devices:
         for mode, drop, how in (("plain", 0.0, "after"), ("secagg", 0.0, "after"), ("secagg", 0.3, "after"),
-                                ("secagg", 0.3, "before")):
+                                ("secagg", 0.3, "before"), ("secagg+", 0.3, "after")):
             key = f"secagg/{n}/{mode}/{drop:g}/{how}"
             run = ck.get_or_run(key, lambda: measure_overhead(n, mode, drop, how), allow(key))
             if run is not None:

@@ -232,10 +232,22 @@ class SecureAggregation:
             if step == Step.MASKED_INPUT:  # a device whose training failed declined the round: do not wait
                 waiting -= {service.cfg.devices[d] for d in service.declined}
             remaining = deadline - time.monotonic()
-            enough = step == Step.UNMASK and self.state.graph is None and len(got) >= self.state.plan.threshold
-            if not waiting or remaining <= 0 or enough:
-                return got  # any t unmask replies reconstruct every secret (complete graph): waiting gains nothing
+            if not waiting or remaining <= 0 or self._enough(step, set(got)):
+                return got
             service.serve_one(min(remaining, 0.5))
+
+    def _enough(self, step: Step, got: set[int]) -> bool:
+        """Whether the devices heard from already let the round finish, so that waiting for the rest (dropouts)
+        gains nothing: t unmask replies reconstruct every secret on the complete graph; under SecAgg+ every
+        shared device needs t repliers among its neighbours (and the confirmations the consistency threshold)."""
+        st = self.state
+        if step == Step.CONFIRM and len(got) < st.plan.consistency:
+            return False
+        if step not in (Step.UNMASK, Step.CONFIRM):
+            return False
+        if st.graph is None:
+            return len(got) >= st.plan.threshold
+        return all(len(got & (st.graph.neighbours(i) | {i})) >= st.plan.threshold for i in st.shares)
 
     def _publish(self, service: Aggregator, payload, device: str | None = None) -> None:
         st = self.state
