@@ -46,10 +46,11 @@ update without its noise: the aggregator only sees the noised sum. Each round is
 mechanism on the sum (add/remove-one-device sensitivity C, as DP-FedAvg) with z_eff, composed over rounds
 with dp-accounting's RDP and PLD accountants (``training.federated.accountant``), without subsampling
 amplification (the selection is public on the bus) unless the devices sample themselves (below). The
-ledger is rebuilt from the checkpointed history after a restart. The mean divides the decoded sum by the number of inputs, which is public (the aggregator sees
-who sent one) and the same for neighbouring datasets of a device that sent an input (its value changes, its
-presence does not); the ε is charged on the sum, and dividing by a public count is post-processing. The
-fixed-point rounding (1/scale per coordinate) is post-processing of the noised values.
+ledger is rebuilt from the checkpointed history after a restart. The mean divides the decoded sum by the
+number of inputs, which is public (the aggregator sees who sent one) and the same for neighbouring datasets
+of a device that sent an input (its value changes, its presence does not); the ε is charged on the sum, and
+dividing by a public count is post-processing. The fixed-point rounding (1/scale per coordinate) is
+post-processing of the noised values.
 """
 from __future__ import annotations
 
@@ -276,6 +277,8 @@ class SecureAggregation:
                                              f"{service.round}")
         if msg.session != st.plan.session:
             raise Rejected("stale_session", f"{device}: session {msg.session:#x} is not this round's")
+        if msg.step == Step.CONFIRM and st.step == Step.UNMASK and header.device_id in st.inputs:
+            return  # a confirmation after the round had enough to go on: expected, and not needed
         got = st.collected(msg.step)
         if header.device_id in got:
             raise Rejected("duplicate", f"{device}'s {msg.step.name} was already accepted")
@@ -288,7 +291,7 @@ class SecureAggregation:
         st = self.state
         allowed = {Step.ADVERT: {service.cfg.devices[d] for d in service.selected}, Step.SHARES: set(st.adverts),
                    Step.MASKED_INPUT: set(st.shares), Step.CONFIRM: set(st.inputs),
-                   Step.UNMASK: set(st.confirms) if st.plan.consistency else set(st.inputs)}[st.step]
+                   Step.UNMASK: set(st.inputs)}[st.step]
         if dev_id not in allowed:
             raise Rejected("not_selected", f"{device} is not part of step {st.step.name}")
         if isinstance(payload, EncryptedShares) and set(payload.to) != st.recipients(dev_id):
