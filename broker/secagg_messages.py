@@ -12,9 +12,12 @@ Integers little-endian; device ids are the u32 wire ids (never 0, which is the a
     4 SHARES_FOR      aggregator -> one      u16 n, n x (u32 sender, u16 len, ciphertext[len]); header device = recipient
     5 MASKED_INPUT    device -> aggregator   u32 n, n x u32 (fixed point in Z_2^32 plus masks)
     6 UNMASK_REQUEST  aggregator -> all      u16 n, n x u32 arrived; u16 m, m x u32 dropped
+                                             [u16 s, s x (u32 device, signature[64])]  (consistency check)
     7 UNMASK          device -> aggregator   u16 n, n x (u32 device, share[66]) self-mask seed shares of
                                              arrived devices; u16 m, m x (u32 device, share[66]) mask-key
                                              shares of dropped devices
+    8 CONFIRM_REQUEST aggregator -> all      u16 n, n x u32 arrived          (SecAgg+ consistency check)
+    9 CONFIRM         device -> aggregator   signature[64]: Ed25519 over the session and the arrived list
 
 A share is a Shamir share, an integer below 2^521 - 1, big-endian in 66 bytes. Decoding raises only
 ``WireError``: ``bad_secagg`` for a body that does not parse, ``bad_version`` for another secagg version.
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 import numpy as np
@@ -34,6 +37,7 @@ SECAGG_VERSION = 1
 PREFIX = struct.Struct("<BBQ")
 KEY_BYTES = 32
 SHARE_BYTES = 66
+SIGNATURE_BYTES = 64
 #: A masked input is one u32 per parameter; bound it like every other body.
 MAX_VECTOR = 4 * 1024 * 1024
 
@@ -46,6 +50,8 @@ class Step(enum.IntEnum):
     MASKED_INPUT = 5
     UNMASK_REQUEST = 6
     UNMASK = 7
+    CONFIRM_REQUEST = 8
+    CONFIRM = 9
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,21 @@ class MaskedInput:
 class UnmaskRequest:
     arrived: tuple[int, ...]
     dropped: tuple[int, ...]
+    #: The consistency check's evidence: device -> its signature over ``arrived`` (empty without the check).
+    signatures: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConfirmRequest:
+    """The consistency round: the survivor list the aggregator asks each device to sign."""
+
+    arrived: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    device: int
+    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -109,10 +130,19 @@ class SecAggPlan:
     scale: float
     clip: float | None = None
     noise_sd: float = 0.0
+    #: SecAgg+: each device's neighbours on the round's masking graph (0: every other device).
+    degree: int = 0
+    #: Signatures over one survivor list a device needs before it unmasks (0: no consistency round).
+    consistency: int = 0
+    #: Device-side Poisson sampling: each device's update enters the sum with this probability, decided on the
+    #: device with private randomness (otherwise it sends a masked zero with its noise); 1.0: always.
+    sampling_rate: float = 1.0
 
     def __post_init__(self) -> None:
         if not (0 <= self.session < 2**64 and 2 <= self.threshold <= self.devices and self.bound > 0
-                and self.scale > 0 and self.noise_sd >= 0 and (self.clip is None or self.clip > 0)):
+                and self.scale > 0 and self.noise_sd >= 0 and (self.clip is None or self.clip > 0)
+                and 0 <= self.degree < self.devices and 0 <= self.consistency <= self.devices
+                and 0 < self.sampling_rate <= 1):
             raise ValueError(f"secure-aggregation plan out of range: {self}")
         if self.bound * self.scale * self.devices >= 2**31:
             raise ValueError("bound x scale x devices must stay below 2^31 for the sum to decode")
@@ -125,12 +155,14 @@ class SecAggPlan:
         try:
             return cls(int(d["session"]), int(d["threshold"]), int(d["devices"]), float(d["bound"]),
                        float(d["scale"]), None if d.get("clip") is None else float(d["clip"]),
-                       float(d.get("noise_sd", 0.0)))
+                       float(d.get("noise_sd", 0.0)), int(d.get("degree", 0)), int(d.get("consistency", 0)),
+                       float(d.get("sampling_rate", 1.0)))
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"secure-aggregation plan not understood: {exc}") from None
 
 
-Payload = Union[KeyAdvert, AdvertList, EncryptedShares, SharesFor, MaskedInput, UnmaskRequest, UnmaskReply]
+Payload = Union[KeyAdvert, AdvertList, EncryptedShares, SharesFor, MaskedInput, UnmaskRequest, UnmaskReply,
+                ConfirmRequest, Confirmation]
 
 
 @dataclass(frozen=True)
@@ -158,6 +190,12 @@ def _shares(items: dict[int, int]) -> bytes:
                                                     for k in sorted(items))
 
 
+def _signatures(items: dict[int, bytes]) -> bytes:
+    if any(len(v) != SIGNATURE_BYTES for v in items.values()):
+        raise ValueError("an Ed25519 signature is 64 bytes")
+    return struct.pack("<H", len(items)) + b"".join(struct.pack("<I", k) + items[k] for k in sorted(items))
+
+
 def encode_secagg(fleet_id: int, round_: int, session: int, payload: Payload) -> bytes:
     """The wire message for one step; the header's device id is the sender (0 for the aggregator's
     broadcasts, the recipient for SHARES_FOR)."""
@@ -178,6 +216,14 @@ def encode_secagg(fleet_id: int, round_: int, session: int, payload: Payload) ->
         step, device, body = Step.MASKED_INPUT, payload.device, struct.pack("<I", vector.size) + vector.tobytes()
     elif isinstance(payload, UnmaskRequest):
         step, device, body = Step.UNMASK_REQUEST, 0, _ids(payload.arrived) + _ids(payload.dropped)
+        if payload.signatures:
+            body += _signatures(payload.signatures)
+    elif isinstance(payload, ConfirmRequest):
+        step, device, body = Step.CONFIRM_REQUEST, 0, _ids(payload.arrived)
+    elif isinstance(payload, Confirmation):
+        if len(payload.signature) != SIGNATURE_BYTES:
+            raise ValueError("an Ed25519 signature is 64 bytes")
+        step, device, body = Step.CONFIRM, payload.device, payload.signature
     elif isinstance(payload, UnmaskReply):
         step, device = Step.UNMASK, payload.device
         body = _shares(payload.self_mask_shares) + _shares(payload.mask_key_shares)
@@ -226,6 +272,18 @@ class _Body:
             out[k] = int.from_bytes(self.take(SHARE_BYTES), "big")
         _unique_count(out, n)
         return out
+
+    def signatures(self) -> dict[int, bytes]:
+        (n,) = self.unpack("<H")
+        out = {}
+        for _ in range(n):
+            (k,) = self.unpack("<I")
+            out[k] = self.take(SIGNATURE_BYTES)
+        _unique_count(out, n)
+        return out
+
+    def left(self) -> int:
+        return len(self.data) - self.pos
 
     def done(self) -> None:
         if self.pos != len(self.data):
@@ -280,10 +338,15 @@ def decode_secagg(data: bytes) -> tuple[Header, SecAggMessage]:
         arrived, dropped = b.ids(), b.ids()
         if set(arrived) & set(dropped):
             raise WireError("bad_secagg", "a device is listed as both arrived and dropped")
-        payload = UnmaskRequest(arrived, dropped)
+        payload = UnmaskRequest(arrived, dropped, b.signatures() if b.left() else {})
+    elif step == Step.CONFIRM_REQUEST:
+        payload = ConfirmRequest(b.ids())
+    elif step == Step.CONFIRM:
+        payload = Confirmation(header.device_id, b.take(SIGNATURE_BYTES))
     else:
         payload = UnmaskReply(header.device_id, b.shares(), b.shares())
     b.done()
-    if step in (Step.ADVERT, Step.SHARES, Step.SHARES_FOR, Step.MASKED_INPUT, Step.UNMASK) and header.device_id == 0:
+    if step in (Step.ADVERT, Step.SHARES, Step.SHARES_FOR, Step.MASKED_INPUT, Step.UNMASK, Step.CONFIRM) \
+            and header.device_id == 0:
         raise WireError("bad_secagg", f"{step.name} must name a device in its header")
     return header, SecAggMessage(step, session, payload)

@@ -9,7 +9,9 @@ Stich et al. 2018), which is what lets top-k deltas converge.
 Local differential privacy (``edge_runtime.local_dp``): a device configured with ``local_dp``, or a round
 plan whose ``local`` settings carry ``"local_dp": {...}``, clips and noises its delta before it leaves (the
 stronger of the two settings wins: a plan can add noise, never remove it), keeps its own ε ledger over the
-rounds it sent, reports it in its status and declines a round that would exceed its budget.
+rounds it sent, reports it in its status and declines a round that would exceed its budget. With a
+``state_dir`` the ledger is durable (``edge_runtime.ledger_store``): restored on start, each release committed
+before the update leaves, and a device whose ledger was lost declines every round until it is reset.
 
 The trainer is a small interface: ``training.federated.device_trainer`` implements it with
 TensorFlow; a device without a trainer (the light LiteRT install) announces itself as inference-only
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -34,6 +37,7 @@ from broker.secagg_messages import SecAggPlan, decode_secagg, encode_secagg
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import WireError
+from edge_runtime.ledger_store import LedgerStore
 from edge_runtime.local_dp import LocalDP, PrivacyLedger
 from edge_runtime.secagg_client import SecAggParticipant, flatten
 
@@ -80,7 +84,9 @@ def _is_acked(info) -> bool:
 class DeviceClient:
     def __init__(self, name: str, device_id: int, fleet: str, broker_url: BrokerSettings | str, updater: LocalUpdater | None,
                  executor: Executor | None = None, signing_key: Any = None, aggregator_key: Any = None,
-                 local_dp: LocalDP | None = None, noise_seed: int | None = None, consent: Any = None) -> None:
+                 local_dp: LocalDP | None = None, noise_seed: int | None = None,
+                 state_dir: Path | None = None, peer_keys: dict[int, Any] | None = None,
+                 consent: Any = None) -> None:
         self.name, self.device_id = name, device_id
         #: The wearer's consent (``edge_runtime.consent_gate.ConsentGate``): without training consent the device
         #: declines every round. None: no consent records in this fleet.
@@ -92,9 +98,13 @@ class DeviceClient:
         self.signing_key, self.aggregator_key = signing_key, aggregator_key
         #: Local DP of this device (None: only what a round plan asks for); noise from OS entropy unless seeded.
         self.local_dp = local_dp
-        self.privacy = PrivacyLedger(local_dp.delta if local_dp else 1e-6)
+        #: The device's durable storage (beside its alert spool): the ledger survives restarts there.
+        self.ledger_store = LedgerStore(state_dir, local_dp.delta if local_dp else 1e-6) if state_dir else None
+        self.privacy = self.ledger_store.ledger if self.ledger_store else PrivacyLedger(
+            local_dp.delta if local_dp else 1e-6)
         self._noise_rng = np.random.default_rng(noise_seed)
-        self.secagg = SecAggParticipant(device_id, self._noise_rng)
+        #: ``peer_keys``: wire id -> Ed25519 public key of every device (SecAgg+'s consistency check).
+        self.secagg = SecAggParticipant(device_id, self._noise_rng, signing_key, peer_keys)
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"train-{name}")
         self._own_executor = executor is None
         self._lock = threading.Lock()
@@ -121,6 +131,8 @@ class DeviceClient:
     def stop(self) -> None:
         self._publish_status("offline")
         self.link.stop()
+        if self.ledger_store is not None:
+            self.ledger_store.close()
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -236,6 +248,8 @@ class DeviceClient:
                 self._publish_status("online", declined_round=plan.round, reason="no training consent")
                 return
             encoding = UpdateEncoding.parse(plan.encoding)
+            if self.ledger_store is not None:
+                self.ledger_store.require_intact()  # a device that forgot what it released trains no more
             dp = self._local_dp_for(plan.local)
             if dp is not None and dp.epsilon_budget is not None and self.privacy.epsilon_if(dp) > dp.epsilon_budget:
                 raise PrivacyBudgetExhausted(f"epsilon {self.privacy.epsilon_if(dp):.3f} would exceed the budget "
@@ -283,7 +297,8 @@ class DeviceClient:
         if update.control_delta is not None:
             raise ValueError("local DP does not cover SCAFFOLD's control variates; use another strategy")
         noised = dp.privatize(update.delta, self._noise_rng)
-        row = self.privacy.record(round_, dp)
+        # durable before the update exists outside this function: a crash loses a release never sent, not one sent
+        row = self.ledger_store.record(round_, dp) if self.ledger_store else self.privacy.record(round_, dp)
         log.info("%s: round %d released with local DP (z %.2f, C %.3g): epsilon %.3f at delta %g", self.name,
                  round_, dp.noise_multiplier, dp.clip, row["epsilon"], self.privacy.delta)
         return replace(update, delta=noised, train_loss=None)  # the loss is data-dependent too: not released
@@ -302,8 +317,11 @@ class DeviceClient:
     def _publish_status(self, state: str, **extra) -> None:
         status = {"state": state, "capabilities": self.capabilities,
                   "last_round": self.rounds_sent[-1] if self.rounds_sent else None, "errors": self.errors, **extra}
-        if self.privacy.rows or self.local_dp is not None:
+        if self.privacy.rows or self.local_dp is not None or self.ledger_store is not None:
             status["privacy"] = self.privacy.summary()
+            if self.ledger_store is not None:
+                status["privacy"].update(ledger="lost" if self.ledger_store.lost else "durable",
+                                         resets=len(self.ledger_store.resets))
         self.link.publish(self.topics.status(self.name), encode_status(self.topics.fleet, self.device_id, status),
                           qos=1, retain=True)
 

@@ -9,6 +9,8 @@ population model). The head delta is what a device would send as a federated upd
 """
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,17 +55,21 @@ class HeadFeatures:
         b_q = bias["quantization_parameters"]
         self.population_b = self._interp.get_tensor(bias["index"]).astype(np.float64) * np.asarray(b_q["scales"])
         self._inputs = {len(d["shape"]): d for d in self._interp.get_input_details()}
+        #: One interpreter, two callers on a deployed device: the beat loop (classifying with the personalized
+        #: head) and the label thread (retraining it). LiteRT interpreters are not thread-safe.
+        self._lock = threading.Lock()
 
     def features(self, waves: np.ndarray, rr: np.ndarray) -> np.ndarray:
         qw, qr = self.classifier.quantize_inputs(waves, rr)
         out = np.empty((len(qw), self.population_w.shape[0]))
         scale = float(self._hidden_q["scales"][0])
         zero = float(self._hidden_q["zero_points"][0])
-        for i in range(len(qw)):  # batch 1, as on the device
-            self._interp.set_tensor(self._inputs[3]["index"], qw[i][None, :, None])
-            self._interp.set_tensor(self._inputs[2]["index"], qr[i][None, :])
-            self._interp.invoke()
-            out[i] = (self._interp.get_tensor(self._hidden_index)[0].astype(np.float64) - zero) * scale
+        with self._lock:
+            for i in range(len(qw)):  # batch 1, as on the device
+                self._interp.set_tensor(self._inputs[3]["index"], qw[i][None, :, None])
+                self._interp.set_tensor(self._inputs[2]["index"], qr[i][None, :])
+                self._interp.invoke()
+                out[i] = (self._interp.get_tensor(self._hidden_index)[0].astype(np.float64) - zero) * scale
         return out
 
 

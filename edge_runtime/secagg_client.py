@@ -11,6 +11,11 @@ topic, each answer from the aggregator on the round's secagg topics:
 4. on UNMASK_REQUEST (who sent an input, who did not): UNMASK, the shares that let the aggregator remove the
    self masks of the first and the pairwise masks of the second, never both for one device.
 
+SecAgg+ (``edge_runtime.secagg_plus``): a plan with ``degree`` k makes steps 2-4 run on the round's masking
+graph (shares to and masks with the k neighbours only); a plan with ``consistency`` adds a round before step
+4: on CONFIRM_REQUEST the device signs the survivor list (once per session) and it unmasks only for an
+UNMASK_REQUEST that lists the same survivors with enough valid signatures (the devices' Ed25519 keys).
+
 ``SecAggParticipant`` holds the per-round state and is transport-free: it returns the payloads to send,
 and ``DeviceClient`` frames, signs and publishes them.
 
@@ -22,22 +27,26 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 
-from broker.secagg_messages import (AdvertList, EncryptedShares, MaskedInput, Payload, SecAggMessage,
-                                    SecAggPlan, SharesFor, Step, UnmaskRequest)
+from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, EncryptedShares, MaskedInput, Payload,
+                                    SecAggMessage, SecAggPlan, SharesFor, Step, UnmaskRequest)
+from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, graph_for
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice
 
 log = logging.getLogger(__name__)
 
 
-def prepare_input(flat: np.ndarray, plan: SecAggPlan, rng: np.random.Generator) -> np.ndarray:
-    """What a device contributes to the sum: clipped to L2 norm C and with its share of the DP noise."""
-    x = np.asarray(flat, np.float64)
+def prepare_input(flat: np.ndarray, plan: SecAggPlan, rng: np.random.Generator, sampled: bool = True) -> np.ndarray:
+    """What a device contributes to the sum: clipped to L2 norm C and with its share of the DP noise; a device
+    that its own coin left out of the round (``sampled`` False) contributes zeros with the same noise, so that
+    its masked input looks like everyone else's."""
+    x = np.asarray(flat, np.float64) if sampled else np.zeros(np.shape(flat))
     if plan.clip is not None:
         norm = float(np.linalg.norm(x))
         if norm > plan.clip:
@@ -74,8 +83,12 @@ class _Session:
 class SecAggParticipant:
     """One device's secure-aggregation sessions (one per round; older rounds are forgotten)."""
 
-    def __init__(self, device_id: int, rng: np.random.Generator) -> None:
+    def __init__(self, device_id: int, rng: np.random.Generator, signing_key=None,
+                 directory: dict | None = None) -> None:
+        """``signing_key``: this device's Ed25519 key; ``directory``: wire id -> Ed25519 public key of every
+        device (the consistency check of SecAgg+ needs both; without them this device cannot confirm)."""
         self.device_id, self._rng = device_id, rng
+        self._signing_key, self._directory = signing_key, directory
         self._lock = threading.Lock()
         self._session: _Session | None = None
         #: Sessions rejoined with an update this device would not send (see ``begin``).
@@ -111,7 +124,16 @@ class SecAggParticipant:
         A withheld input is logged and counted in ``declined``; the device still advertises, so that the
         round does not wait for it, and its peers' masks towards it are removed as for a dropout.
         """
-        core = SecAggDevice(self.device_id, plan.threshold, FixedPoint(plan.bound, plan.scale, plan.devices))
+        check = None
+        if plan.consistency:
+            if self._signing_key is None or not self._directory:
+                log.warning("device %d: round %d asks for the consistency check but this device has no signing key "
+                            "or peer directory; it will not confirm", self.device_id, round_)
+            else:
+                check = ConsistencyCheck(self.device_id, plan.session, self._signing_key, self._directory,
+                                         plan.consistency)
+        core = SecAggDevice(self.device_id, plan.threshold, FixedPoint(plan.bound, plan.scale, plan.devices),
+                            consistency=check)
         new = _Session(round_, plan, core, steps_sent={Step.ADVERT})
         with self._lock:
             old = self._session
@@ -139,7 +161,8 @@ class SecAggParticipant:
             s = self._session
             if s is None or s.round != round_:
                 raise RuntimeError(f"no secure-aggregation session for round {round_}")
-            s.prepared = _Prepared(prepare_input(flat, s.plan, self._rng), s.plan.clip, s.plan.noise_sd)
+            sampled = s.plan.sampling_rate >= 1.0 or private_coin(s.plan.sampling_rate)
+            s.prepared = _Prepared(prepare_input(flat, s.plan, self._rng, sampled), s.plan.clip, s.plan.noise_sd)
             return self._input_if_ready(s)
 
     def on_message(self, round_: int, msg: SecAggMessage) -> list[tuple[int, int, Payload]]:
@@ -152,6 +175,7 @@ class SecAggParticipant:
             if isinstance(p, AdvertList) and Step.SHARES not in s.steps_sent:
                 if self.device_id not in {a.device for a in p.adverts}:
                     return []
+                s.core.graph = graph_for([a.device for a in p.adverts], s.plan.degree, s.plan.session)
                 s.steps_sent.add(Step.SHARES)
                 return [(s.round, s.plan.session, s.core.share_keys(list(p.adverts)))]
             if isinstance(p, SharesFor) and p.recipient == self.device_id and s.survivors is None:
@@ -165,24 +189,38 @@ class SecAggParticipant:
                                     self.device_id, s.round, sender)
                 s.survivors = sorted(set(p.frm) | {self.device_id})
                 return self._input_if_ready(s)
+            if isinstance(p, ConfirmRequest) and Step.CONFIRM not in s.steps_sent and Step.MASKED_INPUT in s.steps_sent:
+                if s.core.consistency is None or not self._plausible(s, p.arrived, ()):
+                    return []
+                if self.device_id in p.arrived:  # from here on the aggregator may hold a sum with our update
+                    s.prepared = replace(s.prepared, in_a_sum=True)
+                s.steps_sent.add(Step.CONFIRM)
+                return [(s.round, s.plan.session, Confirmation(self.device_id, s.core.confirm(list(p.arrived))))]
             if isinstance(p, UnmaskRequest) and Step.UNMASK not in s.steps_sent and Step.MASKED_INPUT in s.steps_sent:
                 if self.device_id in p.arrived:  # from here on the aggregator may hold a sum with our update
                     s.prepared = replace(s.prepared, in_a_sum=True)
-                if not self._plausible(s, p):
+                if not self._plausible(s, p.arrived, p.dropped):
                     log.warning("device %d: round %d: refusing an unmask request that lists %d arrived of %d "
                                 "survivors (threshold %d)", self.device_id, s.round, len(p.arrived),
                                 len(s.survivors or []), s.plan.threshold)
                     return []
+                try:
+                    reply = s.core.unmask(list(p.arrived), list(p.dropped), p.signatures)
+                except InconsistentRound as exc:
+                    log.warning("device %d: round %d: refusing to unmask: %s", self.device_id, s.round, exc)
+                    return []
                 s.steps_sent.add(Step.UNMASK)
-                return [(s.round, s.plan.session, s.core.unmask(list(p.arrived), list(p.dropped)))]
+                return [(s.round, s.plan.session, reply)]
             return []
 
     @staticmethod
-    def _plausible(s: _Session, req: UnmaskRequest) -> bool:
-        """Reveal shares only for a request that can be honest: at least t inputs, all from the survivors."""
-        listed = set(req.arrived) | set(req.dropped)
-        return len(req.arrived) >= s.plan.threshold and listed <= set(s.survivors or []) and \
-            s.core.device in req.arrived
+    def _plausible(s: _Session, arrived, dropped) -> bool:
+        """Reveal shares only for a request that can be honest: at least t inputs, ours among them, and every
+        listed device this device masked with (all, or its neighbours under SecAgg+) among its survivors."""
+        listed = set(arrived) | set(dropped)
+        if s.core.graph is not None:
+            listed &= s.core.graph.neighbours(s.core.device) | {s.core.device}
+        return len(arrived) >= s.plan.threshold and listed <= set(s.survivors or []) and s.core.device in arrived
 
     def _input_if_ready(self, s: _Session) -> list[tuple[int, int, Payload]]:
         if s.prepared is None or s.survivors is None or s.withheld is not None or Step.MASKED_INPUT in s.steps_sent:
@@ -203,6 +241,13 @@ def _why_withheld(prepared: _Prepared, plan: SecAggPlan) -> str | None:
     if prepared.clip != plan.clip:
         return f"the clip changed from {prepared.clip} to {plan.clip}: re-clipping a noised update breaks DP"
     return None
+
+
+def private_coin(probability: float) -> bool:
+    """True with ``probability``, from the operating system's entropy: never from a seeded generator, whose
+    draws the aggregator could predict (amplification by sampling rests on no one knowing the outcome). The
+    device trains either way, so the time its masked input takes does not tell the outcome either."""
+    return secrets.SystemRandom().random() < probability
 
 
 def flatten(delta: list[np.ndarray]) -> np.ndarray:

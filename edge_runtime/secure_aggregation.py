@@ -9,6 +9,7 @@ Each device quantizes its update to fixed point in Z_2^32 and adds masks before 
 - a pairwise mask per other device, from an X25519 agreement, added by one side and subtracted by the
   other, so all pairwise masks cancel in the sum;
 - a self mask from a seed b_i, so a device that is late (not dropped) is still hidden.
+Every mask is the ChaCha20 keystream under a key derived from its seed with HKDF (``prg_mask``).
 To survive dropouts, every device Shamir-shares (t of n) its self-mask seed and its mask-agreement
 private key with the others, encrypted pairwise (X25519 + AES-GCM) so that the aggregator, which routes
 them, cannot read them. In the unmasking step the survivors reveal, for each device, exactly one of the
@@ -26,10 +27,12 @@ from functools import lru_cache
 import numpy as np
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from broker.secagg_messages import EncryptedShares, KeyAdvert, MaskedInput, UnmaskReply  # noqa: F401 (re-exported)
+from edge_runtime.secagg_plus import ConsistencyCheck, MaskingGraph
 
 PRIME = 2**521 - 1  # Mersenne prime: a 32-byte secret is one field element
 RAW = serialization.Encoding.Raw
@@ -44,15 +47,26 @@ def shamir_split(secret: bytes, n: int, t: int, xs: list[int]) -> dict[int, int]
 
 @lru_cache(maxsize=64)
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
-    """Interpolation weights for the points ``xs``: the same survivors unmask every secret of a round."""
-    weights = []
+    """Interpolation weights for the points ``xs`` (the same survivors unmask every secret of a SecAgg round).
+    One modular inversion for all the denominators (Montgomery's trick): an inversion mod 2^521 − 1 costs a
+    521-bit exponentiation (3 ms here), and under SecAgg+ every secret has its own holders."""
+    nums, dens = [], []
     for xi in xs:
         num, den = 1, 1
         for xj in xs:
             if xj != xi:
                 num = num * (-xj) % PRIME
                 den = den * (xi - xj) % PRIME
-        weights.append(num * pow(den, PRIME - 2, PRIME) % PRIME)
+        nums.append(num)
+        dens.append(den)
+    prefix = [1]
+    for d in dens:
+        prefix.append(prefix[-1] * d % PRIME)
+    inverse = pow(prefix[-1], PRIME - 2, PRIME)  # 1 / (d_1 ... d_m)
+    weights = [0] * len(xs)
+    for i in range(len(xs) - 1, -1, -1):
+        weights[i] = nums[i] * inverse * prefix[i] % PRIME  # inverse · prefix[i] = 1 / d_i
+        inverse = inverse * dens[i] % PRIME
     return tuple(weights)
 
 
@@ -67,10 +81,33 @@ def _kdf(shared: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
 
 
-def prg_mask(seed: bytes, size: int) -> np.ndarray:
-    """A uniform uint32 vector from a 32-byte seed (PCG64 keyed by the seed)."""
-    return np.random.Generator(np.random.PCG64(int.from_bytes(seed, "big"))).integers(
-        0, 2**32, size=size, dtype=np.uint32)
+#: What a mask seed is expanded for: a self mask and a pairwise mask never share a keystream.
+SELF_MASK, PAIR_MASK = b"self", b"pair"
+
+
+def mask_cipher_params(seed: bytes, purpose: bytes) -> tuple[bytes, bytes]:
+    """ChaCha20 key (32 bytes) and full 16-byte nonce block (block counter 0, little endian, then the 96-bit
+    nonce of RFC 8439) derived from the agreed ``seed`` with HKDF-SHA256, one derivation per ``purpose``.
+
+    Why HKDF and not the seed itself: the seed is a Diffie-Hellman output or a random secret whose use may
+    grow; deriving a fresh key and nonce per purpose keeps two expansions of one seed from ever sharing a
+    keystream (which would leak the difference of two masked vectors)."""
+    okm = HKDF(algorithm=hashes.SHA256(), length=44, salt=None,
+               info=b"pulsewire-secagg-mask-v1:" + purpose).derive(seed)
+    return okm[:32], b"\x00\x00\x00\x00" + okm[32:44]
+
+
+def prg_mask(seed: bytes, size: int, purpose: bytes = PAIR_MASK) -> np.ndarray:
+    """A uniform uint32 vector from a 32-byte seed: the ChaCha20 keystream (RFC 8439) under a key and nonce
+    derived from the seed, read as little-endian 32-bit words.
+
+    A cryptographic generator is what the masking argument needs: a masked input is indistinguishable from
+    uniform only if the mask is, to anyone without the seed (numpy's PCG64, used before, has a state that
+    can be recovered from a few outputs, and with it every later mask). 2^32 blocks of 64 bytes cover any
+    model we train (the counter would wrap only past 2^34 coordinates)."""
+    key, nonce = mask_cipher_params(seed, purpose)
+    stream = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor().update(bytes(4 * size))
+    return np.frombuffer(stream, dtype="<u4").astype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -98,8 +135,14 @@ class FixedPoint:
 # Messages: defined once in broker.secagg_messages (their wire layout lives there too).
 # ---------------------------------------------------------------------------------------------- device
 class SecAggDevice:
-    def __init__(self, device: int, threshold: int, fixed: FixedPoint = FixedPoint()) -> None:
+    """One device's secrets and messages for one round. With a ``graph`` (SecAgg+) it masks with and shares
+    among its neighbours only (``threshold`` then counts neighbours); with ``consistency`` it reveals shares
+    only for a survivor list that enough devices signed (``edge_runtime.secagg_plus``)."""
+
+    def __init__(self, device: int, threshold: int, fixed: FixedPoint = FixedPoint(), graph: MaskingGraph | None = None,
+                 consistency: ConsistencyCheck | None = None) -> None:
         self.device, self.threshold, self.fixed = device, threshold, fixed
+        self.graph, self.consistency = graph, consistency
         self._cipher_sk, self._mask_sk = X25519PrivateKey.generate(), X25519PrivateKey.generate()
         self._self_seed = os.urandom(32)
         self._peers: dict[int, KeyAdvert] = {}
@@ -109,10 +152,15 @@ class SecAggDevice:
         return KeyAdvert(self.device, self._cipher_sk.public_key().public_bytes(RAW, serialization.PublicFormat.Raw),
                          self._mask_sk.public_key().public_bytes(RAW, serialization.PublicFormat.Raw))
 
+    def _near(self, device: int) -> bool:
+        """Whether this device masks with and shares with ``device`` (everyone, without a graph)."""
+        return self.graph is None or device == self.device or device in self.graph.neighbours(self.device)
+
     def share_keys(self, adverts: list[KeyAdvert]) -> EncryptedShares:
-        self._peers = {a.device: a for a in adverts}
+        self._peers = {a.device: a for a in adverts if self._near(a.device)}
         if len(self._peers) < self.threshold:
-            raise ValueError(f"only {len(self._peers)} devices advertised keys; the threshold is {self.threshold}")
+            raise ValueError(f"only {len(self._peers)} devices (neighbours) advertised keys; the threshold is "
+                             f"{self.threshold}")
         xs = sorted(self._peers)
         mask_sk = self._mask_sk.private_bytes(RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
         b_shares = shamir_split(self._self_seed, len(xs), self.threshold, xs)
@@ -138,17 +186,28 @@ class SecAggDevice:
     def masked_input(self, update: np.ndarray, survivors: list[int]) -> MaskedInput:
         """``survivors``: devices whose shares were delivered (the others are out of this round)."""
         y = self.fixed.encode(update).astype(np.uint32)
-        y = y + prg_mask(self._self_seed, y.size)
+        y = y + prg_mask(self._self_seed, y.size, SELF_MASK)
         for j in survivors:
-            if j == self.device:
+            if j == self.device or not self._near(j):
                 continue
             m = prg_mask(_pair_seed(self._mask_sk, self._peers[j].mask_pk, self.device, j), y.size)
             y = y + m if self.device < j else y - m
         return MaskedInput(self.device, y.astype(np.uint32))
 
-    def unmask(self, arrived: list[int], dropped: list[int]) -> UnmaskReply:
+    def confirm(self, arrived: list[int]) -> bytes:
+        """The consistency round: this device's signature over the survivor list the aggregator sent it."""
+        if self.consistency is None:
+            raise ValueError("this round has no consistency check")
+        return self.consistency.sign(arrived)
+
+    def unmask(self, arrived: list[int], dropped: list[int], signatures: dict[int, bytes] | None = None) -> UnmaskReply:
+        """The shares that remove the masks: of the self-mask seed of each neighbour that ``arrived``, of the mask
+        key of each that ``dropped``. With a consistency check, ``signatures`` must show enough devices signed
+        ``arrived`` (else InconsistentRound, and nothing is revealed)."""
         if set(arrived) & set(dropped):
             raise ValueError("a device cannot have both arrived and dropped: refusing to reveal both secrets")
+        if self.consistency is not None:
+            self.consistency.verify(arrived, signatures or {})
         return UnmaskReply(self.device, {i: self._held[i][0] for i in arrived if i in self._held},
                            {i: self._held[i][1] for i in dropped if i in self._held})
 
@@ -174,10 +233,12 @@ class SecAggServer:
     size: int
     fixed: FixedPoint = field(default_factory=FixedPoint)
     adverts: dict[int, KeyAdvert] = field(default_factory=dict)
+    #: SecAgg+: who masked with whom (None: everyone with everyone).
+    graph: MaskingGraph | None = None
 
     def sum(self, shared: list[int], inputs: list[MaskedInput], replies: list[UnmaskReply]) -> np.ndarray:
         """The decoded sum of the inputs that arrived. ``shared``: devices whose shares went out."""
-        if len(replies) < self.threshold:
+        if len(replies) < self.threshold and self.graph is None:
             raise ValueError(f"{len(replies)} unmasking replies; {self.threshold} are needed")
         arrived = sorted(m.device for m in inputs)
         dropped = sorted(set(shared) - set(arrived))
@@ -185,12 +246,23 @@ class SecAggServer:
         for m in inputs:
             total = total + m.vector
         for i in arrived:  # remove self masks
-            seed = shamir_combine({r.device: r.self_mask_shares[i] for r in replies if i in r.self_mask_shares})
-            total = total - prg_mask(seed, self.size)
+            seed = shamir_combine(self._shares(i, {r.device: r.self_mask_shares.get(i) for r in replies}))
+            total = total - prg_mask(seed, self.size, SELF_MASK)
         for i in dropped:  # remove the pairwise masks the arrived devices added towards a dropped one
             sk = X25519PrivateKey.from_private_bytes(
-                shamir_combine({r.device: r.mask_key_shares[i] for r in replies if i in r.mask_key_shares}))
+                shamir_combine(self._shares(i, {r.device: r.mask_key_shares.get(i) for r in replies})))
             for j in arrived:
+                if self.graph is not None and j not in self.graph.neighbours(i):
+                    continue
                 m = prg_mask(_pair_seed(sk, self.adverts[j].mask_pk, i, j), self.size)
                 total = total - m if j < i else total + m  # j added +m when j < i: undo with -m
         return self.fixed.decode_sum(total.astype(np.uint32))
+
+    def _shares(self, owner: int, replies: dict[int, int | None]) -> dict[int, int]:
+        """The shares of ``owner``'s secret the replies revealed; fewer than t is an error, not a wrong sum."""
+        got = {device: share for device, share in replies.items() if share is not None}
+        if len(got) < self.threshold:
+            raise ValueError(f"{len(got)} shares of device {owner}'s secret; {self.threshold} are needed")
+        # t shares determine the polynomial; interpolating through more costs O(m²) for nothing (and under
+        # SecAgg+ every secret has its own set of holders, so the weights are not shared between secrets)
+        return {device: got[device] for device in sorted(got)[:self.threshold]}

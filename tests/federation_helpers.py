@@ -59,3 +59,17 @@ def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition") -> N
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def run_to_end(aggregator, devices, timeout_s: float = 120.0):
+    """Start the devices and the aggregator service, wait for its last round, stop the devices; its result."""
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(result=aggregator.run()), daemon=True)
+    for d in devices:
+        d.start()
+    thread.start()
+    thread.join(timeout_s)
+    for d in devices:
+        d.stop()
+    assert not thread.is_alive() and "result" in box, "aggregator did not finish"
+    return box["result"]

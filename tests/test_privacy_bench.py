@@ -118,3 +118,23 @@ def test_the_deployable_defence_is_chosen_on_validation_not_on_ds2():
     assert g["per_attack"]["sign_flip"]["best_defence"] == "median"
     assert g["chosen_on_validation"] == "krum" and g["chosen_worst_gap"] == pytest.approx(-0.05)
     assert not g["holds_with_validation_choice"]
+
+
+def test_the_accounting_part_shows_what_dropping_devices_cost():
+    from tools.privacy_accounting import accounting_rows, accounting_table
+
+    z = noise_for_epsilon(4.0, 6)
+    rows = accounting_rows(6, 1e-6, z, devices=20)
+    ref = next(r for r in rows if r["scenario"].startswith("reference"))
+    assert ref["epsilon_rdp"] == pytest.approx(1.7118, abs=1e-4)
+    assert ref["epsilon_pld"] == pytest.approx(1.5154, abs=1e-3)
+    full, dropping = [r for r in rows if r["scenario"].startswith("DP-FedAvg")]
+    # composed, participation public: dropping devices changes nothing; the old recomputation fell below
+    assert dropping["epsilon_rdp"] == full["epsilon_rdp"] == pytest.approx(epsilon(z, 1.0, 6, 1e-6))
+    assert dropping["old_recomputed_rdp"] < full["epsilon_rdp"] and not dropping["old_never_decreases"]
+    assert all(r["never_decreases"] in (True, None) for r in rows)
+    poisson = next(r for r in rows if "sample themselves" in r["scenario"])
+    assert poisson["epsilon_rdp"] < full["epsilon_rdp"]
+    page = markdown({"settings": {**BenchSettings.quick().__dict__, "rounds": 6, "seeds": [0], "delta": 1e-6,
+                                  "evaluation": "x"}, "accounting": rows}, "pulsewire privacy-bench")
+    assert "## (d)" in page and "fell during the run" in page and len(accounting_table(rows)) == 7

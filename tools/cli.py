@@ -334,7 +334,7 @@ def cmd_privacy_bench(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tools.privacy_bench import run_command
 
-    return run_command(args, _data_dir(args) if set(args.parts) - {"secagg"} else None, _cache_root())
+    return run_command(args, _data_dir(args) if set(args.parts) - {"secagg", "accounting"} else None, _cache_root())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,8 @@
     input or before it (``tools.secagg_overhead``, ``training.federated.secagg_round``).
 (c) Attack x defence x attacker share: every attack in ``training.federated.attacks`` against FedAvg and the
     robust strategies at 10/20/30 % attackers, DS2 macro F1, and each defence's clean run.
+(d) The accountant on the participation pulsewire sees (``tools.privacy_accounting``, no training): devices
+    dropping, secure aggregation's varying inputs, device-side Poisson sampling, and dp-accounting's reference.
 
 (a) and (c) run in process (``training.federated.simulation``) for each seed of ``--seeds`` (inter-patient results
 swing with the seed, so the report gives mean ± std over the seeds, and a target counts on the mean), 20 rounds
@@ -208,7 +210,7 @@ def secagg_part(s: BenchSettings, ck: Checkpoint, allow: Allow) -> list[dict]:
     rows = []
     for n in s.secagg_devices:
         for mode, drop, how in (("plain", 0.0, "after"), ("secagg", 0.0, "after"), ("secagg", 0.3, "after"),
-                                ("secagg", 0.3, "before")):
+                                ("secagg", 0.3, "before"), ("secagg+", 0.3, "after")):
             key = f"secagg/{n}/{mode}/{drop:g}/{how}"
             run = ck.get_or_run(key, lambda: measure_overhead(n, mode, drop, how), allow(key))
             if run is not None:
@@ -228,7 +230,7 @@ STAGES: tuple[tuple[str, Allow], ...] = (
 
 
 def run_bench(data_dir: Path | None, cache_root: Path, settings: BenchSettings, checkpoint: Path,
-              parts: tuple[str, ...] = ("dp", "attacks", "secagg"),
+              parts: tuple[str, ...] = ("dp", "attacks", "secagg", "accounting"),
               on_stage: Callable[[dict], None] | None = None, run: bool = True, only: tuple[str, ...] = (),
               seeds: tuple[int, ...] = ()) -> dict:
     """Every run of ``parts`` for each of ``seeds`` (default: ``settings.seed``), stage by stage, each stage for
@@ -258,6 +260,10 @@ def run_bench(data_dir: Path | None, cache_root: Path, settings: BenchSettings, 
             results["goal"] = goal(results["attacks"])
         if "secagg" in parts:
             results["secagg"] = secagg_part(settings, ck, allow)
+        if "accounting" in parts and stage == "report":
+            from tools.privacy_accounting import accounting_rows
+
+            results["accounting"] = accounting_rows(settings.rounds, DELTA, noise_for_epsilon(4.0, settings.rounds))
         results["missing_runs"] = list(ck.missing)
         if sims:
             results["patients"] = sims[0].patients
@@ -390,6 +396,12 @@ def markdown(results: dict, command: str) -> str:
     if results.get("attacks"):
         out.append("\n## (c) Attack x defence x attacker share: DS2 macro F1\n")
         out += _attack_table(results["attacks"], len(seeds))
+    if results.get("accounting"):
+        from tools.privacy_accounting import accounting_table
+
+        out.append(f"\n## (d) The accountant on heterogeneous participation (noise for ε = 4 over {s['rounds']} "
+                   "rounds; no training)\n")
+        out += accounting_table(results["accounting"])
     missing = results.get("missing_runs") or []
     if missing and len(seeds) == 1:
         out.append(f"\nNot run (the bench stopped before them; '–' above): {len(missing)} runs: "
@@ -470,7 +482,8 @@ def add_parser(sub, add_data_args) -> None:
                        description=__doc__.split("\n\n")[0])
     add_data_args(p)
     p.add_argument("--quick", action="store_true", help="2 rounds, a few cases: checks that everything runs")
-    p.add_argument("--parts", nargs="+", choices=("dp", "attacks", "secagg"), default=["dp", "attacks", "secagg"])
+    p.add_argument("--parts", nargs="+", choices=("dp", "attacks", "secagg", "accounting"),
+                   default=["dp", "attacks", "secagg", "accounting"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds of the federated runs (the inter-patient split's validation patients, the devices' "
                         "order, the attackers, the DP noise); the report gives mean ± std over them (default: 0 1 2)")
@@ -514,7 +527,7 @@ def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
         (out / f"{name}.md").write_text(markdown(results, command))
 
     merge = list(args.merge)
-    if args.jobs > 1 and len(args.seeds) > 1 and not args.report_only and set(args.parts) - {"secagg"}:
+    if args.jobs > 1 and len(args.seeds) > 1 and not args.report_only and set(args.parts) - {"secagg", "accounting"}:
         merge += run_workers(args, checkpoint)
     if merge:
         runs = json.loads(checkpoint.read_text())["runs"] if checkpoint.is_file() else {}
@@ -532,7 +545,8 @@ def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
 def worker_arguments(args, seed: int, part: Path) -> list[str]:
     """The command line of the worker for one seed: the parent's settings, that seed, its own checkpoint, and no
     secure-aggregation part (it has no seed; the parent runs it once)."""
-    argv = ["privacy-bench", "--parts", *[p for p in args.parts if p != "secagg"], "--seeds", str(seed),
+    seeded = [p for p in args.parts if p not in ("secagg", "accounting")]
+    argv = ["privacy-bench", "--parts", *seeded, "--seeds", str(seed),
             "--checkpoint", str(part), "--out", str(part.parent / f"seed{seed}")]
     argv += (["--quick"] if args.quick else []) + (["--rounds", str(args.rounds)] if args.rounds else [])
     argv += (["--only", *args.only] if args.only else [])

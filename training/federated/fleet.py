@@ -109,7 +109,8 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
     aggregator_public = keys["aggregator"].public_key() if keys else None
     clients = [DeviceClient(name, dev_id, fleet_name, url,
                             KerasDeviceUpdater(name, trainer, *fleet.per_device[k], seed=fed.seed * 1000 + dev_id),
-                            executor, signing_key=keys.get(name), aggregator_key=aggregator_public)
+                            executor, signing_key=keys.get(name), aggregator_key=aggregator_public,
+                            peer_keys={i: keys[n].public_key() for n, i in registry.items()} if keys else None)
                for k, (name, dev_id) in enumerate(registry.items())]
     agg_cfg = AggregatorConfig(fleet=fleet_name, devices=registry, rounds=fed.rounds, strategy=fed.strategy,
                                strategy_args=fed.strategy_args, policy=cfg.policy,

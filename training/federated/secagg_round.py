@@ -1,7 +1,8 @@
 """Secure aggregation over MQTT: the aggregator service learns the sum of the round's updates, nothing else.
 
-``SecAggAggregator`` is the aggregator service (same selection, round plan, screening, evaluation and
-checkpoints) with the collection step replaced by the four steps of Bonawitz et al. 2017 (device side:
+``SecureAggregation`` is a mode of the aggregator service (same round engine: selection, round plan,
+screening, budget, evaluation and checkpoints) whose collection step is the four steps of Bonawitz et al. 2017
+(device side:
 ``edge_runtime.secagg_client``; messages: ``broker.secagg_messages``). Each step waits for every expected
 device or the policy's deadline and needs at least t (``threshold``) of them; a device missing from a step
 is out of the round from there on. The sum is decoded from fixed point, divided by the number of inputs
@@ -13,11 +14,23 @@ step, not any individual update: a masked input is uniform in Z_2^32 without the
 they route are AES-GCM ciphertexts between devices. Up to t − 1 devices colluding with the aggregator learn
 nothing more. Messages are signed (Ed25519) and bound to fleet, round and the round's session number, so
 a forged, altered or replayed step is refused and counted (bad_signature, round_mismatch, stale_session,
-duplicate, wrong_step). Not protected: an actively malicious aggregator that lies about who dropped out
-to different devices (the paper's consistency round is not implemented; devices do refuse to unmask for
-fewer than t inputs or for devices that were not survivors), Sybil devices (registration is out of band),
+duplicate, wrong_step). Not protected without the consistency round: an actively malicious aggregator that
+lies about who dropped out to different devices (devices do refuse to unmask for fewer than t inputs or for
+devices that were not survivors). With ``SecAggSettings(consistency=True)`` (on by default for SecAgg+) the
+devices sign the survivor list (CONFIRM_REQUEST / CONFIRM) and unmask only with enough signatures over the
+list they are asked about (``edge_runtime.secagg_plus``). Never protected: Sybil devices (registration is out of band),
 and poisoned updates — robust strategies need individual updates, which is what this hides. Under secure
 aggregation only FedAvg-style averaging applies; norm clipping on the device bounds each contribution.
+
+SecAgg+ (Bell et al. 2020): ``SecAggSettings(dropout=..., corrupt=...)`` sizes a sparse masking graph from
+the fleet (or ``degree=k`` fixes it); devices then share with and mask against their k neighbours only, the
+aggregator checks that each device addressed exactly its neighbours, and waits for every confirmed device's
+unmask reply (any t replies no longer cover every neighbourhood).
+
+Device-side Poisson sampling (``SecAggSettings(poisson_rate=q)``): every selected device trains and sends a
+masked input, but its update is in it only if its own coin (OS entropy) came up, else a zero with the same
+noise; the masks hide which. The decoded sum is divided by q · inputs, and the round is charged as a
+Poisson-sampled Gaussian with rate q: the one sampling the accountant amplifies.
 
 Restarts. The protocol state is not checkpointed (it holds nothing a restart could not redo): a restarted
 aggregator resumes its round from the checkpoint under a new session, and the devices rejoin it with the
@@ -31,14 +44,18 @@ z_eff = z·√(n/t) ≥ z: calibrating to t, the fewest inputs a round can unmas
 leave less than the planned noise; more survivors add more. No device and not the aggregator ever sees an
 update without its noise: the aggregator only sees the noised sum. Each round is accounted as a Gaussian
 mechanism on the sum (add/remove-one-device sensitivity C, as DP-FedAvg) with z_eff, composed over rounds
-with dp-accounting's RDP and PLD accountants, without subsampling amplification (the selection is public
-on the bus). The fixed-point rounding (1/scale per coordinate) is post-processing of the noised values.
+with dp-accounting's RDP and PLD accountants (``training.federated.accountant``), without subsampling
+amplification (the selection is public on the bus) unless the devices sample themselves (below). The
+ledger is rebuilt from the checkpointed history after a restart. The mean divides the decoded sum by the
+number of inputs, which is public (the aggregator sees who sent one) and the same for neighbouring datasets
+of a device that sent an input (its value changes, its presence does not); the ε is charged on the sum, and
+dividing by a public count is post-processing. The fixed-point rounding (1/scale per coordinate) is
+post-processing of the noised values.
 """
 from __future__ import annotations
 
 import logging
 import math
-import queue
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -46,16 +63,19 @@ from typing import Any
 
 import numpy as np
 
-from broker.fed_messages import RoundPlan, fleet_id
-from broker.secagg_messages import (AdvertList, EncryptedShares, KeyAdvert, MaskedInput, SecAggPlan, SharesFor,
-                                    Step, UnmaskReply, UnmaskRequest, decode_secagg, encode_secagg)
-from broker.signing import sign_message, verify_message
-from broker.topics import parse_topic
+from broker.fed_messages import fleet_id
+from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, EncryptedShares, KeyAdvert, MaskedInput,
+                                    SecAggPlan, SharesFor, Step, UnmaskReply, UnmaskRequest, decode_secagg,
+                                    encode_secagg)
+from broker.topics import TopicMatch
 from broker.wire import Kind, WireError, decode_header
 from edge_runtime.secagg_client import noise_sd
+from edge_runtime.secagg_plus import MaskingGraph, choose_parameters, graph_for
 from edge_runtime.secure_aggregation import FixedPoint, SecAggServer
-from training.federated.aggregator import Aggregator, _Rejected
+from training.federated.accountant import Accountant, RoundCharge, Sampling, gaussian_rounds_epsilon
+from training.federated.aggregator import Aggregator
 from training.federated.robust import unflatten
+from training.federated.round_engine import Rejected
 from training.federated.strategies import ClientUpdate
 
 log = logging.getLogger(__name__)
@@ -72,19 +92,48 @@ class SecAggSettings:
     #: z: the sum of any t inputs carries N(0, (z·C)²); 0 disables distributed DP.
     noise_multiplier: float = 0.0
     delta: float = 1e-6
+    #: SecAgg+ sized from the fleet: the dropout rate to survive (k and t from ``choose_parameters``).
+    dropout: float | None = None
+    #: SecAgg+: the share of devices that may collude with the aggregator.
+    corrupt: float = 0.05
+    #: SecAgg+ with a fixed number of neighbours k (t = ceil(threshold_fraction · k)); overrides ``dropout``.
+    degree: int | None = None
+    #: The consistency round (signed survivor lists); None: on exactly when SecAgg+ is.
+    consistency: bool | None = None
+    #: Device-side Poisson sampling rate q (None: every selected device's update counts). The coin is each
+    #: device's own and the masked inputs hide its outcome: the only sampling the accountant amplifies.
+    poisson_rate: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold_fraction <= 1 or self.bound <= 0 or self.noise_multiplier < 0:
             raise ValueError("threshold_fraction in (0, 1], bound > 0 and noise_multiplier >= 0 required")
         if self.noise_multiplier > 0 and self.clip is None:
             raise ValueError("distributed DP needs a clip norm: the noise is calibrated to it")
+        if (self.degree is not None and self.degree < 2) or not 0 <= self.corrupt < 0.5:
+            raise ValueError("degree must be >= 2 (or None) and 0 <= corrupt < 0.5")
+        if self.poisson_rate is not None and not 0 < self.poisson_rate <= 1:
+            raise ValueError("poisson_rate must be in (0, 1] (or None)")
+
+    @property
+    def sparse(self) -> bool:
+        return self.degree is not None or self.dropout is not None
 
     def plan(self, session: int, devices: int) -> SecAggPlan:
-        t = min(devices, max(2, math.ceil(self.threshold_fraction * devices)))
+        degree, t = 0, min(devices, max(2, math.ceil(self.threshold_fraction * devices)))
+        if self.degree is not None and self.degree < devices - 1:
+            degree = self.degree - self.degree % 2
+            t = min(degree, max(2, math.ceil(self.threshold_fraction * degree)))
+        elif self.degree is None and self.dropout is not None and devices >= 3:
+            chosen = choose_parameters(devices, self.dropout, self.corrupt)
+            degree, t = (chosen.k if chosen.k < devices - 1 else 0), chosen.threshold
+        consistency = 0
+        if self.consistency or (self.consistency is None and self.sparse):
+            consistency = min(devices, math.floor(devices * (1 + self.corrupt) / 2) + 1)
         sd = noise_sd(self.noise_multiplier, self.clip, t) if self.noise_multiplier > 0 else 0.0
         bound = self.bound if self.clip is None else min(self.bound, self.clip + 8 * sd)
         scale = float(2 ** math.floor(math.log2((2**31 - 1) / (bound * devices))))
-        return SecAggPlan(session, t, devices, bound, scale, self.clip, sd)
+        return SecAggPlan(session, t, devices, bound, scale, self.clip, sd, degree, consistency,
+                          self.poisson_rate or 1.0)
 
 
 @dataclass
@@ -94,7 +143,12 @@ class _RoundState:
     adverts: dict[int, KeyAdvert] = field(default_factory=dict)
     shares: dict[int, EncryptedShares] = field(default_factory=dict)
     inputs: dict[int, MaskedInput] = field(default_factory=dict)
+    confirms: dict[int, Confirmation] = field(default_factory=dict)
     replies: dict[int, UnmaskReply] = field(default_factory=dict)
+    #: SecAgg+: the round's masking graph over the devices that advertised (None: everyone with everyone).
+    graph: MaskingGraph | None = None
+    arrived: tuple[int, ...] = ()
+    dropped: tuple[int, ...] = ()
     total: np.ndarray | None = None
     failed: str | None = None
     bytes_up: int = 0
@@ -103,192 +157,201 @@ class _RoundState:
 
     def collected(self, step: Step) -> dict:
         return {Step.ADVERT: self.adverts, Step.SHARES: self.shares, Step.MASKED_INPUT: self.inputs,
-                Step.UNMASK: self.replies}[step]
+                Step.CONFIRM: self.confirms, Step.UNMASK: self.replies}[step]
+
+    def steps(self) -> tuple[Step, ...]:
+        confirm = (Step.CONFIRM,) if self.plan.consistency else ()
+        return (Step.ADVERT, Step.SHARES, Step.MASKED_INPUT, *confirm, Step.UNMASK)
+
+    def recipients(self, device: int) -> set[int]:
+        """Whom ``device`` must address its shares to: every other advertiser, or its neighbours (SecAgg+)."""
+        if self.graph is None:
+            return set(self.adverts) - {device}
+        return set(self.graph.neighbours(device))
 
 
-class SecAggAggregator(Aggregator):
-    """The aggregator service with secure aggregation (and optionally distributed DP) instead of updates."""
+class SecureAggregation:
+    """The aggregator service's secure-aggregation mode: masked inputs in, one decoded sum to the engine."""
 
-    def __init__(self, *args, secagg: SecAggSettings | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if self.cfg.strategy != "fedavg":
-            raise ValueError("secure aggregation reveals only the sum: use the fedavg strategy (robust and DP "
-                             "strategies need individual updates; distributed DP is SecAggSettings.noise_multiplier)")
-        self.secagg = secagg or SecAggSettings()
-        self._ids = dict(self.cfg.devices)
-        self._names = {v: k for k, v in self._ids.items()}
-        self._state: _RoundState | None = None
+    def __init__(self, settings: SecAggSettings | None = None) -> None:
+        self.settings = settings or SecAggSettings()
+        self.state: _RoundState | None = None
         self._state_round = 0
         self._last_session: int | None = None
-        self._size = int(sum(w.size for w in self.weights))
-        self.privacy_ledger: list[dict[str, Any]] = []
+        self._accountant: Accountant | None = None
 
     # ------------------------------------------------------------------------------ plan and steps
-    def _plan(self, final: bool = False) -> RoundPlan:
-        plan = super()._plan(final)
-        if final:
-            return plan
-        if self._state is None or self._state_round != self.round:
-            self._state = _RoundState(self.secagg.plan(secrets.randbits(64), len(self.selected)))
-            self._state_round = self.round
-        return RoundPlan(plan.round, plan.selected, {**plan.local, "secagg": self._state.plan.to_dict()},
-                         plan.encoding, plan.chunk_size, plan.final)
+    def plan_extras(self, service: Aggregator) -> dict[str, Any]:
+        if self.state is None or self._state_round != service.round:
+            self.state = _RoundState(self.settings.plan(secrets.randbits(64), len(service.selected)))
+            self._state_round = service.round
+        return {"secagg": self.state.plan.to_dict()}
 
-    def _collect(self) -> None:
-        st, t = self._state, self._state.plan.threshold
-        expected = {self._ids[d] for d in self.selected}
-        for step in (Step.ADVERT, Step.SHARES, Step.MASKED_INPUT, Step.UNMASK):
+    def collect(self, service: Aggregator) -> None:
+        st, t = self.state, self.state.plan.threshold
+        ids = service.cfg.devices
+        names = {v: k for k, v in ids.items()}
+        expected = {ids[d] for d in service.selected}
+        for step in st.steps():
             st.step = step
-            got = self._await(step, expected)
-            if len(got) < t:
-                st.failed = f"{step.name}: {len(got)} of {len(expected)} devices, threshold {t}"
-                log.warning("round %d: secure aggregation failed at %s", self.round, st.failed)
+            got = self._await(service, step, expected)
+            need = st.plan.consistency if step == Step.CONFIRM else t
+            if len(got) < need:
+                st.failed = f"{step.name}: {len(got)} of {len(expected)} devices, threshold {need}"
+                log.warning("round %d: secure aggregation failed at %s", service.round, st.failed)
                 return
             expected = set(got)
             if step == Step.ADVERT:
-                self._broadcast(AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
+                self._publish(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
+                st.graph = graph_for(sorted(st.adverts), st.plan.degree, st.plan.session)
             elif step == Step.SHARES:
                 for j in sorted(st.shares):  # route: every ciphertext addressed to j, from the devices that shared
                     frm = {i: m.to[j] for i, m in st.shares.items() if i != j and j in m.to}
-                    self._publish(SharesFor(j, frm), self._names[j])
+                    self._publish(service, SharesFor(j, frm), names[j])
             elif step == Step.MASKED_INPUT:
-                dropped = tuple(sorted(set(st.shares) - set(st.inputs)))
-                self._broadcast(UnmaskRequest(tuple(sorted(st.inputs)), dropped))
+                st.arrived, st.dropped = tuple(sorted(st.inputs)), tuple(sorted(set(st.shares) - set(st.inputs)))
+                self._publish(service, ConfirmRequest(st.arrived) if st.plan.consistency
+                              else UnmaskRequest(st.arrived, st.dropped))
+            elif step == Step.CONFIRM:  # the evidence every device checks before it reveals a share
+                signatures = {i: c.signature for i, c in st.confirms.items()}
+                self._publish(service, UnmaskRequest(st.arrived, st.dropped, signatures))
         started = time.perf_counter()
-        server = SecAggServer(t, self._size, FixedPoint(st.plan.bound, st.plan.scale, st.plan.devices), st.adverts)
+        size = int(sum(w.size for w in service.weights))
+        server = SecAggServer(t, size, FixedPoint(st.plan.bound, st.plan.scale, st.plan.devices), st.adverts,
+                              st.graph)
         try:
             st.total = server.sum(sorted(st.shares), list(st.inputs.values()), list(st.replies.values()))
         except ValueError as exc:  # an unmask reply that does not reconstruct (e.g. a corrupt share)
             st.failed = f"unmasking: {exc}"
         st.unmask_seconds = time.perf_counter() - started
 
-    def _await(self, step: Step, expected: set[int]) -> dict:
-        got = self._state.collected(step)
-        deadline = time.monotonic() + self.cfg.policy.deadline_s
+    def _await(self, service: Aggregator, step: Step, expected: set[int]) -> dict:
+        got = self.state.collected(step)
+        deadline = time.monotonic() + service.cfg.policy.deadline_s
         while True:
             waiting = expected - set(got)
             if step == Step.MASKED_INPUT:  # a device whose training failed declined the round: do not wait
-                waiting -= {self._ids[d] for d in self.declined}
+                waiting -= {service.cfg.devices[d] for d in service.declined}
             remaining = deadline - time.monotonic()
-            if not waiting or remaining <= 0 or (step == Step.UNMASK and len(got) >= self._state.plan.threshold):
-                return got  # any t unmask replies reconstruct every secret: waiting for more gains nothing
-            try:
-                message = self._inbox.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            self._handle(message)
+            if not waiting or remaining <= 0 or self._enough(step, set(got)):
+                return got
+            service.serve_one(min(remaining, 0.5))
 
-    def _publish(self, payload, device: str | None = None) -> None:
-        st = self._state
-        data = encode_secagg(fleet_id(self.cfg.fleet), self.round, st.plan.session, payload)
-        if self.signing_key is not None:
-            data = sign_message(data, self.signing_key)
-        st.bytes_down += len(data) * (1 if device else len(self.selected))
-        self.link.publish(self.topics.secagg(self.round, device), data, qos=1)
+    def _enough(self, step: Step, got: set[int]) -> bool:
+        """Whether the devices heard from already let the round finish, so that waiting for the rest (dropouts)
+        gains nothing: t unmask replies reconstruct every secret on the complete graph; under SecAgg+ every
+        shared device needs t repliers among its neighbours (and the confirmations the consistency threshold)."""
+        st = self.state
+        if step == Step.CONFIRM and len(got) < st.plan.consistency:
+            return False
+        if step not in (Step.UNMASK, Step.CONFIRM):
+            return False
+        if st.graph is None:
+            return len(got) >= st.plan.threshold
+        return all(len(got & (st.graph.neighbours(i) | {i})) >= st.plan.threshold for i in st.shares)
 
-    def _broadcast(self, payload) -> None:
-        self._publish(payload)
+    def _publish(self, service: Aggregator, payload, device: str | None = None) -> None:
+        st = self.state
+        data = encode_secagg(fleet_id(service.cfg.fleet), service.round, st.plan.session, payload)
+        st.bytes_down += service.publish(service.topics.secagg(service.round, device), data,
+                                         1 if device else len(service.selected))
 
     # ------------------------------------------------------------------------------ screening
-    def _screen(self, message) -> None:
+    def screen_update(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> None:
+        st, device = self.state, topic.device
+        if st is not None and self._state_round == service.round:
+            st.bytes_up += len(payload)
         try:
-            topic = parse_topic(message.topic)
-        except ValueError as exc:
-            raise _Rejected("bad_topic", str(exc)) from exc
-        if topic.kind != "update":
-            return super()._screen(message)
-        st = self._state
-        if st is not None and self._state_round == self.round:
-            st.bytes_up += len(message.payload)
-        self._round_counts["bytes_received"] += len(message.payload)
-        device = topic.device
-        if device not in self._ids:
-            raise _Rejected("unknown_device", f"{device!r} is not registered in fleet {self.cfg.fleet}")
-        try:
-            header, _ = decode_header(message.payload, allow_signed=True)
+            header, _ = decode_header(payload, allow_signed=True)
             if header.kind != Kind.SECAGG:
-                raise _Rejected("not_secagg", f"{device} sent a {header.kind.name}: this fleet aggregates securely")
-            data = message.payload
-            if self.cfg.device_keys is not None:
-                data = verify_message(data, self.cfg.device_keys[device])
-            header, msg = decode_secagg(data)
+                raise Rejected("not_secagg", f"{device} sent a {header.kind.name}: this fleet aggregates securely")
+            header, msg = decode_secagg(service.verified(device, payload))
         except WireError as exc:
-            raise _Rejected(exc.reason, str(exc)) from exc
-        if header.fleet_id != fleet_id(self.cfg.fleet):
-            raise _Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {self.cfg.fleet}'s")
-        if header.device_id != self._ids[device]:
-            raise _Rejected("device_mismatch", f"{device} sent device id {header.device_id}")
-        if (header.round == topic.round == self.round - 1 and msg.step == Step.UNMASK
+            raise Rejected(exc.reason, str(exc)) from exc
+        service.check_sender(device, header)
+        if (header.round == topic.round == service.round - 1 and msg.step == Step.UNMASK
                 and msg.session == self._last_session):
             return  # a survivor's reply after the first t closed the round: expected, and not needed
-        if header.round != topic.round or header.round != self.round or st is None:
-            raise _Rejected("round_mismatch", f"round {header.round} on {message.topic} during round {self.round}")
+        if header.round != topic.round or header.round != service.round or st is None:
+            raise Rejected("round_mismatch", f"round {header.round} on {topic.device}'s topic during round "
+                                             f"{service.round}")
         if msg.session != st.plan.session:
-            raise _Rejected("stale_session", f"{device}: session {msg.session:#x} is not this round's")
+            raise Rejected("stale_session", f"{device}: session {msg.session:#x} is not this round's")
+        if msg.step == Step.CONFIRM and st.step == Step.UNMASK and header.device_id in st.inputs:
+            return  # a confirmation after the round had enough to go on: expected, and not needed
         got = st.collected(msg.step)
         if header.device_id in got:
-            raise _Rejected("duplicate", f"{device}'s {msg.step.name} was already accepted")
+            raise Rejected("duplicate", f"{device}'s {msg.step.name} was already accepted")
         if msg.step != st.step:
-            raise _Rejected("wrong_step", f"{device} sent {msg.step.name} during {st.step.name}")
-        self._check_payload(device, header.device_id, msg.payload)
+            raise Rejected("wrong_step", f"{device} sent {msg.step.name} during {st.step.name}")
+        self._check_payload(service, device, header.device_id, msg.payload)
         got[header.device_id] = msg.payload
 
-    def _check_payload(self, device: str, dev_id: int, payload) -> None:
-        st = self._state
-        allowed = {Step.ADVERT: {self._ids[d] for d in self.selected}, Step.SHARES: set(st.adverts),
-                   Step.MASKED_INPUT: set(st.shares), Step.UNMASK: set(st.inputs)}[st.step]
+    def _check_payload(self, service: Aggregator, device: str, dev_id: int, payload) -> None:
+        st = self.state
+        allowed = {Step.ADVERT: {service.cfg.devices[d] for d in service.selected}, Step.SHARES: set(st.adverts),
+                   Step.MASKED_INPUT: set(st.shares), Step.CONFIRM: set(st.inputs),
+                   Step.UNMASK: set(st.inputs)}[st.step]
         if dev_id not in allowed:
-            raise _Rejected("not_selected", f"{device} is not part of step {st.step.name}")
-        if isinstance(payload, EncryptedShares) and set(payload.to) != set(st.adverts) - {dev_id}:
-            # every survivor must hold a share from every other: a device that skipped one would mask against a
-            # peer that does not mask back, and the sum would not decode
-            raise _Rejected("bad_secagg", f"{device} did not address its shares to exactly the advertised devices")
-        if isinstance(payload, MaskedInput) and payload.vector.size != self._size:
-            raise _Rejected("bad_shape", f"{device}: masked input of {payload.vector.size}, model has {self._size}")
+            raise Rejected("not_selected", f"{device} is not part of step {st.step.name}")
+        if isinstance(payload, EncryptedShares) and set(payload.to) != st.recipients(dev_id):
+            # every survivor must hold a share from every peer it masks with: a device that skipped one would
+            # mask against a peer that does not mask back, and the sum would not decode
+            raise Rejected("bad_secagg", f"{device} did not address its shares to exactly its advertised peers")
+        size = int(sum(w.size for w in service.weights))
+        if isinstance(payload, MaskedInput) and payload.vector.size != size:
+            raise Rejected("bad_shape", f"{device}: masked input of {payload.vector.size}, model has {size}")
 
     # ------------------------------------------------------------------------------ closing a round
-    def _close_round(self) -> None:
-        st = self._state
+    def close(self, service: Aggregator) -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
+        st = self.state
         self._last_session = st.plan.session
-        self.accepted = {}
+        combined: list[ClientUpdate] = []
         if st.total is not None:
-            mean = unflatten(st.total / len(st.inputs), self.weights)
-            self.accepted = {"secure-sum": ClientUpdate("secure-sum", mean, len(st.inputs), 1)}
-        selected = len(self.selected)
-        report, self.on_round = self.on_round, None  # the row is completed below, then reported
-        try:
-            super()._close_round()
-        finally:
-            self.on_round = report
-        row = self.history[-1]
-        row.update(participants=len(st.inputs) if st.total is not None else 0, selected=selected,
-                   secagg={"threshold": st.plan.threshold, "adverts": len(st.adverts), "shares": len(st.shares),
-                           "inputs": len(st.inputs), "unmask_replies": len(st.replies), "failed": st.failed,
-                           "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
-                           "unmask_seconds": round(st.unmask_seconds, 4)})
-        if self.secagg.noise_multiplier > 0 and st.total is not None:
-            row["privacy"] = self._account(len(st.inputs), st.plan.threshold)
-        self._save()
-        self._write_metrics()
-        if report:
-            report(row)
+            # a fixed denominator: the inputs (public), times q when devices sampled themselves (their expected
+            # share of real updates; who is in it stays hidden)
+            mean = unflatten(st.total / (st.plan.sampling_rate * len(st.inputs)), service.weights)
+            combined = [ClientUpdate("secure-sum", mean, len(st.inputs), 1)]
+        extra: dict[str, Any] = {
+            "participants": len(st.inputs) if st.total is not None else 0,
+            "secagg": {"threshold": st.plan.threshold, "degree": st.graph.k if st.graph else len(st.adverts) - 1,
+                       "consistency": st.plan.consistency, "confirms": len(st.confirms),
+                       "adverts": len(st.adverts), "shares": len(st.shares),
+                       "inputs": len(st.inputs), "unmask_replies": len(st.replies), "failed": st.failed,
+                       "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
+                       "unmask_seconds": round(st.unmask_seconds, 4)}}
+        if self.settings.noise_multiplier > 0 and st.total is not None:
+            extra["privacy"] = self._account(service, len(st.inputs), st.plan.threshold)
+        return combined, extra
 
-    def _account(self, inputs: int, threshold: int) -> dict[str, Any]:
-        z_eff = self.secagg.noise_multiplier * math.sqrt(inputs / threshold)
-        zs = [r["z_eff"] for r in self.privacy_ledger] + [z_eff]
-        entry = {"round": self.round - 1, "inputs": inputs, "threshold": threshold, "clip": self.secagg.clip,
-                 "z_eff": z_eff, "delta": self.secagg.delta, "epsilon_rdp": epsilon_of(zs, self.secagg.delta, "rdp"),
-                 "epsilon_pld": epsilon_of(zs, self.secagg.delta, "pld")}
-        self.privacy_ledger.append(entry)
-        return entry
+    def _account(self, service: Aggregator, inputs: int, threshold: int) -> dict[str, Any]:
+        if self._accountant is None:  # after a restart: the rounds already charged are in the history
+            self._accountant = Accountant(self.settings.delta, [
+                RoundCharge(h["round"], p["noise_multiplier"], Sampling(p["sampling"]), p["sampling_rate"])
+                for h in service.history if (p := h.get("privacy"))])
+        z_eff = self.settings.noise_multiplier * math.sqrt(inputs / threshold)
+        q = self.state.plan.sampling_rate
+        row = self._accountant.charge(RoundCharge(service.round, z_eff, Sampling.DEVICE_POISSON, q) if q < 1
+                                      else RoundCharge(service.round, z_eff))
+        return {**row, "inputs": inputs, "threshold": threshold, "clip": self.settings.clip, "z_eff": z_eff}
+
+
+class SecAggAggregator(Aggregator):
+    """The aggregator service in secure-aggregation mode (``Aggregator(..., mode=SecureAggregation(settings))``)."""
+
+    def __init__(self, *args, secagg: SecAggSettings | None = None, **kwargs) -> None:
+        super().__init__(*args, mode=SecureAggregation(secagg), **kwargs)
+        if self.cfg.strategy != "fedavg":
+            raise ValueError("secure aggregation reveals only the sum: use the fedavg strategy (robust and DP "
+                             "strategies need individual updates; distributed DP is SecAggSettings.noise_multiplier)")
+        self.secagg = self.mode.settings
+
+    @property
+    def _state(self) -> _RoundState | None:
+        """The current round's protocol state (what tests and benches inspect)."""
+        return self.mode.state
 
 
 def epsilon_of(noise_multipliers: list[float], delta: float, accountant: str = "rdp") -> float:
     """ε after Gaussian rounds on the sum (sensitivity C) with these noise multipliers, no subsampling."""
-    import dp_accounting
-    from dp_accounting import pld, rdp
-
-    event = dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z) for z in noise_multipliers])
-    acc = rdp.RdpAccountant() if accountant == "rdp" else pld.PLDAccountant()
-    acc.compose(event)
-    return float(acc.get_epsilon(delta))
+    return gaussian_rounds_epsilon(noise_multipliers, delta, accountant)

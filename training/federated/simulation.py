@@ -1,14 +1,16 @@
-"""In-process federated simulation: the same strategies as the MQTT aggregator, devices taking turns.
+"""In-process federated simulation: the MQTT aggregator's round engine, devices taking turns.
 
-Each device holds one partition of the training beats; raw beats never leave it, only deltas do.
+Each device holds one partition of the training beats; raw beats never leave it, only deltas do. The rounds
+are ``RoundEngine``'s (``training.federated.in_process``): the same selection, outlier screen, budget stop
+and strategy hooks as the deployed aggregator, and the same device trainer (``KerasDeviceUpdater``) as
+``run_fleet``, so what the benches measure in process is what deploys.
 The RR-feature scaler and class weights come from fleet-wide sums and counts (aggregate statistics a
 real fleet can collect, e.g. under secure aggregation), not from any device's raw data.
 """
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import keras
@@ -19,11 +21,14 @@ from training.config import TrainConfig
 from edge_runtime.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
 from training.data.partition import partition_by_patient, partition_dirichlet, partition_iid
+from training.federated.aggregator_config import RoundPolicy
 from training.federated.attacks import Attack, choose_attackers
+from training.federated.device_trainer import KerasDeviceUpdater
+from training.federated.in_process import run_in_process
 from training.federated.local_training import LocalConfig, LocalTrainer
-from training.federated.privacy import latest_ledger_row
 from training.federated.registry import make_fleet_strategy
-from training.federated.strategies import Scaffold
+from training.federated.round_engine import RoundEngine
+from training.federated.strategies import ClientUpdate
 from training.model import build_classifier
 from training.train import RRScaler, TrainedModel, class_weights, evaluate_keras
 
@@ -45,10 +50,19 @@ class FederatedConfig:
     #: Malicious devices (simulation only): an ``Attack`` spec such as "sign_flip" or "scale:10", and their share.
     attack: str | None = None
     attackers: float = 0.0
+    #: Drop an update longer than this multiple of the round's median norm, as the aggregator does (None: off).
+    max_norm_ratio: float | None = RoundPolicy.max_norm_ratio
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or not 0 < self.fraction <= 1:
             raise ValueError("rounds must be >= 1 and fraction in (0, 1]")
+        self.policy  # validates
+
+    @property
+    def policy(self) -> RoundPolicy:
+        """The aggregator's round policy for this run (in process there are no deadlines to wait for)."""
+        return RoundPolicy(selection="all" if self.fraction == 1 else f"fraction:{self.fraction}",
+                           max_norm_ratio=self.max_norm_ratio)
 
 
 def make_partition(spec: str, data: BeatDataset, seed: int) -> list[np.ndarray]:
@@ -94,57 +108,42 @@ def prepare_fleet(train: BeatDataset, fed: FederatedConfig, base: TrainConfig) -
 def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, base: TrainConfig,
                    progress: bool = True) -> TrainedModel:
     """Federated training; the returned model's ``history`` has one row per round (validation only)."""
-    rng = np.random.default_rng(fed.seed)
     fleet = prepare_fleet(train, fed, base)
-    model, scaler, devices, per_device = fleet.model, fleet.scaler, fleet.devices, fleet.per_device
+    model, scaler = fleet.model, fleet.scaler
     trainer = LocalTrainer(model, fleet.class_weights)
-    strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(devices))
-    local_cfg = fed.local
-    if strategy.client_config():  # what the strategy asks of local training (FedProx's mu, SCAFFOLD's clip)
-        local_cfg = LocalConfig(**{**local_cfg.__dict__, **strategy.client_config()})
-    weights = model.get_weights()
-    controls: dict[int, list] = {}
+    names = [f"dev{k:03d}" for k in range(len(fleet.devices))]
     attack = Attack.parse(fed.attack) if fed.attack else None
-    attackers = choose_attackers(len(devices), fed.attackers, fed.seed) if attack else set()
-    # the attack's own random stream: honest devices then shuffle their beats exactly as in the clean run, so an
-    # attacked run differs from the clean one by the attack and not by a reshuffled fleet
-    attack_rng = np.random.default_rng([fed.seed, 11])
+    attackers = {names[k] for k in choose_attackers(len(names), fed.attackers, fed.seed)} if attack else set()
     if attack:
-        log.info("%d of %d devices attack with %s", len(attackers), len(devices), fed.attack)
-    history: list[dict] = []
-    best = (-1.0, 0, weights)
-    n_select = max(1, int(round(fed.fraction * len(devices))))
-    for rnd in tqdm(range(1, fed.rounds + 1), desc=f"{fed.strategy} rounds", disable=not progress):
-        t0 = time.perf_counter()
-        chosen = np.sort(rng.choice(len(devices), n_select, replace=False))
-        updates, declined = [], 0
-        for k in chosen:
-            wave, rr, y = per_device[k]
-            malicious = attack is not None and k in attackers
-            if malicious:
-                y = attack.poison_labels(y, len(AAMI_CLASSES))
-            server_c = strategy.server_control(weights) if isinstance(strategy, Scaffold) else None
-            update, new_c = trainer.run(f"dev{k}", weights, wave, rr, y, local_cfg, rng, server_c, controls.get(k))
-            if new_c is not None:
-                controls[k] = new_c
-            if not all(np.all(np.isfinite(d)) for d in update.delta):
-                declined += 1  # as over MQTT: a device whose local round diverged sends nothing
-                log.warning("round %d: dev%d's local training diverged (NaN/Inf); it declines the round", rnd, k)
-                continue
-            updates.append(attack.corrupt(update, attack_rng) if malicious else update)
-        weights = strategy.aggregate(weights, updates)
+        log.info("%d of %d devices attack with %s", len(attackers), len(names), fed.attack)
+    devices = {}
+    for k, name in enumerate(names):
+        wave, rr, y = fleet.per_device[k]
+        if name in attackers:
+            y = attack.poison_labels(y, len(AAMI_CLASSES))
+        devices[name] = KerasDeviceUpdater(name, trainer, wave, rr, y, seed=fed.seed * 1000 + k + 1)
+    # the attack's own random stream: honest devices train exactly as in the clean run
+    attack_rng = np.random.default_rng([fed.seed, 11])
+
+    def tamper(name: str, update: ClientUpdate) -> ClientUpdate:
+        return attack.corrupt(update, attack_rng) if name in attackers else update
+
+    def evaluate(weights: list[np.ndarray]) -> dict[str, float]:
         model.set_weights(weights)
         rep = evaluate_keras(model, val, scaler)
-        losses = [u.meta["train_loss"] for u in updates if u.meta.get("train_loss") is not None]
-        row = {"round": rnd, "epoch": rnd, "loss": float(np.mean(losses)) if losses else None,
-               "participants": len(updates), "declined": declined, "val_macro_f1": rep["macro_f1"],
-               "val_accuracy": rep["accuracy"], "seconds": time.perf_counter() - t0,
-               "float32_bytes_up": int(sum(sum(d.nbytes for d in u.delta) for u in updates))}
-        if (spent := latest_ledger_row(strategy)) is not None:  # DP-FedAvg: what this round spent
-            row["privacy"] = spent
-        history.append(row)
-        log.info("round %d: %d devices, val macro F1 %.4f", rnd, len(updates), row["val_macro_f1"])
-        if row["val_macro_f1"] > best[0]:
-            best = (row["val_macro_f1"], rnd, [w.copy() for w in weights])
-    model.set_weights(best[2])
-    return TrainedModel(model=model, rr_scaler=scaler, config=base, history=history, best_epoch=best[1])
+        return {"val_macro_f1": rep["macro_f1"], "val_accuracy": rep["accuracy"]}
+
+    strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(names))
+    engine = RoundEngine(strategy, names, fed.policy, fed.rounds, model.get_weights(), fed.seed, evaluate)
+    bar = tqdm(total=fed.rounds, desc=f"{fed.strategy} rounds", disable=not progress)
+
+    def on_round(row: dict) -> None:
+        bar.update(1)
+        log.info("round %d: %d devices, val macro F1 %.4f", row["round"], row["participants"], row["val_macro_f1"])
+
+    try:
+        history = run_in_process(engine, devices, asdict(fed.local), on_round, tamper if attack else None)
+    finally:
+        bar.close()
+    model.set_weights(engine.best_weights)
+    return TrainedModel(model=model, rr_scaler=scaler, config=base, history=history, best_epoch=engine.best_round)

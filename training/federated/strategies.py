@@ -65,14 +65,53 @@ def add(a: Weights, b: Weights, scale: float = 1.0) -> Weights:
     return [(x + scale * y).astype(np.float32) for x, y in zip(a, b)]
 
 
+@dataclass(frozen=True)
+class RoundContext:
+    """What the round engine knows about a round before any update arrives: public facts only."""
+
+    round: int
+    #: Devices registered in the fleet.
+    registered: int
+    #: Devices asked to train this round (the round plan's list; public on the bus).
+    selected: int
+    #: "public": who takes part is known (no amplification); "device_poisson": devices decide privately.
+    sampling: str = "public"
+    #: The Poisson rate when ``sampling`` is "device_poisson" (1.0 otherwise).
+    sampling_rate: float = 1.0
+
+
 class Strategy:
-    """Base class: validation and the empty-round rule, then the algorithm's ``_combine``."""
+    """Base class: validation and the empty-round rule, then the algorithm's ``_combine``.
+
+    The round engine talks to every strategy through the hooks below, never by asking which strategy it
+    is: ``begin_round`` before a round, ``allows_round`` (a privacy budget), ``server_control`` (state sent
+    to devices with the model), ``privacy_row`` (the ledger entry of the round just aggregated)."""
 
     name = "base"
 
     def client_config(self) -> dict[str, Any]:
         """Settings sent to devices with the global model (e.g. FedProx's proximal term)."""
         return {}
+
+    def server_control(self, global_weights: Weights) -> Weights | None:
+        """Tensors sent to devices with the global model (SCAFFOLD's control variate); None: nothing."""
+        return None
+
+    def allows_round(self, ctx: RoundContext) -> bool:
+        """False: running this round would break a limit (a privacy budget); the engine stops before it."""
+        return True
+
+    def begin_round(self, ctx: RoundContext) -> None:
+        """The round about to be aggregated (its selection is known, no update yet)."""
+        return None
+
+    def privacy_row(self) -> dict[str, Any] | None:
+        """The privacy ledger's row for the round just aggregated, JSON-safe; None for a non-private strategy."""
+        return None
+
+    def privacy_budget(self) -> float | None:
+        """The ε at which the strategy stops the fleet (shown by the server as budget left); None: no budget."""
+        return None
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         """New global weights. The caller screens updates on receipt (``validate_update``) so that one

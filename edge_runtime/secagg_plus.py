@@ -1,0 +1,169 @@
+"""SecAgg+ (Bell et al. 2020): secure aggregation where each device shares with O(log n) neighbours only.
+
+In Bonawitz et al. 2017 every pair of devices agrees a mask and every device Shamir-shares its secrets with
+every other: O(n) keys, shares and masks per device, O(n²) for the round. SecAgg+ replaces the complete
+graph by a sparse random one: a device masks with, and shares its secrets among, its k neighbours, and a
+dropped device's masks are removed with t of its neighbours' shares. The sum is the same (every mask is
+still added by one end of an edge and subtracted by the other); what a device costs falls to O(k).
+
+The graph is a Harary graph H(k, n) (each position joined to the k/2 positions on either side of it on a
+ring) over the devices in an order drawn from a public seed (the round's session number): every device
+has exactly k neighbours, and without the seed no one can choose who neighbours whom. The seed is the
+aggregator's; it is honest but curious here (docs/privacy.md says what a seed-grinding aggregator could do).
+
+``choose_parameters`` picks k and t from n, the dropout rate and the share of corrupt devices:
+- correctness: a device's secret must be recoverable: at least t of its k neighbours survive, failing with
+  probability n·P[Bin(k, 1 − dropout) < t] ≤ 2^-η (union over devices);
+- privacy: the aggregator with the corrupt devices must not hold t shares of an honest device's secrets:
+  n·P[Bin(k, corrupt) ≥ t] ≤ 2^-σ;
+- no partial sums: the honest devices that sent inputs must stay connected once corrupt and dropped devices
+  are removed, or the aggregator would learn the sum of each piece. On the ring of H(k, n) that fails only
+  if k/2 consecutive positions are all removed: n·(dropout + corrupt)^(k/2) ≤ 2^-σ.
+The neighbourhood of a randomly ordered Harary graph is treated as a random k-subset (the bounds are
+binomial tails; the corrupt set is fixed before the seed is drawn, dropouts do not depend on the graph);
+if no k < n − 1 satisfies them the complete graph (plain SecAgg) is used.
+
+The consistency check (the active-adversary round of Bonawitz et al., kept by SecAgg+): before any device
+reveals a share, every device signs (Ed25519) the list of devices whose masked inputs the aggregator says
+arrived; the aggregator must show each device at least ``consistency_threshold`` signatures over the very
+list it asks that device to unmask for. With the threshold above (n + corrupt·n)/2, two different lists
+cannot both collect that many signatures unless an honest device signed both, which it never does: an
+aggregator that tells devices different dropout sets (to unmask one device's input by difference) is
+refused by every honest device.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from scipy.stats import binom
+
+
+class InconsistentRound(RuntimeError):
+    """The aggregator did not show that the devices agree on who sent an input: no share is revealed."""
+
+
+# ---------------------------------------------------------------------------------------------- the graph
+@dataclass(frozen=True)
+class MaskingGraph:
+    """Who masks with and shares with whom: H(k, n) over ``devices`` in the order drawn from ``seed``."""
+
+    devices: tuple[int, ...]
+    k: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        n = len(self.devices)
+        if len(set(self.devices)) != n or n < 2:
+            raise ValueError("a masking graph needs at least two distinct devices")
+        if not (self.k == n - 1 or (self.k % 2 == 0 and 2 <= self.k < n - 1)):
+            raise ValueError(f"k = {self.k}: use an even degree below n - 1 = {n - 1}, or n - 1 (complete graph)")
+
+    @cached_property
+    def _neighbours(self) -> dict[int, frozenset[int]]:
+        n = len(self.devices)
+        if self.k == n - 1:
+            everyone = frozenset(self.devices)
+            return {d: everyone - {d} for d in self.devices}
+        order = [self.devices[i] for i in np.random.default_rng(self.seed).permutation(n)]
+        half = self.k // 2
+        return {order[p]: frozenset(order[(p + s) % n] for s in range(-half, half + 1) if s != 0) for p in range(n)}
+
+    def neighbours(self, device: int) -> frozenset[int]:
+        return self._neighbours[device]
+
+
+def graph_for(devices: list[int], degree: int, seed: int) -> MaskingGraph | None:
+    """The round's graph over the devices that advertised keys (None for ``degree`` 0: plain SecAgg, everyone
+    with everyone). A degree that does not fit (odd, or n − 1 or more) becomes the nearest usable one."""
+    if degree == 0:
+        return None
+    n = len(devices)
+    k = n - 1 if degree >= n - 1 else max(2, degree - degree % 2)
+    return MaskingGraph(tuple(sorted(devices)), k, seed)
+
+
+# ---------------------------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class SecAggPlusParameters:
+    n: int
+    #: Neighbours per device (n − 1: the complete graph, plain SecAgg).
+    k: int
+    #: Shares of a device's secrets needed to recover them (out of its k neighbours).
+    threshold: int
+    #: Signatures over one survivor list that a device needs to see before it unmasks.
+    consistency_threshold: int
+
+
+def choose_parameters(n: int, dropout: float, corrupt: float, sigma: int = 40, eta: int = 20) -> SecAggPlusParameters:
+    """The smallest even k (and its t) meeting the correctness (2^-η) and privacy (2^-σ) bounds above."""
+    if n < 3 or not 0 <= dropout < 1 or not 0 <= corrupt < 0.5 or dropout + corrupt >= 1:
+        raise ValueError("need n >= 3, 0 <= dropout < 1, 0 <= corrupt < 0.5 and dropout + corrupt < 1")
+    consistency = math.floor(n * (1 + corrupt) / 2) + 1
+    if consistency > math.floor(n * (1 - dropout)):
+        raise ValueError(f"with {dropout:.0%} dropping, fewer than the {consistency} devices the consistency check "
+                         f"needs survive; lower the dropout or corruption bound")
+    fail, leak = 2.0 ** -eta / n, 2.0 ** -sigma / n
+    for k in range(2, n - 1, 2):
+        if n * (dropout + corrupt) ** (k // 2) > 2.0 ** -sigma:  # the survivors' graph could split
+            continue
+        for t in range(2, k + 1):
+            if binom.sf(t - 1, k, corrupt) > leak:  # P[corrupt neighbours >= t]
+                continue
+            if binom.cdf(t - 1, k, 1 - dropout) <= fail:  # P[surviving neighbours < t]
+                return SecAggPlusParameters(n, k, t, consistency)
+            break  # a larger t only fails correctness more
+    return SecAggPlusParameters(n, n - 1, max(2, math.floor(2 * (n - 1) / 3) + 1), consistency)
+
+
+# ---------------------------------------------------------------------------------------------- consistency
+def survivors_message(session: int, survivors: list[int]) -> bytes:
+    """What a device signs: the session and the sorted list of devices whose masked inputs arrived."""
+    return b"pulsewire-secagg-survivors-v1:" + session.to_bytes(8, "big") + b"".join(
+        d.to_bytes(4, "big") for d in sorted(survivors))
+
+
+@dataclass
+class ConsistencyCheck:
+    """One device's side: sign one survivor list per session, unmask only for a list enough devices signed."""
+
+    device: int
+    session: int
+    signing_key: Ed25519PrivateKey
+    #: Ed25519 public key of every device of the fleet (registered out of band, like the update keys).
+    directory: dict[int, Ed25519PublicKey]
+    threshold: int
+    signed: tuple[int, ...] | None = None
+
+    def sign(self, survivors: list[int]) -> bytes:
+        """The signature over ``survivors``; a second, different list in the same session is refused."""
+        listed = tuple(sorted(survivors))
+        if self.signed is not None and self.signed != listed:
+            raise InconsistentRound(f"device {self.device}: asked to sign a second, different survivor list")
+        self.signed = listed
+        return self.signing_key.sign(survivors_message(self.session, list(listed)))
+
+    def verify(self, arrived: list[int], signatures: dict[int, bytes]) -> None:
+        """Raise InconsistentRound unless ``arrived`` is the list this device signed and at least ``threshold``
+        devices of it signed that very list."""
+        if self.signed is None or tuple(sorted(arrived)) != self.signed:
+            raise InconsistentRound(f"device {self.device}: the unmask request lists other survivors than the "
+                                    f"list it signed")
+        message = survivors_message(self.session, arrived)
+        valid = 0
+        for signer, signature in signatures.items():
+            key = self.directory.get(signer)
+            if key is None or signer not in self.signed:
+                continue
+            try:
+                key.verify(signature, message)
+                valid += 1
+            except InvalidSignature:
+                continue
+        if valid < self.threshold:
+            raise InconsistentRound(f"device {self.device}: {valid} valid signatures over the survivor list, "
+                                    f"{self.threshold} needed; the aggregator may be telling devices different lists")
