@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SYSTEM_PACKAGES := mosquitto mosquitto-clients gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm valgrind libsodium-dev \
-	postgresql chromium chromium-driver
+	postgresql chromium chromium-driver rabbitmq-server
 
 # The MIT-BIH copy beside the project when present; otherwise the loader downloads it with wfdb.
 MITDB_DIR ?= $(shell [ -d ../shared/data/mitdb ] && realpath ../shared/data/mitdb)
