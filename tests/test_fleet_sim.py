@@ -87,3 +87,12 @@ def test_churn_devices_come_and_go_and_alerts_still_arrive(mosquitto):
     d = report["devices"]
     assert d["churn_leaves"] > 50 and d["connects"] > 120 + 50
     assert report["alerts"]["acked"] > 20 and report["alerts"]["lost"] == 0
+
+
+def test_cli_refuses_bad_flags_with_exit_2(capsys):
+    from tools.cli import main
+
+    assert main(["simulate-fleet", "--broker", "mqtt://127.0.0.1:1", "--devices", "0"]) == 2
+    assert "--devices must be at least 1" in capsys.readouterr().err
+    assert main(["simulate-fleet", "--broker", "mqtt://127.0.0.1:1", "--churn", "soon"]) == 2
+    assert "ONLINE_S:OFFLINE_S" in capsys.readouterr().err
