@@ -96,3 +96,32 @@ def test_cli_refuses_bad_flags_with_exit_2(capsys):
     assert "--devices must be at least 1" in capsys.readouterr().err
     assert main(["simulate-fleet", "--broker", "mqtt://127.0.0.1:1", "--churn", "soon"]) == 2
     assert "ONLINE_S:OFFLINE_S" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_monitor_counts_malformed_alerts_and_keeps_going(mosquitto):
+    import datetime as dt
+    import random
+    import time
+
+    from tools.fleet_sim.monitor import FleetMonitor
+
+    monitor = FleetMonitor(broker_url(mosquitto), "simbad")
+    monitor.start()
+    try:
+        dev = SimDevice.create(1, seed=0, slow_fraction=0.0)
+        alert = dev.next_alert(random.Random(0), dt.datetime.now(dt.timezone.utc))
+        link = MqttLink(broker_url(mosquitto), "pw-test-simbad-dev", [], lambda m: None)
+        link.start()
+        topic = FleetTopics("simbad").alert(dev.name)
+        for payload in (b"not a pulsewire message, just forty bytes", dev.alert_payload("simbad", alert)[:-3],
+                        dev.alert_payload("simbad", alert)):
+            link.publish(topic, payload, qos=1).wait_for_publish(10)
+        link.stop()
+        deadline = time.monotonic() + 10
+        while not monitor.alert_ids and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        monitor.stop()
+    assert monitor.alert_ids == {alert["alert_id"]}
+    assert monitor.rejected == {"bad_magic": 1, "truncated": 1}

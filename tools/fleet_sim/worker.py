@@ -125,7 +125,8 @@ class Worker:
                 dev.advance(now - last, r)
                 last = now
                 payload = dev.status_payload(cfg.fleet)
-                await self._publish(slot, "status", self.topics.status(dev.name), payload, retain=True)
+                if not await self._publish(slot, "status", self.topics.status(dev.name), payload, retain=True):
+                    return  # the connection broke: reconnect
                 next_status = now + cfg.status_every_s * r.uniform(0.9, 1.1)
             while slot.pending and slot.client is not None:
                 kind, topic, payload, tag = slot.pending[0]
