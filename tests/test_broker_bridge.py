@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import threading
 import time
 
 import numpy as np
@@ -15,32 +14,10 @@ from broker.fed_messages import fleet_id
 from broker.mqtt_link import MqttLink
 from broker.topics import FleetTopics
 from broker.wire import Encoding, Kind, decode_tensors, encode_tensors
+from tests.mqtt_inbox import Inbox
 from tools.fleet_sim.device import SimDevice
 
 FLEET = "bridged"
-
-
-class Inbox:
-    """A subscriber that waits until it holds ``n`` messages."""
-
-    def __init__(self, url: str, client_id: str, topics: list[str]) -> None:
-        self.messages: list = []
-        self._cond = threading.Condition()
-        self.link = MqttLink(url, client_id, topics, self._on)
-        self.link.start()
-
-    def _on(self, m) -> None:
-        with self._cond:
-            self.messages.append(m)
-            self._cond.notify_all()
-
-    def wait_for(self, n: int, timeout_s: float = 15.0) -> list:
-        with self._cond:
-            self._cond.wait_for(lambda: len(self.messages) >= n, timeout_s)
-            return list(self.messages)
-
-    def close(self) -> None:
-        self.link.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from broker.mqtt_link import MqttLink
 from broker.rabbitmq_cluster import RabbitMQCluster, publish_retained_on_every_node
 from broker.topics import FleetTopics
 from broker.wire import Encoding, Kind, decode_tensors, encode_tensors
+from tests.mqtt_inbox import Inbox
 from tools.fleet_sim.device import SimDevice
 
 pytestmark = pytest.mark.integration
@@ -24,41 +24,6 @@ FLEET = "rmq"
 T = FleetTopics(FLEET)
 MODEL = encode_tensors(Kind.MODEL, fleet_id(FLEET), 1, 0, [np.linspace(-1, 1, 4757, dtype=np.float32)],
                        Encoding.FLOAT32, meta={"round": 1})  # a whole model, ~19 KB
-
-
-class Inbox:
-    """A subscriber that waits until it holds ``n`` messages. ``start`` returns only once the broker has
-    made the subscriptions (a durable session's quorum queue takes a moment): it subscribes last to a
-    private topic and publishes there until its own message comes back."""
-
-    def __init__(self, url: str, client_id: str, topics: list[str]) -> None:
-        self.messages: list = []
-        self._cond = threading.Condition()
-        self._ready = threading.Event()
-        self._ready_topic = f"pwtest/ready/{client_id}"
-        self.link = MqttLink(url, client_id, topics + [self._ready_topic], self._on)
-        self.link.start()
-        for _ in range(60):
-            self.link.publish(self._ready_topic, b"", qos=0)
-            if self._ready.wait(0.5):
-                return
-        raise AssertionError(f"{client_id}: subscriptions not active on {url}")
-
-    def _on(self, m) -> None:
-        if m.topic == self._ready_topic:
-            self._ready.set()
-            return
-        with self._cond:
-            self.messages.append(m)
-            self._cond.notify_all()
-
-    def wait_for(self, n: int, timeout_s: float = 15.0) -> list:
-        with self._cond:
-            self._cond.wait_for(lambda: len(self.messages) >= n, timeout_s)
-            return list(self.messages)
-
-    def close(self) -> None:
-        self.link.stop()
 
 
 def _publish(url: str, client_id: str, items: list[tuple[str, bytes]]) -> None:

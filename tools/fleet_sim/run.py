@@ -98,7 +98,9 @@ def _report(cfg: FleetSimConfig, finals: dict[int, dict], monitor: FleetMonitor,
     acked_ids = set().union(*(f["alert_ids"] for f in finals.values()))
     lost = sorted(acked_ids - monitor.alert_ids)
     full = [row["t"] for row in timeline if row["connected"] >= cfg.devices]
-    held = [row["connected"] for row in timeline if full and row["t"] >= full[0]][:-2]  # not the shutdown
+    # from the moment all were connected to the end of the configured duration (the workers start a little
+    # after the coordinator's clock, so the shutdown falls outside this window)
+    held = [row["connected"] for row in timeline if full and full[0] <= row["t"] <= cfg.duration_s]
     n_msgs = sum(merged["messages"].values())
     resources = sampler.summary()
     workers = [v for k, v in resources.items() if k.startswith("worker")]
