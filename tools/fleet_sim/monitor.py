@@ -34,7 +34,8 @@ class FleetMonitor:
         self.duplicates = 0
         self._lock = threading.Lock()
         self.link = MqttLink(broker_url, f"pw-{fleet}-monitor-{os.getpid()}",
-                             [topics.all_alerts(), topics.all_statuses(), topics.all_updates()], self._on_message)
+                             [topics.all_alerts(), topics.all_statuses(), topics.all_updates()], self._on_message,
+                             clean_session=True)  # no session left behind on a long-lived broker
 
     def start(self) -> None:
         self.link.start()
