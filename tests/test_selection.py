@@ -119,3 +119,19 @@ def test_from_status_reads_the_published_fields_and_refuses_bad_ones():
             DeviceStatus.from_status("x", bad)
     with pytest.raises(ValueError, match="unknown selection policy"):
         make_policy("best")
+
+
+def test_selection_fairness_command_compares_every_policy(tmp_path, capsys):
+    import json
+
+    from tools.cli import main
+
+    out = tmp_path / "fair.json"
+    assert main(["selection-fairness", "--devices", "200", "--k", "20", "--rounds", "15", "--json", str(out)]) == 0
+    rows = {r["policy"]: r for r in json.loads(out.read_text())["policies"]}
+    assert set(rows) == set(POLICIES)
+    assert rows["power-aware"]["eligible_devices"] < rows["uniform"]["eligible_devices"]
+    assert rows["power-aware"]["chosen_share_charging"] > rows["uniform"]["chosen_share_charging"]
+    assert 0 < rows["uniform"]["jain_index"] <= 1
+    assert main(["selection-fairness", "--devices", "10", "--k", "11"]) == 2
+    assert "--k" in capsys.readouterr().err

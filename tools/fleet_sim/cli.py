@@ -80,7 +80,8 @@ def summary_lines(report: dict) -> list[str]:
             f"all connected after {d['all_connected_after_s']} s, min while held {d['min_connected_while_held']}, "
             f"{d['connect_failures']} connect failures, {d['churn_leaves']} churn leaves",
             f"messages: {m['acked_per_s']}/s acknowledged, {m['received_per_s']}/s seen by the monitor; "
-            f"mean bytes {m['mean_bytes_by_kind']}",
+            f"mean bytes {m['mean_bytes_by_kind']}; {m['publish_failures']} publish failures, "
+            f"{m['worker_loop_errors']} event-loop errors",
             f"alerts: {a['acked']} acknowledged, {a['seen_by_subscriber']} seen, {a['lost']} lost, "
             f"{a['duplicates']} duplicates, {a['unsent_at_end']} unsent at the end",
             f"workers: {r['workers_cpu_percent_of_one_core']} % of one core, {r['workers_peak_rss_mib']} MiB peak RSS; "

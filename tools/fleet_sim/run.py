@@ -24,9 +24,11 @@ class SimulationFailed(RuntimeError):
 
 def _merge(snapshots: dict[int, dict]) -> dict:
     total: dict = {"connected": 0, "connects": 0, "connect_failures": 0, "churn_leaves": 0, "publish_failures": 0,
+                   "loop_errors": 0,
                    "alerts_acked": 0, "messages": Counter(), "bytes": Counter(), "updates_acked": Counter()}
     for snap in snapshots.values():
-        for key in ("connected", "connects", "connect_failures", "churn_leaves", "publish_failures", "alerts_acked"):
+        for key in ("connected", "connects", "connect_failures", "churn_leaves", "publish_failures", "loop_errors",
+                    "alerts_acked"):
             total[key] += snap[key]
         for key in ("messages", "bytes", "updates_acked"):
             total[key].update(snap[key])
@@ -116,7 +118,7 @@ def _report(cfg: FleetSimConfig, finals: dict[int, dict], monitor: FleetMonitor,
                     "churn_leaves": merged["churn_leaves"]},
         "messages": {"acked_by_kind": dict(merged["messages"]), "bytes_by_kind": dict(merged["bytes"]),
                      "mean_bytes_by_kind": sizes, "acked_per_s": round(n_msgs / max(wall_s, 1e-9), 1),
-                     "publish_failures": merged["publish_failures"],
+                     "publish_failures": merged["publish_failures"], "worker_loop_errors": merged["loop_errors"],
                      "received_by_monitor": dict(monitor.received),
                      "received_per_s": round(sum(monitor.received.values()) / max(wall_s, 1e-9), 1),
                      "rejected_by_monitor": dict(monitor.rejected)},
