@@ -125,3 +125,21 @@ def test_monitor_counts_malformed_alerts_and_keeps_going(mosquitto):
         monitor.stop()
     assert monitor.alert_ids == {alert["alert_id"]}
     assert monitor.rejected == {"bad_magic": 1, "truncated": 1}
+
+
+def test_projection_arithmetic_by_hand():
+    from tools.fleet_sim.projection import model_sizes, mqtt_overhead, project
+
+    # PUBLISH: type byte + 1-byte remaining length + (2 + 3) topic + 2 packet id; PUBACK 4
+    assert mqtt_overhead("a/b", 10) == 1 + 1 + 2 + 3 + 2 + 4
+    assert mqtt_overhead("a/b", 200) == 1 + 2 + 2 + 3 + 2 + 4  # remaining length 209 needs 2 bytes
+    sizes = model_sizes("f")
+    assert sizes["update_int8_full_model"] < sizes["global_model_float32"] < 4 * 4757 + 200
+    cfg = FleetSimConfig(broker_url="mqtt://x:1", fleet="f", devices=100, status_every_s=60, alerts_per_second=1)
+    report = {"config": cfg.to_dict(), "messages": {"mean_bytes_by_kind": {"status": 200.0, "alert": 300.0}}}
+    rows = {r["kind"]: r for r in project(report, devices=600_000, selected=6_000, round_s=600,
+                                          alerts_per_device_per_hour=6)["rows"]}
+    assert rows["status"]["messages_per_s"] == 10_000 and rows["alert"]["messages_per_s"] == 1_000
+    assert rows["status"]["messages_per_round"] == 6_000_000
+    assert rows["update (full model, int8)"]["messages_per_round"] == 6_000
+    assert rows["status"]["wire_bytes"] == 200 + mqtt_overhead(FleetTopics("f").status("sim000000"), 200)
