@@ -66,7 +66,10 @@ class RabbitMQNode:
             f'[{{rabbitmq_mqtt, [{{tcp_listeners, [{{"{self.host}", {self.mqtt_port}}}]}}, {{allow_anonymous, true}},\n'
             "                   {durable_queue_type, quorum}]},\n"
             " {rabbit, [{loopback_users, []}]}].\n")
-        subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=True)
+        done = subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BrokerUnavailable(f"cannot hand {self.dir} to the rabbitmq user ({done.stderr.strip()}): start the "
+                                    "cluster as root, as Debian's rabbitmq-server script expects")
 
     def start(self) -> None:
         """Boot the node (about 10 s) and wait until its MQTT listener accepts connections."""
