@@ -61,7 +61,8 @@ class MosquittoBroker:
     kind = "mosquitto"
 
     def __init__(self, port: int | None = None, state_dir: Path | None = None, host: str = "127.0.0.1",
-                 binary: str | None = None, config: Path | None = None) -> None:
+                 binary: str | None = None, config: Path | None = None, extra_config: tuple[str, ...] = (),
+                 persistence: bool = True) -> None:
         self.binary = binary or shutil.which("mosquitto") or _sbin("mosquitto")
         if not self.binary:
             raise BrokerUnavailable("mosquitto is not installed: `apt-get install mosquitto` (make setup does it)")
@@ -71,6 +72,9 @@ class MosquittoBroker:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen | None = None
         self._given_config = config  # e.g. the TLS + ACL set-up of broker.fleet_security
+        #: more lines for the generated config, e.g. a bridge (broker.bridge) or ``max_connections -1``
+        self.extra_config = tuple(extra_config)
+        self.persistence = persistence
 
     def _config(self) -> Path:
         if self._given_config is not None:
@@ -82,11 +86,12 @@ class MosquittoBroker:
             # started as root, mosquitto would switch to user "mosquitto", who cannot write our state dir
             f"user {getpass.getuser()}",
             "allow_anonymous true",
-            "persistence true",
+            f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.state_dir}/",
             f"log_dest file {self.state_dir}/mosquitto.log",
             "log_type error", "log_type warning", "log_type notice",
             "max_queued_messages 10000",
+            *self.extra_config,
             "",
         ]))
         return conf
@@ -102,6 +107,11 @@ class MosquittoBroker:
             self.stop()
             raise BrokerUnavailable(f"mosquitto did not start on port {self.port}; see {self.state_dir}/mosquitto.log")
         log.info("mosquitto listening on %s:%d (state in %s)", self.host, self.port, self.state_dir)
+
+    @property
+    def pid(self) -> int | None:
+        """The running broker's process id (its memory is read from /proc by the fleet simulator)."""
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
 
     def stop(self) -> None:
         """SIGTERM: Mosquitto writes its persistence file on the way out."""

@@ -101,7 +101,9 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 class MqttLink:
     def __init__(self, broker: BrokerSettings | str, client_id: str, subscriptions: list[str], on_message: Callable[[Message], None],
                  on_connect: Callable[[bool], None] | None = None, will: Will | None = None,
-                 manual_ack: bool = False, keepalive_s: int = 20, tls: TlsFiles | None = None) -> None:
+                 manual_ack: bool = False, keepalive_s: int = 20, tls: TlsFiles | None = None,
+                 clean_session: bool = False) -> None:
+        """``clean_session=True`` for observers that must not leave a session (and its queue) on the broker."""
         if tls is not None:  # the older spelling: a URL plus TLS files
             broker = BrokerSettings(str(broker), tls.ca, tls.cert, tls.key)
         self.settings = settings = BrokerSettings.of(broker)
@@ -114,7 +116,7 @@ class MqttLink:
         self.connected = threading.Event()
         self.connects = 0
         self._refused: str | None = None
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
                                    protocol=mqtt.MQTTv311, manual_ack=manual_ack)
         self._client.reconnect_delay_set(min_delay=1, max_delay=16)
         self._client.max_queued_messages_set(0)  # unbounded: an update must not be dropped while offline

@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("tools.hil_commands").hil_commands.add_hil_parser(sub)
     __import__("tools.server_commands").server_commands.add_server_parser(sub)
     __import__("tools.broker_commands").broker_commands.add_broker_parser(sub)
+    __import__("tools.fleet_sim.cli").fleet_sim.cli.add_parser(sub)
+    __import__("tools.fleet_sim.bench").fleet_sim.bench.add_parser(sub)
+    __import__("tools.fleet_sim.fairness").fleet_sim.fairness.add_parser(sub)
     from tools.privacy_bench import add_parser as add_privacy_bench_parser
 
     add_privacy_bench_parser(sub, _add_data_args)
