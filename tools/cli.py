@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("pulsewire")
+#: Chosen on held-out DS1 patients (docs/classifier.md); the flags override them.
+_DEFAULT_LEADS = ("MLII",)
+_DEFAULT_CALIBRATE = False
 
 
 def _cache_root() -> Path:
@@ -56,13 +59,15 @@ def cmd_foundation(args: argparse.Namespace) -> int:
 
     data_dir = _data_dir(args)
     out = Path(args.out)
-    cfg = TrainConfig(signal=SignalConfig(), epochs=args.epochs, min_epochs=min(5, args.epochs))
+    cfg = TrainConfig(signal=SignalConfig(), epochs=args.epochs, min_epochs=min(5, args.epochs),
+                      leads=tuple(args.leads), calibrate_offsets=args.calibrate)
     started = time.time()
     results: dict = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
                      "train_config": cfg.to_dict(), "protocols": {}}
     for i, protocol in enumerate(args.protocols, 1):
         log.info("[%d/%d] %s-patient protocol, seeds %s", i, len(args.protocols), protocol, args.seeds)
-        data = load_beats(data_dir, protocol_records(protocol), cfg.signal, _cache_root())
+        data = load_beats(data_dir, protocol_records(protocol), cfg.signal, _cache_root(),
+                          leads=_leads_to_load(cfg.leads))
         runs = run_seeds(data, protocol, cfg, args.seeds, out / "models")
         for r in runs:
             m = r.metrics["int8"]
@@ -75,6 +80,21 @@ def cmd_foundation(args: argparse.Namespace) -> int:
     results["wall_seconds"] = time.time() - started
     _write_results(results, Path(args.json) if args.json else out / "foundation.json")
     return 0
+
+
+def _leads_to_load(training: tuple[str, ...]) -> tuple[str, ...]:
+    """Training leads plus the second channel: the test patients are always also scored on it."""
+    return tuple(dict.fromkeys(("MLII", *training, "other")))
+
+
+def _add_classifier_args(p: argparse.ArgumentParser) -> None:
+    """Training data and decision calibration, shared by centralized and federated commands."""
+    p.add_argument("--leads", nargs="+", choices=("MLII", "other"), default=list(_DEFAULT_LEADS),
+                   help="leads whose beats train and validate the model (other: each record's second "
+                        "channel, V1/V2/V4/V5); test patients are scored on MLII and, apart, on the other lead")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=_DEFAULT_CALIBRATE,
+                   help="fit per-class logit offsets on the held-out DS1 patients and fold them into the "
+                        "output bias before export")
 
 
 def _write_results(results: dict, json_path: Path) -> None:
@@ -96,9 +116,23 @@ def _federated_runs(args: argparse.Namespace, train_fn, label: str) -> tuple[Pat
     from training.experiment import run_trainer_seeds
 
     data_dir = _data_dir(args)
-    data = load_beats(data_dir, protocol_records(args.protocol), SignalConfig(), _cache_root())
+    data = load_beats(data_dir, protocol_records(args.protocol), SignalConfig(), _cache_root(),
+                      leads=_leads_to_load(tuple(args.leads)))
     return data_dir, label, run_trainer_seeds(data, args.protocol, args.seeds, Path(args.out) / "models", label,
-                                              train_fn)
+                                              train_fn, leads=tuple(args.leads))
+
+
+def _base_config(args: argparse.Namespace, seed: int):
+    from training.config import TrainConfig
+
+    return TrainConfig(seed=seed, leads=tuple(args.leads), calibrate_offsets=args.calibrate)
+
+
+def _finish_federated(trained, val, args: argparse.Namespace):
+    """The selected round's model, with logit offsets fitted on the validation patients when asked."""
+    from training.train import calibrate
+
+    return calibrate(trained, val) if args.calibrate else trained
 
 
 def _federated_config(args: argparse.Namespace, seed: int):
@@ -118,19 +152,20 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
     return {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
             "federated": {"strategy": args.strategy, "strategy_args": dict(args.strategy_arg),
                           "partition": args.partition, "rounds": args.rounds,
-                          "local_epochs": args.local_epochs, "lr": args.lr, **settings},
+                          "local_epochs": args.local_epochs, "lr": args.lr, "leads": list(args.leads),
+                          "calibrate": args.calibrate, **settings},
             "protocols": {args.protocol: {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}},
             "targets": [], "wall_seconds": time.time() - started}
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from training.config import TrainConfig
     from training.federated.simulation import run_simulation
 
     started = time.time()
     data_dir, label, runs = _federated_runs(
-        args, lambda train, val, test, seed: run_simulation(train, val, _federated_config(args, seed),
-                                                            TrainConfig(seed=seed)), args.strategy)
+        args, lambda train, val, test, seed: _finish_federated(
+            run_simulation(train, val, _federated_config(args, seed), _base_config(args, seed)), val, args),
+        args.strategy)
     results = _federated_results(args, data_dir, runs, {"fraction": args.fraction, "transport": "in-process"},
                                  started)
     _write_results(results, Path(args.json) if args.json else Path(args.out) / f"federated_{args.strategy}.json")
@@ -138,7 +173,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    from training.config import TrainConfig
     from training.federated.aggregator_config import RoundPolicy
     from training.federated.fleet import FleetConfig, run_fleet
 
@@ -149,10 +183,10 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         cfg = FleetConfig(federated=_federated_config(args, seed), policy=policy, encoding=args.encoding,
                           chunk_size=args.chunk_size, broker_url=args.broker, max_devices=args.devices,
                           signed=not args.unsigned)
-        result = run_fleet(train, val, test, cfg, TrainConfig(seed=seed), Path(args.out) / f"run_seed{seed}")
+        result = run_fleet(train, val, test, cfg, _base_config(args, seed), Path(args.out) / f"run_seed{seed}")
         transport.setdefault("runs", []).append({"seed": seed, "broker": result.broker, "devices": result.devices,
                                                  "rejected": result.rejected, "wall_seconds": result.wall_seconds})
-        return result.trained
+        return _finish_federated(result.trained, val, args)
 
     label = f"{args.strategy}_{args.encoding.replace(':', '')}"
     data_dir, _, runs = _federated_runs(args, train_fn, label)
@@ -278,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--protocols", nargs="+", choices=("inter", "intra"), default=["inter", "intra"])
     p.add_argument("--epochs", type=int, default=60, help="maximum epochs (early stopping on validation)")
+    _add_classifier_args(p)
     _add_run_args(p, "out/foundation", "OUT/foundation.json")
     p.set_defaults(func=cmd_foundation)
 
@@ -290,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("inter", "intra"), default="inter")
     p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
     p.add_argument("--fraction", type=float, default=1.0, help="share of devices per round")
+    _add_classifier_args(p)
     p.add_argument("--attack", help="malicious devices: sign_flip | scale:K | gaussian:S | label_flip | replacement:K")
     p.add_argument("--attackers", type=float, default=0.0, help="share of devices that attack (e.g. 0.2)")
     _add_run_args(p, "out/federated", "OUT/federated_STRATEGY.json")
@@ -307,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
     p.add_argument("--devices", type=int, help="use only the first N devices of the partition (default: all)")
     p.add_argument("--broker", help="mqtt://HOST:PORT of a running broker (default: start one)")
+    _add_classifier_args(p)
     p.add_argument("--unsigned", action="store_true", help="do not sign updates and global models (Ed25519 "
                                                            "keys are otherwise made for the run)")
     _add_round_policy_args(p)

@@ -40,6 +40,12 @@ class TrainConfig:
     #: calibration runs (ECG-NOTES.md): full weights flood S and F with N beats.
     class_weight_power: float = 0.5
     max_class_weight: float = 20.0
+    #: Leads whose beats train (and validate) the model: "MLII", and "other" for each record's second
+    #: channel (V1/V2/V4/V5) as more single-lead examples of the same input contract, so the model does
+    #: not learn MLII's morphology as the only shape a ventricular beat can have.
+    leads: tuple[str, ...] = ("MLII",)
+    #: Per-class logit offsets fitted on the validation patients and folded into the output bias.
+    calibrate_offsets: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,6 +57,8 @@ class TrainConfig:
             raise ValueError("learning_rate must be positive")
         if not 0 <= self.class_weight_power <= 1:
             raise ValueError("class_weight_power must be in [0, 1]")
+        if not self.leads or len(set(self.leads)) != len(self.leads) or set(self.leads) - {"MLII", "other"}:
+            raise ValueError(f"leads must be distinct names out of ('MLII', 'other'), got {self.leads}")
 
     def to_dict(self) -> dict:
         return asdict(self)

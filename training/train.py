@@ -11,6 +11,7 @@ from edge_runtime.metrics import classification_report
 from edge_runtime.rr_features import standardise_rr
 from training.config import TrainConfig
 from edge_runtime.aami import AAMI_CLASSES
+from training.calibration import fit_logit_offsets, fold_offsets
 from training.data.beat_dataset import BeatDataset
 from training.model import build_classifier
 
@@ -39,6 +40,8 @@ class TrainedModel:
     config: TrainConfig
     history: list[dict] = field(default_factory=list)  # one row per epoch
     best_epoch: int = 0
+    #: Logit offsets already folded into the output bias (zeros when not calibrated).
+    logit_offsets: tuple[float, ...] = ()
 
     def predict_proba(self, data: BeatDataset) -> np.ndarray:
         return predict_proba(self.model, data, self.rr_scaler)
@@ -119,4 +122,13 @@ def train_centralized(train: BeatDataset, val: BeatDataset, cfg: TrainConfig, ve
         shuffle=True,
         verbose=verbose,
     )
-    return TrainedModel(model=model, rr_scaler=scaler, config=cfg, history=history, best_epoch=selector.best_epoch)
+    trained = TrainedModel(model=model, rr_scaler=scaler, config=cfg, history=history, best_epoch=selector.best_epoch)
+    return calibrate(trained, val) if cfg.calibrate_offsets else trained
+
+
+def calibrate(trained: TrainedModel, val: BeatDataset) -> TrainedModel:
+    """Fit logit offsets on the validation patients and fold them into the output bias (in place)."""
+    offsets = fit_logit_offsets(trained.predict_proba(val), val.labels, AAMI_CLASSES, SCORED_CLASSES)
+    fold_offsets(trained.model, offsets)
+    trained.logit_offsets = tuple(float(o) for o in offsets)
+    return trained
