@@ -44,6 +44,28 @@ def test_both_leads_are_cached_apart_and_served_identically(excerpt_dir, tmp_pat
     assert len(both.of_records(["208x"]).of_leads(["MLII"])) == len(fresh)
 
 
+def test_perturbed_copies_go_through_the_same_pipeline_and_are_cached(excerpt_dir, tmp_path):
+    from training.data.augment import AUG_SUFFIX, chain_for, load_augmented, perturbed_record_beats
+
+    cfg = SignalConfig()
+    clean = record_beats(excerpt_dir, "208x", cfg)
+    noisy = perturbed_record_beats(excerpt_dir, "208x", cfg, "MLII", ("wander:1", "emg:12"), seed=0)
+    assert set(noisy.lead) == {"MLII" + AUG_SUFFIX}
+    common, i, j = np.intersect1d(clean.sample, noisy.sample, return_indices=True)
+    assert common.size > 0.95 * len(clean)  # the same reference beats (a few lost at excluded ranges at most)
+    np.testing.assert_array_equal(noisy.labels[j], clean.labels[i])
+    diff = np.abs(noisy.waves[j] - clean.waves[i]).mean()
+    assert 0.01 < diff < 0.5  # noisy, yet still the same beats
+    first = load_augmented(excerpt_dir, ["208x"], cfg, ("MLII", OTHER_LEAD), 0, tmp_path)
+    assert set(first.lead) == {"MLII" + AUG_SUFFIX, OTHER_LEAD + AUG_SUFFIX}
+    assert chain_for("208x", "MLII", 0) != chain_for("208x", OTHER_LEAD, 0)  # each lead its own noise
+    cached = list((tmp_path / "beats" / cfg.digest()).rglob("aug-*/208x.npz"))
+    assert len(cached) == 2
+    again = load_augmented(excerpt_dir, ["208x"], cfg, ("MLII", OTHER_LEAD), 0, tmp_path)
+    np.testing.assert_array_equal(again.waves, first.waves)
+    np.testing.assert_array_equal(again.lead, first.lead)
+
+
 def test_offset_search_finds_the_smallest_offset_that_fixes_a_shifted_boundary():
     classes, scored = ("N", "S", "V"), ("N", "S", "V")
     labels = np.array([0] * 50 + [1] * 10 + [2] * 10)

@@ -13,6 +13,7 @@ log = logging.getLogger("pulsewire")
 #: Chosen on held-out DS1 patients (docs/classifier.md); the flags override them.
 _DEFAULT_LEADS = ("MLII",)
 _DEFAULT_CALIBRATE = False
+_DEFAULT_AUGMENT = False
 
 
 def _cache_root() -> Path:
@@ -53,21 +54,18 @@ def cmd_foundation(args: argparse.Namespace) -> int:
     from edge_runtime.signal_config import SignalConfig
     from tools.seed_summary import check_targets, summarise
     from training.config import TrainConfig
-    from training.data.beat_dataset import load_beats
-    from training.data.protocols import protocol_records
     from training.experiment import run_seeds
 
     data_dir = _data_dir(args)
     out = Path(args.out)
     cfg = TrainConfig(signal=SignalConfig(), epochs=args.epochs, min_epochs=min(5, args.epochs),
-                      leads=tuple(args.leads), calibrate_offsets=args.calibrate)
+                      leads=tuple(args.leads), augment=args.augment, calibrate_offsets=args.calibrate)
     started = time.time()
     results: dict = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
                      "train_config": cfg.to_dict(), "protocols": {}}
     for i, protocol in enumerate(args.protocols, 1):
         log.info("[%d/%d] %s-patient protocol, seeds %s", i, len(args.protocols), protocol, args.seeds)
-        data = load_beats(data_dir, protocol_records(protocol), cfg.signal, _cache_root(),
-                          leads=_leads_to_load(cfg.leads))
+        data = _protocol_beats(data_dir, protocol, cfg)
         runs = run_seeds(data, protocol, cfg, args.seeds, out / "models")
         for r in runs:
             m = r.metrics["int8"]
@@ -82,9 +80,22 @@ def cmd_foundation(args: argparse.Namespace) -> int:
     return 0
 
 
-def _leads_to_load(training: tuple[str, ...]) -> tuple[str, ...]:
-    """Training leads plus the second channel: the test patients are always also scored on it."""
-    return tuple(dict.fromkeys(("MLII", *training, "other")))
+def _protocol_beats(data_dir: Path, protocol: str, cfg):
+    """The protocol's beats on MLII, the second channel (test patients are always also scored on it) and
+    the training leads; with ``cfg.augment`` and the inter-patient protocol, perturbed copies of the DS1
+    leads (intra-patient splits beats, not patients: a perturbed copy of a test beat would leak)."""
+    from training.data.augment import load_augmented
+    from training.data.beat_dataset import BeatDataset, load_beats
+    from training.data.protocols import protocol_records
+    from training.data.splits import DS1
+
+    leads = tuple(dict.fromkeys(("MLII", *cfg.leads, "other")))
+    data = load_beats(data_dir, protocol_records(protocol), cfg.signal, _cache_root(), leads=leads)
+    if cfg.augment and protocol == "inter":
+        data = BeatDataset.concat([data, load_augmented(data_dir, DS1, cfg.signal, cfg.leads, 0, _cache_root())])
+    elif cfg.augment:
+        log.warning("%s-patient protocol: no augmentation (a perturbed copy of a test beat would train)", protocol)
+    return data
 
 
 def _add_classifier_args(p: argparse.ArgumentParser) -> None:
@@ -92,6 +103,9 @@ def _add_classifier_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leads", nargs="+", choices=("MLII", "other"), default=list(_DEFAULT_LEADS),
                    help="leads whose beats train and validate the model (other: each record's second "
                         "channel, V1/V2/V4/V5); test patients are scored on MLII and, apart, on the other lead")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=_DEFAULT_AUGMENT,
+                   help="train also on one perturbed copy of every DS1 training lead (noise, baseline wander, "
+                        "DC steps, mains; inter-patient protocol only)")
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=_DEFAULT_CALIBRATE,
                    help="fit per-class logit offsets on the held-out DS1 patients and fold them into the "
                         "output bias before export")
@@ -110,22 +124,19 @@ def _write_results(results: dict, json_path: Path) -> None:
 def _federated_runs(args: argparse.Namespace, train_fn, label: str) -> tuple[Path, str, list]:
     """Load the protocol's beats and run ``train_fn`` per seed (shared by ``simulate`` and ``fleet``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from edge_runtime.signal_config import SignalConfig
-    from training.data.beat_dataset import load_beats
-    from training.data.protocols import protocol_records
     from training.experiment import run_trainer_seeds
 
     data_dir = _data_dir(args)
-    data = load_beats(data_dir, protocol_records(args.protocol), SignalConfig(), _cache_root(),
-                      leads=_leads_to_load(tuple(args.leads)))
+    cfg = _base_config(args, 0)
+    data = _protocol_beats(data_dir, args.protocol, cfg)
     return data_dir, label, run_trainer_seeds(data, args.protocol, args.seeds, Path(args.out) / "models", label,
-                                              train_fn, leads=tuple(args.leads))
+                                              train_fn, leads=cfg.leads, train_tags=cfg.training_lead_tags())
 
 
 def _base_config(args: argparse.Namespace, seed: int):
     from training.config import TrainConfig
 
-    return TrainConfig(seed=seed, leads=tuple(args.leads), calibrate_offsets=args.calibrate)
+    return TrainConfig(seed=seed, leads=tuple(args.leads), augment=args.augment, calibrate_offsets=args.calibrate)
 
 
 def _finish_federated(trained, val, args: argparse.Namespace):
@@ -153,7 +164,7 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
             "federated": {"strategy": args.strategy, "strategy_args": dict(args.strategy_arg),
                           "partition": args.partition, "rounds": args.rounds,
                           "local_epochs": args.local_epochs, "lr": args.lr, "leads": list(args.leads),
-                          "calibrate": args.calibrate, **settings},
+                          "augment": args.augment, "calibrate": args.calibrate, **settings},
             "protocols": {args.protocol: {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}},
             "targets": [], "wall_seconds": time.time() - started}
 

@@ -44,6 +44,9 @@ class TrainConfig:
     #: channel (V1/V2/V4/V5) as more single-lead examples of the same input contract, so the model does
     #: not learn MLII's morphology as the only shape a ventricular beat can have.
     leads: tuple[str, ...] = ("MLII",)
+    #: Add one perturbed copy (noise, wander, DC steps, mains: ``training.data.augment``) of every
+    #: training lead; validation and test beats stay clean.
+    augment: bool = False
     #: Per-class logit offsets fitted on the validation patients and folded into the output bias.
     calibrate_offsets: bool = False
     seed: int = 0
@@ -57,8 +60,13 @@ class TrainConfig:
             raise ValueError("learning_rate must be positive")
         if not 0 <= self.class_weight_power <= 1:
             raise ValueError("class_weight_power must be in [0, 1]")
+        object.__setattr__(self, "leads", tuple(self.leads))  # JSON gives lists; hashing and tags need a tuple
         if not self.leads or len(set(self.leads)) != len(self.leads) or set(self.leads) - {"MLII", "other"}:
             raise ValueError(f"leads must be distinct names out of ('MLII', 'other'), got {self.leads}")
+
+    def training_lead_tags(self) -> tuple[str, ...]:
+        """Lead tags of the beats that train: the clean leads and, with ``augment``, their perturbed copies."""
+        return self.leads + (tuple(f"{lead}/aug" for lead in self.leads) if self.augment else ())
 
     def to_dict(self) -> dict:
         return asdict(self)

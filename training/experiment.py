@@ -101,8 +101,9 @@ def export_and_evaluate(trained: TrainedModel, train: BeatDataset, test: BeatDat
 def run_protocol(data: BeatDataset, protocol: str, cfg: TrainConfig, out_dir: Path, verbose: int = 0) -> RunResult:
     """Train on the protocol's training beats with ``cfg.seed``; test only once, after selection."""
     split = make_split(protocol, data, cfg.seed)
-    train, val = data.subset(split.train).of_leads(cfg.leads), data.subset(split.val).of_leads(cfg.leads)
-    test = data.subset(split.test)
+    train = data.subset(split.train).of_leads(cfg.training_lead_tags())
+    val = data.subset(split.val).of_leads(cfg.leads)
+    test = data.subset(split.test).of_leads(["MLII", "other"])
     log.info("%s seed %d: %d train / %d val / %d test beats", protocol, cfg.seed, len(train), len(val), len(test))
     t0 = time.perf_counter()
     trained = train_centralized(train, val, cfg, verbose=verbose)
@@ -120,14 +121,17 @@ Trainer = Callable[[BeatDataset, BeatDataset, BeatDataset, int], TrainedModel]
 
 
 def run_trainer_seeds(data: BeatDataset, protocol: str, seeds: list[int], out_dir: Path, label: str,
-                      train_fn: Trainer, leads: tuple[str, ...] = ("MLII",)) -> list[RunResult]:
+                      train_fn: Trainer, leads: tuple[str, ...] = ("MLII",),
+                      train_tags: tuple[str, ...] | None = None) -> list[RunResult]:
     """Per seed: the protocol's split (training and validation beats of ``leads``), ``train_fn``, then
-    int8 export and the one test-set evaluation (MLII, and every other lead loaded, reported apart)."""
+    int8 export and the one test-set evaluation (MLII, and every other lead loaded, reported apart).
+    ``train_tags`` adds lead tags that only train (perturbed copies, "MLII/aug")."""
     runs = []
     for seed in seeds:
         split = make_split(protocol, data, seed)
-        train, val = data.subset(split.train).of_leads(leads), data.subset(split.val).of_leads(leads)
-        test = data.subset(split.test)
+        train = data.subset(split.train).of_leads(train_tags or leads)
+        val = data.subset(split.val).of_leads(leads)
+        test = data.subset(split.test).of_leads(["MLII", "other"])
         log.info("seed %d: %s; %d train / %d val / %d test beats", seed, label, len(train), len(val), len(test))
         t0 = time.perf_counter()
         trained = train_fn(train, val, test.of_leads(["MLII"]), seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -17,6 +17,7 @@ from training.data.mitdb import OTHER_LEAD, load_record
 log = logging.getLogger(__name__)
 _CACHE_FORMAT = 1
 _FIELDS = ("waves", "rr", "labels", "record", "sample", "lead")
+LEAD_DTYPE = "<U12"
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class BeatDataset:
 
     def __post_init__(self) -> None:
         if self.lead is None:
-            object.__setattr__(self, "lead", np.full(self.labels.size, "MLII", dtype="<U8"))
+            object.__setattr__(self, "lead", np.full(self.labels.size, "MLII", dtype=LEAD_DTYPE))
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -81,11 +82,12 @@ def record_beats(data_dir: Path, name: str, cfg: SignalConfig, lead: str = "MLII
         labels=labels[k],
         record=np.full(k.size, name, dtype="<U8"),
         sample=peaks[k],
-        lead=np.full(k.size, lead, dtype="<U8"),
+        lead=np.full(k.size, lead, dtype=LEAD_DTYPE),
     )
 
 
-def _cache_path(cache_root: Path, data_dir: Path, name: str, cfg: SignalConfig, lead: str) -> tuple[Path, str]:
+def _cache_path(cache_root: Path, data_dir: Path, name: str, cfg: SignalConfig, lead: str,
+                variant: str) -> tuple[Path, str]:
     dat = (data_dir / name).with_suffix(".dat")
     atr = (data_dir / name).with_suffix(".atr")
     st_d, st_a = dat.stat(), atr.stat()
@@ -93,6 +95,8 @@ def _cache_path(cache_root: Path, data_dir: Path, name: str, cfg: SignalConfig, 
     folder = cache_root / "beats" / cfg.digest()
     if lead != "MLII":  # MLII entries keep their original place, so existing caches stay valid
         folder = folder / lead
+    if variant:
+        folder = folder / variant
     return folder / f"{name}.npz", source_key
 
 
@@ -110,25 +114,28 @@ def load_beats(
     parts = []
     for lead in leads:
         for name in tqdm(records, desc=f"records ({lead})", unit="rec", disable=not progress, leave=False):
-            parts.append(_cached_record_beats(data_dir, name, cfg, cache_root, lead))
+            parts.append(cached_beats(data_dir, name, cfg, cache_root, lead, "",
+                                      lambda: record_beats(data_dir, name, cfg, lead)))
     return BeatDataset.concat(parts)
 
 
-def _cached_record_beats(data_dir: Path, name: str, cfg: SignalConfig, cache_root: Path | None,
-                         lead: str = "MLII") -> BeatDataset:
+def cached_beats(data_dir: Path, name: str, cfg: SignalConfig, cache_root: Path | None, lead: str, variant: str,
+                 build: Callable[[], BeatDataset]) -> BeatDataset:
+    """``build()``'s beats of one record's ``lead`` (``variant`` names a derived copy, "" for the clean
+    beats), stored under the signal config's digest and rebuilt when the source files change."""
     if cache_root is None:
-        return record_beats(data_dir, name, cfg, lead)
-    path, source_key = _cache_path(cache_root, Path(data_dir), name, cfg, lead)
+        return build()
+    path, source_key = _cache_path(cache_root, Path(data_dir), name, cfg, lead, variant)
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             if str(z["source_key"]) == source_key:
-                return BeatDataset(z["waves"], z["rr"], z["labels"], z["record"], z["sample"],
-                                   np.full(z["labels"].size, lead, dtype="<U8"))
-        log.info("cache for record %s is stale; rebuilding", name)
-    beats = record_beats(data_dir, name, cfg, lead)
+                tags = z["lead"] if "lead" in z.files else np.full(z["labels"].size, lead, dtype=LEAD_DTYPE)
+                return BeatDataset(z["waves"], z["rr"], z["labels"], z["record"], z["sample"], tags)
+        log.info("cache for record %s (%s %s) is stale; rebuilding", name, lead, variant)
+    beats = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, waves=beats.waves, rr=beats.rr, labels=beats.labels, record=beats.record,
-             sample=beats.sample, source_key=np.array(source_key))
+             sample=beats.sample, lead=beats.lead, source_key=np.array(source_key))
     tmp.replace(path)  # atomic: a killed run never leaves a half-written cache entry
     return beats
