@@ -10,7 +10,7 @@ import pytest
 
 from edge_runtime.aami import AAMI_CLASSES
 from edge_runtime.signal_config import SignalConfig
-from training.calibration import OffsetSearch, fit_logit_offsets, fold_offsets
+from training.calibration import OffsetSearch, fit_logit_offsets, fold_offsets, prior_offsets
 from training.data.beat_dataset import load_beats, record_beats
 from training.data.mitdb import OTHER_LEAD, load_record
 from training.train import TrainedModel
@@ -80,6 +80,20 @@ def test_offset_search_finds_the_smallest_offset_that_fixes_a_shifted_boundary()
     assert np.all(np.argmax(np.log(probs) + offsets, axis=1) == labels)
     with pytest.raises(ValueError, match="unknown classes"):
         fit_logit_offsets(probs, labels, classes, scored, OffsetSearch(tuned=("F",)))
+
+
+def test_prior_offsets_take_the_class_weights_shift_out_again():
+    weights = np.array([0.5, 2.0, 1.0, 4.0, 20.0])
+    offsets = prior_offsets(weights)
+    np.testing.assert_allclose(offsets, np.log(0.5) - np.log(weights), rtol=1e-6)
+    assert offsets[0] == 0
+    # weighted log-probabilities plus the offsets rank classes as the unweighted ones do
+    log_p = np.log(np.array([[0.6, 0.1, 0.2, 0.05, 0.05], [0.2, 0.3, 0.4, 0.05, 0.05]]))
+    weighted = log_p + np.log(weights)
+    assert np.array_equal(np.argmax(weighted + offsets, axis=1), np.argmax(log_p, axis=1))
+    assert not np.array_equal(np.argmax(weighted, axis=1), np.argmax(log_p, axis=1))
+    with pytest.raises(ValueError, match="positive"):
+        prior_offsets(np.array([1.0, 0.0]))
 
 
 def _folded_copy(trained: TrainedModel, offsets: np.ndarray) -> TrainedModel:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 log = logging.getLogger("pulsewire")
 #: Chosen on held-out DS1 patients (docs/classifier.md); the flags override them.
-_DEFAULT_LEADS = ("MLII",)
-_DEFAULT_CALIBRATE = False
+_DEFAULT_LEADS = ("MLII", "other")
 _DEFAULT_AUGMENT = False
 
 
@@ -59,7 +58,7 @@ def cmd_foundation(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     out = Path(args.out)
     cfg = TrainConfig(signal=SignalConfig(), epochs=args.epochs, min_epochs=min(5, args.epochs),
-                      leads=tuple(args.leads), augment=args.augment, calibrate_offsets=args.calibrate)
+                      leads=tuple(args.leads), augment=args.augment, logit_offsets=args.offsets)
     started = time.time()
     results: dict = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
                      "train_config": cfg.to_dict(), "protocols": {}}
@@ -106,9 +105,10 @@ def _add_classifier_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=_DEFAULT_AUGMENT,
                    help="train also on one perturbed copy of every DS1 training lead (noise, baseline wander, "
                         "DC steps, mains; inter-patient protocol only)")
-    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=_DEFAULT_CALIBRATE,
-                   help="fit per-class logit offsets on the held-out DS1 patients and fold them into the "
-                        "output bias before export")
+    p.add_argument("--offsets", choices=("none", "prior", "fitted"), default="prior",
+                   help="per-class logit offsets folded into the output bias before export: prior (default: "
+                        "undo the class weights' shift at decision time), fitted (searched on the held-out "
+                        "DS1 patients) or none")
 
 
 def _write_results(results: dict, json_path: Path) -> None:
@@ -136,14 +136,9 @@ def _federated_runs(args: argparse.Namespace, train_fn, label: str) -> tuple[Pat
 def _base_config(args: argparse.Namespace, seed: int):
     from training.config import TrainConfig
 
-    return TrainConfig(seed=seed, leads=tuple(args.leads), augment=args.augment, calibrate_offsets=args.calibrate)
+    return TrainConfig(seed=seed, leads=tuple(args.leads), augment=args.augment, logit_offsets=args.offsets)
 
 
-def _finish_federated(trained, val, args: argparse.Namespace):
-    """The selected round's model, with logit offsets fitted on the validation patients when asked."""
-    from training.train import calibrate
-
-    return calibrate(trained, val) if args.calibrate else trained
 
 
 def _federated_config(args: argparse.Namespace, seed: int):
@@ -164,7 +159,7 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
             "federated": {"strategy": args.strategy, "strategy_args": dict(args.strategy_arg),
                           "partition": args.partition, "rounds": args.rounds,
                           "local_epochs": args.local_epochs, "lr": args.lr, "leads": list(args.leads),
-                          "augment": args.augment, "calibrate": args.calibrate, **settings},
+                          "augment": args.augment, "offsets": args.offsets, **settings},
             "protocols": {args.protocol: {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}},
             "targets": [], "wall_seconds": time.time() - started}
 
@@ -174,9 +169,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     started = time.time()
     data_dir, label, runs = _federated_runs(
-        args, lambda train, val, test, seed: _finish_federated(
-            run_simulation(train, val, _federated_config(args, seed), _base_config(args, seed)), val, args),
-        args.strategy)
+        args, lambda train, val, test, seed: run_simulation(train, val, _federated_config(args, seed),
+                                                            _base_config(args, seed)), args.strategy)
     results = _federated_results(args, data_dir, runs, {"fraction": args.fraction, "transport": "in-process"},
                                  started)
     _write_results(results, Path(args.json) if args.json else Path(args.out) / f"federated_{args.strategy}.json")
@@ -197,7 +191,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         result = run_fleet(train, val, test, cfg, _base_config(args, seed), Path(args.out) / f"run_seed{seed}")
         transport.setdefault("runs", []).append({"seed": seed, "broker": result.broker, "devices": result.devices,
                                                  "rejected": result.rejected, "wall_seconds": result.wall_seconds})
-        return _finish_federated(result.trained, val, args)
+        return result.trained
 
     label = f"{args.strategy}_{args.encoding.replace(':', '')}"
     data_dir, _, runs = _federated_runs(args, train_fn, label)

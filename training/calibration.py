@@ -1,8 +1,11 @@
-"""Per-class logit offsets chosen on held-out DS1 patients, folded into the output layer's bias.
+"""Per-class logit offsets, folded into the output layer's bias: the decision rule after training.
 
-Class weighting sets one trade-off between classes for all patients; where the decision boundary between
-S and N (and S and V) should sit across *unseen* patients is only visible on unseen patients. Adding an
-offset ``o_c`` to class c's logit moves that boundary without retraining. Because the network ends in
+Class weighting sets one trade-off between classes while the network learns; it also shifts every
+decision towards the rare classes (a weight w_c adds about log w_c to class c's logit). Adding an
+offset ``o_c`` to class c's logit moves the decision boundaries without retraining. Two rules:
+``prior`` undoes the weighting at decision time (o_c = log w_N - log w_c: no fitting at all), ``fitted``
+searches offsets that maximise macro F1 on the held-out DS1 patients. Which one ships was chosen on
+held-out DS1 patients (docs/classifier.md): ``prior``; ``fitted`` overfits four or five patients. Because the network ends in
 ``softmax(W h + b)``, ``argmax(log p + o) == argmax(W h + b + o)``: the offsets are folded into ``b``
 before export, so the float32 and int8 TFLite models, the edge runtime and the generated C all apply
 them without knowing they exist (nothing extra in the input contract or the interpreters).
@@ -81,6 +84,17 @@ def fit_logit_offsets(probs: np.ndarray, labels: np.ndarray, classes: tuple[str,
             break
     log.info("logit offsets %s: validation macro F1 %.4f", dict(zip(classes, offsets.round(3))), best)
     return offsets.astype(np.float32)
+
+
+OFFSET_RULES = ("none", "prior", "fitted")
+
+
+def prior_offsets(class_weights: np.ndarray) -> np.ndarray:
+    """o_c = log w_0 - log w_c: the logit shift the class weights put in, taken out again (class 0, N, keeps 0)."""
+    w = np.asarray(class_weights, np.float64)
+    if w.ndim != 1 or np.any(w <= 0):
+        raise ValueError(f"class weights must be a 1-D array of positive numbers, got {w}")
+    return (np.log(w[0]) - np.log(w)).astype(np.float32)
 
 
 def fold_offsets(model: keras.Model, offsets: np.ndarray) -> None:

@@ -47,8 +47,10 @@ class TrainConfig:
     #: Add one perturbed copy (noise, wander, DC steps, mains: ``training.data.augment``) of every
     #: training lead; validation and test beats stay clean.
     augment: bool = False
-    #: Per-class logit offsets fitted on the validation patients and folded into the output bias.
-    calibrate_offsets: bool = False
+    #: Per-class logit offsets folded into the output bias after training (``training.calibration``):
+    #: "none", "prior" (undo the class weights' shift at decision time) or "fitted" (searched on the
+    #: validation patients). "prior" won on held-out DS1 patients (docs/classifier.md).
+    logit_offsets: str = "prior"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +62,8 @@ class TrainConfig:
             raise ValueError("learning_rate must be positive")
         if not 0 <= self.class_weight_power <= 1:
             raise ValueError("class_weight_power must be in [0, 1]")
+        if self.logit_offsets not in ("none", "prior", "fitted"):
+            raise ValueError(f"logit_offsets must be 'none', 'prior' or 'fitted', got {self.logit_offsets!r}")
         object.__setattr__(self, "leads", tuple(self.leads))  # JSON gives lists; hashing and tags need a tuple
         if not self.leads or len(set(self.leads)) != len(self.leads) or set(self.leads) - {"MLII", "other"}:
             raise ValueError(f"leads must be distinct names out of ('MLII', 'other'), got {self.leads}")

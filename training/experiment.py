@@ -17,7 +17,7 @@ from training.data.beat_dataset import BeatDataset
 from training.data.protocols import make_split
 from training.export import export_model, representative_beats
 from training.model_stats import model_stats
-from training.train import SCORED_CLASSES, TrainedModel, train_centralized
+from training.train import SCORED_CLASSES, TrainedModel, calibrate, train_centralized
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ def run_trainer_seeds(data: BeatDataset, protocol: str, seeds: list[int], out_di
                       train_tags: tuple[str, ...] | None = None) -> list[RunResult]:
     """Per seed: the protocol's split (training and validation beats of ``leads``), ``train_fn``, then
     int8 export and the one test-set evaluation (MLII, and every other lead loaded, reported apart).
-    ``train_tags`` adds lead tags that only train (perturbed copies, "MLII/aug")."""
+    ``train_tags`` adds lead tags that only train (perturbed copies, "MLII/aug"). The trained model gets
+    its config's logit offsets folded in, as centralized training does."""
     runs = []
     for seed in seeds:
         split = make_split(protocol, data, seed)
@@ -134,7 +135,7 @@ def run_trainer_seeds(data: BeatDataset, protocol: str, seeds: list[int], out_di
         test = data.subset(split.test).of_leads(["MLII", "other"])
         log.info("seed %d: %s; %d train / %d val / %d test beats", seed, label, len(train), len(val), len(test))
         t0 = time.perf_counter()
-        trained = train_fn(train, val, test.of_leads(["MLII"]), seed)
+        trained = calibrate(train_fn(train, val, test.of_leads(["MLII"]), seed), train.labels, val)
         runs.append(export_and_evaluate(trained, train, test, protocol, seed, split.description,
                                         Path(out_dir) / f"{label}_seed{seed}", time.perf_counter() - t0))
     return runs

@@ -11,7 +11,7 @@ from edge_runtime.metrics import classification_report
 from edge_runtime.rr_features import standardise_rr
 from training.config import TrainConfig
 from edge_runtime.aami import AAMI_CLASSES
-from training.calibration import fit_logit_offsets, fold_offsets
+from training.calibration import fit_logit_offsets, fold_offsets, prior_offsets
 from training.data.beat_dataset import BeatDataset
 from training.model import build_classifier
 
@@ -123,12 +123,23 @@ def train_centralized(train: BeatDataset, val: BeatDataset, cfg: TrainConfig, ve
         verbose=verbose,
     )
     trained = TrainedModel(model=model, rr_scaler=scaler, config=cfg, history=history, best_epoch=selector.best_epoch)
-    return calibrate(trained, val) if cfg.calibrate_offsets else trained
+    return calibrate(trained, train.labels, val)
 
 
-def calibrate(trained: TrainedModel, val: BeatDataset) -> TrainedModel:
-    """Fit logit offsets on the validation patients and fold them into the output bias (in place)."""
-    offsets = fit_logit_offsets(trained.predict_proba(val), val.labels, AAMI_CLASSES, SCORED_CLASSES)
+def calibrate(trained: TrainedModel, train_labels: np.ndarray, val: BeatDataset) -> TrainedModel:
+    """Fold the logit offsets of ``trained.config.logit_offsets`` into the output bias (in place): "prior"
+    from the class weights of ``train_labels`` (the same counts the loss used; a federation has them as
+    fleet-wide sums), "fitted" on the validation patients, "none" leaves the model as it is."""
+    cfg = trained.config
+    if cfg.logit_offsets == "none" or trained.logit_offsets:  # nothing to do, or already folded in
+        return trained
+    if cfg.logit_offsets == "prior":
+        weights = class_weights(train_labels, len(AAMI_CLASSES), cfg.class_weight_power, cfg.max_class_weight)
+        offsets = prior_offsets(np.array([weights[c] for c in range(len(AAMI_CLASSES))]))
+    else:
+        offsets = fit_logit_offsets(trained.predict_proba(val), val.labels, AAMI_CLASSES, SCORED_CLASSES)
     fold_offsets(trained.model, offsets)
     trained.logit_offsets = tuple(float(o) for o in offsets)
+    log.info("logit offsets (%s) folded into the output bias: %s", cfg.logit_offsets,
+             dict(zip(AAMI_CLASSES, np.round(offsets, 3))))
     return trained
