@@ -150,3 +150,21 @@ def test_folded_int8_model_is_bit_exact_in_generated_c(exported, folded, tmp_pat
     result = agreement(outs, {"tflm": run_reference(model, inputs, "tflm")})
     assert result.identical["tflm"] == len(test), result
     assert AAMI_CLASSES[1] == "S"  # the offsets above lift S; the class order is the metadata's
+
+
+def test_intra_patient_split_keeps_both_leads_of_a_beat_together():
+    from training.data.beat_dataset import BeatDataset
+    from training.data.protocols import make_split
+
+    n = 200
+    labels = np.repeat(np.array([0, 1, 2, 3], np.int8), n // 4)
+    def lead(tag):
+        return BeatDataset(np.zeros((n, 4), np.float32), np.zeros((n, 7), np.float32), labels,
+                           np.array(["100", "101"] * (n // 2)), np.arange(n, dtype=np.int64) * 300,
+                           np.full(n, tag))
+    mlii = lead("MLII")
+    both = BeatDataset.concat([mlii, lead(OTHER_LEAD)])
+    alone, split = make_split("intra", mlii, 3), make_split("intra", both, 3)
+    for a, b in zip((alone.train, alone.val, alone.test), (split.train, split.val, split.test)):
+        np.testing.assert_array_equal(b[b < n], a)  # the MLII split is what it was without the other lead
+        np.testing.assert_array_equal(np.sort(both.sample[b[b >= n]]), np.sort(mlii.sample[a]))
