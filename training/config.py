@@ -49,8 +49,9 @@ class TrainConfig:
     augment: bool = False
     #: Per-class logit offsets folded into the output bias after training (``training.calibration``):
     #: "none", "prior" (undo the class weights' shift at decision time) or "fitted" (searched on the
-    #: validation patients). "prior" won on held-out DS1 patients (docs/classifier.md).
-    logit_offsets: str = "prior"
+    #: validation patients). The `foundation` command uses "prior" (it won on held-out DS1 patients for
+    #: centralized training, docs/classifier.md); the library default leaves models as trained.
+    logit_offsets: str = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
