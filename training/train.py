@@ -40,7 +40,7 @@ class TrainedModel:
     config: TrainConfig
     history: list[dict] = field(default_factory=list)  # one row per epoch
     best_epoch: int = 0
-    #: Logit offsets already folded into the output bias (zeros when not calibrated).
+    #: Logit offsets already folded into the output bias (empty until ``calibrate`` folds some in).
     logit_offsets: tuple[float, ...] = ()
 
     def predict_proba(self, data: BeatDataset) -> np.ndarray:
