@@ -25,17 +25,20 @@ def pct(stat: dict | None) -> str:
 
 
 def markdown_table(results: dict) -> str:
-    """One row per protocol × model: Se/+P per class, accuracy, macro F1 (mean ± std over seeds, %)."""
-    head = ["protocol", "model", "seeds"] + [f"{c} Se / +P" for c in AAMI_CLASSES[:4]] + ["accuracy", "macro F1"]
+    """One row per protocol × model (and × other lead): Se/+P per class, accuracy, macro F1 and the share of
+    S beats called V (mean ± std over seeds, %)."""
+    head = ["protocol", "model", "seeds"] + [f"{c} Se / +P" for c in AAMI_CLASSES[:4]] + ["accuracy", "macro F1", "S called V"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for protocol, block in results["protocols"].items():
         summ = block["summary"]
-        for kind in ("float32", "int8"):
-            s = summ[kind]
+        rows = [(kind, summ[kind]) for kind in ("float32", "int8")]
+        rows += [(f"{kind}, {lead} lead", by_kind[kind]) for lead, by_kind in summ.get("leads", {}).items()
+                 for kind in ("float32", "int8")]
+        for kind, s in rows:
             cells = [protocol, kind, str(len(summ["seeds"]))]
             for c in AAMI_CLASSES[:4]:
                 cells.append(f"{pct(s['per_class'][c]['se'])} / {pct(s['per_class'][c]['ppv'])}")
-            cells += [pct(s["accuracy"]), pct(s["macro_f1"])]
+            cells += [pct(s["accuracy"]), pct(s["macro_f1"]), pct(s.get("s_called_v"))]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

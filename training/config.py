@@ -40,6 +40,18 @@ class TrainConfig:
     #: calibration runs (ECG-NOTES.md): full weights flood S and F with N beats.
     class_weight_power: float = 0.5
     max_class_weight: float = 20.0
+    #: Leads whose beats train (and validate) the model: "MLII", and "other" for each record's second
+    #: channel (V1/V2/V4/V5) as more single-lead examples of the same input contract, so the model does
+    #: not learn MLII's morphology as the only shape a ventricular beat can have.
+    leads: tuple[str, ...] = ("MLII",)
+    #: Add one perturbed copy (noise, wander, DC steps, mains: ``training.data.augment``) of every
+    #: training lead; validation and test beats stay clean.
+    augment: bool = False
+    #: Per-class logit offsets folded into the output bias after training (``training.calibration``):
+    #: "none", "prior" (undo the class weights' shift at decision time) or "fitted" (searched on the
+    #: validation patients). The `foundation` command uses "prior" (it won on held-out DS1 patients for
+    #: centralized training, docs/classifier.md); the library default leaves models as trained.
+    logit_offsets: str = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,6 +63,15 @@ class TrainConfig:
             raise ValueError("learning_rate must be positive")
         if not 0 <= self.class_weight_power <= 1:
             raise ValueError("class_weight_power must be in [0, 1]")
+        if self.logit_offsets not in ("none", "prior", "fitted"):
+            raise ValueError(f"logit_offsets must be 'none', 'prior' or 'fitted', got {self.logit_offsets!r}")
+        object.__setattr__(self, "leads", tuple(self.leads))  # JSON gives lists; hashing and tags need a tuple
+        if not self.leads or len(set(self.leads)) != len(self.leads) or set(self.leads) - {"MLII", "other"}:
+            raise ValueError(f"leads must be distinct names out of ('MLII', 'other'), got {self.leads}")
+
+    def training_lead_tags(self) -> tuple[str, ...]:
+        """Lead tags of the beats that train: the clean leads and, with ``augment``, their perturbed copies."""
+        return self.leads + (tuple(f"{lead}/aug" for lead in self.leads) if self.augment else ())
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,6 +11,7 @@ from edge_runtime.metrics import classification_report
 from edge_runtime.rr_features import standardise_rr
 from training.config import TrainConfig
 from edge_runtime.aami import AAMI_CLASSES
+from training.calibration import fit_logit_offsets, fold_offsets, prior_offsets
 from training.data.beat_dataset import BeatDataset
 from training.model import build_classifier
 
@@ -39,6 +40,8 @@ class TrainedModel:
     config: TrainConfig
     history: list[dict] = field(default_factory=list)  # one row per epoch
     best_epoch: int = 0
+    #: Logit offsets already folded into the output bias (empty until ``calibrate`` folds some in).
+    logit_offsets: tuple[float, ...] = ()
 
     def predict_proba(self, data: BeatDataset) -> np.ndarray:
         return predict_proba(self.model, data, self.rr_scaler)
@@ -119,4 +122,24 @@ def train_centralized(train: BeatDataset, val: BeatDataset, cfg: TrainConfig, ve
         shuffle=True,
         verbose=verbose,
     )
-    return TrainedModel(model=model, rr_scaler=scaler, config=cfg, history=history, best_epoch=selector.best_epoch)
+    trained = TrainedModel(model=model, rr_scaler=scaler, config=cfg, history=history, best_epoch=selector.best_epoch)
+    return calibrate(trained, train.labels, val)
+
+
+def calibrate(trained: TrainedModel, train_labels: np.ndarray, val: BeatDataset) -> TrainedModel:
+    """Fold the logit offsets of ``trained.config.logit_offsets`` into the output bias (in place): "prior"
+    from the class weights of ``train_labels`` (the same counts the loss used; a federation has them as
+    fleet-wide sums), "fitted" on the validation patients, "none" leaves the model as it is."""
+    cfg = trained.config
+    if cfg.logit_offsets == "none" or trained.logit_offsets:  # nothing to do, or already folded in
+        return trained
+    if cfg.logit_offsets == "prior":
+        weights = class_weights(train_labels, len(AAMI_CLASSES), cfg.class_weight_power, cfg.max_class_weight)
+        offsets = prior_offsets(np.array([weights[c] for c in range(len(AAMI_CLASSES))]))
+    else:
+        offsets = fit_logit_offsets(trained.predict_proba(val), val.labels, AAMI_CLASSES, SCORED_CLASSES)
+    fold_offsets(trained.model, offsets)
+    trained.logit_offsets = tuple(float(o) for o in offsets)
+    log.info("logit offsets (%s) folded into the output bias: %s", cfg.logit_offsets,
+             dict(zip(AAMI_CLASSES, np.round(offsets, 3))))
+    return trained

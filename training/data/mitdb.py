@@ -19,6 +19,11 @@ ATTRIBUTION = (
 )
 
 
+#: ``load_record(..., lead=OTHER_LEAD)``: the record's first channel that is not MLII (V1, V2, V4 or V5 in
+#: MIT-BIH): a different electrode placement than training's, for lead-invariance training and tests.
+OTHER_LEAD = "other"
+
+
 class RecordError(RuntimeError):
     """A record is missing, truncated or unreadable; the message names the file and what to do."""
 
@@ -93,8 +98,8 @@ def _expected_dat_bytes(fmt: str, n_samples: int, n_signals: int) -> int | None:
 def load_record(data_dir: Path, name: str, lead: str | int = "MLII") -> EcgRecord:
     """One lead of one record in millivolts, with its reference beat annotations.
 
-    The lead is chosen by name (channel order differs between MIT-BIH records: 114 has MLII second)
-    or by channel index.
+    The lead is chosen by name (channel order differs between MIT-BIH records: 114 has MLII second),
+    by channel index, or as ``OTHER_LEAD`` (the first channel not named MLII).
     """
     import wfdb
 
@@ -107,6 +112,11 @@ def load_record(data_dir: Path, name: str, lead: str | int = "MLII") -> EcgRecor
         header = wfdb.rdheader(str(base))
     except Exception as exc:
         raise RecordError(f"{base}.hea: unreadable WFDB header ({exc})") from exc
+    if lead == OTHER_LEAD:
+        others = [n for n in header.sig_name if n != "MLII"]
+        if not others:
+            raise RecordError(f"{base}.hea: no lead besides MLII; the record has {header.sig_name}")
+        lead = others[0]
     if isinstance(lead, int):
         if not 0 <= lead < header.n_sig:
             raise RecordError(f"{base}.hea: no channel {lead}; the record has {header.n_sig} ({header.sig_name})")

@@ -80,9 +80,13 @@ def inter_patient_split(data: BeatDataset, seed: int) -> Split:
 
 def intra_patient_split(data: BeatDataset, seed: int, test_fraction: float = 0.2,
                         val_fraction: float = 0.1) -> Split:
-    """Stratified random beat split over the non-paced records (the optimistic, widely used protocol)."""
+    """Stratified random beat split over the non-paced records (the optimistic, widely used protocol).
+
+    Beats are drawn on MLII; a beat's rows on other leads (or perturbed copies) follow it into the same
+    part, so no beat trains on one lead and tests on another."""
     rng = np.random.default_rng(seed)
-    pool = np.flatnonzero(np.isin(data.record, NON_PACED))
+    in_pool = np.isin(data.record, NON_PACED)
+    pool = np.flatnonzero(in_pool & (data.lead == "MLII"))
     train, val, test = [], [], []
     for cls in np.unique(data.labels[pool]):
         idx = rng.permutation(pool[data.labels[pool] == cls])
@@ -91,10 +95,17 @@ def intra_patient_split(data: BeatDataset, seed: int, test_fraction: float = 0.2
         test.append(idx[:n_test])
         val.append(idx[n_test:n_test + n_val])
         train.append(idx[n_test + n_val:])
+    parts = [np.sort(np.concatenate(p)) for p in (train, val, test)]
+    followers = np.flatnonzero(in_pool & (data.lead != "MLII"))
+    if followers.size:
+        key = np.char.add(np.char.add(data.record.astype(str), ":"), data.sample.astype(str))
+        part_of = {k: i for i, p in enumerate(parts) for k in key[p]}
+        side = np.array([part_of.get(k, -1) for k in key[followers]])
+        parts = [np.sort(np.concatenate([p, followers[side == i]])) for i, p in enumerate(parts)]
     return Split(
-        train=np.sort(np.concatenate(train)),
-        val=np.sort(np.concatenate(val)),
-        test=np.sort(np.concatenate(test)),
+        train=parts[0],
+        val=parts[1],
+        test=parts[2],
         description=f"intra-patient: stratified random beats of 44 records, "
                     f"{1 - test_fraction - val_fraction:.0%}/{val_fraction:.0%}/{test_fraction:.0%}",
     )
