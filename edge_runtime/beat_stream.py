@@ -18,6 +18,7 @@ from edge_runtime.beat_windows import cut_windows
 from edge_runtime.filtering import StreamingBandpass, bandpass
 from edge_runtime.rpeak import DetectorConfig, StreamingRPeakDetector, detect_rpeaks
 from edge_runtime.rr_features import rr_feature_row
+from edge_runtime.sample_guard import SampleGuard
 from edge_runtime.sample_history import SampleHistory
 from edge_runtime.signal_config import SignalConfig
 
@@ -35,6 +36,7 @@ class BeatStream:
         detector = detector or DetectorConfig(fs_hz=signal.fs_hz)
         if detector.fs_hz != signal.fs_hz:
             raise ValueError(f"detector runs at {detector.fs_hz} Hz, the signal config at {signal.fs_hz} Hz")
+        self._guard = SampleGuard()
         self._filter = StreamingBandpass(signal)
         self._detector = StreamingRPeakDetector(detector)
         self._filtered = SampleHistory()
@@ -45,12 +47,22 @@ class BeatStream:
         self._waiting: list[tuple[int, float, np.ndarray]] = []  # (sample, scale, rr row) until its window is in
         self.beats_detected = 0
 
+    @property
+    def invalid_samples(self) -> int:
+        """NaN / infinite samples met so far (held at the last valid value, never filtered)."""
+        return self._guard.invalid
+
+    def recoveries(self) -> dict[str, int]:
+        """How often the chain started again: band-pass restarts, detector artefacts, flat lines, re-learning."""
+        det = self._detector
+        return {"filter_restarts": self._filter.restarts, "artefacts": det.artefacts, "flat_lines": det.flat_lines,
+                "relearned": det.relearned}
+
     def process(self, raw_chunk: np.ndarray) -> list[Beat]:
         raw = np.asarray(raw_chunk, dtype=np.float64)
         if raw.ndim != 1:
             raise ValueError(f"expected a 1-D chunk of samples, got shape {raw.shape}")
-        if not np.all(np.isfinite(raw)):
-            raise ValueError("chunk contains NaN or Inf samples; drop or repair them before the stream")
+        raw, _ = self._guard.process(raw)
         filtered = self._filter.process(raw)
         self._filtered.append(filtered)
         for peak in self._detector.process(filtered):
@@ -106,5 +118,6 @@ def offline_beats(raw: np.ndarray, signal: SignalConfig = SignalConfig(),
     """The batch reference: detect on the whole filtered record, then ``beat_inputs`` at those peaks.
     Returns ``(peaks, inputs)``; the beat samples are ``peaks[inputs.beat_index]``."""
     detector = detector or DetectorConfig(fs_hz=signal.fs_hz)
-    peaks = detect_rpeaks(bandpass(np.asarray(raw, np.float64), signal), detector)
-    return peaks, beat_inputs(raw, peaks, signal)
+    clean, _ = SampleGuard().process(raw)
+    peaks = detect_rpeaks(bandpass(clean, signal), detector)
+    return peaks, beat_inputs(clean, peaks, signal)
