@@ -135,6 +135,7 @@ class StreamingRPeakDetector:
         self._last_event = 0  # the last accepted QRS or the end of learning: the re-learning clock
         self._last_candidate: int | None = None
         #: How often the detector re-learned: after an artefact, and after ``relearn_s`` without a beat.
+        self._settled_levels: list[tuple[float, float]] = []  # (spk, npk) when each reported peak settled
         self.artefacts = 0
         self.flat_lines = 0
         self.relearned = 0
@@ -165,6 +166,12 @@ class StreamingRPeakDetector:
         if self._last is not None:
             self._settle(out)
         return np.asarray(out, np.int64)
+
+    def take_levels(self) -> list[tuple[float, float]]:
+        """The (signal, noise) peak levels at the moment each peak reported since the last call settled,
+        in the same order: the detector's own view of the signal-to-noise ratio at that beat."""
+        levels, self._settled_levels = self._settled_levels, []
+        return levels
 
     def oldest_possible_peak(self) -> int:
         """No R peak reported from now on can lie before this sample (what callers may forget)."""
@@ -334,6 +341,8 @@ class StreamingRPeakDetector:
         r = self._r_location(self._last)
         if self._last_r is None or r - self._last_r >= self.cfg.samples(self.cfg.refractory_s):
             out.append(r)  # else: two energy peaks around one R wave, reported once
+            lv = self._levels
+            self._settled_levels.append((lv.spk, lv.npk) if lv is not None else (0.0, 0.0))
             self._last_r = r
         self._reported_last, self._last = self._last, None
 

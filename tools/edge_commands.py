@@ -44,7 +44,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         source, name = text_file(args.input, args.fs), Path(args.input).stem
     out = Path(args.out)
-    sinks = [CsvSink(out / f"{name}.csv"), WfdbAnnotationSink(name, out, source.fs_hz, args.extension)]
+    annotations = WfdbAnnotationSink(name, out, source.fs_hz, args.extension)
+    sinks = [CsvSink(out / f"{name}.csv"), annotations]
     publisher = listener = None
     if args.broker:
         from edge_runtime.alert_publisher import AlertPublisher
@@ -53,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient)
         publisher.start()
         sinks.append(publisher)
-    runtime = EdgeRuntime(classifier, source.fs_hz, sinks)
+    runtime = EdgeRuntime(classifier, source.fs_hz, sinks, status=publisher.extra_status if publisher else None)
     if args.broker and store is not None:
         from edge_runtime.release_listener import ReleaseListener
 
@@ -74,7 +75,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(source, TextSamples):
         summary["malformed_lines"] = source.malformed
     print(json.dumps(summary, indent=1))
-    print(f"beats: {out / (name + '.csv')}  annotations: {out / (name + '.' + args.extension)}")
+    print(f"beats: {out / (name + '.csv')}  annotations: {annotations.path}")
+    if annotations.beats == 0:
+        print(f"no beat detected in {stats.signal_s:.1f} s of signal ({stats.lead_off_s:.1f} s lead-off, "
+              f"{stats.invalid_samples} invalid samples): {annotations.path} holds no annotation")
     return 0
 
 
@@ -94,7 +98,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     test = wfdb.rdann(str(test_path), args.extension)
     ref_labels, ref_pos = aami_labels(reference.symbol)
     test_labels, test_pos = aami_labels(test.symbol)
-    end = int(max(reference.sample.max(), test.sample.max())) + 1
+    end = int(max(np.max(reference.sample, initial=0), np.max(test.sample, initial=0))) + 1
     episodes = flutter_episodes(reference.sample, reference.symbol, reference.aux_note, end)
     report = score_classes(reference.sample[ref_pos], ref_labels, test.sample[test_pos], test_labels, AAMI_CLASSES,
                            float(reference.fs or 360.0), macro_over=("N", "S", "V", "F"), excluded=episodes)

@@ -9,7 +9,6 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from scipy import signal as sp_signal
 
 from edge_runtime.filtering import RestartRules, bandpass_sos
 from edge_runtime.model_metadata import ModelMetadata

@@ -1,0 +1,134 @@
+"""Per-beat signal quality: is this stretch of signal fit to classify (and to raise an alert on)?
+
+Three checks, each from what the stream already computes, combined into one index in [0, 1] that travels
+with every beat (``BeatQuality``); a beat below ``usable_from`` is labelled Q (unclassifiable) by the runtime
+and never starts an alert:
+
+- contact: the share of the last ``contact_s`` seconds that is flat (peak-to-peak under ``flat_mv`` over
+  ``flat_window_s``: a lead off, an amplifier clipped at its rail, invalid samples held). ECG is never flat
+  for long; contact = 1 - 2 x that share (0 when half the stretch is flat).
+- detector SNR: the R-peak detector's own signal and noise peak levels (Pan & Tompkins' SPK and NPK, in
+  energy); their ratio is mapped from ``snr_floor`` (0) to ``snr_good`` (1) on a log scale.
+- morphology: each beat's best correlation with the ``template_beats`` beats before it (an ectopic beat
+  matches the earlier ectopic beats, so runs of PVCs keep their quality; noise matches nothing); the median
+  over the last ``morphology_beats`` beats, mapped from ``corr_floor`` (0) to ``corr_good`` (1).
+
+The index is the smallest of the three; the reason names it. Lead-off and poor-signal time are counted
+for the device status. Pure numpy, bounded memory, and the same result however the stream is chunked.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from edge_runtime.sample_history import SampleHistory
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    flat_mv: float = 0.01
+    flat_window_s: float = 0.1
+    contact_s: float = 2.0
+    snr_floor: float = 1.5
+    snr_good: float = 6.0
+    template_beats: int = 8
+    morphology_beats: int = 5
+    corr_floor: float = 0.5
+    corr_good: float = 0.8
+    usable_from: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.flat_mv < 0 or self.flat_window_s <= 0 or self.contact_s <= 0:
+            raise ValueError("flat_mv must be >= 0, flat_window_s and contact_s positive")
+        if not 1 <= self.snr_floor < self.snr_good or not -1 <= self.corr_floor < self.corr_good <= 1:
+            raise ValueError("need 1 <= snr_floor < snr_good and -1 <= corr_floor < corr_good <= 1")
+        if self.template_beats < 1 or self.morphology_beats < 1 or not 0 < self.usable_from <= 1:
+            raise ValueError("template_beats, morphology_beats >= 1 and 0 < usable_from <= 1")
+
+
+@dataclass(frozen=True)
+class BeatQuality:
+    index: float  # 0 (unusable) .. 1 (clean)
+    usable: bool
+    reason: str  # the weakest check: "contact", "snr", "morphology" (or "ok")
+    contact: float
+    snr: float
+    morphology: float
+
+
+def _ramp(value: float, floor: float, good: float) -> float:
+    return float(np.clip((value - floor) / (good - floor), 0.0, 1.0))
+
+
+class SignalQuality:
+    """Fed the raw (invalid samples held) and the detector's levels; ``assess`` scores one beat."""
+
+    def __init__(self, fs_hz: float, cfg: QualityConfig = QualityConfig()) -> None:
+        self.cfg, self.fs_hz = cfg, fs_hz
+        self._w = max(2, int(round(cfg.flat_window_s * fs_hz)))
+        self._tail = np.zeros(0)
+        self._flat = SampleHistory()  # 1.0 where the signal is flat, by absolute sample index
+        self._waves: deque[np.ndarray] = deque(maxlen=cfg.template_beats)
+        self._corr: deque[float] = deque(maxlen=cfg.morphology_beats)
+        self.flat_samples = 0
+        self.poor_s = 0.0
+
+    @property
+    def lead_off_s(self) -> float:
+        return self.flat_samples / self.fs_hz
+
+    def process(self, raw: np.ndarray) -> None:
+        """A chunk of raw samples (after the invalid-sample guard), in stream order."""
+        x = np.asarray(raw, np.float64)
+        if x.size == 0:
+            return
+        full = np.concatenate([self._tail, x])
+        self._tail = full[-(self._w - 1):]
+        flat = np.zeros(x.size)
+        n_prior = full.size - x.size
+        if full.size >= self._w:
+            windows = sliding_window_view(full, self._w)  # windows[j] ends at full[j + w - 1]
+            ptp = windows.max(axis=1) - windows.min(axis=1)
+            ends = np.arange(self._w - 1, full.size) - n_prior  # index in x of each window's end
+            keep = ends >= 0
+            flat[ends[keep]] = ptp[keep] <= self.cfg.flat_mv
+        self.flat_samples += int(flat.sum())
+        self._flat.append(flat)
+
+    def trim(self, keep_from: int) -> None:
+        self._flat.trim(keep_from - int(round(self.cfg.contact_s * self.fs_hz)))
+
+    def assess(self, sample: int, wave: np.ndarray, levels: tuple[float, float] | None, rr_s: float) -> BeatQuality:
+        """The beat at ``sample`` with its model window and the detector's (signal, noise) levels now."""
+        cfg = self.cfg
+        lo = sample - int(round(cfg.contact_s * self.fs_hz))
+        flat = self._flat.window(lo, sample + 1)
+        contact = 1.0 - 2.0 * float(flat.mean()) if flat.size else 1.0
+        contact = max(0.0, contact)
+        if levels is None or levels[0] <= 0:
+            snr = 0.0
+        else:
+            ratio = levels[0] / max(levels[1], 1e-12 * levels[0])
+            snr = _ramp(np.log(ratio), np.log(cfg.snr_floor), np.log(cfg.snr_good))
+        w = np.asarray(wave, np.float64)
+        w = w - w.mean()
+        best = 0.0
+        for prev in self._waves:
+            denom = np.linalg.norm(w) * np.linalg.norm(prev)
+            if denom > 0:
+                best = max(best, float(w @ prev / denom))
+        self._waves.append(w)
+        self._corr.append(best)
+        # until enough beats are in, nothing vouches for the morphology (the first beats are not classified)
+        morphology = _ramp(float(np.median(self._corr)), cfg.corr_floor, cfg.corr_good) \
+            if len(self._corr) == cfg.morphology_beats else 0.0
+        parts = {"contact": contact, "snr": snr, "morphology": morphology}
+        reason = min(parts, key=parts.get)
+        index = parts[reason]
+        usable = index >= cfg.usable_from
+        if not usable:
+            self.poor_s += rr_s
+        return BeatQuality(index, usable, reason if not usable else "ok", contact, snr, morphology)
