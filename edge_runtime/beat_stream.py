@@ -4,12 +4,14 @@ A beat is ready when its successor has been detected (the post-RR feature needs 
 last sample has arrived; a beat is therefore reported about one RR interval after it happened. The
 same functions as training cut the window and compute the features, and memory stays bounded
 (a few seconds of samples and the last ``rr_long_beats`` intervals) however long the stream runs.
-``offline_beats`` is the batch reference the stream must equal exactly.
+``offline_beats`` is the batch reference the stream must equal exactly (on a signal without lead-off gaps:
+after one the stream starts its RR history again, as at its start).
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -22,6 +24,10 @@ from edge_runtime.sample_guard import SampleGuard
 from edge_runtime.signal_quality import BeatQuality, QualityConfig, SignalQuality
 from edge_runtime.sample_history import SampleHistory
 from edge_runtime.signal_config import SignalConfig
+
+
+#: Flat signal (lead off, clipped, invalid samples) of at least this long between two beats is a gap.
+GAP_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,10 @@ class BeatStream:
         self._waiting: list[tuple[int, float, np.ndarray, tuple]] = []  # (sample, scale, rr row, levels)
         self._levels: deque[tuple[float, float]] = deque(maxlen=3)  # detector levels at each of _peaks
         self.beats_detected = 0
+        self.gaps = 0  # lead-off gaps after which the RR history started again
+        #: Called with every detected R peak (stream sample index), before its beat is complete: benches
+        #: score detection on it, including the first and last beats that never get a model window.
+        self.on_peak: Callable[[int], None] | None = None
 
     @property
     def invalid_samples(self) -> int:
@@ -61,7 +71,7 @@ class BeatStream:
         """How often the chain started again: band-pass restarts, detector artefacts, flat lines, re-learning."""
         det = self._detector
         return {"filter_restarts": self._filter.restarts, "artefacts": det.artefacts, "flat_lines": det.flat_lines,
-                "relearned": det.relearned}
+                "relearned": det.relearned, "lead_off_gaps": self.gaps}
 
     def process(self, raw_chunk: np.ndarray) -> list[Beat]:
         raw = np.asarray(raw_chunk, dtype=np.float64)
@@ -88,7 +98,16 @@ class BeatStream:
         return ready
 
     def _on_peak(self, peak: int, levels: tuple[float, float]) -> None:
+        if self._peaks and self.quality.flat_seconds(self._peaks[-1], peak) >= GAP_S:
+            # a lead-off gap: the interval is no RR interval, and the RR context before it is another
+            # stretch of the recording; start the RR history again as at the start of the stream
+            self._peaks.clear()
+            self._levels.clear()
+            self._rr.clear()
+            self.gaps += 1
         self.beats_detected += 1
+        if self.on_peak is not None:
+            self.on_peak(peak)
         self._amplitudes.append(abs(float(self._filtered.window(peak, peak + 1)[0])))
         self._scales.append(float(np.maximum(np.median(np.asarray(self._amplitudes)), 1e-3))
                             if self.signal.amplitude_normalisation != "none" else 1.0)

@@ -49,6 +49,21 @@ class RestartRules:
         return max(1, int(round(self.flat_s * fs_hz)))
 
 
+def still_run(x: np.ndarray, previous: float | None, carried: int, tol: float) -> np.ndarray:
+    """For each sample of ``x``, how many consecutive samples up to it (itself included) lie within ``tol``
+    of their predecessor; ``previous`` is the sample before ``x`` (None at the stream's start) and ``carried``
+    the run that ended there. Vectorised, so a stream costs a few passes per chunk."""
+    idx = np.arange(x.size)
+    still = np.zeros(x.size, bool)
+    if x.size:
+        prev = np.concatenate([[x[0] if previous is None else previous], x[:-1]])
+        still = np.abs(x - prev) <= tol
+        if previous is None:
+            still[0] = False
+    last_moving = np.maximum.accumulate(np.where(still, -1, idx))
+    return np.where(last_moving < 0, idx + 1 + carried, idx - last_moving)
+
+
 class StreamingBandpass:
     """Filters a signal chunk by chunk; the concatenated output equals ``bandpass(whole_signal)``.
 
@@ -98,13 +113,9 @@ class StreamingBandpass:
         jump = np.zeros(x.size, bool)
         has_ref = idx + offset - lag >= 0
         jump[has_ref] = np.abs(x[has_ref] - full[idx[has_ref] + offset - lag]) > rules.jump_mv
-        still = np.zeros(x.size, bool)
-        has_prev = idx + offset >= 1
-        still[has_prev] = np.abs(x[has_prev] - full[idx[has_prev] + offset - 1]) <= rules.flat_tol_mv
-        last_moving = np.maximum.accumulate(np.where(still, -1, idx))
-        run = np.where(last_moving < 0, idx + 1 + self._still, idx - last_moving)  # still samples ending at i
+        run = still_run(x, float(self._tail[-1]) if self._tail.size else None, self._still, rules.flat_tol_mv)
         run_before = np.concatenate([[self._still], run[:-1]])
-        resumed = ~still & (run_before >= self._flat_run)
+        resumed = (run == 0) & (run_before >= self._flat_run)
         self._still = int(run[-1])
         self._tail = full[-lag:]
         return np.flatnonzero(jump | resumed).tolist()

@@ -4,9 +4,10 @@ Three checks, each from what the stream already computes, combined into one inde
 with every beat (``BeatQuality``); a beat below ``usable_from`` is labelled Q (unclassifiable) by the runtime
 and never starts an alert:
 
-- contact: the share of the last ``contact_s`` seconds that is flat (peak-to-peak under ``flat_mv`` over
-  ``flat_window_s``: a lead off, an amplifier clipped at its rail, invalid samples held). ECG is never flat
-  for long; contact = 1 - 2 x that share (0 when half the stretch is flat).
+- contact: the share of flat samples (each within ``flat_mv`` of its predecessor for ``flat_window_s``: a
+  lead off, an amplifier clipped at its rail, invalid samples held) in the last ``contact_s`` seconds and
+  in the beat's RR interval (whose RR features a gap would falsify). ECG is never flat for long; contact =
+  1 - 2 x the larger share (0 when half the stretch is flat).
 - detector SNR: the R-peak detector's own signal and noise peak levels (Pan & Tompkins' SPK and NPK, in
   energy); their ratio is mapped from ``snr_floor`` (0) to ``snr_good`` (1) on a log scale.
 - morphology: each beat's best correlation with the ``template_beats`` beats before it (an ectopic beat
@@ -22,14 +23,17 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-
+from edge_runtime.filtering import still_run
 from edge_runtime.sample_history import SampleHistory
+
+
+#: Flat flags are kept this long: a beat's RR interval after a lead-off gap reaches that far back.
+HISTORY_S = 30.0
 
 
 @dataclass(frozen=True)
 class QualityConfig:
-    flat_mv: float = 0.01
+    flat_mv: float = 0.002  # below one step of a 200 adu/mV ADC: truly unchanged samples
     flat_window_s: float = 0.1
     contact_s: float = 2.0
     snr_floor: float = 1.5
@@ -69,9 +73,11 @@ class SignalQuality:
     def __init__(self, fs_hz: float, cfg: QualityConfig = QualityConfig()) -> None:
         self.cfg, self.fs_hz = cfg, fs_hz
         self._w = max(2, int(round(cfg.flat_window_s * fs_hz)))
-        self._tail = np.zeros(0)
+        self._previous: float | None = None
+        self._run = 0
         self._flat = SampleHistory()  # 1.0 where the signal is flat, by absolute sample index
-        self._waves: deque[np.ndarray] = deque(maxlen=cfg.template_beats)
+        self._waves = np.zeros((cfg.template_beats, 0))  # unit-norm waves of the last beats, a ring
+        self._n_waves = 0
         self._corr: deque[float] = deque(maxlen=cfg.morphology_beats)
         self.flat_samples = 0
         self.poor_s = 0.0
@@ -85,29 +91,28 @@ class SignalQuality:
         x = np.asarray(raw, np.float64)
         if x.size == 0:
             return
-        full = np.concatenate([self._tail, x])
-        self._tail = full[-(self._w - 1):]
-        flat = np.zeros(x.size)
-        n_prior = full.size - x.size
-        if full.size >= self._w:
-            windows = sliding_window_view(full, self._w)  # windows[j] ends at full[j + w - 1]
-            ptp = windows.max(axis=1) - windows.min(axis=1)
-            ends = np.arange(self._w - 1, full.size) - n_prior  # index in x of each window's end
-            keep = ends >= 0
-            flat[ends[keep]] = ptp[keep] <= self.cfg.flat_mv
+        run = still_run(x, self._previous, self._run, self.cfg.flat_mv)
+        self._previous, self._run = float(x[-1]), int(run[-1])
+        flat = (run >= self._w).astype(np.float64)
         self.flat_samples += int(flat.sum())
         self._flat.append(flat)
 
+    def flat_seconds(self, lo: int, hi: int) -> float:
+        """Seconds of flat signal in samples [lo, hi) (as far back as the flags are kept)."""
+        return float(self._flat.window(lo, hi).sum()) / self.fs_hz
+
     def trim(self, keep_from: int) -> None:
-        self._flat.trim(keep_from - int(round(self.cfg.contact_s * self.fs_hz)))
+        """Forget flags before ``keep_from`` less ``HISTORY_S`` (the RR interval of a beat after a long gap)."""
+        self._flat.trim(keep_from - int(round(HISTORY_S * self.fs_hz)))
 
     def assess(self, sample: int, wave: np.ndarray, levels: tuple[float, float] | None, rr_s: float) -> BeatQuality:
         """The beat at ``sample`` with its model window and the detector's (signal, noise) levels now."""
         cfg = self.cfg
-        lo = sample - int(round(cfg.contact_s * self.fs_hz))
-        flat = self._flat.window(lo, sample + 1)
-        contact = 1.0 - 2.0 * float(flat.mean()) if flat.size else 1.0
-        contact = max(0.0, contact)
+        shares = []
+        for span_s in (cfg.contact_s, rr_s):
+            flat = self._flat.window(sample - int(round(span_s * self.fs_hz)), sample + 1)
+            shares.append(float(flat.mean()) if flat.size else 0.0)
+        contact = max(0.0, 1.0 - 2.0 * max(shares))
         if levels is None or levels[0] <= 0:
             snr = 0.0
         else:
@@ -115,15 +120,17 @@ class SignalQuality:
             snr = _ramp(np.log(ratio), np.log(cfg.snr_floor), np.log(cfg.snr_good))
         w = np.asarray(wave, np.float64)
         w = w - w.mean()
-        best = 0.0
-        for prev in self._waves:
-            denom = np.linalg.norm(w) * np.linalg.norm(prev)
-            if denom > 0:
-                best = max(best, float(w @ prev / denom))
-        self._waves.append(w)
+        norm = float(np.sqrt(w @ w))
+        w = w / norm if norm > 0 else w
+        if self._waves.shape[1] != w.size:
+            self._waves = np.zeros((cfg.template_beats, w.size))
+        n = min(self._n_waves, cfg.template_beats)
+        best = float(np.max(self._waves[:n] @ w, initial=0.0))
+        self._waves[self._n_waves % cfg.template_beats] = w
+        self._n_waves += 1
         self._corr.append(best)
         # until enough beats are in, nothing vouches for the morphology (the first beats are not classified)
-        morphology = _ramp(float(np.median(self._corr)), cfg.corr_floor, cfg.corr_good) \
+        morphology = _ramp(sorted(self._corr)[len(self._corr) // 2], cfg.corr_floor, cfg.corr_good) \
             if len(self._corr) == cfg.morphology_beats else 0.0
         parts = {"contact": contact, "snr": snr, "morphology": morphology}
         reason = min(parts, key=parts.get)

@@ -282,6 +282,10 @@ def add_edge_parser(sub) -> None:
     p.add_argument("--json", default="bench/results/edge.json")
     p.set_defaults(func=cmd_bench)
 
+    from tools.robustness_commands import add_robustness_parser
+
+    add_robustness_parser(esub)
+
     p = esub.add_parser("install", help="install a first model into a model folder (checked like a release)")
     p.add_argument("--model", required=True)
     p.add_argument("--models", required=True, help="installed-model folder")
