@@ -52,6 +52,9 @@ class DetectorConfig:
     flat_s: float = 1.0
     #: Re-learn the levels after this long without a beat (search-back included).
     relearn_s: float = 5.0
+    #: Integrated-signal maxima below this (mV^2/s^2 scale; a QRS at x0.1 gain is ~1000 times more) are no
+    #: candidates: a flat input decays to rounding noise, which must not teach the detector a level.
+    min_height: float = 1e-3
     #: Power-line frequencies notched out of the QRS band (those below fs/2).
     mains_hz: tuple[float, ...] = (50.0, 60.0)
     mains_q: float = 10.0
@@ -66,6 +69,8 @@ class DetectorConfig:
             raise ValueError("artefact_ratio must exceed 1 and artefact_restarts be at least 1")
         if self.relearn_s <= self.learning_s:
             raise ValueError(f"relearn_s ({self.relearn_s}) must exceed learning_s ({self.learning_s})")
+        if self.min_height < 0:
+            raise ValueError(f"min_height must be >= 0, got {self.min_height}")
         if any(f <= 0 for f in self.mains_hz) or self.mains_q <= 0:
             raise ValueError("mains_hz must be positive frequencies and mains_q positive")
 
@@ -154,7 +159,8 @@ class StreamingRPeakDetector:
         self._seen += x.size
         out: list[int] = []
         for beat in self._candidates(mwi, base):
-            self._decide(beat, out)
+            if beat.height >= self.cfg.min_height:
+                self._decide(beat, out)
         self._trim()
         return np.asarray(out, np.int64)
 
@@ -315,7 +321,7 @@ class StreamingRPeakDetector:
         previous = self._last or self._reported_last
         if previous is None or not self._rr:
             return
-        if now - previous.index <= self.cfg.searchback_rr * np.mean(self._rr):
+        if now - previous.index <= self.cfg.searchback_rr * (sum(self._rr) / len(self._rr)):  # np.mean, cheaper
             return
         refractory = self.cfg.samples(self.cfg.refractory_s)
         pool = [b for b in self._noise_since_last

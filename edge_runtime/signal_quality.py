@@ -111,7 +111,7 @@ class SignalQuality:
         shares = []
         for span_s in (cfg.contact_s, rr_s):
             flat = self._flat.window(sample - int(round(span_s * self.fs_hz)), sample + 1)
-            shares.append(float(flat.mean()) if flat.size else 0.0)
+            shares.append(float(flat.sum()) / flat.size if flat.size else 0.0)
         contact = max(0.0, 1.0 - 2.0 * max(shares))
         if levels is None or levels[0] <= 0:
             snr = 0.0

@@ -25,8 +25,9 @@ def test_unusable_beats_never_start_a_run():
         return [BeatResult(i * 288, i * 0.8, "V", 0.9, 75.0, "v1", 0.0, 1.0 if usable else 0.1, usable)
                 for i in range(6)]
 
-    assert [a["kind"] for b in beats(True) for a in AlertBuilder("d1", "anon").on_beat(b)] == ["ventricular_run"]
-    assert [a for b in beats(False) for a in AlertBuilder("d1", "anon").on_beat(b)] == []
+    clean, poor = AlertBuilder("d1", "anon"), AlertBuilder("d2", "anon")
+    assert [a["kind"] for b in beats(True) for a in clean.on_beat(b)] == ["ventricular_run"]
+    assert [a for b in beats(False) for a in poor.on_beat(b)] == []
 
 
 @pytest.mark.integration
@@ -42,9 +43,9 @@ def test_noise_flat_and_lead_off_raise_no_alert_over_mosquitto(mosquitto, export
     for k, kind in enumerate(kinds):
         x = _no_ecg(kind, 360 * 120, np.random.default_rng(k))
         pub = AlertPublisher(f"sqi-{kind}", 100 + k, "sqi", broker_url(mosquitto), tmp_path / f"{kind}.sqlite", "anon")
+        runtime = EdgeRuntime(clf, 360.0, [pub], status=pub.extra_status)
         pub.start()
         assert pub.link.connected.wait(10)
-        runtime = EdgeRuntime(clf, 360.0, [pub], status=pub.extra_status)
         stats = runtime.run(x[i:i + 360] for i in range(0, x.size, 360))
         detected[kind] = (stats.beats, stats.unusable_beats, stats.per_class, pub.sent)
     alerts = []

@@ -271,7 +271,7 @@ pw_status_t pw_rpeak_push(pw_rpeak_t *det, int32_t x) {
     det->samples = n + 1;
     pw_status_t st = PW_OK;
     /* sample n - 1 is a candidate if the integrated signal rose into it and does not rise out of it */
-    if (n >= 2 && det->mwi > det->mwi1 && det->mwi >= mwi) {
+    if (n >= 2 && det->mwi > det->mwi1 && det->mwi >= mwi && det->mwi >= PW_RP_MIN_HEIGHT) {
         const pw_rp_beat_t beat = candidate(det, n - 1, det->mwi);
         st = decide(det, &beat);
     }

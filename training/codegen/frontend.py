@@ -28,7 +28,7 @@ def _sos_rows(sos: np.ndarray) -> str:
     return ",\n".join(rows)
 
 
-def rpeak_config(det: DetectorConfig) -> str:
+def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
     """The C detector's constants (``PW_RP_*``): the QRS filter of ``StreamingRPeakDetector`` (scipy's
     Butterworth design, order 1, and the mains notches) and its time constants in samples, rounded as the Python detector rounds
     them (``DetectorConfig.samples``)."""
@@ -44,6 +44,9 @@ def rpeak_config(det: DetectorConfig) -> str:
         raise ValueError("the C detector keeps 128 input and 64 derivative samples: r_search_s or integration_s "
                          f"is too long at {det.fs_hz} Hz (raise PW_RP_X_RING / PW_RP_D_RING)")
     sos = det.qrs_sos()
+    # the C heights are sums of squared Q8 derivatives in ADC units, the Python ones means of squared
+    # (fs / 8) x derivatives in mV: C = Python x N x (2048 x gain / fs)^2
+    min_height = math.ceil(det.min_height * integration * (2048.0 * adc_gain / det.fs_hz) ** 2)
     if float(det.artefact_ratio) != int(det.artefact_ratio):
         raise ValueError("the C detector needs an integer artefact_ratio")
     back = Fraction(det.searchback_rr).limit_denominator(1000)
@@ -62,6 +65,7 @@ def rpeak_config(det: DetectorConfig) -> str:
         f"#define PW_RP_RESTARTS {det.artefact_restarts}u /* artefacts that restart one re-learning */\n"
         f"#define PW_RP_FLAT {det.samples(det.flat_s)}u /* no candidate for {det.flat_s:g} s: a flat line */\n"
         f"#define PW_RP_RELEARN {det.samples(det.relearn_s)}u /* no QRS for {det.relearn_s:g} s: learn again */\n"
+        f"#define PW_RP_MIN_HEIGHT {min_height}LL /* smallest candidate ({det.min_height:g} in rpeak.py's scale) */\n"
         f"#define PW_RP_SECTIONS {len(sos)}\n"
         f"/* QRS band-pass {det.qrs_band_hz[0]:g}-{det.qrs_band_hz[1]:g} Hz, order 1, then mains notches "
         f"{'/'.join(f'{f:g}' for f in det.mains_hz)} Hz: b0 b1 b2 a0 a1 a2 in Q30 */\n"
@@ -122,4 +126,4 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
         f"static const int64_t pw_fe_rr_mean_q16[7] = {{{', '.join(f'{v}LL' for v in mean_q16)}}};\n"
         f"static const int64_t pw_fe_rr_inv_q16[7] = {{{', '.join(f'{v}LL' for v in inv_q16)}}};\n"
         f"static const int64_t pw_fe_rr_clip_q[7] = {{{', '.join(f'{v}LL' for v in clip_q)}}};\n\n"
-        + rpeak_config(DetectorConfig(fs_hz=float(cfg.fs_hz))) + "\n#endif\n")
+        + rpeak_config(DetectorConfig(fs_hz=float(cfg.fs_hz)), adc_gain) + "\n#endif\n")
