@@ -133,6 +133,7 @@ class StreamingRPeakDetector:
         self._last_r: int | None = None  # the last R location reported
         self._noise_since_last: list[_Beat] = []
         self._rr: list[int] = []
+        self._n_flat, self._n_relearn = cfg.samples(cfg.flat_s), cfg.samples(cfg.relearn_s)
         self._learn_end = cfg.samples(cfg.learning_s)  # the learning phase ends at the first candidate from here
         self._blank_until = 0  # candidates before this sample are ignored (the tail of an artefact)
         self._artefact_level: float | None = None  # the signal level before an artefact, while re-learning
@@ -213,7 +214,7 @@ class StreamingRPeakDetector:
     # ------------------------------------------------------------------ decisions
     def _decide(self, beat: _Beat, out: list[int]) -> None:
         cfg = self.cfg
-        quiet = self._last_candidate is not None and beat.index - self._last_candidate > cfg.samples(cfg.flat_s)
+        quiet = self._last_candidate is not None and beat.index - self._last_candidate > self._n_flat
         self._last_candidate = beat.index
         if quiet:
             self._on_flat(beat, out)
@@ -230,7 +231,7 @@ class StreamingRPeakDetector:
                 self._last = beat  # the same QRS, a higher point of its energy
             return
         self._search_back(beat.index, out)
-        if beat.index - self._last_event > cfg.samples(cfg.relearn_s):
+        if beat.index - self._last_event > self._n_relearn:
             self._relearn(beat, out)
             return
         levels = self._levels

@@ -19,6 +19,7 @@ for the device status. Pure numpy, bounded memory, and the same result however t
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -64,7 +65,7 @@ class BeatQuality:
 
 
 def _ramp(value: float, floor: float, good: float) -> float:
-    return float(np.clip((value - floor) / (good - floor), 0.0, 1.0))
+    return min(1.0, max(0.0, (value - floor) / (good - floor)))
 
 
 class SignalQuality:
@@ -117,7 +118,7 @@ class SignalQuality:
             snr = 0.0
         else:
             ratio = levels[0] / max(levels[1], 1e-12 * levels[0])
-            snr = _ramp(np.log(ratio), np.log(cfg.snr_floor), np.log(cfg.snr_good))
+            snr = _ramp(math.log(ratio), math.log(cfg.snr_floor), math.log(cfg.snr_good))
         w = np.asarray(wave, np.float64)
         w = w - w.mean()
         norm = float(np.sqrt(w @ w))

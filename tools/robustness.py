@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -89,8 +89,10 @@ def run_case(rec: EcgRecord, case: Perturbed, classifier) -> dict:
             "beats": stats.beats}
 
 
-def run_suite(data_dir: Path, records: list[str], specs: list[str], classifier) -> dict:
-    """Every perturbation (and the second channel when ``SECOND_CHANNEL`` is among ``specs``) on every record."""
+def run_suite(data_dir: Path, records: list[str], specs: list[str], classifier,
+              on_row: Callable[[dict], None] | None = None) -> dict:
+    """Every perturbation (and the second channel when ``SECOND_CHANNEL`` is among ``specs``) on every record;
+    ``on_row`` sees the rows so far after each perturbation (a long run keeps its partial results)."""
     rows: dict[str, dict] = {}
     for spec in specs:
         started = time.perf_counter()
@@ -118,6 +120,8 @@ def run_suite(data_dir: Path, records: list[str], specs: list[str], classifier) 
         rows[spec] = {"detection": total.to_dict(), "classes": report, "records": per_record,
                       "q_share": q_beats / beats if beats else None,
                       "realtime_factor": seconds / wall if wall else None}
+        if on_row is not None:
+            on_row(rows)
         log.info("%s: Se %.2f +P %.2f (%.0f s)", spec, 100 * (total.sensitivity or 0),
                  100 * (total.positive_predictivity or 0), time.perf_counter() - started)
     return rows

@@ -38,13 +38,15 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if missing:
         print(f"pulsewire: error: records {missing} are not in {data_dir}", file=sys.stderr)
         return 2
-    rows = run_suite(data_dir, records, specs, BeatClassifier.from_file(model))
-    results = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "model": str(model), "records": records,
-               "rows": rows}
-    results["targets"] = robustness_targets(rows)
     out = Path(args.json or "out/robustness/robustness.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    results = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "model": str(model), "records": records}
+
+    def write(rows: dict) -> None:
+        results.update(rows=rows, targets=robustness_targets(rows), complete=len(rows) == len(specs))
+        out.write_text(json.dumps(results, indent=1) + "\n")
+
+    write(run_suite(data_dir, records, specs, BeatClassifier.from_file(model), on_row=write))
     md = robustness_markdown(results)
     out.with_suffix(".md").write_text(md)
     print(md)
