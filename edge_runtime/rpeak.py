@@ -277,14 +277,17 @@ class StreamingRPeakDetector:
             else:
                 self._settle(out)
         self.artefacts += 1
-        self._artefact_level, self._artefacts_seen = self._levels.spk, 0
-        self._start_learning(beat.index + self.cfg.samples(self.cfg.artefact_blank_s))
+        self._blank_after(beat)
 
     def _on_flat(self, beat: _Beat, out: list[int]) -> None:
         """The input moves again after a flat stretch: this candidate is the step back; learn anew after it."""
         if self._last is not None:
             self._settle(out)
         self.flat_lines += 1
+        self._blank_after(beat)
+
+    def _blank_after(self, beat: _Beat) -> None:
+        """Ignore what follows ``beat`` for a moment, then learn; remember the level to spot more artefacts."""
         if self._levels is not None:
             self._artefact_level, self._artefacts_seen = self._levels.spk, 0
         self._start_learning(beat.index + self.cfg.samples(self.cfg.artefact_blank_s))

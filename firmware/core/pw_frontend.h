@@ -15,7 +15,7 @@
  *
  * Arithmetic: samples in Q16 ADC units (int32), biquads in Q30 coefficients with 64-bit accumulators,
  * medians and RR ratios exact in integers, standardisation and quantization with Q16 constants. Memory:
- * the caller owns one pw_frontend_t (no malloc): 5,280 B on a Cortex-M4 with the default ring, whose 1,024
+ * the caller owns one pw_frontend_t (no malloc): 5,352 B on a Cortex-M4 with the default ring, whose 1,024
  * samples cover the detector's latency (at most 743 samples on 46 MIT-BIH records: the first beats,
  * reported when the two-second learning phase ends). */
 #ifndef PW_FRONTEND_H
