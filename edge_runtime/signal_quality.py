@@ -81,6 +81,7 @@ class SignalQuality:
         self._n_waves = 0
         self._corr: deque[float] = deque(maxlen=cfg.morphology_beats)
         self.flat_samples = 0
+        self._last_flat = -1  # absolute index of the newest flat sample (clean ECG never looks at the flags)
         self.poor_s = 0.0
 
     @property
@@ -95,11 +96,16 @@ class SignalQuality:
         run = still_run(x, self._previous, self._run, self.cfg.flat_mv)
         self._previous, self._run = float(x[-1]), int(run[-1])
         flat = (run >= self._w).astype(np.float64)
-        self.flat_samples += int(flat.sum())
+        n_flat = int(flat.sum())
+        if n_flat:
+            self.flat_samples += n_flat
+            self._last_flat = self._flat.end + int(np.flatnonzero(flat)[-1])
         self._flat.append(flat)
 
     def flat_seconds(self, lo: int, hi: int) -> float:
         """Seconds of flat signal in samples [lo, hi) (as far back as the flags are kept)."""
+        if self._last_flat < lo:
+            return 0.0
         return float(self._flat.window(lo, hi).sum()) / self.fs_hz
 
     def trim(self, keep_from: int) -> None:
@@ -109,10 +115,12 @@ class SignalQuality:
     def assess(self, sample: int, wave: np.ndarray, levels: tuple[float, float] | None, rr_s: float) -> BeatQuality:
         """The beat at ``sample`` with its model window and the detector's (signal, noise) levels now."""
         cfg = self.cfg
-        shares = []
+        shares = [0.0]
         for span_s in (cfg.contact_s, rr_s):
-            flat = self._flat.window(sample - int(round(span_s * self.fs_hz)), sample + 1)
-            shares.append(float(flat.sum()) / flat.size if flat.size else 0.0)
+            lo = sample - int(round(span_s * self.fs_hz))
+            if self._last_flat >= lo:
+                flat = self._flat.window(lo, sample + 1)
+                shares.append(float(flat.sum()) / flat.size if flat.size else 0.0)
         contact = max(0.0, 1.0 - 2.0 * max(shares))
         if levels is None or levels[0] <= 0:
             snr = 0.0
