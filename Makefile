@@ -16,6 +16,8 @@ ifeq ($(QUICK),1)
 BENCH_ARGS := --seeds 0 1 2 --epochs 6 --out out/bench-quick --json bench/results/foundation-quick.json
 EDGE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --json bench/results/edge-quick.json \
 	--records 100 108 203 208 232 --latency-seconds 30
+ROBUSTNESS_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --json bench/results/robustness-quick.json \
+	--records 100 203 232
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 3 --out out/bench-quick-federated --json bench/results/federated-quick.json \
 	--centralized bench/results/foundation-quick.json
 PRIV_BENCH_ARGS := --quick --seeds 0 --out out/bench-quick-privacy
@@ -28,6 +30,7 @@ SCALE_BENCH_ARGS := --quick --json bench/results/scale-quick.json
 else
 BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/foundation.json
 EDGE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/edge.json
+ROBUSTNESS_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/robustness.json
 FED_BENCH_ARGS := --seeds 0 1 2 --rounds 20 --out out/bench-federated --json bench/results/federated.json \
 	--centralized bench/results/foundation.json
 PRIV_BENCH_ARGS := --jobs 2 --out bench/results
@@ -49,11 +52,13 @@ help:
 	@echo "make bench  - centralized (3 seeds x 2 protocols) then federated (strategies, encodings, reference setting)"
 	@echo "              then privacy and robustness (epsilon sweep, secure aggregation over MQTT, attacks x defences)"
 	@echo "              then the edge pipeline (R peaks vs peers on 48 records, speed, alert latency)"
+	@echo "              then its robustness (detection and classes under 23 perturbations and on the second channel)"
 	@echo "              then model optimization (distillation, pruning, QAT: 10 variants x 3 seeds x 2 protocols)"
 	@echo "              then the firmware (generated C vs TFLite-Micro on the host and a Cortex-M4 under QEMU, flash/RAM)"
 	@echo "              then the fleet server's ingest (1,000 simulated devices for 5 minutes: alerts lost, p99 latency, RSS)"
 	@echo "              then scale (10,000 simulated devices on one Mosquitto for 10 min: connections, alerts lost, rounds)"
-	@echo "              -> bench/results/{foundation,federated,privacy,edge,optimize,firmware,server,scale}.json (QUICK=1: a few epochs, rounds, records)"
+	@echo "              -> bench/results/{foundation,federated,privacy,edge,robustness,optimize,firmware,server,scale}.json"
+	@echo "              (QUICK=1: a few epochs, rounds, records)"
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing pulsewire[train,edge,dev,server] (TensorFlow is ~600 MB; 1-2 min)"
@@ -114,6 +119,7 @@ bench: setup
 	$(BIN)/pulsewire privacy-bench $(PRIV_BENCH_ARGS)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/pulsewire edge bench $(EDGE_BENCH_ARGS)
+	$(BIN)/pulsewire edge robustness $(ROBUSTNESS_ARGS)
 	$(BIN)/pulsewire export $(OPT_BENCH_ARGS)
 	$(BIN)/pulsewire firmware bench $(FIRMWARE_BENCH_ARGS)
 	$(BIN)/pulsewire server bench $(SERVER_BENCH_ARGS)

@@ -28,7 +28,10 @@ patient's consent allow (``broker.consent``)::
            "samples": [int16, ...] (at most MAX_STRIP_SAMPLES), "beats": [[offset into samples, "N"|"S"|"V"|"F"|"Q"], ...]}
 
 Status (retained on the device's status topic, last will ``{"state": "offline"}``): ``state``,
-``capabilities``, and counters such as ``beats_per_s``, ``inference_ms_p50``, ``spool_depth``.
+``capabilities``, and counters such as ``beats_per_s``, ``inference_ms_p50``, ``spool_depth``. Signal
+quality (edge devices, optional: a consumer must accept a status without them): ``lead_off_s`` and
+``poor_signal_s`` (whole seconds of flat / lead-off signal, and of beats too poor to classify, since
+start), ``invalid_samples`` (NaN or flagged samples replaced), ``unusable_beats`` (beats labelled Q).
 """
 from __future__ import annotations
 

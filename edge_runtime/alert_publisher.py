@@ -85,7 +85,12 @@ class AlertPublisher:
         self._wake.set()
         for t in self._threads:
             t.join(timeout=5)
-        self._publish_status("offline")
+        final = self._publish_status("offline")
+        if final is not None and self.link.connected.is_set():
+            try:  # the last counters are what the fleet sees while the device is off: let them reach the broker
+                final.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                pass
         self.link.stop()
         self.spool.close()
 
@@ -135,9 +140,10 @@ class AlertPublisher:
                 "alert_latency_ms_p50": None if lat is None else round(float(np.percentile(lat, 50)), 2),
                 **self.extra_status}
 
-    def _publish_status(self, state: str) -> None:
+    def _publish_status(self, state: str):
         try:
             payload = encode_status(self.topics.fleet, self.device_id, self.status(state))
-            self.link.publish(self.topics.status(self.device), payload, qos=1, retain=True)
+            return self.link.publish(self.topics.status(self.device), payload, qos=1, retain=True)
         except Exception:  # a status must never take the alert path down
             log.exception("%s: status not published", self.device)
+            return None

@@ -1,6 +1,6 @@
 """From classified beats to clinically meaningful alerts: episodes, not one message per beat.
 
-A run of ``run_length`` consecutive V beats (or S beats) raises one alert at the beat that completes
+A run of ``run_length`` consecutive V beats (or S beats) of usable signal quality raises one alert at the beat that completes
 it, the moment a monitor would sound; the run's continuation does not raise more. Everything else is
 counted into a summary every ``summary_every_s`` seconds of signal. Pure logic, no I/O.
 """
@@ -53,9 +53,9 @@ class AlertBuilder:
 
     def on_beat(self, beat: BeatResult) -> list[dict]:
         alerts = []
-        if self._run and beat.label != self._run[-1].label:
+        if self._run and (beat.label != self._run[-1].label or not beat.usable):
             self._run = []
-        if beat.label in _RUN_KINDS:
+        if beat.label in _RUN_KINDS and beat.usable:  # poor signal (labelled Q anyway) never starts an alert
             self._run.append(beat)
             if len(self._run) == self.policy.run_length:
                 alerts.append(self._alert(_RUN_KINDS[beat.label], self._run, beat.label))

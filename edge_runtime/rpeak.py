@@ -7,6 +7,14 @@ paper's adaptive thresholds, refractory period, T-wave slope test and search-bac
 Every decision depends on samples already seen, never on where a chunk ends: feeding a record in
 pieces of any size gives exactly the peaks of feeding it whole (a test checks it).
 
+Start-up and recovery: the QRS filter starts at the steady state of its first input; a candidate whose
+energy exceeds ``artefact_ratio`` times the signal level (a DC step when an electrode is re-attached, an
+amplifier driven into its rails, a knock on the cable) is not a beat: the detector blanks briefly and
+re-learns its levels from the next ``learning_s`` seconds, as at start-up. With no beat for ``relearn_s``
+seconds (after search-back also failed) it re-learns too, so a level learned from an artefact, a lead-off or
+a change of gain can never leave it blind for good. Mains hum (50 and 60 Hz) is notched out of the QRS
+band before the derivative, which would otherwise amplify it.
+
 The detector never sees annotations. It reports each beat at its R location: the largest deflection
 of the 0.5-40 Hz signal near the QRS energy peak, the fiducial point the classifier was trained on.
 """
@@ -33,6 +41,23 @@ class DetectorConfig:
     learning_s: float = 2.0
     #: The R peak is searched in this window (seconds) relative to the integrated-signal peak.
     r_search_s: tuple[float, float] = (-0.25, 0.0)
+    #: A candidate above this many times the signal level is an artefact (energy: x10 in amplitude).
+    artefact_ratio: float = 100.0
+    #: After an artefact, candidates are ignored this long before re-learning starts.
+    artefact_blank_s: float = 0.5
+    #: Artefacts met while re-learning restart it, at most this many times (then they are the new signal).
+    artefact_restarts: int = 4
+    #: No candidate at all for this long: the input was flat (lead off, clipped at a rail, invalid samples
+    #: held); the levels are learned again once it moves (real ECG has a local energy maximum every beat).
+    flat_s: float = 1.0
+    #: Re-learn the levels after this long without a beat (search-back included).
+    relearn_s: float = 5.0
+    #: Integrated-signal maxima below this (mV^2/s^2 scale; a QRS at x0.1 gain is ~1000 times more) are no
+    #: candidates: a flat input decays to rounding noise, which must not teach the detector a level.
+    min_height: float = 1e-3
+    #: Power-line frequencies notched out of the QRS band (those below fs/2).
+    mains_hz: tuple[float, ...] = (50.0, 60.0)
+    mains_q: float = 10.0
 
     def __post_init__(self) -> None:
         lo, hi = self.qrs_band_hz
@@ -40,6 +65,23 @@ class DetectorConfig:
             raise ValueError(f"QRS band {self.qrs_band_hz} must lie inside (0, fs/2 = {self.fs_hz / 2})")
         if self.r_search_s[0] >= self.r_search_s[1]:
             raise ValueError("r_search_s must be (start, end) with start < end")
+        if self.artefact_ratio <= 1 or self.artefact_restarts < 1:
+            raise ValueError("artefact_ratio must exceed 1 and artefact_restarts be at least 1")
+        if self.relearn_s <= self.learning_s:
+            raise ValueError(f"relearn_s ({self.relearn_s}) must exceed learning_s ({self.learning_s})")
+        if self.min_height < 0:
+            raise ValueError(f"min_height must be >= 0, got {self.min_height}")
+        if any(f <= 0 for f in self.mains_hz) or self.mains_q <= 0:
+            raise ValueError("mains_hz must be positive frequencies and mains_q positive")
+
+    def qrs_sos(self) -> np.ndarray:
+        """The QRS filter: a first-order 5-15 Hz band-pass, then a notch at each mains frequency below fs/2."""
+        sections = [sp_signal.butter(1, self.qrs_band_hz, btype="bandpass", fs=self.fs_hz, output="sos")]
+        for f in self.mains_hz:
+            if f < 0.45 * self.fs_hz:
+                b, a = sp_signal.iirnotch(f, self.mains_q, fs=self.fs_hz)
+                sections.append(sp_signal.tf2sos(b, a))
+        return np.concatenate(sections)
 
     def samples(self, seconds: float) -> int:
         return max(1, int(round(seconds * self.fs_hz)))
@@ -73,7 +115,7 @@ class StreamingRPeakDetector:
 
     def __init__(self, cfg: DetectorConfig = DetectorConfig()) -> None:
         self.cfg = cfg
-        self._sos = sp_signal.butter(1, cfg.qrs_band_hz, btype="bandpass", fs=cfg.fs_hz, output="sos")
+        self._sos = cfg.qrs_sos()
         self._sos_zi: np.ndarray | None = None
         self._deriv_taps = np.array([1, 2, 0, -2, -1], float) * (cfg.fs_hz / 8.0)
         self._deriv_zi = np.zeros(4)
@@ -91,6 +133,18 @@ class StreamingRPeakDetector:
         self._last_r: int | None = None  # the last R location reported
         self._noise_since_last: list[_Beat] = []
         self._rr: list[int] = []
+        self._n_flat, self._n_relearn = cfg.samples(cfg.flat_s), cfg.samples(cfg.relearn_s)
+        self._learn_end = cfg.samples(cfg.learning_s)  # the learning phase ends at the first candidate from here
+        self._blank_until = 0  # candidates before this sample are ignored (the tail of an artefact)
+        self._artefact_level: float | None = None  # the signal level before an artefact, while re-learning
+        self._artefacts_seen = 0  # artefacts met during this re-learning
+        self._last_event = 0  # the last accepted QRS or the end of learning: the re-learning clock
+        self._last_candidate: int | None = None
+        #: How often the detector re-learned: after an artefact, and after ``relearn_s`` without a beat.
+        self._settled_levels: list[tuple[float, float]] = []  # (spk, npk) when each reported peak settled
+        self.artefacts = 0
+        self.flat_lines = 0
+        self.relearned = 0
 
     # ------------------------------------------------------------------ public
     def process(self, chunk: np.ndarray) -> np.ndarray:
@@ -106,7 +160,8 @@ class StreamingRPeakDetector:
         self._seen += x.size
         out: list[int] = []
         for beat in self._candidates(mwi, base):
-            self._decide(beat, out)
+            if beat.height >= self.cfg.min_height:
+                self._decide(beat, out)
         self._trim()
         return np.asarray(out, np.int64)
 
@@ -118,6 +173,12 @@ class StreamingRPeakDetector:
         if self._last is not None:
             self._settle(out)
         return np.asarray(out, np.int64)
+
+    def take_levels(self) -> list[tuple[float, float]]:
+        """The (signal, noise) peak levels at the moment each peak reported since the last call settled,
+        in the same order: the detector's own view of the signal-to-noise ratio at that beat."""
+        levels, self._settled_levels = self._settled_levels, []
+        return levels
 
     def oldest_possible_peak(self) -> int:
         """No R peak reported from now on can lie before this sample (what callers may forget)."""
@@ -153,10 +214,16 @@ class StreamingRPeakDetector:
     # ------------------------------------------------------------------ decisions
     def _decide(self, beat: _Beat, out: list[int]) -> None:
         cfg = self.cfg
+        quiet = self._last_candidate is not None and beat.index - self._last_candidate > self._n_flat
+        self._last_candidate = beat.index
+        if quiet:
+            self._on_flat(beat, out)
+            return
         if self._levels is None:
-            self._learning.append(beat)
-            if beat.index >= cfg.samples(cfg.learning_s):
-                self._finish_learning(out)
+            self._learn(beat, out)
+            return
+        if beat.height > cfg.artefact_ratio * self._levels.spk:
+            self._on_artefact(beat, out)
             return
         self._report_settled(beat.index, out)
         if self._last is not None and beat.index - self._last.index < cfg.samples(cfg.refractory_s):
@@ -164,6 +231,9 @@ class StreamingRPeakDetector:
                 self._last = beat  # the same QRS, a higher point of its energy
             return
         self._search_back(beat.index, out)
+        if beat.index - self._last_event > self._n_relearn:
+            self._relearn(beat, out)
+            return
         levels = self._levels
         previous = self._last or self._reported_last
         if beat.height > levels.threshold1:
@@ -175,6 +245,61 @@ class StreamingRPeakDetector:
         else:
             levels.npk = 0.125 * beat.height + 0.875 * levels.npk
             self._remember_noise(beat)
+
+    def _learn(self, beat: _Beat, out: list[int]) -> None:
+        """A candidate of the learning phase; artefacts while re-learning after one restart the phase."""
+        cfg = self.cfg
+        if beat.index < self._blank_until:
+            return
+        if self._artefact_level is not None and beat.height > cfg.artefact_ratio * self._artefact_level:
+            self._artefacts_seen += 1
+            if self._artefacts_seen < cfg.artefact_restarts:
+                self._start_learning(beat.index + cfg.samples(cfg.artefact_blank_s))
+                return
+            self._artefact_level = None  # they keep coming: the signal itself has grown
+        self._learning.append(beat)
+        if beat.index >= self._learn_end:
+            self._finish_learning(out)
+
+    def _start_learning(self, blank_until: int) -> None:
+        self._levels = None
+        self._learning = []
+        self._noise_since_last = []
+        self._blank_until = blank_until
+        self._learn_end = blank_until + self.cfg.samples(self.cfg.learning_s)
+
+    def _on_artefact(self, beat: _Beat, out: list[int]) -> None:
+        """A step, a saturation or a knock: blank it, then learn the levels again from what follows.
+        A pending QRS inside the artefact's refractory period was its leading edge, not a beat."""
+        if self._last is not None:
+            if beat.index - self._last.index < self.cfg.samples(self.cfg.refractory_s):
+                self._last = None
+            else:
+                self._settle(out)
+        self.artefacts += 1
+        self._blank_after(beat)
+
+    def _on_flat(self, beat: _Beat, out: list[int]) -> None:
+        """The input moves again after a flat stretch: this candidate is the step back; learn anew after it."""
+        if self._last is not None:
+            self._settle(out)
+        self.flat_lines += 1
+        self._blank_after(beat)
+
+    def _blank_after(self, beat: _Beat) -> None:
+        """Ignore what follows ``beat`` for a moment, then learn; remember the level to spot more artefacts."""
+        if self._levels is not None:
+            self._artefact_level, self._artefacts_seen = self._levels.spk, 0
+        self._start_learning(beat.index + self.cfg.samples(self.cfg.artefact_blank_s))
+
+    def _relearn(self, beat: _Beat, out: list[int]) -> None:
+        """No beat for ``relearn_s``: the levels no longer fit the signal; learn them from here on."""
+        if self._last is not None:
+            self._settle(out)
+        self.relearned += 1
+        self._artefact_level = None
+        self._start_learning(beat.index)
+        self._learn(beat, out)
 
     def _remember_noise(self, beat: _Beat) -> None:
         """Search-back candidates, bounded: only the highest can ever be chosen."""
@@ -192,6 +317,7 @@ class StreamingRPeakDetector:
         if previous is not None:
             self._rr = (self._rr + [beat.index - previous.index])[-8:]
         self._last = beat
+        self._last_event = beat.index
         self._noise_since_last = []
 
     def _search_back(self, now: int, out: list[int]) -> None:
@@ -199,7 +325,7 @@ class StreamingRPeakDetector:
         previous = self._last or self._reported_last
         if previous is None or not self._rr:
             return
-        if now - previous.index <= self.cfg.searchback_rr * np.mean(self._rr):
+        if now - previous.index <= self.cfg.searchback_rr * (sum(self._rr) / len(self._rr)):  # np.mean, cheaper
             return
         refractory = self.cfg.samples(self.cfg.refractory_s)
         pool = [b for b in self._noise_since_last
@@ -211,6 +337,8 @@ class StreamingRPeakDetector:
         """Pan & Tompkins' two-second learning phase: levels from the first candidates' heights."""
         heights = np.array([b.height for b in self._learning])
         self._levels = _Levels(spk=0.25 * float(heights.max()), npk=0.5 * float(np.mean(heights)))
+        self._artefact_level = None
+        self._last_event = self._learn_end
         pending, self._learning = self._learning, []
         for beat in pending:
             self._decide(beat, out)
@@ -223,6 +351,8 @@ class StreamingRPeakDetector:
         r = self._r_location(self._last)
         if self._last_r is None or r - self._last_r >= self.cfg.samples(self.cfg.refractory_s):
             out.append(r)  # else: two energy peaks around one R wave, reported once
+            lv = self._levels
+            self._settled_levels.append((lv.spk, lv.npk) if lv is not None else (0.0, 0.0))
             self._last_r = r
         self._reported_last, self._last = self._last, None
 

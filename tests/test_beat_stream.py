@@ -81,9 +81,19 @@ def test_stream_memory_stays_bounded(excerpt):
     assert max(sizes) < 360 * 20
 
 
-def test_stream_refuses_nan_samples():
-    with pytest.raises(ValueError, match="NaN"):
-        BeatStream().process(np.array([0.1, np.nan]))
+def test_stream_holds_and_counts_invalid_samples(excerpt):
+    """NaN / Inf samples never reach the filters: held at the last valid value, counted; the beats after a
+    NaN stretch are found as if it had been a flat line."""
+    x = excerpt.signal_mv[: 360 * 60].copy()
+    x[360 * 20: 360 * 25] = np.nan
+    x[360 * 40] = np.inf
+    stream = BeatStream()
+    beats = [b for part in _stream_in_chunks(stream.process, stream.flush, x, 5) for b in part]
+    assert stream.invalid_samples == 360 * 5 + 1
+    assert all(np.all(np.isfinite(b.wave)) and np.all(np.isfinite(b.rr)) for b in beats)
+    after = [b.sample for b in beats if b.sample > 360 * 27]
+    truth = excerpt.ann_sample[(excerpt.ann_sample > 360 * 27) & (excerpt.ann_sample < 360 * 59)]
+    assert len(after) >= len(truth) - 2
 
 
 def test_matching_pairs_each_beat_once_closest_first():

@@ -113,3 +113,30 @@ def test_cortex_m4_build_equals_the_host_build(mitdb_dir, build):
         h_out, h = run_host(build["exe"], rec.adc, mode, work)
         assert q["peaks"] == h["peaks"] > 60 and q_out == h_out
         assert q["instructions_total"] > 0 and q["late_peaks"] == 0
+
+
+@pytest.mark.parametrize("spec", ["leadoff:nan", "saturation", "dc_steps:4"])
+def test_c_chain_recovers_like_python_under_perturbations(spec, mitdb_dir, build):
+    """Invalid samples (the PW_FE_INVALID sentinel / NaN), clipping at the 11-bit ADC's rails and electrode
+    offset steps within its range: the C front-end and detector restart and re-learn as the Python chain."""
+    from edge_runtime.filtering import bandpass
+    from edge_runtime.rpeak import detect_rpeaks
+    from edge_runtime.sample_guard import SampleGuard
+    from edge_runtime.signal_config import SignalConfig
+    from training.data.perturbations import perturbation
+
+    rec = load_adc(mitdb_dir, "208", seconds=600)
+    case = perturbation(spec).apply(rec.mv, 360.0, rec.reference, seed=208)
+    valid = np.isfinite(case.signal_mv)
+    adc = np.clip(np.round(np.nan_to_num(case.signal_mv) * 200) + 1024, 0, 2047).astype(np.int64)
+    adc = np.where(valid, adc, -2 ** 31).astype(np.int32)
+    mv = np.where(valid, (adc.astype(np.float64) - 1024) / 200, np.nan)
+    py = detect_rpeaks(bandpass(SampleGuard().process(mv)[0], SignalConfig()))
+    out, counters = run_host(build["exe"], adc, PEAKS, build["work"])
+    chunked, _ = run_host(build["exe"], adc, 5, build["work"])
+    c = peaks_of(out)
+    np.testing.assert_array_equal(peaks_of(chunked), c)
+    shifted = type(rec)(rec.name, adc, mv, case.ann_sample, rec.excluded + list(case.excluded))
+    a = agreement(py, c, shifted)
+    assert a["identical"] >= 0.995 * max(a["python_peaks"], a["c_peaks"]), a
+    assert a["c"]["se"] >= 0.99 and a["c"]["ppv"] >= 0.99, a

@@ -91,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         source, name = text_file(args.input, args.fs), Path(args.input).stem
     out = Path(args.out)
-    sinks = [CsvSink(out / f"{name}.csv"), WfdbAnnotationSink(name, out, source.fs_hz, args.extension)]
+    annotations = WfdbAnnotationSink(name, out, source.fs_hz, args.extension)
+    sinks = [CsvSink(out / f"{name}.csv"), annotations]
     publisher = listener = member = strips = gate = None
     if args.join:
         member = _fleet_member(args, broker, bundle, classifier, _model_bytes(args, store))
@@ -108,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    strips=strips, consent=gate)
         publisher.start()
         sinks.append(publisher)
-    runtime = EdgeRuntime(classifier, source.fs_hz, sinks)
+    runtime = EdgeRuntime(classifier, source.fs_hz, sinks, status=publisher.extra_status if publisher else None)
     on_installed = runtime.swap_classifier
     if member is not None:
         member.attach(runtime)
@@ -149,7 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary["fleet"] = {"rounds_sent": member.client.rounds_sent, "labelled_beats": len(member.labels),
                             "personalized_head": member.head is not None, **member.counts}
     print(json.dumps(summary, indent=1))
-    print(f"beats: {out / (name + '.csv')}  annotations: {out / (name + '.' + args.extension)}")
+    print(f"beats: {out / (name + '.csv')}  annotations: {annotations.path}")
+    if annotations.beats == 0:
+        print(f"no beat detected in {stats.signal_s:.1f} s of signal ({stats.lead_off_s:.1f} s lead-off, "
+              f"{stats.invalid_samples} invalid samples): {annotations.path} holds no annotation")
     return 0
 
 
@@ -199,7 +203,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     test = wfdb.rdann(str(test_path), args.extension)
     ref_labels, ref_pos = aami_labels(reference.symbol)
     test_labels, test_pos = aami_labels(test.symbol)
-    end = int(max(reference.sample.max(), test.sample.max())) + 1
+    end = int(max(np.max(reference.sample, initial=0), np.max(test.sample, initial=0))) + 1
     episodes = flutter_episodes(reference.sample, reference.symbol, reference.aux_note, end)
     report = score_classes(reference.sample[ref_pos], ref_labels, test.sample[test_pos], test_labels, AAMI_CLASSES,
                            float(reference.fs or 360.0), macro_over=("N", "S", "V", "F"), excluded=episodes)
@@ -414,6 +418,10 @@ def add_edge_parser(sub) -> None:
                    help="results path (default: out/bench/edge.json; the committed bench/results/edge.json is "
                         "written only when asked for, as `make bench` does)")
     p.set_defaults(func=cmd_bench)
+
+    from tools.robustness_commands import add_robustness_parser
+
+    add_robustness_parser(esub)
 
     p = esub.add_parser("install", help="install a first model into a model folder (checked like a release)")
     p.add_argument("--release", help="signed release file (`pulsewire release --out FILE`): no private key needed here")

@@ -43,9 +43,35 @@ static void cut_window(pw_frontend_t *fe, pw_fe_beat_t *b) {
     b->has_window = 1;
 }
 
+/* Whether the band-pass starts again at this sample (filtering.py RestartRules), and the histories. */
+static int restart(pw_frontend_t *fe, int32_t adc) {
+    const uint32_t n = fe->samples;
+    int again = 0;
+    if (n >= 1) {
+        const int64_t d = (int64_t)adc - fe->raw[(n - 1) % PW_FE_RAW_RING];
+        const int still = (d < 0 ? -d : d) <= PW_FE_FLAT_TOL;
+        if (!still && fe->still >= PW_FE_FLAT_RUN) again = 1; /* the end of a flat line */
+        fe->still = still ? fe->still + 1 : 0;
+    }
+    if (n >= PW_FE_JUMP_LAG) {
+        const int64_t d = (int64_t)adc - fe->raw[(n - PW_FE_JUMP_LAG) % PW_FE_RAW_RING];
+        if ((d < 0 ? -d : d) > PW_FE_JUMP) again = 1; /* a step: an electrode re-attached */
+    }
+    fe->raw[n % PW_FE_RAW_RING] = adc;
+    return again;
+}
+
 pw_status_t pw_frontend_push_sample(pw_frontend_t *fe, int32_t adc) {
     if (!fe) return PW_ERR_ARG;
+    if (adc == PW_FE_INVALID) { /* held at the last valid sample (0 before any), never filtered as a value */
+        adc = fe->samples ? fe->raw[(fe->samples - 1) % PW_FE_RAW_RING] : 0;
+        fe->invalid++;
+    }
     const int64_t x = (int64_t)adc << Q_SAMPLE;
+    if (restart(fe, adc)) {
+        pw_biquad_start(fe->sos, pw_fe_sos_q30, PW_FE_SECTIONS, x);
+        fe->restarts++;
+    }
     if (fe->samples == 0) pw_biquad_start(fe->sos, pw_fe_sos_q30, PW_FE_SECTIONS, x);
     fe->ring[fe->samples % PW_FE_RING] = (int32_t)pw_biquad_step(fe->sos, pw_fe_sos_q30, PW_FE_SECTIONS, x);
     fe->samples++;

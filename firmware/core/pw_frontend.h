@@ -8,9 +8,14 @@
  * come from the C detector (pw_rpeak.h) on the filtered samples with pw_frontend_push_adc, or from the
  * caller with pw_frontend_push_sample + pw_frontend_push_peak (an analog front-end with its own detector).
  *
+ * Start-up and recovery, as filtering.py: the band-pass starts at the steady state of the first sample and
+ * starts again so after a step (more than PW_FE_JUMP ADC units within PW_FE_JUMP_LAG samples) or at the
+ * first change after a flat line (PW_FE_FLAT_RUN unchanged samples). An invalid sample (PW_FE_INVALID: lead
+ * off, ADC fault; NaN in Python) is replaced by the last valid one and counted, so it never reaches the filter.
+ *
  * Arithmetic: samples in Q16 ADC units (int32), biquads in Q30 coefficients with 64-bit accumulators,
  * medians and RR ratios exact in integers, standardisation and quantization with Q16 constants. Memory:
- * the caller owns one pw_frontend_t (no malloc): 5,280 B on a Cortex-M4 with the default ring, whose 1,024
+ * the caller owns one pw_frontend_t (no malloc): 5,352 B on a Cortex-M4 with the default ring, whose 1,024
  * samples cover the detector's latency (at most 743 samples on 46 MIT-BIH records: the first beats,
  * reported when the two-second learning phase ends). */
 #ifndef PW_FRONTEND_H
@@ -29,6 +34,11 @@
 #define PW_FE_PENDING 4u  /* beats waiting for their window to complete or their successor */
 #define PW_FE_RR_FEATURES 7
 #define PW_FE_RR_RING (PW_FE_RR_LONG + PW_FE_PENDING + 1u) /* the long history plus peaks reported ahead */
+#define PW_FE_RAW_RING 16u /* raw samples kept for the step test (power of two, > PW_FE_JUMP_LAG) */
+#define PW_FE_INVALID INT32_MIN /* the sample a board pushes when its ADC has none (lead off, fault) */
+#if PW_FE_JUMP_LAG >= PW_FE_RAW_RING
+#error "pw_frontend_config.h: the step test looks further back than PW_FE_RAW_RING samples"
+#endif
 
 typedef struct {
     uint32_t peak;
@@ -49,11 +59,15 @@ typedef struct {
     pw_fe_beat_t pending[PW_FE_PENDING];
     uint32_t n_pending;           /* beats in pending[], oldest first */
     uint32_t late_peaks;          /* detected peaks refused because their window had left the ring */
+    int32_t raw[PW_FE_RAW_RING];  /* the last raw samples (ADC units, invalid ones replaced) */
+    uint32_t still;               /* consecutive samples within PW_FE_FLAT_TOL of their predecessor */
+    uint32_t invalid;             /* PW_FE_INVALID samples replaced by the last valid one */
+    uint32_t restarts;            /* band-pass restarts after a step or a flat line */
 } pw_frontend_t;
 
 void pw_frontend_init(pw_frontend_t *fe);
 
-/* One raw sample (ADC units, the record's own gain PW_FE_ADC_GAIN per mV). */
+/* One raw sample (ADC units, the record's own gain PW_FE_ADC_GAIN per mV), or PW_FE_INVALID. */
 pw_status_t pw_frontend_push_sample(pw_frontend_t *fe, int32_t adc);
 
 /* An R-peak at absolute sample index `peak` (increasing, already pushed). PW_ERR_DATA if it is not newer

@@ -6,7 +6,10 @@
 
 #define D_CLAMP (1l << 24) /* |derivative| in Q8: squares < 2^48, a window sum < 2^54 (54 samples) */
 
-void pw_rpeak_init(pw_rpeak_t *det) { memset(det, 0, sizeof *det); }
+void pw_rpeak_init(pw_rpeak_t *det) {
+    memset(det, 0, sizeof *det);
+    det->learn_end = PW_RP_LEARNING;
+}
 
 /* ------------------------------------------------------------------ levels and thresholds
  * Heights h < 2^54 and levels (x 8) < 2^57: every product below stays under 2^61. */
@@ -16,6 +19,12 @@ static int above_threshold1(const pw_rpeak_t *det, int64_t h) { return 32 * h > 
 
 /* h > threshold2 = threshold1 / 2 */
 static int above_threshold2(const pw_rpeak_t *det, int64_t h) { return 64 * h > 3 * det->npk8 + det->spk8; }
+
+/* h > PW_RP_ARTEFACT x level (level8 / 8); a level above 2^57 / PW_RP_ARTEFACT exceeds any height x 8 */
+static int is_artefact(int64_t h, int64_t level8) {
+    if (level8 > (INT64_MAX / 8) / PW_RP_ARTEFACT) return 0;
+    return 8 * h > PW_RP_ARTEFACT * level8;
+}
 
 /* level = h / 8 + 7 level / 8 (Pan & Tompkins' running estimate; 3 fractional bits) */
 static int64_t follow(int64_t level8, int64_t h) { return h + pw_div_round(7 * level8, 8); }
@@ -55,6 +64,7 @@ static pw_status_t accept(pw_rpeak_t *det, const pw_rp_beat_t *beat, int quarter
     if (det->has_reported) det->rr[det->n_rr++ % PW_RP_RR] = beat->index - det->reported.index;
     det->last = *beat;
     det->has_last = 1;
+    det->last_event = beat->index;
     det->has_first = det->has_noise = 0;
     return st;
 }
@@ -101,6 +111,8 @@ static pw_status_t finish_learning(pw_rpeak_t *det) {
     det->spk8 = 2 * max;                             /* 0.25 max */
     det->npk8 = n ? pw_div_round(4 * sum, n) : 0;    /* 0.5 mean; 4 x sum < 2^62.4 */
     det->learned = 1;
+    det->has_artefact = 0;
+    det->last_event = det->learn_end;
     det->n_learning = 0;
     pw_status_t st = PW_OK;
     for (uint32_t k = 0; k < n; k++) {
@@ -116,16 +128,62 @@ static pw_status_t finish_learning(pw_rpeak_t *det) {
     return st;
 }
 
+static void start_learning(pw_rpeak_t *det, uint32_t blank_until) {
+    det->learned = 0;
+    det->n_learning = 0;
+    det->has_first = det->has_noise = 0;
+    det->blank_until = blank_until;
+    det->learn_end = blank_until + PW_RP_LEARNING;
+}
+
+/* A candidate of the learning phase; artefacts while re-learning after one restart the phase. */
+static pw_status_t learn(pw_rpeak_t *det, const pw_rp_beat_t *beat) {
+    if (beat->index < det->blank_until) return PW_OK;
+    if (det->has_artefact && is_artefact(beat->height, det->artefact_spk8)) {
+        if (++det->artefacts_seen < PW_RP_RESTARTS) {
+            start_learning(det, beat->index + PW_RP_BLANK);
+            return PW_OK;
+        }
+        det->has_artefact = 0; /* they keep coming: the signal itself has grown */
+    }
+    pw_rp_learn_t *l = &det->learning[det->n_learning++];
+    l->height = beat->height;
+    l->index = beat->index;
+    l->slope_back = (uint32_t)beat->slope | (beat->index - beat->r) << 25;
+    /* a full list ends the phase early (more than PW_RP_LEARN candidates in 2 s: noise, not ECG) */
+    if (beat->index >= det->learn_end || det->n_learning == PW_RP_LEARN) return finish_learning(det);
+    return PW_OK;
+}
+
 static pw_status_t decide(pw_rpeak_t *det, const pw_rp_beat_t *beat) {
     pw_status_t st = PW_OK, s;
-    if (!det->learned) {
-        pw_rp_learn_t *l = &det->learning[det->n_learning++];
-        l->height = beat->height;
-        l->index = beat->index;
-        l->slope_back = (uint32_t)beat->slope | (beat->index - beat->r) << 25;
-        /* a full list ends the phase early (more than PW_RP_LEARN candidates in 2 s: noise, not ECG) */
-        if (beat->index >= PW_RP_LEARNING || det->n_learning == PW_RP_LEARN) return finish_learning(det);
-        return PW_OK;
+    /* signed: candidates replayed after learning lie before the newest one */
+    const int quiet = det->has_candidate && (int64_t)beat->index - (int64_t)det->last_candidate > (int64_t)PW_RP_FLAT;
+    det->last_candidate = beat->index;
+    det->has_candidate = 1;
+    if (quiet) { /* the input moves again after a flat stretch: this candidate is the step back */
+        if (det->has_last) st = settle(det);
+        det->flat_lines++;
+        if (det->learned) {
+            det->artefact_spk8 = det->spk8;
+            det->has_artefact = 1;
+            det->artefacts_seen = 0;
+        }
+        start_learning(det, beat->index + PW_RP_BLANK);
+        return st;
+    }
+    if (!det->learned) return learn(det, beat);
+    if (is_artefact(beat->height, det->spk8)) { /* a step, a saturation, a knock: blank it, learn again */
+        if (det->has_last) {
+            if (beat->index - det->last.index < PW_RP_REFRACTORY) det->has_last = 0; /* its leading edge */
+            else st = settle(det);
+        }
+        det->artefacts++;
+        det->artefact_spk8 = det->spk8;
+        det->has_artefact = 1;
+        det->artefacts_seen = 0;
+        start_learning(det, beat->index + PW_RP_BLANK);
+        return st;
     }
     if (det->has_last && beat->index - det->last.index >= PW_RP_T_WAVE) st = settle(det); /* report_settled */
     if (det->has_last && beat->index - det->last.index < PW_RP_REFRACTORY) {
@@ -133,6 +191,14 @@ static pw_status_t decide(pw_rpeak_t *det, const pw_rp_beat_t *beat) {
         return st;
     }
     if ((s = search_back(det, beat->index)) != PW_OK) st = s;
+    if ((int64_t)beat->index - (int64_t)det->last_event > (int64_t)PW_RP_RELEARN) { /* no QRS for too long: learn again from here */
+        if (det->has_last && (s = settle(det)) != PW_OK) st = s;
+        det->relearned++;
+        det->has_artefact = 0;
+        start_learning(det, beat->index);
+        if ((s = learn(det, beat)) != PW_OK) st = s;
+        return st;
+    }
     const pw_rp_beat_t *previous = det->has_last ? &det->last : (det->has_reported ? &det->reported : 0);
     if (above_threshold1(det, beat->height)) {
         if (previous && beat->index - previous->index < PW_RP_T_WAVE && 2 * (int64_t)beat->slope < previous->slope) {
@@ -205,7 +271,7 @@ pw_status_t pw_rpeak_push(pw_rpeak_t *det, int32_t x) {
     det->samples = n + 1;
     pw_status_t st = PW_OK;
     /* sample n - 1 is a candidate if the integrated signal rose into it and does not rise out of it */
-    if (n >= 2 && det->mwi > det->mwi1 && det->mwi >= mwi) {
+    if (n >= 2 && det->mwi > det->mwi1 && det->mwi >= mwi && det->mwi >= PW_RP_MIN_HEIGHT) {
         const pw_rp_beat_t beat = candidate(det, n - 1, det->mwi);
         st = decide(det, &beat);
     }

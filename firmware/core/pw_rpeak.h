@@ -5,7 +5,12 @@
  * pw_biquad.h), five-point derivative, squaring, 150 ms moving integration, local maxima of the integrated
  * signal as candidates, adaptive signal / noise levels with thresholds between them, a two-second learning
  * phase, 200 ms refractory period, T-wave slope test within 360 ms, search-back after 1.66 mean RR, and
- * each QRS reported at its R location: the largest |x| in the 250 ms before its energy peak.
+ * each QRS reported at its R location: the largest |x| in the 250 ms before its energy peak. The QRS band-pass
+ * carries the mains notches (50 and 60 Hz) as further sections. Start-up and recovery as rpeak.py: a
+ * candidate above PW_RP_ARTEFACT times the signal level is an artefact (blank PW_RP_BLANK samples, then
+ * learn again, restarting on further artefacts at most PW_RP_RESTARTS times); a candidate more than
+ * PW_RP_FLAT samples after the previous one ends a flat line (learn again after it); no QRS for
+ * PW_RP_RELEARN samples, search-back included, learns again from that candidate on.
  *
  * Numbers: the derivative is taken of the Q16 QRS band and rounded to Q8 (clamped to +-2^24, far beyond
  * any ECG: 2^16 ADC units per sample step), its squares summed over the window in int64 (the fs / 8 and 1 / N
@@ -69,7 +74,14 @@ typedef struct {
     uint32_t n_learning;
     pw_rp_beat_t last, reported;   /* the latest QRS (not yet reported), the last one reported */
     pw_rp_beat_t first, noise;     /* since that QRS: the first noise peak, the highest of the others */
-    uint8_t learned, has_last, has_reported, has_first, has_noise, has_r;
+    uint8_t learned, has_last, has_reported, has_first, has_noise, has_r, has_candidate, has_artefact;
+    uint32_t learn_end;            /* the learning phase ends at the first candidate from this sample */
+    uint32_t blank_until;          /* candidates before this sample are ignored (an artefact's tail) */
+    uint32_t last_event;           /* the last accepted QRS or the end of learning: the re-learning clock */
+    uint32_t last_candidate;       /* the previous candidate's sample (a long gap: the input was flat) */
+    int64_t artefact_spk8;         /* the signal level before an artefact, while re-learning */
+    uint32_t artefacts_seen;       /* artefacts met during this re-learning */
+    uint32_t artefacts, flat_lines, relearned; /* how often each recovery rule fired */
     uint32_t last_r;               /* last R location reported */
     uint32_t rr[PW_RP_RR];         /* intervals between accepted QRS, ring */
     uint32_t n_rr;

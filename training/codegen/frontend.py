@@ -9,9 +9,8 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from scipy import signal as sp_signal
 
-from edge_runtime.filtering import bandpass_sos
+from edge_runtime.filtering import RestartRules, bandpass_sos
 from edge_runtime.model_metadata import ModelMetadata
 from edge_runtime.rpeak import DetectorConfig
 from training.codegen.emit import GENERATOR_VERSION
@@ -29,9 +28,9 @@ def _sos_rows(sos: np.ndarray) -> str:
     return ",\n".join(rows)
 
 
-def rpeak_config(det: DetectorConfig) -> str:
-    """The C detector's constants (``PW_RP_*``): the QRS band-pass of ``StreamingRPeakDetector`` (scipy's
-    Butterworth design, order 1) and its time constants in samples, rounded as the Python detector rounds
+def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
+    """The C detector's constants (``PW_RP_*``): the QRS filter of ``StreamingRPeakDetector`` (scipy's
+    Butterworth design, order 1, and the mains notches) and its time constants in samples, rounded as the Python detector rounds
     them (``DetectorConfig.samples``)."""
     if float(det.fs_hz) != int(det.fs_hz):
         raise ValueError("the C detector needs an integer sampling rate")
@@ -44,7 +43,12 @@ def rpeak_config(det: DetectorConfig) -> str:
     if r_before + 2 > 128 or integration + 2 > 64:
         raise ValueError("the C detector keeps 128 input and 64 derivative samples: r_search_s or integration_s "
                          f"is too long at {det.fs_hz} Hz (raise PW_RP_X_RING / PW_RP_D_RING)")
-    sos = sp_signal.butter(1, det.qrs_band_hz, btype="bandpass", fs=det.fs_hz, output="sos")
+    sos = det.qrs_sos()
+    # the C heights are sums of squared Q8 derivatives in ADC units, the Python ones means of squared
+    # (fs / 8) x derivatives in mV: C = Python x N x (2048 x gain / fs)^2
+    min_height = math.ceil(det.min_height * integration * (2048.0 * adc_gain / det.fs_hz) ** 2)
+    if float(det.artefact_ratio) != int(det.artefact_ratio):
+        raise ValueError("the C detector needs an integer artefact_ratio")
     back = Fraction(det.searchback_rr).limit_denominator(1000)
     return (
         f"/* R-peak detector (edge_runtime/rpeak.py DetectorConfig at {det.fs_hz:g} Hz), in samples */\n"
@@ -56,8 +60,15 @@ def rpeak_config(det: DetectorConfig) -> str:
         f"#define PW_RP_R_AFTER {r_after}u /* to {det.r_search_s[1]:g} s of the energy peak */\n"
         f"#define PW_RP_SEARCHBACK_NUM {back.numerator} /* search back after {det.searchback_rr:g} mean RR */\n"
         f"#define PW_RP_SEARCHBACK_DEN {back.denominator}\n"
+        f"#define PW_RP_ARTEFACT {int(det.artefact_ratio)} /* a candidate above this x the signal level */\n"
+        f"#define PW_RP_BLANK {det.samples(det.artefact_blank_s)}u /* {det.artefact_blank_s:g} s after an artefact */\n"
+        f"#define PW_RP_RESTARTS {det.artefact_restarts}u /* artefacts that restart one re-learning */\n"
+        f"#define PW_RP_FLAT {det.samples(det.flat_s)}u /* no candidate for {det.flat_s:g} s: a flat line */\n"
+        f"#define PW_RP_RELEARN {det.samples(det.relearn_s)}u /* no QRS for {det.relearn_s:g} s: learn again */\n"
+        f"#define PW_RP_MIN_HEIGHT {min_height}LL /* smallest candidate ({det.min_height:g} in rpeak.py's scale) */\n"
         f"#define PW_RP_SECTIONS {len(sos)}\n"
-        f"/* QRS band-pass {det.qrs_band_hz[0]:g}-{det.qrs_band_hz[1]:g} Hz, order 1: b0 b1 b2 a0 a1 a2 in Q30 */\n"
+        f"/* QRS band-pass {det.qrs_band_hz[0]:g}-{det.qrs_band_hz[1]:g} Hz, order 1, then mains notches "
+        f"{'/'.join(f'{f:g}' for f in det.mains_hz)} Hz: b0 b1 b2 a0 a1 a2 in Q30 */\n"
         f"static const int64_t pw_rp_sos_q30[{len(sos)}][6] = {{\n" + _sos_rows(sos) + "\n};\n")
 
 
@@ -82,6 +93,7 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
     if wave.shape[1] != window:
         raise ValueError(f"wave input has {wave.shape[1]} samples, the signal config makes {window}")
     sos = bandpass_sos(cfg)
+    rules = RestartRules()
     # the smallest amplitude divisor: 1e-3 mV (beat_windows.amplitude_scales) in Q16 ADC units, times 2
     amp_floor2 = math.ceil(2 * 1e-3 * adc_gain * (1 << 16))
     mean_q16 = [round_half_away(float(np.float32(m)) * 65536) for m in meta.rr_mean]
@@ -100,11 +112,18 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
         f"#define PW_FE_WAVE_INV_SCALE_Q16 {round_half_away(65536.0 / wave.scale)}LL\n"
         f"#define PW_FE_WAVE_ZERO_POINT {wave.zero_point}\n"
         f"#define PW_FE_RR_LOCAL {cfg.rr_local_beats}u\n#define PW_FE_RR_LONG {cfg.rr_long_beats}u\n"
-        f"#define PW_FE_RR_ZERO_POINT {rr.zero_point}\n\n"
+        f"#define PW_FE_RR_ZERO_POINT {rr.zero_point}\n"
+        "/* band-pass restarts (edge_runtime/filtering.py RestartRules): a step of more than JUMP ADC units "
+        "within JUMP_LAG samples, or the first change after FLAT_RUN samples within FLAT_TOL of their "
+        "predecessor */\n"
+        f"#define PW_FE_JUMP_LAG {rules.jump_lag(cfg.fs_hz)}u\n"
+        f"#define PW_FE_JUMP {math.floor(rules.jump_mv * adc_gain)}LL /* {rules.jump_mv:g} mV */\n"
+        f"#define PW_FE_FLAT_RUN {rules.flat_run(cfg.fs_hz)}u /* {rules.flat_s:g} s */\n"
+        f"#define PW_FE_FLAT_TOL {math.floor(rules.flat_tol_mv * adc_gain)}LL /* {rules.flat_tol_mv:g} mV */\n\n"
         f"/* band-pass {cfg.band_low_hz}-{cfg.band_high_hz} Hz, order {cfg.filter_order}: b0 b1 b2 a0 a1 a2 in Q30 */\n"
         f"static const int64_t pw_fe_sos_q30[{len(sos)}][6] = {{\n" + _sos_rows(sos) + "\n};\n"
         "/* RR features: training mean (Q16), 1 / (std * input scale) (Q16), clip at 6 standard deviations */\n"
         f"static const int64_t pw_fe_rr_mean_q16[7] = {{{', '.join(f'{v}LL' for v in mean_q16)}}};\n"
         f"static const int64_t pw_fe_rr_inv_q16[7] = {{{', '.join(f'{v}LL' for v in inv_q16)}}};\n"
         f"static const int64_t pw_fe_rr_clip_q[7] = {{{', '.join(f'{v}LL' for v in clip_q)}}};\n\n"
-        + rpeak_config(DetectorConfig(fs_hz=float(cfg.fs_hz))) + "\n#endif\n")
+        + rpeak_config(DetectorConfig(fs_hz=float(cfg.fs_hz)), adc_gain) + "\n#endif\n")

@@ -14,6 +14,7 @@ bursts with step-like transients, which overlaps the QRS band and is the hardest
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -46,20 +47,24 @@ class Perturbation(Protocol):
 def qrs_peak_to_peak(signal_mv: np.ndarray, fs_hz: float, ann_sample: np.ndarray | None = None) -> float:
     """Median peak-to-peak amplitude of the QRS complexes (+-60 ms around each annotated beat).
 
-    Without annotations, the median over 1 s windows of the band-passed signal's range (every second
+    Samples that are NaN (a lead-off gap) are ignored. Without annotations, the median over 1 s windows of the band-passed signal's range (every second
     of ECG holds a QRS at heart rates above 60 bpm)."""
     x = np.asarray(signal_mv, np.float64)
     half = max(1, int(round(0.06 * fs_hz)))
-    if ann_sample is not None and len(ann_sample):
-        starts = np.clip(np.asarray(ann_sample, np.int64) - half, 0, x.size)
-        ranges = [np.ptp(x[s:s + 2 * half]) for s in starts if s + 2 * half <= x.size]
-        if ranges:
-            return float(np.median(ranges))
-    sos = sp_signal.butter(2, [5.0, min(30.0, 0.45 * fs_hz)], btype="bandpass", fs=fs_hz, output="sos")
-    y = sp_signal.sosfiltfilt(sos, x) if x.size > 30 else x
-    n = max(1, int(fs_hz))
-    ranges = [np.ptp(y[i:i + n]) for i in range(0, y.size - n + 1, n)] or [float(np.ptp(y))]
-    return float(np.median(ranges))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows of a lead-off gap
+        if ann_sample is not None and len(ann_sample):
+            starts = np.clip(np.asarray(ann_sample, np.int64) - half, 0, x.size)
+            ranges = [np.nanmax(x[s:s + 2 * half]) - np.nanmin(x[s:s + 2 * half])
+                      for s in starts if s + 2 * half <= x.size]
+            if np.isfinite(ranges).any():
+                return float(np.nanmedian(ranges))
+        sos = sp_signal.butter(2, [5.0, min(30.0, 0.45 * fs_hz)], btype="bandpass", fs=fs_hz, output="sos")
+        y = np.nan_to_num(x - np.nanmedian(x))
+        y = sp_signal.sosfiltfilt(sos, y) if y.size > 30 else y
+        n = max(1, int(fs_hz))
+        ranges = [np.ptp(y[i:i + n]) for i in range(0, y.size - n + 1, n)] or [float(np.ptp(y))]
+        return float(np.median(ranges))
 
 
 def scale_to_snr(noise: np.ndarray, peak_to_peak_mv: float, snr_db: float) -> np.ndarray:

@@ -1,0 +1,161 @@
+"""The robustness suite: the device chain on MIT-BIH under perturbations, and on its second channel.
+
+Every case runs the device's own pipeline (``EdgeRuntime``: invalid-sample guard, resampling, band-pass,
+R-peak detector, signal quality, int8 classifier) on one whole record, perturbed by one named plug-in of
+``training.data.perturbations`` (seeded by the record number) or read from MIT-BIH's second channel
+(V1, V2, V4 or V5: a lead no model was trained or selected on). Detection is scored on every detected R
+peak, classes on the beats the runtime emits (EC57 matching within 150 ms; flutter episodes and the
+perturbation's unscoreable ranges, lead-off gaps and clipped bursts plus 1 s, are excluded). Beats the
+quality index labels Q count as misclassified wherever the reference says otherwise.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edge_runtime.aami import AAMI_CLASSES, aami_labels
+from edge_runtime.metrics import classification_report
+from edge_runtime.scoring import DetectionScore, excluded_mask, match_beats
+from training.data.mitdb import EcgRecord, load_record
+from training.data.perturbations import Perturbed, perturbation
+
+log = logging.getLogger(__name__)
+
+SECOND_CHANNEL = "second_channel"
+DETECTION_TARGET = 0.995
+TOLERANCE_S = 0.150
+
+
+def second_channel(data_dir: Path, name: str) -> EcgRecord:
+    """The record's other lead than MLII (or its second channel when it has no MLII)."""
+    import wfdb
+
+    names = wfdb.rdheader(str(Path(data_dir) / name)).sig_name
+    other = [i for i, lead in enumerate(names) if lead != "MLII"]
+    return load_record(data_dir, name, lead=other[0] if "MLII" in names else 1)
+
+
+def _chunks(x: np.ndarray, n: int) -> Iterator[np.ndarray]:
+    for i in range(0, x.size, n):
+        yield x[i:i + n]
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+        self.labels: list[str] = []
+
+    def on_beat(self, beat) -> None:
+        self.samples.append(beat.sample)
+        self.labels.append(beat.label)
+
+    def close(self) -> None:
+        pass
+
+
+def run_case(rec: EcgRecord, case: Perturbed, classifier) -> dict:
+    """The runtime on one perturbed record: detection counts and matched (reference, predicted) class pairs."""
+    from edge_runtime.runtime import EdgeRuntime
+
+    sink = _Collector()
+    runtime = EdgeRuntime(classifier, case.fs_hz, [sink])
+    peaks: list[int] = []
+    runtime.stream.on_peak = peaks.append
+    stats = runtime.run(_chunks(case.signal_mv, max(1, int(case.fs_hz))))
+    detected = np.asarray(runtime.resampler.to_input_index(np.asarray(peaks, np.int64)), np.int64)
+
+    ratio = case.fs_hz / rec.fs_hz
+    episodes = [(int(a * ratio), int(np.ceil(b * ratio))) for a, b in rec.flutter_episodes()]
+    excluded = episodes + list(case.excluded)
+    labels, positions = aami_labels(rec.ann_symbol)
+    ref = case.ann_sample[positions]
+    keep = ~excluded_mask(ref, excluded)
+    ref, labels = ref[keep], labels[keep]
+    tol = int(round(TOLERANCE_S * case.fs_hz))
+    det = np.sort(detected[~excluded_mask(detected, excluded)])
+    mr, _ = match_beats(ref, det, tol)
+    score = DetectionScore(int(mr.size), int(ref.size - mr.size), int(det.size - mr.size))
+
+    beat_samples = np.asarray(sink.samples, np.int64)
+    beat_labels = np.asarray([AAMI_CLASSES.index(c) for c in sink.labels], np.int64)
+    keep_b = ~excluded_mask(beat_samples, excluded)
+    cr, cd = match_beats(ref, beat_samples[keep_b], tol)
+    return {"detection": score, "true": labels[cr].astype(np.int64), "pred": beat_labels[keep_b][cd],
+            "seconds": stats.signal_s, "wall": stats.wall_s, "q_beats": stats.unusable_beats,
+            "beats": stats.beats}
+
+
+def run_suite(data_dir: Path, records: list[str], specs: list[str], classifier,
+              on_row: Callable[[dict], None] | None = None) -> dict:
+    """Every perturbation (and the second channel when ``SECOND_CHANNEL`` is among ``specs``) on every record;
+    ``on_row`` sees the rows so far after each perturbation (a long run keeps its partial results)."""
+    rows: dict[str, dict] = {}
+    for spec in specs:
+        started = time.perf_counter()
+        total, true, pred, per_record = DetectionScore(0, 0, 0), [], [], {}
+        seconds = wall = 0.0
+        q_beats = beats = 0
+        for name in records:
+            if spec == SECOND_CHANNEL:
+                rec = second_channel(data_dir, name)
+                case = perturbation("none").apply(rec.signal_mv, rec.fs_hz, rec.ann_sample, 0)
+            else:
+                rec = load_record(data_dir, name)
+                case = perturbation(spec).apply(rec.signal_mv, rec.fs_hz, rec.ann_sample, int(name))
+            out = run_case(rec, case, classifier)
+            total = total + out["detection"]
+            true.append(out["true"])
+            pred.append(out["pred"])
+            seconds += out["seconds"]
+            wall += out["wall"]
+            q_beats += out["q_beats"]
+            beats += out["beats"]
+            per_record[name] = {"lead": rec.lead, **out["detection"].to_dict()}
+        report = classification_report(np.concatenate(true), np.concatenate(pred), AAMI_CLASSES,
+                                       macro_over=("N", "S", "V", "F"))
+        rows[spec] = {"detection": total.to_dict(), "classes": report, "records": per_record,
+                      "q_share": q_beats / beats if beats else None,
+                      "realtime_factor": seconds / wall if wall else None}
+        if on_row is not None:
+            on_row(rows)
+        log.info("%s: Se %.2f +P %.2f (%.0f s)", spec, 100 * (total.sensitivity or 0),
+                 100 * (total.positive_predictivity or 0), time.perf_counter() - started)
+    return rows
+
+
+def robustness_targets(rows: dict) -> list[dict]:
+    out = []
+    for spec, row in rows.items():
+        for key, name in (("se", "Se"), ("ppv", "+P")):
+            value = row["detection"][key]
+            threshold = 0.997 if spec == "none" else DETECTION_TARGET
+            out.append({"target": f"detection {name}, {spec}", "mean": value, "threshold": threshold,
+                        "met": None if value is None else value >= threshold})
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def robustness_markdown(results: dict) -> str:
+    from tools.report import targets_table
+
+    head = ("| perturbation | detection Se | detection +P | N Se / +P | S Se / +P | V Se / +P | Q-labelled | "
+            "x real time |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for spec, row in results["rows"].items():
+        d, pc = row["detection"], row["classes"]["per_class"]
+        cells = [spec, f"{100 * d['se']:.2f}" if d["se"] is not None else "–",
+                 f"{100 * d['ppv']:.2f}" if d["ppv"] is not None else "–"]
+        cells += [f"{_pct(pc[c]['se'])} / {_pct(pc[c]['ppv'])}" for c in ("N", "S", "V")]
+        cells += [_pct(row["q_share"]) + " %", f"{row['realtime_factor']:,.0f}" if row["realtime_factor"] else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (f"# pulsewire robustness suite\n\nCommand: `{results['command']}`  \nModel: `{results['model']}`  \n"
+            f"Records: {', '.join(results['records'])}\n\n## Targets\n\n{targets_table(results['targets'])}\n\n"
+            "## Detection and classes per perturbation (EC57 matching, 150 ms; excluded: flutter, lead-off gaps "
+            "and clipped bursts + 1 s, 1 s after a DC step)\n\n" + "\n".join(lines) + "\n")
