@@ -121,14 +121,19 @@ def test_dashboard_end_to_end_in_chromium(running_server, chromium, tmp_path):
     wait_until(gate.allows_strip)
     _replay_excerpt(strips, publisher, seconds=8.0)
     alert_id = f"ecg7-{publisher.builder.boot_id}-1"
-    card = wait_until(lambda: _card(driver, alert_id))  # pushed live: the page was not reloaded
-    wait_until(lambda: card.find_elements(By.CSS_SELECTOR, ".strip .main-svg"))
-    labels = [t.text for t in card.find_elements(By.CSS_SELECTOR, ".strip .annotation-text")]
+    wait_until(lambda: _card(driver, alert_id))  # pushed live: the page was not reloaded
+    # cards are re-rendered as alerts arrive: read the drawn strip's labels in one go, not through a held element
+    labels = wait_until(lambda: driver.execute_script(
+        "const a = [...document.querySelectorAll('#alerts article, #summaries article')]"
+        ".find((x) => x.dataset.alertId === arguments[0]);"
+        "return a && a.querySelector('.strip .main-svg') ? "
+        "[...a.querySelectorAll('.strip .annotation-text')].map((t) => t.textContent) : null", alert_id))
     assert labels.count("V") >= 2 and "N" in labels  # the couplet and the beats around it, labelled
-    assert "pt-br" in card.text and "ventricular_run" in card.text
+    text = _card_text(driver, alert_id)
+    assert "pt-br" in text and "ventricular_run" in text
     _shot(driver, tmp_path, "alerts")
     # --- acknowledging it is stored and audited
-    card.find_element(By.CSS_SELECTOR, ".btn-acknowledge").click()
+    _card(driver, alert_id).find_element(By.CSS_SELECTOR, ".btn-acknowledge").click()
     wait_until(lambda: "acknowledged by clara" in _card_text(driver, alert_id))
     with rs.store.session() as repo:
         assert repo.alert(alert_id).acknowledged_by == "clara"
@@ -196,7 +201,8 @@ def test_dashboard_end_to_end_in_chromium(running_server, chromium, tmp_path):
         obs.closed(_Link(), {"round": r, "selected": 3, "participants": 3, "declined": 0, "bytes_received": 30000 * r,
                              "bytes_down": 60000, "seconds": 1.0, "rejected": {}, "val_macro_f1": f1},
                    "fedavg", ["dev-a", "dev-b", "dev-c"], None)
-    wait_until(lambda: "0.6173" in driver.find_element(By.ID, "rounds").text, 30)
+    # the table is rebuilt on every event: read its text in one go (an element found first can go stale)
+    wait_until(lambda: "0.6173" in driver.execute_script("return document.getElementById('rounds').innerText"), 30)
     wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#chart-metrics .main-svg"))
     agg.loop_stop()
     _shot(driver, tmp_path, "rounds")
