@@ -62,11 +62,21 @@ def markdown_to_html(markdown: str) -> str:
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
 
 
-def render_report(markdown: str, title: str) -> str:
-    """An offline report (``make demo``, ``make bench``) in the dashboard's look: one self-contained file with
-    the dashboard's stylesheet inlined."""
+def plotly_js() -> Path:
+    """Plotly's browser bundle from the installed Python package: the dashboard and the reports never load
+    anything from a CDN."""
+    import plotly
+
+    return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+def render_report(markdown: str, title: str, charts: list[dict[str, Any]] | None = None) -> str:
+    """An offline report (``make demo``, ``make bench``) in the dashboard's look, the stylesheet inlined.
+    ``charts``: Plotly figure specs drawn as on the dashboard (the page then loads ``plotly.min.js`` from
+    its own folder)."""
     style = (Path(__file__).resolve().parent / "static" / "style.css").read_text()
-    return _env.get_template("report.html").render(title=title, style=style, body=markdown_to_html(markdown))
+    return _env.get_template("report.html").render(title=title, style=style, body=markdown_to_html(markdown),
+                                                   charts=charts or [])
 
 
 def render(template: str, links: Links, user: str | None, role: str | None, title: str,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from broker.topics import NAME_PATTERN
 from server import views
-from server.render import PAGES, Links, render
+from server.render import PAGES, Links, plotly_js, render
 from server.repository import Store
-from server.web import STATIC, plotly_js
+from server.web import STATIC
 
 SNAPSHOT = Links(snapshot=True)
 

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from server.auth import COOKIE, token_hash
 from server.context import WebContext
 from server.models import User
+from server.render import plotly_js
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: Which live events each role receives.
@@ -26,12 +27,6 @@ ROLE_EVENTS = {"clinician": {"alert", "alert_state", "consent"},
                "engineer": {"device", "round", "security", "release", "counters"}}
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-
-
-def plotly_js() -> Path:
-    import plotly
-
-    return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
 
 def swagger_dir() -> Path:

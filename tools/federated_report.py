@@ -38,13 +38,13 @@ def write_federated_report(results: dict, out_dir: Path, stem: str) -> dict[str,
     for group, names in groups.items():
         if names:
             p = out_dir / f"{stem}_{group}.png"
-            plot_rounds({n: cases[n]["runs"] for n in names}, f"patient split over MQTT: {group} (mean over seeds)", p)
-            images.append(p)
+            images.append(plot_rounds({n: cases[n]["runs"] for n in names},
+                                      f"patient split over MQTT: {group} (mean over seeds)", p))
     if "fedavg" in cases:
         cm = np.sum([r["metrics"]["int8"]["confusion"] for r in cases["fedavg"]["runs"]], axis=0)
         p = out_dir / f"{stem}_fedavg_confusion_int8.png"
-        plot_confusion(cm, f"FedAvg over MQTT, DS2, int8, summed over {len(cases['fedavg']['runs'])} seeds", p)
-        images.append(p)
+        images.append(plot_confusion(cm, f"FedAvg over MQTT, DS2, int8, summed over {len(cases['fedavg']['runs'])} seeds",
+                                     p))
     central = results.get("centralized")
     central_text = (f"Centralized reference ({central['source']}): DS2 int8 macro F1 {central['int8_macro_f1']:.4f}"
                     if central else "No centralized results found: run `make bench` (it writes them first).")
@@ -60,5 +60,5 @@ def write_federated_report(results: dict, out_dir: Path, stem: str) -> dict[str,
         f"Data: {ATTRIBUTION}",
     ])
     (out_dir / f"{stem}.md").write_text(md + "\n")
-    (out_dir / f"{stem}.html").write_text(render_html(md, images))
+    (out_dir / f"{stem}.html").write_text(render_html(md, images, out_dir))
     return {"markdown": out_dir / f"{stem}.md", "html": out_dir / f"{stem}.html"}

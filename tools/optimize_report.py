@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tools.report import pct, render_html, targets_table  # noqa: E402
+from tools.report_charts import Chart  # noqa: E402
 
 SIZE_LIMIT = 16 * 1024  # bytes of int8 weights, and of TFLite-Micro arena
 F1_MARGIN = 0.02
@@ -179,7 +180,7 @@ def write_optimize_report(results: dict, out_dir: Path, stem: str) -> dict[str, 
     if "inter" in results["summary"]:
         p = out_dir / f"{stem}_pareto.png"
         plot_pareto(results["summary"]["inter"], results.get("foundation"), p)
-        images.append(p)
+        images.append(Chart(p))  # a PNG only: the Pareto plot has no interactive twin yet
     s = results["settings"]
     cfg = next(iter(s["config"].values()))
     notes = (f"Seeds {s['seeds']}, protocols {s['protocols']}{' — QUICK RUN (few epochs), not a result' if s['quick'] else ''}. "
@@ -205,4 +206,4 @@ def write_optimize_report(results: dict, out_dir: Path, stem: str) -> dict[str, 
     md_path.write_text(md + "\n")
     html_path = out_dir / f"{stem}.html"
     html_path.write_text(render_html(md, images))
-    return {"markdown": md_path, "html": html_path, **{p.stem: p for p in images}}
+    return {"markdown": md_path, "html": html_path, **{p.stem: p.path for p in images}}

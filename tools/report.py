@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from edge_runtime.aami import AAMI_CLASSES  # noqa: E402
+from tools.report_charts import Chart, confusion_spec, curves_spec, rounds_spec  # noqa: E402
 from training.data.mitdb import ATTRIBUTION  # noqa: E402
 
 _PUBLISHED = [
@@ -52,7 +53,7 @@ def targets_table(targets: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_confusion(cm: np.ndarray, title: str, path: Path) -> None:
+def plot_confusion(cm: np.ndarray, title: str, path: Path) -> Chart:
     """Row-normalised (what share of each reference class went where), counts in the cells."""
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -70,9 +71,10 @@ def plot_confusion(cm: np.ndarray, title: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")  # long tick labels and titles are not clipped
     plt.close(fig)
+    return Chart(path, confusion_spec(cm, list(AAMI_CLASSES), title))
 
 
-def plot_curves(runs: list[dict], title: str, path: Path) -> None:
+def plot_curves(runs: list[dict], title: str, path: Path) -> Chart:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.2))
     for run in runs:
         ep = [h["epoch"] for h in run["history"]]
@@ -81,6 +83,7 @@ def plot_curves(runs: list[dict], title: str, path: Path) -> None:
         ax2.axvline(run["best_epoch"], ls=":", lw=0.8, color=ax2.lines[-1].get_color())
     _finish(fig, {ax1: "training loss (class-weighted)", ax2: "validation macro F1 (dotted: selected)"},
             "epoch (centralized) / round (federated)", title, path)
+    return Chart(path, curves_spec(runs, title))
 
 
 def _finish(fig, titles: dict, xlabel: str, title: str, path: Path) -> None:
@@ -94,21 +97,26 @@ def _finish(fig, titles: dict, xlabel: str, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_rounds(cases: dict[str, list[dict]], title: str, path: Path) -> None:
+def plot_rounds(cases: dict[str, list[dict]], title: str, path: Path) -> Chart:
     """Per round, mean over seeds: the test macro F1 of each round's global model (reported only, never
     used for selection) and the bytes devices sent."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    series: dict[str, dict[str, list[float]]] = {}
     for name, runs in cases.items():
         n = min(len(r["history"]) for r in runs)
         rounds = np.arange(1, n + 1)
-        for ax, key, scale in ((ax1, "test_macro_f1", 1.0), (ax2, "bytes_received", 1 / 1024)):
+        for ax, key, scale, label in ((ax1, "test_macro_f1", 1.0, "test_macro_f1"),
+                                      (ax2, "bytes_received", 1 / 1024, "kb_received")):
             values = [[h.get(key) for h in r["history"][:n]] for r in runs]
             if any(v is None for row in values for v in row):
                 continue
-            ax.plot(rounds, np.mean(values, axis=0) * scale, label=name)
+            mean = np.mean(values, axis=0) * scale
+            ax.plot(rounds, mean, label=name)
+            series.setdefault(name, {"test_macro_f1": [], "kb_received": []})[label] = mean.round(4).tolist()
     ax2.set_ylim(bottom=0)
     _finish(fig, {ax1: "test macro F1 of each round's global model (float)", ax2: "kB sent by devices per round"},
             "round", title, path)
+    return Chart(path, rounds_spec(series, title))
 
 
 def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
@@ -119,15 +127,12 @@ def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
     for protocol, block in results["protocols"].items():
         cm = np.sum([r["metrics"]["int8"]["confusion"] for r in block["runs"]], axis=0)
         p = out_dir / f"{stem}_{protocol}_confusion_int8.png"
-        plot_confusion(cm, f"{protocol}-patient test, int8, summed over {len(block['runs'])} seeds", p)
-        images.append(p)
+        images.append(plot_confusion(cm, f"{protocol}-patient test, int8, summed over {len(block['runs'])} seeds", p))
         p = out_dir / f"{stem}_{protocol}_training.png"
-        plot_curves(block["runs"], f"{protocol}-patient training", p)
-        images.append(p)
+        images.append(plot_curves(block["runs"], f"{protocol}-patient training", p))
         if "bytes_received" in block["runs"][0]["history"][0]:
             p = out_dir / f"{stem}_{protocol}_rounds.png"
-            plot_rounds({"this run": block["runs"]}, f"{protocol}-patient federated rounds over MQTT", p)
-            images.append(p)
+            images.append(plot_rounds({"this run": block["runs"]}, f"{protocol}-patient federated rounds over MQTT", p))
     first = next(iter(results["protocols"].values()))["runs"][0]
     facts = (f"int8 model: {first['int8_bytes']:,} bytes; parameters: {first['stats']['parameters']:,}; "
              f"MACs per beat: {first['stats']['macs_per_beat']:,}; float32 model: {first['float32_bytes']:,} bytes")
@@ -146,8 +151,8 @@ def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
     md_path = out_dir / f"{stem}.md"
     md_path.write_text(md + "\n")
     html_path = out_dir / f"{stem}.html"
-    html_path.write_text(render_html(md, images))
-    return {"markdown": md_path, "html": html_path, **{p.stem: p for p in images}}
+    html_path.write_text(render_html(md, images, out_dir))
+    return {"markdown": md_path, "html": html_path, **{p.stem: p.path for p in images}}
 
 
 def _federation_facts(results: dict) -> str:
@@ -156,12 +161,13 @@ def _federation_facts(results: dict) -> str:
     if not fed:
         return ""
     lines = [f"Strategy {fed['strategy']}, {fed['rounds']} rounds, partition {fed['partition']}, "
-             f"transport {fed.get('transport', 'in-process')}, update encoding {fed.get('encoding', 'float32')}."]
+             f"transport {fed.get('transport', 'in-process')}, update encoding {fed.get('encoding', 'float32')}.", ""]
     for run in fed.get("runs", []):
         lines.append(f"- seed {run['seed']}: {run['devices']} devices over {run['broker']}, "
                      f"{run['wall_seconds']:.0f} s, rejected messages: {run['rejected'] or 'none'}")
     hist = [h for block in results["protocols"].values() for r in block["runs"] for h in r["history"]]
     if hist and "bytes_received" in hist[0]:
+        lines.append("")  # a paragraph of its own, not the list's last item
         lines.append(f"Mean bytes sent by devices per round: {np.mean([h['bytes_received'] for h in hist]):,.0f}; "
                      f"global model message: {hist[0]['model_bytes']:,} bytes.")
     return "## Federation\n\n" + "\n".join(lines)
@@ -193,13 +199,22 @@ def _ledger_cell(value) -> str:
     return str(value)
 
 
-def render_html(markdown: str, images: list[Path]) -> str:
-    """The report page: Markdown rendered by a library in the dashboard's look (``server.render``); images
-    the Markdown does not reference itself are appended."""
-    from server.render import render_report
+def render_html(markdown: str, images: list[Chart], out_dir: Path | None = None) -> str:
+    """The report page: Markdown rendered by a library in the dashboard's look (``server.render``). Charts
+    with a Plotly spec are drawn interactively, as on the dashboard, in place of their PNG (``plotly.min.js``
+    from the installed package is copied beside the page, into ``out_dir``); other images are shown as
+    PNGs, appended when the Markdown does not reference them itself."""
+    from server.render import plotly_js, render_report
 
-    missing = [p for p in images if f"]({p.name})" not in markdown]
+    charts = [c for c in images if c.spec] if out_dir is not None else []
+    drawn = {c.name for c in charts}
+    lines = [line for line in markdown.splitlines() if not any(line.strip() == f"![{Path(n).stem}]({n})"
+                                                               for n in drawn)]
+    missing = [p for p in images if p.name not in drawn and f"]({p.name})" not in markdown]
     extra = "\n\n".join(f"![{p.stem}]({p.name})" for p in missing)
     title = next((line.lstrip("# ").strip() for line in markdown.splitlines() if line.startswith("# ")),
                  "pulsewire report")
-    return render_report(markdown + ("\n\n" + extra if extra else ""), title)
+    if charts:
+        (Path(out_dir) / "plotly.min.js").write_bytes(plotly_js().read_bytes())
+    body = "\n".join(lines) + ("\n\n" + extra if extra else "")
+    return render_report(body, title, [c.spec for c in charts])

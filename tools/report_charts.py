@@ -1,0 +1,79 @@
+"""The report's charts as Plotly figure specs: the offline HTML reports draw the same interactive charts as
+the dashboard (Plotly served from the installed package, no CDN), while the Markdown keeps its PNGs.
+
+A spec is plain JSON (``{"data": [...], "layout": {...}}``) handed to ``Plotly.newPlot``; building it needs
+no Plotly Python API, only the numbers the PNG is drawn from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_LAYOUT = {"margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "height": 380, "font": {"size": 12},
+           "legend": {"orientation": "h", "y": -0.25}}
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One figure of a report: its PNG (for the Markdown) and its Plotly spec (for the HTML page)."""
+
+    path: Path
+    spec: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+def _layout(title: str, **extra: Any) -> dict[str, Any]:
+    return {**_LAYOUT, "title": {"text": title}, **extra}
+
+
+def confusion_spec(cm: np.ndarray, classes: list[str], title: str) -> dict[str, Any]:
+    """Row-normalised colours (share of each reference class), counts as the cell text."""
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    return {"data": [{"type": "heatmap", "z": norm.round(4).tolist(), "x": list(classes), "y": list(classes),
+                      "text": cm.astype(int).tolist(), "texttemplate": "%{text}", "colorscale": "Blues", "reversescale": True,
+                      "zmin": 0, "zmax": 1, "hovertemplate": "reference %{y}, predicted %{x}: %{text}<extra></extra>"}],
+            "layout": _layout(title, xaxis={"title": {"text": "predicted"}},
+                              yaxis={"title": {"text": "reference"}, "autorange": "reversed"}, width=460)}
+
+
+def curves_spec(runs: list[dict], title: str) -> dict[str, Any]:
+    """Training loss and validation macro F1 per epoch (or round), one line per seed, side by side."""
+    data = []
+    for run in runs:
+        ep = [h["epoch"] for h in run["history"]]
+        data.append({"type": "scatter", "mode": "lines", "x": ep, "y": [h["loss"] for h in run["history"]],
+                     "name": f"loss, seed {run['seed']}", "xaxis": "x", "yaxis": "y"})
+        data.append({"type": "scatter", "mode": "lines", "x": ep, "y": [h["val_macro_f1"] for h in run["history"]],
+                     "name": f"val macro F1, seed {run['seed']} (selected: {run['best_epoch']})",
+                     "xaxis": "x2", "yaxis": "y2"})
+    return {"data": data, "layout": _layout(title, grid={"rows": 1, "columns": 2, "pattern": "independent"},
+                                            xaxis={"title": {"text": "epoch / round"}},
+                                            xaxis2={"title": {"text": "epoch / round"}},
+                                            yaxis={"title": {"text": "training loss"}},
+                                            yaxis2={"title": {"text": "validation macro F1"}})}
+
+
+def rounds_spec(series: dict[str, dict[str, list[float]]], title: str) -> dict[str, Any]:
+    """``series[name]`` holds per-round means: ``test_macro_f1`` and ``kb_received``."""
+    data = []
+    for name, s in series.items():
+        rounds = list(range(1, len(s["test_macro_f1"]) + 1))
+        data.append({"type": "scatter", "mode": "lines", "x": rounds, "y": s["test_macro_f1"],
+                     "name": f"{name}: test macro F1", "xaxis": "x", "yaxis": "y"})
+        data.append({"type": "scatter", "mode": "lines", "x": rounds, "y": s["kb_received"],
+                     "name": f"{name}: kB sent by devices", "xaxis": "x2", "yaxis": "y2"})
+    return {"data": data, "layout": _layout(title, grid={"rows": 1, "columns": 2, "pattern": "independent"},
+                                            xaxis={"title": {"text": "round"}}, xaxis2={"title": {"text": "round"}},
+                                            yaxis={"title": {"text": "test macro F1 (float, reported only)"}},
+                                            yaxis2={"title": {"text": "kB per round"}, "rangemode": "tozero"})}
