@@ -119,8 +119,9 @@ class Repository:
                 setattr(dev, column, float(value) if column != "link" else str(value))
             elif isinstance(value, str) and column == "link":
                 dev.link = value[:64]
-        if isinstance(status.get("model_version"), str):
-            dev.model_version = status["model_version"][:200]
+        for key in ("model_version", "patient"):  # a device names its wearer's pseudonym in its status
+            if isinstance(status.get(key), str):
+                setattr(dev, key, status[key][:200])
         caps = status.get("capabilities")
         if isinstance(caps, list):
             dev.role = "training" if "train" in caps else "inference-only"

@@ -64,12 +64,19 @@ def keyed_server(mosquitto, tmp_path):
     stop()
 
 
+@pytest.fixture
+def driver(chromium):
+    """The session's Chromium; left on a blank page so its live-event stream does not hold the server open."""
+    yield chromium
+    chromium.get("about:blank")
+
+
 def _post(client: DashboardClient, path: str, body: dict):
     resp, data = client.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
     return resp.status, data
 
 
-def test_engineer_rolls_back_from_the_models_page(keyed_server, chromium):
+def test_engineer_rolls_back_from_the_models_page(keyed_server, driver):
     rs, release_key, _ = keyed_server
     topics = FleetTopics(rs.fleet)
     bus = Subscriber(rs.broker_url, "pin-watcher", [topics.pin()])
@@ -86,7 +93,6 @@ def test_engineer_rolls_back_from_the_models_page(keyed_server, chromium):
         assert _post(ed, "/api/releases/rollback", {"version": 7})[0] == 422
         assert bus.got.empty()
         # the engineer presses the button
-        driver = chromium
         _login(driver, rs, "ed")
         driver.get(rs.url + "/models")
         buttons = driver.find_elements(By.CSS_SELECTOR, "#releases button.rollback")
@@ -118,7 +124,7 @@ def test_engineer_rolls_back_from_the_models_page(keyed_server, chromium):
         bus.close()
 
 
-def test_clinician_relabels_the_beats_of_an_alert(keyed_server, chromium):
+def test_clinician_relabels_the_beats_of_an_alert(keyed_server, driver):
     rs, _, labels_key = keyed_server
     topics = FleetTopics(rs.fleet)
     bus = Subscriber(rs.broker_url, "label-watcher", [topics.label("ecg5"), topics.label("other")])
@@ -140,7 +146,6 @@ def test_clinician_relabels_the_beats_of_an_alert(keyed_server, chromium):
         assert _post(clara, "/api/alerts/nope/labels", {"beats": [5002], "labels": ["N"]})[0] == 404
         assert bus.got.empty()
         # the clinician corrects the V beat to S on the alerts page and sends
-        driver = chromium
         _login(driver, rs, "clara")
         selects = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#alerts select.beat-label"))
         assert [s.get_attribute("data-beat") for s in selects] == ["5002", "5102", "5202"]
@@ -164,7 +169,7 @@ def test_clinician_relabels_the_beats_of_an_alert(keyed_server, chromium):
         bus.close()
 
 
-def test_without_keys_the_pages_name_the_commands(running_server, chromium):
+def test_without_keys_the_pages_name_the_commands(running_server, driver):
     rs = running_server
     ed = DashboardClient(rs.host, rs.port)
     assert ed.login("ed", PASSWORD)
@@ -172,7 +177,7 @@ def test_without_keys_the_pages_name_the_commands(running_server, chromium):
     clara = DashboardClient(rs.host, rs.port)
     assert clara.login("clara", PASSWORD)
     assert _post(clara, "/api/alerts/x/labels", {"beats": [1], "labels": ["N"]})[0] == 409
-    _login(chromium, rs, "ed")
-    chromium.get(rs.url + "/models")
-    assert "pulsewire release rollback" in chromium.find_element(By.ID, "rollback-hint").text
-    assert not chromium.find_elements(By.CSS_SELECTOR, "button.rollback")
+    _login(driver, rs, "ed")
+    driver.get(rs.url + "/models")
+    assert "pulsewire release rollback" in driver.find_element(By.ID, "rollback-hint").text
+    assert not driver.find_elements(By.CSS_SELECTOR, "button.rollback")
