@@ -101,7 +101,10 @@ class FleetServer:
 
     @staticmethod
     def _wait_acked(info, topic: str) -> None:
-        info.wait_for_publish(timeout=10)
+        try:
+            info.wait_for_publish(timeout=10)
+        except (RuntimeError, ValueError) as exc:  # paho: queue full, or the message was dropped
+            raise ActionFailed(503, f"{topic} not sent ({exc}): check the broker connection, then retry") from None
         if not info.is_published():
             raise ActionFailed(503, f"the broker did not acknowledge {topic}: check the connection, then retry")
 
