@@ -254,8 +254,6 @@ def test_a_device_enrolled_while_the_broker_runs_works_after_an_acl_reload(fleet
 def test_the_dashboard_rolls_back_and_labels_through_the_generated_acl(fleet, tmp_path):
     """The fleet server as deployed: ingest as the clinic identity, pins published as the aggregator (the ACL
     lets only it write pins), labels as the clinic: both reach the devices and verify with the fleet's keys."""
-    import http.client
-
     from broker.clinician_labels import verify_labels
     from broker.device_messages import encode_alert
     from broker.model_pin import verify_pin
