@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from broker.model_release import ReleaseError
-from broker.signed_document import sign_document, verify_document
+from broker.signed_document import read_unverified, sign_document, verify_document
 from broker.wire import WireError
 
 KIND = "pin"
@@ -40,10 +40,11 @@ def sign_pin(pin: Pin, key: Ed25519PrivateKey) -> bytes:
                                 "sequence": pin.sequence}, key)
 
 
-def verify_pin(data: bytes, key: Ed25519PublicKey) -> Pin:
-    """The pin if signed by ``key`` and well formed; ``ReleaseError`` (reason code) otherwise."""
+def verify_pin(data: bytes, key: Ed25519PublicKey | None) -> Pin:
+    """The pin if signed by ``key`` and well formed; ``ReleaseError`` (reason code) otherwise. ``key=None``
+    reads it without checking the signature: for display only (the fleet server without a public key)."""
     try:
-        body = verify_document(data, KIND, key)
+        body = verify_document(data, KIND, key) if key is not None else read_unverified(data, KIND)
         return Pin(str(body["fleet"]), int(body["version"]), tuple(int(v) for v in body["revoked"]),
                    int(body["sequence"]))
     except WireError as exc:

@@ -27,15 +27,20 @@ def sign_document(kind: str, body: dict, key: Ed25519PrivateKey) -> bytes:
 
 def verify_document(data: bytes, kind: str, key: Ed25519PublicKey) -> dict:
     """The body of a ``kind`` document signed by ``key``; ``WireError`` (with a reason code) otherwise."""
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise WireError("oversized", f"{len(data)} bytes; a signed document is at most {MAX_DOCUMENT_BYTES}")
-    if len(data) < len(MAGIC) + 2 + SIGNATURE_BYTES or not data.startswith(MAGIC):
-        raise WireError("corrupt", "not a pulsewire signed document")
+    _check_layout(data)
     body, signature = data[:-SIGNATURE_BYTES], data[-SIGNATURE_BYTES:]
     try:
         key.verify(signature, body)
     except InvalidSignature:
         raise WireError("bad_signature", f"the {kind} document is not signed by the expected key") from None
+    return read_unverified(data, kind)
+
+
+def read_unverified(data: bytes, kind: str) -> dict:
+    """The body of a ``kind`` document WITHOUT checking its signature: only for display by a reader that holds
+    no key (the fleet server without ``--pubkey`` shows what it saw as "unverified"); never act on it."""
+    _check_layout(data)
+    body = data[:-SIGNATURE_BYTES]
     (tag_len,) = struct.unpack_from("<H", body, len(MAGIC))
     start = len(MAGIC) + 2
     if body[start:start + tag_len] != kind.encode("ascii"):
@@ -47,3 +52,10 @@ def verify_document(data: bytes, kind: str, key: Ed25519PublicKey) -> dict:
     if not isinstance(parsed, dict):
         raise WireError("corrupt", "document body is not an object")
     return parsed
+
+
+def _check_layout(data: bytes) -> None:
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise WireError("oversized", f"{len(data)} bytes; a signed document is at most {MAX_DOCUMENT_BYTES}")
+    if len(data) < len(MAGIC) + 2 + SIGNATURE_BYTES or not data.startswith(MAGIC):
+        raise WireError("corrupt", "not a pulsewire signed document")

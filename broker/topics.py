@@ -121,8 +121,9 @@ class FleetTopics:
 
 def any_fleet_subscriptions() -> list[str]:
     """What the fleet server subscribes to when it listens to every fleet on the broker (one federation per
-    seed has its own fleet name): statuses, alerts, releases and round events of ``pw/+/...``."""
-    return [f"{ROOT}/+/device/+/status", f"{ROOT}/+/alert/+", f"{ROOT}/+/release", f"{ROOT}/+/round/+/+"]
+    seed has its own fleet name): statuses, alerts, releases, rollback pins and round events of ``pw/+/...``."""
+    return [f"{ROOT}/+/device/+/status", f"{ROOT}/+/alert/+", f"{ROOT}/+/release", f"{ROOT}/+/pin",
+            f"{ROOT}/+/round/+/+"]
 
 
 def parse_topic(topic: str) -> TopicMatch:

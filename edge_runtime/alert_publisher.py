@@ -133,7 +133,7 @@ class AlertPublisher:
 
     def status(self, state: str) -> dict:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
-        return {"state": state, "component": "edge", "beats": self.beats,
+        return {"state": state, "component": "edge", "beats": self.beats, "patient": self.builder.patient,
                 "beats_per_s": round(self.beats / max(time.monotonic() - self._started, 1e-9), 2),
                 "alerts_sent": self.sent, "spool_depth": self.spool.depth(),
                 "inference_ms_p50": round(float(np.median(self._inference_ms)), 3) if self._inference_ms else None,

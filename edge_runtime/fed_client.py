@@ -317,6 +317,8 @@ class DeviceClient:
     def _publish_status(self, state: str, **extra) -> None:
         status = {"state": state, "capabilities": self.capabilities,
                   "last_round": self.rounds_sent[-1] if self.rounds_sent else None, "errors": self.errors, **extra}
+        if self.consent is not None:  # the aggregator skips devices whose patient withdrew training consent
+            status["patient"] = self.consent.patient
         if self.privacy.rows or self.local_dp is not None or self.ledger_store is not None:
             status["privacy"] = self.privacy.summary()
             if self.ledger_store is not None:

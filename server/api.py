@@ -8,15 +8,28 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from broker.clinician_labels import MAX_BEATS
 
 from broker.topics import NAME_PATTERN
 from server import views
+from server.fleet_actions import ActionFailed
 from server.models import User
 from server.web import ctx, require
 
 router = APIRouter()
 clinician, engineer = require("clinician"), require("engineer")
+
+
+class RollbackIn(BaseModel):
+    version: int = Field(ge=1, lt=2**31)
+
+
+class LabelsIn(BaseModel):
+    #: Sample indices of the strip's beats in the device's stream (as the alert's strip names them).
+    beats: list[int] = Field(min_length=1, max_length=MAX_BEATS)
+    labels: list[str] = Field(min_length=1, max_length=MAX_BEATS)
 
 
 class ConsentIn(BaseModel):
@@ -51,6 +64,23 @@ def alerts(request: Request, limit: int = 50, user: User = Depends(clinician)) -
         return views.alerts_view(repo, max(1, min(limit, 500)))
 
 
+@router.post("/alerts/{alert_id}/labels", tags=["alerts"],
+             summary="Confirm or correct the beats of an alert's strip: signed, sent to that device only")
+def alert_labels(alert_id: str, body: LabelsIn, request: Request, user: User = Depends(clinician)) -> dict[str, Any]:
+    actions = ctx(request).actions
+    if actions is None or not actions.can_label:
+        raise HTTPException(409, "this server signs no labels (start it with --labels-key clinic/labels.key); "
+                                 "use `pulsewire label` instead")
+    with ctx(request).store.session() as repo:
+        alert = repo.alert(alert_id)
+        if alert is None:
+            raise HTTPException(404, "no such alert")
+        try:
+            return actions.relabel(repo, user.name, alert, body.beats, body.labels)
+        except ActionFailed as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+
+
 @router.post("/alerts/{alert_id}/{action}", tags=["alerts"], summary="Acknowledge or resolve an alert")
 def alert_action(alert_id: str, action: str, request: Request, user: User = Depends(clinician)) -> dict[str, Any]:
     if action not in ("acknowledge", "resolve"):
@@ -62,6 +92,22 @@ def alert_action(alert_id: str, action: str, request: Request, user: User = Depe
         repo.set_alert_state(alert, user.name, action)
         result = views.alert_dict(alert)
     ctx(request).hub.publish("alert_state", result)
+    return result
+
+
+@router.post("/releases/rollback", tags=["models"],
+             summary="Pin the fleet to a version and revoke the newer ones (signed, retained on pw/FLEET/pin)")
+def rollback(body: RollbackIn, request: Request, user: User = Depends(engineer)) -> dict[str, Any]:
+    actions = ctx(request).actions
+    if actions is None or not actions.can_rollback:
+        raise HTTPException(409, "this server signs no pins (start it with --release-signing-key); use "
+                                 "`pulsewire release rollback` instead")
+    with ctx(request).store.session() as repo:
+        try:
+            result = actions.rollback(repo, user.name, body.version)
+        except ActionFailed as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+    ctx(request).hub.publish("release", {"pinned": result["pinned"], "revoked": result["revoked"]})
     return result
 
 

@@ -10,11 +10,12 @@ from typing import Any
 import uvicorn
 
 from broker.consent import Consent, encode_consent
-from broker.mqtt_link import BrokerSettings
+from broker.mqtt_link import BrokerSettings, BrokerUnavailable, MqttLink
 from broker.topics import FleetTopics
 from server.context import WebContext
 from server.db import display_url
 from server.events import EventHub
+from server.fleet_actions import ActionFailed, FleetActions
 from server.ingest import Ingest, IngestConfig
 from server.repository import Store
 from server.web import create_app
@@ -36,6 +37,13 @@ class ServerConfig:
     release_key: Any = None
     #: Ed25519 private key that signs consent records (None: published unsigned).
     signing_key: Any = None
+    #: The fleet's release signing key (the aggregator's): enables "Roll back" on the models page. Never
+    #: implied by ``signing_key``.
+    release_signing_key: Any = None
+    #: The clinic's label key: enables beat labelling on the alerts page.
+    labels_key: Any = None
+    #: Where pins are published, as the aggregator (the one identity the ACL lets write pins); default: broker.
+    aggregator_broker: "str | BrokerSettings" = ""
     secure_cookies: bool = False
     #: Also ingest every other fleet on the broker (each seed of `pulsewire fleet` is its own fleet).
     all_fleets: bool = False
@@ -63,7 +71,9 @@ class FleetServer:
                              self.hub) if cfg.broker else None
         self.topics = FleetTopics(cfg.fleet)
         self.context = WebContext(self.store, self.hub, cfg.fleet, secure_cookies=cfg.secure_cookies,
-                                  publish_consent=self.publish_consent if self.ingest else None)
+                                  publish_consent=self.publish_consent if self.ingest else None,
+                                  actions=FleetActions(cfg.fleet, self.publish_acknowledged, cfg.release_signing_key,
+                                                       cfg.labels_key) if self.ingest else None)
         self.app = create_app(self.context)
 
     def publish_consent(self, patient: str, training: bool, strip: bool, version: int) -> None:
@@ -71,6 +81,32 @@ class FleetServer:
                           dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         self.ingest.link.publish(self.topics.consent(patient), encode_consent(consent, self.cfg.signing_key),
                                  qos=1, retain=True)
+
+    def publish_acknowledged(self, topic: str, data: bytes, identity: str) -> None:
+        """Publish retained (QoS 1) and wait for the broker's acknowledgement. Labels go over the server's own
+        (clinic) connection; pins over a short connection as the aggregator, whose ACL alone writes them."""
+        if identity == "clinic":
+            self._wait_acked(self.ingest.link.publish(topic, data, qos=1, retain=True), topic)
+            return
+        link = MqttLink(self.cfg.aggregator_broker or self.cfg.broker, f"pw-{self.cfg.fleet}-server-pin", [],
+                        lambda _m: None, clean_session=True)
+        try:
+            link.start(timeout_s=10)
+        except BrokerUnavailable as exc:
+            raise ActionFailed(503, str(exc)) from None
+        try:
+            self._wait_acked(link.publish(topic, data, qos=1, retain=True), topic)
+        finally:
+            link.stop()
+
+    @staticmethod
+    def _wait_acked(info, topic: str) -> None:
+        try:
+            info.wait_for_publish(timeout=10)
+        except (RuntimeError, ValueError) as exc:  # paho: queue full, or the message was dropped
+            raise ActionFailed(503, f"{topic} not sent ({exc}): check the broker connection, then retry") from None
+        if not info.is_published():
+            raise ActionFailed(503, f"the broker did not acknowledge {topic}: check the connection, then retry")
 
     def republish_consents(self) -> None:
         """Every stored record again (retained): a broker that lost its state learns them back."""

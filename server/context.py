@@ -7,6 +7,7 @@ from typing import Callable
 
 from server.auth import LoginThrottle
 from server.events import EventHub
+from server.fleet_actions import FleetActions
 from server.repository import Store
 
 
@@ -21,3 +22,5 @@ class WebContext:
     secure_cookies: bool = False
     #: Publishes a stored consent record on the bus (retained); None when the server has no bus.
     publish_consent: Callable[[str, bool, bool, int], None] | None = None
+    #: Rollback and clinician labels, signed and published; None when the server has no bus.
+    actions: FleetActions | None = None

@@ -22,6 +22,7 @@ from typing import Any
 
 from broker.device_messages import decode_alert, decode_status
 from broker.fed_messages import fleet_id
+from broker.model_pin import verify_pin
 from broker.model_release import MAGIC as RELEASE_MAGIC, ReleaseError, verify_release
 from broker.mqtt_link import BrokerSettings, Message, MqttLink
 from broker.round_events import decode_round_event
@@ -65,7 +66,7 @@ class Ingest:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         subscriptions = [self.topics.all_statuses(), self.topics.all_alerts(), self.topics.release(),
-                         self.topics.all_round_events()]
+                         self.topics.pin(), self.topics.all_round_events()]
         if cfg.all_fleets:
             subscriptions = any_fleet_subscriptions()
         self.link = MqttLink(cfg.broker_url, cfg.client_id or f"pw-{cfg.fleet}-server", subscriptions,
@@ -163,7 +164,7 @@ class Ingest:
         if not message.payload:  # a retained message being cleared
             return []
         handler = {"status": self._status, "alert": self._alert, "round": self._round_event,
-                   "release": self._release}.get(topic.kind)
+                   "release": self._release, "pin": self._pin}.get(topic.kind)
         if handler is None:
             return []
         notes = handler(repo, topic, message.payload)
@@ -235,6 +236,23 @@ class Ingest:
             signer = "unverified"
         if repo.record_release(topic.fleet, version, signer, len(payload), digest):
             return [("release", {"version": version, "signer": signer})]
+        return []
+
+
+    def _pin(self, repo: Repository, topic: TopicMatch, payload: bytes) -> list[tuple[str, dict]]:
+        """A rollback pin: verified with the release key when the server has it (a forged pin is a security
+        event), otherwise shown as "unverified"."""
+        key = self.cfg.release_key
+        try:
+            pin = verify_pin(payload, key)
+        except ReleaseError as exc:
+            raise Rejected(f"pin_{exc.reason}", str(exc)) from None
+        if pin.fleet != topic.fleet:
+            raise Rejected("wrong_fleet", f"pin of fleet {pin.fleet[:64]!r} on {topic.fleet}'s topic")
+        _check_values(pin.sequence, "bad_pin")
+        signer = hashlib.sha256(key.public_bytes_raw()).hexdigest()[:16] if key is not None else "unverified"
+        if repo.record_pin(topic.fleet, pin.version, list(pin.revoked), pin.sequence, signer):
+            return [("release", {"pinned": pin.version, "revoked": list(pin.revoked), "signer": signer})]
         return []
 
 

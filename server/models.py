@@ -123,6 +123,19 @@ class ModelRelease(Base):
     __table_args__ = (UniqueConstraint("fleet", "version"),)
 
 
+class ModelPin(Base):
+    """A signed rollback pin seen on ``pw/{fleet}/pin`` (the newest sequence per fleet is the one in force)."""
+    __tablename__ = "model_pins"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fleet: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    revoked: Mapped[list[Any]] = mapped_column()
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    signer: Mapped[str] = mapped_column(String(128))  # SHA-256 of the signing public key, or "unverified"
+    seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    __table_args__ = (UniqueConstraint("fleet", "sequence"),)
+
+
 class Consent(Base):
     __tablename__ = "consents"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -74,10 +74,15 @@ def _page_route(page: str):
     spec = PAGES[page]
 
     def route(request: Request, user: User = Depends(require(spec.role))) -> HTMLResponse:
-        with ctx(request).store.session() as repo:
+        c = ctx(request)
+        with c.store.session() as repo:
             data = spec.view(repo)
             if page in ("alerts", "patients"):
                 repo.audit(user.name, "viewed", page)
+        if page == "models":  # the rollback button exists only where the server holds the signing key
+            data["rollback"] = {"enabled": bool(c.actions and c.actions.can_rollback), "fleet": c.fleet}
+        if page == "alerts":
+            data["labelling"] = bool(c.actions and c.actions.can_label)
         return HTMLResponse(render(f"{page}.html", LIVE, user.name, user.role, spec.title, data))
 
     route.__name__ = f"page_{page}"

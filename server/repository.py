@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
 from server import db
-from server.models import (Alert, AuditEntry, Consent, Counter, Device, LedgerEntry, ModelRelease, Round,
+from server.models import (Alert, AuditEntry, Consent, Counter, Device, LedgerEntry, ModelPin, ModelRelease, Round,
                            SecurityEvent, Session, User, utcnow)
 
 #: Status fields the fleet page shows, copied into columns when a device sends them.
@@ -119,8 +119,9 @@ class Repository:
                 setattr(dev, column, float(value) if column != "link" else str(value))
             elif isinstance(value, str) and column == "link":
                 dev.link = value[:64]
-        if isinstance(status.get("model_version"), str):
-            dev.model_version = status["model_version"][:200]
+        for key in ("model_version", "patient"):  # a device names its wearer's pseudonym in its status
+            if isinstance(status.get(key), str):
+                setattr(dev, key, status[key][:200])
         caps = status.get("capabilities")
         if isinstance(caps, list):
             dev.role = "training" if "train" in caps else "inference-only"
@@ -262,12 +263,38 @@ class Repository:
         exists = self.s.scalar(select(ModelRelease.id).where(ModelRelease.fleet == fleet,
                                                              ModelRelease.version == version))
         if exists is None:
+            pin = self.pin(fleet)
+            state = "released" if pin is None else "revoked" if version in pin.revoked else \
+                "pinned" if version == pin.version else "released"
             self.s.add(ModelRelease(fleet=fleet, version=version, signer=signer, size=size,
-                                    signal_digest=signal_digest))
+                                    signal_digest=signal_digest, state=state))
         return exists is None
 
     def releases(self) -> list[ModelRelease]:
         return list(self.s.scalars(select(ModelRelease).order_by(ModelRelease.version.desc())))
+
+    def record_pin(self, fleet: str, version: int, revoked: list[int], sequence: int, signer: str) -> bool:
+        """Store a pin unless one of this fleet with the same or a higher sequence is known (a replayed older
+        pin changes nothing on the devices either); revoked releases are marked so."""
+        latest = self.pin(fleet)
+        if latest is not None and latest.sequence >= sequence:
+            return False
+        self.s.add(ModelPin(fleet=fleet, version=version, revoked=sorted(revoked), sequence=sequence, signer=signer))
+        for rel in self.s.scalars(select(ModelRelease).where(ModelRelease.fleet == fleet)):
+            rel.state = "revoked" if rel.version in revoked else "pinned" if rel.version == version else "released"
+        return True
+
+    def pin(self, fleet: str) -> ModelPin | None:
+        """The pin in force for ``fleet`` (the highest sequence), if any."""
+        return self.s.scalar(select(ModelPin).where(ModelPin.fleet == fleet).order_by(ModelPin.sequence.desc())
+                             .limit(1))
+
+    def pins(self) -> list[ModelPin]:
+        """The pin in force of every fleet (newest sequence first)."""
+        seen: dict[str, ModelPin] = {}
+        for p in self.s.scalars(select(ModelPin).order_by(ModelPin.sequence.desc())):
+            seen.setdefault(p.fleet, p)
+        return list(seen.values())
 
     def consent(self, fleet: str, patient: str) -> Consent | None:
         return self.s.scalar(select(Consent).where(Consent.fleet == fleet, Consent.patient == patient))

@@ -100,12 +100,22 @@ def security_view(repo: Repository) -> dict[str, Any]:
 
 
 def models_view(repo: Repository) -> dict[str, Any]:
+    """Releases with their state (pinned / revoked by the pin in force), the pins, and the rollout: which
+    version each device reports and its last model-update verdict."""
     rollout: dict[str, list[str]] = defaultdict(list)
+    devices = []
     for d in repo.devices():
         rollout[d.model_version or "unknown"].append(d.name)
-    return {"releases": [{"version": r.version, "signer": r.signer, "size": r.size, "signal_digest": r.signal_digest,
-                          "seen_at": _iso(r.seen_at), "state": r.state} for r in repo.releases()],
-            "rollout": {v: sorted(names) for v, names in sorted(rollout.items())}}
+        update = (d.status or {}).get("last_model_update")
+        devices.append({"name": d.name, "fleet": d.fleet, "model_version": d.model_version,
+                        "last_model_update": update if isinstance(update, (dict, str)) else None})
+    return {"releases": [{"fleet": r.fleet, "version": r.version, "signer": r.signer, "size": r.size,
+                          "signal_digest": r.signal_digest, "seen_at": _iso(r.seen_at), "state": r.state}
+                         for r in repo.releases()],
+            "pins": [{"fleet": p.fleet, "version": p.version, "revoked": list(p.revoked), "sequence": p.sequence,
+                      "signer": p.signer, "seen_at": _iso(p.seen_at)} for p in repo.pins()],
+            "rollout": {v: sorted(names) for v, names in sorted(rollout.items())},
+            "devices": sorted(devices, key=lambda x: x["name"])}
 
 
 def audit_view(repo: Repository) -> dict[str, Any]:

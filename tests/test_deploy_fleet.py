@@ -249,3 +249,54 @@ def test_a_device_enrolled_while_the_broker_runs_works_after_an_acl_reload(fleet
     assert FleetSettings.load(root / "fleet").devices["d4"] == 4
     for link in (clinic, d4):
         link.stop()
+
+
+def test_the_dashboard_rolls_back_and_labels_through_the_generated_acl(fleet, tmp_path):
+    """The fleet server as deployed: ingest as the clinic identity, pins published as the aggregator (the ACL
+    lets only it write pins), labels as the clinic: both reach the devices and verify with the fleet's keys."""
+    from broker.clinician_labels import verify_labels
+    from broker.device_messages import encode_alert
+    from broker.model_pin import verify_pin
+    from broker.model_release import Release, load_private_key, load_public_key, sign_release
+    from tests.server.conftest import PASSWORD, start_server, wait_until
+    from tools.server_bench import DashboardClient
+
+    root, settings, _ = fleet
+    topics = FleetTopics("ward")
+    signing = load_private_key(settings.signing_key)
+    rs, stop = start_server(str(tmp_path / "server.db"), settings.broker("clinic"), "ward",
+                            release_key=load_public_key(settings.signing_pub), release_signing_key=signing,
+                            labels_key=load_private_key(settings.labels_key),
+                            aggregator_broker=settings.broker("aggregator"))
+    inbox = queue.Queue()
+    d1 = _link(_device_settings(root, "d1"), "t-d1-dash", [topics.pin(), topics.label("d1")], inbox)
+    agg = _link(settings.broker("aggregator"), "t-agg-dash")
+    try:
+        for version in (90, 91):
+            agg.publish(topics.release(), sign_release(Release("ward", version, b"m", b"{}", "d"), signing),
+                        qos=1, retain=True).wait_for_publish(5)
+        strip = {"fs_hz": 360, "gain": 200, "start": 700, "samples": [0, 50, 0] * 100, "beats": [[1, "N"], [151, "V"]]}
+        alert = {"alert_id": "d1-dash-1", "device": "d1", "patient": "pt1", "kind": "ventricular_run",
+                 "time": "2026-11-26T09:00:00Z", "beat_index": 851, "beats": 1, "class": "V",
+                 "confidence_permille": 900, "heart_rate_bpm": 80, "model_version": "1", "schema": 1, "strip": strip}
+        d1.publish(topics.alert("d1"), encode_alert("ward", settings.devices["d1"], alert), qos=1).wait_for_publish(5)
+        ed, clara = DashboardClient(rs.host, rs.port), DashboardClient(rs.host, rs.port)
+        assert ed.login("ed", PASSWORD) and clara.login("clara", PASSWORD)
+        wait_until(lambda: {90, 91} <= {r["version"] for r in ed.get_json("/api/releases")["releases"]})
+        wait_until(lambda: clara.get_json("/api/alerts")["alerts"])
+        _drain(inbox, 0.3)  # the retained pin and labels of earlier tests
+        json_post = {"Content-Type": "application/json"}
+        resp, body = ed.request("POST", "/api/releases/rollback", b'{"version": 90}', json_post)
+        assert resp.status == 200, body
+        resp, body = clara.request("POST", "/api/alerts/d1-dash-1/labels", b'{"beats": [701, 851], "labels": ["N", "S"]}',
+                                   json_post)
+        assert resp.status == 200, body
+        got = dict(_drain(inbox, 1.0))
+        pin = verify_pin(got[topics.pin()], load_public_key(settings.signing_pub))
+        assert pin.version == 90 and 91 in pin.revoked
+        labels = verify_labels(got[topics.label("d1")], load_public_key(settings.labels_pub), "ward", "d1")
+        assert (labels.beats, labels.labels) == ((701, 851), ("N", "S"))
+    finally:
+        d1.stop()
+        agg.stop()
+        stop()

@@ -24,6 +24,18 @@ def _registry(spec: str | None) -> dict[str, int]:
         raise ValueError(f"--devices {spec!r}: use NAME:ID,NAME:ID,... (e.g. p101:101,p106:106)") from None
 
 
+def _key(path: str | None, flag: str):
+    """A private key named by ``flag``, or None; only ever loaded when the flag is given (never implied)."""
+    from broker.model_release import load_private_key
+
+    if not path:
+        return None
+    try:
+        return load_private_key(Path(path))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{flag} {path}: {exc} (give the PEM private key file)") from None
+
+
 def _quiet_migrations() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -43,6 +55,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            _registry(args.devices),
                            load_public_key(Path(args.pubkey)) if args.pubkey else None,
                            load_private_key(Path(args.signing_key)) if args.signing_key else None,
+                           release_signing_key=_key(args.release_signing_key, "--release-signing-key"),
+                           labels_key=_key(args.labels_key, "--labels-key"),
+                           aggregator_broker=(broker_settings(args, identity="aggregator") or "")
+                           if args.release_signing_key else "",
                            secure_cookies=args.secure_cookies, all_fleets=args.all_fleets)
     except (ValueError, OSError) as exc:
         return _fail(str(exc))
@@ -132,6 +148,11 @@ def add_server_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", help="enrolled devices NAME:ID,...; others are listed as unknown")
     p.add_argument("--pubkey", help="the aggregator's public key (PEM): releases are verified against it")
     p.add_argument("--signing-key", help="private key (PEM) that signs the consent records sent to devices")
+    p.add_argument("--release-signing-key", help="the fleet's release signing key (aggregator/signing.key): adds "
+                   "\"Roll back to version N\" to the models page (the pin is published as the aggregator: over "
+                   "TLS give --fleet-config so its certificate is used); without it the page names the CLI command")
+    p.add_argument("--labels-key", help="the clinic's label key (clinic/labels.key): clinicians send beat labels "
+                   "of an alert to its device from the alerts page")
     p.add_argument("--all-fleets", action="store_true", help="also store the rounds, statuses and alerts of every "
                    "other fleet on the broker (each seed of `pulsewire fleet` runs as its own fleet)")
     p.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (behind TLS)")

@@ -69,8 +69,45 @@
       const div = el("div", null, "strip");
       card.appendChild(div);
       requestAnimationFrame(() => drawStrip(div, a.strip));
+      if (live && data.labelling) card.appendChild(labelForm(a));
     }
     return card;
+  }
+
+  // a clinician confirms or corrects each beat of the strip; beats are named by their sample index in the
+  // device's stream (strip start + offset), as the device names them
+  function labelForm(a) {
+    const form = el("div", null, "labels");
+    form.appendChild(el("span", "Beat labels: "));
+    const rows = a.strip.beats.map((b) => {
+      const beat = a.strip.start + b[0];
+      const label = el("label", null, "beat");
+      label.appendChild(el("span", beat + " "));
+      const select = el("select", null, "beat-label");
+      select.dataset.beat = String(beat);
+      Object.keys(LABEL_COLOURS).forEach((c) => {
+        const o = el("option", c);
+        o.value = c;
+        if (c === b[1]) o.selected = true;
+        select.appendChild(o);
+      });
+      label.appendChild(select);
+      form.appendChild(label);
+      return select;
+    });
+    const send = el("button", "Send labels to device", "send-labels");
+    const result = el("span", null, "label-result");
+    send.addEventListener("click", async () => {
+      const body = {beats: rows.map((s) => Number(s.dataset.beat)), labels: rows.map((s) => s.value)};
+      const r = await fetch("/api/alerts/" + encodeURIComponent(a.alert_id) + "/labels", {method: "POST",
+        credentials: "same-origin", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+      const reply = await r.json();
+      result.textContent = r.ok ? "Sent: " + reply.beats + " beats, " + reply.corrected + " corrected"
+        : "Failed: " + reply.detail;
+    });
+    form.appendChild(send);
+    form.appendChild(result);
+    return form;
   }
 
   function showAlert(a, first) {
@@ -207,6 +244,22 @@
     });
   }
 
+  function rollbackButtons() {
+    document.querySelectorAll("#releases button.rollback").forEach((b) => {
+      b.addEventListener("click", async () => {
+        const version = Number(b.dataset.version);
+        if (!window.confirm("Roll the fleet back to version " + version + " and revoke the newer releases?")) return;
+        const r = await fetch("/api/releases/rollback", {method: "POST", credentials: "same-origin",
+          headers: {"Content-Type": "application/json"}, body: JSON.stringify({version: version})});
+        const reply = await r.json();
+        document.getElementById("rollback-result").textContent = r.ok
+          ? "Pinned version " + reply.pinned + ", revoked " + reply.revoked.join(", ")
+          : "Failed: " + reply.detail;
+        if (r.ok) setTimeout(() => location.reload(), 1500);
+      });
+    });
+  }
+
   if (page === "alerts" || page === "device") {
     (data.alerts || []).forEach((a) => showAlert(a, false));
     (data.summaries || []).forEach((a) => showAlert(a, false));
@@ -215,5 +268,6 @@
   if (page === "privacy") privacyCharts(data);
   if (page === "security") securityChart(data);
   if (page === "patients") consentButtons();
+  if (page === "models" && live) rollbackButtons();
   if (live) connect();
 })();

@@ -212,6 +212,8 @@ def test_a_device_without_training_consent_declines_and_the_round_goes_on(runnin
                                 {"Content-Type": "application/json"})
         assert resp.status == 200
     fed = Federation(_Broker, tmp_path, rs.fleet, rounds=1)
+    fed.aggregator.consent = None  # the device's own refusal is tested here (tests/test_consent_selection.py:
+    #                                the aggregator's, which would not even select dev-c)
     gates = {name: ConsentGate(rs.fleet, name, patient, rs.broker_url)
              for name, patient in zip(fed.devices, ("pa", "pb", "pc"))}
     for name, gate in gates.items():

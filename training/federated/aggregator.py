@@ -40,6 +40,7 @@ from broker.topics import FleetTopics, TopicMatch, parse_topic
 from broker.wire import Header, Kind, WireError, decode_header
 from training.federated import checkpoint
 from training.federated.aggregator_config import AggregatorConfig
+from training.federated.consent_watch import ConsentWatch
 from training.federated.registry import make_fleet_strategy
 from training.federated.round_engine import Evaluator, Rejected, RoundEngine
 from training.federated.strategies import ClientUpdate, Strategy, Weights
@@ -150,6 +151,7 @@ class Aggregator:
         self.reassembler = Reassembler()
         self._round_started = time.monotonic()
         self._model_bytes = 0
+        self.consent = ConsentWatch(cfg.fleet, broker_url, cfg.consent_key) if cfg.honour_consent else None
         self.link = MqttLink(broker_url, f"pw-{cfg.fleet}-aggregator",
                              [self.topics.all_updates(), self.topics.all_statuses()], self._inbox.put,
                              manual_ack=True)
@@ -171,13 +173,18 @@ class Aggregator:
     # ------------------------------------------------------------------------------ the service
     def run(self) -> AggregationResult:
         resumed = self._restore()
+        if self.consent is not None:
+            self.consent.start()
         self.link.start()
         if resumed:
             log.info("resuming round %d with %d accepted update(s) from %s", self.round, len(self.accepted),
                      self.checkpoint_path)
         while not self.engine.finished:
             if not self.selected:
-                if not self.engine.open_round(self.status):
+                withdrawn = self.consent.withdrawn() if self.consent is not None else frozenset()
+                if withdrawn:
+                    log.info("round %d: not selecting %s (training consent withdrawn)", self.round, sorted(withdrawn))
+                if not self.engine.open_round(self.status, withdrawn):
                     break  # the strategy's privacy budget: no further round
                 self._save()
                 if self.cfg.observer:
@@ -188,6 +195,8 @@ class Aggregator:
         self._announce(final=True)
         self._drain(seconds=0.5)
         self.link.stop()
+        if self.consent is not None:
+            self.consent.stop()
         e = self.engine
         return AggregationResult(e.weights, e.best_weights, e.best_round, e.history, dict(e.rejected))
 

@@ -75,6 +75,11 @@ class AggregatorConfig:
     #: Told when a round opens and closes and when a message is rejected (``round_events.RoundEventPublisher``:
     #: publishes them for the fleet server); None: nobody is told.
     observer: Any = None
+    #: Read the patients' consent records (``pw/{fleet}/consent/+``) and never select a device whose patient
+    #: withdrew training consent (``consent_watch.ConsentWatch``).
+    honour_consent: bool = True
+    #: The fleet's consent public key: when given, only signed consent records count.
+    consent_key: Any = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or not self.devices:

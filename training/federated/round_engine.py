@@ -63,10 +63,15 @@ class RoundEngine:
         return self.round > self.rounds
 
     # ------------------------------------------------------------------------------ opening
-    def select(self, status: dict[str, dict] | None = None) -> list[str]:
-        """The round's devices under the policy; ``status``: what devices last reported (capabilities, state)."""
+    def select(self, status: dict[str, dict] | None = None, withdrawn: frozenset[str] = frozenset()) -> list[str]:
+        """The round's devices under the policy; ``status``: what devices last reported (capabilities, state);
+        ``withdrawn``: devices whose patient refused training, never selected."""
         status = status or {}
-        trainable = [d for d in self.devices if "train" in status.get(d, {}).get("capabilities", ["train"])]
+        trainable = [d for d in self.devices if "train" in status.get(d, {}).get("capabilities", ["train"])
+                     and d not in withdrawn]
+        if not trainable:
+            log.warning("round %d: no device may train (inference-only or consent withdrawn)", self.round)
+            return []
         kind, _, arg = self.policy.selection.partition(":")
         if kind == "online":
             online = [d for d in trainable if status.get(d, {}).get("state") == "online"]
@@ -83,9 +88,9 @@ class RoundEngine:
         """The public facts of the current round. Every selection here is published on the bus: no amplification."""
         return RoundContext(self.round, len(self.devices), len(self.selected))
 
-    def open_round(self, status: dict[str, dict] | None = None) -> bool:
+    def open_round(self, status: dict[str, dict] | None = None, withdrawn: frozenset[str] = frozenset()) -> bool:
         """Select the round's devices; False (and nothing selected) when the strategy's budget forbids the round."""
-        self.selected = self.select(status)
+        self.selected = self.select(status, withdrawn)
         if not self.strategy.allows_round(self.context()):
             log.warning("round %d would exceed the privacy budget; stopping after %d round(s)", self.round,
                         self.round - 1)
