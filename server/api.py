@@ -104,9 +104,15 @@ def rollback(body: RollbackIn, request: Request, user: User = Depends(engineer))
                                  "`pulsewire release rollback` instead")
     with ctx(request).store.session() as repo:
         try:
-            result = actions.rollback(repo, user.name, body.version)
+            result, signed = actions.rollback(repo, user.name, body.version)
         except ActionFailed as exc:
             raise HTTPException(exc.status, str(exc)) from None
+    try:
+        actions.publish_pin(signed)  # after the commit: the server's own ingest then finds the pin already stored
+    except ActionFailed as exc:
+        with ctx(request).store.session() as repo:
+            repo.audit(user.name, "rollback_not_published", f"fleet {result['fleet']}", str(exc))
+        raise HTTPException(exc.status, f"pin recorded but not published: {exc}") from None
     ctx(request).hub.publish("release", {"pinned": result["pinned"], "revoked": result["revoked"]})
     return result
 

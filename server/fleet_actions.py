@@ -50,8 +50,11 @@ class FleetActions:
     def can_label(self) -> bool:
         return self.labels_key is not None
 
-    def rollback(self, repo: Repository, user: str, version: int) -> dict[str, Any]:
-        """Pin the fleet to ``version``, revoking every newer release seen (and what the current pin revoked)."""
+    def rollback(self, repo: Repository, user: str, version: int) -> tuple[dict[str, Any], bytes]:
+        """Pin the fleet to ``version``, revoking every newer release seen (and what the current pin revoked):
+        the pin is recorded and audited here and returned signed; the caller publishes it once this
+        transaction has committed (published first, the server's own ingest could store the retained pin
+        before this transaction and make it fail)."""
         if not self.can_rollback:
             raise ActionFailed(409, "this server has no release signing key: run `pulsewire release rollback "
                                     f"--version {version} --fleet {self.fleet} --signing-key aggregator/signing.key`")
@@ -64,12 +67,16 @@ class FleetActions:
             raise ActionFailed(422, f"no release newer than {version} to revoke: the fleet already runs it")
         sequence = max(int(time.time() * 1000), (current.sequence + 1) if current else 0)
         pin = Pin(self.fleet, version, tuple(sorted(revoked)), sequence)
-        self.publish(FleetTopics(self.fleet).pin(), sign_pin(pin, self.release_signing_key), "aggregator")
         signer = hashlib.sha256(self.release_signing_key.public_key().public_bytes_raw()).hexdigest()[:16]
         repo.record_pin(self.fleet, pin.version, list(pin.revoked), pin.sequence, signer)
         repo.audit(user, "rollback", f"fleet {self.fleet}",
                    f"pinned version {pin.version}; revoked {list(pin.revoked)}; sequence {pin.sequence}")
-        return {"fleet": self.fleet, "pinned": pin.version, "revoked": list(pin.revoked), "sequence": pin.sequence}
+        return ({"fleet": self.fleet, "pinned": pin.version, "revoked": list(pin.revoked), "sequence": pin.sequence},
+                sign_pin(pin, self.release_signing_key))
+
+    def publish_pin(self, signed: bytes) -> None:
+        """Publish a pin from ``rollback`` (retained, as the aggregator: the ACL lets only it write pins)."""
+        self.publish(FleetTopics(self.fleet).pin(), signed, "aggregator")
 
     def relabel(self, repo: Repository, user: str, alert: Alert, beats: list[int], labels: list[str]) -> dict[str, Any]:
         """Send a clinician's labels of ``alert``'s strip beats (device sample indices) to that device only."""

@@ -103,10 +103,20 @@ def test_engineer_rolls_back_from_the_models_page(keyed_server, driver):
         topic, data, retained = bus.got.get(timeout=20)
         pin = verify_pin(data, release_key.public_key())
         assert topic == topics.pin() and (pin.fleet, pin.version, pin.revoked) == (rs.fleet, 1, (2,))
-        wait_until(lambda: "Pinned version 1" in driver.find_element(By.ID, "rollback-result").text)
+        # the page confirms, then reloads (on the pin's SSE event or 1.5 s later) into the pinned state: accept
+        # either, read in one JavaScript call (a reload can replace any element found first)
+        wait_until(lambda: driver.execute_script(
+            "const r = document.getElementById('rollback-result'), p = document.querySelector('#pins td.pinned');"
+            "return (r && r.textContent.includes('Pinned version 1')) || (p !== null && p.textContent === '1')"))
+
+
+        def rollback_audit():  # the request's audit row lands right after its publish: poll for it
+            with rs.store.session() as repo:
+                return [(e.user, e.detail) for e in repo.audit_log() if e.action == "rollback"]
+
+        audit = wait_until(rollback_audit)
+        assert len(audit) == 1 and audit[0][0] == "ed" and "revoked [2]" in audit[0][1]
         with rs.store.session() as repo:
-            audit = [e for e in repo.audit_log() if e.action == "rollback"]
-            assert len(audit) == 1 and audit[0].user == "ed" and "revoked [2]" in audit[0].detail
             assert {r.version: r.state for r in repo.releases()} == {1: "pinned", 2: "revoked"}
         # retained: a device connecting later receives it
         late = Subscriber(rs.broker_url, "late-device", [topics.pin()])
