@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("tools.fleet_sim.cli").fleet_sim.cli.add_parser(sub)
     __import__("tools.fleet_sim.bench").fleet_sim.bench.add_parser(sub)
     __import__("tools.fleet_sim.fairness").fleet_sim.fairness.add_parser(sub)
-    from tools.privacy_bench import add_parser as add_privacy_bench_parser
+    from tools.privacy_bench.command import add_parser as add_privacy_bench_parser
 
     add_privacy_bench_parser(sub, _add_data_args)
     sub.choices["privacy-bench"].set_defaults(func=cmd_privacy_bench)
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_privacy_bench(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tools.privacy_bench import run_command
+    from tools.privacy_bench.command import run_command
 
     return run_command(args, _data_dir(args) if set(args.parts) - {"secagg", "accounting"} else None, _cache_root())
 
