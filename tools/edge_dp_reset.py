@@ -29,6 +29,7 @@ def cmd_dp_reset(args: argparse.Namespace) -> int:
     print(f"privacy ledger in {state} reset" + (f"; the old one is kept as {moved}" if moved else ""))
     return 0
 
+
 def add_dp_reset_parser(esub) -> None:
     p = esub.add_parser("dp-reset", help="start a device's local-DP ledger afresh (after it was lost); logged",
                         description="A device whose privacy ledger is missing or damaged refuses to train. This "

@@ -50,6 +50,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
           f"(`pulsewire fleet init` makes a complete fleet folder with signing keys and device bundles)")
     return 0
 
+
 def add_keys_parser(sub) -> None:
     p = sub.add_parser("keys", help="create the aggregator's Ed25519 key pair for signing model releases")
     p.add_argument("--out", default="keys", help="folder for aggregator.key and aggregator.pub")

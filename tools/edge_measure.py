@@ -72,6 +72,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
+
 def add_bench_parser(esub) -> None:
     p = esub.add_parser("bench", help="R-peak detection vs peers on every record, end-to-end speed, alert latency")
     p.add_argument("--data-dir", help="MIT-BIH folder (default $MITDB_DIR)")

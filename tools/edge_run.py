@@ -202,6 +202,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     print("selftest passed" if ok else "selftest FAILED")
     return 0 if ok else 1
 
+
 def add_run_parser(esub) -> None:
     p = esub.add_parser("run", help="stream ECG through filter, R-peak detector and the int8 classifier",
                         description="Classify every beat of a WFDB record, a text file, stdin or a serial port; "

@@ -118,6 +118,7 @@ def cmd_fleet_bench(args: argparse.Namespace) -> int:
     print(targets_table(results["targets"]) + f"\n\nresults: {json_path}\nreport:  {paths['html']}")
     return 0
 
+
 def add_simulate_parser(sub, strategies: list[str]) -> None:
     p = sub.add_parser("simulate", help="in-process federated training on the patient split, then int8 export",
                        description="Federated rounds in one process (devices take turns) with the same "

@@ -193,6 +193,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"results: {out} and {out.with_suffix('.md')} ({result['seconds']} s)")
     return 0 if all(result["targets"].values()) else 1
 
+
 def add_bench_parser(fsub) -> None:
     p = fsub.add_parser("bench", help="bit-exactness (host, Cortex-M4 under QEMU), flash/RAM, instructions",
                         description="Trains nothing: takes an int8 model with its .json metadata (e.g. from "

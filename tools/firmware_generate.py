@@ -55,6 +55,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
           f"{summary['macs']} MACs; ops {', '.join(sorted(set(summary['ops'])))}")
     return 0
 
+
 def add_generate_parser(fsub) -> None:
     p = fsub.add_parser("generate", help="write pw_model.{h,c} (+ the kernels it uses) for a board project",
                         description="Turn an int8 .tflite into C99: weights as const arrays, one kernel call per "

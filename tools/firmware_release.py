@@ -61,6 +61,7 @@ def cmd_keyheader(args: argparse.Namespace) -> int:
     print(f"release key {text.split('sha256 ')[1][:16]}... from {pubkey} -> {out}")
     return 0
 
+
 def add_release_parser(fsub) -> None:
     p = fsub.add_parser("release", help="sign a board image and publish it in CHUNK messages (firmware/core/pw_update.h)",
                         description="For boards whose model is compiled in, a new model is a new image: signed "

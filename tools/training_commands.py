@@ -96,6 +96,7 @@ def base_config(args: argparse.Namespace, seed: int):
 
     return TrainConfig(seed=seed, leads=tuple(args.leads), augment=args.augment, logit_offsets=args.offsets)
 
+
 def add_data_parser(sub) -> None:
     p = sub.add_parser("data", help="load MIT-BIH beats and show a protocol's split")
     add_data_args(p)

@@ -75,6 +75,7 @@ def secagg_part(s: BenchSettings, ck: Checkpoint, allow: Allow) -> list[dict]:
                 rows.append({"key": key, **run})
     return rows
 
+
 def run_bench(data_dir: Path | None, cache_root: Path, settings: BenchSettings, checkpoint: Path,
               parts: tuple[str, ...] = ("dp", "attacks", "secagg", "accounting"),
               on_stage: Callable[[dict], None] | None = None, run: bool = True, only: tuple[str, ...] = (),
