@@ -118,4 +118,3 @@ def run_bench(data_dir: Path | None, cache_root: Path, settings: BenchSettings, 
         if on_stage is not None:
             on_stage(results)
     return results
-

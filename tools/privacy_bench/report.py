@@ -208,4 +208,3 @@ def _attack_table(rows: list[dict], asked: int) -> list[str]:
                           f"{'holds' if g['holds_with_validation_choice'] else 'fails'} with it."
                           if g.get("chosen_on_validation") else ""))
     return out
-
