@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.data_args import cache_root
 from tools.firmware_report import firmware_markdown
 
 #: published TFLite-Micro interpreter footprint on Cortex-M (before the model), quoted for comparison
@@ -22,15 +22,13 @@ RPEAK_RECORDS = ["100", "108", "112", "203", "208", "232"]  # C vs Python detect
 
 def _test_inputs(model_path: Path, records: list[str], n: int, data_dir: str | None):
     from edge_runtime.classifier import BeatClassifier
+    from tools.firmware_frontend_bench import default_mitdb
     from training.codegen.references import model_io
     from training.config import TrainConfig
     from training.data.beat_dataset import load_beats
-    from training.data.mitdb import locate_mitdb
 
     cfg = TrainConfig()
-    cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
-    data = load_beats(locate_mitdb(data_dir or os.environ.get("MITDB_DIR"), cache), records, cfg.signal, cache,
-                      progress=False)
+    data = load_beats(default_mitdb(data_dir), records, cfg.signal, cache_root(), progress=False)
     clf = BeatClassifier.from_file(model_path)
     n = min(n, len(data))
     qw, qr = clf.quantize_inputs(data.waves[:n], data.rr[:n])
@@ -159,7 +157,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except (ToolchainMissing, BuildError, UnsupportedModel, ModelFormatError) as exc:
         print(f"pulsewire: error: {exc}", file=sys.stderr)  # a user-fixable error: exit 2, as tools/cli.py
         return 2
-    from tools.firmware_frontend_bench import bench_frontend, bench_rpeak, default_mitdb
+    from tools.firmware_frontend_bench import bench_frontend, bench_rpeak
 
     fdir, rdir = work / "frontend", work / "rpeak"
     fdir.mkdir(exist_ok=True)
