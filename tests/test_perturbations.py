@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from scipy import signal as sp_signal
 
-from training.data.perturbations import (MITDB_RAIL_MV, SUITE, apply_chain, perturbation, qrs_peak_to_peak,
-                                         scale_to_snr)
+from training.data.ecg_noise import qrs_peak_to_peak, scale_to_snr
+from training.data.perturbations import SUITE, apply_chain, perturbation
+from training.data.perturbed import MITDB_RAIL_MV
 
 FS = 360.0
 

@@ -4,14 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from tools.privacy_bench import (
-    BenchSettings,
-    defences,
-    goal,
-    markdown,
-    noise_for_epsilon,
-    seed_cells,
-)
+from tools.privacy_bench.report import goal, markdown, seed_cells
+from tools.privacy_bench.settings import BenchSettings, defences, noise_for_epsilon
 from training.data.beat_dataset import BeatDataset
 from training.federated.privacy import epsilon
 from training.federated.simulation import make_partition
@@ -92,7 +86,7 @@ def test_a_worker_gets_one_seed_its_own_checkpoint_and_no_secure_aggregation_par
     import argparse
 
     from tools.cli import build_parser
-    from tools.privacy_bench import worker_arguments
+    from tools.privacy_bench.command import worker_arguments
 
     argv = ["privacy-bench", "--jobs", "2", "--seeds", "0", "1", "2", "--rounds", "5", "--only", "/0.3/",
             "--data-dir", "/data/mitdb"]

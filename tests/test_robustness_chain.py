@@ -84,7 +84,7 @@ def test_dc_steps_and_lead_off_make_the_chain_learn_again(excerpt):
     steps = perturbation("dc_steps:300").__class__(300.0, every_s=20.0).apply(x, 360.0, case.ann_sample, 4)
     gaps = perturbation("leadoff:nan").__class__("nan", every_s=45.0).apply(steps.signal_mv, 360.0, case.ann_sample, 5)
     peaks, _, stream = _chain(gaps.signal_mv, 360.0, chunk=90)
-    from training.data.perturbations import Perturbed
+    from training.data.perturbed import Perturbed
 
     merged = Perturbed(gaps.signal_mv, 360.0, case.ann_sample, steps.excluded + gaps.excluded)
     score = _score(excerpt, merged, peaks)

@@ -39,11 +39,12 @@ def _device_keys(fleet, registry: dict[str, int]) -> dict | None:
 
 def _held_out(args: argparse.Namespace, features):
     from training.data.beat_dataset import load_beats
+    from tools.data_args import cache_root
     from training.data.mitdb import locate_mitdb
 
     import os
 
-    cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
+    cache = cache_root()
     data_dir = locate_mitdb(args.data_dir or os.environ.get("MITDB_DIR"), cache, allow_download=False)
     beats = load_beats(data_dir, args.eval_records, features.classifier.metadata.signal, cache, progress=False)
     if args.eval_max_beats and len(beats) > args.eval_max_beats:

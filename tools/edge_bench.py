@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import resource
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from edge_runtime.aami import aami_labels
 from edge_runtime.rpeak import StreamingRPeakDetector
 from edge_runtime.scoring import DetectionScore, score_detection
 from edge_runtime.signal_config import SignalConfig
+from tools.data_args import cache_root
 from training.data.mitdb import load_record
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def personalization_bench(data_dir: Path, model: Path, records: list[str], minut
     clf = BeatClassifier.from_file(model)
     features = HeadFeatures(clf, model.read_bytes())
     population = Head(features.population_w, features.population_b)
-    cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
+    cache = cache_root()
     data = load_beats(data_dir, records, clf.metadata.signal, cache, progress=False)
     out: dict = {"model": str(model), "records": records}
     for m in minutes:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.data_args import cache_root
 from training.codegen import toolchain
 
 BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
@@ -218,5 +219,4 @@ def bench_rpeak(model_path: Path, records: list[str], excerpt: tuple[str, int], 
 def default_mitdb(data_dir: str | None) -> Path:
     from training.data.mitdb import locate_mitdb
 
-    cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
-    return locate_mitdb(data_dir or os.environ.get("MITDB_DIR"), cache)
+    return locate_mitdb(data_dir or os.environ.get("MITDB_DIR"), cache_root())

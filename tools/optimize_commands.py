@@ -121,7 +121,7 @@ def _variants(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tools.cli import _cache_root, _data_dir
+    from tools.data_args import cache_root, resolve_data_dir
     from tools.optimize_report import finish_results, write_optimize_report
 
     if args.bench:
@@ -139,7 +139,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     elif args.report_only:
         results = json.loads(Path(args.report_only).read_text())
     else:
-        results = run(args, _data_dir(args), _cache_root(), json_path)
+        results = run(args, resolve_data_dir(args), cache_root(), json_path)
     results = finish_results(results, Path(args.foundation))
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1) + "\n")
@@ -150,7 +150,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_optimize_parser(sub) -> None:
-    from tools.cli import _add_data_args
+    from tools.data_args import add_data_args
 
     p = sub.add_parser("export", help="distill / prune / QAT the classifier, export int8 variants, check them in "
                                       "TFLite-Micro, report size vs accuracy",
@@ -158,7 +158,7 @@ def add_optimize_parser(sub) -> None:
                                    "--structured --qat), export every step to int8 (dense head as 1x1 conv), measure "
                                    "weight bytes, MACs, TFLite-Micro arena, bit-exactness with LiteRT and test metrics. "
                                    "--bench runs the fixed set of variants on 3 seeds and both protocols.")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--distill", action="store_true", help="start from a student taught by a wider teacher")
     p.add_argument("--prune", type=float, metavar="S", help="magnitude pruning to sparsity S (with --structured: "
                                                             "remove a share S of filters and units)")

@@ -21,7 +21,8 @@ from edge_runtime.aami import AAMI_CLASSES, aami_labels
 from edge_runtime.metrics import classification_report
 from edge_runtime.scoring import DetectionScore, excluded_mask, match_beats
 from training.data.mitdb import EcgRecord, load_record
-from training.data.perturbations import Perturbed, perturbation
+from training.data.perturbations import perturbation
+from training.data.perturbed import Perturbed
 
 log = logging.getLogger(__name__)
 
