@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvicorn

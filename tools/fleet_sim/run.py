@@ -67,7 +67,7 @@ def simulate_fleet(cfg: FleetSimConfig, broker_pid: int | None = None) -> dict:
                 sampler.sample()
                 next_sample = now + SAMPLE_EVERY_S
             if now >= next_tick:
-                merged, (seen, n_ids) = _merge(snapshots), monitor.counts()
+                merged, (seen, _) = _merge(snapshots), monitor.counts()
                 timeline.append({"t": round(now - started, 1), "connected": merged["connected"],
                                  "acked": sum(merged["messages"].values()), "received": sum(seen.values())})
                 next_tick += 1.0
