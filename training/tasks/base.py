@@ -69,6 +69,13 @@ class Task(ABC):
     #: Where the data comes from and its attribution (shown by ``pulsewire tasks`` and in reports).
     data_source: ClassVar[str] = ""
 
+    def __init__(self, max_persons: int | None = None) -> None:
+        """``max_persons`` caps the persons (devices, subjects, hospitals) ``load`` returns per split: a small real
+        slice for tests and ``--quick`` runs. None loads everything."""
+        if max_persons is not None and max_persons < 1:
+            raise ValueError(f"max_persons must be >= 1, got {max_persons}")
+        self.max_persons = max_persons
+
     @abstractmethod
     def load(self, split: str, seed: int = 0) -> TaskSplit:
         """Rows of ``split`` (one of ``SPLITS``); raises ``ValueError`` naming what is missing or wrong."""

@@ -13,9 +13,9 @@ def task_names() -> tuple[str, ...]:
     return tuple(sorted(_TASKS))
 
 
-def make_task(name: str) -> Task:
+def make_task(name: str, max_persons: int | None = None) -> Task:
     """The task called ``name``; ``ValueError`` lists the known ones."""
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(task_names()) or 'none'}")
     module, cls = _TASKS[name].split(":")
-    return getattr(import_module(module), cls)()
+    return getattr(import_module(module), cls)(max_persons=max_persons)
