@@ -39,4 +39,6 @@ def test_distill_structured_qat_chain_and_report(mitdb_dir, cache_root, tmp_path
     md = paths["markdown"].read_text()
     assert "distill_structured_qat" in md and "QAT − PTQ" not in md  # no PTQ twin of the QAT chain was run
     assert paths["optimize_pareto"].stat().st_size > 10_000
+    html = paths["html"].read_text()  # the Pareto plot drawn interactively, Plotly from beside the page
+    assert "Pareto front" in html and (tmp_path / "report" / "plotly.min.js").exists()
     assert results["targets"][-1]["met"] is True  # every variant bit-exact in TFLite-Micro, firmware ops only

@@ -72,3 +72,17 @@ def test_chains_from_flags():
 def test_pareto_front():
     pts = {"big_good": (10.0, 0.9), "small_bad": (1.0, 0.5), "dominated": (10.0, 0.6), "mid": (5.0, 0.7)}
     assert sorted(pareto_front(pts)) == ["big_good", "mid", "small_bad"]
+
+
+def test_pareto_chart_joins_only_the_front_and_marks_the_limits():
+    from tools.optimize_report import SIZE_LIMIT, pareto_chart
+
+    def variant(size: float, f1: float) -> dict:
+        return {"weight_bytes": {"mean": size}, "int8_macro_f1": {"mean": f1, "std": 0.01}}
+
+    summary = {"small": variant(2_000, 0.50), "big": variant(20_000, 0.60), "worse": variant(10_000, 0.45)}
+    spec = pareto_chart(summary, {"float32_macro_f1": 0.62})
+    front, dominated = spec["data"]
+    assert front["text"] == ["small", "big"] and dominated["text"] == ["worse"]
+    lines = {(s["y0"], s["x0"]) for s in spec["layout"]["shapes"]}
+    assert (0.62, 0) in lines and (0, SIZE_LIMIT) in lines

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tools.report import pct, render_html, targets_table  # noqa: E402
-from tools.report_charts import Chart  # noqa: E402
+from tools.report_charts import Chart, pareto_spec  # noqa: E402
 
 SIZE_LIMIT = 16 * 1024  # bytes of int8 weights, and of TFLite-Micro arena
 F1_MARGIN = 0.02
@@ -173,14 +173,24 @@ def plot_pareto(summary: dict, foundation: dict | None, path: Path) -> None:
     plt.close(fig)
 
 
+def pareto_chart(summary: dict, foundation: dict | None) -> dict:
+    """The HTML report's interactive twin of the PNG's left panel (int8 weight bytes against macro F1)."""
+    points = {n: {"x": v["weight_bytes"]["mean"], "y": v["int8_macro_f1"]["mean"], "y_std": v["int8_macro_f1"]["std"]}
+              for n, v in summary.items()}
+    front = pareto_front({n: (p["x"], p["y"]) for n, p in points.items()})
+    return pareto_spec(points, front, "Size against inter-patient macro F1",
+                       reference=foundation["float32_macro_f1"] if foundation else None, size_limit=SIZE_LIMIT)
+
+
 def write_optimize_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = []
     if "inter" in results["summary"]:
         p = out_dir / f"{stem}_pareto.png"
-        plot_pareto(results["summary"]["inter"], results.get("foundation"), p)
-        images.append(Chart(p))  # a PNG only: the Pareto plot has no interactive twin yet
+        summary, foundation = results["summary"]["inter"], results.get("foundation")
+        plot_pareto(summary, foundation, p)
+        images.append(Chart(p, pareto_chart(summary, foundation)))
     s = results["settings"]
     cfg = next(iter(s["config"].values()))
     notes = (f"Seeds {s['seeds']}, protocols {s['protocols']}{' — QUICK RUN (few epochs), not a result' if s['quick'] else ''}. "
@@ -205,5 +215,5 @@ def write_optimize_report(results: dict, out_dir: Path, stem: str) -> dict[str, 
     md_path = out_dir / f"{stem}.md"
     md_path.write_text(md + "\n")
     html_path = out_dir / f"{stem}.html"
-    html_path.write_text(render_html(md, images))
+    html_path.write_text(render_html(md, images, out_dir))
     return {"markdown": md_path, "html": html_path, **{p.stem: p.path for p in images}}

@@ -77,3 +77,32 @@ def rounds_spec(series: dict[str, dict[str, list[float]]], title: str) -> dict[s
                                             xaxis={"title": {"text": "round"}}, xaxis2={"title": {"text": "round"}},
                                             yaxis={"title": {"text": "test macro F1 (float, reported only)"}},
                                             yaxis2={"title": {"text": "kB per round"}, "rangemode": "tozero"})}
+
+
+def pareto_spec(points: dict[str, dict[str, float]], front: list[str], title: str,
+                reference: float | None = None, size_limit: float | None = None,
+                x_title: str = "int8 weight bytes") -> dict[str, Any]:
+    """Size against score, one marker per variant (its seed spread as the error bar), the Pareto front joined.
+
+    ``points[name]`` holds ``x``, ``y`` and ``y_std``; ``reference`` draws the foundation's score,
+    ``size_limit`` the size target."""
+    def trace(names: list[str], label: str, symbol: str, mode: str) -> dict[str, Any]:
+        return {"type": "scatter", "mode": mode, "name": label, "x": [points[n]["x"] for n in names],
+                "y": [points[n]["y"] for n in names], "text": names, "textposition": "top right",
+                "marker": {"symbol": symbol, "size": 9},
+                "error_y": {"type": "data", "array": [points[n].get("y_std") or 0 for n in names]},
+                "hovertemplate": "%{text}: %{x:,.0f} bytes, %{y:.3f}<extra></extra>"}
+
+    on_front = sorted(front, key=lambda n: points[n]["x"])
+    off_front = [n for n in points if n not in front]
+    shapes = []
+    if reference is not None:
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": reference, "y1": reference,
+                       "line": {"dash": "dash", "color": "#c0392b", "width": 1}})
+    if size_limit is not None:
+        shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": size_limit, "x1": size_limit,
+                       "line": {"dash": "dot", "color": "#27ae60", "width": 1}})
+    return {"data": [trace(on_front, "Pareto front", "circle", "lines+markers+text"),
+                     trace(off_front, "dominated", "x", "markers+text")],
+            "layout": _layout(title, shapes=shapes, xaxis={"title": {"text": x_title}, "type": "log"},
+                              yaxis={"title": {"text": "DS2 int8 macro F1 (mean ± std over seeds)"}})}
