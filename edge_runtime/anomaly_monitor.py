@@ -68,6 +68,12 @@ class AnomalyModel:
         assert self.scoring.threshold is not None  # checked in __init__
         return self.scoring.threshold
 
+    def quantized_inputs(self, waves: np.ndarray, rr_scaled: np.ndarray) -> dict[int, np.ndarray]:
+        """The tensors fed to the interpreter (int8 for int8 models), by tensor index, one row per beat with the
+        interpreter's batch-1 shape: golden inputs for the generated C."""
+        return {d["index"]: _to_tensor(np.asarray(x, np.float32), d)[:, None, :]
+                for d, x in ((self._wave, waves), (self._rr, rr_scaled))}
+
     def reconstruct(self, waves: np.ndarray, rr_scaled: np.ndarray) -> np.ndarray:
         """The model's (dequantized) reconstruction of scaled inputs, one beat at a time."""
         out = np.empty((len(waves), self.scoring.width), np.float32)

@@ -54,8 +54,8 @@ class AnomalyTask(Task):
         self.signal = SignalConfig()
         self._records: dict[str, BeatDataset] = {}
         self._scoring: dict[tuple[str, ...], AnomalyScoring] = {}
-        #: The scoring of the last ``calibrate`` (threshold set), what ``edge_contract`` writes for the device.
-        self.calibrated: AnomalyScoring | None = None
+        #: (threshold, percentile) of the last ``calibrate``: what ``evaluate`` and ``edge_contract`` use.
+        self.threshold: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------ data
     def persons(self, split: str, seed: int) -> tuple[str, ...]:
@@ -121,39 +121,40 @@ class AnomalyTask(Task):
         return np.concatenate([split.inputs["wave"], split.inputs["rr"]], axis=1).astype(np.float32)
 
     # ------------------------------------------------------------------ scoring
-    def scores(self, predict: Predict, split: TaskSplit, seed: int = 0) -> np.ndarray:
+    def scores(self, predict: Predict, split: TaskSplit) -> np.ndarray:
         """Anomaly score of every row of ``split`` under ``predict`` (Keras, float or int8 TFLite)."""
-        recon = np.asarray(predict(split.inputs))
-        return self.scoring(seed).scores(split.inputs["wave"], split.inputs["rr"], recon)
+        return self._weights(split).scores(split.inputs["wave"], split.inputs["rr"], np.asarray(predict(split.inputs)))
 
-    def calibrate(self, predict: Predict, val: TaskSplit, seed: int = 0) -> AnomalyScoring:
+    def calibrate(self, predict: Predict, val: TaskSplit) -> None:
         """Threshold on the validation persons: the percentile (of ``PERCENTILES``) of their normal scores that
         maximises abnormal-beat F1 on them. Call after training, before ``edge_contract`` and the test."""
-        scores = self.scores(predict, val, seed)
-        if np.any(val.targets != 0) and np.any(val.targets == 0):
+        scores = self.scores(predict, val)
+        normal = val.targets == 0
+        if np.any(~normal) and np.any(normal):
             percentile, threshold = choose_percentile(scores, val.targets, PERCENTILES)
         else:
             percentile = DEFAULT_PERCENTILE
-            threshold = threshold_at(scores[val.targets == 0] if np.any(val.targets == 0) else scores, percentile)
-        self.calibrated = self.scoring(seed).with_threshold(threshold, percentile)
+            threshold = threshold_at(scores[normal] if np.any(normal) else scores, percentile)
+        self.threshold = (float(threshold), float(percentile))
         log.info("anomaly threshold %.4g at the %g-th percentile of validation normal scores", threshold, percentile)
-        return self.calibrated
 
     def evaluate(self, predict: Predict, split: TaskSplit) -> dict[str, float]:
         """AUC of S, V, F (and all abnormal) against N; with a calibrated threshold, Se/+P at it. "selection" is
         ``auc_abnormal`` (minus the mean normal score where the split holds no abnormal beat)."""
-        window = split.inputs["wave"].shape[1]
-        scoring = self.calibrated or AnomalyScoring(window, (0.0,) * len(RR_FEATURE_NAMES), (1.0,) * len(RR_FEATURE_NAMES))
-        recon = np.asarray(predict(split.inputs))
-        scores = scoring.scores(split.inputs["wave"], split.inputs["rr"], recon)
+        scores = self.scores(predict, split)
         out = aucs(scores, split.targets, SCORED)
         normal = scores[split.targets == 0]
         out["mean_score_N"] = float(normal.mean()) if normal.size else float("nan")
         out["selection"] = out["auc_abnormal"] if np.isfinite(out["auc_abnormal"]) else -out["mean_score_N"]
-        if scoring.threshold is not None:
-            out.update(detection(scores, split.targets, scoring.threshold, SCORED))
-            out["threshold"] = scoring.threshold
+        if self.threshold is not None:
+            out.update(detection(scores, split.targets, self.threshold[0], SCORED))
+            out["threshold"] = self.threshold[0]
         return out
+
+    def _weights(self, split: TaskSplit) -> AnomalyScoring:
+        """The score's weighting for rows already scaled (the RR scaling itself is applied by ``load``)."""
+        n = len(RR_FEATURE_NAMES)
+        return AnomalyScoring(split.inputs["wave"].shape[1], (0.0,) * n, (1.0,) * n)
 
     def edge_contract(self, train: TaskSplit) -> EdgeContract:
         """The beat stream's window and RR features, with the score constants (threshold once calibrated) of the
@@ -162,7 +163,6 @@ class AnomalyTask(Task):
         fitted = [s for persons, s in self._scoring.items() if tuple(sorted(persons)) == key]
         if not fitted:
             raise ValueError("edge_contract needs a training split made by this task's load('train', seed)")
-        scoring = self.calibrated if self.calibrated is not None and self.calibrated.rr_mean == fitted[0].rr_mean \
-            else fitted[0]
+        scoring = fitted[0] if self.threshold is None else fitted[0].with_threshold(*self.threshold)
         return EdgeContract(task=self.name, source="beats", channels=("ecg",), sample_rate_hz=self.signal.fs_hz,
                             window=self.signal.window_length, preprocessing=scoring.to_dict())
