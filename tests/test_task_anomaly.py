@@ -117,3 +117,96 @@ def test_training_sees_only_normal_beats_of_ds1_training_persons(task):
 def test_unknown_split_is_refused(task):
     with pytest.raises(ValueError, match="split must be one of"):
         task.load("dev")
+
+
+# ---------------------------------------------------------------- trained, exported int8, on the device side
+@pytest.fixture(scope="module")
+def exported(task, tmp_path_factory):
+    """A tiny autoencoder trained on the slice's normal beats, calibrated on its validation persons, int8."""
+    from training.tasks.export import export_task
+    from training.tasks.fit import fit_task
+
+    train, val = task.load("train", 0), task.load("val", 0)
+    trained = fit_task(task, train, val, epochs=4, batch_size=128, learning_rate=2e-3, seed=0)
+    task.calibrate(trained.predict, val)
+    return export_task(trained, train, tmp_path_factory.mktemp("anomaly"), "int8", seed=0)
+
+
+def _beat(data, i: int):
+    from edge_runtime.runtime import BeatResult
+
+    return BeatResult(int(data.sample[i]), float(data.sample[i]) / 360.0, "NSVFQ"[int(data.labels[i])], 0.9, 70.0,
+                      "test", wave=data.waves[i], rr=data.rr[i])
+
+
+def test_int8_monitor_flags_a_real_ventricular_stretch(exported, task):
+    from broker.device_messages import decode_alert, encode_alert
+    from edge_runtime.alerts import AlertBuilder
+    from edge_runtime.anomaly_monitor import AnomalyAlerts, AnomalyCounter, AnomalyModel, AnomalySink
+    from training.data.beat_dataset import load_beats
+
+    model = AnomalyModel.from_file(exported.tflite_path)
+    assert model.threshold == pytest.approx(task.threshold[0])
+    # record 210 (a DS2 test person, never trained on): its longest run of V beats, with normal beats around it
+    data = load_beats(Path(os.environ["MITDB_DIR"]), ["210"], task.signal,
+                      Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire")), progress=False)
+    is_v = np.r_[data.labels == 2, False]
+    runs = [(s, e) for s, e in zip(np.flatnonzero(np.diff(np.r_[False, is_v].astype(int)) == 1),
+                                    np.flatnonzero(np.diff(np.r_[False, is_v].astype(int)) == -1))]
+    start, end = max(runs, key=lambda r: r[1] - r[0])
+    assert end - start >= 4
+    rows = range(start - 40, end + 10)
+    status: dict = {}
+    sink = AnomalySink(AnomalyAlerts(AlertBuilder("dev-210", "p210"), AnomalyCounter(model, run_length=2), status))
+    for i in rows:
+        sink.on_beat(_beat(data, i))
+    sink.close()
+    scores = model.scores(data.waves[list(rows)], data.rr[list(rows)])
+    v_scores = scores[start - rows.start:end - rows.start]
+    assert np.median(v_scores) > model.threshold > np.median(scores[:40])
+    anomalies = [a for a in sink.alerts if a["kind"] == "anomaly"]
+    assert any(int(data.sample[start]) <= a["beat_index"] <= int(data.sample[end - 1]) for a in anomalies)
+    assert status["anomaly_beats"] >= 2 and status["anomaly_events"] == len(anomalies)
+    _, decoded = decode_alert(encode_alert("fleet-a", 7, anomalies[0]))
+    assert decoded["kind"] == "anomaly"
+
+
+def test_monitor_skips_unscorable_beats_and_refuses_models_without_threshold(exported):
+    import dataclasses
+
+    from edge_runtime.anomaly_monitor import AnomalyCounter, AnomalyModel, AnomalyModelError
+    from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
+    from edge_runtime.runtime import BeatResult
+
+    model = AnomalyModel.from_file(exported.tflite_path)
+    counter = AnomalyCounter(model)
+    window = model.scoring.window
+    bad = [BeatResult(1, 0.0, "N", 0.9, 70.0, "t", wave=np.full(window, np.nan), rr=np.ones(N_RR)),
+           BeatResult(2, 0.1, "N", 0.9, 70.0, "t", wave=np.ones(window + 3), rr=np.ones(N_RR))]
+    assert [counter.on_beat(b) for b in bad] == [None, None]
+    assert counter.rejected == 2 and counter.scored == 0
+    meta = ModelMetadata.load(metadata_path_for(exported.tflite_path))
+    contract = {**meta.extra["task"], "preprocessing": {**meta.extra["task"]["preprocessing"], "threshold": None}}
+    with pytest.raises(AnomalyModelError, match="threshold"):
+        AnomalyModel(exported.tflite_path.read_bytes(), dataclasses.replace(meta, extra={"task": contract}))
+    other = {**meta.extra["task"], "task": "beat"}
+    with pytest.raises(AnomalyModelError, match="task 'beat'"):
+        AnomalyModel(exported.tflite_path.read_bytes(), dataclasses.replace(meta, extra={"task": other}))
+
+
+@pytest.mark.integration
+def test_one_federated_round_over_mosquitto(task, mosquitto):
+    from broker.launcher import broker_url
+    from training.federated.fleet import FleetConfig
+    from training.federated.local_training import LocalConfig
+    from training.federated.simulation import FederatedConfig
+    from training.tasks.federated import run_task_federated
+
+    train, val = task.load("train", 0), task.load("val", 0)
+    fed = FederatedConfig(rounds=1, strategy="fedavg", partition="person", seed=0,
+                          local=LocalConfig(epochs=1, batch_size=64, learning_rate=0.5))
+    trained = run_task_federated(task, train, val, fed, over_mqtt=True, fleet=FleetConfig(broker_url=broker_url(mosquitto)))
+    assert trained.info["transport"] == "mqtt" and trained.info["devices"] == len(set(train.persons.tolist()))
+    rounds = [h for h in trained.history if h.get("round", 0) >= 1]
+    assert rounds and np.isfinite(rounds[-1]["val_selection"])
+    assert task.evaluate(trained.predict, val)["auc_V"] > 0.5
