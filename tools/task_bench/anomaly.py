@@ -23,12 +23,11 @@ HEADLINE = ("auc_S", "auc_V", "auc_F", "auc_abnormal", "se_S", "ppv_S", "se_V", 
 
 
 def _settings(quick: bool) -> dict[str, Any]:
+    """Centralized: Adam, batch 256. Federated: FedAvg, one device per record, local SGD (lr 1.0, batch 32, two
+    epochs per round): on seed 0 the DS1 validation AUC stops rising after 10-15 rounds at these values."""
     return {"max_persons": 3 if quick else None, "epochs": 4 if quick else 30, "batch_size": 256,
-            "learning_rate": 2e-3, "rounds": 3 if quick else 30, "local_epochs": 1, "fed_lr": 0.05}
-
-
-def _keras_predict(model):
-    return lambda inputs: model.predict(inputs, batch_size=4096, verbose=0)
+            "learning_rate": 2e-3, "rounds": 3 if quick else 20, "local_epochs": 2, "fed_batch_size": 32,
+            "fed_lr": 1.0}
 
 
 def _int8_metrics(task, exported_path: Path, test, threshold: float) -> dict[str, float]:
@@ -93,7 +92,7 @@ def _one_seed(task, seed: int, cfg: dict[str, Any], out_dir: Path, federated: bo
     train, val, test = splits
     if federated:
         fed = FederatedConfig(rounds=cfg["rounds"], strategy="fedavg", partition="person", seed=seed,
-                              local=LocalConfig(epochs=cfg["local_epochs"], batch_size=cfg["batch_size"] // 4,
+                              local=LocalConfig(epochs=cfg["local_epochs"], batch_size=cfg["fed_batch_size"],
                                                 learning_rate=cfg["fed_lr"]))
         trained = run_task_federated(task, train, val, fed)
     else:
