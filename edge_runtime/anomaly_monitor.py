@@ -2,13 +2,12 @@
 with the contract's constants and compared with its threshold; a stretch of anomalous beats raises one
 "anomaly" alert through the existing alert path, and the counts go into the device status.
 
-``AnomalyModel`` runs the .tflite (float32 or int8, batch 1 as on the device); ``AnomalyAlerts`` is an alert
+``AnomalyModel`` runs the .tflite (float32 or int8, batch 1 as on the device, through ``TaskInterpreter``); ``AnomalyAlerts`` is an alert
 builder (what ``AlertPublisher`` takes as ``builder``) that adds anomaly alerts to the rhythm alerts and
 summaries of the wrapped ``AlertBuilder``; ``AnomalySink`` is a plain ``BeatSink`` for runs without a broker.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,8 @@ import numpy as np
 
 from edge_runtime.alerts import AlertBuilder
 from edge_runtime.anomaly_score import AnomalyScoring
-from edge_runtime.interpreter import make_interpreter
-from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
 from edge_runtime.runtime import BeatResult
-from edge_runtime.task_contract import EdgeContract
+from edge_runtime.task_model import TaskInterpreter
 
 log = logging.getLogger(__name__)
 ALERT_KIND = "anomaly"
@@ -31,79 +28,38 @@ class AnomalyModelError(ValueError):
 
 
 class AnomalyModel:
-    """The autoencoder as the device runs it: inputs are the beat stream's window and unscaled RR features."""
+    """The autoencoder as the device runs it (``TaskInterpreter``: float32 or int8, batch 1) with the score
+    constants of its contract; inputs are the beat stream's window and unscaled RR features."""
 
-    def __init__(self, model_content: bytes, metadata: ModelMetadata) -> None:
-        if metadata.model_sha256 and hashlib.sha256(model_content).hexdigest() != metadata.model_sha256:
-            raise AnomalyModelError("model hash differs from its metadata's: the sidecar belongs to another model")
-        raw = metadata.extra.get("task")
-        if not isinstance(raw, dict):
-            raise AnomalyModelError("model metadata has no task contract; export it with `--task anomaly`")
-        self.contract = EdgeContract.from_dict(raw)
-        if self.contract.task != "anomaly":
-            raise AnomalyModelError(f"model was exported for task {self.contract.task!r}, not 'anomaly'")
-        self.scoring = AnomalyScoring.from_dict(self.contract.preprocessing)
+    def __init__(self, interpreter: TaskInterpreter) -> None:
+        contract = interpreter.contract
+        if contract.task != "anomaly":
+            raise AnomalyModelError(f"model was exported for task {contract.task!r}, not 'anomaly'")
+        self.scoring = AnomalyScoring.from_dict(contract.preprocessing)
         if self.scoring.threshold is None:
             raise AnomalyModelError("model has no anomaly threshold: calibrate the task on validation persons "
-                                    "before exporting")
-        self.metadata = metadata
-        self._interp = make_interpreter(model_content)
-        by_width = {int(d["shape"][-1]): d for d in self._interp.get_input_details()}
-        n_rr = self.scoring.width - self.scoring.window
-        if set(by_width) != {self.scoring.window, n_rr}:
-            raise AnomalyModelError(f"expected inputs of widths {self.scoring.window} (window) and {n_rr} (RR), "
-                                    f"got {sorted(by_width)}")
-        out = self._interp.get_output_details()
-        if len(out) != 1 or int(out[0]["shape"][-1]) != self.scoring.width:
-            raise AnomalyModelError(f"expected one output of width {self.scoring.width}")
-        self._wave, self._rr, self._out = by_width[self.scoring.window], by_width[n_rr], out[0]
+                                    "(AnomalyTask.calibrate) before exporting")
+        if set(interpreter.input_names) != {"wave", "rr"}:
+            raise AnomalyModelError(f"expected inputs 'wave' and 'rr', got {interpreter.input_names}")
+        self.interpreter, self.contract = interpreter, contract
 
     @classmethod
-    def from_file(cls, model_path: Path, metadata_path: Path | None = None) -> "AnomalyModel":
-        meta = ModelMetadata.load(metadata_path or metadata_path_for(Path(model_path)))
-        return cls(Path(model_path).read_bytes(), meta)
+    def from_file(cls, model_path: Path) -> "AnomalyModel":
+        return cls(TaskInterpreter.from_file(Path(model_path)))
 
     @property
     def threshold(self) -> float:
         assert self.scoring.threshold is not None  # checked in __init__
         return self.scoring.threshold
 
-    def quantized_inputs(self, waves: np.ndarray, rr_scaled: np.ndarray) -> dict[int, np.ndarray]:
-        """The tensors fed to the interpreter (int8 for int8 models), by tensor index, one row per beat with the
-        interpreter's batch-1 shape: golden inputs for the generated C."""
-        return {d["index"]: _to_tensor(np.asarray(x, np.float32), d)[:, None, :]
-                for d, x in ((self._wave, waves), (self._rr, rr_scaled))}
-
     def reconstruct(self, waves: np.ndarray, rr_scaled: np.ndarray) -> np.ndarray:
         """The model's (dequantized) reconstruction of scaled inputs, one beat at a time."""
-        out = np.empty((len(waves), self.scoring.width), np.float32)
-        for i in range(len(waves)):
-            self._interp.set_tensor(self._wave["index"], _to_tensor(waves[i][None, :], self._wave))
-            self._interp.set_tensor(self._rr["index"], _to_tensor(rr_scaled[i][None, :], self._rr))
-            self._interp.invoke()
-            out[i] = _from_tensor(self._interp.get_tensor(self._out["index"])[0], self._out)
-        return out
+        return self.interpreter.predict({"wave": waves, "rr": rr_scaled})
 
     def scores(self, waves: np.ndarray, rr: np.ndarray) -> np.ndarray:
         """Anomaly scores of beats given as the beat stream gives them (``ValueError`` on NaN or wrong shapes)."""
         w, r = self.scoring.inputs(waves, rr)
         return self.scoring.scores(w, r, self.reconstruct(w, r))
-
-
-def _to_tensor(x: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype == np.float32:
-        return x.astype(np.float32)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
-
-
-def _from_tensor(q: np.ndarray, detail: dict) -> np.ndarray:
-    if np.dtype(detail["dtype"]) == np.float32:
-        return q.astype(np.float32)
-    scale, zero = detail["quantization"]
-    return (q.astype(np.float32) - zero) * scale
 
 
 class AnomalyCounter:

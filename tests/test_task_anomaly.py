@@ -144,12 +144,12 @@ def test_int8_monitor_flags_a_real_ventricular_stretch(exported, task):
     from edge_runtime.alerts import AlertBuilder
     from edge_runtime.anomaly_monitor import AnomalyAlerts, AnomalyCounter, AnomalyModel, AnomalySink
     from training.data.beat_dataset import load_beats
+    from training.data.mitdb import default_cache_root
 
     model = AnomalyModel.from_file(exported.tflite_path)
     assert model.threshold == pytest.approx(task.threshold[0])
     # record 210 (a DS2 test person, never trained on): its longest run of V beats, with normal beats around it
-    data = load_beats(Path(os.environ["MITDB_DIR"]), ["210"], task.signal,
-                      Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire")), progress=False)
+    data = load_beats(Path(os.environ["MITDB_DIR"]), ["210"], task.signal, default_cache_root(), progress=False)
     is_v = np.r_[data.labels == 2, False]
     runs = [(s, e) for s, e in zip(np.flatnonzero(np.diff(np.r_[False, is_v].astype(int)) == 1),
                                     np.flatnonzero(np.diff(np.r_[False, is_v].astype(int)) == -1))]
@@ -177,6 +177,7 @@ def test_monitor_skips_unscorable_beats_and_refuses_models_without_threshold(exp
     from edge_runtime.anomaly_monitor import AnomalyCounter, AnomalyModel, AnomalyModelError
     from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
     from edge_runtime.runtime import BeatResult
+    from edge_runtime.task_model import TaskInterpreter
 
     model = AnomalyModel.from_file(exported.tflite_path)
     counter = AnomalyCounter(model)
@@ -188,10 +189,10 @@ def test_monitor_skips_unscorable_beats_and_refuses_models_without_threshold(exp
     meta = ModelMetadata.load(metadata_path_for(exported.tflite_path))
     contract = {**meta.extra["task"], "preprocessing": {**meta.extra["task"]["preprocessing"], "threshold": None}}
     with pytest.raises(AnomalyModelError, match="threshold"):
-        AnomalyModel(exported.tflite_path.read_bytes(), dataclasses.replace(meta, extra={"task": contract}))
+        AnomalyModel(TaskInterpreter(exported.tflite_path.read_bytes(), dataclasses.replace(meta, extra={"task": contract})))
     other = {**meta.extra["task"], "task": "beat"}
     with pytest.raises(AnomalyModelError, match="task 'beat'"):
-        AnomalyModel(exported.tflite_path.read_bytes(), dataclasses.replace(meta, extra={"task": other}))
+        AnomalyModel(TaskInterpreter(exported.tflite_path.read_bytes(), dataclasses.replace(meta, extra={"task": other})))
 
 
 @pytest.mark.integration

@@ -44,19 +44,22 @@ def _int8_metrics(task, exported_path: Path, test, threshold: float) -> dict[str
 
 def _c_check(exported_path: Path, test, n: int, seed: int) -> dict[str, Any]:
     """``n`` real test beats (half of them abnormal) through the generated C and the reference interpreters."""
-    from edge_runtime.anomaly_monitor import AnomalyModel
     from training.codegen import UnsupportedModel
-    from training.codegen.references import model_io
+    from training.codegen.reader import read_graph
     from training.codegen.verify import agreement, reference_outputs, run_generated_host
 
     model = Path(exported_path).read_bytes()
-    device = AnomalyModel.from_file(exported_path)
     rng = np.random.default_rng(seed)
     abnormal, normal = np.flatnonzero(test.targets != 0), np.flatnonzero(test.targets == 0)
     rows = np.sort(np.concatenate([rng.choice(abnormal, min(n // 2, abnormal.size), replace=False),
                                    rng.choice(normal, min(n // 2, normal.size), replace=False)]))
-    by_index = device.quantized_inputs(test.inputs["wave"][rows], test.inputs["rr"][rows])
-    ins = [by_index[t] for t, _ in model_io(model)[0]]
+    graph = read_graph(model)
+    by_width = {test.inputs[k].shape[1]: test.inputs[k][rows] for k in ("wave", "rr")}
+    ins = []
+    for t in graph.inputs:  # the int8 tensors the device feeds, in the graph's input order
+        tensor = graph.tensors[t]
+        q = np.round(by_width[tensor.shape[-1]] / tensor.scale[0]) + tensor.zero_point[0]
+        ins.append(np.clip(q, -128, 127).astype(np.int8)[:, None, :])
     try:
         with tempfile.TemporaryDirectory() as tmp:
             _, c_out, _ = run_generated_host(model, ins, Path(tmp))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -24,7 +23,7 @@ from edge_runtime.anomaly_score import AnomalyScoring
 from edge_runtime.signal_config import RR_FEATURE_NAMES, SignalConfig
 from edge_runtime.task_contract import EdgeContract
 from training.data.beat_dataset import BeatDataset, load_beats
-from training.data.mitdb import ATTRIBUTION, locate_mitdb
+from training.data.mitdb import ATTRIBUTION, default_cache_root, locate_mitdb
 from training.data.protocols import validation_records
 from training.data.splits import DS1, DS2
 from training.tasks.anomaly_metrics import PERCENTILES, aucs, choose_percentile, detection, threshold_at
@@ -94,7 +93,7 @@ class AnomalyTask(Task):
         """Beats of ``records``, read (from the beat cache) the first time a record is asked for."""
         missing = [r for r in records if r not in self._records]
         if missing:
-            cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
+            cache = default_cache_root()
             data_dir = locate_mitdb(os.environ.get("MITDB_DIR"), cache, allow_download=False)
             loaded = load_beats(data_dir, missing, self.signal, cache, progress=False)
             self._records.update({r: loaded.of_records([r]) for r in missing})
