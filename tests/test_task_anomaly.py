@@ -211,3 +211,10 @@ def test_one_federated_round_over_mosquitto(task, mosquitto):
     rounds = [h for h in trained.history if h.get("round", 0) >= 1]
     assert rounds and np.isfinite(rounds[-1]["val_selection"])
     assert task.evaluate(trained.predict, val)["auc_V"] > 0.5
+
+
+def test_edge_run_anomaly_without_its_model_exits_2(capsys):
+    from tools.cli import main
+
+    assert main(["edge", "run", "--task", "anomaly", "--input", "-", "--out", "unused"]) == 2
+    assert "--anomaly-model" in capsys.readouterr().err

@@ -73,6 +73,7 @@ def run_task_seeds(task: Task, settings: TaskRunSettings, seeds: list[int], out:
         splits = tuple(task.load(s, seed) for s in ("train", "val", "test"))
         trained = train_task(task, settings, seed, out, broker, splits)
         train, val, test = splits
+        task.calibrate(trained.predict, val)  # post-training constants (a threshold) from "val" only
         seconds = time.perf_counter() - started
         exported = {q: export_task(trained, train, out / f"{settings.mode}_seed{seed}", q, seed)
                     for q in ("float32", "int8")}
