@@ -188,11 +188,12 @@ def test_monitor_skips_unscorable_beats_and_refuses_models_without_threshold(exp
     assert counter.rejected == 2 and counter.scored == 0
     meta = ModelMetadata.load(metadata_path_for(exported.tflite_path))
     contract = {**meta.extra["task"], "preprocessing": {**meta.extra["task"]["preprocessing"], "threshold": None}}
+    content = exported.tflite_path.read_bytes()
     with pytest.raises(AnomalyModelError, match="threshold"):
-        AnomalyModel(TaskInterpreter(exported.tflite_path.read_bytes(), dataclasses.replace(meta, extra={"task": contract})))
+        AnomalyModel(TaskInterpreter(content, dataclasses.replace(meta, extra={"task": contract})))
     other = {**meta.extra["task"], "task": "beat"}
     with pytest.raises(AnomalyModelError, match="task 'beat'"):
-        AnomalyModel(TaskInterpreter(exported.tflite_path.read_bytes(), dataclasses.replace(meta, extra={"task": other})))
+        AnomalyModel(TaskInterpreter(content, dataclasses.replace(meta, extra={"task": other})))
 
 
 @pytest.mark.integration
@@ -206,7 +207,8 @@ def test_one_federated_round_over_mosquitto(task, mosquitto):
     train, val = task.load("train", 0), task.load("val", 0)
     fed = FederatedConfig(rounds=1, strategy="fedavg", partition="person", seed=0,
                           local=LocalConfig(epochs=1, batch_size=64, learning_rate=0.5))
-    trained = run_task_federated(task, train, val, fed, over_mqtt=True, fleet=FleetConfig(broker_url=broker_url(mosquitto)))
+    trained = run_task_federated(task, train, val, fed, over_mqtt=True,
+                                 fleet=FleetConfig(broker_url=broker_url(mosquitto)))
     assert trained.info["transport"] == "mqtt" and trained.info["devices"] == len(set(train.persons.tolist()))
     rounds = [h for h in trained.history if h.get("round", 0) >= 1]
     assert rounds and np.isfinite(rounds[-1]["val_selection"])

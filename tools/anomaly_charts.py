@@ -29,8 +29,8 @@ def distribution_spec(scores: np.ndarray, labels: np.ndarray, classes: Sequence[
     log_scores = np.log10(np.maximum(scores, 1e-6))
     bins = {"start": float(np.floor(log_scores.min() * 10) / 10), "end": float(np.ceil(log_scores.max() * 10) / 10),
             "size": 0.05}
-    data = [{"type": "histogram", "x": np.round(log_scores[labels == k], 3).tolist(), "name": f"{c} ({int(np.sum(labels == k))})",
-             "histnorm": "probability", "opacity": 0.55, "xbins": bins, "marker": {"color": _COLOURS.get(c)}}
+    data = [{"type": "histogram", "x": np.round(log_scores[labels == k], 3).tolist(),
+             "name": f"{c} ({int(np.sum(labels == k))})", "histnorm": "probability", "opacity": 0.55, "xbins": bins, "marker": {"color": _COLOURS.get(c)}}
             for k, c in enumerate(classes) if np.any(labels == k)]
     t = float(np.log10(threshold))
     return {"data": data, "layout": _layout(title, barmode="overlay",
@@ -44,7 +44,8 @@ def scatter_spec(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str],
     """Score of each beat against its index in the test stream (records one after another), log scale."""
     keep = _sample(labels, per_class, seed)
     data = [{"type": "scattergl", "mode": "markers", "name": c, "x": keep[labels[keep] == k].tolist(),
-             "y": np.round(scores[keep][labels[keep] == k], 5).tolist(), "marker": {"size": 3, "color": _COLOURS.get(c)}}
+             "y": np.round(scores[keep][labels[keep] == k], 5).tolist(),
+             "marker": {"size": 3, "color": _COLOURS.get(c)}}
             for k, c in enumerate(classes) if np.any(labels[keep] == k)]
     return {"data": data, "layout": _layout(title, xaxis={"title": {"text": "beat index (test records in order)"}},
                                             yaxis={"title": {"text": "reconstruction error"}, "type": "log"},
@@ -80,7 +81,8 @@ def latent_sample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 
 def _vline(x: float) -> dict[str, Any]:
-    return {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": x, "x1": x, "line": {"dash": "dash", "color": "#333"}}
+    return {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": x, "x1": x,
+            "line": {"dash": "dash", "color": "#333"}}
 
 
 def _label(x: float, text: str) -> dict[str, Any]:

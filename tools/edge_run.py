@@ -202,7 +202,8 @@ def run_anomaly(args: argparse.Namespace) -> int:
         from edge_runtime.alert_publisher import AlertPublisher
 
         publisher = AlertPublisher(args.device, args.device_id, args.fleet, broker,
-                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient, builder=builder)
+                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient,
+                                   builder=builder)
         builder.status_out = publisher.extra_status
         publisher.start()
     sinks.append(publisher or local)
@@ -215,7 +216,8 @@ def run_anomaly(args: argparse.Namespace) -> int:
     if publisher is not None:
         summary["alerts"] = {"sent": publisher.sent}
     else:
-        summary["alerts"] = {kind: sum(a["kind"] == kind for a in local.alerts) for kind in sorted({a["kind"] for a in local.alerts})}
+        kinds = sorted({a["kind"] for a in local.alerts})
+        summary["alerts"] = {kind: sum(a["kind"] == kind for a in local.alerts) for kind in kinds}
     print(json.dumps(summary, indent=1))
     return 0
 

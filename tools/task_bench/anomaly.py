@@ -129,7 +129,8 @@ def _charts(task, trained, test, threshold: float, seed: int) -> tuple[list[dict
     latent = encoder.predict({k: v[rows] for k, v in test.inputs.items()}, verbose=0)
     points, method = embedding(latent, seed)
     specs = [distribution_spec(scores, test.targets, SCORED, threshold, "Reconstruction error on DS2 by class"),
-             scatter_spec(scores, test.targets, SCORED, threshold, "Reconstruction error over the DS2 beats", seed=seed),
+             scatter_spec(scores, test.targets, SCORED, threshold, "Reconstruction error over the DS2 beats",
+                          seed=seed),
              latent_spec(points, test.targets[rows], SCORED, method, "Latent codes of DS2 beats")]
     return specs, method
 
