@@ -135,11 +135,12 @@ def _charts(task, trained, test, threshold: float, seed: int) -> tuple[list[dict
     return specs, method
 
 
-def _page(result: dict, specs: list[dict], method: str) -> str:
+def _page(result: dict, specs: list[dict], method: str, seed: int) -> str:
     from server.render import render_report
 
     lines = ["# Anomaly autoencoder (MIT-BIH, normal beats only)", "",
-             f"Seeds {result['seeds']}; DS2 test records; threshold from held-out DS1 records. Latent map: {method}.",
+             f"Seeds {result['seeds']}; DS2 test records; threshold from held-out DS1 records. Charts: the centralized "
+             f"float32 model of seed {seed}; latent map: {method}.",
              "", "| model | AUC V | AUC S | AUC F | Se V | +P V | Se S | +P S |", "|---|---|---|---|---|---|---|---|"]
     for key, res in result["results"].items():
         for kind in ("float32", "int8"):
@@ -176,8 +177,11 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
          "threshold": floor, "met": results["federated"]["summary"]["int8"][metric]["mean"] >= floor}
         for metric, floor in TARGETS]
     if chart_source is not None:
+        from server.render import plotly_js
+
         trained, test, threshold, seed = chart_source
         specs, method = _charts(task, trained, test, threshold, seed)
         result["latent_map"] = method
-        (out_dir / "tasks-anomaly.html").write_text(_page(result, specs, method))
+        (out_dir / "tasks-anomaly.html").write_text(_page(result, specs, method, seed))
+        (out_dir / "plotly.min.js").write_bytes(plotly_js().read_bytes())  # the page loads it from its folder
     return result
