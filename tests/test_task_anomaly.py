@@ -139,25 +139,37 @@ def _beat(data, i: int):
                       "test", wave=data.waves[i], rr=data.rr[i])
 
 
-def test_int8_monitor_flags_a_real_ventricular_stretch(exported, task):
-    from broker.device_messages import decode_alert, encode_alert
-    from edge_runtime.alerts import AlertBuilder
-    from edge_runtime.anomaly_monitor import AnomalyAlerts, AnomalyCounter, AnomalyModel, AnomalySink
+@pytest.fixture(scope="module")
+def record_210(task):
+    """Record 210 (a DS2 test person, never trained on) and its longest run of V beats (rows start..end-1)."""
     from training.data.beat_dataset import load_beats
     from training.data.mitdb import default_cache_root
 
-    model = AnomalyModel.from_file(exported.tflite_path)
-    assert model.threshold == pytest.approx(task.threshold[0])
-    # record 210 (a DS2 test person, never trained on): its longest run of V beats, with normal beats around it
     data = load_beats(Path(os.environ["MITDB_DIR"]), ["210"], task.signal, default_cache_root(), progress=False)
-    is_v = np.r_[data.labels == 2, False]
-    runs = [(s, e) for s, e in zip(np.flatnonzero(np.diff(np.r_[False, is_v].astype(int)) == 1),
-                                    np.flatnonzero(np.diff(np.r_[False, is_v].astype(int)) == -1))]
-    start, end = max(runs, key=lambda r: r[1] - r[0])
+    edges = np.diff(np.r_[False, data.labels == 2, False].astype(int))
+    start, end = max(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)), key=lambda r: r[1] - r[0])
     assert end - start >= 4
-    rows = range(start - 40, end + 10)
+    return data, int(start), int(end)
+
+
+def _anomaly_alerts(exported, status: dict | None = None):
+    from edge_runtime.alerts import AlertBuilder
+    from edge_runtime.anomaly_monitor import AnomalyAlerts, AnomalyCounter, AnomalyModel
+
+    model = AnomalyModel.from_file(exported.tflite_path)
+    return model, AnomalyAlerts(AlertBuilder("dev-210", "p210"), AnomalyCounter(model, run_length=2), status)
+
+
+def test_int8_monitor_flags_a_real_ventricular_stretch(exported, task, record_210):
+    from broker.device_messages import decode_alert, encode_alert
+    from edge_runtime.anomaly_monitor import AnomalySink
+
+    data, start, end = record_210
     status: dict = {}
-    sink = AnomalySink(AnomalyAlerts(AlertBuilder("dev-210", "p210"), AnomalyCounter(model, run_length=2), status))
+    model, builder = _anomaly_alerts(exported, status)
+    assert model.threshold == pytest.approx(task.threshold[0])
+    rows = range(start - 40, end + 10)
+    sink = AnomalySink(builder)
     for i in rows:
         sink.on_beat(_beat(data, i))
     sink.close()
@@ -169,6 +181,45 @@ def test_int8_monitor_flags_a_real_ventricular_stretch(exported, task):
     assert status["anomaly_beats"] >= 2 and status["anomaly_events"] == len(anomalies)
     _, decoded = decode_alert(encode_alert("fleet-a", 7, anomalies[0]))
     assert decoded["kind"] == "anomaly"
+
+
+@pytest.mark.integration
+def test_anomaly_alert_and_counts_reach_mosquitto(exported, record_210, mosquitto, tmp_path):
+    import queue
+
+    from broker.device_messages import decode_alert, decode_status
+    from broker.launcher import broker_url
+    from broker.topics import FleetTopics
+    from edge_runtime.alert_publisher import AlertPublisher
+    from tests.test_alerts import _subscriber
+
+    data, start, end = record_210
+    topics = FleetTopics("anom")
+    sub, inbox = _subscriber(mosquitto, topics.all_alerts(), "anomaly-monitor")
+    _, builder = _anomaly_alerts(exported)
+    pub = AlertPublisher("dev-210", 210, "anom", broker_url(mosquitto), tmp_path / "spool.sqlite", "p210",
+                         builder=builder)
+    builder.status_out = pub.extra_status
+    pub.start()
+    assert pub.link.connected.wait(10)
+    for i in range(start - 10, end + 5):
+        pub.on_beat(_beat(data, i))
+    events = builder.counter.events
+    pub.close()  # drains the spool before it returns
+    alerts = []
+    while True:
+        try:
+            alerts.append(decode_alert(inbox.get(timeout=3))[1])
+        except queue.Empty:
+            break
+    sub.loop_stop()
+    sub.disconnect()
+    assert events >= 1 and sum(a["kind"] == "anomaly" for a in alerts) == events
+    s, box = _subscriber(mosquitto, topics.status("dev-210"), "anomaly-status")
+    status = decode_status(box.get(timeout=10))[1]
+    s.loop_stop()
+    s.disconnect()
+    assert status["anomaly_events"] == events and status["anomaly_scored"] == end + 5 - (start - 10)
 
 
 def test_monitor_skips_unscorable_beats_and_refuses_models_without_threshold(exported):
