@@ -185,17 +185,15 @@ def test_int8_monitor_flags_a_real_ventricular_stretch(exported, task, record_21
 
 @pytest.mark.integration
 def test_anomaly_alert_and_counts_reach_mosquitto(exported, record_210, mosquitto, tmp_path):
-    import queue
-
     from broker.device_messages import decode_alert, decode_status
     from broker.launcher import broker_url
     from broker.topics import FleetTopics
     from edge_runtime.alert_publisher import AlertPublisher
-    from tests.test_alerts import _subscriber
+    from tests.mqtt_inbox import Inbox
 
     data, start, end = record_210
     topics = FleetTopics("anom")
-    sub, inbox = _subscriber(mosquitto, topics.all_alerts(), "anomaly-monitor")
+    inbox = Inbox(broker_url(mosquitto), "anomaly-monitor", [topics.all_alerts()])
     _, builder = _anomaly_alerts(exported)
     pub = AlertPublisher("dev-210", 210, "anom", broker_url(mosquitto), tmp_path / "spool.sqlite", "p210",
                          builder=builder)
@@ -206,19 +204,12 @@ def test_anomaly_alert_and_counts_reach_mosquitto(exported, record_210, mosquitt
         pub.on_beat(_beat(data, i))
     events = builder.counter.events
     pub.close()  # drains the spool before it returns
-    alerts = []
-    while True:
-        try:
-            alerts.append(decode_alert(inbox.get(timeout=3))[1])
-        except queue.Empty:
-            break
-    sub.loop_stop()
-    sub.disconnect()
+    alerts = [decode_alert(m.payload)[1] for m in inbox.wait_for(pub.sent)]
+    inbox.close()
     assert events >= 1 and sum(a["kind"] == "anomaly" for a in alerts) == events
-    s, box = _subscriber(mosquitto, topics.status("dev-210"), "anomaly-status")
-    status = decode_status(box.get(timeout=10))[1]
-    s.loop_stop()
-    s.disconnect()
+    status_box = Inbox(broker_url(mosquitto), "anomaly-status", [topics.status("dev-210")])
+    status = decode_status(status_box.wait_for(1)[0].payload)[1]  # retained: the last status at close
+    status_box.close()
     assert status["anomaly_events"] == events and status["anomaly_scored"] == end + 5 - (start - 10)
 
 
