@@ -262,3 +262,11 @@ def test_edge_run_anomaly_without_its_model_exits_2(capsys):
 
     assert main(["edge", "run", "--task", "anomaly", "--input", "-", "--out", "unused"]) == 2
     assert "--anomaly-model" in capsys.readouterr().err
+
+
+def test_the_c_generator_takes_the_int8_autoencoder(exported):
+    from training.codegen import generate_c
+
+    summary = generate_c(exported.tflite_path.read_bytes()).summary()
+    assert set(summary["ops"]) == {"CONCATENATION", "FULLY_CONNECTED"}
+    assert summary["arena_bytes"] < 1024 and summary["const_bytes"] < 16 * 1024
