@@ -25,7 +25,7 @@ ROUNDS, DP_ROUNDS = 30, 10
 #: Chosen on the validation patients (docs/tasks.md): plain SGD for the strategy table; for DP-SGD a small clip
 #: (most per-record gradients are clipped, so the signal keeps its size while the noise is σ·C) and a large step.
 LOCAL = {"epochs": 1, "batch_size": 16, "learning_rate": 0.1}
-DP_LOCAL = {"epochs": 1, "learning_rate": 10.0, "dpsgd_clip": 0.1, "dpsgd_rate": 0.1}
+DP_LOCAL = {"epochs": 1, "learning_rate": 1.0, "dpsgd_clip": 0.1, "dpsgd_rate": 0.1}
 #: Each hospital's consent, as its data-use agreement states it (the scenario's input, shown in the report):
 #: training on its records for this model, only under record-level DP within this budget.
 CONSENT = {h: {"training": True, "purpose": "breast-cancer diagnosis model", "record_level_dp": True,
@@ -102,7 +102,7 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
          "met": headline >= 0.96},
         {"target": "tabular test accuracy at ε=1, δ=1e-6 (DP-SGD per hospital)", "mean": dp_acc, "threshold": 0.93,
          "met": dp_acc >= 0.93},
-        {"target": "every hospital's ε within its consent", "mean": max(r["epsilon_rdp"] for rows in ledgers.values()
+        {"target": "every hospital's ε (PLD) within its consent", "mean": max(r["epsilon_pld"] for rows in ledgers.values()
                                                                          for r in rows),
          "threshold": EPSILON, "met": all(c["within_consent"] for c in results["compliance"])},
     ]
@@ -125,9 +125,9 @@ def _compliance(ledgers: dict, consent: dict) -> list[dict]:
     """Per hospital: the largest ε any seed's run spent against what the hospital consented to."""
     rows = []
     for hospital, terms in sorted(consent.items()):
-        spent = max(r["epsilon_rdp"] for rows_ in ledgers.values() for r in rows_ if r["device"] == hospital)
+        spent = max(r["epsilon_pld"] for rows_ in ledgers.values() for r in rows_ if r["device"] == hospital)
         rows.append({"hospital": hospital, "consented": terms["training"], "max_epsilon": terms["max_epsilon"],
-                     "delta": terms["delta"], "epsilon_spent_rdp": spent,
+                     "delta": terms["delta"], "epsilon_spent": spent,
                      "within_consent": bool(terms["training"] and spent <= terms["max_epsilon"])})
     return rows
 
@@ -152,7 +152,7 @@ def report_markdown(out: dict) -> str:
               f"DP-SGD inside each hospital: per-record clip C = {dp['local']['dpsgd_clip']}, Poisson sampling "
               f"q = {dp['local']['dpsgd_rate']}, noise multiplier σ = {dp['noise_multiplier']:.3f} calibrated so "
               f"that {dp['steps']} steps ({dp['rounds']} rounds) cost ε ≤ {dp['epsilon_target']:g} at "
-              f"δ = {dp['delta']:g} (dp-accounting RDP; PLD shown as the tighter value).", "",
+              f"δ = {dp['delta']:g} by dp-accounting's PLD accountant (tight; RDP, a looser upper bound, beside it).", "",
               "| seed | hospital | records | rounds | steps | σ | q | ε (RDP) | ε (PLD) | δ |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for seed, rows in dp["ledger"].items():
@@ -161,13 +161,13 @@ def report_markdown(out: dict) -> str:
                          f"{x['noise_multiplier']:.3f} | {x['sampling_rate']:g} | {x['epsilon_rdp']:.3f} | "
                          f"{x['epsilon_pld']:.3f} | {x['delta']:g} |")
     lines += ["", "## Consent", "",
-              "| hospital | consented to training | purpose | record-level DP | max ε | ε spent (max over seeds) | "
+              "| hospital | consented to training | purpose | record-level DP | max ε | ε spent (PLD, max over seeds) | "
               "within consent |", "|---|---|---|---|---:|---:|---|"]
     for c in r["compliance"]:
         terms = r["consent"][c["hospital"]]
         lines.append(f"| {c['hospital']} | {'yes' if c['consented'] else 'no'} | {terms['purpose']} | "
                      f"{'required' if terms['record_level_dp'] else 'no'} | {c['max_epsilon']:g} | "
-                     f"{c['epsilon_spent_rdp']:.3f} | {'yes' if c['within_consent'] else 'NO'} |")
+                     f"{c['epsilon_spent']:.3f} | {'yes' if c['within_consent'] else 'NO'} |")
     lines += ["", "What ε does not cover: the choice of round on the validation patients (they do not train) and "
               "each hospital's record count (its FedAvg weight).", "", "## Targets", "",
               "| target | mean | threshold | met |", "|---|---:|---:|---|"]
