@@ -73,6 +73,10 @@ class AlertBuilder:
     def flush(self) -> list[dict]:
         return [self._summary()] if self._window.beats else []
 
+    def event(self, kind: str, beats: list[BeatResult], label: str) -> dict:
+        """An alert of ``kind`` for ``beats`` found by another detector (e.g. the anomaly monitor's stretches)."""
+        return self._alert(kind, beats, label)
+
     def _summary(self) -> dict:
         w = self._window
         alert = self._base("summary", w.start, w.beats, "N", w.conf_sum / w.beats, w.hr_sum / w.beats)

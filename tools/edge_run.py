@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -75,23 +76,38 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`edge run --task NAME`: the task's device pipeline from ``EDGE_RUNNERS`` (beat by default)."""
+    runner = EDGE_RUNNERS.get(args.task)
+    if runner is None:
+        raise ValueError(f"task {args.task!r} has no edge runner (`edge run` knows: {', '.join(sorted(EDGE_RUNNERS))}); "
+                         "run its exported model with edge_runtime.task_model.TaskInterpreter, or pick one of those")
+    return runner(args)
+
+
+def ecg_source(args: argparse.Namespace, speed: float | None):
+    """(source, name) of ``--record``/``--serial``/``--input``: the samples every ECG task's device reads."""
+    from edge_runtime.sources import TextSamples, WfdbReplay, serial_lines, text_file
+
+    if args.record:
+        # small chunks keep latency low when paced; large ones cut per-chunk overhead at full speed
+        return WfdbReplay(args.record, args.lead, chunk_s=1.0 if speed is None else 0.04), Path(args.record).name
+    if args.serial:
+        return TextSamples(serial_lines(args.serial, args.baud), args.fs), "serial"
+    if args.input == "-":
+        return TextSamples(sys.stdin, args.fs), "stdin"
+    return text_file(args.input, args.fs), Path(args.input).stem
+
+
+def run_beats(args: argparse.Namespace) -> int:
+    """The beat task on the device: filter, R-peak detector, the int8 beat classifier, alerts, fleet rounds."""
     from edge_runtime.runtime import CsvSink, EdgeRuntime, WfdbAnnotationSink
-    from edge_runtime.sources import TextSamples, WfdbReplay, paced, serial_lines, text_file
+    from edge_runtime.sources import TextSamples, paced
 
     _stop_on_sigterm()
     broker, bundle = _device_identity(args)
     classifier, store = _classifier(args)
     speed = None if args.speed == "max" else float(args.speed)
-    if args.record:
-        # small chunks keep latency low when paced; large ones cut per-chunk overhead at full speed
-        source = WfdbReplay(args.record, args.lead, chunk_s=1.0 if speed is None else 0.04)
-        name = Path(args.record).name
-    elif args.serial:
-        source, name = TextSamples(serial_lines(args.serial, args.baud), args.fs), "serial"
-    elif args.input == "-":
-        source, name = TextSamples(sys.stdin, args.fs), "stdin"
-    else:
-        source, name = text_file(args.input, args.fs), Path(args.input).stem
+    source, name = ecg_source(args, speed)
     out = Path(args.out)
     annotations = WfdbAnnotationSink(name, out, source.fs_hz, args.extension)
     sinks = [CsvSink(out / f"{name}.csv"), annotations]
@@ -159,6 +175,85 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_anomaly(args: argparse.Namespace) -> int:
+    """The anomaly task on the device: the beat pipeline (its classifier labels beats and raises rhythm alerts) with
+    the anomaly autoencoder scoring every usable beat; stretches above its threshold raise "anomaly" alerts (over
+    the broker with --broker, else counted locally) and the counts go into the status and the summary."""
+    from edge_runtime.alerts import AlertBuilder
+    from edge_runtime.anomaly_monitor import AnomalyAlerts, AnomalyCounter, AnomalyModel, AnomalySink
+    from edge_runtime.runtime import CsvSink, EdgeRuntime
+    from edge_runtime.sources import paced
+
+    if not args.anomaly_model:
+        raise ValueError("--task anomaly needs --anomaly-model FILE (the int8 export of `pulsewire export --task "
+                         "anomaly`) besides the beat classifier (--model or --models)")
+    _stop_on_sigterm()
+    broker, _ = _device_identity(args)
+    classifier, _ = _classifier(args)
+    model = AnomalyModel.from_file(Path(args.anomaly_model))
+    speed = None if args.speed == "max" else float(args.speed)
+    source, name = ecg_source(args, speed)
+    out = Path(args.out)
+    counter = AnomalyCounter(model)
+    builder = AnomalyAlerts(AlertBuilder(args.device, args.patient), counter)
+    local = AnomalySink(builder)
+    sinks, publisher = [CsvSink(out / f"{name}.csv")], None
+    if broker is not None:
+        from edge_runtime.alert_publisher import AlertPublisher
+
+        publisher = AlertPublisher(args.device, args.device_id, args.fleet, broker,
+                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient,
+                                   builder=builder)
+        builder.status_out = publisher.extra_status
+        publisher.start()
+    sinks.append(publisher or local)
+    runtime = EdgeRuntime(classifier, source.fs_hz, sinks, status=publisher.extra_status if publisher else None)
+    try:
+        stats = runtime.run(paced(source, speed))
+    except KeyboardInterrupt:
+        stats = runtime.stats
+    summary = {**stats.to_dict(), "anomaly": counter.status()}
+    if publisher is not None:
+        summary["alerts"] = {"sent": publisher.sent}
+    else:
+        kinds = sorted({a["kind"] for a in local.alerts})
+        summary["alerts"] = {kind: sum(a["kind"] == kind for a in local.alerts) for kind in kinds}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def run_tabular(args: argparse.Namespace) -> int:
+    """The tabular task: CSV records (30 raw features per line) from --input FILE or '-' -> OUT/NAME.csv."""
+    import csv
+
+    from edge_runtime.tabular_records import TabularScorer
+    from edge_runtime.task_model import TaskInterpreter
+
+    if not args.model or not args.input:
+        raise ValueError("edge run --task tabular needs --model TABULAR_INT8.tflite and --input RECORDS.csv (or -)")
+    scorer = TabularScorer(TaskInterpreter.from_file(Path(args.model)))
+    name = "stdin" if args.input == "-" else Path(args.input).stem
+    out = Path(args.out) / f"{name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (sys.stdin if args.input == "-" else open(args.input)) as lines, open(out, "w", newline="") as f:
+        writer = None
+        for row in scorer.score(lines):
+            writer = writer or csv.DictWriter(f, fieldnames=list(row))
+            if f.tell() == 0:
+                writer.writeheader()
+            writer.writerow(row)
+    print(json.dumps({"scored": scorer.stats.scored, "malformed": scorer.stats.malformed,
+                      "reasons": scorer.stats.reasons}, indent=1))
+    print(f"diagnoses: {out}")
+    return 0
+
+
+#: ``edge run --task NAME`` -> the function that runs that task on the device. A task with an edge side adds its
+#: entry here (it gets the parsed arguments; ``--record``/``--input``/``--serial`` name the source).
+EDGE_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"beat": run_beats, "tabular": run_tabular,
+                                                                 "anomaly": run_anomaly}
+
+
 def _fleet_member(args: argparse.Namespace, broker, bundle, classifier, content: bytes):
     from edge_runtime.fleet_member import FleetMember
     from edge_runtime.local_dp import LocalDP
@@ -211,7 +306,10 @@ def add_run_parser(esub) -> None:
     src.add_argument("--record", help="WFDB record path without extension, e.g. ../shared/data/mitdb/100")
     src.add_argument("--input", help="text file with one sample (mV) per line, or '-' for stdin")
     src.add_argument("--serial", help="serial port of an ADC front-end printing one sample per line")
+    p.add_argument("--task", default="beat", help="the task to run on the device (default beat; tasks with an edge "
+                                                  "runner: see `pulsewire tasks`)")
     p.add_argument("--model", help="int8 .tflite with its .json metadata beside it")
+    p.add_argument("--anomaly-model", help="--task anomaly: the autoencoder export (`pulsewire export --task anomaly`)")
     p.add_argument("--models", help="installed-model folder (`edge install`); with --broker, signed releases "
                                     "update it while running")
     p.add_argument("--pubkey", help="aggregator.pub / signing.pub: the key releases must be signed with (default with "

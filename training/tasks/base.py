@@ -94,6 +94,10 @@ class Task(ABC):
     def edge_contract(self, train: TaskSplit) -> EdgeContract:
         """What the device feeds the model, with the constants (scalers, thresholds) fitted on ``train``."""
 
+    def calibrate(self, predict: Predict, val: TaskSplit) -> None:
+        """Fit post-training constants on "val" (e.g. an anomaly threshold) before the edge contract is exported and
+        the test split scored; called once after training. Default: nothing to fit."""
+
     def loss(self) -> keras.losses.Loss:
         """Per-row loss (reduction "none"; the trainer applies ``sample_weights`` and averages)."""
         return keras.losses.SparseCategoricalCrossentropy(reduction="none")

@@ -6,7 +6,11 @@ from importlib import import_module
 from training.tasks.base import Task
 
 #: name -> "module:Class", imported on first use so ``pulsewire tasks`` does not load every task's data code.
-_TASKS: dict[str, str] = {}
+_TASKS: dict[str, str] = {
+    "anomaly": "training.tasks.anomaly:AnomalyTask",
+    "beat": "training.tasks.beat:BeatTask",
+    "tabular": "training.tasks.tabular:TabularTask",
+}
 
 
 def task_names() -> tuple[str, ...]:
