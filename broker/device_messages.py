@@ -10,7 +10,8 @@ Alert schema, version 1 (``"schema": 1``):
     alert_id      "<device>-<boot>-<seq>": unique; a redelivered alert carries the same id
     device        device name (topic name)
     patient       pseudonym of the wearer (never a name)
-    kind          "ventricular_run" | "supraventricular_run" | "summary"
+    kind          "ventricular_run" | "supraventricular_run" | "summary" | "af_onset" | "af_offset"
+                  (AF: "class" "AF", time = estimated onset; af_offset adds ``af_duration_s``, an integer)
     time          ISO 8601 UTC of the first beat concerned
     beat_index    sample index of that beat in the device's stream
     beats         beats concerned (run length, or beats in the summary window)
@@ -42,7 +43,7 @@ from broker.fed_messages import fleet_id
 from broker.wire import Header, Kind, WireError, decode_header, frame_message, parse_json_object
 
 ALERT_SCHEMA = 1
-ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary")
+ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary", "af_onset", "af_offset")
 MAX_STRIP_SAMPLES = 4096
 STRIP_LABELS = ("N", "S", "V", "F", "Q")
 _REQUIRED_ALERT_FIELDS = ("alert_id", "device", "patient", "kind", "time", "beat_index", "beats", "class",
