@@ -20,7 +20,8 @@ from edge_runtime.af_features import FEATURE_NAMES, standardise
 from edge_runtime.task_contract import EdgeContract
 from training.data.mitdb import ATTRIBUTION, locate_mitdb
 from training.data.splits import DS1, DS2
-from training.tasks.af_data import RecordRhythm, RecordWindows, cached_windows
+from training.tasks import aftdb
+from training.tasks.af_data import RecordRhythm, RecordWindows, cached_windows, windows_of
 from training.tasks.af_metrics import af_report, merge_spans
 from training.tasks.base import SPLITS, Predict, Task, TaskSplit
 
@@ -36,6 +37,11 @@ DS1_AF, DS2_AF = ("201", "203"), ("202", "210", "219", "221", "222")
 #: (VAL_SEED): fixed across training seeds, so the feature scaling (fitted on the training persons) is too.
 VAL_AF, VAL_OTHERS, VAL_SEED = "201", 4, 0
 INPUT = "rr_features"
+#: Add the 80 one-minute AF segments of the AF Termination Challenge database (all AF, other persons) to the
+#: training persons: DS1 alone has one trained AF person (203), and a model fitted on one person's AF learned
+#: its rate instead of AF (DS2 duration Se 0.36-0.42 over 3 seeds without them, 0.84-0.89 with them).
+EXTERNAL_AF = True
+_AFTDB_PREFIX = "aftdb-"
 
 
 def val_records() -> tuple[str, ...]:
@@ -51,7 +57,8 @@ class AfTask(Task):
     class_names = ("non-AF", "AF")
     selection_metric = "af_score"
     alerts = ("af_onset", "af_offset")
-    data_source = f"MIT-BIH rhythm annotations (+ aux_note (AFIB/(AFL). {ATTRIBUTION}"
+    data_source = (f"MIT-BIH rhythm annotations (+ aux_note (AFIB/(AFL). {ATTRIBUTION} Extra AF training segments: "
+                   f"{aftdb.ATTRIBUTION}")
 
     def __init__(self, max_persons: int | None = None, data_dir: str | Path | None = None) -> None:
         super().__init__(max_persons)
@@ -70,29 +77,33 @@ class AfTask(Task):
         return self._records[name]
 
     def persons(self, split: str, seed: int) -> tuple[str, ...]:
-        """Records of ``split`` (AF-positive ones first, so a small ``max_persons`` slice still has AF)."""
+        """Persons of ``split``: MIT-BIH records, and for "train" the aftdb segments ("aftdb-n01", ...) when
+        ``EXTERNAL_AF``. AF-positive MIT-BIH records come first, so a small ``max_persons`` slice still has AF."""
         if split not in SPLITS:
             raise ValueError(f"split {split!r} unknown; one of {SPLITS}")
         val = val_records()
         names = {"train": [r for r in DS1 if r not in val], "val": list(val), "test": list(DS2)}[split]
         names.sort(key=lambda r: (r not in DS1_AF + DS2_AF, r))
+        if split == "train" and EXTERNAL_AF:
+            names += [_AFTDB_PREFIX + Path(r).name for r in aftdb.LEARNING + aftdb.UNLABELLED]
         return tuple(names[:self.max_persons] if self.max_persons else names)
 
-    def _train_windows(self, name: str) -> np.ndarray:
-        from training.tasks.af_data import windows_of  # denser windows for training only
-        rhythm, _ = self._record(name)
-        wins = windows_of(rhythm.beat_s, rhythm.beat_af, WINDOW, TRAIN_HOP)
-        return wins.features, wins.targets
+    def _windows(self, name: str, hop: int) -> RecordWindows:
+        """Windows of one person every ``hop`` beats (MIT-BIH: cached on disk; aftdb segments: all AF)."""
+        if name.startswith(_AFTDB_PREFIX):
+            folder = aftdb.locate_aftdb()
+            record = next(r for r in aftdb.LEARNING + aftdb.UNLABELLED if Path(r).name == name[len(_AFTDB_PREFIX):])
+            beats = aftdb.beat_times(folder, record)
+            return windows_of(beats, np.ones(beats.size, bool), WINDOW, hop)
+        if hop == HOP:
+            return self._record(name)[1]
+        cache = os.environ.get("PULSEWIRE_CACHE")
+        return cached_windows(self.data_dir, name, WINDOW, hop, Path(cache) if cache else None)[1]
 
     @cached_property
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Feature mean and std over all training persons' windows (what the device scales with; never capped by
-        ``max_persons``, so a small slice scales like the full task)."""
-        saved, self.max_persons = self.max_persons, None
-        try:
-            feats = np.concatenate([self._record(r)[1].features for r in self.persons("train", 0)])
-        finally:
-            self.max_persons = saved
+        """Feature mean and std over the training persons' windows (what the device scales with)."""
+        feats = np.concatenate([self._windows(r, HOP).features for r in self.persons("train", 0)])
         std = feats.std(axis=0)
         return feats.mean(axis=0).astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
@@ -100,11 +111,8 @@ class AfTask(Task):
         mean, std = self.stats
         feats, targets, persons = [], [], []
         for name in self.persons(split, seed):
-            if split == "train":
-                f, t = self._train_windows(name)
-            else:
-                w = self._record(name)[1]
-                f, t = w.features, w.targets
+            w = self._windows(name, TRAIN_HOP if split == "train" else HOP)
+            f, t = w.features, w.targets
             feats.append(standardise(f, mean, std))
             targets.append(t)
             persons.append(np.full(len(t), name))
