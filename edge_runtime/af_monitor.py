@@ -3,11 +3,12 @@
 A ``BeatSink``. It keeps the last ``window`` RR intervals, runs the model every ``hop`` beats on the window's
 RR-irregularity features (``af_features``, scaled with the training statistics from the model's task contract),
 smooths the decisions exactly as the evaluation does (``af_episodes``: a centred vote, so a decision is final
-``smooth // 2`` windows later) and turns them into episodes: an ``af_onset`` alert when AF starts (its time is
-the centre of the first AF window, what the evaluation scores), an ``af_offset`` alert with the episode's
-duration when it ends (or when the stream closes inside one). AF burden (AF seconds per hour of analysed
-signal) goes into the device status. A beat of unusable signal quality, or an implausible RR interval (a missed
-or extra R-peak), restarts the window: irregularity measured across a gap would be invented.
+``smooth // 2`` windows later) and turns them into episodes. Like the clinical definition of an AF episode, a
+run of AF windows counts once it lasts ``min_episode_s`` (30 s): then the ``af_onset`` alert goes out (its time
+is the centre of the first AF window, what the evaluation scores); an ``af_offset`` alert with the episode's
+duration follows when it ends (or when the stream closes inside one). Shorter runs raise nothing. AF burden (AF seconds per hour of analysed
+signal) goes into the device status. A beat of unusable signal quality, an RR under 0.2 s (a double detection)
+or over ``GAP_S`` (a gap in the stream) restarts the window: irregularity measured across a gap would be invented.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from edge_runtime.af_episodes import check_smooth
-from edge_runtime.af_features import FEATURE_NAMES, RR_MAX_S, RR_MIN_S, standardise, window_features
+from edge_runtime.af_features import FEATURE_NAMES, RR_MIN_S, standardise, window_features
 from edge_runtime.alerts import AlertBuilder
 from edge_runtime.runtime import BeatResult
 from edge_runtime.task_contract import EdgeContract
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
 HOUR_S = 3600.0
+#: An RR longer than this is a gap in the beat stream (lead off, lost samples), not a pause: the window restarts.
+#: Shorter long pauses (MIT-BIH 232 has 3-6 s sinus pauses) stay in the window, as in training.
+GAP_S = 10.0
 
 
 class AfMonitor:
@@ -44,6 +48,7 @@ class AfMonitor:
                              "export the model again with this edge runtime's version")
         self.window, self.hop = int(contract.window or 0), int(pre["hop"])
         self.smooth, self.threshold = check_smooth(int(pre["smooth"])), float(pre["threshold"])
+        self.min_episode_s = float(pre.get("min_episode_s", 0.0))
         self._mean = np.asarray(pre["feature_mean"], np.float32)
         self._std = np.asarray(pre["feature_std"], np.float32)
         self.predict, self.builder, self.emit = predict, builder, emit
@@ -55,7 +60,7 @@ class AfMonitor:
         # Decisions waiting for their later neighbours: (probability, flag, span start, span end, beat sample, hr)
         self._pending: deque[tuple[float, bool, float, float, int, float]] = deque()
         self._votes: deque[bool] = deque(maxlen=self.smooth)
-        self._episode: tuple[float, int, float] | None = None  # start time, beat sample, probability
+        self._episode: dict | None = None  # the open run of AF windows (start, spans, confirmed, ...)
         self.episodes: list[tuple[float, float]] = []
         self.af_s_by_hour: dict[int, float] = {}
         self.analysed_s_by_hour: dict[int, float] = {}
@@ -69,8 +74,8 @@ class AfMonitor:
             return
         if self._times:
             rr = beat.time_s - self._times[-1]
-            if not RR_MIN_S <= rr <= RR_MAX_S:
-                self._restart(f"RR {rr:.3f} s outside {RR_MIN_S}-{RR_MAX_S} s")
+            if not RR_MIN_S <= rr <= GAP_S:
+                self._restart(f"RR {rr:.3f} s outside {RR_MIN_S}-{GAP_S} s")
         self._times.append(float(beat.time_s))
         self._samples.append(int(beat.sample))
         self._since += 1
@@ -82,7 +87,7 @@ class AfMonitor:
         """Finalise the decisions still waiting (the vote over the windows that exist) and end an open episode."""
         self._drain(final=True)
         if self._episode is not None:
-            self._end_episode(self._last_end)
+            self._close_episode()
         self._publish_status()
 
     # ------------------------------------------------------------------ internals
@@ -111,32 +116,45 @@ class AfMonitor:
         while self._pending and (final or len(self._pending) > half):
             flags = [p[1] for p in list(self._pending)[:half + 1]]
             prob, _, start, end, sample, hr = self._pending[0]
-            votes = list(self._votes)[-half:] if half else []
-            window = votes + flags
+            window = (list(self._votes)[-half:] if half else []) + flags
             is_af = 2 * sum(window) > len(window)
             self._votes.append(self._pending.popleft()[1])
-            self._account(start, end, is_af)
-            if is_af and self._episode is None:
-                self._episode = (start, sample, prob)
-                self.emit(self._alert("af_onset", start, sample, prob, hr))
-            elif not is_af and self._episode is not None:
-                self._end_episode(start)
-            self._last_end = end
+            self._account(start, end, is_af=False)  # analysed time; AF time only once an episode is confirmed
+            if is_af:
+                self._extend_episode(start, end, sample, prob, hr)
+            elif self._episode is not None:
+                self._close_episode()
         self._publish_status()
+
+    def _extend_episode(self, start: float, end: float, sample: int, prob: float, hr: float) -> None:
+        """Add an AF span; the episode is confirmed (onset alert, AF burden) once it lasts ``min_episode_s``."""
+        if self._episode is None:
+            self._episode = {"start": start, "sample": sample, "prob": prob, "hr": hr, "spans": [], "confirmed": False}
+        ep = self._episode
+        ep["spans"].append((start, end))
+        ep["end"] = end
+        if ep["confirmed"]:
+            self._account(start, end, is_af=True)
+        elif end - ep["start"] >= self.min_episode_s:
+            ep["confirmed"] = True
+            for a, b in ep["spans"]:
+                self._account(a, b, is_af=True)
+            self.emit(self._alert("af_onset", ep["start"], ep["sample"], ep["prob"], ep["hr"]))
+
+    def _close_episode(self) -> None:
+        """End the open episode: an offset alert if it was confirmed; a shorter run of AF windows is dropped."""
+        ep, self._episode = self._episode, None
+        if not ep["confirmed"]:
+            return
+        self.episodes.append((ep["start"], ep["end"]))
+        alert = self._alert("af_offset", ep["start"], ep["sample"], ep["prob"], ep["hr"])
+        alert["af_duration_s"] = int(round(ep["end"] - ep["start"]))
+        self.emit(alert)
 
     def _account(self, start: float, end: float, is_af: bool) -> None:
         hour = int(start // HOUR_S)
-        self.analysed_s_by_hour[hour] = self.analysed_s_by_hour.get(hour, 0.0) + (end - start)
-        if is_af:
-            self.af_s_by_hour[hour] = self.af_s_by_hour.get(hour, 0.0) + (end - start)
-
-    def _end_episode(self, end: float) -> None:
-        start, sample, prob = self._episode
-        self._episode = None
-        self.episodes.append((start, end))
-        alert = self._alert("af_offset", start, sample, prob, 0.0)
-        alert["af_duration_s"] = int(round(end - start))
-        self.emit(alert)
+        book = self.af_s_by_hour if is_af else self.analysed_s_by_hour
+        book[hour] = book.get(hour, 0.0) + (end - start)
 
     def _alert(self, kind: str, start: float, sample: int, prob: float, hr: float) -> dict:
         first = BeatResult(sample, start, "AF", prob, hr, self.model_version)
@@ -149,8 +167,9 @@ class AfMonitor:
 
     def _publish_status(self) -> None:
         hours = sorted(self.analysed_s_by_hour)
+        confirmed = self._episode is not None and self._episode["confirmed"]
         self.status.update({
-            "af_state": int(self._episode is not None), "af_episodes": len(self.episodes) + int(self._episode is not None),
+            "af_state": int(confirmed), "af_episodes": len(self.episodes) + int(confirmed),
             "af_seconds": int(round(sum(self.af_s_by_hour.values()))), "af_window_restarts": self.restarts,
         })
         if hours:  # AF burden of the current hour of signal, in permille (status JSON holds integers)

@@ -145,17 +145,50 @@ def _tiny_model(mitdb_dir):
     return model, mean, std
 
 
-def test_monitor_raises_af_onset_on_record_201(mitdb_dir):
+@pytest.fixture(scope="module")
+def tiny(mitdb_dir):
+    return _tiny_model(mitdb_dir)
+
+
+def _contract(mean, std):
+    from edge_runtime.task_contract import EdgeContract
+
+    return EdgeContract("af", "rpeaks", ("rr_s",), None, 32,
+                        {"hop": 8, "smooth": 3, "threshold": 0.5, "min_episode_s": 30.0,
+                         "feature_names": list(FEATURE_NAMES), "feature_mean": mean.tolist(),
+                         "feature_std": std.tolist()})
+
+
+def test_monitor_finds_the_episodes_the_evaluation_scores(mitdb_dir, tiny):
+    """Streaming (one beat at a time, delayed vote) and batch evaluation give the same episodes on record 219."""
+    from edge_runtime.af_features import standardise
     from edge_runtime.af_monitor import AfMonitor
     from edge_runtime.alerts import AlertBuilder
     from edge_runtime.runtime import BeatResult
-    from edge_runtime.task_contract import EdgeContract
+    from training.tasks.af_data import record_rhythm, windows_of
+
+    model, mean, std = tiny
+    predict = lambda x: model(x["rr_features"]).numpy()  # noqa: E731
+    rhythm = record_rhythm(mitdb_dir, "219")
+    wins = windows_of(rhythm.beat_s, rhythm.beat_af, 32, 8)
+    flags = predict({"rr_features": standardise(wins.features, mean, std)})[:, 1] >= 0.5
+    batch = [e for e in merge_spans(wins.span_s, smooth_decisions(flags, 3)) if e[1] - e[0] >= 30]
+    monitor = AfMonitor(predict, _contract(mean, std), AlertBuilder("d", "p"), lambda a: None, "v")
+    for t in rhythm.beat_s:
+        monitor.on_beat(BeatResult(int(t * 360), float(t), "N", 1.0, 75.0, "v"))
+    monitor.close()
+    assert monitor.restarts == 0 and len(batch) >= 2
+    assert np.allclose(np.asarray(monitor.episodes), np.asarray(batch))
+
+
+def test_monitor_raises_af_onset_on_record_201(mitdb_dir, tiny):
+    from edge_runtime.af_monitor import AfMonitor
+    from edge_runtime.alerts import AlertBuilder
+    from edge_runtime.runtime import BeatResult
     from training.tasks.af_data import record_rhythm
 
-    model, mean, std = _tiny_model(mitdb_dir)
-    contract = EdgeContract("af", "rpeaks", ("rr_s",), None, 32,
-                            {"hop": 8, "smooth": 3, "threshold": 0.5, "feature_names": list(FEATURE_NAMES),
-                             "feature_mean": mean.tolist(), "feature_std": std.tolist()})
+    model, mean, std = tiny
+    contract = _contract(mean, std)
     alerts, status = [], {}
     builder = AlertBuilder("dev-af", "anon-1", stream_start=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
     monitor = AfMonitor(lambda x: model(x["rr_features"]).numpy(), contract, builder, alerts.append, "t1",
