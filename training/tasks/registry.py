@@ -8,6 +8,8 @@ from training.tasks.base import Task
 #: name -> "module:Class", imported on first use so ``pulsewire tasks`` does not load every task's data code.
 _TASKS: dict[str, str] = {
     "af": "training.tasks.af:AfTask",
+    "beat": "training.tasks.beat:BeatTask",
+    "tabular": "training.tasks.tabular:TabularTask",
 }
 
 
