@@ -218,3 +218,52 @@ def test_monitor_refuses_a_contract_of_another_task():
     har = EdgeContract("har", "imu", ("ax", "ay", "az", "gx", "gy", "gz"), 50.0, 128, {})
     with pytest.raises(ValueError, match="'af' model"):
         AfMonitor(lambda x: x, har, AlertBuilder("d", "p"), lambda a: None, "v")
+
+
+@pytest.mark.integration
+def test_a_federated_round_over_mosquitto_and_an_int8_export_the_monitor_runs(mitdb_dir, mosquitto, tmp_path,
+                                                                                monkeypatch, cache_root):
+    """Two devices (records 203 and 101) over a real broker, int8 export, and the device-side monitor on the
+    exported model: the same episodes as the task's own evaluation of that int8 model, AF found on 201."""
+    from broker.launcher import broker_url
+    from edge_runtime.af_monitor import AfMonitor
+    from edge_runtime.alerts import AlertBuilder
+    from edge_runtime.runtime import BeatResult
+    from edge_runtime.task_model import TaskInterpreter
+    from training.federated.fleet import FleetConfig
+    from training.federated.local_training import LocalConfig
+    from training.federated.simulation import FederatedConfig
+    from training.tasks.af import AfTask
+    from training.tasks.export import export_task
+    from training.tasks.federated import run_task_federated
+
+    monkeypatch.setenv("PULSEWIRE_CACHE", str(cache_root))
+    task = AfTask(max_persons=2)
+    train, val = task.load("train"), task.load("val")
+    assert set(train.persons) == {"203", "101"}
+    fed = FederatedConfig(rounds=2, partition="person", local=LocalConfig(epochs=4, batch_size=64,
+                                                                          learning_rate=1e-2))
+    trained = run_task_federated(task, train, val, fed, over_mqtt=True,
+                                 fleet=FleetConfig(broker_url=broker_url(mosquitto)), run_dir=tmp_path / "fleet")
+    assert trained.info["transport"] == "mqtt" and [r["participants"] for r in trained.history] == [2, 2]
+    exported = export_task(trained, train, tmp_path, "int8")
+    int8 = TaskInterpreter.from_file(exported.tflite_path)
+    assert int8.contract.task == "af" and int8.contract.preprocessing["min_episode_s"] == 30.0
+    agree = np.mean(np.argmax(int8.predict(val.inputs), 1) == np.argmax(trained.predict(val.inputs), 1))
+    assert agree > 0.95
+    alerts = []
+    monitor = AfMonitor(int8.predict, int8.contract, AlertBuilder("d", "p"), alerts.append, "v")
+    rhythm = task._record("201")[0]
+    for t in rhythm.beat_s:
+        monitor.on_beat(BeatResult(int(t * 360), float(t), "N", 1.0, 75.0, "v"))
+    monitor.close()
+    expected = dict((name, det) for name, _, det in task.detections(int8.predict, val.of_persons(["201"])))["201"]
+    assert np.allclose(np.asarray(monitor.episodes).reshape(-1, 2), np.asarray(expected).reshape(-1, 2))
+    assert any(a["kind"] == "af_onset" for a in alerts)
+
+
+def test_edge_run_refuses_a_missing_model(tmp_path, capsys):
+    from tools.cli import main
+
+    assert main(["edge", "run", "--task", "af", "--record", "x", "--out", str(tmp_path)]) == 2
+    assert "--model" in capsys.readouterr().err

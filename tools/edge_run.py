@@ -84,25 +84,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return runner(args)
 
 
+def open_source(args: argparse.Namespace):
+    """(sample source, name for output files) from ``--record`` / ``--serial`` / ``--input``."""
+    from edge_runtime.sources import TextSamples, WfdbReplay, serial_lines, text_file
+
+    if args.record:
+        # small chunks keep latency low when paced; large ones cut per-chunk overhead at full speed
+        return WfdbReplay(args.record, args.lead, chunk_s=1.0 if args.speed == "max" else 0.04), Path(args.record).name
+    if args.serial:
+        return TextSamples(serial_lines(args.serial, args.baud), args.fs), "serial"
+    if args.input == "-":
+        return TextSamples(sys.stdin, args.fs), "stdin"
+    return text_file(args.input, args.fs), Path(args.input).stem
+
+
 def run_beats(args: argparse.Namespace) -> int:
     """The beat task on the device: filter, R-peak detector, the int8 beat classifier, alerts, fleet rounds."""
     from edge_runtime.runtime import CsvSink, EdgeRuntime, WfdbAnnotationSink
-    from edge_runtime.sources import TextSamples, WfdbReplay, paced, serial_lines, text_file
+    from edge_runtime.sources import TextSamples, paced
 
     _stop_on_sigterm()
     broker, bundle = _device_identity(args)
     classifier, store = _classifier(args)
     speed = None if args.speed == "max" else float(args.speed)
-    if args.record:
-        # small chunks keep latency low when paced; large ones cut per-chunk overhead at full speed
-        source = WfdbReplay(args.record, args.lead, chunk_s=1.0 if speed is None else 0.04)
-        name = Path(args.record).name
-    elif args.serial:
-        source, name = TextSamples(serial_lines(args.serial, args.baud), args.fs), "serial"
-    elif args.input == "-":
-        source, name = TextSamples(sys.stdin, args.fs), "stdin"
-    else:
-        source, name = text_file(args.input, args.fs), Path(args.input).stem
+    source, name = open_source(args)
     out = Path(args.out)
     annotations = WfdbAnnotationSink(name, out, source.fs_hz, args.extension)
     sinks = [CsvSink(out / f"{name}.csv"), annotations]
@@ -170,9 +175,17 @@ def run_beats(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_af(args: argparse.Namespace) -> int:
+    """The AF monitor on the device (``tools.af_edge_run``)."""
+    from tools.af_edge_run import run_af_device
+
+    _stop_on_sigterm()
+    return run_af_device(args, lambda: open_source(args), lambda: _device_identity(args)[0])
+
+
 #: ``edge run --task NAME`` -> the function that runs that task on the device. A task with an edge side adds its
 #: entry here (it gets the parsed arguments; ``--record``/``--input``/``--serial`` name the source).
-EDGE_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"beat": run_beats}
+EDGE_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"beat": run_beats, "af": run_af}
 
 
 def _fleet_member(args: argparse.Namespace, broker, bundle, classifier, content: bytes):

@@ -75,13 +75,13 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
         trained = fit_task(task, train, val, epochs=QUICK_EPOCHS if quick else EPOCHS, batch_size=BATCH,
                            learning_rate=LEARNING_RATE, seed=seed)
         exported = export_task(trained, train, Path(out_dir) / f"af-seed{seed}", "int8", seed=seed)
-        int8 = TaskInterpreter.from_file(exported.model_path)
+        int8 = TaskInterpreter.from_file(exported.tflite_path)
         row = {"seed": seed, "best_epoch": trained.best_epoch,
                "val_af_score": float(task.evaluate(keras_predict(trained.model), val)["af_score"]),
                "float": af_report(task.detections(keras_predict(trained.model), test)),
                "int8": af_report(task.detections(int8.predict, test)),
-               "model_bytes": Path(exported.model_path).stat().st_size}
-        row["device"] = device_report(Path(exported.model_path), task.persons("test", seed), task.data_dir)
+               "model_bytes": exported.size_bytes}
+        row["device"] = device_report(exported.tflite_path, task.persons("test", seed), task.data_dir)
         row["seconds"] = round(time.perf_counter() - started, 1)
         for mode in ("float", "int8", "device"):
             row[mode]["gross"] = _clean(row[mode]["gross"])
