@@ -261,6 +261,26 @@ def test_a_federated_round_over_mosquitto_and_an_int8_export_the_monitor_runs(mi
     assert np.allclose(np.asarray(monitor.episodes).reshape(-1, 2), np.asarray(expected).reshape(-1, 2))
     assert any(a["kind"] == "af_onset" for a in alerts)
 
+    # the device command on the raw signal of 201 (its own R-peaks), alerts and status over the broker
+    from broker.device_messages import decode_status
+    from broker.topics import FleetTopics
+    from tests.mqtt_inbox import Inbox
+    from tools.cli import main
+
+    topics = FleetTopics("afw")
+    inbox = Inbox(broker_url(mosquitto), "af-inbox", [topics.alert("afdev"), topics.status("afdev")])
+    try:
+        assert main(["edge", "run", "--task", "af", "--record", str(mitdb_dir / "201"), "--model",
+                     str(exported.tflite_path), "--broker", broker_url(mosquitto), "--fleet", "afw", "--device",
+                     "afdev", "--out", str(tmp_path / "edge")]) == 0
+        got = inbox.wait_for(3)
+    finally:
+        inbox.close()
+    sent = [decode_alert(m.payload)[1] for m in got if m.topic == topics.alert("afdev")]
+    assert sent and sent[0]["kind"] == "af_onset" and {a["kind"] for a in sent} <= {"af_onset", "af_offset"}
+    statuses = [decode_status(m.payload)[1] for m in got if m.topic == topics.status("afdev")]
+    assert any("af_seconds" in s for s in statuses)
+
 
 def test_edge_run_refuses_a_missing_model(tmp_path, capsys):
     from tools.cli import main
