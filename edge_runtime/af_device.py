@@ -7,7 +7,7 @@ of unusable signal quality reach the monitor marked unusable, which restarts its
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -23,10 +23,11 @@ UNLABELLED = "-"
 
 
 def rpeak_beats(chunks: Iterable[np.ndarray], source_fs_hz: float, model_version: str,
-                signal: SignalConfig = SignalConfig()) -> Iterator[BeatResult]:
+                signal: SignalConfig | None = None) -> Iterator[BeatResult]:
     """R-peaks of a sample stream (mV) as beats in the source's own sample numbering and seconds."""
     if not (np.isfinite(source_fs_hz) and source_fs_hz > 0):
         raise ValueError(f"sampling rate must be a positive number of Hz, got {source_fs_hz}")
+    signal = signal or SignalConfig()
     guard, resampler, stream = SampleGuard(), StreamingResampler(source_fs_hz, signal.fs_hz), BeatStream(signal)
 
     def emit(beats) -> Iterator[BeatResult]:

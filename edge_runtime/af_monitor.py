@@ -19,7 +19,12 @@ from typing import Callable
 import numpy as np
 
 from edge_runtime.af_episodes import check_smooth
-from edge_runtime.af_features import FEATURE_NAMES, RR_MIN_S, standardise, window_features
+from edge_runtime.af_features import (
+    FEATURE_NAMES,
+    RR_MIN_S,
+    standardise,
+    window_features,
+)
 from edge_runtime.alerts import AlertBuilder
 from edge_runtime.runtime import BeatResult
 from edge_runtime.task_contract import EdgeContract
@@ -148,7 +153,7 @@ class AfMonitor:
             return
         self.episodes.append((ep["start"], ep["end"]))
         alert = self._alert("af_offset", ep["start"], ep["sample"], ep["prob"], ep["hr"])
-        alert["af_duration_s"] = int(round(ep["end"] - ep["start"]))
+        alert["af_duration_s"] = round(ep["end"] - ep["start"])
         self.emit(alert)
 
     def _account(self, start: float, end: float, is_af: bool) -> None:
@@ -170,7 +175,7 @@ class AfMonitor:
         confirmed = self._episode is not None and self._episode["confirmed"]
         self.status.update({
             "af_state": int(confirmed), "af_episodes": len(self.episodes) + int(confirmed),
-            "af_seconds": int(round(sum(self.af_s_by_hour.values()))), "af_window_restarts": self.restarts,
+            "af_seconds": round(sum(self.af_s_by_hour.values())), "af_window_restarts": self.restarts,
         })
         if hours:  # AF burden of the current hour of signal, in permille (status JSON holds integers)
-            self.status["af_burden_permille_hour"] = int(round(1000 * self.burden(hours[-1])))
+            self.status["af_burden_permille_hour"] = round(1000 * self.burden(hours[-1]))

@@ -104,7 +104,7 @@ def test_task_slice_loads_af_positive_persons(mitdb_dir, monkeypatch, cache_root
     assert isinstance(task, AfTask)
     val = task.load("val")
     assert "201" in set(val.persons) and val.targets.sum() > 0  # validation sees AF of an unseen person
-    assert set(task.persons("test", 0)) <= set(["202", "210", "219", "221", "222"])
+    assert set(task.persons("test", 0)) <= {"202", "210", "219", "221", "222"}
     with pytest.raises(ValueError, match="split"):
         task.load("dev")
     contract = task.edge_contract(val)
@@ -168,7 +168,7 @@ def test_monitor_finds_the_episodes_the_evaluation_scores(mitdb_dir, tiny):
     from training.tasks.af_data import record_rhythm, windows_of
 
     model, mean, std = tiny
-    predict = lambda x: model(x["rr_features"]).numpy()  # noqa: E731
+    predict = lambda x: model(x["rr_features"]).numpy()
     rhythm = record_rhythm(mitdb_dir, "219")
     wins = windows_of(rhythm.beat_s, rhythm.beat_af, 32, 8)
     flags = predict({"rr_features": standardise(wins.features, mean, std)})[:, 1] >= 0.5
@@ -257,7 +257,7 @@ def test_a_federated_round_over_mosquitto_and_an_int8_export_the_monitor_runs(mi
     for t in rhythm.beat_s:
         monitor.on_beat(BeatResult(int(t * 360), float(t), "N", 1.0, 75.0, "v"))
     monitor.close()
-    expected = dict((name, det) for name, _, det in task.detections(int8.predict, val.of_persons(["201"])))["201"]
+    expected = {name: det for name, _, det in task.detections(int8.predict, val.of_persons(["201"]))}["201"]
     assert np.allclose(np.asarray(monitor.episodes).reshape(-1, 2), np.asarray(expected).reshape(-1, 2))
     assert any(a["kind"] == "af_onset" for a in alerts)
 

@@ -59,13 +59,13 @@ def _summary(per_seed: list[dict], mode: str) -> dict:
 
 
 def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
+    from edge_runtime.task_model import TaskInterpreter
     from training.tasks.af import AfTask
     from training.tasks.af_metrics import af_report
     from training.tasks.af_termination import termination_study
     from training.tasks.aftdb import locate_aftdb
     from training.tasks.export import export_task
     from training.tasks.fit import fit_task, keras_predict
-    from edge_runtime.task_model import TaskInterpreter
 
     task = AfTask(max_persons=3 if quick else None)
     train, val, test = (task.load(s) for s in ("train", "val", "test"))

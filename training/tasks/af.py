@@ -4,7 +4,8 @@ Inputs are the RR-irregularity features (``edge_runtime.af_features``) of a slid
 intervals, standardised with the training persons' statistics; the model is a two-layer dense network (int8
 friendly, a few hundred parameters). Inter-patient: DS1 trains, DS2 tests. DS1 has only two AF records (201 and
 203); 203 holds three quarters of DS1's AF minutes and trains, 201 is always held out for validation together
-with seed-drawn DS1 records without AF, so the selection metric sees AF onsets and offsets of an unseen person.
+with four DS1 records without AF drawn once, so the selection metric sees AF onsets and offsets of an unseen
+person. The 80 AF segments of the AF Termination Challenge database join the training persons (``EXTERNAL_AF``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ from edge_runtime.task_contract import EdgeContract
 from training.data.mitdb import ATTRIBUTION, locate_mitdb
 from training.data.splits import DS1, DS2
 from training.tasks import aftdb
-from training.tasks.af_data import RecordRhythm, RecordWindows, cached_windows, windows_of
+from training.tasks.af_data import (
+    RecordRhythm,
+    RecordWindows,
+    cached_windows,
+    windows_of,
+)
 from training.tasks.af_metrics import af_report, merge_spans
 from training.tasks.base import SPLITS, Predict, Task, TaskSplit
 

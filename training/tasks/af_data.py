@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.aami import aami_class
-from edge_runtime.af_features import FEATURE_NAMES, check_rr, window_features, window_starts
+from edge_runtime.af_features import (
+    FEATURE_NAMES,
+    check_rr,
+    window_features,
+    window_starts,
+)
 from training.data.mitdb import load_record
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ reference AF has no Se, one without detections no +P: those are None, not 0 or 1
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
