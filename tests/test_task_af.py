@@ -100,8 +100,8 @@ def test_task_slice_loads_af_positive_persons(mitdb_dir, monkeypatch, cache_root
     from training.tasks.registry import make_task
 
     monkeypatch.setenv("PULSEWIRE_CACHE", str(cache_root))
-    task = make_task("af", max_persons=2)
-    assert isinstance(task, AfTask)
+    assert isinstance(make_task("af", max_persons=2), AfTask)
+    task = AfTask(max_persons=2, data_dir=mitdb_dir)
     val = task.load("val")
     assert "201" in set(val.persons) and val.targets.sum() > 0  # validation sees AF of an unseen person
     assert set(task.persons("test", 0)) <= {"202", "210", "219", "221", "222"}
@@ -113,11 +113,11 @@ def test_task_slice_loads_af_positive_persons(mitdb_dir, monkeypatch, cache_root
         contract.check_source(channels=2, sample_rate_hz=None)
 
 
-def test_termination_study_on_the_learning_set():
+def test_termination_study_on_the_learning_set(mitdb_dir):
     from training.tasks.af_termination import termination_study
     from training.tasks.aftdb import label_of, locate_aftdb
 
-    study = termination_study(locate_aftdb(), permutations=20)
+    study = termination_study(locate_aftdb(mitdb_dir=mitdb_dir), permutations=20)
     m = np.asarray(study["confusion"])
     assert m.shape == (3, 3) and m.sum() == 30 and m.sum(axis=1).tolist() == [10, 10, 10]
     assert study["accuracy"] == pytest.approx(np.trace(m) / 30)
@@ -238,7 +238,7 @@ def test_a_federated_round_over_mosquitto_and_an_int8_export_the_monitor_runs(mi
     from training.tasks.federated import run_task_federated
 
     monkeypatch.setenv("PULSEWIRE_CACHE", str(cache_root))
-    task = AfTask(max_persons=2)
+    task = AfTask(max_persons=2, data_dir=mitdb_dir)
     train, val = task.load("train"), task.load("val")
     assert set(train.persons) == {"203", "101"}
     fed = FederatedConfig(rounds=2, partition="person", local=LocalConfig(epochs=4, batch_size=64,

@@ -88,7 +88,7 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
         log.info("af seed %d: int8 %s", seed, row["int8"]["gross"])
         per_seed.append(row)
     summary = {mode: _summary(per_seed, mode) for mode in ("float", "int8", "device")}
-    termination = termination_study(locate_aftdb(), permutations=200 if quick else 2000)
+    termination = termination_study(locate_aftdb(mitdb_dir=task.data_dir), permutations=200 if quick else 2000)
     targets = [{"target": name, "mean": summary[mode][key]["mean"], "threshold": thr,
                 "met": summary[mode][key]["mean"] is not None and summary[mode][key]["mean"] >= thr}
                for name, mode, key, thr in TARGETS]

@@ -19,7 +19,7 @@ import numpy as np
 from edge_runtime.af_episodes import smooth_decisions
 from edge_runtime.af_features import FEATURE_NAMES, standardise
 from edge_runtime.task_contract import EdgeContract
-from training.data.mitdb import ATTRIBUTION, locate_mitdb
+from training.data.mitdb import locate_mitdb
 from training.data.splits import DS1, DS2
 from training.tasks import aftdb
 from training.tasks.af_data import (
@@ -67,8 +67,9 @@ class AfTask(Task):
     class_names = ("non-AF", "AF")
     selection_metric = "af_score"
     alerts = ("af_onset", "af_offset")
-    data_source = (f"MIT-BIH rhythm annotations (+ aux_note (AFIB/(AFL). {ATTRIBUTION} Extra AF training segments: "
-                   f"{aftdb.ATTRIBUTION}")
+    data_source = ("MIT-BIH Arrhythmia Database rhythm annotations (Moody & Mark 2001; PhysioNet, ODC-By 1.0), "
+                   "$MITDB_DIR; extra AF training segments from the AF Termination Challenge Database (Moody 2004; "
+                   "PhysioNet aftdb, ODC-By 1.0), $AFTDB_DIR or beside MIT-BIH; full attribution in docs/tasks/af.md")
 
     def __init__(self, max_persons: int | None = None, data_dir: str | Path | None = None) -> None:
         super().__init__(max_persons)
@@ -101,7 +102,7 @@ class AfTask(Task):
     def _windows(self, name: str, hop: int) -> RecordWindows:
         """Windows of one person every ``hop`` beats (MIT-BIH: cached on disk; aftdb segments: all AF)."""
         if name.startswith(_AFTDB_PREFIX):
-            folder = aftdb.locate_aftdb()
+            folder = aftdb.locate_aftdb(mitdb_dir=self.data_dir)
             record = next(r for r in aftdb.LEARNING + aftdb.UNLABELLED if Path(r).name == name[len(_AFTDB_PREFIX):])
             beats = aftdb.beat_times(folder, record)
             return windows_of(beats, np.ones(beats.size, bool), WINDOW, hop)

@@ -23,11 +23,13 @@ LEARNING = tuple(f"learning-set/{c.lower()}{i:02d}" for c in CLASSES for i in ra
 UNLABELLED = tuple(f"test-set-a/a{i:02d}" for i in range(1, 31)) + tuple(f"test-set-b/b{i:02d}" for i in range(1, 21))
 
 
-def locate_aftdb(data_dir: str | Path | None = None) -> Path:
-    """``data_dir``, else ``AFTDB_DIR``, else the shared copy next to MIT-BIH (``MITDB_DIR``/../aftdb)."""
+def locate_aftdb(data_dir: str | Path | None = None, mitdb_dir: str | Path | None = None) -> Path:
+    """``data_dir``, else ``AFTDB_DIR``, else the shared copy next to MIT-BIH (``mitdb_dir`` or
+    ``MITDB_DIR``, then ../aftdb)."""
     candidates = [data_dir, os.environ.get("AFTDB_DIR")]
-    if os.environ.get("MITDB_DIR"):
-        candidates.append(Path(os.environ["MITDB_DIR"]).expanduser().parent / "aftdb")
+    for mitdb in (mitdb_dir, os.environ.get("MITDB_DIR")):
+        if mitdb:
+            candidates.append(Path(mitdb).expanduser().parent / "aftdb")
     for c in candidates:
         if c and (Path(c) / "RECORDS").is_file():
             return Path(c)
