@@ -33,6 +33,9 @@ Status (retained on the device's status topic, last will ``{"state": "offline"}`
 quality (edge devices, optional: a consumer must accept a status without them): ``lead_off_s`` and
 ``poor_signal_s`` (whole seconds of flat / lead-off signal, and of beats too poor to classify, since
 start), ``invalid_samples`` (NaN or flagged samples replaced), ``unusable_beats`` (beats labelled Q).
+AF monitoring (devices running the ``af`` task, optional): ``af_state`` (1 inside a confirmed AF episode),
+``af_episodes``, ``af_seconds`` (AF time since start), ``af_burden_permille_hour`` (AF share of the current hour
+of analysed signal, per mille) and ``af_window_restarts``.
 """
 from __future__ import annotations
 
