@@ -11,6 +11,8 @@ Alert schema, version 1 (``"schema": 1``):
     device        device name (topic name)
     patient       pseudonym of the wearer (never a name)
     kind          "ventricular_run" | "supraventricular_run" | "summary" | "anomaly" (autoencoder task)
+                  | "af_onset" | "af_offset" (AF: "class" "AF", time = estimated onset; af_offset adds
+                  ``af_duration_s``, an integer)
     time          ISO 8601 UTC of the first beat concerned
     beat_index    sample index of that beat in the device's stream
     beats         beats concerned (run length, or beats in the summary window)
@@ -32,6 +34,9 @@ Status (retained on the device's status topic, last will ``{"state": "offline"}`
 quality (edge devices, optional: a consumer must accept a status without them): ``lead_off_s`` and
 ``poor_signal_s`` (whole seconds of flat / lead-off signal, and of beats too poor to classify, since
 start), ``invalid_samples`` (NaN or flagged samples replaced), ``unusable_beats`` (beats labelled Q).
+AF monitoring (devices running the ``af`` task, optional): ``af_state`` (1 inside a confirmed AF episode),
+``af_episodes``, ``af_seconds`` (AF time since start), ``af_burden_permille_hour`` (AF share of the current hour
+of analysed signal, per mille) and ``af_window_restarts``.
 """
 from __future__ import annotations
 
@@ -42,7 +47,7 @@ from broker.fed_messages import fleet_id
 from broker.wire import Header, Kind, WireError, decode_header, frame_message, parse_json_object
 
 ALERT_SCHEMA = 1
-ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary", "anomaly")
+ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary", "anomaly", "af_onset", "af_offset")
 MAX_STRIP_SAMPLES = 4096
 STRIP_LABELS = ("N", "S", "V", "F", "Q")
 _REQUIRED_ALERT_FIELDS = ("alert_id", "device", "patient", "kind", "time", "beat_index", "beats", "class",

@@ -94,6 +94,10 @@ class AlertPublisher:
         self.link.stop()
         self.spool.close()
 
+    def submit(self, alert: dict) -> None:
+        """Send an alert made elsewhere (``AlertBuilder.event``: AF onset/offset) through the same spool."""
+        self._spool(alert)
+
     def _spool(self, alert: dict) -> None:
         if alert["kind"] != "summary" and self.strips is not None and self.consent is not None \
                 and self.consent.allows_strip():

@@ -84,6 +84,10 @@ class AlertBuilder:
         self._window = _Window()
         return alert
 
+    def event_at(self, kind: str, first: BeatResult, n: int, label: str, confidence: float, hr: float) -> dict:
+        """An alert of another component (e.g. ``af_monitor``'s AF onset) numbered in this device's sequence."""
+        return self._base(kind, first, n, label, confidence, hr)
+
     def _alert(self, kind: str, beats: list[BeatResult], label: str) -> dict:
         n = len(beats)
         return self._base(kind, beats[0], n, label, sum(b.confidence for b in beats) / n,

@@ -250,8 +250,9 @@ def run_tabular(args: argparse.Namespace) -> int:
 
 #: ``edge run --task NAME`` -> the function that runs that task on the device. A task with an edge side adds its
 #: entry here (it gets the parsed arguments; ``--record``/``--input``/``--serial`` name the source).
-EDGE_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"beat": run_beats, "tabular": run_tabular,
-                                                                 "anomaly": run_anomaly}
+EDGE_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"beat": run_beats, "af": run_af,
+                                                                 "anomaly": run_anomaly,
+                                                                 "tabular": run_tabular}
 
 
 def _fleet_member(args: argparse.Namespace, broker, bundle, classifier, content: bytes):

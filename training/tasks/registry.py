@@ -7,6 +7,7 @@ from training.tasks.base import Task
 
 #: name -> "module:Class", imported on first use so ``pulsewire tasks`` does not load every task's data code.
 _TASKS: dict[str, str] = {
+    "af": "training.tasks.af:AfTask",
     "anomaly": "training.tasks.anomaly:AnomalyTask",
     "beat": "training.tasks.beat:BeatTask",
     "tabular": "training.tasks.tabular:TabularTask",
