@@ -222,6 +222,15 @@ def run_anomaly(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_af(args: argparse.Namespace) -> int:
+    """The AF monitor on the device (``tools.af_edge_run``)."""
+    from tools.af_edge_run import run_af_device
+
+    _stop_on_sigterm()
+    return run_af_device(args, lambda: ecg_source(args, None if args.speed == "max" else float(args.speed)),
+                         lambda: _device_identity(args)[0])
+
+
 def run_tabular(args: argparse.Namespace) -> int:
     """The tabular task: CSV records (30 raw features per line) from --input FILE or '-' -> OUT/NAME.csv."""
     import csv
