@@ -12,9 +12,15 @@ engine aggregates only their decoded sum).
 
 Every received message goes through one screening path; anything that cannot enter the round
 (malformed bytes, unknown device, wrong fleet, stale or future round, duplicate, NaN, wrong shapes)
-is logged, counted by reason and acknowledged, and the service keeps serving. An accepted update is
-checkpointed before its MQTT acknowledgement, and the session is persistent: after a crash the
-broker redelivers whatever was not yet safe on disk, and the restarted aggregator resumes its round.
+is logged, counted by reason and acknowledged, and the service keeps serving.
+
+Cost per accepted update is O(1): the message is appended to the round's update log
+(``training.federated.update_log``, fsynced in batches) and, for strategies that allow it, added into a
+fixed-point running sum and forgotten (``training.federated.partial_sums``); the checkpoint is written when
+a round opens and when it closes, and its size does not depend on the number of updates. An update's MQTT
+acknowledgement waits for the fsync that covers its log record, and the session is persistent: after a
+crash the broker redelivers whatever was not yet acknowledged, and the restarted aggregator replays the
+round's log on top of the round's checkpoint and resumes the round.
 
 Imports no TensorFlow: evaluation is a callback the caller supplies.
 """
@@ -25,7 +31,6 @@ import json
 import logging
 import math
 import queue
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +46,19 @@ from broker.wire import Header, Kind, WireError, decode_header
 from training.federated import checkpoint
 from training.federated.aggregator_config import AggregatorConfig
 from training.federated.consent_watch import ConsentWatch
+from training.federated.partial_sums import (PartialSum, SumOverflow, SumRule, model_size, outliers, rule_for,
+                                             summable)
 from training.federated.registry import make_fleet_strategy
+from training.federated.robust import delta_norm
 from training.federated.round_engine import Evaluator, Rejected, RoundEngine
 from training.federated.strategies import ClientUpdate, Strategy, Weights
+from training.federated.update_log import LogPolicy, UpdateLog, scan
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "aggregator.npz"
-#: The current round's accepted updates, one file each: ``accepted/round{r}/{device}.npz``.
-ACCEPTED_DIR = "accepted"
+#: The current round's update log: ``updates/round{r}.log``.
+LOG_DIR = "updates"
 _Rejected = Rejected  # the name this module used before the engine existed
 
 
@@ -111,7 +120,6 @@ class PlainUpdates:
             service.serve_one(min(remaining, 0.5))
 
     def screen_update(self, service: "Aggregator", topic: TopicMatch, payload: bytes) -> None:
-        device = topic.device
         try:
             header, _ = decode_header(payload, allow_signed=True)
             data = payload
@@ -119,15 +127,12 @@ class PlainUpdates:
                 data = service.reassembler.feed(payload)
                 if data is None:
                     return
-            header, update = decode_update(service.verified(device, data))
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
-        service.check_sender(device, header)
-        if header.round != topic.round:
-            raise Rejected("round_mismatch", f"topic round {topic.round}, header round {header.round}")
-        service._accept(device, header.round, ClientUpdate(device, update.delta, update.num_examples,
-                                                           update.local_steps, update.control_delta,
-                                                           {"train_loss": update.train_loss}))
+        round_, update = service.decode(topic.device, data)
+        if round_ != topic.round:
+            raise Rejected("round_mismatch", f"topic round {topic.round}, header round {round_}")
+        service._accept(round_, update, data)
 
     def close(self, service: "Aggregator") -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         return None, {}
@@ -136,7 +141,9 @@ class PlainUpdates:
 class Aggregator:
     def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker_url: str, run_dir: Path,
                  evaluate: Evaluator | None = None, on_round: Callable[[dict], None] | None = None,
-                 select_on: str = "val_macro_f1", signing_key: Any = None, mode: RoundMode | None = None) -> None:
+                 select_on: str = "val_macro_f1", signing_key: Any = None, mode: RoundMode | None = None,
+                 log_policy: LogPolicy | None = None) -> None:
+        """``log_policy``: how often the update log is fsynced (acknowledgements wait for it)."""
         self.cfg = cfg
         self.topics = FleetTopics(cfg.fleet)
         self.run_dir = Path(run_dir)
@@ -146,6 +153,16 @@ class Aggregator:
         self.engine = RoundEngine(self.strategy, list(cfg.devices), cfg.policy, cfg.rounds, initial_weights,
                                   cfg.seed, evaluate, select_on)
         self.mode: RoundMode = mode or PlainUpdates()
+        #: The running sum's rule (None: the strategy needs the individual updates, which the engine keeps).
+        self.rule: SumRule | None = rule_for(cfg.strategy, cfg.strategy_args) if summable(
+            cfg.strategy, cfg.strategy_args) else None
+        self.total: PartialSum | None = None
+        self._offsets: dict[str, int] = {}  # device -> its record in the log (to subtract an outlier)
+        self._oversized: dict[str, float] = {}  # delivered, too large to sum: device -> norm
+        self.log_policy = log_policy or LogPolicy()
+        self.update_log: UpdateLog | None = None
+        self._held: list[Message] = []  # acknowledgements waiting for the log's fsync
+        self._replaying: int | None = None  # the offset of the log record being replayed
         self.status: dict[str, dict] = {}
         self._inbox: queue.Queue[Message] = queue.Queue()
         self.reassembler = Reassembler()
@@ -177,8 +194,8 @@ class Aggregator:
             self.consent.start()
         self.link.start()
         if resumed:
-            log.info("resuming round %d with %d accepted update(s) from %s", self.round, len(self.accepted),
-                     self.checkpoint_path)
+            log.info("resuming round %d with %d accepted update(s) from %s and its update log", self.round,
+                     len(self.accepted), self.checkpoint_path)
         while not self.engine.finished:
             if not self.selected:
                 withdrawn = self.consent.withdrawn() if self.consent is not None else frozenset()
@@ -187,6 +204,7 @@ class Aggregator:
                 if not self.engine.open_round(self.status, withdrawn):
                     break  # the strategy's privacy budget: no further round
                 self._save()
+                self._open_log()
                 if self.cfg.observer:
                     self.cfg.observer.opened(self.link, self.round, self.cfg.strategy, self.selected, self.cfg.rounds)
             self._announce()
@@ -194,7 +212,10 @@ class Aggregator:
             self._close_round()
         self._announce(final=True)
         self._drain(seconds=0.5)
+        self._sync()
         self.link.stop()
+        if self.update_log is not None:
+            self.update_log.close()
         if self.consent is not None:
             self.consent.stop()
         e = self.engine
@@ -228,12 +249,26 @@ class Aggregator:
         return len(data) * recipients
 
     def serve_one(self, timeout: float) -> None:
-        """Take in one message if one arrives within ``timeout`` seconds."""
+        """Take in one message if one arrives within ``timeout`` seconds; fsync the log (and send the
+        acknowledgements it holds) when its batch is full or old enough."""
+        if self._held:
+            timeout = min(timeout, self.log_policy.fsync_interval_s)
         try:
             message = self._inbox.get(timeout=timeout)
         except queue.Empty:
-            return
-        self._handle(message)
+            message = None
+        if message is not None:
+            self._handle(message)
+        if self.update_log is not None and self.update_log.due():
+            self._sync()
+
+    def _sync(self) -> None:
+        """Make the logged updates durable, then acknowledge every held message (in the order received)."""
+        if self.update_log is not None:
+            self.update_log.sync()
+        for message in self._held:
+            self.link.ack(message)
+        self._held = []
 
     def _drain(self, seconds: float) -> None:
         """Keep acknowledging (and counting) what still arrives for a moment after the last round."""
@@ -251,7 +286,10 @@ class Aggregator:
             if self.cfg.observer:
                 self.cfg.observer.rejected(self.link, self.round, message.topic, rej.reason, rej.detail)
         finally:
-            self.link.ack(message)
+            if self.update_log is not None and (self.update_log.pending or self._held):
+                self._held.append(message)  # after the fsync; acks keep the order of the messages
+            else:
+                self.link.ack(message)
 
     def _screen(self, message: Message) -> None:
         try:
@@ -285,11 +323,33 @@ class Aggregator:
             raise Rejected("device_mismatch", f"{device} sent device id {header.device_id}, registered "
                                               f"{self.cfg.devices[device]}")
 
-    def _accept(self, device: str, round_: int, update: ClientUpdate) -> None:
-        update = self.engine.accept(device, round_, update)
-        self._save_update(device, update)
-        self._save()
-        log.debug("round %d: accepted %s (%d examples)", self.round, device, update.num_examples)
+    def decode(self, device: str, data: bytes) -> tuple[int, ClientUpdate]:
+        """A whole UPDATE message (signed or not) from ``device``: its round and the update; raises Rejected."""
+        try:
+            header, update = decode_update(self.verified(device, data))
+        except WireError as exc:
+            raise Rejected(exc.reason, str(exc)) from exc
+        self.check_sender(device, header)
+        return header.round, ClientUpdate(device, update.delta, update.num_examples, update.local_steps,
+                                          update.control_delta, {"train_loss": update.train_loss})
+
+    def _accept(self, round_: int, update: ClientUpdate, data: bytes) -> None:
+        """Screen an update; an accepted one is logged (the message bytes) and, with a running sum, added to it
+        and forgotten: the engine keeps only its weight and metadata. O(1) whatever the round's size."""
+        device = self.engine.accept(update.device, round_, update).device
+        kept = self.engine.accepted[device]
+        if self.rule is not None:
+            try:
+                self.total.add(self.rule.contribution(kept, model_size(self.weights)))
+            except SumOverflow:  # delivered, but outside the fixed-point range: the outlier screen decides
+                self._oversized[device] = delta_norm(kept.delta)
+            self.engine.accepted[device] = ClientUpdate(device, [], kept.num_examples, kept.local_steps, None,
+                                                        kept.meta)
+        if self._replaying is not None:
+            self._offsets[device] = self._replaying
+        else:
+            self._offsets[device] = self.update_log.append(device, round_, data)
+        log.debug("round %d: accepted %s (%d examples)", self.round, device, kept.num_examples)
 
     def _note_status(self, device: str, payload: bytes) -> None:
         if not payload:
@@ -304,8 +364,11 @@ class Aggregator:
 
     # ------------------------------------------------------------------------------ closing a round
     def _close_round(self) -> None:
+        self._sync()
         accepted = list(self.accepted)  # the engine forgets them when it closes the round
         combined, extra = self.mode.close(self)
+        if combined is None and self.rule is not None:
+            combined = self._summed()
         counts = self.engine.round_counts
         transport = {"bytes_received": counts["bytes_received"], "model_bytes": self._model_bytes,
                      "bytes_down": self._model_bytes * len(self.selected),
@@ -315,42 +378,93 @@ class Aggregator:
         if self.cfg.observer:
             self.cfg.observer.closed(self.link, row, self.cfg.strategy, accepted, self.strategy.privacy_budget())
         self._save()
+        self._open_log()
         self._write_metrics()
         if self.on_round:
             self.on_round(row)
 
+    def _summed(self) -> list[ClientUpdate]:
+        """The running sum as the strategy's input, after the outlier screen: an update longer than
+        ``max_norm_ratio`` × the median norm is read back from the log and subtracted exactly."""
+        dropped = outliers({**self.total.norms, **self._oversized}, self.cfg.policy.max_norm_ratio)
+        for device in sorted(set(self._oversized) - set(dropped)):
+            self.engine.reject("too_large")
+            log.warning("round %d: %s's update (norm %.3g) is beyond the fixed-point sum's range and not an outlier "
+                        "of this round: left out", self.round, device, self._oversized[device])
+        for device in dropped:
+            if device in self._oversized:
+                self.engine.reject("outlier_norm")
+                log.warning("round %d: dropped %s's update, norm %.3g > %g x the median", self.round, device,
+                            self._oversized[device], self.cfg.policy.max_norm_ratio)
+                continue
+            kept = self.engine.accepted[device]
+            _, update = self.decode(device, self.update_log.read(self._offsets[device]).payload)
+            update = ClientUpdate(device, update.delta, kept.num_examples, kept.local_steps, update.control_delta,
+                                  kept.meta)
+            norm = self.total.norms[device]
+            self.total.add(self.rule.contribution(update, model_size(self.weights)), sign=-1)
+            self.engine.reject("outlier_norm")
+            log.warning("round %d: dropped %s's update, norm %.3g > %g x the median", self.round, device, norm,
+                        self.cfg.policy.max_norm_ratio)
+        return self.rule.combined(self.total, self.weights)
+
     # ------------------------------------------------------------------------------ persistence
     def _save(self) -> None:
-        manifest = {"fleet": self.cfg.fleet, "strategy": self.cfg.strategy, **self.engine.manifest(),
-                    "state_keys": self.engine.state_keys()}  # accepted updates: each in its own file (_save_update)
+        """The checkpoint, when a round opens and when it closes: the engine's state and the strategy's, no
+        update and no device list, so its size does not depend on how many devices take part. The round's
+        selection goes once into its plan file (``updates/round{r}.plan.json``, the round plan's size); the
+        engine's recently accepted (round, device) pairs are rebuilt from the kept logs on restart."""
+        state = self.engine.manifest()
+        selected = state.pop("selected")
+        state.pop("recent")
+        state["selected_count"] = len(selected)
+        plan = self._plan_path(self.round)
+        if selected and not plan.exists():
+            checkpoint.save_json(plan, {"round": self.round, "selected": selected})
+        manifest = {"fleet": self.cfg.fleet, "strategy": self.cfg.strategy, **state,
+                    "state_keys": self.engine.state_keys()}
         checkpoint.save(self.checkpoint_path, manifest, self.engine.arrays())
-        self._prune_accepted()
 
-    def _round_dir(self) -> Path:
-        """Where the current round's accepted updates are kept."""
-        return self.run_dir / ACCEPTED_DIR / f"round{self.round}"
+    def log_path(self, round_: int) -> Path:
+        return self.run_dir / LOG_DIR / f"round{round_}.log"
 
-    def _accepted_path(self, device: str) -> Path:
-        return self._round_dir() / f"{device}.npz"
+    def _plan_path(self, round_: int) -> Path:
+        return self.run_dir / LOG_DIR / f"round{round_}.plan.json"
 
-    def _save_update(self, device: str, update: ClientUpdate) -> None:
-        """An accepted update goes to disk once, in its own file, before its acknowledgement: rewriting every
-        accepted delta at each acceptance cost O(n²) bytes a round (20 GB for 1,000 devices of 20 kB)."""
-        checkpoint.save(self._accepted_path(device),
-                        {"num_examples": update.num_examples, "local_steps": update.local_steps, "meta": update.meta},
-                        {"delta": update.delta, "control": update.control_delta})
+    def _kept_rounds(self) -> range:
+        """Rounds whose logs are kept: the current one, and those whose updates a late duplicate could name."""
+        return range(max(1, self.round - 1 - self.cfg.policy.max_staleness), self.round + 1)
 
-    def _load_update(self, device: str) -> ClientUpdate:
-        meta, arrays = checkpoint.load(self._accepted_path(device))
-        return ClientUpdate(device, arrays["delta"], meta["num_examples"], meta["local_steps"], arrays.get("control"),
-                            meta["meta"])
+    def _open_log(self) -> None:
+        """Start (or reopen) the current round's log, a fresh running sum, and drop the logs of other rounds
+        (the checkpoint already holds what they added)."""
+        if self.update_log is not None:
+            if self.update_log.path == self.log_path(self.round):
+                return
+            self.update_log.close()
+        self.update_log = UpdateLog(self.log_path(self.round), self.log_policy)
+        self.total = PartialSum(model_size(self.weights), self.rule.with_control) if self.rule else None
+        self._offsets, self._oversized = {}, {}
+        keep = {self.log_path(r) for r in self._kept_rounds()} | {self._plan_path(self.round)}
+        for old in (self.run_dir / LOG_DIR).glob("round*"):
+            if old not in keep:
+                old.unlink(missing_ok=True)
 
-    def _prune_accepted(self) -> None:
-        """Drop the files of closed rounds (the checkpoint no longer names them)."""
-        root = self.run_dir / ACCEPTED_DIR
-        for folder in root.glob("round*") if root.is_dir() else ():
-            if folder != self._round_dir():
-                shutil.rmtree(folder, ignore_errors=True)
+    def _replay(self) -> int:
+        """Run the current round's logged messages through the screen again (after a restart)."""
+        replayed = 0
+        for rec in self.update_log.records():
+            self._replaying = rec.offset
+            try:
+                self.mode.screen_update(self, TopicMatch("update", self.cfg.fleet, rec.round, rec.device),
+                                        rec.payload)
+                replayed += 1
+            except Rejected as rej:  # e.g. a message logged twice: the log is append-only, the screen decides
+                log.warning("log replay: %s's round-%d record not taken again (%s)", rec.device, rec.round,
+                            rej.reason)
+            finally:
+                self._replaying = None
+        return replayed
 
     def _restore(self) -> bool:
         if not self.checkpoint_path.exists():
@@ -360,8 +474,14 @@ class Aggregator:
             raise checkpoint.CheckpointError(
                 f"{self.checkpoint_path} belongs to fleet {manifest['fleet']!r} with {manifest['strategy']}, not "
                 f"{self.cfg.fleet!r} with {self.cfg.strategy}; use another run directory or delete it")
-        self.engine.round = manifest["round"]  # where the accepted updates' files are
-        self.engine.restore(manifest, arrays, {device: self._load_update(device) for device in manifest["accepted"]})
+        current, oldest = manifest["round"], manifest["round"] - 1 - self.cfg.policy.max_staleness
+        plan = self._plan_path(current)
+        selected = checkpoint.load_json(plan)["selected"] if manifest["selected_count"] and plan.exists() else []
+        recent = sorted({(rec.round, rec.device) for r in range(max(1, oldest), current)
+                         if self.log_path(r).exists() for rec in scan(self.log_path(r)) if rec.round >= oldest})
+        self.engine.restore({**manifest, "selected": selected, "recent": recent}, arrays, {})
+        self._open_log()
+        self._replay()
         return True
 
     def _write_metrics(self) -> None:
