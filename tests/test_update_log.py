@@ -72,7 +72,7 @@ def test_acknowledgements_wait_for_the_fsync_and_keep_their_order(tmp_path):
     _feed(agg, messages[:1])
     agg._handle(Message("pw/bench/nonsense", b"?", 7, 1))  # rejected, but behind a held update: waits too
     assert [m.mid for m in agg._held] == [1, 7] and agg.update_log.pending == 1
-    agg._sync()
+    agg.sync_log()
     assert agg._held == [] and agg.update_log.records_synced == 1
     assert agg.rejected == {"bad_topic": 1}
     agg._handle(Message("pw/bench/nonsense", b"?", 8, 1))  # nothing pending: acknowledged at once
@@ -114,7 +114,7 @@ def crash_child(run_dir: str, synced: int, unsynced: int) -> None:
     _open(agg)
     messages = update_messages(device_names(40), 1, seed=5)
     _feed(agg, messages[:synced])
-    agg._sync()
+    agg.sync_log()
     _feed(agg, messages[synced:synced + unsynced], first_mid=synced + 1)
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -135,9 +135,9 @@ def test_killed_mid_round_the_checkpoint_and_the_log_give_the_same_aggregate(tmp
     assert 25 <= logged <= 30  # the 25 acknowledged ones are all there
 
     again = _service(run_dir, 40)
-    assert again._restore() and len(again.accepted) == logged and again.round == 1
+    assert again.restore() and len(again.accepted) == logged and again.round == 1
     _feed(again, messages[25:], first_mid=100)  # the broker redelivers what was never acknowledged, then the rest
-    again._sync()
+    again.sync_log()
     assert again.rejected.get("duplicate", 0) == logged - 25
     again._close_round()
     assert again.history[0]["participants"] == 40

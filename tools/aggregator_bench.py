@@ -76,7 +76,7 @@ def bench_aggregator(devices: int, rounds: int, run_dir: Path, seed: int, signed
         started, cpu_started = time.perf_counter(), time.process_time()
         for mid, (name, data) in enumerate(messages, 1):
             agg._handle(Message(topics.update(r, name), data, mid, 1))
-        agg._sync()
+        agg.sync_log()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         assert len(agg.accepted) == devices, f"only {len(agg.accepted)} of {devices} accepted: {dict(agg.rejected)}"
         log_bytes, fsyncs = agg.update_log.size, agg.update_log.fsyncs

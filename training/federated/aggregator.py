@@ -32,9 +32,12 @@ import logging
 import math
 import queue
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
+
+import numpy as np
 
 from broker.chunking import Reassembler
 from broker.device_messages import decode_status
@@ -117,7 +120,11 @@ class PlainUpdates:
                 log.warning("round %d: closing below quorum with %d update(s)", engine.round, have)
                 engine.round_counts["rounds_below_quorum"] += 1
                 return
-            service.serve_one(min(remaining, 0.5))
+            self.wait(service, min(remaining, 0.5))
+
+    def wait(self, service: "Aggregator", timeout: float) -> None:
+        """Take in what arrives for up to ``timeout`` seconds."""
+        service.serve_one(timeout)
 
     def screen_update(self, service: "Aggregator", topic: TopicMatch, payload: bytes) -> None:
         try:
@@ -142,8 +149,12 @@ class Aggregator:
     def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker_url: str, run_dir: Path,
                  evaluate: Evaluator | None = None, on_round: Callable[[dict], None] | None = None,
                  select_on: str = "val_macro_f1", signing_key: Any = None, mode: RoundMode | None = None,
-                 log_policy: LogPolicy | None = None) -> None:
-        """``log_policy``: how often the update log is fsynced (acknowledgements wait for it)."""
+                 log_policy: LogPolicy | None = None, subscriptions: list[str] | None = None,
+                 link: MqttLink | None = None) -> None:
+        """``log_policy``: how often the update log is fsynced (acknowledgements wait for it);
+        ``subscriptions``: what the service's own link subscribes to (default: every update and status);
+        ``link``: a connection its owner made, which puts the service's messages into ``inbox``
+        (``aggregator_workers``: a worker's MQTT 5 link with a shared subscription)."""
         self.cfg = cfg
         self.topics = FleetTopics(cfg.fleet)
         self.run_dir = Path(run_dir)
@@ -164,14 +175,14 @@ class Aggregator:
         self._held: list[Message] = []  # acknowledgements waiting for the log's fsync
         self._replaying: int | None = None  # the offset of the log record being replayed
         self.status: dict[str, dict] = {}
-        self._inbox: queue.Queue[Message] = queue.Queue()
+        self.inbox: queue.Queue[Message] = queue.Queue()
         self.reassembler = Reassembler()
         self._round_started = time.monotonic()
         self._model_bytes = 0
         self.consent = ConsentWatch(cfg.fleet, broker_url, cfg.consent_key) if cfg.honour_consent else None
-        self.link = MqttLink(broker_url, f"pw-{cfg.fleet}-aggregator",
-                             [self.topics.all_updates(), self.topics.all_statuses()], self._inbox.put,
-                             manual_ack=True)
+        self.link = link or MqttLink(broker_url, f"pw-{cfg.fleet}-aggregator",
+                                     subscriptions or [self.topics.all_updates(), self.topics.all_statuses()],
+                                     self.inbox.put, manual_ack=True)
 
     # the engine's state, as the service's callers and tests know it
     weights = property(lambda self: self.engine.weights)
@@ -189,7 +200,7 @@ class Aggregator:
 
     # ------------------------------------------------------------------------------ the service
     def run(self) -> AggregationResult:
-        resumed = self._restore()
+        resumed = self.restore()
         if self.consent is not None:
             self.consent.start()
         self.link.start()
@@ -212,7 +223,7 @@ class Aggregator:
             self._close_round()
         self._announce(final=True)
         self._drain(seconds=0.5)
-        self._sync()
+        self.sync_log()
         self.link.stop()
         if self.update_log is not None:
             self.update_log.close()
@@ -254,15 +265,15 @@ class Aggregator:
         if self._held:
             timeout = min(timeout, self.log_policy.fsync_interval_s)
         try:
-            message = self._inbox.get(timeout=timeout)
+            message = self.inbox.get(timeout=timeout)
         except queue.Empty:
             message = None
         if message is not None:
             self._handle(message)
         if self.update_log is not None and self.update_log.due():
-            self._sync()
+            self.sync_log()
 
-    def _sync(self) -> None:
+    def sync_log(self) -> None:
         """Make the logged updates durable, then acknowledge every held message (in the order received)."""
         if self.update_log is not None:
             self.update_log.sync()
@@ -364,7 +375,7 @@ class Aggregator:
 
     # ------------------------------------------------------------------------------ closing a round
     def _close_round(self) -> None:
-        self._sync()
+        self.sync_log()
         accepted = list(self.accepted)  # the engine forgets them when it closes the round
         combined, extra = self.mode.close(self)
         if combined is None and self.rule is not None:
@@ -382,6 +393,18 @@ class Aggregator:
         self._write_metrics()
         if self.on_round:
             self.on_round(row)
+
+    def follow_round(self, round_: int, selected: list[str], weights: Weights) -> None:
+        """Enter ``round_`` as the coordinator announced it (an aggregator worker selects nobody itself): a
+        new round starts a fresh log and running sum; the same round only learns its selection and model."""
+        self.sync_log()
+        engine = self.engine
+        if round_ != engine.round:
+            engine.round, engine.accepted, engine.declined, engine.round_counts = round_, {}, set(), Counter()
+            engine.recent = {(r, d) for r, d in engine.recent if r >= round_ - 1 - self.cfg.policy.max_staleness}
+        engine.selected, engine.weights = list(selected), [np.asarray(w, np.float32) for w in weights]
+        self._save()
+        self._open_log()
 
     def _summed(self) -> list[ClientUpdate]:
         """The running sum as the strategy's input, after the outlier screen: an update longer than
@@ -466,7 +489,8 @@ class Aggregator:
                 self._replaying = None
         return replayed
 
-    def _restore(self) -> bool:
+    def restore(self) -> bool:
+        """Load the checkpoint and replay the current round's log; False when there is no checkpoint."""
         if not self.checkpoint_path.exists():
             return False
         manifest, arrays = checkpoint.load(self.checkpoint_path)

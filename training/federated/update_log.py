@@ -93,13 +93,7 @@ class UpdateLog:
     def read(self, offset: int) -> LogRecord:
         """The record at ``offset`` (an outlier to subtract from the running sum)."""
         self._file.flush()
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            length, crc = _FRAME.unpack(f.read(_FRAME.size))
-            body = f.read(length)
-        if zlib.crc32(body) != crc:
-            raise ValueError(f"{self.path}: record at {offset} is damaged")
-        return _record(offset, body)
+        return read_record(self.path, offset)
 
     def append(self, device: str, round_: int, payload: bytes) -> int:
         """Buffer one record; returns its offset. Not durable until ``sync``."""
@@ -154,6 +148,17 @@ def scan(path: Path) -> Iterator[LogRecord]:
             return
         yield _record(pos, body)
         pos += _FRAME.size + length
+
+
+def read_record(path: Path, offset: int) -> LogRecord:
+    """The record at ``offset`` of a log file (ValueError if it is damaged)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        length, crc = _FRAME.unpack(f.read(_FRAME.size))
+        body = f.read(length)
+    if zlib.crc32(body) != crc:
+        raise ValueError(f"{path}: record at {offset} is damaged")
+    return _record(offset, body)
 
 
 def _record(offset: int, body: bytes) -> LogRecord:

@@ -1,0 +1,84 @@
+"""Three aggregator workers share the update stream through an MQTT 5 shared subscription on a real Mosquitto;
+the coordinator adds their partial sums: the global model is bit for bit the single aggregator's."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+
+from broker.launcher import broker_url
+from broker.topics import FleetTopics
+from tests.federation_helpers import wait_until
+from tests.test_update_log import _feed, _open, _service
+from tools.aggregator_bench import FLEET, classifier_weights, device_names, update_messages
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
+from training.federated.aggregator_workers import AggregatorWorker, coordinator
+
+pytestmark = pytest.mark.integration
+
+N, ROUNDS, WORKERS = 30, 2, 3
+
+
+def _cfg(strategy: str = "fedavg") -> AggregatorConfig:
+    return AggregatorConfig(FLEET, device_names(N), rounds=ROUNDS, strategy=strategy,
+                            policy=RoundPolicy(deadline_s=60), honour_consent=False, encoding="int8")
+
+
+def _reference(tmp_path):
+    agg = _service(tmp_path / "single", N)
+    for r in range(1, ROUNDS + 1):
+        _open(agg)
+        _feed(agg, update_messages(device_names(N), r, seed=9))
+        agg.sync_log()
+        agg._close_round()
+    return agg.weights
+
+
+def test_three_workers_on_a_shared_subscription_give_the_single_aggregate_bit_for_bit(mosquitto, tmp_path):
+    url = broker_url(mosquitto)
+    workers = [AggregatorWorker(_cfg(), classifier_weights(), url, tmp_path / f"w{i}", i) for i in range(WORKERS)]
+    assert len({w.client_id for w in workers}) == WORKERS
+    coord = coordinator(_cfg(), classifier_weights(), url, tmp_path / "coord", WORKERS)
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    wait_until(lambda: all(w.link.connected.is_set() for w in workers), what="workers connected")
+    box: dict = {}
+    runner = threading.Thread(target=lambda: box.update(result=coord.run()), daemon=True)
+    runner.start()
+    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-devices")
+    device.connect(mosquitto.host, mosquitto.port)
+    device.loop_start()
+    try:
+        for r in range(1, ROUNDS + 1):
+            wait_until(lambda: coord.round == r and coord.selected and all(
+                w.service.round == r and w.service.selected for w in workers), what=f"round {r} announced")
+            for name, data in update_messages(device_names(N), r, seed=9):
+                device.publish(FleetTopics(FLEET).update(r, name), data, qos=1).wait_for_publish(10)
+        runner.join(120)
+    finally:
+        device.loop_stop()
+        device.disconnect()
+        for w in workers:
+            w.stop_event.set()
+        for t in threads:
+            t.join(10)
+        coord.mode.stop()
+    assert "result" in box, "coordinator did not finish"
+    result = box["result"]
+    assert [h["participants"] for h in result.history] == [N] * ROUNDS
+    per_worker = [sum(int(h["workers"][str(w)]) for h in result.history) for w in range(WORKERS)]
+    assert sum(per_worker) == N * ROUNDS and max(per_worker) < N * ROUNDS  # shared, each update once
+    assert sum(w.accepted_total for w in workers) == N * ROUNDS
+    for got, want in zip(result.final_weights, _reference(tmp_path)):
+        assert np.array_equal(got, want)
+
+
+def test_a_strategy_that_needs_every_update_cannot_have_workers(tmp_path):
+    for strategy in ("median", "krum", "trimmed_mean"):
+        with pytest.raises(ValueError, match="cannot run on partial sums"):
+            AggregatorWorker(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 0)
+        with pytest.raises(ValueError, match="cannot run on partial sums"):
+            coordinator(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 2)
