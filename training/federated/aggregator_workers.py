@@ -30,10 +30,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from broker.aggregation_topics import agg_topic, shared_updates
 from broker.fed_messages import decode_global
 from broker.mqtt_link import BrokerSettings, Message, MqttLink
 from broker.signing import verify_message
-from broker.topics import ROOT, FleetTopics
+from broker.topics import FleetTopics
 from broker.wire import WireError
 from training.federated.aggregator import Aggregator, PlainUpdates
 from training.federated.aggregator_config import AggregatorConfig
@@ -46,15 +47,6 @@ log = logging.getLogger(__name__)
 
 #: How often a worker reports the devices it accepted.
 PROGRESS_EVERY_S = 0.1
-
-
-def agg_topic(fleet: str, *parts: Any) -> str:
-    return "/".join([ROOT, fleet, "agg", *(str(p) for p in parts)])
-
-
-def shared_updates(fleet: str) -> str:
-    """The workers' shared subscription to the fleet's updates (one group per fleet)."""
-    return f"$share/pw-{fleet}-agg/{FleetTopics(fleet).all_updates()}"
 
 
 class AggregatorWorker:
