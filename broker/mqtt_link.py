@@ -162,13 +162,7 @@ class MqttLink:
     def start(self, timeout_s: float = 15.0, wait: bool = True) -> None:
         """Connect (retrying in the background with backoff); with ``wait``, until the first connection is
         up. A device that must work offline starts with ``wait=False``."""
-        if self._mqtt5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 0 if self._clean else SESSION_EXPIRY_S
-            self._client.connect_async(self.host, self.port, keepalive=self._keepalive, clean_start=self._clean,
-                                       properties=props)
-        else:
-            self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
+        self._connect_async()
         self._client.loop_start()
         if wait and not self.connected.wait(timeout_s):
             self.stop()
@@ -178,6 +172,16 @@ class MqttLink:
                     "; start one or pass --broker mqtt://HOST:PORT")
             raise BrokerUnavailable(f"{self.client_id}: no MQTT connection to {self.host}:{self.port} within "
                                     f"{timeout_s:.0f} s{hint}")
+
+    def _connect_async(self) -> None:
+        """Aim the client at ``self.host:self.port``; paho's loop (re)connects there."""
+        if self._mqtt5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0 if self._clean else SESSION_EXPIRY_S
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive, clean_start=self._clean,
+                                       properties=props)
+        else:
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
 
     def stop(self) -> None:
         self.connected.clear()  # an intended disconnect: nothing to report
@@ -226,9 +230,6 @@ class MqttLink:
         if len(self._endpoints) < 2:
             return
         self._node = (self._node + 1) % len(self._endpoints)
-        try:
-            self._client.host, self._client.port = self._endpoints[self._node]
-        except RuntimeError:  # the old socket is not closed yet: paho retries the same node once more
-            return
         self.host, self.port = self._endpoints[self._node]
+        self._connect_async()  # from paho's own callback: its loop's next reconnect goes there
         log.info("%s: trying node %s:%d next", self.client_id, self.host, self.port)
