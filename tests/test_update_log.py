@@ -1,6 +1,6 @@
 """The aggregator's O(1) path: the update log (batched fsync, torn tail, acks held until durable), the running
 sum, a checkpoint whose size does not depend on the number of updates, and recovery = checkpoint + log replay
-after a real SIGKILL. No broker needed: messages go through the service's own receive path (``_handle``)."""
+after a real SIGKILL. No broker needed: messages go through the service's own receive path (``take``)."""
 from __future__ import annotations
 
 import logging
@@ -40,7 +40,7 @@ def _open(agg: Aggregator) -> None:
 
 def _feed(agg: Aggregator, messages: list[tuple[str, bytes]], first_mid: int = 1) -> None:
     for mid, (name, data) in enumerate(messages, first_mid):
-        agg._handle(Message(TOPICS.update(agg.round, name), data, mid, 1))
+        agg.take(Message(TOPICS.update(agg.round, name), data, mid, 1))
 
 
 def test_the_log_fsyncs_in_batches_and_cuts_a_torn_tail(tmp_path, caplog):
@@ -70,12 +70,12 @@ def test_acknowledgements_wait_for_the_fsync_and_keep_their_order(tmp_path):
     _open(agg)
     messages = update_messages(device_names(3), 1, seed=0)
     _feed(agg, messages[:1])
-    agg._handle(Message("pw/bench/nonsense", b"?", 7, 1))  # rejected, but behind a held update: waits too
+    agg.take(Message("pw/bench/nonsense", b"?", 7, 1))  # rejected, but behind a held update: waits too
     assert [m.mid for m in agg._held] == [1, 7] and agg.update_log.pending == 1
     agg.sync_log()
     assert agg._held == [] and agg.update_log.records_synced == 1
     assert agg.rejected == {"bad_topic": 1}
-    agg._handle(Message("pw/bench/nonsense", b"?", 8, 1))  # nothing pending: acknowledged at once
+    agg.take(Message("pw/bench/nonsense", b"?", 8, 1))  # nothing pending: acknowledged at once
     assert agg._held == []
 
 

@@ -1,7 +1,7 @@
 """`pulsewire aggregator-bench`: the aggregator's cost per accepted update and its checkpoint size per round.
 
 One aggregator worker's whole receive path on real messages: int8 UPDATE messages of the 4,757-parameter
-beat classifier, Ed25519-signed by their device, go through ``Aggregator._handle`` exactly as they come off
+beat classifier, Ed25519-signed by their device, go through ``Aggregator.take`` exactly as they come off
 MQTT (topic parse, wire decode, signature check, sender check, the round engine's screen, the fixed-point
 running sum, the append to the update log with batched fsync, the held acknowledgement), without the
 broker: the broker's share of the cost is measured by the scale bench. Then the round is closed and the
@@ -59,7 +59,7 @@ def update_messages(devices: dict[str, int], round_: int, seed: int, keys: dict 
 
 def bench_aggregator(devices: int, rounds: int, run_dir: Path, seed: int, signed: bool,
                      log_policy: LogPolicy) -> list[dict]:
-    """Per round: accepted updates per second through ``Aggregator._handle`` and the checkpoint's bytes."""
+    """Per round: accepted updates per second through ``Aggregator.take`` and the checkpoint's bytes."""
     names = device_names(devices)
     keys = {n: Ed25519PrivateKey.generate() for n in names} if signed else None
     cfg = AggregatorConfig(FLEET, names, rounds=rounds, policy=RoundPolicy(deadline_s=60),
@@ -75,7 +75,7 @@ def bench_aggregator(devices: int, rounds: int, run_dir: Path, seed: int, signed
         messages = update_messages(names, r, seed, keys)
         started, cpu_started = time.perf_counter(), time.process_time()
         for mid, (name, data) in enumerate(messages, 1):
-            agg._handle(Message(topics.update(r, name), data, mid, 1))
+            agg.take(Message(topics.update(r, name), data, mid, 1))
         agg.sync_log()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         assert len(agg.accepted) == devices, f"only {len(agg.accepted)} of {devices} accepted: {dict(agg.rejected)}"

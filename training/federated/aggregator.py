@@ -269,7 +269,14 @@ class Aggregator:
         except queue.Empty:
             message = None
         if message is not None:
-            self._handle(message)
+            self.take(message)
+        elif self.update_log is not None and self.update_log.due():
+            self.sync_log()
+
+    def take(self, message: Message) -> None:
+        """Screen one received message (its acknowledgement may wait for the log's next fsync), then fsync the
+        log if its batch is full or old enough."""
+        self._handle(message)
         if self.update_log is not None and self.update_log.due():
             self.sync_log()
 
