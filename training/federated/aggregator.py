@@ -46,22 +46,18 @@ from broker.mqtt_link import Message, MqttLink
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, TopicMatch, parse_topic
 from broker.wire import Header, Kind, WireError, decode_header
-from training.federated import checkpoint
 from training.federated.aggregator_config import AggregatorConfig
 from training.federated.consent_watch import ConsentWatch
-from training.federated.partial_sums import (PartialSum, SumOverflow, SumRule, model_size, outliers, rule_for,
-                                             summable)
+from training.federated.partial_sums import RunningSum, SumRule, model_size, rule_for, summable
 from training.federated.registry import make_fleet_strategy
-from training.federated.robust import delta_norm
+from training.federated.round_files import CHECKPOINT_FILE, LOG_DIR, RoundFiles
 from training.federated.round_engine import Evaluator, Rejected, RoundEngine
 from training.federated.strategies import ClientUpdate, Strategy, Weights
-from training.federated.update_log import LogPolicy, UpdateLog, scan
+from training.federated.update_log import LogPolicy, UpdateLog, read_record
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "aggregator.npz"
-#: The current round's update log: ``updates/round{r}.log``.
-LOG_DIR = "updates"
+__all__ = ["CHECKPOINT_FILE", "LOG_DIR", "Aggregator", "AggregationResult", "PlainUpdates", "RoundMode"]
 _Rejected = Rejected  # the name this module used before the engine existed
 
 
@@ -167,10 +163,9 @@ class Aggregator:
         #: The running sum's rule (None: the strategy needs the individual updates, which the engine keeps).
         self.rule: SumRule | None = rule_for(cfg.strategy, cfg.strategy_args) if summable(
             cfg.strategy, cfg.strategy_args) else None
-        self.total: PartialSum | None = None
-        self._offsets: dict[str, int] = {}  # device -> its record in the log (to subtract an outlier)
-        self._oversized: dict[str, float] = {}  # delivered, too large to sum: device -> norm
+        self.sums: RunningSum | None = None  # the current round's, with the rule
         self.log_policy = log_policy or LogPolicy()
+        self.files = RoundFiles(self.run_dir, cfg.fleet, cfg.strategy, cfg.policy.max_staleness, self.log_policy)
         self.update_log: UpdateLog | None = None
         self._held: list[Message] = []  # acknowledgements waiting for the log's fsync
         self._replaying: int | None = None  # the offset of the log record being replayed
@@ -196,7 +191,7 @@ class Aggregator:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / CHECKPOINT_FILE
+        return self.files.checkpoint_path
 
     # ------------------------------------------------------------------------------ the service
     def run(self) -> AggregationResult:
@@ -356,17 +351,11 @@ class Aggregator:
         and forgotten: the engine keeps only its weight and metadata. O(1) whatever the round's size."""
         device = self.engine.accept(update.device, round_, update).device
         kept = self.engine.accepted[device]
-        if self.rule is not None:
-            try:
-                self.total.add(self.rule.contribution(kept, model_size(self.weights)))
-            except SumOverflow:  # delivered, but outside the fixed-point range: the outlier screen decides
-                self._oversized[device] = delta_norm(kept.delta)
+        offset = self._replaying if self._replaying is not None else self.update_log.append(device, round_, data)
+        if self.sums is not None:
+            self.sums.add(kept, offset)
             self.engine.accepted[device] = ClientUpdate(device, [], kept.num_examples, kept.local_steps, None,
                                                         kept.meta)
-        if self._replaying is not None:
-            self._offsets[device] = self._replaying
-        else:
-            self._offsets[device] = self.update_log.append(device, round_, data)
         log.debug("round %d: accepted %s (%d examples)", self.round, device, kept.num_examples)
 
     def _note_status(self, device: str, payload: bytes) -> None:
@@ -414,71 +403,42 @@ class Aggregator:
         self._open_log()
 
     def _summed(self) -> list[ClientUpdate]:
-        """The running sum as the strategy's input, after the outlier screen: an update longer than
-        ``max_norm_ratio`` × the median norm is read back from the log and subtracted exactly."""
-        dropped = outliers({**self.total.norms, **self._oversized}, self.cfg.policy.max_norm_ratio)
-        for device in sorted(set(self._oversized) - set(dropped)):
+        """The running sum as the strategy's input, after the outlier screen (an update longer than
+        ``max_norm_ratio`` × the median norm is read back from the log and subtracted exactly)."""
+        ratio = self.cfg.policy.max_norm_ratio
+        dropped, too_large = self.sums.screen(ratio, self.logged_update)
+        for device in too_large:
             self.engine.reject("too_large")
-            log.warning("round %d: %s's update (norm %.3g) is beyond the fixed-point sum's range and not an outlier "
-                        "of this round: left out", self.round, device, self._oversized[device])
+            log.warning("round %d: %s's update is beyond the fixed-point sum's range and not an outlier of this "
+                        "round: left out", self.round, device)
         for device in dropped:
-            if device in self._oversized:
-                self.engine.reject("outlier_norm")
-                log.warning("round %d: dropped %s's update, norm %.3g > %g x the median", self.round, device,
-                            self._oversized[device], self.cfg.policy.max_norm_ratio)
-                continue
-            kept = self.engine.accepted[device]
-            _, update = self.decode(device, self.update_log.read(self._offsets[device]).payload)
-            update = ClientUpdate(device, update.delta, kept.num_examples, kept.local_steps, update.control_delta,
-                                  kept.meta)
-            norm = self.total.norms[device]
-            self.total.add(self.rule.contribution(update, model_size(self.weights)), sign=-1)
             self.engine.reject("outlier_norm")
-            log.warning("round %d: dropped %s's update, norm %.3g > %g x the median", self.round, device, norm,
-                        self.cfg.policy.max_norm_ratio)
-        return self.rule.combined(self.total, self.weights)
+            log.warning("round %d: dropped %s's update, norm > %g x the round's median", self.round, device, ratio)
+        return self.rule.combined(self.sums.total, self.weights)
+
+    def logged_update(self, device: str) -> ClientUpdate:
+        """``device``'s update as it entered the current round's sum, read back from the log."""
+        kept = self.engine.accepted[device]
+        _, update = self.decode(device, read_record(self.update_log.path, self.sums.offsets[device]).payload)
+        return ClientUpdate(device, update.delta, kept.num_examples, kept.local_steps, update.control_delta, kept.meta)
 
     # ------------------------------------------------------------------------------ persistence
     def _save(self) -> None:
-        """The checkpoint, when a round opens and when it closes: the engine's state and the strategy's, no
-        update and no device list, so its size does not depend on how many devices take part. The round's
-        selection goes once into its plan file (``updates/round{r}.plan.json``, the round plan's size); the
-        engine's recently accepted (round, device) pairs are rebuilt from the kept logs on restart."""
-        state = self.engine.manifest()
-        selected = state.pop("selected")
-        state.pop("recent")
-        state["selected_count"] = len(selected)
-        plan = self._plan_path(self.round)
-        if selected and not plan.exists():
-            checkpoint.save_json(plan, {"round": self.round, "selected": selected})
-        manifest = {"fleet": self.cfg.fleet, "strategy": self.cfg.strategy, **state,
-                    "state_keys": self.engine.state_keys()}
-        checkpoint.save(self.checkpoint_path, manifest, self.engine.arrays())
+        """The checkpoint (when a round opens and closes; ``RoundFiles``: its size does not grow with the fleet)."""
+        self.sync_log()
+        self.files.save(self.engine.manifest(), self.engine.state_keys(), self.engine.arrays())
 
     def log_path(self, round_: int) -> Path:
-        return self.run_dir / LOG_DIR / f"round{round_}.log"
-
-    def _plan_path(self, round_: int) -> Path:
-        return self.run_dir / LOG_DIR / f"round{round_}.plan.json"
-
-    def _kept_rounds(self) -> range:
-        """Rounds whose logs are kept: the current one, and those whose updates a late duplicate could name."""
-        return range(max(1, self.round - 1 - self.cfg.policy.max_staleness), self.round + 1)
+        return self.files.log_path(round_)
 
     def _open_log(self) -> None:
-        """Start (or reopen) the current round's log, a fresh running sum, and drop the logs of other rounds
-        (the checkpoint already holds what they added)."""
+        """Start (or reopen) the current round's log and a fresh running sum."""
         if self.update_log is not None:
-            if self.update_log.path == self.log_path(self.round):
+            if self.update_log.path == self.files.log_path(self.round):
                 return
             self.update_log.close()
-        self.update_log = UpdateLog(self.log_path(self.round), self.log_policy)
-        self.total = PartialSum(model_size(self.weights), self.rule.with_control) if self.rule else None
-        self._offsets, self._oversized = {}, {}
-        keep = {self.log_path(r) for r in self._kept_rounds()} | {self._plan_path(self.round)}
-        for old in (self.run_dir / LOG_DIR).glob("round*"):
-            if old not in keep:
-                old.unlink(missing_ok=True)
+        self.update_log = self.files.open_log(self.round)
+        self.sums = RunningSum(self.rule, model_size(self.weights)) if self.rule else None
 
     def _replay(self) -> int:
         """Run the current round's logged messages through the screen again (after a restart)."""
@@ -498,19 +458,10 @@ class Aggregator:
 
     def restore(self) -> bool:
         """Load the checkpoint and replay the current round's log; False when there is no checkpoint."""
-        if not self.checkpoint_path.exists():
+        loaded = self.files.load()
+        if loaded is None:
             return False
-        manifest, arrays = checkpoint.load(self.checkpoint_path)
-        if (manifest["fleet"], manifest["strategy"]) != (self.cfg.fleet, self.cfg.strategy):
-            raise checkpoint.CheckpointError(
-                f"{self.checkpoint_path} belongs to fleet {manifest['fleet']!r} with {manifest['strategy']}, not "
-                f"{self.cfg.fleet!r} with {self.cfg.strategy}; use another run directory or delete it")
-        current, oldest = manifest["round"], manifest["round"] - 1 - self.cfg.policy.max_staleness
-        plan = self._plan_path(current)
-        selected = checkpoint.load_json(plan)["selected"] if manifest["selected_count"] and plan.exists() else []
-        recent = sorted({(rec.round, rec.device) for r in range(max(1, oldest), current)
-                         if self.log_path(r).exists() for rec in scan(self.log_path(r)) if rec.round >= oldest})
-        self.engine.restore({**manifest, "selected": selected, "recent": recent}, arrays, {})
+        self.engine.restore(*loaded, {})
         self._open_log()
         self._replay()
         return True

@@ -141,15 +141,15 @@ class AggregatorWorker:
     def _on_close(self, round_: int) -> None:
         service = self.service
         if round_ not in self._closed:
-            if round_ != service.round or service.total is None:  # nothing of that round reached us
+            if round_ != service.round or service.sums is None:  # nothing of that round reached us
                 part, offsets, kept = PartialSum(model_size(service.weights), self.rule.with_control), {}, {}
                 path = service.log_path(round_)
             else:
                 self._report_progress()
                 service.sync_log()
-                for device in service._oversized:
+                for device in service.sums.oversized:  # not in the sum: the coordinator never sees them
                     service.engine.reject("too_large")
-                part, offsets = service.total, dict(service._offsets)
+                part, offsets = service.sums.total, dict(service.sums.offsets)
                 kept, path = dict(service.accepted), service.update_log.path
                 self.accepted_total += part.count
                 service.follow_round(round_ + 1, [], service.weights)

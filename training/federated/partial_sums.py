@@ -34,7 +34,7 @@ import io
 import math
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -243,6 +243,34 @@ def rule_for(strategy: str, args: dict[str, Any] | None = None) -> SumRule:
     raise ValueError(f"strategy {strategy!r} cannot run on partial sums: {why}. Run it with one aggregator "
                      "worker (which keeps the individual updates), or choose fedavg, fedprox, fedavgm, fedadam, "
                      "fednova, scaffold or norm_bounded with clip=C")
+
+
+class RunningSum:
+    """One round's sum in an aggregator: the fixed-point total, where each device's update is in the log (to
+    subtract an outlier exactly), and the updates delivered but too large for the fixed-point range."""
+
+    def __init__(self, rule: SumRule, size: int) -> None:
+        self.rule, self.size = rule, size
+        self.total = PartialSum(size, rule.with_control)
+        self.offsets: dict[str, int] = {}
+        self.oversized: dict[str, float] = {}
+
+    def add(self, update: ClientUpdate, offset: int) -> None:
+        try:
+            self.total.add(self.rule.contribution(update, self.size))
+        except SumOverflow:  # delivered, but outside the fixed-point range: the outlier screen decides
+            wide = np.concatenate([np.ravel(d) for d in update.delta]).astype(np.float64)
+            self.oversized[update.device] = float(np.sqrt(wide @ wide))
+        self.offsets[update.device] = offset
+
+    def screen(self, ratio: float | None, reread: Callable[[str], ClientUpdate]) -> tuple[list[str], list[str]]:
+        """The outlier screen on the norms: dropped devices (an update in the sum is ``reread`` from the log
+        and subtracted exactly) and oversized ones that are not outliers (left out, too large to sum)."""
+        dropped = outliers({**self.total.norms, **self.oversized}, ratio)
+        for device in dropped:
+            if device not in self.oversized:
+                self.total.add(self.rule.contribution(reread(device), self.size), sign=-1)
+        return dropped, sorted(set(self.oversized) - set(dropped))
 
 
 def summable(strategy: str, args: dict[str, Any] | None = None) -> bool:
