@@ -1,6 +1,6 @@
 """The topics between aggregator workers (or ward aggregators) and their coordinator: part of the bus contract.
 
-Under ``pw/FLEET/agg/``, all QoS 1: ``progress/W`` (worker W's recently accepted devices), ``close/R`` (the
+Under ``pw/FLEET/agg/``, all QoS 1: ``ready/W`` (retained: worker W is subscribed), ``progress/W`` (worker W's recently accepted devices), ``close/R`` (the
 coordinator asks for round R's partial sums), ``partial/R/W`` (worker W's sum), ``drop/R`` (devices whose
 updates the outlier screen takes out), ``dropped/R/W`` (their exact contributions). Workers receive the
 fleet's updates through one shared subscription group per fleet (MQTT 5 ``$share``).
@@ -12,7 +12,7 @@ from typing import Any
 from broker.topics import ROOT, FleetTopics
 
 #: Worker -> coordinator.
-UPWARD = ("progress/+", "partial/+/+", "dropped/+/+")
+UPWARD = ("ready/+", "progress/+", "partial/+/+", "dropped/+/+")
 #: Coordinator -> worker.
 DOWNWARD = ("close/+", "drop/+")
 

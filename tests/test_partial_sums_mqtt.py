@@ -2,7 +2,12 @@
 the coordinator adds their partial sums: the global model is bit for bit the single aggregator's."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -10,9 +15,12 @@ import pytest
 
 from broker.launcher import broker_url
 from broker.topics import FleetTopics
-from tests.federation_helpers import wait_until
+from edge_runtime.fed_client import DeviceClient
+from tests.federation_helpers import REGISTRY, FixedUpdater, expected_fedavg, initial_weights, wait_until
 from tests.test_update_log import _feed, _open, _service
 from tools.aggregator_bench import FLEET, classifier_weights, device_names, update_messages
+from training.federated import checkpoint
+from training.federated.aggregator import CHECKPOINT_FILE
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.aggregator_workers import AggregatorWorker, coordinator
 
@@ -82,3 +90,35 @@ def test_a_strategy_that_needs_every_update_cannot_have_workers(tmp_path):
             AggregatorWorker(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 0)
         with pytest.raises(ValueError, match="cannot run on partial sums"):
             coordinator(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 2)
+
+
+def test_pulsewire_aggregate_with_two_worker_processes_runs_a_federation(mosquitto, tmp_path):
+    """The user-visible commands: `pulsewire aggregate --workers 2` and two `--worker-index I` processes, with
+    three real device clients: both rounds complete with the in-process FedAvg of the three devices."""
+    np.savez(tmp_path / "init.npz", *initial_weights())
+    base = [sys.executable, "-m", "tools.cli", "aggregate", "--broker", broker_url(mosquitto), "--fleet", "workers",
+            "--devices", ",".join(f"{n}:{i}" for n, i in REGISTRY.items()), "--init", str(tmp_path / "init.npz"),
+            "--rounds", "2", "--quorum", "1", "--deadline", "120"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    workers = [subprocess.Popen(base + ["--run-dir", str(tmp_path / f"w{i}"), "--worker-index", str(i)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    devices = [DeviceClient(name, i, "workers", broker_url(mosquitto), FixedUpdater(k))
+               for k, (name, i) in enumerate(REGISTRY.items())]
+    try:
+        for d in devices:
+            d.start()
+        coord = subprocess.run(base + ["--run-dir", str(tmp_path / "coord"), "--workers", "2"], env=env,
+                               capture_output=True, text=True, timeout=180)
+        outs = [w.communicate(timeout=60)[0] for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+        for d in devices:
+            d.stop()
+    assert coord.returncode == 0, coord.stdout + coord.stderr
+    assert json.loads(coord.stdout.splitlines()[0])["participants"] == [3, 3]
+    summed = [json.loads(out.strip().splitlines()[-1])["updates_summed"] for out in outs]
+    assert sum(summed) == 6, outs
+    _, arrays = checkpoint.load(tmp_path / "coord" / CHECKPOINT_FILE)
+    for got, want in zip(arrays["weights"], expected_fedavg(2)):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)

@@ -257,7 +257,7 @@ class Aggregator:
     def serve_one(self, timeout: float) -> None:
         """Take in one message if one arrives within ``timeout`` seconds; fsync the log (and send the
         acknowledgements it holds) when its batch is full or old enough."""
-        if self._held:
+        if self.holding_acks:
             timeout = min(timeout, self.log_policy.fsync_interval_s)
         try:
             message = self.inbox.get(timeout=timeout)
@@ -299,10 +299,20 @@ class Aggregator:
             if self.cfg.observer:
                 self.cfg.observer.rejected(self.link, self.round, message.topic, rej.reason, rej.detail)
         finally:
-            if self.update_log is not None and (self.update_log.pending or self._held):
-                self._held.append(message)  # after the fsync; acks keep the order of the messages
-            else:
-                self.link.ack(message)
+            self.ack_in_order(message)
+
+    @property
+    def holding_acks(self) -> bool:
+        """Acknowledgements wait for the log's next fsync."""
+        return bool(self._held)
+
+    def ack_in_order(self, message: Message) -> None:
+        """Acknowledge now, or after the log's next fsync when an earlier message waits for it (PUBACKs keep
+        the order of the PUBLISHes)."""
+        if self.update_log is not None and (self.update_log.pending or self._held):
+            self._held.append(message)
+        else:
+            self.link.ack(message)
 
     def _screen(self, message: Message) -> None:
         try:

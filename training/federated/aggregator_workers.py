@@ -14,7 +14,7 @@ partial sum and adds them. The sums are fixed point (``partial_sums``): three wo
 the bits one worker would have summed. The outlier screen runs on the union of the workers' norms; the
 workers subtract the dropped updates' exact contributions, read back from their logs.
 
-Topics (QoS 1, under ``pw/FLEET/agg/``): ``progress/W`` (devices accepted lately), ``close/R``,
+Topics (QoS 1, under ``pw/FLEET/agg/``): ``ready/W`` (retained), ``progress/W`` (devices accepted lately), ``close/R``,
 ``partial/R/W``, ``drop/R`` (devices to take out), ``dropped/R/W`` (their contributions).
 Strategies that need individual updates (median, trimmed mean, Krum, ...) are refused by ``rule_for``.
 """
@@ -55,14 +55,18 @@ class AggregatorWorker:
     def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker: BrokerSettings | str, run_dir: Path,
                  index: int, log_policy: LogPolicy | None = None, aggregator_key: Any = None) -> None:
         """``aggregator_key``: the coordinator's Ed25519 public key when global models are signed."""
+        if index < 0:
+            raise ValueError(f"worker index {index}: use 0..N-1 for a coordinator of N workers")
         self.rule = rule_for(cfg.strategy, cfg.strategy_args)  # a strategy that needs every update: ValueError
         self.fleet, self.index, self.aggregator_key = cfg.fleet, index, aggregator_key
         self.client_id = f"pw-{cfg.fleet}-aggw{index}"
-        self._control: queue.Queue[Message] = queue.Queue()
+        #: One FIFO for updates and the coordinator's messages: a round's plan is handled before the updates
+        #: that answer it.
+        self._inbox: queue.Queue[Message] = queue.Queue()
         self.link = MqttLink(broker, self.client_id,
                              [shared_updates(cfg.fleet), FleetTopics(cfg.fleet).all_globals(),
                               agg_topic(cfg.fleet, "close", "+"), agg_topic(cfg.fleet, "drop", "+")],
-                             self._route, manual_ack=True, mqtt5=True)
+                             self._inbox.put, manual_ack=True, mqtt5=True)
         self.service = Aggregator(replace(cfg, honour_consent=False, observer=None), initial_weights, broker,
                                   run_dir, log_policy=log_policy, link=self.link)
         self.stop_event = threading.Event()
@@ -71,21 +75,23 @@ class AggregatorWorker:
         self._reported = 0
         self.accepted_total = 0
 
-    def _route(self, message: Message) -> None:
-        updates = FleetTopics(self.fleet).all_updates().removesuffix("/+/+") + "/"
-        (self.service.inbox if message.topic.startswith(updates) else self._control).put(message)
+    def _is_update(self, message: Message) -> bool:
+        return message.topic.startswith(FleetTopics(self.fleet).all_updates().removesuffix("+/+"))
 
     def run(self) -> None:
-        """Serve until ``stop_event`` is set (resuming the round in the checkpoint and log, if any)."""
+        """Serve until ``stop_event`` is set or the coordinator announces its last round (resuming the round in
+        the checkpoint and log, if any)."""
         if self.service.restore():
             log.info("%s: resuming round %d with %d update(s) from its log", self.client_id, self.service.round,
                      len(self.service.accepted))
         self.link.start()
+        # retained: the coordinator announces no round before every worker's shared subscription exists (an
+        # update published to a group nobody has joined yet is dropped by the broker)
+        self.link.publish(agg_topic(self.fleet, "ready", self.index), b"1", qos=1, retain=True)
         last = time.monotonic()
         try:
             while not self.stop_event.is_set():
-                self.service.serve_one(0.02)
-                self._serve_control()
+                self._serve_one(0.02)
                 if time.monotonic() - last >= PROGRESS_EVERY_S:
                     self._report_progress()
                     last = time.monotonic()
@@ -95,18 +101,24 @@ class AggregatorWorker:
             if self.service.update_log is not None:
                 self.service.update_log.close()
 
-    def _serve_control(self) -> None:
-        while True:
-            try:
-                message = self._control.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                self._on_control(message)
-            except (WireError, ValueError, KeyError) as exc:
-                log.warning("%s: ignored %s (%s)", self.client_id, message.topic, exc)
-            finally:
-                self.link.ack(message)
+    def _serve_one(self, timeout: float) -> None:
+        service = self.service
+        try:
+            message = self._inbox.get(timeout=min(timeout, service.log_policy.fsync_interval_s)
+                                      if service.holding_acks else timeout)
+        except queue.Empty:
+            if service.update_log is not None and service.update_log.due():
+                service.sync_log()
+            return
+        if self._is_update(message):
+            service.take(message)
+            return
+        try:
+            self._on_control(message)
+        except (WireError, ValueError, KeyError) as exc:
+            log.warning("%s: ignored %s (%s)", self.client_id, message.topic, exc)
+        finally:
+            service.ack_in_order(message)
 
     def _on_control(self, message: Message) -> None:
         parts = message.topic.split("/")
@@ -123,7 +135,10 @@ class AggregatorWorker:
             data = verify_message(data, self.aggregator_key)
         _, model = decode_global(data)
         plan, service = model.plan, self.service
-        if plan.final or plan.round < service.round or plan.round in self._closed:
+        if plan.final:  # the coordinator's last word: every round is closed
+            self.stop_event.set()
+            return
+        if plan.round < service.round or plan.round in self._closed:
             return
         if plan.round > service.round or not service.selected:
             service.follow_round(plan.round, list(plan.selected), model.weights)
@@ -183,18 +198,28 @@ class SharedWorkers(PlainUpdates):
         self._queue: queue.Queue[Message] = queue.Queue()
         self._answers: dict[tuple[str, int, int], bytes] = {}
         self._link: MqttLink | None = None
+        self._ready: set[int] = set()
         self.per_worker: dict[int, int] = {}
 
     def _ensure_link(self, service: Aggregator) -> None:
         if self._link is None:
             fleet = service.cfg.fleet
             self._link = MqttLink(service.link.settings, f"pw-{fleet}-aggcoord",
-                                  [agg_topic(fleet, "progress", "+"), agg_topic(fleet, "partial", "+", "+"),
-                                   agg_topic(fleet, "dropped", "+", "+")], self._queue.put, clean_session=True)
+                                  [agg_topic(fleet, "ready", "+"), agg_topic(fleet, "progress", "+"),
+                                   agg_topic(fleet, "partial", "+", "+"), agg_topic(fleet, "dropped", "+", "+")],
+                                  self._queue.put, clean_session=True)
             self._link.start()
 
     def plan_extras(self, service: Aggregator) -> dict[str, Any]:
+        """Before a round is announced: every worker has joined the shared subscription."""
         self._ensure_link(service)
+        waited = time.monotonic()
+        while len(self._ready) < self.workers:
+            self.wait(service, 0.1)
+            if time.monotonic() - waited > self.answer_timeout_s:
+                log.warning("waiting for aggregator worker(s) %s to start",
+                            sorted(set(range(self.workers)) - self._ready))
+                waited = time.monotonic()
         return {}
 
     def stop(self) -> None:
@@ -218,7 +243,9 @@ class SharedWorkers(PlainUpdates):
             except queue.Empty:
                 return
             parts = message.topic.split("/")
-            if parts[3] == "progress":
+            if parts[3] == "ready":
+                self._ready.add(int(parts[4]))
+            elif parts[3] == "progress":
                 note = json.loads(message.payload)
                 if note.get("round") == engine.round:
                     for device in note["devices"]:
