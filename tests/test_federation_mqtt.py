@@ -201,7 +201,7 @@ def test_aggregator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp_
     try:
         for d in devices:
             d.start()
-        wait_until(lambda: accepted_in_round_1() == 2, what="two logged updates in round 1")
+        wait_until(lambda: accepted_in_round_1() == 2, timeout_s=120, what="two logged updates in round 1")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
