@@ -23,6 +23,7 @@ from training.federated import checkpoint
 from training.federated.aggregator import CHECKPOINT_FILE
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.aggregator_workers import AggregatorWorker, coordinator
+from training.federated.partial_sums import PartialSum
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +123,18 @@ def test_pulsewire_aggregate_with_two_worker_processes_runs_a_federation(mosquit
     _, arrays = checkpoint.load(tmp_path / "coord" / CHECKPOINT_FILE)
     for got, want in zip(arrays["weights"], expected_fedavg(2)):
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+
+
+def test_a_restarted_worker_answers_a_repeated_close_from_disk(tmp_path):
+    """A worker that answered round 1 and then died gives the same partial sum when asked again (the
+    coordinator may have lost the first answer): it is fsynced to disk before the worker moves on."""
+    first = AggregatorWorker(_cfg(), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 0)
+    first.service.follow_round(1, list(device_names(N)), classifier_weights())
+    _feed(first.service, update_messages(device_names(N), 1, seed=9)[:12])
+    first._seal()
+    sent = first._answer(1)[0]
+    assert first.service.round == 2 and PartialSum.from_bytes(sent, 4757).count == 12
+    again = AggregatorWorker(_cfg(), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 0)
+    assert again.service.restore() and again.service.round == 2
+    assert again._answer(1)[0] == sent
+    assert PartialSum.from_bytes(again._answer(7)[0], 4757).count == 0  # a round it never saw: nothing

@@ -30,12 +30,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from broker.aggregation_topics import agg_topic, shared_updates
 from broker.fed_messages import decode_global
 from broker.mqtt_link import BrokerSettings, Message, MqttLink
 from broker.signing import verify_message
 from broker.topics import FleetTopics
 from broker.wire import WireError
+from training.federated import checkpoint
 from training.federated.aggregator import Aggregator, PlainUpdates
 from training.federated.aggregator_config import AggregatorConfig
 from training.federated.partial_sums import PartialSum, model_size, outliers, rule_for
@@ -71,7 +74,7 @@ class AggregatorWorker:
                                   run_dir, log_policy=log_policy, link=self.link)
         self.stop_event = threading.Event()
         #: Closed rounds: the partial sent (sent again if asked again) and what a drop request needs.
-        self._closed: dict[int, tuple[bytes, Path, dict[str, int], dict[str, ClientUpdate]]] = {}
+        self._closed: dict[int, tuple[bytes, dict[str, int], dict[str, list]]] = {}
         self._reported = 0
         self.accepted_total = 0
 
@@ -140,6 +143,8 @@ class AggregatorWorker:
             return
         if plan.round < service.round or plan.round in self._closed:
             return
+        if plan.round > service.round and service.sums is not None and service.sums.total.count:
+            self._seal()  # the close request was missed (offline): the answer waits on disk for it
         if plan.round > service.round or not service.selected:
             service.follow_round(plan.round, list(plan.selected), model.weights)
             self._reported = 0
@@ -153,38 +158,62 @@ class AggregatorWorker:
         self.link.publish(agg_topic(self.fleet, "progress", self.index),
                           json.dumps({"round": self.service.round, "devices": fresh}).encode(), qos=1)
 
-    def _on_close(self, round_: int) -> None:
-        service = self.service
+    def _answer_path(self, round_: int) -> Path:
+        return self.service.run_dir / "updates" / f"answer{round_}.npz"
+
+    def _seal(self) -> None:
+        """End the worker's current round: its sum becomes the answer for that round, fsynced to disk before the
+        worker moves on (a restarted worker answers a repeated close request from there), then the next round."""
+        service, round_ = self.service, self.service.round
+        self._report_progress()
+        service.sync_log()
+        part, offsets, kept = PartialSum(model_size(service.weights), self.rule.with_control), {}, {}
+        if service.sums is not None:
+            for device in service.sums.oversized:  # not in the sum: the coordinator never sees them
+                service.engine.reject("too_large")
+            part, offsets = service.sums.total, dict(service.sums.offsets)
+            kept = {d: [u.num_examples, u.local_steps, u.meta] for d, u in service.accepted.items()}
+        checkpoint.save(self._answer_path(round_), {"round": round_, "offsets": offsets, "kept": kept},
+                        {"partial": [np.frombuffer(part.to_bytes(), np.uint8)]})
+        self.accepted_total += part.count
+        for old in self._answer_path(0).parent.glob("answer*.npz"):
+            if int(old.stem.removeprefix("answer")) < round_ - 2:
+                old.unlink(missing_ok=True)
+        service.follow_round(round_ + 1, [], service.weights)
+        self._reported = 0
+
+    def _answer(self, round_: int) -> tuple[bytes, dict[str, int], dict[str, list]]:
+        """This worker's partial sum for ``round_`` (and what a drop request needs): from memory, from disk, or
+        empty when nothing of that round ever reached this worker."""
         if round_ not in self._closed:
-            if round_ != service.round or service.sums is None:  # nothing of that round reached us
-                part, offsets, kept = PartialSum(model_size(service.weights), self.rule.with_control), {}, {}
-                path = service.log_path(round_)
+            path = self._answer_path(round_)
+            if path.exists():
+                manifest, arrays = checkpoint.load(path)
+                self._closed[round_] = (bytes(arrays["partial"][0]), manifest["offsets"], manifest["kept"])
             else:
-                self._report_progress()
-                service.sync_log()
-                for device in service.sums.oversized:  # not in the sum: the coordinator never sees them
-                    service.engine.reject("too_large")
-                part, offsets = service.sums.total, dict(service.sums.offsets)
-                kept, path = dict(service.accepted), service.update_log.path
-                self.accepted_total += part.count
-                service.follow_round(round_ + 1, [], service.weights)
-                self._reported = 0
-            self._closed[round_] = (part.to_bytes(), path, offsets, kept)
+                empty = PartialSum(model_size(self.service.weights), self.rule.with_control)
+                return empty.to_bytes(), {}, {}
             for old in [r for r in self._closed if r < round_ - 2]:
                 del self._closed[old]
-        self.link.publish(agg_topic(self.fleet, "partial", round_, self.index), self._closed[round_][0], qos=1)
+        return self._closed[round_]
+
+    def _on_close(self, round_: int) -> None:
+        if round_ == self.service.round:
+            self._seal()
+        self.link.publish(agg_topic(self.fleet, "partial", round_, self.index), self._answer(round_)[0], qos=1)
 
     def _on_drop(self, round_: int, devices: list[str]) -> None:
         """The exact contributions of the named devices this worker summed in ``round_``."""
-        _, path, offsets, kept = self._closed[round_]
-        part = PartialSum(model_size(self.service.weights), self.rule.with_control)
+        _, offsets, kept = self._answer(round_)
+        size = model_size(self.service.weights)
+        part = PartialSum(size, self.rule.with_control)
         for device in devices:
             if device in offsets:
-                _, update = self.service.decode(device, read_record(path, offsets[device]).payload)
-                k = kept[device]
-                part.add(self.rule.contribution(ClientUpdate(device, update.delta, k.num_examples, k.local_steps,
-                                                             update.control_delta, k.meta),
-                                                model_size(self.service.weights)))
+                record = read_record(self.service.log_path(round_), offsets[device])
+                _, update = self.service.decode(device, record.payload)
+                examples, steps, meta = kept[device]
+                part.add(self.rule.contribution(ClientUpdate(device, update.delta, examples, steps,
+                                                             update.control_delta, meta), size))
         self.link.publish(agg_topic(self.fleet, "dropped", round_, self.index), part.to_bytes(), qos=1)
 
 
