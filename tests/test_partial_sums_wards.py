@@ -14,8 +14,8 @@ from broker.launcher import BrokerUnavailable
 from broker.mqtt_link import MqttLink, parse_broker_url
 from broker.topics import FleetTopics
 from tests.federation_helpers import wait_until
-from tests.test_partial_sums_mqtt import ROUNDS, N, _cfg, _reference
-from tools.aggregator_bench import FLEET, classifier_weights, device_names, update_messages
+from tests.test_partial_sums_mqtt import ROUNDS, N, _cfg, _messages, _reference
+from tools.aggregator_bench import FLEET, classifier_weights
 from training.federated.aggregator_workers import AggregatorWorker, coordinator
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ def test_each_ward_sends_one_partial_sum_up_and_the_centre_gets_the_single_aggre
         for r in range(1, ROUNDS + 1):
             wait_until(lambda: coord.round == r and coord.selected and all(
                 w.service.round == r and w.service.selected for w in workers), what=f"round {r} in both wards")
-            for k, (name, data) in enumerate(update_messages(device_names(N), r, seed=9)):
+            for k, (name, data) in enumerate(_messages(r)):
                 publishers[k % 2].publish(FleetTopics(FLEET).update(r, name), data, qos=1).wait_for_publish(10)
         runner.join(120)
     finally:
@@ -81,7 +81,8 @@ def test_each_ward_sends_one_partial_sum_up_and_the_centre_gets_the_single_aggre
         spy.stop()
     assert "result" in box, "coordinator did not finish"
     result = box["result"]
-    assert [h["workers"] for h in result.history] == [{"0": N // 2, "1": N // 2}] * ROUNDS
+    assert [h["workers"] for h in result.history] == [{"0": N // 2, "1": N // 2}] * ROUNDS  # before the drop
+    assert result.rejected == {"outlier_norm": 1}
     assert seen_at_centre == []  # the updates stayed in their wards
     for got, want in zip(result.final_weights, _reference(tmp_path)):
         assert np.array_equal(got, want)

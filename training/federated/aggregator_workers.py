@@ -305,6 +305,7 @@ class SharedWorkers(PlainUpdates):
         total = PartialSum(model_size(service.weights), rule.with_control)
         for part in partials.values():
             total.add(part)
+        delivered = total.count
         dropped = outliers(total.norms, service.cfg.policy.max_norm_ratio)
         if dropped:
             answers = self._gather(service, "dropped", "drop", json.dumps({"devices": dropped}).encode())
@@ -315,7 +316,7 @@ class SharedWorkers(PlainUpdates):
                 log.warning("round %d: dropped %s's update (norm above %g x the median)", service.round, device,
                             service.cfg.policy.max_norm_ratio)
         self.per_worker = {w: p.count for w, p in partials.items()}
-        return rule.combined(total, service.weights), {"participants": total.count,
+        return rule.combined(total, service.weights), {"participants": delivered,
                                                        "workers": {str(w): c for w, c in self.per_worker.items()}}
 
 
