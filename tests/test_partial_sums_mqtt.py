@@ -15,6 +15,7 @@ import pytest
 
 from broker.fed_messages import LocalUpdate, UpdateEncoding, decode_update, encode_update
 from broker.launcher import broker_url
+from broker.mqtt_link import parse_broker_url
 from broker.topics import FleetTopics
 from edge_runtime.fed_client import DeviceClient
 from tests.federation_helpers import REGISTRY, FixedUpdater, expected_fedavg, initial_weights, wait_until
@@ -58,38 +59,52 @@ def _reference(tmp_path):
     return agg.weights
 
 
-def test_three_workers_on_a_shared_subscription_give_the_single_aggregate_bit_for_bit(mosquitto, tmp_path):
-    url = broker_url(mosquitto)
-    workers = [AggregatorWorker(_cfg(), classifier_weights(), url, tmp_path / f"w{i}", i) for i in range(WORKERS)]
-    assert len({w.client_id for w in workers}) == WORKERS
-    coord = coordinator(_cfg(), classifier_weights(), url, tmp_path / "coord", WORKERS)
+def publisher(url: str, client_id: str) -> mqtt.Client:
+    host, port = parse_broker_url(url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.connect(host, port)
+    client.loop_start()
+    return client
+
+
+def run_with_workers(workers: list[AggregatorWorker], coord, device_urls: list[str]):
+    """Run the workers and the coordinator; device k publishes its updates through ``device_urls[k % len]``
+    once every worker has the round's plan. The coordinator's result."""
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     for t in threads:
         t.start()
     wait_until(lambda: all(w.link.connected.is_set() for w in workers), what="workers connected")
     box: dict = {}
     runner = threading.Thread(target=lambda: box.update(result=coord.run()), daemon=True)
+    publishers = [publisher(url, f"test-devices-{i}") for i, url in enumerate(device_urls)]
     runner.start()
-    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-devices")
-    device.connect(mosquitto.host, mosquitto.port)
-    device.loop_start()
     try:
         for r in range(1, ROUNDS + 1):
             wait_until(lambda: coord.round == r and coord.selected and all(
                 w.service.round == r and w.service.selected for w in workers), what=f"round {r} announced")
-            for name, data in _messages(r):
-                device.publish(FleetTopics(FLEET).update(r, name), data, qos=1).wait_for_publish(10)
+            for k, (name, data) in enumerate(_messages(r)):
+                publishers[k % len(publishers)].publish(FleetTopics(FLEET).update(r, name), data,
+                                                        qos=1).wait_for_publish(10)
         runner.join(120)
     finally:
-        device.loop_stop()
-        device.disconnect()
+        for p in publishers:
+            p.loop_stop()
+            p.disconnect()
         for w in workers:
             w.stop_event.set()
         for t in threads:
             t.join(10)
         coord.mode.stop()
     assert "result" in box, "coordinator did not finish"
-    result = box["result"]
+    return box["result"]
+
+
+def test_three_workers_on_a_shared_subscription_give_the_single_aggregate_bit_for_bit(mosquitto, tmp_path):
+    url = broker_url(mosquitto)
+    workers = [AggregatorWorker(_cfg(), classifier_weights(), url, tmp_path / f"w{i}", i) for i in range(WORKERS)]
+    assert len({w.client_id for w in workers}) == WORKERS
+    result = run_with_workers(workers, coordinator(_cfg(), classifier_weights(), url, tmp_path / "coord", WORKERS),
+                              [url])
     assert [h["participants"] for h in result.history] == [N, N]  # delivered (as the single aggregator counts)
     assert result.rejected == {"outlier_norm": 1}
     per_worker = [sum(int(h["workers"][str(w)]) for h in result.history) for w in range(WORKERS)]
