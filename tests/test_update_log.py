@@ -33,9 +33,7 @@ def _service(run_dir: Path, n: int, policy: LogPolicy | None = None, strategy: s
 
 def _open(agg: Aggregator) -> None:
     """What ``run`` does when a round starts (without publishing it)."""
-    assert agg.engine.open_round()
-    agg._save()
-    agg._open_log()
+    assert agg.open_round()
 
 
 def _feed(agg: Aggregator, messages: list[tuple[str, bytes]], first_mid: int = 1) -> None:

@@ -70,9 +70,7 @@ def bench_aggregator(devices: int, rounds: int, run_dir: Path, seed: int, signed
     topics = FleetTopics(FLEET)
     rows = []
     for r in range(1, rounds + 1):
-        agg.engine.open_round()
-        agg._save()
-        agg._open_log()
+        agg.open_round()
         messages = update_messages(names, r, seed, keys)
         started, cpu_started = time.perf_counter(), time.process_time()
         for mid, (name, data) in enumerate(messages, 1):

@@ -278,7 +278,7 @@ class SharedWorkers(PlainUpdates):
                 note = json.loads(message.payload)
                 if note.get("round") == engine.round:
                     for device in note["devices"]:
-                        if device in engine.selected and device not in engine.accepted:
+                        if device in engine.selected and device not in engine.accepted:  # a Selection: O(1)
                             engine.accepted[device] = ClientUpdate(device, [], 1, 1)
             else:
                 self._answers[(parts[3], int(parts[4]), int(parts[5]))] = message.payload
