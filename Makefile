@@ -28,6 +28,7 @@ FIRMWARE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --
 SERVER_BENCH_ARGS := --devices 200 --seconds 30 --json bench/results/server-quick.json
 SCALE_BENCH_ARGS := --quick --json bench/results/scale-quick.json
 TASKS_BENCH_ARGS := --quick --out out/bench-quick-tasks --json bench/results/tasks-quick.json
+AGG_BENCH_ARGS := --devices 500 --repeats 3 --json bench/results/aggregator-quick.json
 else
 BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/foundation.json
 EDGE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/edge.json
@@ -42,6 +43,7 @@ FIRMWARE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json b
 SERVER_BENCH_ARGS := --devices 1000 --seconds 300 --json bench/results/server.json
 SCALE_BENCH_ARGS := --json bench/results/scale.json
 TASKS_BENCH_ARGS := --seeds 0 1 2 --out out/bench-tasks --json bench/results/tasks.json
+AGG_BENCH_ARGS := --devices 2000 --repeats 3 --json bench/results/aggregator.json
 endif
 
 .PHONY: help setup system-deps demo test bench clean
@@ -127,6 +129,7 @@ bench: setup
 	$(BIN)/pulsewire server bench $(SERVER_BENCH_ARGS)
 	nice -n 10 $(BIN)/pulsewire scale-bench $(SCALE_BENCH_ARGS)
 	$(BIN)/pulsewire tasks bench $(TASKS_BENCH_ARGS)
+	$(BIN)/pulsewire aggregator-bench $(AGG_BENCH_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache

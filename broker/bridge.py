@@ -5,8 +5,12 @@ up (ward -> centre) alerts, statuses (retained; last wills included) and updates
 steps travel on the update topic too); down (centre -> ward) global models, signed releases (retained)
 and secure-aggregation broadcasts. Devices keep talking to their ward's broker when the link to the
 centre is down: the bridge's persistent session (``cleansession false``) and the ward's queue carry QoS 1
-messages across the outage. Per-ward partial aggregation would subscribe to the ward's updates and send
-one partial sum up instead; it belongs to the round engine (docs/scale.md).
+messages across the outage.
+
+With ``ward_aggregation`` the ward's updates stay in the ward: a ward aggregator (an aggregator worker,
+``training.federated.aggregator_workers``, on the ward broker) sums them, and only the coordinator's
+requests (down) and the ward's progress notes and partial sums (up) cross the bridge
+(``broker.aggregation_topics``): one partial sum per ward and round instead of one update per device.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.aggregation_topics import DOWNWARD, UPWARD, agg_topic
 from broker.launcher import BrokerUnavailable, MosquittoBroker
 from broker.mqtt_link import MqttLink
 from broker.topics import ROOT, FleetTopics
@@ -32,6 +37,8 @@ class BridgeSpec:
     central_port: int
     fleets: tuple[str, ...]
     qos: int = 1
+    #: Sum the ward's updates in the ward (a ward aggregator) and send partial sums up, not the updates.
+    ward_aggregation: bool = False
 
     def __post_init__(self) -> None:
         FleetTopics(self.name)  # the same naming rule as fleets: no '/', no wildcards
@@ -55,8 +62,12 @@ class BridgeSpec:
         lines = []
         for fleet in self.fleets:
             t = FleetTopics(fleet)
-            lines += [(t.all_alerts(), "out"), (t.all_statuses(), "out"), (t.all_updates(), "out"),
+            lines += [(t.all_alerts(), "out"), (t.all_statuses(), "out"),
                       (t.all_globals(), "in"), (t.release(), "in"), (f"{ROOT}/{fleet}/secagg/#", "in")]
+            if self.ward_aggregation:
+                lines += [(agg_topic(fleet, p), "out") for p in UPWARD] + [(agg_topic(fleet, p), "in") for p in DOWNWARD]
+            else:
+                lines.append((t.all_updates(), "out"))
         return lines
 
     def config_lines(self) -> list[str]:
@@ -71,12 +82,14 @@ class BridgeSpec:
 class WardHierarchy:
     """A central Mosquitto and ``wards`` ward Mosquittos bridged to it, all on loopback."""
 
-    def __init__(self, wards: int, fleets: tuple[str, ...], base: Path | None = None) -> None:
+    def __init__(self, wards: int, fleets: tuple[str, ...], base: Path | None = None,
+                 ward_aggregation: bool = False) -> None:
         if not 1 <= wards <= 16:
             raise ValueError(f"wards must be 1..16, got {wards}")
         self.fleets = fleets
         self.central = MosquittoBroker(state_dir=base / "central" if base else None)
-        self.bridges = [BridgeSpec(f"ward{i}", self.central.host, self.central.port, fleets) for i in range(wards)]
+        self.bridges = [BridgeSpec(f"ward{i}", self.central.host, self.central.port, fleets,
+                                   ward_aggregation=ward_aggregation) for i in range(wards)]
         self.wards = [MosquittoBroker(state_dir=base / b.name if base else None, extra_config=tuple(b.config_lines()))
                       for b in self.bridges]
 

@@ -4,7 +4,13 @@ paho-mqtt runs the network loop in its own thread and reconnects with exponentia
 re-subscribes on every connect (a broker that lost its state has lost the subscriptions too) and
 tells its owner about connects, so a device can re-send an update the broker never acknowledged.
 With ``manual_ack`` a QoS 1 message is acknowledged only when the owner says so: the aggregator acks
-an update after it is checkpointed, so a crash in between makes the broker deliver it again.
+an update after it is durable in its update log, so a crash in between makes the broker deliver it again.
+
+A broker URL may list several nodes of a cluster (``mqtt://h:1883,mqtt://h:1884``): when the connection
+drops or cannot be made, the link moves to the next node (round robin) and keeps its session's client id,
+so a durable session replicated by the cluster (RabbitMQ's quorum queues) resumes there. ``mqtt5=True``
+speaks MQTT 5 (shared subscriptions ``$share/GROUP/TOPIC`` are MQTT 5; a persistent session is a session
+expiry interval, ``SESSION_EXPIRY_S``).
 """
 from __future__ import annotations
 
@@ -16,10 +22,15 @@ from typing import Callable
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from broker.launcher import BrokerUnavailable
 
 log = logging.getLogger(__name__)
+
+#: MQTT 5 persistent sessions: how long the broker keeps one after a disconnect (one week).
+SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,10 @@ class BrokerSettings:
     username: str | None = None
 
     def __post_init__(self) -> None:
-        parse_broker_url(self.url)
+        schemes = {u.strip().partition("://")[0] if "://" in u else "mqtt" for u in self.url.split(",")}
+        self.endpoints  # each URL must parse
+        if len(schemes) > 1:
+            raise ValueError(f"{self.url}: the nodes of one cluster must all be mqtt:// or all mqtts://")
         if (self.cert is None) != (self.key is None):
             raise ValueError("give a client certificate and its key together (--cert and --key)")
         tls_files = [f for f in (self.ca, self.cert, self.key) if f is not None]
@@ -72,6 +86,11 @@ class BrokerSettings:
     @property
     def tls_enabled(self) -> bool:
         return self.url.startswith("mqtts://")
+
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        """(host, port) of each node, in the order given."""
+        return [parse_broker_url(u.strip()) for u in self.url.split(",")]
 
     @property
     def tls(self) -> TlsFiles | None:
@@ -102,12 +121,16 @@ class MqttLink:
     def __init__(self, broker: BrokerSettings | str, client_id: str, subscriptions: list[str], on_message: Callable[[Message], None],
                  on_connect: Callable[[bool], None] | None = None, will: Will | None = None,
                  manual_ack: bool = False, keepalive_s: int = 20, tls: TlsFiles | None = None,
-                 clean_session: bool = False) -> None:
-        """``clean_session=True`` for observers that must not leave a session (and its queue) on the broker."""
+                 clean_session: bool = False, mqtt5: bool = False) -> None:
+        """``clean_session=True`` for observers that must not leave a session (and its queue) on the broker;
+        ``mqtt5`` for shared subscriptions."""
         if tls is not None:  # the older spelling: a URL plus TLS files
             broker = BrokerSettings(str(broker), tls.ca, tls.cert, tls.key)
         self.settings = settings = BrokerSettings.of(broker)
-        self.host, self.port = parse_broker_url(settings.url)
+        self._endpoints = settings.endpoints
+        self._node = 0
+        self.host, self.port = self._endpoints[0]
+        self._clean, self._mqtt5 = clean_session, mqtt5
         self.client_id = client_id
         self._subscriptions = subscriptions
         self._on_message = on_message
@@ -116,8 +139,12 @@ class MqttLink:
         self.connected = threading.Event()
         self.connects = 0
         self._refused: str | None = None
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
-                                   protocol=mqtt.MQTTv311, manual_ack=manual_ack)
+        if mqtt5:
+            self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                                       manual_ack=manual_ack)
+        else:
+            self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                       clean_session=clean_session, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
         self._client.reconnect_delay_set(min_delay=1, max_delay=16)
         self._client.max_queued_messages_set(0)  # unbounded: an update must not be dropped while offline
         self._client.max_inflight_messages_set(100)
@@ -129,12 +156,13 @@ class MqttLink:
             self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
+        self._client.on_connect_fail = lambda _c, _u: self._next_node()
         self._client.on_message = lambda _c, _u, m: self._on_message(Message(m.topic, bytes(m.payload), m.mid, m.qos))
 
     def start(self, timeout_s: float = 15.0, wait: bool = True) -> None:
         """Connect (retrying in the background with backoff); with ``wait``, until the first connection is
         up. A device that must work offline starts with ``wait=False``."""
-        self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
+        self._connect_async()
         self._client.loop_start()
         if wait and not self.connected.wait(timeout_s):
             self.stop()
@@ -144,6 +172,16 @@ class MqttLink:
                     "; start one or pass --broker mqtt://HOST:PORT")
             raise BrokerUnavailable(f"{self.client_id}: no MQTT connection to {self.host}:{self.port} within "
                                     f"{timeout_s:.0f} s{hint}")
+
+    def _connect_async(self) -> None:
+        """Aim the client at ``self.host:self.port``; paho's loop (re)connects there."""
+        if self._mqtt5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0 if self._clean else SESSION_EXPIRY_S
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive, clean_start=self._clean,
+                                       properties=props)
+        else:
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
 
     def stop(self) -> None:
         self.connected.clear()  # an intended disconnect: nothing to report
@@ -183,4 +221,15 @@ class MqttLink:
     def _disconnected(self, _client, _userdata, _flags, reason_code, _props=None) -> None:
         if self.connected.is_set():
             log.info("%s: disconnected (%s); reconnecting with backoff", self.client_id, reason_code)
+            self.connected.clear()
+            self._next_node()
         self.connected.clear()
+
+    def _next_node(self) -> None:
+        """Fail over: the next reconnect goes to the cluster's next node (nothing to do with one node)."""
+        if len(self._endpoints) < 2:
+            return
+        self._node = (self._node + 1) % len(self._endpoints)
+        self.host, self.port = self._endpoints[self._node]
+        self._connect_async()  # from paho's own callback: its loop's next reconnect goes there
+        log.info("%s: trying node %s:%d next", self.client_id, self.host, self.port)

@@ -1,11 +1,14 @@
 """A three-node RabbitMQ cluster on loopback (broker/rabbitmq_cluster.py) carrying pulsewire traffic:
-updates, alerts, global models and releases cross nodes, and a killed node loses no acknowledged update.
+updates, alerts, global models and releases cross nodes, a federated round with devices on two nodes
+completes while the aggregator's node is killed (its link fails over), and a killed node loses no
+acknowledged update.
 One cluster for the module (each node boots in ~10 s); the node-kill test runs last."""
 from __future__ import annotations
 
 import datetime as dt
 import random
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -16,7 +19,11 @@ from broker.mqtt_link import MqttLink
 from broker.rabbitmq_cluster import RabbitMQCluster, publish_retained_on_every_node
 from broker.topics import FleetTopics
 from broker.wire import Encoding, Kind, decode_tensors, encode_tensors
+from edge_runtime.fed_client import DeviceClient
+from tests.federation_helpers import REGISTRY, FixedUpdater, expected_fedavg, initial_weights, wait_until
 from tests.mqtt_inbox import Inbox
+from training.federated.aggregator import Aggregator
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from tools.fleet_sim.device import SimDevice
 
 pytestmark = pytest.mark.integration
@@ -104,6 +111,43 @@ def test_retained_models_are_node_local_and_exact_topic_until_published_on_every
     assert publish_retained_on_every_node(cluster.urls, T.release(), b"signed-release", "pw-rmq-agg-c") == 3
     for i, url in enumerate(cluster.urls):
         assert [m.payload for m in late(url, f"pw-rmq-late-rel{i}", T.release())] == [b"signed-release"]
+
+
+def test_a_round_with_devices_on_two_nodes_survives_the_aggregators_node_being_killed(cluster, tmp_path):
+    """The aggregator's link lists the nodes (its own first) and fails over to the next when its node dies:
+    it resumes its durable session there, every update acknowledged before the kill is in its log, the one
+    published after it arrives, and the rounds end with the in-process FedAvg of all three devices."""
+    u0, u1, u2 = cluster.urls
+    fleet = "rmqround"
+    gate = threading.Event()
+    updaters = {name: FixedUpdater(k, gate if name == "dev-c" else None) for k, name in enumerate(REGISTRY)}
+    homes = {"dev-a": u0, "dev-b": u2, "dev-c": u0}  # devices on two nodes, none on the aggregator's
+    devices = [DeviceClient(name, dev_id, fleet, homes[name], updaters[name]) for name, dev_id in REGISTRY.items()]
+    for d in devices:
+        d.start()
+    agg = Aggregator(AggregatorConfig(fleet, dict(REGISTRY), rounds=2, policy=RoundPolicy(deadline_s=120),
+                                      honour_consent=False), initial_weights(), ",".join([u1, u0, u2]), tmp_path)
+    box: dict = {}
+    runner = threading.Thread(target=lambda: box.update(result=agg.run()), daemon=True)
+    try:
+        wait_until(lambda: all(d.link.connected.is_set() for d in devices), what="devices connected")
+        runner.start()
+        wait_until(lambda: agg.update_log is not None and agg.update_log.records_synced >= 2 and not agg._held,
+                   timeout_s=60, what="two updates accepted and acknowledged through node 1")
+        cluster.nodes[1].kill()
+        gate.set()  # dev-c publishes while the aggregator is failing over
+        runner.join(150)
+    finally:
+        gate.set()
+        for d in devices:
+            d.stop()
+    assert "result" in box, "the aggregator did not finish after its node was killed"
+    assert agg.link.connects >= 2 and agg.link.port != cluster.nodes[1].mqtt_port
+    assert [h["participants"] for h in box["result"].history] == [3, 3]
+    for got, want in zip(box["result"].final_weights, expected_fedavg(2)):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    cluster.nodes[1].start()  # back for the next test, which kills it again
+    cluster.nodes[1].wait_ready()
 
 
 def test_a_killed_node_loses_no_acknowledged_update(cluster):

@@ -60,6 +60,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from tools.broker_args import broker_settings, fleet_name, fleet_settings
     from training.federated.aggregator import Aggregator
     from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
+    from training.federated.aggregator_workers import coordinator
+    from training.federated.update_log import LogPolicy
     from training.federated.head_model import head_evaluator, load_head_model, save_head
     from training.federated.local_training import LocalConfig
 
@@ -91,8 +93,16 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
                            device_keys=_device_keys(fleet, registry))
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    aggregator = Aggregator(cfg, weights, broker, run_dir, evaluate=evaluate,
-                            signing_key=load_private_key(Path(key_path)) if key_path else None)
+    signing_key = load_private_key(Path(key_path)) if key_path else None
+    log_policy = LogPolicy(args.fsync_every, args.fsync_ms / 1000)
+    if args.worker_index is not None:
+        return _run_worker(args, cfg, weights, broker, run_dir, log_policy, signing_key)
+    if args.workers:
+        aggregator = coordinator(cfg, weights, broker, run_dir, args.workers, evaluate=evaluate,
+                                 signing_key=signing_key, log_policy=log_policy)
+    else:
+        aggregator = Aggregator(cfg, weights, broker, run_dir, evaluate=evaluate, signing_key=signing_key,
+                                log_policy=log_policy)
     result = aggregator.run()
     if features is not None:
         sha = hashlib.sha256(Path(args.model).read_bytes()).hexdigest()
@@ -106,14 +116,36 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_worker(args: argparse.Namespace, cfg, weights, broker, run_dir: Path, log_policy, signing_key) -> int:
+    """One aggregator worker (``--worker-index``) until the coordinator's last round, SIGTERM or Ctrl-C."""
+    import signal
+
+    from training.federated.aggregator_workers import AggregatorWorker
+
+    worker = AggregatorWorker(cfg, weights, broker, run_dir, args.worker_index, log_policy=log_policy,
+                              aggregator_key=signing_key.public_key() if signing_key else None)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop_event.set())
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        worker.stop_event.set()
+    print(json.dumps({"worker": args.worker_index, "client_id": worker.client_id,
+                      "updates_summed": worker.accepted_total, "rejected": dict(worker.service.rejected)}))
+    return 0
+
+
 def add_aggregate_parser(sub, add_federated_args, add_round_policy_args, strategies: list[str]) -> None:
     from tools.broker_args import add_broker_args
 
     p = sub.add_parser("aggregate", help="run the aggregator service of a fleet (resumes after a crash)",
                        description="The long-running aggregator: publishes signed global models, screens and "
-                                   "aggregates updates, scores a held-out set, checkpoints after every accepted "
-                                   "update in --run-dir and resumes from there when restarted. From --model it "
-                                   "federates the int8 model's head with light devices (`edge run --join`).")
+                                   "aggregates updates, scores a held-out set, appends accepted updates to a log "
+                                   "in --run-dir (acknowledged after its batched fsync), checkpoints when a round "
+                                   "opens and closes, and resumes from there when restarted. From --model it "
+                                   "federates the int8 model's head with light devices (`edge run --join`). "
+                                   "With --workers N it coordinates N aggregator workers (each started with the "
+                                   "same arguments, its own --run-dir and --worker-index I) that share the update "
+                                   "stream through an MQTT 5 shared subscription and send partial sums.")
     p.add_argument("--fleet", help="fleet name (default: from --fleet-config)")
     p.add_argument("--devices", help="registered devices as NAME:ID,... (default: the fleet config's)")
     p.add_argument("--model", help="exported int8 .tflite (with its .json metadata): federate its head")
@@ -124,6 +156,12 @@ def add_aggregate_parser(sub, add_federated_args, add_round_policy_args, strateg
     p.add_argument("--eval-records", nargs="+", help="held-out MIT-BIH records scored every round (val_macro_f1)")
     p.add_argument("--eval-max-beats", type=int, help="score only the first N held-out beats")
     p.add_argument("--data-dir", help="MIT-BIH folder for --eval-records (default: $MITDB_DIR)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="coordinate N aggregator workers (summable strategies only; docs/scale.md)")
+    p.add_argument("--worker-index", type=int,
+                   help="run as aggregator worker I (0..N-1) of a coordinator started with --workers N")
+    p.add_argument("--fsync-every", type=int, default=256, help="fsync the update log every N updates (256)")
+    p.add_argument("--fsync-ms", type=float, default=20.0, help="... or after this many ms (20)")
     add_federated_args(p, strategies)
     add_round_policy_args(p)
     add_broker_args(p)

@@ -12,9 +12,15 @@ engine aggregates only their decoded sum).
 
 Every received message goes through one screening path; anything that cannot enter the round
 (malformed bytes, unknown device, wrong fleet, stale or future round, duplicate, NaN, wrong shapes)
-is logged, counted by reason and acknowledged, and the service keeps serving. An accepted update is
-checkpointed before its MQTT acknowledgement, and the session is persistent: after a crash the
-broker redelivers whatever was not yet safe on disk, and the restarted aggregator resumes its round.
+is logged, counted by reason and acknowledged, and the service keeps serving.
+
+Cost per accepted update is O(1): the message is appended to the round's update log
+(``training.federated.update_log``, fsynced in batches) and, for strategies that allow it, added into a
+fixed-point running sum and forgotten (``training.federated.partial_sums``); the checkpoint is written when
+a round opens and when it closes, and its size does not depend on the number of updates. An update's MQTT
+acknowledgement waits for the fsync that covers its log record, and the session is persistent: after a
+crash the broker redelivers whatever was not yet acknowledged, and the restarted aggregator replays the
+round's log on top of the round's checkpoint and resumes the round.
 
 Imports no TensorFlow: evaluation is a callback the caller supplies.
 """
@@ -25,11 +31,13 @@ import json
 import logging
 import math
 import queue
-import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
+
+import numpy as np
 
 from broker.chunking import Reassembler
 from broker.device_messages import decode_status
@@ -38,18 +46,18 @@ from broker.mqtt_link import Message, MqttLink
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics, TopicMatch, parse_topic
 from broker.wire import Header, Kind, WireError, decode_header
-from training.federated import checkpoint
 from training.federated.aggregator_config import AggregatorConfig
 from training.federated.consent_watch import ConsentWatch
+from training.federated.partial_sums import RunningSum, SumRule, model_size, rule_for, summable
 from training.federated.registry import make_fleet_strategy
+from training.federated.round_files import CHECKPOINT_FILE, LOG_DIR, RoundFiles
 from training.federated.round_engine import Evaluator, Rejected, RoundEngine
 from training.federated.strategies import ClientUpdate, Strategy, Weights
+from training.federated.update_log import LogPolicy, UpdateLog, read_record
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "aggregator.npz"
-#: The current round's accepted updates, one file each: ``accepted/round{r}/{device}.npz``.
-ACCEPTED_DIR = "accepted"
+__all__ = ["CHECKPOINT_FILE", "LOG_DIR", "Aggregator", "AggregationResult", "PlainUpdates", "RoundMode"]
 _Rejected = Rejected  # the name this module used before the engine existed
 
 
@@ -60,6 +68,18 @@ class AggregationResult:
     best_round: int
     history: list[dict]
     rejected: dict[str, int]
+
+
+class Selection(list):
+    """A round's selected devices with O(1) membership: the engine asks ``device in selected`` for every
+    update, which on a plain list of 10,000 names costs more than the rest of the update's screen."""
+
+    def __init__(self, names=()) -> None:
+        super().__init__(names)
+        self._names = frozenset(self)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
 
 
 class RoundMode(Protocol):
@@ -108,10 +128,14 @@ class PlainUpdates:
                 log.warning("round %d: closing below quorum with %d update(s)", engine.round, have)
                 engine.round_counts["rounds_below_quorum"] += 1
                 return
-            service.serve_one(min(remaining, 0.5))
+            self.wait(service, min(remaining, 0.5))
+
+    def wait(self, service: "Aggregator", timeout: float) -> None:
+        """Take in what arrives for up to ``timeout`` seconds (a batch: the round's close check counts the whole
+        selection, so it runs once per batch, not once per update)."""
+        service.serve_batch(timeout)
 
     def screen_update(self, service: "Aggregator", topic: TopicMatch, payload: bytes) -> None:
-        device = topic.device
         try:
             header, _ = decode_header(payload, allow_signed=True)
             data = payload
@@ -119,15 +143,12 @@ class PlainUpdates:
                 data = service.reassembler.feed(payload)
                 if data is None:
                     return
-            header, update = decode_update(service.verified(device, data))
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
-        service.check_sender(device, header)
-        if header.round != topic.round:
-            raise Rejected("round_mismatch", f"topic round {topic.round}, header round {header.round}")
-        service._accept(device, header.round, ClientUpdate(device, update.delta, update.num_examples,
-                                                           update.local_steps, update.control_delta,
-                                                           {"train_loss": update.train_loss}))
+        round_, update = service.decode(topic.device, data)
+        if round_ != topic.round:
+            raise Rejected("round_mismatch", f"topic round {topic.round}, header round {round_}")
+        service._accept(round_, update, data)
 
     def close(self, service: "Aggregator") -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         return None, {}
@@ -136,7 +157,13 @@ class PlainUpdates:
 class Aggregator:
     def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker_url: str, run_dir: Path,
                  evaluate: Evaluator | None = None, on_round: Callable[[dict], None] | None = None,
-                 select_on: str = "val_macro_f1", signing_key: Any = None, mode: RoundMode | None = None) -> None:
+                 select_on: str = "val_macro_f1", signing_key: Any = None, mode: RoundMode | None = None,
+                 log_policy: LogPolicy | None = None, subscriptions: list[str] | None = None,
+                 link: MqttLink | None = None) -> None:
+        """``log_policy``: how often the update log is fsynced (acknowledgements wait for it);
+        ``subscriptions``: what the service's own link subscribes to (default: every update and status);
+        ``link``: a connection its owner made, which puts the service's messages into ``inbox``
+        (``aggregator_workers``: a worker's MQTT 5 link with a shared subscription)."""
         self.cfg = cfg
         self.topics = FleetTopics(cfg.fleet)
         self.run_dir = Path(run_dir)
@@ -146,15 +173,24 @@ class Aggregator:
         self.engine = RoundEngine(self.strategy, list(cfg.devices), cfg.policy, cfg.rounds, initial_weights,
                                   cfg.seed, evaluate, select_on)
         self.mode: RoundMode = mode or PlainUpdates()
+        #: The running sum's rule (None: the strategy needs the individual updates, which the engine keeps).
+        self.rule: SumRule | None = rule_for(cfg.strategy, cfg.strategy_args) if summable(
+            cfg.strategy, cfg.strategy_args) else None
+        self.sums: RunningSum | None = None  # the current round's, with the rule
+        self.log_policy = log_policy or LogPolicy()
+        self.files = RoundFiles(self.run_dir, cfg.fleet, cfg.strategy, cfg.policy.max_staleness, self.log_policy)
+        self.update_log: UpdateLog | None = None
+        self._held: list[Message] = []  # acknowledgements waiting for the log's fsync
+        self._replaying: int | None = None  # the offset of the log record being replayed
         self.status: dict[str, dict] = {}
-        self._inbox: queue.Queue[Message] = queue.Queue()
+        self.inbox: queue.Queue[Message] = queue.Queue()
         self.reassembler = Reassembler()
         self._round_started = time.monotonic()
         self._model_bytes = 0
         self.consent = ConsentWatch(cfg.fleet, broker_url, cfg.consent_key) if cfg.honour_consent else None
-        self.link = MqttLink(broker_url, f"pw-{cfg.fleet}-aggregator",
-                             [self.topics.all_updates(), self.topics.all_statuses()], self._inbox.put,
-                             manual_ack=True)
+        self.link = link or MqttLink(broker_url, f"pw-{cfg.fleet}-aggregator",
+                                     subscriptions or [self.topics.all_updates(), self.topics.all_statuses()],
+                                     self.inbox.put, manual_ack=True)
 
     # the engine's state, as the service's callers and tests know it
     weights = property(lambda self: self.engine.weights)
@@ -168,25 +204,21 @@ class Aggregator:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / CHECKPOINT_FILE
+        return self.files.checkpoint_path
 
     # ------------------------------------------------------------------------------ the service
     def run(self) -> AggregationResult:
-        resumed = self._restore()
+        resumed = self.restore()
         if self.consent is not None:
             self.consent.start()
         self.link.start()
         if resumed:
-            log.info("resuming round %d with %d accepted update(s) from %s", self.round, len(self.accepted),
-                     self.checkpoint_path)
+            log.info("resuming round %d with %d accepted update(s) from %s and its update log", self.round,
+                     len(self.accepted), self.checkpoint_path)
         while not self.engine.finished:
             if not self.selected:
-                withdrawn = self.consent.withdrawn() if self.consent is not None else frozenset()
-                if withdrawn:
-                    log.info("round %d: not selecting %s (training consent withdrawn)", self.round, sorted(withdrawn))
-                if not self.engine.open_round(self.status, withdrawn):
+                if not self.open_round():
                     break  # the strategy's privacy budget: no further round
-                self._save()
                 if self.cfg.observer:
                     self.cfg.observer.opened(self.link, self.round, self.cfg.strategy, self.selected, self.cfg.rounds)
             self._announce()
@@ -194,11 +226,26 @@ class Aggregator:
             self._close_round()
         self._announce(final=True)
         self._drain(seconds=0.5)
+        self.sync_log()
         self.link.stop()
+        if self.update_log is not None:
+            self.update_log.close()
         if self.consent is not None:
             self.consent.stop()
         e = self.engine
         return AggregationResult(e.weights, e.best_weights, e.best_round, e.history, dict(e.rejected))
+
+    def open_round(self) -> bool:
+        """Select the round's devices (False: the strategy's budget ends the run), checkpoint, start its log."""
+        withdrawn = self.consent.withdrawn() if self.consent is not None else frozenset()
+        if withdrawn:
+            log.info("round %d: not selecting %s (training consent withdrawn)", self.round, sorted(withdrawn))
+        if not self.engine.open_round(self.status, withdrawn):
+            return False
+        self.engine.selected = Selection(self.engine.selected)
+        self._save()
+        self._open_log()
+        return True
 
     def _plan(self, final: bool = False) -> RoundPlan:
         local = {**self.cfg.local, **self.strategy.client_config()}
@@ -228,12 +275,44 @@ class Aggregator:
         return len(data) * recipients
 
     def serve_one(self, timeout: float) -> None:
-        """Take in one message if one arrives within ``timeout`` seconds."""
+        """Take in one message if one arrives within ``timeout`` seconds; fsync the log (and send the
+        acknowledgements it holds) when its batch is full or old enough."""
+        if self.holding_acks:
+            timeout = min(timeout, self.log_policy.fsync_interval_s)
         try:
-            message = self._inbox.get(timeout=timeout)
+            message = self.inbox.get(timeout=timeout)
         except queue.Empty:
-            return
+            message = None
+        if message is not None:
+            self.take(message)
+        elif self.update_log is not None and self.update_log.due():
+            self.sync_log()
+
+    def serve_batch(self, timeout: float, budget_s: float = 0.05) -> None:
+        """``serve_one``, then whatever is already queued, for up to ``budget_s`` seconds."""
+        self.serve_one(timeout)
+        end = time.monotonic() + budget_s
+        while time.monotonic() < end:
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self.take(message)
+
+    def take(self, message: Message) -> None:
+        """Screen one received message (its acknowledgement may wait for the log's next fsync), then fsync the
+        log if its batch is full or old enough."""
         self._handle(message)
+        if self.update_log is not None and self.update_log.due():
+            self.sync_log()
+
+    def sync_log(self) -> None:
+        """Make the logged updates durable, then acknowledge every held message (in the order received)."""
+        if self.update_log is not None:
+            self.update_log.sync()
+        for message in self._held:
+            self.link.ack(message)
+        self._held = []
 
     def _drain(self, seconds: float) -> None:
         """Keep acknowledging (and counting) what still arrives for a moment after the last round."""
@@ -251,6 +330,19 @@ class Aggregator:
             if self.cfg.observer:
                 self.cfg.observer.rejected(self.link, self.round, message.topic, rej.reason, rej.detail)
         finally:
+            self.ack_in_order(message)
+
+    @property
+    def holding_acks(self) -> bool:
+        """Acknowledgements wait for the log's next fsync."""
+        return bool(self._held)
+
+    def ack_in_order(self, message: Message) -> None:
+        """Acknowledge now, or after the log's next fsync when an earlier message waits for it (PUBACKs keep
+        the order of the PUBLISHes)."""
+        if self.update_log is not None and (self.update_log.pending or self._held):
+            self._held.append(message)
+        else:
             self.link.ack(message)
 
     def _screen(self, message: Message) -> None:
@@ -285,11 +377,27 @@ class Aggregator:
             raise Rejected("device_mismatch", f"{device} sent device id {header.device_id}, registered "
                                               f"{self.cfg.devices[device]}")
 
-    def _accept(self, device: str, round_: int, update: ClientUpdate) -> None:
-        update = self.engine.accept(device, round_, update)
-        self._save_update(device, update)
-        self._save()
-        log.debug("round %d: accepted %s (%d examples)", self.round, device, update.num_examples)
+    def decode(self, device: str, data: bytes) -> tuple[int, ClientUpdate]:
+        """A whole UPDATE message (signed or not) from ``device``: its round and the update; raises Rejected."""
+        try:
+            header, update = decode_update(self.verified(device, data))
+        except WireError as exc:
+            raise Rejected(exc.reason, str(exc)) from exc
+        self.check_sender(device, header)
+        return header.round, ClientUpdate(device, update.delta, update.num_examples, update.local_steps,
+                                          update.control_delta, {"train_loss": update.train_loss})
+
+    def _accept(self, round_: int, update: ClientUpdate, data: bytes) -> None:
+        """Screen an update; an accepted one is logged (the message bytes) and, with a running sum, added to it
+        and forgotten: the engine keeps only its weight and metadata. O(1) whatever the round's size."""
+        device = self.engine.accept(update.device, round_, update).device
+        kept = self.engine.accepted[device]
+        offset = self._replaying if self._replaying is not None else self.update_log.append(device, round_, data)
+        if self.sums is not None:
+            self.sums.add(kept, offset)
+            self.engine.accepted[device] = ClientUpdate(device, [], kept.num_examples, kept.local_steps, None,
+                                                        kept.meta)
+        log.debug("round %d: accepted %s (%d examples)", self.round, device, kept.num_examples)
 
     def _note_status(self, device: str, payload: bytes) -> None:
         if not payload:
@@ -304,8 +412,11 @@ class Aggregator:
 
     # ------------------------------------------------------------------------------ closing a round
     def _close_round(self) -> None:
+        self.sync_log()
         accepted = list(self.accepted)  # the engine forgets them when it closes the round
         combined, extra = self.mode.close(self)
+        if combined is None and self.rule is not None:
+            combined = self._summed()
         counts = self.engine.round_counts
         transport = {"bytes_received": counts["bytes_received"], "model_bytes": self._model_bytes,
                      "bytes_down": self._model_bytes * len(self.selected),
@@ -315,53 +426,86 @@ class Aggregator:
         if self.cfg.observer:
             self.cfg.observer.closed(self.link, row, self.cfg.strategy, accepted, self.strategy.privacy_budget())
         self._save()
+        self._open_log()
         self._write_metrics()
         if self.on_round:
             self.on_round(row)
 
+    def follow_round(self, round_: int, selected: list[str], weights: Weights) -> None:
+        """Enter ``round_`` as the coordinator announced it (an aggregator worker selects nobody itself): a
+        new round starts a fresh log and running sum; the same round only learns its selection and model."""
+        self.sync_log()
+        engine = self.engine
+        if round_ != engine.round:
+            engine.round, engine.accepted, engine.declined, engine.round_counts = round_, {}, set(), Counter()
+            engine.recent = {(r, d) for r, d in engine.recent if r >= round_ - 1 - self.cfg.policy.max_staleness}
+        engine.selected, engine.weights = Selection(selected), [np.asarray(w, np.float32) for w in weights]
+        self._save()
+        self._open_log()
+
+    def _summed(self) -> list[ClientUpdate]:
+        """The running sum as the strategy's input, after the outlier screen (an update longer than
+        ``max_norm_ratio`` × the median norm is read back from the log and subtracted exactly)."""
+        ratio = self.cfg.policy.max_norm_ratio
+        dropped, too_large = self.sums.screen(ratio, self.logged_update)
+        for device in too_large:
+            self.engine.reject("too_large")
+            log.warning("round %d: %s's update is beyond the fixed-point sum's range and not an outlier of this "
+                        "round: left out", self.round, device)
+        for device in dropped:
+            self.engine.reject("outlier_norm")
+            log.warning("round %d: dropped %s's update, norm > %g x the round's median", self.round, device, ratio)
+        return self.rule.combined(self.sums.total, self.weights)
+
+    def logged_update(self, device: str) -> ClientUpdate:
+        """``device``'s update as it entered the current round's sum, read back from the log."""
+        kept = self.engine.accepted[device]
+        _, update = self.decode(device, read_record(self.update_log.path, self.sums.offsets[device]).payload)
+        return ClientUpdate(device, update.delta, kept.num_examples, kept.local_steps, update.control_delta, kept.meta)
+
     # ------------------------------------------------------------------------------ persistence
     def _save(self) -> None:
-        manifest = {"fleet": self.cfg.fleet, "strategy": self.cfg.strategy, **self.engine.manifest(),
-                    "state_keys": self.engine.state_keys()}  # accepted updates: each in its own file (_save_update)
-        checkpoint.save(self.checkpoint_path, manifest, self.engine.arrays())
-        self._prune_accepted()
+        """The checkpoint (when a round opens and closes; ``RoundFiles``: its size does not grow with the fleet)."""
+        self.sync_log()
+        self.files.save(self.engine.manifest(), self.engine.state_keys(), self.engine.arrays())
 
-    def _round_dir(self) -> Path:
-        """Where the current round's accepted updates are kept."""
-        return self.run_dir / ACCEPTED_DIR / f"round{self.round}"
+    def log_path(self, round_: int) -> Path:
+        return self.files.log_path(round_)
 
-    def _accepted_path(self, device: str) -> Path:
-        return self._round_dir() / f"{device}.npz"
+    def _open_log(self) -> None:
+        """Start (or reopen) the current round's log and a fresh running sum."""
+        if self.update_log is not None:
+            if self.update_log.path == self.files.log_path(self.round):
+                return
+            self.update_log.close()
+        self.update_log = self.files.open_log(self.round)
+        self.sums = RunningSum(self.rule, model_size(self.weights)) if self.rule else None
 
-    def _save_update(self, device: str, update: ClientUpdate) -> None:
-        """An accepted update goes to disk once, in its own file, before its acknowledgement: rewriting every
-        accepted delta at each acceptance cost O(n²) bytes a round (20 GB for 1,000 devices of 20 kB)."""
-        checkpoint.save(self._accepted_path(device),
-                        {"num_examples": update.num_examples, "local_steps": update.local_steps, "meta": update.meta},
-                        {"delta": update.delta, "control": update.control_delta})
+    def _replay(self) -> int:
+        """Run the current round's logged messages through the screen again (after a restart)."""
+        replayed = 0
+        for rec in self.update_log.records():
+            self._replaying = rec.offset
+            try:
+                self.mode.screen_update(self, TopicMatch("update", self.cfg.fleet, rec.round, rec.device),
+                                        rec.payload)
+                replayed += 1
+            except Rejected as rej:  # e.g. a message logged twice: the log is append-only, the screen decides
+                log.warning("log replay: %s's round-%d record not taken again (%s)", rec.device, rec.round,
+                            rej.reason)
+            finally:
+                self._replaying = None
+        return replayed
 
-    def _load_update(self, device: str) -> ClientUpdate:
-        meta, arrays = checkpoint.load(self._accepted_path(device))
-        return ClientUpdate(device, arrays["delta"], meta["num_examples"], meta["local_steps"], arrays.get("control"),
-                            meta["meta"])
-
-    def _prune_accepted(self) -> None:
-        """Drop the files of closed rounds (the checkpoint no longer names them)."""
-        root = self.run_dir / ACCEPTED_DIR
-        for folder in root.glob("round*") if root.is_dir() else ():
-            if folder != self._round_dir():
-                shutil.rmtree(folder, ignore_errors=True)
-
-    def _restore(self) -> bool:
-        if not self.checkpoint_path.exists():
+    def restore(self) -> bool:
+        """Load the checkpoint and replay the current round's log; False when there is no checkpoint."""
+        loaded = self.files.load()
+        if loaded is None:
             return False
-        manifest, arrays = checkpoint.load(self.checkpoint_path)
-        if (manifest["fleet"], manifest["strategy"]) != (self.cfg.fleet, self.cfg.strategy):
-            raise checkpoint.CheckpointError(
-                f"{self.checkpoint_path} belongs to fleet {manifest['fleet']!r} with {manifest['strategy']}, not "
-                f"{self.cfg.fleet!r} with {self.cfg.strategy}; use another run directory or delete it")
-        self.engine.round = manifest["round"]  # where the accepted updates' files are
-        self.engine.restore(manifest, arrays, {device: self._load_update(device) for device in manifest["accepted"]})
+        self.engine.restore(*loaded, {})
+        self.engine.selected = Selection(self.engine.selected)
+        self._open_log()
+        self._replay()
         return True
 
     def _write_metrics(self) -> None:

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 #: 2: the aggregator's accepted updates in files of their own (``accepted/``), no longer in the checkpoint.
-FORMAT = 2
+#: 3: written when a round opens and closes only; the round's accepted updates are in its update log
+#: (``training.federated.update_log``), replayed on restart.
+FORMAT = 3
 _MANIFEST = "__manifest__"
 
 
@@ -51,5 +53,25 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc}); delete it to start the run afresh") from exc
     if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has format {manifest.get('format')}, this version reads {FORMAT}")
+        raise CheckpointError(f"checkpoint {path} has format {manifest.get('format')}, this version reads {FORMAT}: "
+                              "finish the run with the version that wrote it, or delete the run directory")
     return manifest, {name: [parts[i] for i in range(len(parts))] for name, parts in arrays.items()}
+
+
+def save_json(path: Path, document: dict[str, Any]) -> None:
+    """A small JSON file, replaced atomically and fsynced like the checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(document, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}); delete the run directory to start afresh") from exc
