@@ -11,8 +11,8 @@ from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, Maskin
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice, SecAggServer
 from tests.federation_helpers import initial_weights, run_to_end
 from tests.test_secagg_mqtt import Updater, _assert_close, _plain_mean, fixed_delta
-from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.aggregator import Aggregator
+from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings, SecureAggregation
 
 SESSION = 0x5EC
@@ -86,7 +86,7 @@ def test_sums_are_exact_with_dropouts_before_and_after_the_masked_input():
 def test_an_aggregator_telling_devices_different_survivor_lists_is_refused():
     n, k, t = 20, 6, 2
     devices, graph, fixed = _fleet(n, k, t, consistency_threshold=11)
-    _, shared, inputs, _ = _masked(devices, graph, fixed, t)
+    _, _, inputs, _ = _masked(devices, graph, fixed, t)
     victim = 5
     full = sorted(m.device for m in inputs)
     without = [d for d in full if d != victim]  # claiming the victim dropped reveals its mask key...
@@ -175,8 +175,8 @@ def test_an_aggregator_telling_devices_different_dropout_sets_over_mosquitto_is_
     settings = SecAggSettings(degree=4, threshold_fraction=0.5)
     lying = _LyingAggregation(settings, victim)
     with caplog.at_level("WARNING", logger="edge_runtime.secagg_client"):
-        result, aggregator = _secure_fleet(broker_url(mosquitto), tmp_path, "sa-lying", n, (), settings,
-                                           mode=lying)
+        result, _ = _secure_fleet(broker_url(mosquitto), tmp_path, "sa-lying", n, (), settings,
+                                  mode=lying)
     sa = result.history[0]["secagg"]
     assert sa["inputs"] == n and sa["consistency"] == 7  # every masked input arrived, the victim's too
     assert sa["confirms"] >= 7  # each device signed the one list it was shown: at most 6 signed either list

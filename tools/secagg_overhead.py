@@ -35,10 +35,9 @@ from broker.fed_messages import GlobalModel, LocalUpdate
 from broker.launcher import broker_url, start_broker
 from broker.secagg_messages import Confirmation, UnmaskReply
 from edge_runtime.fed_client import DeviceClient
+from tools.fleet_sim.secagg_devices import PARAMETERS, SecAggFleetConfig, device_name, device_update, secagg_worker_main
 from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
-from tools.fleet_sim.secagg_devices import (PARAMETERS, SecAggFleetConfig, device_name, device_update,
-                                            secagg_worker_main)
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings
 
 log = logging.getLogger(__name__)
@@ -68,17 +67,17 @@ def measure_overhead(n: int, mode: str = "secagg", drop: float = 0.0, drop_mode:
     measurement is a row with its error (and NaN numbers), so a long benchmark goes on."""
     try:
         return _measure(n, mode, drop, drop_mode)
-    except Exception as exc:  # noqa: BLE001 - reported in the row
+    except Exception as exc:
         log.exception("secagg overhead n=%d %s drop=%g failed", n, mode, drop)
         nan = float("nan")
-        return {"devices": n, "mode": mode, "dropped": int(round(drop * n)), "drop_mode": drop_mode,
+        return {"devices": n, "mode": mode, "dropped": round(drop * n), "drop_mode": drop_mode,
                 "parameters": PARAMETERS, "kb_up_per_device": nan, "kb_down_per_device": nan, "round_seconds": nan,
                 "wall_seconds_with_setup": nan, "unmask_seconds": None, "inputs": None, "threshold": None,
                 "max_abs_error": nan, "error": f"{exc.__class__.__name__}: {exc}"[:300]}
 
 
 def _measure(n: int, mode: str, drop: float, drop_mode: str) -> dict:
-    dropping = set(np.random.default_rng(n).choice(n, int(round(drop * n)), replace=False).tolist())
+    dropping = set(np.random.default_rng(n).choice(n, round(drop * n), replace=False).tolist())
     broker = start_broker()
     url = broker_url(broker)
     fleet = f"overhead-{mode.replace('+', 'plus')}-{n}-{int(drop * 100)}"
@@ -133,9 +132,9 @@ def measure_fleet(n: int, mode: str = "secagg+", drop: float = 0.3, workers: int
     after their masked input (plain: after their update). A failed measurement is a row with its error."""
     try:
         return _measure_fleet(n, mode, drop, workers)
-    except Exception as exc:  # noqa: BLE001 - reported in the row
+    except Exception as exc:
         log.exception("secagg fleet n=%d %s drop=%g failed", n, mode, drop)
-        return {"devices": n, "mode": mode, "dropped": int(round(drop * n)), "simulator": "fleet_sim",
+        return {"devices": n, "mode": mode, "dropped": round(drop * n), "simulator": "fleet_sim",
                 "error": f"{exc.__class__.__name__}: {exc}"[:300]}
 
 
@@ -146,7 +145,7 @@ def _raw(key: Ed25519PrivateKey) -> bytes:
 def _measure_fleet(n: int, mode: str, drop: float, workers: int) -> dict:
     from tools.fleet_sim.cli import start_scale_broker
 
-    dropping = frozenset(np.random.default_rng(n).choice(n, int(round(drop * n)), replace=False).tolist())
+    dropping = frozenset(np.random.default_rng(n).choice(n, round(drop * n), replace=False).tolist())
     keys = [Ed25519PrivateKey.generate() for _ in range(n)]
     aggregator_key = Ed25519PrivateKey.generate()
     registry = {device_name(k): k + 1 for k in range(n)}
