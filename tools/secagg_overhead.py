@@ -126,12 +126,12 @@ def _measure(n: int, mode: str, drop: float, drop_mode: str) -> dict:
             "threshold": sa.get("threshold"), "degree": sa.get("degree"), "max_abs_error": error}
 
 
-def measure_fleet(n: int, mode: str = "secagg+", drop: float = 0.3, workers: int = 2) -> dict:
-    """One round of ``n`` simulated devices over a Mosquitto started here; ``mode`` "plain" or "secagg+"
-    (30 % dropout, 5 % corrupt, consistency round); ``drop``: the share of devices that disconnect right
-    after their masked input (plain: after their update). A failed measurement is a row with its error."""
+def measure_fleet(n: int, mode: str = "secagg+", drop: float = 0.3, workers: int = 2, broker: str | None = None) -> dict:
+    """One round of ``n`` simulated devices over ``broker`` (default: a Mosquitto started here); ``mode`` "plain"
+    or "secagg+" (30 % dropout, 5 % corrupt, consistency round); ``drop``: the share of devices that disconnect
+    right after their masked input (plain: after their update). A failed measurement is a row with its error."""
     try:
-        return _measure_fleet(n, mode, drop, workers)
+        return _measure_fleet(n, mode, drop, workers, broker)
     except Exception as exc:
         log.exception("secagg fleet n=%d %s drop=%g failed", n, mode, drop)
         return {"devices": n, "mode": mode, "dropped": round(drop * n), "simulator": "fleet_sim",
@@ -142,16 +142,17 @@ def _raw(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw, ser.NoEncryption())
 
 
-def _measure_fleet(n: int, mode: str, drop: float, workers: int) -> dict:
+def _measure_fleet(n: int, mode: str, drop: float, workers: int, url: str | None) -> dict:
     from tools.fleet_sim.cli import start_scale_broker
 
     dropping = frozenset(np.random.default_rng(n).choice(n, round(drop * n), replace=False).tolist())
     keys = [Ed25519PrivateKey.generate() for _ in range(n)]
     aggregator_key = Ed25519PrivateKey.generate()
     registry = {device_name(k): k + 1 for k in range(n)}
-    broker = start_scale_broker(n)
+    broker = None if url else start_scale_broker(n)
+    url = url or broker_url(broker)
     fleet = f"fleet-{mode.replace('+', 'plus')}-{n}-{int(drop * 100)}"
-    cfg = SecAggFleetConfig(broker_url(broker), fleet, tuple(_raw(k) for k in keys),
+    cfg = SecAggFleetConfig(url, fleet, tuple(_raw(k) for k in keys),
                             aggregator_key.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw),
                             dropping, workers)
     ctx = mp.get_context("spawn")
@@ -176,9 +177,9 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int) -> dict:
         init = [np.zeros(PARAMETERS, np.float32)]
         with tempfile.TemporaryDirectory() as tmp:
             if mode == "plain":
-                agg = Aggregator(acfg, init, broker_url(broker), Path(tmp), signing_key=aggregator_key)
+                agg = Aggregator(acfg, init, url, Path(tmp), signing_key=aggregator_key)
             else:
-                agg = SecAggAggregator(acfg, init, broker_url(broker), Path(tmp), signing_key=aggregator_key,
+                agg = SecAggAggregator(acfg, init, url, Path(tmp), signing_key=aggregator_key,
                                        secagg=SecAggSettings(dropout=0.3, corrupt=0.05))
             cpu0 = time.process_time()
             box["result"] = agg.run()
@@ -197,7 +198,8 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int) -> dict:
             p.join(timeout=30)
             if p.is_alive():
                 p.terminate()
-        broker.close()
+        if broker is not None:
+            broker.close()
     result = box["result"]
     row = result.history[0]
     want = np.mean([device_update(k).astype(np.float64) for k in range(n)], axis=0)  # equal sample counts
@@ -216,7 +218,7 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int) -> dict:
            "threshold": sa.get("threshold"), "degree": sa.get("degree"), "consistency": sa.get("consistency"),
            "confirms": sa.get("confirms"), "unmask_replies": sa.get("unmask_replies"), "failed": sa.get("failed"),
            "step_seconds": sa.get("step_seconds"),
-           "max_abs_error": error, "rejected": dict(result.rejected), "simulation": sim}
+           "max_abs_error": error, "fixed_point_scale": sa.get("scale"), "rejected": dict(result.rejected), "simulation": sim}
     if sa.get("consistency"):
         out["consistency_check_cpu_s_per_device"] = _check_cost(n, sa["consistency"])
     return out

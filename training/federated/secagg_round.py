@@ -325,7 +325,7 @@ class SecureAggregation:
             combined = [ClientUpdate("secure-sum", mean, len(st.inputs), 1)]
         extra: dict[str, Any] = {
             "participants": len(st.inputs) if st.total is not None else 0,
-            "secagg": {"threshold": st.plan.threshold, "degree": st.graph.k if st.graph else len(st.adverts) - 1,
+            "secagg": {"threshold": st.plan.threshold, "scale": st.plan.scale, "degree": st.graph.k if st.graph else len(st.adverts) - 1,
                        "consistency": st.plan.consistency, "confirms": len(st.confirms),
                        "adverts": len(st.adverts), "shares": len(st.shares),
                        "inputs": len(st.inputs), "unmask_replies": len(st.replies), "failed": st.failed,
