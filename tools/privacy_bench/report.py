@@ -114,14 +114,14 @@ def markdown(results: dict, command: str) -> str:
                "means, against clean FedAvg over the same seeds.") + "\n")]
     if results.get("note"):
         out.append(results["note"] + "\n")
-    if results.get("dp"):
-        out.append("## (a) DS2 macro F1 against ε (DP-FedAvg, every device every round)\n")
-        out += _dp_table(results["dp"], len(seeds))
     if results.get("targets"):
         from tools.privacy_bench.targets import targets_markdown
 
         out.append("## Targets\n")
         out += targets_markdown(results["targets"]) + [""]
+    if results.get("dp"):
+        out.append("## (a) DS2 macro F1 against ε (DP-FedAvg, every device every round)\n")
+        out += _dp_table(results["dp"], len(seeds))
     if results.get("secagg"):
         out.append("\n## (b) Secure aggregation over Mosquitto against plain FedAvg (one round)\n")
         out.append("| devices | mode | dropped | kB up per device | kB down per device | "

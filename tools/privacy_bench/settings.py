@@ -65,7 +65,7 @@ Allow = Callable[[str], bool]
 #: The order runs are done in, most wanted first, so that a bench stopped early has the important cells: the
 #: 30 % attacker row (the goal), the secure-aggregation overhead, the other shares, then the ε sweep.
 STAGES: tuple[tuple[str, Allow], ...] = (
-    ("clean runs and 30 % attackers", lambda k: "/attack/clean/" in k or "/0.3/" in k),
+    ("clean runs and 30 % attackers", lambda k: "/attack/clean/" in k or ("/0.3/" in k and "/attack/" in k)),
     ("secure-aggregation overhead", lambda k: k.startswith(("secagg/", "secagg-fleet/"))),
     ("20 % attackers", lambda k: "/0.2/" in k),
     ("10 % attackers", lambda k: "/0.1/" in k),
