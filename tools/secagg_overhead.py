@@ -1,7 +1,8 @@
 """Secure-aggregation overhead over a real Mosquitto: one round of N devices with a model-sized update
 (4,757 parameters), plain FedAvg (signed float32 updates) against secure aggregation (signed SECAGG steps),
 optionally with a share of the devices dropping out. `python -m tools.secagg_overhead 22 100` prints the
-table; `pulsewire privacy-bench --parts secagg` stores it in privacy.json.
+table (`--fleet 1000`: the fleet-scale rows below); `pulsewire privacy-bench --parts secagg` stores both in
+privacy.json.
 
 ``measure_fleet`` is the same round at fleet scale: the devices are simulated on asyncio connections
 (``tools.fleet_sim.secagg_devices``: the real secure-aggregation client, one MQTT connection per device) so
@@ -239,6 +240,13 @@ def _check_cost(n: int, signatures: int) -> float:
 
 
 def main(argv: list[str]) -> None:
+    """``22 100``: the overhead rows with DeviceClient threads; ``--fleet 1000``: plain FedAvg then SecAgg+ with
+    simulated devices (``measure_fleet``)."""
+    if argv[:1] == ["--fleet"]:
+        for n in [int(a) for a in argv[1:]] or [1000]:
+            for mode, drop in (("plain", 0.0), ("secagg+", 0.3)):
+                print(json.dumps(measure_fleet(n, mode, drop)), flush=True)
+        return
     for n in [int(a) for a in argv] or [22, 100]:
         for mode, drop, how in (("plain", 0.0, "after"), ("secagg", 0.0, "after"), ("secagg", 0.3, "after"),
                                 ("secagg", 0.3, "before"), ("secagg+", 0.3, "after")):
