@@ -64,17 +64,30 @@ class MaskingGraph:
             raise ValueError(f"k = {self.k}: use an even degree below n - 1 = {n - 1}, or n - 1 (complete graph)")
 
     @cached_property
-    def _neighbours(self) -> dict[int, frozenset[int]]:
-        n = len(self.devices)
-        if self.k == n - 1:
-            everyone = frozenset(self.devices)
-            return {d: everyone - {d} for d in self.devices}
-        order = [self.devices[i] for i in np.random.default_rng(self.seed).permutation(n)]
-        half = self.k // 2
-        return {order[p]: frozenset(order[(p + s) % n] for s in range(-half, half + 1) if s != 0) for p in range(n)}
+    def _order(self) -> tuple[tuple[int, ...], dict[int, int]]:
+        """The devices in the seed's order, and each device's position on the ring."""
+        order = tuple(self.devices[i] for i in np.random.default_rng(self.seed).permutation(len(self.devices)))
+        return order, {d: p for p, d in enumerate(order)}
+
+    @cached_property
+    def _known(self) -> dict[int, frozenset[int]]:
+        return {}
 
     def neighbours(self, device: int) -> frozenset[int]:
-        return self._neighbours[device]
+        """The k devices ``device`` masks with: O(k) once the order is drawn (a device needs only its own)."""
+        known = self._known.get(device)
+        if known is None:
+            known = self._known[device] = self._neighbours_of(device)
+        return known
+
+    def _neighbours_of(self, device: int) -> frozenset[int]:
+        if self.k == len(self.devices) - 1:
+            if device not in self.devices:
+                raise KeyError(device)
+            return frozenset(self.devices) - {device}
+        order, position = self._order
+        p, n, half = position[device], len(order), self.k // 2
+        return frozenset(order[(p + s) % n] for s in range(-half, half + 1) if s != 0)
 
 
 def graph_for(devices: list[int], degree: int, seed: int) -> MaskingGraph | None:

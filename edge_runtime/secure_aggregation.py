@@ -147,6 +147,7 @@ class SecAggDevice:
         self._self_seed = os.urandom(32)
         self._peers: dict[int, KeyAdvert] = {}
         self._held: dict[int, tuple[int, int]] = {}  # sender -> (share of b_sender, share of s_sender)
+        self._cipher_keys: dict[int, bytes] = {}
 
     def advertise(self) -> KeyAdvert:
         return KeyAdvert(self.device, self._cipher_sk.public_key().public_bytes(RAW, serialization.PublicFormat.Raw),
@@ -158,6 +159,7 @@ class SecAggDevice:
 
     def share_keys(self, adverts: list[KeyAdvert]) -> EncryptedShares:
         self._peers = {a.device: a for a in adverts if self._near(a.device)}
+        self._cipher_keys = {}
         if len(self._peers) < self.threshold:
             raise ValueError(f"only {len(self._peers)} devices (neighbours) advertised keys; the threshold is "
                              f"{self.threshold}")
@@ -212,8 +214,13 @@ class SecAggDevice:
                            {i: self._held[i][1] for i in dropped if i in self._held})
 
     def _cipher_key(self, peer: int) -> bytes:
-        shared = self._cipher_sk.exchange(X25519PublicKey.from_public_bytes(self._peers[peer].cipher_pk))
-        return _kdf(shared, b"pulsewire-secagg-shares")
+        """The AES-GCM key shared with ``peer``: one X25519 agreement per peer and round (it encrypts the shares
+        this device sends and decrypts those it receives), not one per message."""
+        key = self._cipher_keys.get(peer)
+        if key is None:
+            shared = self._cipher_sk.exchange(X25519PublicKey.from_public_bytes(self._peers[peer].cipher_pk))
+            key = self._cipher_keys[peer] = _kdf(shared, b"pulsewire-secagg-shares")
+        return key
 
 
 def _aad(sender: int, recipient: int) -> bytes:

@@ -62,6 +62,13 @@ def test_the_reference_setting_is_reproduced():
     assert epsilon_of_charges(charges, 1e-5, "pld") == pytest.approx(1.5154, abs=1e-3)
 
 
+def test_a_published_dp_fedavg_setting_is_reproduced_within_5_percent():
+    # TensorFlow Federated's tutorial "Differential Privacy in TFF": federated EMNIST digits (3,383 clients),
+    # Poisson sampling of 120 clients per round, z = 1.2, 100 rounds: "satisfies (2, 1e-5)-DP" (RDP)
+    charges = [RoundCharge(r, 1.2, Sampling.DEVICE_POISSON, 120 / 3383) for r in range(1, 101)]
+    assert epsilon_of_charges(charges, 1e-5, "rdp") == pytest.approx(2.0, rel=0.05)
+
+
 def test_a_public_selection_is_never_amplified():
     with pytest.raises(ValueError, match="amplifies nothing"):
         RoundCharge(1, 1.0, Sampling.PUBLIC, 0.1)

@@ -112,6 +112,10 @@ def test_the_deployable_defence_is_chosen_on_validation_not_on_ds2():
     assert g["per_attack"]["sign_flip"]["best_defence"] == "median"
     assert g["chosen_on_validation"] == "krum" and g["chosen_worst_gap"] == pytest.approx(-0.05)
     assert not g["holds_with_validation_choice"]
+    from tools.privacy_bench.targets import privacy_targets
+
+    (target,) = privacy_targets({"attacks": rows, "goal": g})  # the bench's target is the validation choice
+    assert "krum" in target["target"] and target["mean"] == pytest.approx(-0.05) and target["met"] is False
 
 
 def test_the_accounting_part_shows_what_dropping_devices_cost():
@@ -131,4 +135,6 @@ def test_the_accounting_part_shows_what_dropping_devices_cost():
     assert poisson["epsilon_rdp"] < full["epsilon_rdp"]
     page = markdown({"settings": {**BenchSettings.quick().__dict__, "rounds": 6, "seeds": [0], "delta": 1e-6,
                                   "evaluation": "x"}, "accounting": rows}, "pulsewire privacy-bench")
-    assert "## (d)" in page and "fell during the run" in page and len(accounting_table(rows)) == 7
+    assert "## (d)" in page and "fell during the run" in page and len(accounting_table(rows)) == 8
+    published = next(r for r in rows if r["scenario"].startswith("published DP-FedAvg"))
+    assert published["epsilon_rdp"] == pytest.approx(published["published_epsilon"], rel=0.05)

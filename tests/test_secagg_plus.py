@@ -5,14 +5,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.launcher import broker_url
-from broker.secagg_messages import Confirmation, UnmaskReply
+from broker.secagg_messages import Confirmation, ConfirmRequest, Step, UnmaskReply, UnmaskRequest
 from edge_runtime.fed_client import DeviceClient
 from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, MaskingGraph, choose_parameters
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice, SecAggServer
 from tests.federation_helpers import initial_weights, run_to_end
 from tests.test_secagg_mqtt import Updater, _assert_close, _plain_mean, fixed_delta
+from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
-from training.federated.secagg_round import SecAggAggregator, SecAggSettings
+from training.federated.secagg_round import SecAggAggregator, SecAggSettings, SecureAggregation
 
 SESSION = 0x5EC
 
@@ -85,7 +86,7 @@ def test_sums_are_exact_with_dropouts_before_and_after_the_masked_input():
 def test_an_aggregator_telling_devices_different_survivor_lists_is_refused():
     n, k, t = 20, 6, 2
     devices, graph, fixed = _fleet(n, k, t, consistency_threshold=11)
-    _, shared, inputs, _ = _masked(devices, graph, fixed, t)
+    _, _, inputs, _ = _masked(devices, graph, fixed, t)
     victim = 5
     full = sorted(m.device for m in inputs)
     without = [d for d in full if d != victim]  # claiming the victim dropped reveals its mask key...
@@ -113,7 +114,7 @@ class _Silent(DeviceClient):
         super()._send_secagg([o for o in outgoing if not isinstance(o[2], (UnmaskReply, Confirmation))])
 
 
-def _secure_fleet(url, run_dir, fleet, n, silent, settings):
+def _secure_fleet(url, run_dir, fleet, n, silent, settings, mode=None):
     registry = {f"d{k:02d}": k + 1 for k in range(n)}
     keys = {name: Ed25519PrivateKey.generate() for name in [*registry, "aggregator"]}
     directory = {i: keys[name].public_key() for name, i in registry.items()}  # registered out of band
@@ -122,7 +123,11 @@ def _secure_fleet(url, run_dir, fleet, n, silent, settings):
         noise_seed=k, peer_keys=directory) for k, (name, dev_id) in enumerate(registry.items())]
     cfg = AggregatorConfig(fleet=fleet, devices=registry, rounds=1, policy=RoundPolicy(deadline_s=6),
                            device_keys={d: keys[d].public_key() for d in registry})
-    aggregator = SecAggAggregator(cfg, initial_weights(), url, run_dir, secagg=settings, signing_key=keys["aggregator"])
+    if mode is None:
+        aggregator = SecAggAggregator(cfg, initial_weights(), url, run_dir, secagg=settings,
+                                      signing_key=keys["aggregator"])
+    else:
+        aggregator = Aggregator(cfg, initial_weights(), url, run_dir, signing_key=keys["aggregator"], mode=mode)
     return run_to_end(aggregator, devices), aggregator
 
 
@@ -138,6 +143,49 @@ def test_secagg_plus_over_mosquitto_sums_exactly_with_dropouts_and_confirms(mosq
     want = [w + m for w, m in zip(initial_weights(), _plain_mean(range(n)))]  # the silent devices' inputs count
     _assert_close(result.final_weights, want, atol=n / aggregator._state.plan.scale + 1e-6)
     assert result.rejected == {}
+
+
+class _LyingAggregation(SecureAggregation):
+    """An actively malicious aggregator: it tells the devices with ids up to half the fleet that the victim's
+    masked input arrived (so that they reveal the victim's self-mask seed) and the others that the victim
+    dropped (so that they reveal its mask key): with both, the victim's input would be unmasked on its own."""
+
+    def __init__(self, settings: SecAggSettings, victim: int) -> None:
+        super().__init__(settings)
+        self.victim, self.told = victim, {}
+
+    def announce(self, service, step) -> None:
+        st = self.state
+        if step not in (Step.MASKED_INPUT, Step.CONFIRM):
+            return super().announce(service, step)
+        full = tuple(sorted(st.inputs))
+        without = tuple(d for d in full if d != self.victim)
+        signatures = {i: c.signature for i, c in st.confirms.items()}  # all of them, over either list
+        names = {v: k for k, v in service.cfg.devices.items()}
+        for device in full:
+            arrived, dropped = (full, ()) if device <= len(full) // 2 else (without, (self.victim,))
+            self.told[device] = arrived
+            self.send(service, ConfirmRequest(arrived) if step == Step.MASKED_INPUT
+                      else UnmaskRequest(arrived, dropped, signatures), names[device])
+
+
+@pytest.mark.integration
+def test_an_aggregator_telling_devices_different_dropout_sets_over_mosquitto_is_refused(mosquitto, tmp_path, caplog):
+    n, victim = 12, 2
+    settings = SecAggSettings(degree=4, threshold_fraction=0.5)
+    lying = _LyingAggregation(settings, victim)
+    with caplog.at_level("WARNING", logger="edge_runtime.secagg_client"):
+        result, _ = _secure_fleet(broker_url(mosquitto), tmp_path, "sa-lying", n, (), settings,
+                                  mode=lying)
+    sa = result.history[0]["secagg"]
+    assert sa["inputs"] == n and sa["consistency"] == 7  # every masked input arrived, the victim's too
+    assert sa["confirms"] >= 7  # each device signed the one list it was shown: at most 6 signed either list
+    assert {len(v) for v in lying.told.values()} == {n, n - 1}
+    assert sa["unmask_replies"] == 0 and sa["failed"].startswith("UNMASK")  # not one share revealed
+    refusals = [r for r in caplog.records if "refusing to unmask" in r.getMessage()]
+    assert len(refusals) == n and all("valid signatures" in r.getMessage() for r in refusals)
+    assert result.history[0]["participants"] == 0  # nothing decoded: the model is unchanged
+    _assert_close(result.final_weights, initial_weights(), atol=0)
 
 
 @pytest.mark.integration

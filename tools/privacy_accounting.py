@@ -4,7 +4,8 @@ Each row is one scenario of ``rounds`` rounds with the ε the composed accountan
 (``training.federated.accountant``: one event per round, RDP and PLD) and, for DP-FedAvg, what the old
 per-round recomputation reported (this round's participants / registered devices taken as a Poisson rate for
 every round so far): it fell when devices dropped and claimed amplification the public selection does not
-give. The reference row reproduces dp-accounting's published example (ENVIRONMENT.md).
+give. The reference rows reproduce dp-accounting's published example (ENVIRONMENT.md) and a published DP-FedAvg
+setting (TensorFlow Federated's DP tutorial: (2, 1e-5)-DP).
 """
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from training.federated.privacy import epsilon
 
 #: dp-accounting's reference: Poisson q = 0.01, σ = 1.1, 1,000 steps, δ = 1e-5 -> RDP 1.7118, PLD 1.5154.
 REFERENCE = {"q": 0.01, "z": 1.1, "rounds": 1000, "delta": 1e-5, "rdp": 1.7118, "pld": 1.5154}
+#: A published DP-FedAvg setting: TensorFlow Federated's tutorial "Differential Privacy in TFF"
+#: (docs/tutorials/federated_learning_with_differential_privacy.ipynb, user-level DP-FedAvg after McMahan et al.
+#: 2018): federated EMNIST digits (3,383 training clients), Poisson sampling of 120 expected clients per round,
+#: noise multiplier 1.2, 100 rounds: "satisfies (2, 1e-5)-DP" (RDP accountant; the ε is published to one digit).
+PUBLISHED_DP_FEDAVG = {"source": "TFF tutorial 'Differential Privacy in TFF' (EMNIST, DP-FedAvg)", "clients": 3383,
+                       "per_round": 120, "z": 1.2, "rounds": 100, "delta": 1e-5, "epsilon": 2.0}
 
 
 def _dropping(start: int, end: int, rounds: int) -> list[int]:
@@ -37,6 +44,13 @@ def accounting_rows(rounds: int, delta: float, z: float, devices: int = 100) -> 
     rows = [_row("reference: Poisson q = 0.01, σ = 1.1, 1,000 rounds (dp-accounting)",
                  [RoundCharge(r, ref["z"], Sampling.DEVICE_POISSON, ref["q"]) for r in range(1, ref["rounds"] + 1)],
                  ref["delta"], running=False, published_rdp=ref["rdp"], published_pld=ref["pld"])]
+    pub = PUBLISHED_DP_FEDAVG
+    q = pub["per_round"] / pub["clients"]
+    rows.append(_row(f"published DP-FedAvg: {pub['source']}: Poisson q = {pub['per_round']}/{pub['clients']}, "
+                     f"z = {pub['z']}, {pub['rounds']} rounds", [RoundCharge(r, pub["z"], Sampling.DEVICE_POISSON, q)
+                                                                 for r in range(1, pub["rounds"] + 1)],
+                     pub["delta"], running=False, source=pub["source"], published_epsilon=pub["epsilon"],
+                     published_accountant="rdp"))
     full, dropping = [devices] * rounds, _dropping(devices, int(0.4 * devices), rounds)
     for label, participants in (("all", full), ("dropping 100 % -> 40 %", dropping)):
         old = [epsilon(z, p / devices, r, delta) for r, p in enumerate(participants, 1)]
@@ -65,7 +79,9 @@ def accounting_table(rows: list[dict]) -> list[str]:
     for r in rows:
         old = (f"{f(r['old_recomputed_rdp'])}{'' if r['old_never_decreases'] else ' (fell during the run)'}"
                if "old_recomputed_rdp" in r else "–")
-        published = f"RDP {r['published_rdp']}, PLD {r['published_pld']}" if "published_rdp" in r else "–"
+        published = (f"RDP {r['published_rdp']}, PLD {r['published_pld']}" if "published_rdp" in r else
+                     f"{r['published_epsilon']:g} ({r['published_accountant'].upper()})" if "published_epsilon" in r
+                     else "–")
         out.append(f"| {r['scenario']} | {r['rounds']} | {r['delta']:g} | {f(r['epsilon_rdp'], 4)} | "
                    f"{f(r['epsilon_pld'], 4)} | {_yes(r['never_decreases'])} | {old} | {published} |")
     return out

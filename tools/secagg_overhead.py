@@ -1,7 +1,12 @@
 """Secure-aggregation overhead over a real Mosquitto: one round of N devices with a model-sized update
 (4,757 parameters), plain FedAvg (signed float32 updates) against secure aggregation (signed SECAGG steps),
 optionally with a share of the devices dropping out. `python -m tools.secagg_overhead 22 100` prints the
-table; `pulsewire privacy-bench --parts secagg` stores it in privacy.json.
+table (`--fleet 1000`: the fleet-scale rows below); `pulsewire privacy-bench --parts secagg` stores both in
+privacy.json.
+
+``measure_fleet`` is the same round at fleet scale: the devices are simulated on asyncio connections
+(``tools.fleet_sim.secagg_devices``: the real secure-aggregation client, one MQTT connection per device) so
+that 1,000 of them fit on one machine; plain FedAvg and SecAgg+ are measured in the same run.
 
 Modes: ``plain``, ``secagg`` (Bonawitz et al., every pair of devices), ``secagg+`` (Bell et al.: the graph
 and threshold chosen for 30 % dropout and 5 % corrupt devices, with the consistency round).
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
 import sys
 import tempfile
 import threading
@@ -23,22 +29,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.fed_messages import GlobalModel, LocalUpdate
 from broker.launcher import broker_url, start_broker
 from broker.secagg_messages import Confirmation, UnmaskReply
 from edge_runtime.fed_client import DeviceClient
+from tools.fleet_sim.secagg_devices import PARAMETERS, SecAggFleetConfig, device_name, device_update, secagg_worker_main
 from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings
 
-PARAMETERS = 4757  # the beat classifier's
 log = logging.getLogger(__name__)
 
 
 def _delta(k: int) -> list[np.ndarray]:
-    return [np.random.default_rng(k).normal(0, 0.02, PARAMETERS).astype(np.float32)]
+    return [device_update(k)]
 
 
 class _Updater:
@@ -61,17 +68,17 @@ def measure_overhead(n: int, mode: str = "secagg", drop: float = 0.0, drop_mode:
     measurement is a row with its error (and NaN numbers), so a long benchmark goes on."""
     try:
         return _measure(n, mode, drop, drop_mode)
-    except Exception as exc:  # noqa: BLE001 - reported in the row
+    except Exception as exc:
         log.exception("secagg overhead n=%d %s drop=%g failed", n, mode, drop)
         nan = float("nan")
-        return {"devices": n, "mode": mode, "dropped": int(round(drop * n)), "drop_mode": drop_mode,
+        return {"devices": n, "mode": mode, "dropped": round(drop * n), "drop_mode": drop_mode,
                 "parameters": PARAMETERS, "kb_up_per_device": nan, "kb_down_per_device": nan, "round_seconds": nan,
                 "wall_seconds_with_setup": nan, "unmask_seconds": None, "inputs": None, "threshold": None,
                 "max_abs_error": nan, "error": f"{exc.__class__.__name__}: {exc}"[:300]}
 
 
 def _measure(n: int, mode: str, drop: float, drop_mode: str) -> dict:
-    dropping = set(np.random.default_rng(n).choice(n, int(round(drop * n)), replace=False).tolist())
+    dropping = set(np.random.default_rng(n).choice(n, round(drop * n), replace=False).tolist())
     broker = start_broker()
     url = broker_url(broker)
     fleet = f"overhead-{mode.replace('+', 'plus')}-{n}-{int(drop * 100)}"
@@ -120,7 +127,126 @@ def _measure(n: int, mode: str, drop: float, drop_mode: str) -> dict:
             "threshold": sa.get("threshold"), "degree": sa.get("degree"), "max_abs_error": error}
 
 
+def measure_fleet(n: int, mode: str = "secagg+", drop: float = 0.3, workers: int = 2, broker: str | None = None) -> dict:
+    """One round of ``n`` simulated devices over ``broker`` (default: a Mosquitto started here); ``mode`` "plain"
+    or "secagg+" (30 % dropout, 5 % corrupt, consistency round); ``drop``: the share of devices that disconnect
+    right after their masked input (plain: after their update). A failed measurement is a row with its error."""
+    try:
+        return _measure_fleet(n, mode, drop, workers, broker)
+    except Exception as exc:
+        log.exception("secagg fleet n=%d %s drop=%g failed", n, mode, drop)
+        return {"devices": n, "mode": mode, "dropped": round(drop * n), "simulator": "fleet_sim",
+                "error": f"{exc.__class__.__name__}: {exc}"[:300]}
+
+
+def _raw(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw, ser.NoEncryption())
+
+
+def _measure_fleet(n: int, mode: str, drop: float, workers: int, url: str | None) -> dict:
+    from tools.fleet_sim.cli import start_scale_broker
+
+    dropping = frozenset(np.random.default_rng(n).choice(n, round(drop * n), replace=False).tolist())
+    keys = [Ed25519PrivateKey.generate() for _ in range(n)]
+    aggregator_key = Ed25519PrivateKey.generate()
+    registry = {device_name(k): k + 1 for k in range(n)}
+    broker = None if url else start_scale_broker(n)
+    url = url or broker_url(broker)
+    fleet = f"fleet-{mode.replace('+', 'plus')}-{n}-{int(drop * 100)}"
+    cfg = SecAggFleetConfig(url, fleet, tuple(_raw(k) for k in keys),
+                            aggregator_key.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw),
+                            dropping, workers)
+    ctx = mp.get_context("spawn")
+    q, stop = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=secagg_worker_main, args=(cfg, i, q, stop), daemon=True) for i in range(workers)]
+    finals: dict[int, dict] = {}
+    box: dict = {}
+    try:
+        for p in procs:
+            p.start()
+        ready = 0
+        for _ in range(workers):
+            kind, index, payload = q.get(timeout=600)
+            if kind == "error":
+                raise RuntimeError(f"worker {index}: {payload}")
+            ready += payload
+        if ready < n:
+            raise RuntimeError(f"only {ready} of {n} simulated devices connected")
+        policy = RoundPolicy(deadline_s=600)
+        acfg = AggregatorConfig(fleet=fleet, devices=registry, rounds=1, policy=policy, honour_consent=False,
+                                device_keys={device_name(k): key.public_key() for k, key in enumerate(keys)})
+        init = [np.zeros(PARAMETERS, np.float32)]
+        with tempfile.TemporaryDirectory() as tmp:
+            if mode == "plain":
+                agg = Aggregator(acfg, init, url, Path(tmp), signing_key=aggregator_key)
+            else:
+                agg = SecAggAggregator(acfg, init, url, Path(tmp), signing_key=aggregator_key,
+                                       secagg=SecAggSettings(dropout=0.3, corrupt=0.05))
+            cpu0 = time.process_time()
+            box["result"] = agg.run()
+            aggregator_cpu = time.process_time() - cpu0
+        while len(finals) < workers:
+            kind, index, payload = q.get(timeout=120)
+            if kind == "error":
+                raise RuntimeError(f"worker {index}: {payload}")
+            if kind == "final":
+                finals[index] = payload
+    finally:
+        stop.set()
+        for p in procs:
+            if p.pid is None:
+                continue
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        if broker is not None:
+            broker.close()
+    result = box["result"]
+    row = result.history[0]
+    want = np.mean([device_update(k).astype(np.float64) for k in range(n)], axis=0)  # equal sample counts
+    error = float(np.max(np.abs(result.final_weights[0] - want)))
+    sa = row.get("secagg", {})
+    up = sa.get("bytes_up", row["bytes_received"])
+    down = row["model_bytes"] * n + sa.get("bytes_down", 0)
+    sim = {key: sum(f.get(key, 0) for f in finals.values())
+           for key in ("done", "device_errors", "mqtt_errors", "verifications", "verdicts", "verify_cpu_us",
+                        "cpu_seconds")}
+    out = {"devices": n, "mode": mode, "simulator": "fleet_sim (asyncio, one MQTT connection per device)",
+           "workers": workers, "dropped": len(dropping), "drop_mode": "after" if dropping else None,
+           "parameters": PARAMETERS, "kb_up_per_device": up / n / 1000, "kb_down_per_device": down / n / 1000,
+           "round_seconds": row["seconds"], "aggregator_cpu_seconds": round(aggregator_cpu, 2),
+           "unmask_seconds": sa.get("unmask_seconds"), "inputs": sa.get("inputs", row["participants"]),
+           "threshold": sa.get("threshold"), "degree": sa.get("degree"), "consistency": sa.get("consistency"),
+           "confirms": sa.get("confirms"), "unmask_replies": sa.get("unmask_replies"), "failed": sa.get("failed"),
+           "step_seconds": sa.get("step_seconds"),
+           "max_abs_error": error, "fixed_point_scale": sa.get("scale"), "rejected": dict(result.rejected), "simulation": sim}
+    if sa.get("consistency"):
+        out["consistency_check_cpu_s_per_device"] = _check_cost(n, sa["consistency"])
+    return out
+
+
+def _check_cost(n: int, signatures: int) -> float:
+    """CPU seconds one device spends on the consistency check without the simulator's shared verdicts:
+    ``signatures`` Ed25519 verifications over an ``n``-device survivor list (what each device does in parallel)."""
+    from edge_runtime.secagg_plus import survivors_message
+
+    message = survivors_message(1, list(range(1, n + 1)))
+    key = Ed25519PrivateKey.generate()
+    signature, public = key.sign(message), key.public_key()
+    started = time.process_time()
+    for _ in range(signatures):
+        public.verify(signature, message)
+    return round(time.process_time() - started, 3)
+
+
 def main(argv: list[str]) -> None:
+    """``22 100``: the overhead rows with DeviceClient threads; ``--fleet 1000``: plain FedAvg then SecAgg+ with
+    simulated devices (``measure_fleet``)."""
+    if argv[:1] == ["--fleet"]:
+        for n in [int(a) for a in argv[1:]] or [1000]:
+            for mode, drop in (("plain", 0.0), ("secagg+", 0.3)):
+                print(json.dumps(measure_fleet(n, mode, drop)), flush=True)
+        return
     for n in [int(a) for a in argv] or [22, 100]:
         for mode, drop, how in (("plain", 0.0, "after"), ("secagg", 0.0, "after"), ("secagg", 0.3, "after"),
                                 ("secagg", 0.3, "before"), ("secagg+", 0.3, "after")):

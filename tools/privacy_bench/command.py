@@ -61,8 +61,10 @@ def run_command(args, data_dir: Path | None, cache_root: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     def write(results: dict) -> None:
+        from tools.privacy_bench.targets import privacy_targets
+
         results.update(command=command, wall_seconds=round(time.time() - started, 1), checkpoint=str(checkpoint),
-                       note=args.note)
+                       note=args.note, targets=privacy_targets(results))
         (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
         (out / f"{name}.md").write_text(markdown(results, command))
 

@@ -63,7 +63,7 @@ def attack_part(sim: Simulator, ck: Checkpoint, allow: Allow) -> list[dict]:
 
 
 def secagg_part(s: BenchSettings, ck: Checkpoint, allow: Allow) -> list[dict]:
-    from tools.secagg_overhead import measure_overhead
+    from tools.secagg_overhead import measure_fleet, measure_overhead
 
     rows = []
     for n in s.secagg_devices:
@@ -71,6 +71,12 @@ def secagg_part(s: BenchSettings, ck: Checkpoint, allow: Allow) -> list[dict]:
                                 ("secagg", 0.3, "before"), ("secagg+", 0.3, "after")):
             key = f"secagg/{n}/{mode}/{drop:g}/{how}"
             run = ck.get_or_run(key, lambda: measure_overhead(n, mode, drop, how), allow(key))
+            if run is not None:
+                rows.append({"key": key, **run})
+    for n in s.secagg_fleet_devices:  # plain first, then SecAgg+, back to back: the same machine load
+        for mode, drop in (("plain", 0.0), ("secagg+", 0.3)):
+            key = f"secagg-fleet/{n}/{mode}/{drop:g}"
+            run = ck.get_or_run(key, lambda: measure_fleet(n, mode, drop), allow(key))
             if run is not None:
                 rows.append({"key": key, **run})
     return rows

@@ -114,6 +114,11 @@ def markdown(results: dict, command: str) -> str:
                "means, against clean FedAvg over the same seeds.") + "\n")]
     if results.get("note"):
         out.append(results["note"] + "\n")
+    if results.get("targets"):
+        from tools.privacy_bench.targets import targets_markdown
+
+        out.append("## Targets\n")
+        out += targets_markdown(results["targets"]) + [""]
     if results.get("dp"):
         out.append("## (a) DS2 macro F1 against ε (DP-FedAvg, every device every round)\n")
         out += _dp_table(results["dp"], len(seeds))
@@ -122,11 +127,12 @@ def markdown(results: dict, command: str) -> str:
         out.append("| devices | mode | dropped | kB up per device | kB down per device | "
                    "round seconds | aggregator unmask seconds | sum error (max abs) |")
         out.append("|---|---|---|---|---|---|---|---|")
-        for r in results["secagg"]:
+        for r in (r for r in results["secagg"] if not r.get("key", "").startswith("secagg-fleet/")):
             dropped = f"{r['dropped']} ({r['drop_mode']} input)" if r["dropped"] else "0"
             out.append(f"| {r['devices']} | {r['mode']} | {dropped} | {_f(r['kb_up_per_device'], 1)} | "
                        f"{_f(r['kb_down_per_device'], 1)} | {_f(r['round_seconds'], 2)} | "
                        f"{_f(r.get('unmask_seconds'), 3)} | {r['max_abs_error']:.1e} |")
+        out += _fleet_table([r for r in results["secagg"] if r.get("key", "").startswith("secagg-fleet/")])
     if results.get("attacks"):
         out.append("\n## (c) Attack x defence x attacker share: DS2 macro F1\n")
         out += _attack_table(results["attacks"], len(seeds))
@@ -144,7 +150,7 @@ def markdown(results: dict, command: str) -> str:
         groups: dict[str, dict[str, int]] = {}
         for k in missing:
             stage = next((name for name, allow in STAGES if allow(k)), "other")
-            seed = k.split("/")[0] if k.startswith("s") and not k.startswith("secagg/") else "no seed"
+            seed = k.split("/")[0] if k.startswith("s") and not k.startswith("secagg") else "no seed"
             groups.setdefault(seed, {}).setdefault(stage, 0)
             groups[seed][stage] += 1
         out.append(f"\nNot run (the bench stopped before them, or they were not asked for; fewer seeds in the cells "
@@ -152,6 +158,28 @@ def markdown(results: dict, command: str) -> str:
                    + "; ".join(f"{seed}: " + ", ".join(f"{stage} ({n})" for stage, n in by.items())
                                for seed, by in groups.items()) + ".\n")
     return "\n".join(out) + "\n"
+
+
+def _fleet_table(rows: list[dict]) -> list[str]:
+    """Rounds of simulated devices running the real client (``tools.fleet_sim.secagg_devices``)."""
+    if not rows:
+        return []
+    intro = ("\nAt fleet scale (simulated devices on asyncio MQTT connections, the real secure-aggregation client; "
+             "plain and SecAgg+ back to back in one run; seconds are wall time on the shared bench machine, where "
+             "every simulated device's cryptography shares its cores):\n")
+    header = ("| devices | mode | dropped after input | k / t | kB up per device | kB down per device | round s | "
+              "aggregator CPU s | simulated devices' CPU s | unmask s | sum error (max abs) |")
+    out = [intro, header, "|" + "---|" * 11]
+    for r in rows:
+        if r.get("error"):
+            out.append(f"| {r['devices']} | {r['mode']} | {r['dropped']} | failed: {r['error']} |" + " |" * 7)
+            continue
+        kt = f"{r['degree']} / {r['threshold']}" if r.get("degree") else "–"
+        out.append(f"| {r['devices']} | {r['mode']} | {r['dropped']} | {kt} | {_f(r['kb_up_per_device'], 1)} | "
+                   f"{_f(r['kb_down_per_device'], 1)} | {_f(r['round_seconds'], 1)} | "
+                   f"{_f(r['aggregator_cpu_seconds'], 1)} | {_f(r['simulation'].get('cpu_seconds'), 1)} | "
+                   f"{_f(r.get('unmask_seconds'), 2)} | {r['max_abs_error']:.1e} |")
+    return out
 
 
 def _dp_table(rows: list[dict], asked: int) -> list[str]:

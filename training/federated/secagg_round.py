@@ -154,6 +154,8 @@ class _RoundState:
     bytes_up: int = 0
     bytes_down: int = 0
     unmask_seconds: float = 0.0
+    #: Seconds from the round's start (the global model) until each step was in, and its announcement out.
+    step_seconds: dict[str, float] = field(default_factory=dict)
 
     def collected(self, step: Step) -> dict:
         return {Step.ADVERT: self.adverts, Step.SHARES: self.shares, Step.MASKED_INPUT: self.inputs,
@@ -189,9 +191,8 @@ class SecureAggregation:
 
     def collect(self, service: Aggregator) -> None:
         st, t = self.state, self.state.plan.threshold
-        ids = service.cfg.devices
-        names = {v: k for k, v in ids.items()}
-        expected = {ids[d] for d in service.selected}
+        expected = {service.cfg.devices[d] for d in service.selected}
+        opened = time.monotonic()
         for step in st.steps():
             st.step = step
             got = self._await(service, step, expected)
@@ -201,20 +202,9 @@ class SecureAggregation:
                 log.warning("round %d: secure aggregation failed at %s", service.round, st.failed)
                 return
             expected = set(got)
-            if step == Step.ADVERT:
-                self._publish(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
-                st.graph = graph_for(sorted(st.adverts), st.plan.degree, st.plan.session)
-            elif step == Step.SHARES:
-                for j in sorted(st.shares):  # route: every ciphertext addressed to j, from the devices that shared
-                    frm = {i: m.to[j] for i, m in st.shares.items() if i != j and j in m.to}
-                    self._publish(service, SharesFor(j, frm), names[j])
-            elif step == Step.MASKED_INPUT:
-                st.arrived, st.dropped = tuple(sorted(st.inputs)), tuple(sorted(set(st.shares) - set(st.inputs)))
-                self._publish(service, ConfirmRequest(st.arrived) if st.plan.consistency
-                              else UnmaskRequest(st.arrived, st.dropped))
-            elif step == Step.CONFIRM:  # the evidence every device checks before it reveals a share
-                signatures = {i: c.signature for i, c in st.confirms.items()}
-                self._publish(service, UnmaskRequest(st.arrived, st.dropped, signatures))
+            st.step_seconds[f"{step.name.lower()}_in"] = round(time.monotonic() - opened, 3)
+            self.announce(service, step)
+            st.step_seconds[f"{step.name.lower()}_announced"] = round(time.monotonic() - opened, 3)
         started = time.perf_counter()
         size = int(sum(w.size for w in service.weights))
         server = SecAggServer(t, size, FixedPoint(st.plan.bound, st.plan.scale, st.plan.devices), st.adverts,
@@ -224,6 +214,26 @@ class SecureAggregation:
         except ValueError as exc:  # an unmask reply that does not reconstruct (e.g. a corrupt share)
             st.failed = f"unmasking: {exc}"
         st.unmask_seconds = time.perf_counter() - started
+
+    def announce(self, service: Aggregator, step: Step) -> None:
+        """What the aggregator tells the devices once ``step`` is in: the next step's input (the adverts, each
+        device's shares, the list of inputs to confirm or unmask, the confirmations)."""
+        st = self.state
+        if step == Step.ADVERT:
+            self.send(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
+            st.graph = graph_for(sorted(st.adverts), st.plan.degree, st.plan.session)
+        elif step == Step.SHARES:
+            names = {v: k for k, v in service.cfg.devices.items()}
+            for j in sorted(st.shares):  # route: every ciphertext addressed to j, from the devices that shared
+                frm = {i: m.to[j] for i, m in st.shares.items() if i != j and j in m.to}
+                self.send(service, SharesFor(j, frm), names[j])
+        elif step == Step.MASKED_INPUT:
+            st.arrived, st.dropped = tuple(sorted(st.inputs)), tuple(sorted(set(st.shares) - set(st.inputs)))
+            self.send(service, ConfirmRequest(st.arrived) if st.plan.consistency
+                      else UnmaskRequest(st.arrived, st.dropped))
+        elif step == Step.CONFIRM:  # the evidence every device checks before it reveals a share
+            signatures = {i: c.signature for i, c in st.confirms.items()}
+            self.send(service, UnmaskRequest(st.arrived, st.dropped, signatures))
 
     def _await(self, service: Aggregator, step: Step, expected: set[int]) -> dict:
         got = self.state.collected(step)
@@ -250,7 +260,8 @@ class SecureAggregation:
             return len(got) >= st.plan.threshold
         return all(len(got & (st.graph.neighbours(i) | {i})) >= st.plan.threshold for i in st.shares)
 
-    def _publish(self, service: Aggregator, payload, device: str | None = None) -> None:
+    def send(self, service: Aggregator, payload, device: str | None = None) -> None:
+        """Publish one protocol message of the round: to every device, or to ``device`` only."""
         st = self.state
         data = encode_secagg(fleet_id(service.cfg.fleet), service.round, st.plan.session, payload)
         st.bytes_down += service.publish(service.topics.secagg(service.round, device), data,
@@ -314,12 +325,12 @@ class SecureAggregation:
             combined = [ClientUpdate("secure-sum", mean, len(st.inputs), 1)]
         extra: dict[str, Any] = {
             "participants": len(st.inputs) if st.total is not None else 0,
-            "secagg": {"threshold": st.plan.threshold, "degree": st.graph.k if st.graph else len(st.adverts) - 1,
+            "secagg": {"threshold": st.plan.threshold, "scale": st.plan.scale, "degree": st.graph.k if st.graph else len(st.adverts) - 1,
                        "consistency": st.plan.consistency, "confirms": len(st.confirms),
                        "adverts": len(st.adverts), "shares": len(st.shares),
                        "inputs": len(st.inputs), "unmask_replies": len(st.replies), "failed": st.failed,
                        "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
-                       "unmask_seconds": round(st.unmask_seconds, 4)}}
+                       "unmask_seconds": round(st.unmask_seconds, 4), "step_seconds": st.step_seconds}}
         if self.settings.noise_multiplier > 0 and st.total is not None:
             extra["privacy"] = self._account(service, len(st.inputs), st.plan.threshold)
         return combined, extra

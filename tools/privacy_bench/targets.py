@@ -1,0 +1,88 @@
+"""The privacy bench's targets (issue 16), judged on what the results hold: each {target, mean, threshold, met},
+``met`` None for a number that is reported, not judged, and for a target whose runs are missing."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b or any(isinstance(x, float) and math.isnan(x) for x in (a, b)):
+        return None
+    return a / b
+
+
+def secagg_fleet_targets(rows: list[dict]) -> list[dict]:
+    """SecAgg+ against plain FedAvg at the largest fleet measured in one run (``secagg-fleet/`` rows)."""
+    fleet = [r for r in rows if r.get("key", "").startswith("secagg-fleet/")]
+    sizes = sorted({r["devices"] for r in fleet if r["mode"] == "secagg+"} & {r["devices"] for r in fleet
+                                                                             if r["mode"] == "plain"})
+    if not sizes:
+        return []
+    n = sizes[-1]
+    plain = next(r for r in fleet if r["devices"] == n and r["mode"] == "plain")
+    plus = next(r for r in fleet if r["devices"] == n and r["mode"] == "secagg+")
+    done = plus.get("error") is None and plus.get("failed") is None and plus.get("inputs") == n
+    scale = plus.get("fixed_point_scale")
+    bound = 1 / scale if scale else None
+    error = plus.get("max_abs_error")
+    up, seconds = (_ratio(plus.get(k), plain.get(k)) for k in ("kb_up_per_device", "round_seconds"))
+    cpu, down = (_ratio(plus.get(k), plain.get(k)) for k in ("aggregator_cpu_seconds", "kb_down_per_device"))
+    where = f"{n} devices over Mosquitto, {plus.get('dropped')} dropping after their masked input"
+    return [
+        {"target": f"SecAgg+ round completes: {where} (inputs decoded)", "mean": plus.get("inputs") if done else 0,
+         "threshold": f"== {n}, no failed step", "met": done},
+        {"target": f"SecAgg+ sum exact within fixed-point error: max abs error of the decoded mean ({where})",
+         "mean": error, "threshold": f"<= 1/scale = {bound:.2e}" if bound else "<= 1/scale",
+         "met": None if error is None or bound is None or math.isnan(error) else done and error <= bound},
+        {"target": f"bytes up per device, SecAgg+ / plain FedAvg, same run ({where})", "mean": up,
+         "threshold": "<= 2", "met": None if up is None else up <= 2},
+        {"target": f"round seconds, SecAgg+ / plain FedAvg, same run ({where}; every simulated device's crypto "
+                   "on the bench machine's shared cores)", "mean": seconds, "threshold": "<= 3",
+         "met": None if seconds is None else seconds <= 3},
+        {"target": "aggregator CPU seconds, SecAgg+ / plain FedAvg (reported)", "mean": cpu, "threshold": "reported",
+         "met": None},
+        {"target": "bytes down per device, SecAgg+ / plain FedAvg (reported)", "mean": down, "threshold": "reported",
+         "met": None},
+        {"target": "consistency check: CPU seconds per device (reported; each device verifies on its own)",
+         "mean": plus.get("consistency_check_cpu_s_per_device"), "threshold": "reported", "met": None},
+    ]
+
+
+def reference_targets(rows: list[dict]) -> list[dict]:
+    """Accounting rows that reproduce a published DP-FedAvg setting: our ε within 5 % of the paper's."""
+    out = []
+    for r in rows:
+        if r.get("published_epsilon") is None:
+            continue
+        ours = r[f"epsilon_{r.get('published_accountant', 'rdp')}"]
+        gap = abs(ours - r["published_epsilon"]) / r["published_epsilon"]
+        out.append({"target": f"ε reproduces {r['source']}: relative difference of ours ({ours:.4g}) from the "
+                              f"published {r['published_epsilon']:g}", "mean": gap, "threshold": "<= 0.05",
+                    "met": gap <= 0.05})
+    return out
+
+
+def attack_target(goal: dict | None) -> list[dict]:
+    """The 30 % attacker goal with the defence chosen on DS1 validation (never DS2)."""
+    if not goal or not goal.get("judged"):
+        return [{"target": "30 % attackers: defence chosen on DS1 validation within 0.03 DS2 macro F1 of clean "
+                           "FedAvg (means over seeds)", "mean": None, "threshold": ">= -0.03", "met": None}]
+    return [{"target": f"{goal['share']:.0%} attackers: the defence chosen on DS1 validation "
+                       f"({goal.get('chosen_on_validation')}), worst attack, DS2 macro F1 minus clean FedAvg's "
+                       f"(means over seeds {goal['clean_fedavg'].get('seeds')})",
+             "mean": goal.get("chosen_worst_gap"), "threshold": f">= -{goal['tolerance']}",
+             "met": goal.get("holds_with_validation_choice")}]
+
+
+def privacy_targets(results: dict[str, Any]) -> list[dict]:
+    return (secagg_fleet_targets(results.get("secagg") or []) + reference_targets(results.get("accounting") or [])
+            + (attack_target(results.get("goal")) if "attacks" in results else []))
+
+
+def targets_markdown(targets: list[dict]) -> list[str]:
+    out = ["| target | measured | threshold | met |", "|---|---|---|---|"]
+    for t in targets:
+        mean = "–" if t["mean"] is None else (f"{t['mean']:.3g}" if isinstance(t["mean"], float) else str(t["mean"]))
+        out.append(f"| {t['target']} | {mean} | {t['threshold']} | {({True: 'yes', False: '**no**'}).get(t['met'], '–')} |")
+    return out
