@@ -6,7 +6,9 @@ from importlib import import_module
 from training.tasks.base import Task
 
 #: name -> "module:Class", imported on first use so ``pulsewire tasks`` does not load every task's data code.
-_TASKS: dict[str, str] = {}
+_TASKS: dict[str, str] = {
+    "har": "training.tasks.har:HarTask",
+}
 
 
 def task_names() -> tuple[str, ...]:
