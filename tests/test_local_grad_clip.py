@@ -17,9 +17,9 @@ def _run(cfg: LocalConfig, control_shift: float = 0.0):
     wave, rr = rng.normal(size=(64, 100, 1)).astype(np.float32), rng.normal(size=(64, 7)).astype(np.float32)
     labels = rng.integers(0, 5, 64)
     w0 = [w.copy() for w in model.get_weights()]
-    trainer = LocalTrainer(model, np.ones(5, np.float32))
+    trainer = LocalTrainer(model)
     server_c = [np.full_like(w, control_shift) for w in w0] if control_shift else None
-    update, _ = trainer.run("d", w0, wave, rr, labels, cfg, np.random.default_rng(1), server_c, None)
+    update, _ = trainer.run("d", w0, {"wave": wave, "rr": rr}, labels, cfg, np.random.default_rng(1), server_c, None)
     return update
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
+    from training.data.mitdb import default_cache_root
+
+    return default_cache_root()
 
 
 def resolve_data_dir(args: argparse.Namespace) -> Path:

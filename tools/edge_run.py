@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -75,6 +76,16 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`edge run --task NAME`: the task's device pipeline from ``EDGE_RUNNERS`` (beat by default)."""
+    runner = EDGE_RUNNERS.get(args.task)
+    if runner is None:
+        raise ValueError(f"task {args.task!r} has no edge runner (`edge run` knows: {', '.join(sorted(EDGE_RUNNERS))}); "
+                         "run its exported model with edge_runtime.task_model.TaskInterpreter, or pick one of those")
+    return runner(args)
+
+
+def run_beats(args: argparse.Namespace) -> int:
+    """The beat task on the device: filter, R-peak detector, the int8 beat classifier, alerts, fleet rounds."""
     from edge_runtime.runtime import CsvSink, EdgeRuntime, WfdbAnnotationSink
     from edge_runtime.sources import TextSamples, WfdbReplay, paced, serial_lines, text_file
 
@@ -159,6 +170,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``edge run --task NAME`` -> the function that runs that task on the device. A task with an edge side adds its
+#: entry here (it gets the parsed arguments; ``--record``/``--input``/``--serial`` name the source).
+EDGE_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"beat": run_beats}
+
+
 def _fleet_member(args: argparse.Namespace, broker, bundle, classifier, content: bytes):
     from edge_runtime.fleet_member import FleetMember
     from edge_runtime.local_dp import LocalDP
@@ -211,6 +227,8 @@ def add_run_parser(esub) -> None:
     src.add_argument("--record", help="WFDB record path without extension, e.g. ../shared/data/mitdb/100")
     src.add_argument("--input", help="text file with one sample (mV) per line, or '-' for stdin")
     src.add_argument("--serial", help="serial port of an ADC front-end printing one sample per line")
+    p.add_argument("--task", default="beat", help="the task to run on the device (default beat; tasks with an edge "
+                                                  "runner: see `pulsewire tasks`)")
     p.add_argument("--model", help="int8 .tflite with its .json metadata beside it")
     p.add_argument("--models", help="installed-model folder (`edge install`); with --broker, signed releases "
                                     "update it while running")

@@ -14,6 +14,7 @@ from tools.data_args import add_data_args, cache_root, resolve_data_dir
 from tools.deploy_commands import add_fleet_init_parser
 from tools.experiment_args import (FEDERATED_LEADS, add_classifier_args, add_federated_args, add_round_policy_args,
                                    add_run_args)
+from tools.task_commands import DEFAULT_TASK, add_task_arg, run_task_command
 from tools.training_commands import base_config, protocol_beats, write_results
 
 
@@ -53,6 +54,8 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.task != DEFAULT_TASK:
+        return run_task_command(args, "simulate")
     from training.federated.simulation import run_simulation
 
     started = time.time()
@@ -66,6 +69,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
+    if args.task != DEFAULT_TASK:
+        return run_task_command(args, "fleet")
     from training.federated.aggregator_config import RoundPolicy
     from training.federated.fleet import FleetConfig, run_fleet
 
@@ -125,9 +130,11 @@ def add_simulate_parser(sub, strategies: list[str]) -> None:
                                    "strategies as the MQTT aggregator; the round is selected on held-out DS1 "
                                    "patients and the exported model is tested on DS2.")
     add_data_args(p)
+    add_task_arg(p, "train")
     add_federated_args(p, strategies)
     p.add_argument("--protocol", choices=("inter", "intra"), default="inter")
-    p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N")
+    p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N (other tasks: their "
+                                                          "own specs, e.g. tabular's hospitals | hospitals-skewed)")
     p.add_argument("--fraction", type=float, default=1.0, help="share of devices per round")
     add_classifier_args(p, FEDERATED_LEADS)
     p.add_argument("--attack", help="malicious devices: sign_flip | scale:K | gaussian:S | label_flip | replacement:K")
@@ -143,6 +150,7 @@ def add_fleet_parser(sub, strategies: list[str]) -> None:
                                    "here (Mosquitto when installed, else an embedded one). The round is selected "
                                    "on held-out DS1 patients; the int8 export is tested on DS2.")
     add_data_args(p)
+    add_task_arg(p, "train")
     add_federated_args(p, strategies)
     p.add_argument("--protocol", choices=("inter", "intra"), default="inter",
                    help="inter: DS1 devices, DS2 test; intra: beats of 44 records split at random")

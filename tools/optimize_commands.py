@@ -121,6 +121,10 @@ def _variants(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.task != "beat":  # other tasks: centralized training and the task exporter (no distill/prune/QAT)
+        from tools.task_commands import run_task_command
+
+        return run_task_command(args, "export")
     from tools.data_args import cache_root, resolve_data_dir
     from tools.optimize_report import finish_results, write_optimize_report
 
@@ -159,6 +163,10 @@ def add_optimize_parser(sub) -> None:
                                    "weight bytes, MACs, TFLite-Micro arena, bit-exactness with LiteRT and test metrics. "
                                    "--bench runs the fixed set of variants on 3 seeds and both protocols.")
     add_data_args(p)
+    from tools.task_commands import add_task_arg
+
+    add_task_arg(p, "train centrally and export (non-beat tasks: float32 + int8 with the task contract; the "
+                    "distill/prune/QAT flags are beat-only)")
     p.add_argument("--distill", action="store_true", help="start from a student taught by a wider teacher")
     p.add_argument("--prune", type=float, metavar="S", help="magnitude pruning to sparsity S (with --structured: "
                                                             "remove a share S of filters and units)")

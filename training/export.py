@@ -7,7 +7,9 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -45,11 +47,29 @@ def representative_beats(data: BeatDataset, n: int, seed: int) -> np.ndarray:
     return np.unique(np.concatenate([rare, common]))
 
 
-def convert(trained: TrainedModel, quantization: str, calibration: BeatDataset | None = None) -> bytes:
-    """Flatbuffer bytes; int8 means int8 weights, activations, inputs and outputs (no float ops)."""
+def convert_keras(model: keras.Model, quantization: str,
+                  representative: Callable[[], Iterable[list[np.ndarray]]] | None = None) -> bytes:
+    """Flatbuffer bytes of any Keras model; int8 means int8 weights, activations, inputs and outputs (no float
+    ops), calibrated on ``representative()``'s batch-1 rows (one array per model input, in ``model.inputs``
+    order)."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(trained.model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantization == "int8":
+        if representative is None:
+            raise ValueError("int8 export needs calibration rows (representative training data)")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the whole traced signature on export
+        return converter.convert()
+
+
+def convert(trained: TrainedModel, quantization: str, calibration: BeatDataset | None = None) -> bytes:
+    """The beat classifier's flatbuffer; int8 calibrates on ``calibration`` beats."""
+    representative = None
     if quantization == "int8":
         if calibration is None or len(calibration) == 0:
             raise ValueError("int8 export needs calibration beats (representative training data)")
@@ -60,37 +80,32 @@ def convert(trained: TrainedModel, quantization: str, calibration: BeatDataset |
             for i in range(len(calibration)):
                 yield [waves[i:i + 1], rr[i:i + 1]]
 
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the whole traced signature on export
-        return converter.convert()
+    return convert_keras(trained.model, quantization, representative)
 
 
-def export_model(trained: TrainedModel, out_path: Path, quantization: str, model_version: str,
-                 calibration: BeatDataset | None = None, extra: dict | None = None) -> ExportedModel:
-    """Write ``out_path`` (.tflite) and its ``.json`` sidecar; returns both."""
-    blob = convert(trained, quantization, calibration)
+def write_exported(blob: bytes, out_path: Path, quantization: str, model_version: str, **fields: Any
+                   ) -> ExportedModel:
+    """Write the flatbuffer and its ``.json`` sidecar (``fields``: the metadata that depends on the model's task:
+    class names, signal, RR scaling, training-config hash, extra); returns both."""
     interp = make_interpreter(blob)
     meta = ModelMetadata(
-        model_version=model_version,
-        class_names=AAMI_CLASSES,
-        signal=trained.config.signal,
-        rr_feature_names=RR_FEATURE_NAMES,
-        rr_mean=tuple(float(v) for v in trained.rr_scaler.mean),
-        rr_std=tuple(float(v) for v in trained.rr_scaler.std),
-        quantization=quantization,
+        model_version=model_version, quantization=quantization,
         inputs=tuple(TensorQuant.from_detail(d) for d in interp.get_input_details()),
         outputs=tuple(TensorQuant.from_detail(d) for d in interp.get_output_details()),
-        training_config_hash=trained.config.digest(),
-        model_sha256=hashlib.sha256(blob).hexdigest(),
-        extra=dict(extra or {}),
-    )
+        model_sha256=hashlib.sha256(blob).hexdigest(), **fields)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(blob)
     meta.save(metadata_path_for(out_path))
     log.info("exported %s (%d bytes, %s)", out_path, len(blob), quantization)
     return ExportedModel(out_path, meta)
+
+
+def export_model(trained: TrainedModel, out_path: Path, quantization: str, model_version: str,
+                 calibration: BeatDataset | None = None, extra: dict | None = None) -> ExportedModel:
+    """Write ``out_path`` (.tflite) and its ``.json`` sidecar; returns both."""
+    return write_exported(
+        convert(trained, quantization, calibration), out_path, quantization, model_version,
+        class_names=AAMI_CLASSES, signal=trained.config.signal, rr_feature_names=RR_FEATURE_NAMES,
+        rr_mean=tuple(float(v) for v in trained.rr_scaler.mean), rr_std=tuple(float(v) for v in trained.rr_scaler.std),
+        training_config_hash=trained.config.digest(), extra=dict(extra or {}))

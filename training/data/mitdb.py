@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,11 @@ class EcgRecord:
     def flutter_episodes(self) -> list[tuple[int, int]]:
         """Ventricular flutter/fibrillation ranges, left out of beat-by-beat scoring (EC57)."""
         return flutter_episodes(self.ann_sample, self.ann_symbol, self.ann_aux, self.signal_mv.size)
+
+
+def default_cache_root() -> Path:
+    """The cache folder every loader shares: $PULSEWIRE_CACHE, else ~/.cache/pulsewire."""
+    return Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
 
 
 def locate_mitdb(data_dir: str | Path | None, cache_root: Path, allow_download: bool = True) -> Path:

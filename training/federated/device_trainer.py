@@ -1,4 +1,4 @@
-"""The TensorFlow implementation of a device's ``LocalUpdater``: local SGD on the device's own beats.
+"""The TensorFlow implementation of a device's ``LocalUpdater``: local SGD on the device's own rows.
 
 Virtual devices of one fleet process share one Keras model and take turns (one training executor),
 as a 2-core machine would anyway; each keeps its own data, random stream and SCAFFOLD control variate.
@@ -10,18 +10,21 @@ from dataclasses import fields
 import numpy as np
 
 from broker.fed_messages import GlobalModel, LocalUpdate
-from training.federated.local_training import LocalConfig, LocalTrainer
+from training.federated.local_training import Inputs, LocalConfig, LocalTrainer
 
 _LOCAL_KEYS = {f.name for f in fields(LocalConfig)}
 
 
 class KerasDeviceUpdater:
-    def __init__(self, name: str, trainer: LocalTrainer, wave: np.ndarray, rr: np.ndarray, labels: np.ndarray,
-                 seed: int) -> None:
-        if not len(labels):
-            raise ValueError(f"device {name} has no training beats")
+    """``inputs``: the device's rows by model input name; ``targets``: what the loss compares the output with;
+    ``row_weights``: each row's loss weight (a task's per-class weights looked up by label; None: 1)."""
+
+    def __init__(self, name: str, trainer: LocalTrainer, inputs: Inputs, targets: np.ndarray, seed: int,
+                 row_weights: np.ndarray | None = None) -> None:
+        if not len(targets):
+            raise ValueError(f"device {name} has no training rows")
         self.name, self.trainer = name, trainer
-        self.wave, self.rr, self.labels = wave, rr, labels
+        self.inputs, self.targets, self.row_weights = inputs, targets, row_weights
         self.rng = np.random.default_rng(seed)
         self.control: list[np.ndarray] | None = None
 
@@ -30,8 +33,8 @@ class KerasDeviceUpdater:
         if unknown:
             raise ValueError(f"round plan has local settings this device does not know: {sorted(unknown)}")
         cfg = LocalConfig(**model.plan.local)
-        update, new_control = self.trainer.run(self.name, model.weights, self.wave, self.rr, self.labels, cfg,
-                                               self.rng, model.server_control, self.control)
+        update, new_control = self.trainer.run(self.name, model.weights, self.inputs, self.targets, cfg, self.rng,
+                                               model.server_control, self.control, self.row_weights)
         if new_control is not None:
             self.control = new_control
         return LocalUpdate(update.delta, update.num_examples, update.local_steps, update.control_delta,

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -23,7 +24,7 @@ from broker.mqtt_link import BrokerSettings
 from edge_runtime.fed_client import DeviceClient
 from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
-from training.federated.aggregator import CHECKPOINT_FILE, Aggregator
+from training.federated.aggregator import CHECKPOINT_FILE, AggregationResult, Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.round_events import RoundEventPublisher
 from training.federated.device_trainer import KerasDeviceUpdater
@@ -86,32 +87,36 @@ def _evaluator(template: keras.Model, val: BeatDataset, test: BeatDataset | None
     return evaluate
 
 
-def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cfg: FleetConfig, base: TrainConfig,
-              run_dir: Path, progress: bool = True) -> FleetResult:
-    """Federated training over MQTT; the model is the round with the best validation macro F1.
-    ``test`` is only scored per round for the report (never used for selection)."""
+@dataclass
+class MqttRun:
+    """What ``rounds_over_mqtt`` hands back: the aggregator's result and the transport's facts."""
+
+    result: AggregationResult
+    broker: str
+    devices: int
+    wall_seconds: float
+
+
+def rounds_over_mqtt(model: keras.Model, updaters: dict[str, tuple[int, Any]], cfg: FleetConfig, evaluate,
+                     select_on: str, run_dir: Path, progress: bool = True) -> MqttRun:
+    """The MQTT rounds every task shares: a broker (started unless ``cfg.broker_url``), one ``DeviceClient``
+    per entry of ``updaters`` (topic name -> (wire id, ``LocalUpdater``)) with its own connection, and the
+    aggregator selecting rounds on ``evaluate(weights)[select_on]`` (held-out persons only)."""
     started = time.perf_counter()
     fed = cfg.federated
-    fleet = prepare_fleet(train, fed, base)
-    registry = device_registry(fed.partition, train, fleet.devices)
-    if cfg.max_devices is not None:
-        if not 1 <= cfg.max_devices <= len(registry):
-            raise ValueError(f"--devices {cfg.max_devices}: the {fed.partition} partition has {len(registry)} devices")
-        registry = dict(list(registry.items())[:cfg.max_devices])
+    registry = {name: dev_id for name, (dev_id, _) in updaters.items()}
     run_dir = Path(run_dir)
     (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a fleet run starts afresh; `aggregate` resumes
     broker = start_broker() if cfg.broker_url is None else None
     url = cfg.broker_url or broker_url(broker)
     fleet_name = f"{cfg.fleet_prefix}-s{fed.seed}-{secrets.token_hex(3)}"
-    trainer = LocalTrainer(fleet.model, fleet.class_weights)
     executor = ThreadPoolExecutor(1, thread_name_prefix="device-training")
     keys = {name: Ed25519PrivateKey.generate() for name in [*registry, "aggregator"]} if cfg.signed else {}
     aggregator_public = keys["aggregator"].public_key() if keys else None
-    clients = [DeviceClient(name, dev_id, fleet_name, url,
-                            KerasDeviceUpdater(name, trainer, *fleet.per_device[k], seed=fed.seed * 1000 + dev_id),
-                            executor, signing_key=keys.get(name), aggregator_key=aggregator_public,
+    clients = [DeviceClient(name, dev_id, fleet_name, url, updater, executor, signing_key=keys.get(name),
+                            aggregator_key=aggregator_public,
                             peer_keys={i: keys[n].public_key() for n, i in registry.items()} if keys else None)
-               for k, (name, dev_id) in enumerate(registry.items())]
+               for name, (dev_id, updater) in updaters.items()]
     agg_cfg = AggregatorConfig(fleet=fleet_name, devices=registry, rounds=fed.rounds, strategy=fed.strategy,
                                strategy_args=fed.strategy_args, policy=cfg.policy,
                                local=asdict(fed.local), encoding=cfg.encoding, chunk_size=cfg.chunk_size,
@@ -122,16 +127,15 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
 
     def on_round(row: dict) -> None:
         bar.update(1)
-        bar.set_postfix(val_f1=f"{row.get('val_macro_f1', 0):.3f}", devices=row["participants"],
-                        kB=row["bytes_received"] // 1024)
-        log.info("round %d: %d/%d devices, %.1f kB up, val macro F1 %.4f, %.1f s", row["round"],
-                 row["participants"], row["selected"], row["bytes_received"] / 1024, row.get("val_macro_f1", 0),
-                 row["seconds"])
+        bar.set_postfix({select_on: f"{row.get(select_on) or 0:.3f}", "devices": row["participants"],
+                         "kB": row["bytes_received"] // 1024})
+        log.info("round %d: %d/%d devices, %.1f kB up, %s %.4f, %.1f s", row["round"], row["participants"],
+                 row["selected"], row["bytes_received"] / 1024, select_on, row.get(select_on) or 0, row["seconds"])
 
     extra = {"secagg": cfg.secagg} if cfg.secagg is not None else {}
     aggregator = (SecAggAggregator if cfg.secagg is not None else Aggregator)(
-        agg_cfg, fleet.model.get_weights(), url, run_dir, evaluate=_evaluator(fleet.model, val, test, fleet.scaler),
-        on_round=on_round, signing_key=keys.get("aggregator"), **extra)
+        agg_cfg, model.get_weights(), url, run_dir, evaluate=evaluate, on_round=on_round, select_on=select_on,
+        signing_key=keys.get("aggregator"), **extra)
     try:
         for c in clients:
             c.start()
@@ -143,8 +147,35 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
         executor.shutdown(wait=True, cancel_futures=True)
         if broker is not None:
             broker.close()
-    fleet.model.set_weights(result.best_weights)
-    trained = TrainedModel(model=fleet.model, rr_scaler=fleet.scaler, config=base, history=result.history,
-                           best_epoch=result.best_round)
-    return FleetResult(trained, broker.kind if broker else BrokerSettings.of(url).url, result.rejected, len(clients),
-                       time.perf_counter() - started)
+    return MqttRun(result, broker.kind if broker else BrokerSettings.of(url).url, len(clients),
+                   time.perf_counter() - started)
+
+
+def limit_devices(registry: dict[str, int], max_devices: int | None, partition: str) -> dict[str, int]:
+    """The first ``max_devices`` devices of the partition (``--devices``)."""
+    if max_devices is None:
+        return registry
+    if not 1 <= max_devices <= len(registry):
+        raise ValueError(f"--devices {max_devices}: the {partition} partition has {len(registry)} devices")
+    return dict(list(registry.items())[:max_devices])
+
+
+def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cfg: FleetConfig, base: TrainConfig,
+              run_dir: Path, progress: bool = True) -> FleetResult:
+    """Federated training over MQTT; the model is the round with the best validation macro F1.
+    ``test`` is only scored per round for the report (never used for selection)."""
+    fed = cfg.federated
+    fleet = prepare_fleet(train, fed, base)
+    registry = limit_devices(device_registry(fed.partition, train, fleet.devices), cfg.max_devices, fed.partition)
+    trainer = LocalTrainer(fleet.model)
+    updaters = {}
+    for k, (name, dev_id) in enumerate(registry.items()):
+        inputs, labels = fleet.per_device[k]
+        updaters[name] = (dev_id, KerasDeviceUpdater(name, trainer, inputs, labels, seed=fed.seed * 1000 + dev_id,
+                                                     row_weights=fleet.class_weights[labels]))
+    run = rounds_over_mqtt(fleet.model, updaters, cfg, _evaluator(fleet.model, val, test, fleet.scaler),
+                           "val_macro_f1", run_dir, progress)
+    fleet.model.set_weights(run.result.best_weights)
+    trained = TrainedModel(model=fleet.model, rr_scaler=fleet.scaler, config=base, history=run.result.history,
+                           best_epoch=run.result.best_round)
+    return FleetResult(trained, run.broker, run.result.rejected, run.devices, run.wall_seconds)

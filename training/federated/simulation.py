@@ -25,11 +25,11 @@ from training.federated.aggregator_config import RoundPolicy
 from training.federated.attacks import Attack, choose_attackers
 from training.federated.device_trainer import KerasDeviceUpdater
 from training.federated.in_process import run_in_process
-from training.federated.local_training import LocalConfig, LocalTrainer
+from training.federated.local_training import Inputs, LocalConfig, LocalTrainer
 from training.federated.registry import make_fleet_strategy
 from training.federated.round_engine import RoundEngine
 from training.federated.strategies import ClientUpdate
-from training.model import build_classifier
+from training.model import RR_INPUT, WAVE_INPUT, build_classifier
 from training.train import RRScaler, TrainedModel, class_weights, evaluate_keras
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class FleetData:
     scaler: RRScaler
     class_weights: np.ndarray
     model: keras.Model
-    per_device: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (wave[..., None], scaled rr, labels)
+    per_device: list[tuple[Inputs, np.ndarray]]  # ({"wave": wave[..., None], "rr": scaled rr}, labels)
 
 
 def prepare_fleet(train: BeatDataset, fed: FederatedConfig, base: TrainConfig) -> FleetData:
@@ -100,9 +100,31 @@ def prepare_fleet(train: BeatDataset, fed: FederatedConfig, base: TrainConfig) -
     scaler = RRScaler.fit(train.rr)
     cw = class_weights(train.labels, len(AAMI_CLASSES), base.class_weight_power, base.max_class_weight)
     model = build_classifier(train.waves.shape[1], train.rr.shape[1], len(AAMI_CLASSES), base.model)
-    per_device = [(train.waves[d][..., None], scaler(train.rr[d]), train.labels[d]) for d in devices]
+    per_device = [({WAVE_INPUT: train.waves[d][..., None], RR_INPUT: scaler(train.rr[d])}, train.labels[d])
+                  for d in devices]
     return FleetData(devices, scaler, np.asarray([cw[c] for c in range(len(AAMI_CLASSES))], np.float32), model,
                      per_device)
+
+
+def simulate_rounds(model: keras.Model, devices: dict[str, KerasDeviceUpdater], fed: FederatedConfig,
+                    evaluate, select_on: str, progress: bool = True, tamper=None) -> RoundEngine:
+    """The in-process rounds every task shares: the fleet strategy, ``RoundEngine`` selecting rounds on
+    ``evaluate(weights)[select_on]`` (held-out persons), devices taking turns. Returns the finished engine."""
+    strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(devices))
+    engine = RoundEngine(strategy, list(devices), fed.policy, fed.rounds, model.get_weights(), fed.seed, evaluate,
+                         select_on=select_on)
+    bar = tqdm(total=fed.rounds, desc=f"{fed.strategy} rounds", disable=not progress)
+
+    def on_round(row: dict) -> None:
+        bar.update(1)
+        log.info("round %d: %d devices, %s %.4f", row["round"], row["participants"], select_on,
+                 row.get(select_on) or 0.0)
+
+    try:
+        run_in_process(engine, devices, asdict(fed.local), on_round, tamper)
+    finally:
+        bar.close()
+    return engine
 
 
 def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, base: TrainConfig,
@@ -110,7 +132,7 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
     """Federated training; the returned model's ``history`` has one row per round (validation only)."""
     fleet = prepare_fleet(train, fed, base)
     model, scaler = fleet.model, fleet.scaler
-    trainer = LocalTrainer(model, fleet.class_weights)
+    trainer = LocalTrainer(model)
     names = [f"dev{k:03d}" for k in range(len(fleet.devices))]
     attack = Attack.parse(fed.attack) if fed.attack else None
     attackers = {names[k] for k in choose_attackers(len(names), fed.attackers, fed.seed)} if attack else set()
@@ -118,10 +140,11 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
         log.info("%d of %d devices attack with %s", len(attackers), len(names), fed.attack)
     devices = {}
     for k, name in enumerate(names):
-        wave, rr, y = fleet.per_device[k]
+        inputs, y = fleet.per_device[k]
         if name in attackers:
             y = attack.poison_labels(y, len(AAMI_CLASSES))
-        devices[name] = KerasDeviceUpdater(name, trainer, wave, rr, y, seed=fed.seed * 1000 + k + 1)
+        devices[name] = KerasDeviceUpdater(name, trainer, inputs, y, seed=fed.seed * 1000 + k + 1,
+                                           row_weights=fleet.class_weights[y])
     # the attack's own random stream: honest devices train exactly as in the clean run
     attack_rng = np.random.default_rng([fed.seed, 11])
 
@@ -133,17 +156,7 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
         rep = evaluate_keras(model, val, scaler)
         return {"val_macro_f1": rep["macro_f1"], "val_accuracy": rep["accuracy"]}
 
-    strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(names))
-    engine = RoundEngine(strategy, names, fed.policy, fed.rounds, model.get_weights(), fed.seed, evaluate)
-    bar = tqdm(total=fed.rounds, desc=f"{fed.strategy} rounds", disable=not progress)
-
-    def on_round(row: dict) -> None:
-        bar.update(1)
-        log.info("round %d: %d devices, val macro F1 %.4f", row["round"], row["participants"], row["val_macro_f1"])
-
-    try:
-        history = run_in_process(engine, devices, asdict(fed.local), on_round, tamper if attack else None)
-    finally:
-        bar.close()
+    engine = simulate_rounds(model, devices, fed, evaluate, "val_macro_f1", progress, tamper if attack else None)
     model.set_weights(engine.best_weights)
-    return TrainedModel(model=model, rr_scaler=scaler, config=base, history=history, best_epoch=engine.best_round)
+    return TrainedModel(model=model, rr_scaler=scaler, config=base, history=engine.history,
+                        best_epoch=engine.best_round)

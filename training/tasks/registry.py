@@ -7,7 +7,9 @@ from training.tasks.base import Task
 
 #: name -> "module:Class", imported on first use so ``pulsewire tasks`` does not load every task's data code.
 _TASKS: dict[str, str] = {
+    "beat": "training.tasks.beat:BeatTask",
     "har": "training.tasks.har:HarTask",
+    "tabular": "training.tasks.tabular:TabularTask",
 }
 
 

@@ -1,0 +1,133 @@
+"""Tabular clinical data: the Wisconsin diagnostic breast-cancer records across four hospitals.
+
+Data: scikit-learn's bundled copy (``sklearn.datasets.load_breast_cancer``: 569 patients, 30 features of the
+cell nuclei in a fine-needle aspirate, 212 malignant / 357 benign; W. H. Wolberg, W. N. Street and
+O. L. Mangasarian, UCI Machine Learning Repository, CC BY 4.0); nothing is downloaded.
+
+Split (fixed, ``SPLIT_SEED``, the same for every training seed so seeds measure training noise on one test
+set): 20 % of patients, stratified by diagnosis, are the test split; the other 80 % are dealt to four
+hospitals of 35 / 25 / 22 / 18 % (stratified), and inside each hospital 15 % of its patients (stratified) are
+held out as "val": validation is a held-out share inside each hospital, never the test split. A person is one
+patient; person ids carry their hospital ("H2/0123") so the "hospitals" partition is one device per hospital.
+"hospitals-skewed" keeps the four sizes but deals the training patients out by label (hospital 1 mostly
+malignant, hospital 4 mostly benign). Features are standardised with the training side's mean and std (what a
+federation can sum up), which the edge contract carries.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+import keras
+import numpy as np
+
+from edge_runtime.task_contract import EdgeContract
+from training.tasks.base import Predict, Task, TaskSplit
+
+HOSPITAL_SHARES = (0.35, 0.25, 0.22, 0.18)
+TEST_SHARE, VAL_SHARE, SPLIT_SEED = 0.20, 0.15, 0
+FEATURES_INPUT = "features"
+
+
+def _stratified_take(labels: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices (into ``labels``) of ``share`` of each class, at random."""
+    picked = [rng.choice(np.flatnonzero(labels == c), round(share * np.sum(labels == c)), replace=False)
+              for c in np.unique(labels)]
+    return np.sort(np.concatenate(picked))
+
+
+def _deal(order: np.ndarray, shares: tuple[float, ...]) -> list[np.ndarray]:
+    """Cut ``order`` into consecutive parts of the given shares (sizes rounded, the last takes the rest)."""
+    cuts = np.round(np.cumsum(shares)[:-1] * len(order)).astype(int)
+    return [np.sort(part) for part in np.split(order, cuts)]
+
+
+class TabularTask(Task):
+    name = "tabular"
+    summary = "breast-cancer diagnosis (malignant/benign) from 30 FNA features; 4 hospitals, 35/25/22/18 %"
+    class_names = ("malignant", "benign")
+    selection_metric = "accuracy"
+    alerts = ()
+    data_source = ("Wisconsin diagnostic breast cancer (Wolberg, Street, Mangasarian; UCI ML repository, "
+                   "CC BY 4.0), scikit-learn's bundled copy")
+
+    @cached_property
+    def _data(self) -> dict:
+        from sklearn.datasets import load_breast_cancer
+
+        raw = load_breast_cancer()
+        x, y = raw.data.astype(np.float32), raw.target.astype(np.int64)  # 0 malignant, 1 benign
+        rng = np.random.default_rng(SPLIT_SEED)
+        test = _stratified_take(y, TEST_SHARE, rng)
+        rest = np.setdiff1d(np.arange(len(y)), test)
+        hospital = np.full(len(y), -1)
+        val = []
+        for h, part in enumerate(self._stratified_hospitals(y[rest], rng)):
+            rows = rest[part]
+            hospital[rows] = h
+            val.append(rows[_stratified_take(y[rows], VAL_SHARE, rng)])
+        val = np.sort(np.concatenate(val))
+        train = np.setdiff1d(rest, val)
+        persons = np.asarray([f"H{hospital[i] + 1}/{i:04d}" if hospital[i] >= 0 else f"T/{i:04d}"
+                              for i in range(len(y))])
+        mean, std = x[train].mean(axis=0), np.maximum(x[train].std(axis=0), 1e-6)
+        return {"x": (x - mean) / std, "y": y, "persons": persons, "mean": mean, "std": std,
+                "features": tuple(str(f) for f in raw.feature_names),
+                "rows": {"train": train, "val": val, "test": test}}
+
+    @staticmethod
+    def _stratified_hospitals(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """Each class dealt to the hospitals in the shares: every hospital gets both diagnoses in proportion."""
+        parts = [_deal(rng.permutation(np.flatnonzero(labels == c)), HOSPITAL_SHARES) for c in np.unique(labels)]
+        return [np.sort(np.concatenate([p[h] for p in parts])) for h in range(len(HOSPITAL_SHARES))]
+
+    def load(self, split: str, seed: int = 0) -> TaskSplit:
+        if split not in self._data["rows"]:
+            raise ValueError(f"split {split!r} unknown; one of train, val, test")
+        d = self._data
+        rows = d["rows"][split]
+        if self.max_persons is not None:  # a small slice: every hospital and both classes, round-robin
+            keys = np.lexsort((rows, d["y"][rows], [p.split("/")[0] for p in d["persons"][rows]]))
+            groups: dict[tuple, list[int]] = {}
+            for i in rows[keys]:
+                groups.setdefault((d["persons"][i].split("/")[0], d["y"][i]), []).append(i)
+            interleaved = [g[k] for k in range(max(map(len, groups.values()))) for g in groups.values() if k < len(g)]
+            rows = np.sort(np.asarray(interleaved[:self.max_persons]))
+        return TaskSplit({FEATURES_INPUT: d["x"][rows]}, d["y"][rows], d["persons"][rows])
+
+    def build_model(self, train: TaskSplit, seed: int = 0) -> keras.Model:
+        """30 standardised features -> 16 ReLU -> 2 softmax (514 weights; FULLY_CONNECTED + SOFTMAX only)."""
+        x = keras.Input(shape=(train.inputs[FEATURES_INPUT].shape[1],), name=FEATURES_INPUT)
+        h = keras.layers.Dense(16, activation="relu", name="hidden")(x)
+        out = keras.layers.Dense(len(self.class_names), activation="softmax", name="probs")(h)
+        return keras.Model({FEATURES_INPUT: x}, out, name="pulsewire_tabular_mlp")
+
+    def evaluate(self, predict: Predict, split: TaskSplit) -> dict[str, float]:
+        pred = np.argmax(predict(split.inputs), axis=1)
+        y = split.targets
+        malignant_true, malignant_pred = y == 0, pred == 0
+        tp = int(np.sum(malignant_true & malignant_pred))
+        return {"accuracy": float(np.mean(pred == y)),
+                "malignant_se": tp / max(1, int(malignant_true.sum())),
+                "malignant_ppv": tp / max(1, int(malignant_pred.sum())),
+                "rows": float(len(y))}
+
+    def edge_contract(self, train: TaskSplit) -> EdgeContract:
+        d = self._data
+        return EdgeContract(task=self.name, source="tabular", channels=d["features"], sample_rate_hz=None,
+                            window=None, preprocessing={"mean": [float(v) for v in d["mean"]],
+                                                        "std": [float(v) for v in d["std"]]})
+
+    def partition(self, train: TaskSplit, spec: str, seed: int) -> list[np.ndarray]:
+        """"hospitals" (default for this task, also "person"): one device per hospital; "hospitals-skewed": the
+        same sizes, patients dealt out by label; "iid:N" as every task."""
+        hospitals = np.asarray([p.split("/")[0] for p in train.persons])
+        if spec in ("hospitals", "person", "patient"):
+            return [np.flatnonzero(hospitals == h) for h in np.unique(hospitals)]
+        if spec == "hospitals-skewed":
+            rng = np.random.default_rng([seed, 7])
+            key = train.targets + rng.uniform(0.0, 1.5, len(train))  # mostly by label, mixed near the boundary
+            return _deal(np.argsort(key, kind="stable"), HOSPITAL_SHARES)
+        if spec.startswith("iid:"):
+            return super().partition(train, spec, seed)
+        raise ValueError(f"partition {spec!r} not understood for task 'tabular'; use hospitals, hospitals-skewed "
+                         f"or iid:N")
