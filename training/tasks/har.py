@@ -7,7 +7,7 @@ the *training* subjects' samples; the device applies the same constants from the
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
@@ -24,6 +24,7 @@ from training.data.hapt import (
     channel_stats,
 )
 from training.tasks.base import SPLITS, Predict, Task, TaskSplit
+from training.tasks.har_export import converter_model
 from training.tasks.har_models import IMU_INPUT, MODELS, build
 
 #: Alert kinds of the activity runner (``edge_runtime.activity``): a long unbroken stretch without walking.
@@ -98,6 +99,10 @@ class HarTask(Task):
         """Rows: true activity, columns: predicted (``ACTIVITIES`` order)."""
         probs = np.asarray(predict(split.inputs))
         return classification_report(split.targets, probs.argmax(axis=1), ACTIVITIES)["confusion"]
+
+    def converter_model(self, model: keras.Model) -> Any:
+        """The LSTM variant converts through its ``tf_keras`` twin (fused int8 LSTM); the CNN as it is."""
+        return converter_model(model)
 
     def edge_contract(self, train: TaskSplit) -> EdgeContract:
         mean, std = self.scaler()
