@@ -17,7 +17,6 @@ does not carry it yet (``broker.device_messages.ALERT_KINDS`` has no activity ki
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import time
 import uuid
@@ -28,9 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from broker.device_messages import ALERT_SCHEMA
-from edge_runtime.interpreter import make_interpreter
-from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
-from edge_runtime.task_contract import EdgeContract
+from edge_runtime.classifier import ModelMismatch
+from edge_runtime.task_model import TaskInterpreter
 
 log = logging.getLogger(__name__)
 #: Activities that count as moving for the inactivity alert.
@@ -38,62 +36,33 @@ MOVING = ("walking", "upstairs", "downstairs")
 
 
 class WindowClassifier:
-    """A float32 or int8 TFLite model with one (1, window, channels) input and one (1, classes) output."""
+    """An exported activity model (float32 or int8) run by ``TaskInterpreter``, fed raw IMU windows: the
+    contract's standardisation is applied here, as on the device."""
 
-    def __init__(self, model_content: bytes, metadata: ModelMetadata) -> None:
-        digest = hashlib.sha256(model_content).hexdigest()
-        if metadata.model_sha256 and digest != metadata.model_sha256:
-            raise ValueError(f"model hash {digest[:12]} differs from its metadata's {metadata.model_sha256[:12]}")
-        if "task" not in metadata.extra:
-            raise ValueError("the model's metadata has no task contract (extra['task']): export it with --task har")
-        self.metadata = metadata
-        self.contract = EdgeContract.from_dict(metadata.extra["task"])
-        if self.contract.source != "imu":
-            raise ValueError(f"model of task {self.contract.task!r} reads {self.contract.source!r}, not an IMU")
-        self.class_names = tuple(metadata.class_names)
-        self._interp = make_interpreter(model_content)
-        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
-        shape = (1, self.contract.window, len(self.contract.channels))
-        if len(inputs) != 1 or tuple(inputs[0]["shape"]) != shape:
-            raise ValueError(f"expected one input of shape {shape}, got {[tuple(d['shape']) for d in inputs]}")
-        if len(outputs) != 1 or tuple(outputs[0]["shape"]) != (1, len(self.class_names)):
-            raise ValueError(f"expected one output of shape (1, {len(self.class_names)})")
-        self._in, self._out = inputs[0], outputs[0]
+    def __init__(self, interpreter: TaskInterpreter) -> None:
+        self.contract = interpreter.contract
+        if self.contract.source != "imu" or not self.contract.window:
+            raise ModelMismatch(f"model of task {self.contract.task!r} reads {self.contract.source!r} "
+                                "rows, not IMU windows: give an activity (--task har) model")
         prep = self.contract.preprocessing
+        if len(prep.get("mean", ())) != len(self.contract.channels) or len(prep.get("std", ())) != len(
+                self.contract.channels):
+            raise ModelMismatch("the model's IMU contract lacks one mean and std per channel")
+        self.interpreter = interpreter
+        self.metadata = interpreter.metadata
+        self.class_names = tuple(interpreter.metadata.class_names)
         self.mean = np.asarray(prep["mean"], np.float32)
         self.std = np.asarray(prep["std"], np.float32)
         self.hop = int(prep.get("hop", self.contract.window))
 
     @classmethod
     def from_file(cls, model_path: Path) -> WindowClassifier:
-        model_path = Path(model_path)
-        return cls(model_path.read_bytes(), ModelMetadata.load(metadata_path_for(model_path)))
+        return cls(TaskInterpreter.from_file(Path(model_path)))
 
     def predict_proba(self, windows: np.ndarray) -> np.ndarray:
         """Class probabilities for raw (unstandardised) windows of shape (n, window, channels)."""
         z = (np.asarray(windows, np.float32) - self.mean) / self.std
-        out = np.empty((len(z), len(self.class_names)), np.float32)
-        for i in range(len(z)):
-            self._interp.set_tensor(self._in["index"], _quantize(z[i:i + 1], self._in))
-            self._interp.invoke()
-            out[i] = _dequantize(self._interp.get_tensor(self._out["index"])[0], self._out)
-        return out
-
-
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype == np.float32:
-        return x.astype(np.float32)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
-
-
-def _dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
-    if np.dtype(detail["dtype"]) == np.float32:
-        return q.astype(np.float32)
-    scale, zero = detail["quantization"]
-    return (q.astype(np.float32) - zero) * scale
+        return self.interpreter.predict({"imu": z})
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,128 @@ def test_timestamps_at_another_rate_are_refused():
     with pytest.raises(ValueError, match="--fs must be given"):
         ImuTextSamples([], 0)
     assert math.isclose(ImuTextSamples(_lines(rows, np.arange(100) / 50.0), 50).fs_hz, 50)
+
+
+# --- federated round, int8 export, the edge runner ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_task(windows):
+    from training.tasks.har import HarTask
+
+    task = HarTask(max_persons=2)
+    task._windows = windows
+    return task, task.load("train"), task.load("val"), task.load("test")
+
+
+@pytest.fixture(scope="module")
+def exported_cnn(small_task, tmp_path_factory):
+    """The CNN trained two epochs on two subjects, exported int8 (the runner's model)."""
+    from training.tasks.export import export_task
+    from training.tasks.fit import fit_task
+
+    task, train, val, _ = small_task
+    trained = fit_task(task, train, val, epochs=2, batch_size=64, learning_rate=2e-3, seed=0)
+    return trained, export_task(trained, train, tmp_path_factory.mktemp("har-int8"), "int8")
+
+
+@pytest.mark.integration
+def test_one_federated_round_over_mosquitto(small_task, mosquitto, tmp_path):
+    from broker.launcher import broker_url
+    from training.federated.fleet import FleetConfig
+    from training.federated.local_training import LocalConfig
+    from training.federated.simulation import FederatedConfig
+    from training.tasks.federated import run_task_federated
+
+    task, train, val, _ = small_task
+    fed = FederatedConfig(rounds=1, partition="person", local=LocalConfig(epochs=1, batch_size=32, learning_rate=0.1))
+    trained = run_task_federated(task, train, val, fed, over_mqtt=True,
+                                 fleet=FleetConfig(broker_url=broker_url(mosquitto)), run_dir=tmp_path / "fleet")
+    assert trained.info["transport"] == "mqtt" and trained.info["devices"] == 2
+    assert sorted(trained.info["device_rows"]) == ["har-user01", "har-user03"]
+    assert [r["participants"] for r in trained.history] == [2]
+    assert 0 <= trained.evaluate(val)["accuracy"] <= 1
+
+
+def test_int8_cnn_export_and_the_runner_on_a_real_recording(small_task, exported_cnn, hapt_root, tmp_path):
+    from edge_runtime.activity import ActivityPolicy, ActivityRunner, WindowClassifier
+    from training.tasks.har_export import op_report
+
+    task, _, _, test = small_task
+    trained, exported = exported_cnn
+    blob = exported.tflite_path.read_bytes()
+    report = op_report(blob)
+    assert report["float_tensors"] == 0 and "CONV_2D" in report["ops"] and len(blob) <= 32 * 1024
+    clf = WindowClassifier.from_file(exported.tflite_path)
+    # the runner's standardisation + int8 interpreter == the task's windows through the same interpreter
+    raw, _, _ = task.windows.load((2,))
+    np.testing.assert_allclose(clf.predict_proba(raw[:20]), clf.interpreter.predict({"imu": test.inputs["imu"][:20]}),
+                               atol=1e-6)
+    assert abs(task.evaluate(clf.interpreter.predict, test)["accuracy"] - trained.evaluate(test)["accuracy"]) <= 0.05
+    # 60 s of subject 3's first recording, streamed through the runner in uneven chunks
+    source = imu_text_file(hapt_root / "RawData" / "acc_exp05_user03.txt", 50)
+    runner = ActivityRunner(clf, 50, 6, policy=ActivityPolicy(inactive_after_s=10))
+    samples = 0
+    for chunk in source.chunks():
+        runner.feed(chunk)
+        samples += len(chunk)
+        if samples >= 3000:
+            break
+    status = runner.status
+    assert status.samples == samples and status.windows == (samples - 128) // 64 + 1
+    assert math.isclose(sum(status.seconds.values()), (128 + 64 * (status.windows - 1)) / 50, rel_tol=1e-9)
+    assert set(status.seconds) <= set(ACTIVITIES) and status.current in ACTIVITIES
+    first = np.concatenate([c for _, c in zip(range(3), imu_text_file(
+        hapt_root / "RawData" / "acc_exp05_user03.txt", 50).chunks())])[:128]
+    assert runner.results[0].activity == ACTIVITIES[int(np.argmax(clf.predict_proba(first[None])[0]))]
+    still = [w for w in runner.results if w.activity not in ("walking", "upstairs", "downstairs")]
+    assert bool(runner.alerts) == _has_still_stretch(runner.results, 10.0)
+    assert all(a["kind"] == "prolonged_inactivity" for a in runner.alerts) and len(still) >= len(runner.alerts)
+
+
+def _has_still_stretch(results, seconds: float) -> bool:
+    start = None
+    for i, w in enumerate(results):
+        if w.activity in ("walking", "upstairs", "downstairs"):
+            start = None
+            continue
+        start = w.time_s - (128 if i == 0 else 64) / 50 if start is None else start
+        if w.time_s - start >= seconds:
+            return True
+    return False
+
+
+def test_runner_refuses_wrong_rate_and_channels_and_skips_invalid_windows(exported_cnn):
+    from edge_runtime.activity import ActivityRunner, WindowClassifier
+
+    _, exported = exported_cnn
+    clf = WindowClassifier.from_file(exported.tflite_path)
+    with pytest.raises(ValueError, match="trained at 50 Hz; the source gives 100 Hz"):
+        ActivityRunner(clf, 100, 6)
+    with pytest.raises(ValueError, match="needs 6 channels"):
+        ActivityRunner(clf, 50, 5)
+    runner = ActivityRunner(clf, 50, 6)
+    chunk = np.tile([1.0, 0.0, 0.0, 0.0, 0.0, 0.0], (256, 1))
+    chunk[128:256:2] = np.nan  # half of the second window's new samples lost
+    runner.feed(chunk)
+    assert runner.status.invalid_samples == 64
+    assert runner.status.windows + runner.status.unusable_windows == 3
+    assert runner.status.unusable_windows == 2  # the windows ending at 192 and 256 hold > 10 % invalid samples
+    with pytest.raises(ValueError, match=r"shape \(n, 6\)"):
+        runner.feed(np.zeros((10, 5)))
+
+
+def test_lstm_exports_as_the_fused_int8_lstm_op(small_task, tmp_path):
+    from training.tasks.export import export_task
+    from training.tasks.fit import TaskModel
+    from training.tasks.har import HarTask
+    from training.tasks.har_export import op_report
+
+    _, train, _, _ = small_task
+    task = HarTask(max_persons=2, model="lstm")
+    task._windows, task._scaler = small_task[0].windows, small_task[0].scaler()
+    trained = TaskModel(task, task.build_model(train, 0))  # untrained: the op set does not depend on the weights
+    exported = export_task(trained, train, tmp_path, "int8", calibration_rows=50)
+    report = op_report(exported.tflite_path.read_bytes())
+    assert report["fused_lstm"] and "WHILE" not in report["ops"]
+    assert report["lstm_types"] == {"input": "int8", "weights": ["int8"], "output": "int8", "cell_state": "int16"}
+    assert report["float_tensors"] == 0
