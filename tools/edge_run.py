@@ -90,6 +90,8 @@ def run_beats(args: argparse.Namespace) -> int:
     from edge_runtime.runtime import CsvSink, EdgeRuntime, WfdbAnnotationSink
     from edge_runtime.sources import TextSamples, WfdbReplay, paced, serial_lines, text_file
 
+    if args.imu:
+        raise ValueError("--imu carries IMU samples: add --task har (ECG takes --record, --input or --serial)")
     _stop_on_sigterm()
     broker, bundle = _device_identity(args)
     classifier, store = _classifier(args)
