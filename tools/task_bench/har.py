@@ -67,7 +67,7 @@ def keras3_lstm_conversion(task, train) -> dict[str, str]:
         try:
             blob = convert_keras(model, q, lambda: ([rows[i:i + 1]] for i in range(len(rows))))
             out[q] = f"converted: {op_report(blob)}"
-        except Exception as exc:  # the converter raises its own error types; we record, not handle, them
+        except Exception as exc:  # noqa: BLE001 - the converter raises its own error types; recorded, not handled
             first = next((line for line in str(exc).splitlines() if "error" in line.lower()), str(exc))
             out[q] = f"fails: {type(exc).__name__}: {first.strip()[:300]}"
     return out
@@ -160,3 +160,19 @@ def combine_files(out_dir: Path) -> dict[str, Any]:
     """``combine`` over the ``part-*.json`` files of ``out_dir`` (parts run in separate processes)."""
     return combine([json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("part-*.json"))])
 
+
+
+def _pm(stat: dict[str, float]) -> str:
+    return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The docs' results table from a bench result (mean ± std over the seeds; int8 and float32 on test)."""
+    lines = ["| model | training | test accuracy int8 | macro F1 int8 | accuracy float32 | int8 bytes |",
+             "|---|---|---|---|---|---|"]
+    for model, res in result["results"].items():
+        s = res["summary"]
+        for mode, label in (("central", "centralized"), ("federated", "federated (MQTT)")):
+            acc, f1, f32 = (s[f"{mode}_{k}"] for k in ("int8_accuracy", "int8_macro_f1", "float32_accuracy"))
+            lines.append(f"| {model} | {label} | {_pm(acc)} | {_pm(f1)} | {_pm(f32)} | {s[f'{mode}_int8_bytes_max']:,} |")
+    return "\n".join(lines)
