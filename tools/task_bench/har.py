@@ -27,7 +27,7 @@ MODELS = ("cnn", "lstm")
 #: Budgets are what a shared 2-core machine allowed for 3 seeds, not tuned optima.
 CENTRAL = {"cnn": {"epochs": 20, "learning_rate": 1e-3}, "lstm": {"epochs": 15, "learning_rate": 1e-3}}
 FEDERATED = {"cnn": {"rounds": 25, "local_epochs": 1, "batch_size": 32, "learning_rate": 0.1, "strategy": "fedavgm"},
-             "lstm": {"rounds": 15, "local_epochs": 1, "batch_size": 32, "learning_rate": 0.1, "strategy": "fedavgm"}}
+             "lstm": {"rounds": 30, "local_epochs": 1, "batch_size": 32, "learning_rate": 0.1, "strategy": "fedavgm"}}
 QUICK_PERSONS = 3
 INT8_LIMIT_BYTES = 32 * 1024
 
