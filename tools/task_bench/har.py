@@ -68,8 +68,8 @@ def keras3_lstm_conversion(task, train) -> dict[str, str]:
             blob = convert_keras(model, q, lambda: ([rows[i:i + 1]] for i in range(len(rows))))
             out[q] = f"converted: {op_report(blob)}"
         except Exception as exc:  # noqa: BLE001 - the converter raises its own error types; recorded, not handled
-            first = next((line for line in str(exc).splitlines() if "error" in line.lower()), str(exc))
-            out[q] = f"fails: {type(exc).__name__}: {first.strip()[:300]}"
+            errors = [line.rsplit("error: ", 1)[-1] for line in str(exc).splitlines() if "error: " in line]
+            out[q] = f"fails: {type(exc).__name__}: {' | '.join(dict.fromkeys(errors))[:400] or str(exc)[:400]}"
     return out
 
 
