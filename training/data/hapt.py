@@ -157,7 +157,7 @@ class HaptWindows:
                 return SubjectWindows(subject, z["x"], z["y"], z["experiment"])
         windows = cut_subject(self.root, self._labels, subject, self.spec)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # one per process: parallel runs cut the same subject
         np.savez(tmp, x=windows.x, y=windows.y, experiment=windows.experiment)
         tmp.replace(path)  # atomic: a concurrent reader never sees half a file
         log.info("HAPT subject %d: %d windows cached in %s", subject, len(windows.y), path)
