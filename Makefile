@@ -27,6 +27,7 @@ FIRMWARE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --
 	--variants out/bench-quick-optimize/models/inter_seed0_*_int8.tflite
 SERVER_BENCH_ARGS := --devices 200 --seconds 30 --json bench/results/server-quick.json
 SCALE_BENCH_ARGS := --quick --json bench/results/scale-quick.json
+TASKS_BENCH_ARGS := --quick --out out/bench-quick-tasks --json bench/results/tasks-quick.json
 else
 BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/foundation.json
 EDGE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/edge.json
@@ -40,6 +41,7 @@ FIRMWARE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json b
 	--variants out/bench-optimize/models/inter_seed0_*_int8.tflite
 SERVER_BENCH_ARGS := --devices 1000 --seconds 300 --json bench/results/server.json
 SCALE_BENCH_ARGS := --json bench/results/scale.json
+TASKS_BENCH_ARGS := --seeds 0 1 2 --out out/bench-tasks --json bench/results/tasks.json
 endif
 
 .PHONY: help setup system-deps demo test bench clean
@@ -124,6 +126,7 @@ bench: setup
 	$(BIN)/pulsewire firmware bench $(FIRMWARE_BENCH_ARGS)
 	$(BIN)/pulsewire server bench $(SERVER_BENCH_ARGS)
 	nice -n 10 $(BIN)/pulsewire scale-bench $(SCALE_BENCH_ARGS)
+	$(BIN)/pulsewire tasks bench $(TASKS_BENCH_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache

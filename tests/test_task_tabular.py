@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from broker.launcher import broker_url
+from edge_runtime.tabular_records import TabularScorer
 from edge_runtime.task_model import TaskInterpreter
 from training.federated.fleet import FleetConfig
 from training.federated.local_training import LocalConfig
@@ -53,6 +54,19 @@ def test_a_federated_round_over_mosquitto_and_an_int8_export_the_edge_runs(split
         edge.predict({"features": np.full((1, 30), np.nan, np.float32)})
     with pytest.raises(ValueError, match="shape"):
         edge.predict({"features": np.zeros((1, 29), np.float32)})
+    # the device side on raw CSV records: standardised with the contract, bad lines counted and skipped
+    from sklearn.datasets import load_breast_cancer
+
+    raw = load_breast_cancer()
+    rows = test.persons[:5]
+    index = [int(p.split("/")[1]) for p in rows]
+    lines = [",".join(raw.feature_names)] + [",".join(f"{v:.17g}" for v in raw.data[i]) for i in index]
+    lines += ["1,2,3", ",".join(["nan"] * 30)]
+    scorer = TabularScorer(edge)
+    scored = list(scorer.score(lines))
+    assert [r["class"] for r in scored] == [task.class_names[c] for c in
+                                            np.argmax(edge.predict({"features": test.inputs["features"][:5]}), 1)]
+    assert scorer.stats.scored == 5 and scorer.stats.malformed == 2
 
 
 def test_bad_records_are_refused(splits):

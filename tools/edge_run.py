@@ -173,9 +173,36 @@ def run_beats(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_tabular(args: argparse.Namespace) -> int:
+    """The tabular task: CSV records (30 raw features per line) from --input FILE or '-' -> OUT/NAME.csv."""
+    import csv
+
+    from edge_runtime.tabular_records import TabularScorer
+    from edge_runtime.task_model import TaskInterpreter
+
+    if not args.model or not args.input:
+        raise ValueError("edge run --task tabular needs --model TABULAR_INT8.tflite and --input RECORDS.csv (or -)")
+    scorer = TabularScorer(TaskInterpreter.from_file(Path(args.model)))
+    name = "stdin" if args.input == "-" else Path(args.input).stem
+    out = Path(args.out) / f"{name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (sys.stdin if args.input == "-" else open(args.input)) as lines, open(out, "w", newline="") as f:
+        writer = None
+        for row in scorer.score(lines):
+            writer = writer or csv.DictWriter(f, fieldnames=list(row))
+            if f.tell() == 0:
+                writer.writeheader()
+            writer.writerow(row)
+    print(json.dumps({"scored": scorer.stats.scored, "malformed": scorer.stats.malformed,
+                      "reasons": scorer.stats.reasons}, indent=1))
+    print(f"diagnoses: {out}")
+    return 0
+
+
 #: ``edge run --task NAME`` -> the function that runs that task on the device. A task with an edge side adds its
 #: entry here (it gets the parsed arguments; ``--record``/``--input``/``--serial`` name the source).
-EDGE_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"beat": run_beats, "har": run_activity}
+EDGE_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"beat": run_beats, "har": run_activity,
+                                                                 "tabular": run_tabular}
 
 
 def _fleet_member(args: argparse.Namespace, broker, bundle, classifier, content: bytes):
