@@ -45,14 +45,14 @@ class HarTask(Task):
     data_source: ClassVar[str] = ATTRIBUTION
 
     def __init__(self, max_persons: int | None = None, model: str = "cnn", data_dir: str | None = None,
-                 spec: WindowSpec = WindowSpec()) -> None:
+                 spec: WindowSpec | None = None) -> None:
         """``model``: "cnn" (default) or "lstm" (exported as TFLite's fused LSTM, see ``har_models``)."""
         super().__init__(max_persons)
         if model not in MODELS:
             raise ValueError(f"HAR model {model!r} unknown; choose one of {MODELS}")
         self.model = model
         self._data_dir = data_dir
-        self._spec = spec
+        self._spec = spec or WindowSpec()
         self._windows: HaptWindows | None = None
         self._scaler: tuple[np.ndarray, np.ndarray] | None = None
 
