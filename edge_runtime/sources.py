@@ -123,5 +123,5 @@ def paced(source: SampleSource, speed: float | None) -> Iterator[np.ndarray]:
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        sent += chunk.size
+        sent += len(chunk)  # samples (rows: a multi-channel chunk is (n, channels))
         yield chunk

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from tools.activity_run import add_activity_args, run_activity
 from tools.broker_args import add_broker_args
 
 log = logging.getLogger("pulsewire.edge")
@@ -103,6 +104,8 @@ def run_beats(args: argparse.Namespace) -> int:
     from edge_runtime.runtime import CsvSink, EdgeRuntime, WfdbAnnotationSink
     from edge_runtime.sources import TextSamples, paced
 
+    if args.imu:
+        raise ValueError("--imu carries IMU samples: add --task har (ECG takes --record, --input or --serial)")
     _stop_on_sigterm()
     broker, bundle = _device_identity(args)
     classifier, store = _classifier(args)
@@ -260,7 +263,7 @@ def run_tabular(args: argparse.Namespace) -> int:
 #: ``edge run --task NAME`` -> the function that runs that task on the device. A task with an edge side adds its
 #: entry here (it gets the parsed arguments; ``--record``/``--input``/``--serial`` name the source).
 EDGE_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"beat": run_beats, "af": run_af,
-                                                                 "anomaly": run_anomaly,
+                                                                 "anomaly": run_anomaly, "har": run_activity,
                                                                  "tabular": run_tabular}
 
 
@@ -316,6 +319,8 @@ def add_run_parser(esub) -> None:
     src.add_argument("--record", help="WFDB record path without extension, e.g. ../shared/data/mitdb/100")
     src.add_argument("--input", help="text file with one sample (mV) per line, or '-' for stdin")
     src.add_argument("--serial", help="serial port of an ADC front-end printing one sample per line")
+    src.add_argument("--imu", help="--task har: text file of acc x y z (g) + gyro x y z (rad/s) per line, a HAPT "
+                                   "acc_*.txt (its gyro_*.txt is joined), or '-' for stdin")
     p.add_argument("--task", default="beat", help="the task to run on the device (default beat; tasks with an edge "
                                                   "runner: see `pulsewire tasks`)")
     p.add_argument("--model", help="int8 .tflite with its .json metadata beside it")
@@ -359,6 +364,7 @@ def add_run_parser(esub) -> None:
     p.add_argument("--speed", default="max", help="replay speed: 1 (real time), 10, ... or max")
     p.add_argument("--out", default="out/edge", help="folder for the CSV and annotation files")
     p.add_argument("--extension", default="pw", help="annotation file extension")
+    add_activity_args(p)
     p.set_defaults(func=cmd_run)
 
 

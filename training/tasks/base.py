@@ -125,6 +125,12 @@ class Task(ABC):
         pick = np.random.default_rng(seed).choice(len(train), size=min(n, len(train)), replace=False)
         return {k: v[np.sort(pick)] for k, v in train.inputs.items()}
 
+    def converter_model(self, model: keras.Model) -> Any:
+        """What the TFLite converter is given for ``model`` (default: the model itself). A task whose layers the
+        converter cannot take from Keras 3 returns an equivalent graph here (e.g. ``har``: a ``tf_keras`` twin
+        whose LSTM converts to the fused int8 op)."""
+        return model
+
     def describe(self) -> dict[str, Any]:
         """The row of ``pulsewire tasks``."""
         return {"name": self.name, "summary": self.summary, "classes": list(self.class_names),

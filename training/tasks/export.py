@@ -50,7 +50,7 @@ def export_task(trained: TaskModel, train: TaskSplit, out_dir: Path, quantizatio
             for i in range(len(arrays[0])):
                 yield [a[i:i + 1] for a in arrays]
 
-    blob = convert_keras(model, quantization, representative)
+    blob = convert_keras(task.converter_model(model), quantization, representative)
     digest = hashlib.sha256(json.dumps({"task": task.name, "contract": contract}, sort_keys=True,
                                        default=str).encode()).hexdigest()[:12]
     version = model_version or f"{task.name}-{digest}"

@@ -10,6 +10,7 @@ _TASKS: dict[str, str] = {
     "af": "training.tasks.af:AfTask",
     "anomaly": "training.tasks.anomaly:AnomalyTask",
     "beat": "training.tasks.beat:BeatTask",
+    "har": "training.tasks.har:HarTask",
     "tabular": "training.tasks.tabular:TabularTask",
 }
 
