@@ -107,14 +107,19 @@ def choose(rows: list[dict], tolerance: float = TIE_TOLERANCE) -> dict:
     return min(tied, key=lambda r: (r["parameters"], -r["mean"]))
 
 
-def select_tabular_model(seed: int = CV_SEED) -> dict:
-    """The whole protocol on the tabular task's training side (train + val patients; test untouched)."""
-    from training.tasks.tabular import TabularTask
+def training_side() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, labels and person ids of every non-test patient: the task's "train" and "val" splits together."""
+    from training.tasks.tabular import FEATURES_INPUT, TabularTask
 
     task = TabularTask()
     train, val = task.load("train"), task.load("val")
-    x = np.concatenate([train.inputs["features"], val.inputs["features"]])
-    y = np.concatenate([train.targets, val.targets])
+    return (np.concatenate([train.inputs[FEATURES_INPUT], val.inputs[FEATURES_INPUT]]),
+            np.concatenate([train.targets, val.targets]), np.concatenate([train.persons, val.persons]))
+
+
+def select_tabular_model(seed: int = CV_SEED) -> dict:
+    """The whole protocol on the tabular task's training side (train + val patients; test untouched)."""
+    x, y, _ = training_side()
     rows = cross_validate(x, y, seed=seed)
     winner = choose(rows)
     return {"patients": int(len(y)), "folds": FOLDS, "repeats": REPEATS, "seed": seed,
