@@ -4,12 +4,20 @@ import numpy as np
 import pytest
 
 from training.tasks.tabular import TabularTask
-from training.tasks.tabular_selection import (CANDIDATES, FOLDS, REPEATS, Candidate, choose, cross_validate,
-                                              cv_folds, training_side)
+from training.tasks.tabular_selection import (
+    CANDIDATES,
+    FOLDS,
+    REPEATS,
+    Candidate,
+    choose,
+    cross_validate,
+    cv_folds,
+    training_side,
+)
 
 
 def test_folds_are_disjoint_stratified_and_never_touch_the_test_split():
-    x, y, persons = training_side()
+    _, y, persons = training_side()
     assert not set(persons) & set(TabularTask().load("test").persons)
     assert len(y) == 456 and len(set(persons)) == len(y)
     folds = cv_folds(y)

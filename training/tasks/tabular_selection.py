@@ -122,6 +122,6 @@ def select_tabular_model(seed: int = CV_SEED) -> dict:
     x, y, _ = training_side()
     rows = cross_validate(x, y, seed=seed)
     winner = choose(rows)
-    return {"patients": int(len(y)), "folds": FOLDS, "repeats": REPEATS, "seed": seed,
+    return {"patients": len(y), "folds": FOLDS, "repeats": REPEATS, "seed": seed,
             "tie_tolerance": TIE_TOLERANCE, "trainer": "centralized, scikit-learn MLPClassifier",
             "candidates": rows, "winner": winner["label"], "winner_hidden": winner["hidden"]}
