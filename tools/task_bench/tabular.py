@@ -46,13 +46,12 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
 
     from training.federated.dpsgd import calibrate_noise
     from training.federated.local_training import LocalConfig
-
     from training.tasks.tabular import HIDDEN_UNITS
     from training.tasks.tabular_selection import select_tabular_model
 
     out_dir = Path(out_dir)
     seeds = seeds[:1] if quick else list(seeds)
-    selection = select_tabular_model()  # centralized CV over the non-test patients; the test split is not read
+    selection = select_tabular_model(quick=quick)  # centralized CV over the non-test patients, never the test split
     if selection["winner_hidden"] != HIDDEN_UNITS:
         log.warning("the CV winner (%s) is not the task's model (HIDDEN_UNITS = %d): update training/tasks/tabular.py",
                     selection["winner"], HIDDEN_UNITS)
@@ -118,8 +117,8 @@ def _run_seed(job: tuple) -> dict:
     from training.federated.dpsgd import ledger
     from training.federated.local_training import LocalConfig
     from training.federated.simulation import FederatedConfig
-    from training.tasks.fit import fit_task
     from training.tasks.federated import run_task_federated
+    from training.tasks.fit import fit_task
     from training.tasks.tabular import TabularTask
 
     task = TabularTask()

@@ -85,9 +85,9 @@ def _fit_score(candidate: Candidate, x: np.ndarray, y: np.ndarray, fit: np.ndarr
 
 
 def cross_validate(x: np.ndarray, y: np.ndarray, candidates: tuple[Candidate, ...] = CANDIDATES,
-                   seed: int = CV_SEED) -> list[dict]:
+                   seed: int = CV_SEED, repeats: int = REPEATS) -> list[dict]:
     """One row per candidate: fold accuracies, their mean and std, parameter count."""
-    folds = cv_folds(y, seed=seed)
+    folds = cv_folds(y, repeats=repeats, seed=seed)
     rows = []
     for c in candidates:
         scores = [_fit_score(c, x, y, fit, held, seed + k) for k, (fit, held) in enumerate(folds)]
@@ -117,11 +117,14 @@ def training_side() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.concatenate([train.targets, val.targets]), np.concatenate([train.persons, val.persons]))
 
 
-def select_tabular_model(seed: int = CV_SEED) -> dict:
-    """The whole protocol on the tabular task's training side (train + val patients; test untouched)."""
+def select_tabular_model(seed: int = CV_SEED, quick: bool = False) -> dict:
+    """The whole protocol on the tabular task's training side (train + val patients; test untouched). ``quick``
+    (a smoke run): the selectable candidates only, one repeat."""
     x, y, _ = training_side()
-    rows = cross_validate(x, y, seed=seed)
+    repeats = 1 if quick else REPEATS
+    candidates = tuple(c for c in CANDIDATES if c.selectable) if quick else CANDIDATES
+    rows = cross_validate(x, y, candidates, seed=seed, repeats=repeats)
     winner = choose(rows)
-    return {"patients": len(y), "folds": FOLDS, "repeats": REPEATS, "seed": seed,
+    return {"patients": len(y), "folds": FOLDS, "repeats": repeats, "seed": seed,
             "tie_tolerance": TIE_TOLERANCE, "trainer": "centralized, scikit-learn MLPClassifier",
             "candidates": rows, "winner": winner["label"], "winner_hidden": winner["hidden"]}
