@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.int8_io import dequantize, port_of, quantize
 from edge_runtime.interpreter import make_interpreter
 from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
 from edge_runtime.rr_features import standardise_rr
@@ -14,33 +14,6 @@ from edge_runtime.rr_features import standardise_rr
 
 class ModelMismatch(ValueError):
     """The .tflite does not match its metadata (or the runtime): refuse it instead of guessing."""
-
-
-@dataclass(frozen=True)
-class _Port:
-    index: int
-    dtype: np.dtype
-    scale: float
-    zero_point: int
-
-
-def _port(detail: dict) -> _Port:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    return _Port(detail["index"], np.dtype(detail["dtype"]), float(scale), int(zero_point))
-
-
-def _quantize(x: np.ndarray, port: _Port) -> np.ndarray:
-    if port.dtype == np.float32:
-        return x.astype(np.float32)
-    info = np.iinfo(port.dtype)
-    q = np.round(x / port.scale) + port.zero_point
-    return np.clip(q, info.min, info.max).astype(port.dtype)
-
-
-def _dequantize(q: np.ndarray, port: _Port) -> np.ndarray:
-    if port.dtype == np.float32:
-        return q.astype(np.float32)
-    return (q.astype(np.float32) - port.zero_point) * port.scale
 
 
 class BeatClassifier:
@@ -71,7 +44,7 @@ class BeatClassifier:
         outputs = self._interp.get_output_details()
         if len(outputs) != 1 or tuple(outputs[0]["shape"]) != (1, len(metadata.class_names)):
             raise ModelMismatch(f"expected one output of shape (1, {len(metadata.class_names)})")
-        self._wave, self._rr, self._out = _port(by_rank[3]), _port(by_rank[2]), _port(outputs[0])
+        self._wave, self._rr, self._out = port_of(by_rank[3]), port_of(by_rank[2]), port_of(outputs[0])
         self._rr_mean = np.asarray(metadata.rr_mean, np.float32)
         self._rr_std = np.asarray(metadata.rr_std, np.float32)
 
@@ -89,7 +62,7 @@ class BeatClassifier:
     def quantize_inputs(self, waves: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The exact tensors fed to the interpreter (int8 for int8 models): for golden C test vectors."""
         rr_z = standardise_rr(rr, self._rr_mean, self._rr_std)
-        return _quantize(np.asarray(waves, np.float32), self._wave), _quantize(rr_z, self._rr)
+        return quantize(np.asarray(waves, np.float32), self._wave), quantize(rr_z, self._rr)
 
     def raw_outputs(self, waves: np.ndarray, rr: np.ndarray) -> np.ndarray:
         """Output tensors as the interpreter wrote them (int8 for int8 models), one row per beat."""
@@ -108,7 +81,7 @@ class BeatClassifier:
 
     def predict_proba(self, waves: np.ndarray, rr: np.ndarray) -> np.ndarray:
         """Class probabilities (dequantized softmax), shape (n, n_classes)."""
-        return _dequantize(self.raw_outputs(waves, rr), self._out)
+        return dequantize(self.raw_outputs(waves, rr), self._out)
 
     def predict(self, waves: np.ndarray, rr: np.ndarray) -> np.ndarray:
         return np.argmax(self.raw_outputs(waves, rr), axis=1)

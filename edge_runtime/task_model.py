@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.classifier import ModelMismatch, _dequantize, _port, _quantize
+from edge_runtime.classifier import ModelMismatch
+from edge_runtime.int8_io import dequantize, port_of, quantize
 from edge_runtime.interpreter import make_interpreter
 from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
 from edge_runtime.task_contract import EdgeContract
@@ -38,13 +39,13 @@ class TaskInterpreter:
         self.contract = EdgeContract.from_dict(metadata.extra["task"])
         self._interp = make_interpreter(model_content, reference_kernels=reference_kernels)
         details = self._interp.get_input_details()
-        self._inputs = {_input_name(d["name"]): (_port(d), tuple(int(s) for s in d["shape"])) for d in details}
+        self._inputs = {_input_name(d["name"]): (port_of(d), tuple(int(s) for s in d["shape"])) for d in details}
         if len(self._inputs) != len(details):
             raise ModelMismatch(f"input tensor names are not distinct: {[d['name'] for d in details]}")
         outputs = self._interp.get_output_details()
         if len(outputs) != 1:
             raise ModelMismatch(f"expected one output tensor, got {len(outputs)}")
-        self._out, self._out_shape = _port(outputs[0]), tuple(int(s) for s in outputs[0]["shape"])
+        self._out, self._out_shape = port_of(outputs[0]), tuple(int(s) for s in outputs[0]["shape"])
 
     @classmethod
     def from_file(cls, model_path: Path, reference_kernels: bool = True) -> "TaskInterpreter":
@@ -80,7 +81,7 @@ class TaskInterpreter:
         for i in range(rows):  # batch 1, as on the device
             for name, a in arrays.items():
                 port = self._inputs[name][0]
-                self._interp.set_tensor(port.index, _quantize(a[i:i + 1], port))
+                self._interp.set_tensor(port.index, quantize(a[i:i + 1], port))
             self._interp.invoke()
-            out[i] = _dequantize(self._interp.get_tensor(self._out.index), self._out)[0]
+            out[i] = dequantize(self._interp.get_tensor(self._out.index), self._out)[0]
         return out

@@ -46,9 +46,15 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
 
     from training.federated.dpsgd import calibrate_noise
     from training.federated.local_training import LocalConfig
+    from training.tasks.tabular import HIDDEN_UNITS
+    from training.tasks.tabular_selection import select_tabular_model
 
     out_dir = Path(out_dir)
     seeds = seeds[:1] if quick else list(seeds)
+    selection = select_tabular_model(quick=quick)  # centralized CV over the non-test patients, never the test split
+    if selection["winner_hidden"] != HIDDEN_UNITS:
+        log.warning("the CV winner (%s) is not the task's model (HIDDEN_UNITS = %d): update training/tasks/tabular.py",
+                    selection["winner"], HIDDEN_UNITS)
     rounds, dp_rounds = (5, 3) if quick else (ROUNDS, DP_ROUNDS)
     base = LocalConfig(**DP_LOCAL)
     steps = dp_rounds * base.epochs * base.dpsgd_steps_per_epoch
@@ -77,6 +83,7 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
                      "local": asdict(dp_local), "rounds": dp_rounds, "runs": dp_runs, "ledger": ledgers,
                      "accuracy": _mean_std([r["accuracy"] for r in dp_runs]),
                      "int8_accuracy": _mean_std([r["int8_accuracy"] for r in dp_runs])}
+    results["model_selection"] = {**selection, "task_hidden_units": HIDDEN_UNITS}
     results["consent"] = CONSENT
     results["compliance"] = _compliance(ledgers, CONSENT)
 
@@ -110,8 +117,8 @@ def _run_seed(job: tuple) -> dict:
     from training.federated.dpsgd import ledger
     from training.federated.local_training import LocalConfig
     from training.federated.simulation import FederatedConfig
-    from training.tasks.fit import fit_task
     from training.tasks.federated import run_task_federated
+    from training.tasks.fit import fit_task
     from training.tasks.tabular import TabularTask
 
     task = TabularTask()
@@ -176,6 +183,7 @@ def report_markdown(out: dict) -> str:
     lines += [f"| centralized (all training patients, Adam) | {fmt(r['centralized']['accuracy'])} | |",
               f"| FedAvg + DP-SGD per hospital, ε={dp['epsilon_target']:g}, δ={dp['delta']:g} | "
               f"{fmt(dp['accuracy'])} (int8 {fmt(dp['int8_accuracy'])}) | |", "",
+              *_selection_markdown(r["model_selection"]),
               "## Privacy ledger (record-level, per hospital)", "",
               f"DP-SGD inside each hospital: per-record clip C = {dp['local']['dpsgd_clip']}, Poisson sampling "
               f"q = {dp['local']['dpsgd_rate']}, noise multiplier σ = {dp['noise_multiplier']:.3f} calibrated so "
@@ -202,6 +210,18 @@ def report_markdown(out: dict) -> str:
     lines += [f"| {t['target']} | {t['mean']:.4f} | {t['threshold']} | {'yes' if t['met'] else 'NO'} |"
               for t in out["targets"]]
     return "\n".join(lines) + "\n"
+
+
+def _selection_markdown(sel: dict) -> list[str]:
+    lines = ["## Model selection (cross-validation, before the runs above)", "",
+             f"{sel['folds']}-fold x {sel['repeats']} stratified CV over the {sel['patients']} non-test patients "
+             f"({sel['trainer']}; the test split is not read). Rule, fixed before the result: best mean CV accuracy "
+             f"among the selectable rows; within {100 * sel['tie_tolerance']:.1f} pp of it, fewest parameters. "
+             f"Winner: **{sel['winner']}** (the task's model has {sel['task_hidden_units']} hidden units).", "",
+             "| candidate | parameters | CV accuracy % (mean ± std over folds) | selectable |", "|---|---:|---:|---|"]
+    lines += [f"| {c['label']} | {c['parameters']} | {100 * c['mean']:.2f} ± {100 * c['std']:.2f} | "
+              f"{'yes' if c['selectable'] else 'context'} |" for c in sel["candidates"]]
+    return lines + [""]
 
 
 def _write_report(out: dict, out_dir: Path) -> None:
