@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from edge_runtime.interpreter import make_interpreter
 from edge_runtime.model_metadata import ModelMetadata, TensorQuant, metadata_path_for
-from edge_runtime.signal_config import RR_FEATURE_NAMES
+from edge_runtime.template_features import feature_set_named
 from edge_runtime.aami import AAMI_CLASSES
 from training.data.beat_dataset import BeatDataset
 from training.train import TrainedModel
@@ -78,7 +78,7 @@ def export_model(trained: TrainedModel, out_path: Path, quantization: str, model
         model_version=model_version,
         class_names=AAMI_CLASSES,
         signal=trained.config.signal,
-        rr_feature_names=RR_FEATURE_NAMES,
+        rr_feature_names=feature_set_named(trained.config.features),
         rr_mean=tuple(float(v) for v in trained.rr_scaler.mean),
         rr_std=tuple(float(v) for v in trained.rr_scaler.std),
         quantization=quantization,
