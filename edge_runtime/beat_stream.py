@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from edge_runtime.beat_inputs import BeatInputs, beat_inputs
-from edge_runtime.beat_windows import cut_windows
+from edge_runtime.beat_windows import cut_windows, small_median
 from edge_runtime.filtering import StreamingBandpass, bandpass
 from edge_runtime.rpeak import DetectorConfig, StreamingRPeakDetector, detect_rpeaks
 from edge_runtime.rr_features import rr_feature_row
@@ -115,7 +115,7 @@ class BeatStream:
         if self.on_peak is not None:
             self.on_peak(peak)
         self._amplitudes.append(abs(float(self._filtered.window(peak, peak + 1)[0])))
-        self._scales.append(float(np.maximum(np.median(np.asarray(self._amplitudes)), 1e-3))
+        self._scales.append(max(small_median(list(self._amplitudes)), 1e-3)
                             if self.signal.amplitude_normalisation != "none" else 1.0)
         if self._peaks:
             self._rr.append((peak - self._peaks[-1]) / self.signal.fs_hz)
