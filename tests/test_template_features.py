@@ -123,6 +123,26 @@ def test_cross_validation_scores_every_held_out_ds1_beat_once(mitdb_dir, cache_r
                             records)
 
 
+def test_classifier_cv_cli_writes_pooled_reports_per_design_and_rule(mitdb_dir, tmp_path):
+    import json
+    import os
+
+    out = tmp_path / "cv.json"
+    env = dict(os.environ, MITDB_DIR=str(mitdb_dir), PULSEWIRE_CACHE=str(tmp_path / "cache"))
+    run = subprocess.run([sys.executable, "-m", "tools.cli", "classifier-cv", "--max-records", "4", "--folds", "2",
+                          "--epochs", "1", "--seeds", "0", "--leads", "MLII", "--json", str(out)],
+                         capture_output=True, text=True, check=False, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert set(results["designs"]) == {"rr", "rr+template"}
+    for design in results["designs"].values():
+        assert set(design["rules"]) == {"none", "prior"}
+        mlii = design["rules"]["none"]["MLII"]
+        assert mlii["runs"][0]["n_beats"] > 5000 and len(mlii["fold_macro_f1"][0]) == 2
+        assert sorted(r for f in design["folds"][0] for r in f) == sorted(DS1[:4])
+    assert "| rr+template | prior | other |" in run.stdout
+
+
 def test_classifier_cv_cli_rejects_impossible_folds():
     run = subprocess.run([sys.executable, "-m", "tools.cli", "classifier-cv", "--max-records", "3", "--folds", "4"],
                          capture_output=True, text=True, check=False)
