@@ -16,14 +16,15 @@ from typing import Callable
 import numpy as np
 
 from edge_runtime.beat_inputs import BeatInputs, beat_inputs
-from edge_runtime.beat_windows import cut_windows
+from edge_runtime.beat_windows import cut_windows, small_median
 from edge_runtime.filtering import StreamingBandpass, bandpass
 from edge_runtime.rpeak import DetectorConfig, StreamingRPeakDetector, detect_rpeaks
 from edge_runtime.rr_features import rr_feature_row
 from edge_runtime.sample_guard import SampleGuard
 from edge_runtime.signal_quality import BeatQuality, QualityConfig, SignalQuality
 from edge_runtime.sample_history import SampleHistory
-from edge_runtime.signal_config import SignalConfig
+from edge_runtime.signal_config import RR_FEATURE_NAMES, SignalConfig
+from edge_runtime.template_features import FEATURE_SETS, TemplateTracker
 
 
 #: Flat signal (lead off, clipped, invalid samples) of at least this long between two beats is a gap.
@@ -34,14 +35,19 @@ GAP_S = 0.5
 class Beat:
     sample: int  # R-peak sample index in the stream
     wave: np.ndarray  # (window_length,) float32, as the model expects
-    rr: np.ndarray  # (len(RR_FEATURE_NAMES),) float32, unscaled
+    rr: np.ndarray  # (len(features),) float32, unscaled: RR_FEATURE_NAMES, then any template features
     quality: BeatQuality | None = None  # None only for beats made outside a stream
 
 
 class BeatStream:
     def __init__(self, signal: SignalConfig = SignalConfig(), detector: DetectorConfig | None = None,
-                 quality: QualityConfig = QualityConfig()) -> None:
+                 quality: QualityConfig = QualityConfig(), features: tuple[str, ...] = RR_FEATURE_NAMES) -> None:
+        """``features``: the model's input feature names (``ModelMetadata.rr_feature_names``); with the
+        template features the stream keeps a running beat template and appends them to each beat's row."""
         self.signal = signal
+        if tuple(features) not in FEATURE_SETS.values():
+            raise ValueError(f"unknown feature names {features}; known sets: {sorted(FEATURE_SETS)}")
+        self._template = TemplateTracker(signal) if tuple(features) != RR_FEATURE_NAMES else None
         detector = detector or DetectorConfig(fs_hz=signal.fs_hz)
         if detector.fs_hz != signal.fs_hz:
             raise ValueError(f"detector runs at {detector.fs_hz} Hz, the signal config at {signal.fs_hz} Hz")
@@ -109,7 +115,7 @@ class BeatStream:
         if self.on_peak is not None:
             self.on_peak(peak)
         self._amplitudes.append(abs(float(self._filtered.window(peak, peak + 1)[0])))
-        self._scales.append(float(np.maximum(np.median(np.asarray(self._amplitudes)), 1e-3))
+        self._scales.append(max(small_median(list(self._amplitudes)), 1e-3)
                             if self.signal.amplitude_normalisation != "none" else 1.0)
         if self._peaks:
             self._rr.append((peak - self._peaks[-1]) / self.signal.fs_hz)
@@ -131,6 +137,8 @@ class BeatStream:
                 continue
             segment = self._filtered.window(sample - cfg.window_before, sample + cfg.window_after)
             wave = cut_windows(segment, np.array([cfg.window_before]), np.array([scale]), cfg)[0]
+            if self._template is not None:
+                row = np.concatenate([row, self._template.features(wave, row)])
             out.append(Beat(sample, wave, row, self.quality.assess(sample, wave, levels, float(row[0]))))
         self._waiting = still
         return out

@@ -9,6 +9,24 @@ from scipy import signal as sp_signal
 
 from edge_runtime.signal_config import SignalConfig
 
+try:  # the compiled kernel that scipy.signal.sosfilt itself runs; its wrapper costs more than the filtering
+    from scipy.signal._sosfilt import _sosfilt as _sosfilt_kernel
+except ImportError:  # another SciPy layout: the public function, same arithmetic, slower
+    _sosfilt_kernel = None
+
+
+def sosfilt_chunk(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``scipy.signal.sosfilt(sos, x, zi=zi)`` for one 1-D float64 chunk, bit for bit (tests check it).
+
+    On one-second chunks scipy's argument handling (axis moves, copies, validation) took more time than
+    the filter; the stream calls this twice per chunk."""
+    if _sosfilt_kernel is None:
+        return sp_signal.sosfilt(sos, x, zi=zi)
+    y = np.array(x, np.float64, order="C").reshape(1, -1)
+    z = np.array(zi, np.float64, order="C").reshape(1, -1, 2)
+    _sosfilt_kernel(np.ascontiguousarray(sos, np.float64), y, z)
+    return y[0], z[0]
+
 
 @lru_cache(maxsize=16)
 def _design(fs_hz: float, low: float, high: float, order: int) -> np.ndarray:
@@ -60,6 +78,8 @@ def still_run(x: np.ndarray, previous: float | None, carried: int, tol: float) -
         still = np.abs(x - prev) <= tol
         if previous is None:
             still[0] = False
+    if not still.any():  # the usual case on ECG: every sample moves, no run goes on
+        return np.zeros(x.size, idx.dtype)
     last_moving = np.maximum.accumulate(np.where(still, -1, idx))
     return np.where(last_moving < 0, idx + 1 + carried, idx - last_moving)
 
@@ -97,7 +117,7 @@ class StreamingBandpass:
         first = 0
         for k, end in enumerate(bounds):
             if end > first:
-                out[first:end], self._zi = sp_signal.sosfilt(self._sos, x[first:end], zi=self._zi)
+                out[first:end], self._zi = sosfilt_chunk(self._sos, x[first:end], self._zi)
             if k < len(starts):
                 self._zi = self._zi0 * x[end]
                 first = end
@@ -107,18 +127,24 @@ class StreamingBandpass:
     def _restarts(self, x: np.ndarray) -> list[int]:
         """Indices in ``x`` where the filter starts again (vectorised; the carried state makes it chunk-free)."""
         rules, lag = self._rules, self._lag
-        full = np.concatenate([self._tail, x])
         offset = self._tail.size
-        idx = np.arange(x.size)
-        jump = np.zeros(x.size, bool)
-        has_ref = idx + offset - lag >= 0
-        jump[has_ref] = np.abs(x[has_ref] - full[idx[has_ref] + offset - lag]) > rules.jump_mv
-        run = still_run(x, float(self._tail[-1]) if self._tail.size else None, self._still, rules.flat_tol_mv)
-        run_before = np.concatenate([[self._still], run[:-1]])
-        resumed = (run == 0) & (run_before >= self._flat_run)
-        self._still = int(run[-1])
+        full = np.concatenate([self._tail, x]) if offset else x
+        first = max(0, lag - offset)  # the first sample of ``x`` with a sample ``lag`` before it
+        flags = np.zeros(x.size, bool)
+        flags[first:] = np.abs(x[first:] - full[first + offset - lag:offset + x.size - lag]) > rules.jump_mv
+        previous = float(self._tail[-1]) if offset else None
+        prev = x[0] if previous is None else previous
+        if np.abs(x[0] - prev) > rules.flat_tol_mv and not np.any(np.abs(np.diff(x)) <= rules.flat_tol_mv):
+            # the usual ECG chunk: every sample moves, so no run continues and only the first can resume
+            flags[0] |= self._still >= self._flat_run
+            self._still = 0
+        else:
+            run = still_run(x, previous, self._still, rules.flat_tol_mv)
+            run_before = np.concatenate([[self._still], run[:-1]])
+            flags |= (run == 0) & (run_before >= self._flat_run)
+            self._still = int(run[-1])
         self._tail = full[-lag:]
-        return np.flatnonzero(jump | resumed).tolist()
+        return np.flatnonzero(flags).tolist()
 
 
 def bandpass(x: np.ndarray, cfg: SignalConfig) -> np.ndarray:

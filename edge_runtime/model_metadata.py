@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.signal_config import RR_FEATURE_NAMES, SignalConfig
+from edge_runtime.signal_config import SignalConfig
+from edge_runtime.template_features import FEATURE_SETS
 
 METADATA_FORMAT = 1
 
@@ -54,9 +55,9 @@ class ModelMetadata:
             raise ValueError("rr_mean and rr_std need one value per RR feature")
         if any(s <= 0 for s in self.rr_std):
             raise ValueError("rr_std values must be positive")
-        if tuple(self.rr_feature_names) != RR_FEATURE_NAMES:
-            raise ValueError(f"model expects RR features {self.rr_feature_names}, this runtime computes "
-                             f"{RR_FEATURE_NAMES}; update the runtime or re-export the model")
+        if tuple(self.rr_feature_names) not in FEATURE_SETS.values():
+            raise ValueError(f"model expects RR features {self.rr_feature_names}, this runtime computes one of "
+                             f"{sorted(FEATURE_SETS.values())}; update the runtime or re-export the model")
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -94,7 +94,7 @@ class EdgeRuntime:
             log.info("resampling %.6g Hz input to the model's %.6g Hz (x%d/%d)", source_fs_hz, self.signal.fs_hz,
                      self.resampler.up, self.resampler.down)
         self.guard = SampleGuard()
-        self.stream = BeatStream(self.signal)
+        self.stream = BeatStream(self.signal, features=classifier.metadata.rr_feature_names)
         self.sinks = sinks
         self.stats = RunStats(source_fs_hz)
         self._status = status
@@ -107,7 +107,8 @@ class EdgeRuntime:
     def swap_classifier(self, classifier: BeatClassifier) -> None:
         """Use a newly installed model from the next beat on; it must expect the same inputs."""
         new, old = classifier.metadata, self.classifier.metadata
-        if (new.signal.digest(), new.class_names) != (old.signal.digest(), old.class_names):
+        if ((new.signal.digest(), new.class_names, new.rr_feature_names)
+                != (old.signal.digest(), old.class_names, old.rr_feature_names)):
             raise ValueError("the new model expects another signal pipeline or classes; restart the runtime")
         with self._swap_lock:
             self.classifier = classifier

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
     add_foundation_parser(sub)
+    __import__("tools.classifier_cv").classifier_cv.add_classifier_cv_parser(sub)
     add_simulate_parser(sub, sorted(STRATEGIES))
     add_fleet_parser(sub, sorted(STRATEGIES))
     add_fleet_bench_parser(sub)

@@ -157,7 +157,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except (ToolchainMissing, BuildError, UnsupportedModel, ModelFormatError) as exc:
         print(f"pulsewire: error: {exc}", file=sys.stderr)  # a user-fixable error: exit 2, as tools/cli.py
         return 2
-    from tools.firmware_frontend_bench import bench_frontend, bench_rpeak
+    from tools.firmware_frontend_bench import bench_frontend, bench_rpeak, default_mitdb
 
     fdir, rdir = work / "frontend", work / "rpeak"
     fdir.mkdir(exist_ok=True)

@@ -16,7 +16,7 @@ def _stat(values: list[float | None]) -> dict:
             "min": float(arr.min()), "max": float(arr.max()), "n": int(arr.size)}
 
 
-def _summarise_reports(reps: list[dict]) -> dict:
+def summarise_reports(reps: list[dict]) -> dict:
     per_class = {
         c: {m: _stat([rep["per_class"][c][m] for rep in reps]) for m in ("se", "ppv", "f1")}
         for c in AAMI_CLASSES
@@ -36,9 +36,9 @@ def _s_called_v(rep: dict) -> float | None:
 def summarise(runs: list[RunResult]) -> dict:
     """Per model kind (float32, int8): per-class Se/+P/F1, accuracy and macro F1 as mean/std/min/max;
     under ``leads`` the same for the test patients' other leads (reported, never selected on)."""
-    out: dict = {kind: _summarise_reports([r.metrics[kind] for r in runs]) for kind in ("float32", "int8")}
+    out: dict = {kind: summarise_reports([r.metrics[kind] for r in runs]) for kind in ("float32", "int8")}
     leads = sorted({lead for r in runs for lead in r.lead_metrics})
-    out["leads"] = {lead: {kind: _summarise_reports([r.lead_metrics[lead][kind] for r in runs
+    out["leads"] = {lead: {kind: summarise_reports([r.lead_metrics[lead][kind] for r in runs
                                                      if lead in r.lead_metrics])
                            for kind in ("float32", "int8")} for lead in leads}
     out["int8_macro_f1_drop"] = _stat([r.metrics["float32"]["macro_f1"] - r.metrics["int8"]["macro_f1"] for r in runs])

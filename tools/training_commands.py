@@ -42,7 +42,8 @@ def cmd_foundation(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args)
     out = Path(args.out)
     cfg = TrainConfig(signal=SignalConfig(), epochs=args.epochs, min_epochs=min(5, args.epochs),
-                      leads=tuple(args.leads), augment=args.augment, logit_offsets=args.offsets)
+                      leads=tuple(args.leads), augment=args.augment, logit_offsets=args.offsets,
+                      features=args.features)
     started = time.time()
     results: dict = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
                      "train_config": cfg.to_dict(), "protocols": {}}
@@ -69,6 +70,7 @@ def protocol_beats(data_dir: Path, protocol: str, cfg):
     leads (intra-patient splits beats, not patients: a perturbed copy of a test beat would leak)."""
     from training.data.augment import load_augmented
     from training.data.beat_dataset import BeatDataset, load_beats
+    from training.data.feature_sets import with_feature_set
     from training.data.protocols import protocol_records
     from training.data.splits import DS1
 
@@ -78,7 +80,7 @@ def protocol_beats(data_dir: Path, protocol: str, cfg):
         data = BeatDataset.concat([data, load_augmented(data_dir, DS1, cfg.signal, cfg.leads, 0, cache_root())])
     elif cfg.augment:
         log.warning("%s-patient protocol: no augmentation (a perturbed copy of a test beat would train)", protocol)
-    return data
+    return with_feature_set(data, cfg.features, cfg.signal)
 
 
 def write_results(results: dict, json_path: Path) -> None:
@@ -114,5 +116,15 @@ def add_foundation_parser(sub) -> None:
     p.add_argument("--protocols", nargs="+", choices=("inter", "intra"), default=["inter", "intra"])
     p.add_argument("--epochs", type=int, default=60, help="maximum epochs (early stopping on validation)")
     add_classifier_args(p, CENTRAL_LEADS)
+    add_features_arg(p)
     add_run_args(p, "out/foundation", "OUT/foundation.json")
     p.set_defaults(func=cmd_foundation)
+
+
+def add_features_arg(p: argparse.ArgumentParser) -> None:
+    from edge_runtime.template_features import FEATURE_SETS
+
+    p.add_argument("--features", choices=sorted(FEATURE_SETS), default="rr",
+                   help="model input features (default rr: the 7 RR features, also computed by the firmware); "
+                        "rr+template adds beat-versus-template morphology and two RR ratios (Python edge "
+                        "runtime only: `firmware generate` refuses such a model)")

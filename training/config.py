@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from edge_runtime.signal_config import SignalConfig
+from edge_runtime.template_features import feature_set_named
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class TrainConfig:
     #: validation patients). The `foundation` command uses "prior" (it won on held-out DS1 patients for
     #: centralized training, docs/classifier.md); the library default leaves models as trained.
     logit_offsets: str = "none"
+    #: Model input features by set name (``edge_runtime.template_features.FEATURE_SETS``): "rr" (the 7 RR
+    #: features the C front-end computes too) or "rr+template" (plus beat-versus-template morphology and two
+    #: RR ratios; Python edge runtime only).
+    features: str = "rr"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +70,7 @@ class TrainConfig:
             raise ValueError("class_weight_power must be in [0, 1]")
         if self.logit_offsets not in ("none", "prior", "fitted"):
             raise ValueError(f"logit_offsets must be 'none', 'prior' or 'fitted', got {self.logit_offsets!r}")
+        feature_set_named(self.features)  # ValueError naming the known sets
         object.__setattr__(self, "leads", tuple(self.leads))  # JSON gives lists; hashing and tags need a tuple
         if not self.leads or len(set(self.leads)) != len(self.leads) or set(self.leads) - {"MLII", "other"}:
             raise ValueError(f"leads must be distinct names out of ('MLII', 'other'), got {self.leads}")

@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from edge_runtime.aami import AAMI_CLASSES
 from edge_runtime.interpreter import make_interpreter
 from edge_runtime.model_metadata import ModelMetadata, TensorQuant, metadata_path_for
-from edge_runtime.signal_config import RR_FEATURE_NAMES
-from edge_runtime.aami import AAMI_CLASSES
+from edge_runtime.template_features import feature_set_named
 from training.data.beat_dataset import BeatDataset
 from training.train import TrainedModel
 
@@ -106,6 +106,6 @@ def export_model(trained: TrainedModel, out_path: Path, quantization: str, model
     """Write ``out_path`` (.tflite) and its ``.json`` sidecar; returns both."""
     return write_exported(
         convert(trained, quantization, calibration), out_path, quantization, model_version,
-        class_names=AAMI_CLASSES, signal=trained.config.signal, rr_feature_names=RR_FEATURE_NAMES,
+        class_names=AAMI_CLASSES, signal=trained.config.signal, rr_feature_names=feature_set_named(trained.config.features),
         rr_mean=tuple(float(v) for v in trained.rr_scaler.mean), rr_std=tuple(float(v) for v in trained.rr_scaler.std),
         training_config_hash=trained.config.digest(), extra=dict(extra or {}))

@@ -85,7 +85,9 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
     if cfg.amplitude_normalisation != "rpeak_median":
         raise ValueError("the C front-end implements amplitude_normalisation='rpeak_median' only")
     if len(meta.rr_mean) != RR_FEATURE_COUNT:
-        raise ValueError(f"the C front-end computes {RR_FEATURE_COUNT} RR features")
+        raise ValueError(f"the C front-end computes the {RR_FEATURE_COUNT} RR features of feature set 'rr'; this "
+                         f"model expects {len(meta.rr_mean)} (template features are not in the firmware yet): "
+                         "train with --features rr for a device")
     if float(cfg.fs_hz) != int(cfg.fs_hz):
         raise ValueError("the C front-end needs an integer sampling rate")
     wave, rr = _port(meta, 3), _port(meta, 2)

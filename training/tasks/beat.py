@@ -19,7 +19,7 @@ from edge_runtime.aami import AAMI_CLASSES
 from edge_runtime.metrics import classification_report
 from edge_runtime.signal_config import RR_FEATURE_NAMES, SignalConfig
 from edge_runtime.task_contract import EdgeContract
-from training.config import ModelConfig, TrainConfig
+from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset, load_beats
 from training.data.mitdb import default_cache_root, locate_mitdb
 from training.data.protocols import validation_records

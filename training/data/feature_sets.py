@@ -1,0 +1,32 @@
+"""Model input features by named set: the RR features of the cache, plus template features when asked for.
+
+The cache holds waves and the 7 RR features; template features (``edge_runtime.template_features``) are
+derived from them per record and lead in time order, the order in which a device meets the beats, so they
+need no cache of their own and every cached dataset can be used with any feature set.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.signal_config import RR_FEATURE_NAMES, SignalConfig
+from edge_runtime.template_features import feature_set_named, template_features
+from training.data.beat_dataset import BeatDataset
+
+
+def with_feature_set(data: BeatDataset, name: str, cfg: SignalConfig) -> BeatDataset:
+    """``data`` whose ``rr`` holds the columns of feature set ``name`` (the RR features first, unchanged)."""
+    names = feature_set_named(name)
+    if data.rr.shape[1] == len(names):
+        return data
+    if data.rr.shape[1] != len(RR_FEATURE_NAMES):
+        raise ValueError(f"expected {len(RR_FEATURE_NAMES)} cached RR features, got {data.rr.shape[1]}")
+    if names == RR_FEATURE_NAMES:
+        return data
+    extra = np.zeros((len(data), len(names) - len(RR_FEATURE_NAMES)), np.float32)
+    key = np.char.add(np.char.add(data.record.astype(str), "|"), data.lead.astype(str))
+    for k in np.unique(key):
+        rows = np.flatnonzero(key == k)
+        rows = rows[np.argsort(data.sample[rows], kind="stable")]  # time order, as a device meets them
+        extra[rows] = template_features(data.waves[rows], data.rr[rows], cfg)
+    return BeatDataset(data.waves, np.concatenate([data.rr, extra], axis=1), data.labels, data.record,
+                       data.sample, data.lead)
