@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import queue
 import shutil
 import time
@@ -85,30 +84,9 @@ class PlainUpdates:
         return {}
 
     def collect(self, service: "Aggregator") -> None:
-        engine, policy = service.engine, service.cfg.policy
-        need = max(1, math.ceil(policy.quorum * len(engine.selected)))
-        deadline, extended = time.monotonic() + policy.deadline_s, False
-        while True:
-            have = engine.delivered()
-            if engine.answered() == len(engine.selected) or (not policy.wait_for_all and have >= need):
-                if have < need:
-                    engine.round_counts["rounds_below_quorum"] += 1
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if have >= need:
-                    log.info("round %d: deadline with %d/%d updates (quorum %d): closing", engine.round, have,
-                             len(engine.selected), need)
-                    return
-                if not extended:
-                    log.warning("round %d: deadline with %d/%d updates, below the quorum of %d; waiting one "
-                                "more deadline", engine.round, have, len(engine.selected), need)
-                    deadline, extended = deadline + policy.deadline_s, True
-                    continue
-                log.warning("round %d: closing below quorum with %d update(s)", engine.round, have)
-                engine.round_counts["rounds_below_quorum"] += 1
-                return
-            service.serve_one(min(remaining, 0.5))
+        engine = service.engine  # when to close (answers, deadline, quorum, a full FedBuff buffer): the engine's rule
+        while engine.close_due() is None:
+            service.serve_one(max(0.01, min(engine.next_deadline() - engine.clock(), 0.5)))
 
     def screen_update(self, service: "Aggregator", topic: TopicMatch, payload: bytes) -> None:
         device = topic.device
@@ -299,7 +277,8 @@ class Aggregator:
         except WireError as exc:
             raise Rejected("bad_status", f"status of {device}: {exc}") from exc
         self.status[device] = status
-        if status.get("declined_round") == self.round and self.engine.decline(device):
+        declined = status.get("declined_round")
+        if isinstance(declined, int) and self.engine.decline(device, declined):
             log.warning("round %d: %s declined (%s); not waiting for it", self.round, device, status.get("reason"))
 
     # ------------------------------------------------------------------------------ closing a round
