@@ -345,6 +345,9 @@ class Aggregator:
 
     def _write_metrics(self) -> None:
         (self.run_dir / "rounds.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        fairness = self.engine.book.fairness()  # how often each device was chosen (rows carry the summary)
+        (self.run_dir / "selection.json").write_text(json.dumps({**fairness.summary(), "rounds": fairness.rounds,
+                                                                 "counts": fairness.counts}, indent=1) + "\n")
         scalar = [k for k in self.history[0] if not isinstance(self.history[0][k], dict)]
         with open(self.run_dir / "rounds.csv", "w", newline="") as f:
             writer = csv.writer(f)

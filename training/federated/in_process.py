@@ -55,15 +55,16 @@ class _Arrival:
 
 def run_in_process(engine: RoundEngine, devices: Mapping[str, Any], local: dict[str, Any] | None = None,
                    on_round: Callable[[dict], None] | None = None, tamper: Tamper | None = None,
-                   delays: Delays | None = None) -> list[dict]:
-    """Run the engine's rounds to the end (or its budget stop); ``devices``: name -> object with
-    ``fit(GlobalModel) -> LocalUpdate``; ``local``: the round plan's local settings. Returns the history;
-    each row has ``sim_seconds`` (the round's virtual duration) and ``sim_time`` (virtual time at its close)."""
+                   delays: Delays | None = None, until: Callable[[dict], bool] | None = None) -> list[dict]:
+    """Run the engine's rounds to the end (or its budget stop, or the first row ``until`` accepts);
+    ``devices``: name -> object with ``fit(GlobalModel) -> LocalUpdate``; ``local``: the round plan's local
+    settings. Returns the history; each row has ``sim_seconds`` (the round's virtual duration),
+    ``sim_time`` (virtual time at its close) and ``trained`` (device updates computed so far)."""
     clock = VirtualClock()
     engine.clock = clock
     engine.opened_at = clock.now
     arrivals: list[_Arrival] = []
-    seq = 0
+    seq = 0  # also the number of device updates trained
     while not engine.finished:
         if not engine.open_round():
             break
@@ -87,9 +88,11 @@ def run_in_process(engine: RoundEngine, devices: Mapping[str, Any], local: dict[
             elif math.isfinite(due):
                 clock.now = max(clock.now, due)
         row = engine.close_round(extra={"seconds": time.perf_counter() - started, "float32_bytes_up": bytes_up,
-                                        "sim_seconds": clock.now - opened, "sim_time": clock.now})
+                                        "sim_seconds": clock.now - opened, "sim_time": clock.now, "trained": seq})
         if on_round:
             on_round(row)
+        if until is not None and until(row):
+            break
     return engine.history
 
 
