@@ -27,6 +27,7 @@ FIRMWARE_BENCH_ARGS := --model out/bench-quick/models/inter_seed0_int8.tflite --
 	--variants out/bench-quick-optimize/models/inter_seed0_*_int8.tflite
 SERVER_BENCH_ARGS := --devices 200 --seconds 30 --json bench/results/server-quick.json
 SCALE_BENCH_ARGS := --quick --json bench/results/scale-quick.json
+FEDBUFF_BENCH_ARGS := --quick --json bench/results/fedbuff-quick.json
 else
 BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/foundation.json
 EDGE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/edge.json
@@ -40,6 +41,7 @@ FIRMWARE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json b
 	--variants out/bench-optimize/models/inter_seed0_*_int8.tflite
 SERVER_BENCH_ARGS := --devices 1000 --seconds 300 --json bench/results/server.json
 SCALE_BENCH_ARGS := --json bench/results/scale.json
+FEDBUFF_BENCH_ARGS := --json bench/results/fedbuff.json
 endif
 
 .PHONY: help setup system-deps demo test bench clean
@@ -57,7 +59,8 @@ help:
 	@echo "              then the firmware (generated C vs TFLite-Micro on the host and a Cortex-M4 under QEMU, flash/RAM)"
 	@echo "              then the fleet server's ingest (1,000 simulated devices for 5 minutes: alerts lost, p99 latency, RSS)"
 	@echo "              then scale (10,000 simulated devices on one Mosquitto for 10 min: connections, alerts lost, rounds)"
-	@echo "              -> bench/results/{foundation,federated,privacy,edge,robustness,optimize,firmware,server,scale}.json"
+	@echo "              and FedBuff vs synchronous FedAvg (wall time to the same val F1, 30 % slow devices)"
+	@echo "              -> bench/results/{foundation,federated,privacy,edge,robustness,optimize,firmware,server,scale,fedbuff}.json"
 	@echo "              (QUICK=1: a few epochs, rounds, records)"
 
 $(STAMP): pyproject.toml
@@ -124,6 +127,7 @@ bench: setup
 	$(BIN)/pulsewire firmware bench $(FIRMWARE_BENCH_ARGS)
 	$(BIN)/pulsewire server bench $(SERVER_BENCH_ARGS)
 	nice -n 10 $(BIN)/pulsewire scale-bench $(SCALE_BENCH_ARGS)
+	$(BIN)/pulsewire fedbuff-bench $(FEDBUFF_BENCH_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache

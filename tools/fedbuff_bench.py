@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
+#: Versions in a row that must hold the target for the stricter, reported time-to-target.
+SUSTAINED = 3
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,15 @@ def _summary(history: list[dict], cpu_s: float) -> dict:
                        "closed_by": r["closed_by"]} for r in history]}
 
 
+def _sustained(history: list[dict], target: float, versions: int = SUSTAINED) -> dict | None:
+    """The first row of ``versions`` consecutive rows at or above ``target`` (a noisy validation score crosses
+    a line by chance more often the more often it is measured: FedBuff is measured every K updates)."""
+    for i in range(len(history) - versions + 1):
+        if all(r["val_macro_f1"] >= target for r in history[i:i + versions]):
+            return history[i]
+    return None
+
+
 def run_seed(train, val, seed: int, s: BenchSettings) -> dict:
     """Synchronous FedAvg, then FedBuff to the synchronous final validation macro F1, on one seed."""
     from training.config import TrainConfig
@@ -124,11 +135,13 @@ def run_seed(train, val, seed: int, s: BenchSettings) -> dict:
     fedbuff = RoundEngine(make_fleet_strategy("fedbuff", args, len(names)), names, policy, 100_000, initial, seed,
                           evaluate)
     run_in_process(fedbuff, devices(), asdict(local), delays=delays,
-                   until=lambda row: row["val_macro_f1"] >= target or row["sim_time"] >= cap)
+                   until=lambda row: _sustained(fedbuff.history, target) is not None or row["sim_time"] >= cap)
     buff_out = _summary(fedbuff.history, time.process_time() - cpu)
     reached = next((r for r in fedbuff.history if r["val_macro_f1"] >= target), None)
+    sustained = _sustained(fedbuff.history, target)
     buff_out.update(reached=reached is not None, wall_s_to_target=reached["sim_time"] if reached else None,
-                    device_updates_to_target=reached["trained"] if reached else None)
+                    device_updates_to_target=reached["trained"] if reached else None,
+                    wall_s_to_sustained_target=sustained["sim_time"] if sustained else None)
     ratio = buff_out["wall_s_to_target"] / sync_out["wall_s"] if reached else None
     log.info("seed %d: sync %d rounds, %.0f s, val F1 %.4f; fedbuff %s", seed, s.rounds, sync_out["wall_s"], target,
              f"{buff_out['wall_s_to_target']:.0f} s ({ratio:.2f}x)" if reached else "did not reach it")
@@ -151,12 +164,15 @@ def fedbuff_targets(runs: list[dict]) -> list[dict]:
     rows = [{"target": "FedBuff wall time to the synchronous run's final val macro F1, / the synchronous run's "
                        "(30 % slow devices)", "mean": mean, "std": std, "values": ratios, "threshold": "<= 0.5",
              "met": None if mean is None else all(v is not None for v in ratios) and mean <= 0.5}]
-    for what, key, values in (
-            ("synchronous FedAvg final val macro F1 (the target)", "sync_f1", sync_f1),
-            ("synchronous wall time, simulated s", "sync_wall", [r["sync"]["wall_s"] for r in runs]),
-            ("FedBuff wall time to target, simulated s", "buff_wall", [r["fedbuff"]["wall_s_to_target"] for r in runs]),
-            ("synchronous device updates trained", "sync_updates", [r["sync"]["device_updates"] for r in runs]),
-            ("FedBuff device updates trained to target", "buff_updates",
+    for what, values in (
+            ("synchronous FedAvg final val macro F1 (the target)", sync_f1),
+            ("synchronous wall time, simulated s", [r["sync"]["wall_s"] for r in runs]),
+            ("FedBuff wall time to target, simulated s", [r["fedbuff"]["wall_s_to_target"] for r in runs]),
+            (f"FedBuff wall time until {SUSTAINED} versions in a row hold the target, / the synchronous run's",
+             [r["fedbuff"]["wall_s_to_sustained_target"] / r["sync"]["wall_s"]
+              if r["fedbuff"]["wall_s_to_sustained_target"] else None for r in runs]),
+            ("synchronous device updates trained", [r["sync"]["device_updates"] for r in runs]),
+            ("FedBuff device updates trained to target",
              [r["fedbuff"]["device_updates_to_target"] for r in runs])):
         m, sd = _stats(values)
         rows.append({"target": f"{what} (reported)", "mean": m, "std": sd, "values": values, "threshold": "reported",
