@@ -204,3 +204,20 @@ def test_fedbuff_over_mosquitto_folds_a_stale_update_into_the_next_version(mosqu
     w2 = [w + 0.5 * (30 * s * c + 10 * a) / 40 for w, c, a in zip(w1, delta_for(2, w0), delta_for(0, w1))]
     for got, want in zip(result.final_weights, w2):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_buffer_gets_the_outlier_screen_and_the_privacy_budget_stops_the_versions():
+    """The same screen and budget stop as synchronous rounds: an exploding device is dropped from each buffer
+    of three, and DP-FedAvg inside FedBuff stops after the two buffers its ε budget pays for."""
+    from training.federated.privacy import epsilon
+
+    devices = {"a": _Fixed(0.1), "b": _Fixed(0.2), "c": _Fixed(0.1), "x": _Fixed(1e6)}
+    args = {"inner": "dp_fedavg", "buffer_size": 4, "clip": 1.0, "noise_multiplier": 1.0, "seed": 3,
+            "epsilon_budget": epsilon(1.0, 1.0, 2, 1e-6) * 1.000001}
+    engine = RoundEngine(make_fleet_strategy("fedbuff", args, 4), list(devices), RoundPolicy(), 10,
+                         [w.copy() for w in W0])
+    run_in_process(engine, devices)
+    assert len(engine.history) == 2 and engine.budget_stopped
+    assert engine.rejected["outlier_norm"] == 2
+    assert [r["privacy"]["denominator"] for r in engine.history] == [4, 4]
+    assert engine.history[-1]["privacy"]["epsilon_rdp"] <= args["epsilon_budget"]
