@@ -21,7 +21,8 @@ def test_slow_devices_are_the_configured_share_and_take_the_factor_longer_determ
 def _run(ratio, sync_wall=100.0):
     reached = ratio is not None
     return {"wall_time_ratio": ratio,
-            "sync": {"final_val_macro_f1": 0.5, "wall_s": sync_wall, "device_updates": 170},
+            "sync": {"final_val_macro_f1": 0.5, "wall_s": sync_wall, "device_updates": 170,
+                     "curve": [{"sim_time": 50.0, "val_macro_f1": 0.5}, {"sim_time": 100.0, "val_macro_f1": 0.5}]},
             "fedbuff": {"wall_s_to_target": ratio * sync_wall if reached else None,
                         "wall_s_to_sustained_target": ratio * sync_wall if reached else None,
                         "device_updates_to_target": 40 if reached else None}}
@@ -32,3 +33,9 @@ def test_the_wall_time_target_needs_every_seed_to_reach_the_f1_and_a_mean_ratio_
     assert met["mean"] == pytest.approx(0.3) and met["met"] is True and met["threshold"] == "<= 0.5"
     assert fedbuff_targets([_run(0.2), _run(0.9), _run(0.7)])[0]["met"] is False
     assert fedbuff_targets([_run(0.2), _run(None), _run(0.3)])[0]["met"] is False  # one seed never got there
+    # reported beside it: the synchronous run itself touched its final F1 halfway through
+    rows = {t["target"]: t for t in fedbuff_targets([_run(0.2)])}
+    assert rows["synchronous FedAvg's own first round at its final val macro F1, / its whole run's wall time "
+                "(reported)"]["mean"] == pytest.approx(0.5)
+    assert rows["FedBuff wall time to target / the synchronous run's time to first reach it (reported)"]["mean"] == \
+        pytest.approx(0.4)
