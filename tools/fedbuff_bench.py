@@ -3,7 +3,7 @@
 Per seed, on the MIT-BIH inter-patient split (DS1 training patients as devices, held-out DS1 patients as
 validation; DS2 is never looked at): synchronous FedAvg runs ``--rounds`` rounds; its final validation macro
 F1 is the target; FedBuff then runs from the same initial model, the same devices and the same delays until a
-version reaches that target (or until twice the synchronous run's time). Both runs go through the one round
+version reaches that target (or until ``--cap`` times the synchronous run's time). Both runs go through the one round
 engine (``run_in_process``) with the same screening and the same devices training for real; only time is
 simulated: ``--slow-fraction`` of the devices (drawn per seed) need ``--slow-factor`` times longer for a round
 (each round time is ``--base-seconds`` × a log-normal jitter, × the factor when slow). A synchronous round
@@ -71,10 +71,12 @@ class BenchSettings:
     slow_fraction: float = 0.3
     slow_factor: float = 5.0
     base_s: float = 10.0
+    #: FedBuff stops at this multiple of the synchronous run's wall time if it has not held the target.
+    cap: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.buffer_size < 1 or self.local_epochs < 1:
-            raise ValueError("--rounds, --buffer-size and --local-epochs must be >= 1")
+        if self.rounds < 1 or self.buffer_size < 1 or self.local_epochs < 1 or self.cap <= 0:
+            raise ValueError("--rounds, --buffer-size and --local-epochs must be >= 1, --cap > 0")
 
 
 def _summary(history: list[dict], cpu_s: float) -> dict:
@@ -127,7 +129,7 @@ def run_seed(train, val, seed: int, s: BenchSettings) -> dict:
     sync = RoundEngine(make_fleet_strategy("fedavg", {}, len(names)), names, policy, s.rounds, initial, seed, evaluate)
     run_in_process(sync, devices(), asdict(local), delays=delays)
     sync_out = _summary(sync.history, time.process_time() - cpu)
-    target, cap = sync_out["final_val_macro_f1"], 2 * sync_out["wall_s"]
+    target, cap = sync_out["final_val_macro_f1"], s.cap * sync_out["wall_s"]
 
     cpu = time.process_time()
     args = {"buffer_size": s.buffer_size, "server_lr": s.server_lr, "staleness_power": s.staleness_power,
@@ -201,8 +203,23 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run_seeds(data_dir: Path, seeds: list[int], settings: BenchSettings) -> list[dict]:
+    from edge_runtime.signal_config import SignalConfig
+    from tools.data_args import cache_root
+    from training.data.beat_dataset import load_beats
+    from training.data.protocols import make_split, protocol_records
+
+    data = load_beats(data_dir, protocol_records("inter"), SignalConfig(), cache_root(), progress=False)
+    runs = []
+    for seed in seeds:
+        split = make_split("inter", data, seed)
+        runs.append(run_seed(data.subset(split.train).of_leads(["MLII"]), data.subset(split.val).of_leads(["MLII"]),
+                             seed, settings))
+    return runs
+
+
 def cmd_fedbuff_bench(args: argparse.Namespace) -> int:
-    from tools.data_args import cache_root, resolve_data_dir
+    from tools.data_args import resolve_data_dir
 
     if args.quick:
         args.rounds, args.local_epochs = min(args.rounds, 4), 1
@@ -211,24 +228,24 @@ def cmd_fedbuff_bench(args: argparse.Namespace) -> int:
                                  lr=args.lr, buffer_size=args.buffer_size, server_lr=args.server_lr,
                                  staleness_power=args.staleness_power, max_staleness=args.max_staleness,
                                  deadline_s=args.deadline, quorum=args.quorum, slow_fraction=args.slow_fraction,
-                                 slow_factor=args.slow_factor, base_s=args.base_seconds)
+                                 slow_factor=args.slow_factor, base_s=args.base_seconds, cap=args.cap)
         SlowDevices(("x",), settings.slow_fraction, settings.slow_factor, settings.base_s)
         data_dir = resolve_data_dir(args)
     except ValueError as exc:
         print(f"pulsewire fedbuff-bench: error: {exc}", file=sys.stderr)
         return 2
-    from edge_runtime.signal_config import SignalConfig
-    from training.data.beat_dataset import load_beats
-    from training.data.protocols import make_split, protocol_records
-
     started = time.time()
-    data = load_beats(data_dir, protocol_records("inter"), SignalConfig(), cache_root(), progress=False)
-    runs = []
-    for seed in args.seeds:
-        split = make_split("inter", data, seed)
-        runs.append(run_seed(data.subset(split.train).of_leads(["MLII"]), data.subset(split.val).of_leads(["MLII"]),
-                             seed, settings))
-    results = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "settings": asdict(settings),
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        if any(p["settings"] != asdict(settings) for p in parts):
+            print("pulsewire fedbuff-bench: error: --merge files were made with other settings than these flags",
+                  file=sys.stderr)
+            return 2
+        runs = sorted((r for p in parts for r in p["runs"]), key=lambda r: r["seed"])
+        merged = {"merged": [{"file": p, "command": part["command"]} for p, part in zip(args.merge, parts)]}
+    else:
+        runs, merged = _run_seeds(data_dir, args.seeds, settings), {}
+    results = {"command": " ".join(["pulsewire"] + sys.argv[1:]), **merged, "settings": asdict(settings),
                "validation": "held-out DS1 patients (make_split('inter', seed)); DS2 unused",
                "wall_time": "simulated seconds of the one clock both runs share (see tools/fedbuff_bench.py)",
                "targets": fedbuff_targets(runs), "runs": runs, "wall_seconds": time.time() - started}
@@ -264,6 +281,11 @@ def add_parser(sub) -> None:
     p.add_argument("--slow-fraction", type=float, default=0.3)
     p.add_argument("--slow-factor", type=float, default=5.0, help="how many times longer a slow device takes")
     p.add_argument("--base-seconds", type=float, default=10.0, help="a fast device's round time, simulated s")
+    p.add_argument("--cap", type=float, default=1.0, help="FedBuff stops at this multiple of the synchronous "
+                                                          "run's wall time unless it held the target earlier "
+                                                          "(default 1)")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="combine the runs of results files made with the same "
+                                                              "settings (e.g. one seed each, run in parallel)")
     p.add_argument("--quick", action="store_true", help="4 rounds of 1 local epoch (make bench QUICK=1)")
     p.add_argument("--json", default="bench/results/fedbuff.json")
     p.set_defaults(func=cmd_fedbuff_bench)
