@@ -168,9 +168,11 @@ def fedbuff_targets(runs: list[dict]) -> list[dict]:
     ratios = [r["wall_time_ratio"] for r in runs]
     mean, std = _stats(ratios)
     sync_f1 = [r["sync"]["final_val_macro_f1"] for r in runs]
+    reached = sum(v is not None for v in ratios)
     rows = [{"target": "FedBuff wall time to the synchronous run's final val macro F1, / the synchronous run's "
-                       "(30 % slow devices)", "mean": mean, "std": std, "values": ratios, "threshold": "<= 0.5",
-             "met": None if mean is None else all(v is not None for v in ratios) and mean <= 0.5}]
+                       f"(30 % slow devices; mean over the {reached} of {len(ratios)} seeds that reached it)",
+             "mean": mean, "std": std, "values": ratios, "reached_seeds": reached, "threshold": "<= 0.5 on every seed",
+             "met": None if mean is None else reached == len(ratios) and mean <= 0.5}]
     for what, values in (
             ("synchronous FedAvg final val macro F1 (the target)", sync_f1),
             ("synchronous wall time, simulated s", [r["sync"]["wall_s"] for r in runs]),
