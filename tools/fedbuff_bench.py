@@ -47,7 +47,7 @@ class SlowDevices:
     @property
     def slow(self) -> frozenset[str]:
         rng = np.random.default_rng([self.seed, 7])
-        n = int(round(self.slow_fraction * len(self.names)))
+        n = round(self.slow_fraction * len(self.names))
         return frozenset(rng.choice(sorted(self.names), n, replace=False).tolist()) if n else frozenset()
 
     def __call__(self, device: str, round_: int) -> float:
@@ -197,7 +197,7 @@ def fedbuff_targets(runs: list[dict]) -> list[dict]:
 def results_markdown(results: dict) -> str:
     lines = [f"# FedBuff vs synchronous FedAvg\n\n`{results['command']}`\n",
              "| target | mean ± std | per seed | threshold | met |", "|---|---|---|---|---|"]
-    fmt = lambda v: "–" if v is None else f"{v:.3g}"  # noqa: E731
+    fmt = lambda v: "–" if v is None else f"{v:.3g}"
     for t in results["targets"]:
         met = {True: "yes", False: "**no**", None: "–"}[t["met"]]
         lines.append(f"| {t['target']} | {fmt(t['mean'])} ± {fmt(t['std'])} | "

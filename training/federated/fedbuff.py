@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from training.federated.strategies import (Buffering, ClientUpdate, RoundContext, Strategy, Weights, add)
+from training.federated.strategies import Buffering, ClientUpdate, RoundContext, Strategy, Weights, add
 
 
 def staleness_weight(staleness: int, power: float) -> float:
