@@ -29,6 +29,7 @@ SERVER_BENCH_ARGS := --devices 200 --seconds 30 --json bench/results/server-quic
 SCALE_BENCH_ARGS := --quick --json bench/results/scale-quick.json
 TASKS_BENCH_ARGS := --quick --out out/bench-quick-tasks --json bench/results/tasks-quick.json
 AGG_BENCH_ARGS := --devices 500 --repeats 3 --json bench/results/aggregator-quick.json
+FEDBUFF_BENCH_ARGS := --quick --json bench/results/fedbuff-quick.json
 else
 BENCH_ARGS := --seeds 0 1 2 --epochs 60 --out out/bench --json bench/results/foundation.json
 EDGE_BENCH_ARGS := --model out/bench/models/inter_seed0_int8.tflite --json bench/results/edge.json
@@ -44,6 +45,7 @@ SERVER_BENCH_ARGS := --devices 1000 --seconds 300 --json bench/results/server.js
 SCALE_BENCH_ARGS := --json bench/results/scale.json
 TASKS_BENCH_ARGS := --seeds 0 1 2 --out out/bench-tasks --json bench/results/tasks.json
 AGG_BENCH_ARGS := --devices 2000 --repeats 3 --json bench/results/aggregator.json
+FEDBUFF_BENCH_ARGS := --json bench/results/fedbuff.json
 endif
 
 .PHONY: help setup system-deps demo test bench clean
@@ -61,7 +63,8 @@ help:
 	@echo "              then the firmware (generated C vs TFLite-Micro on the host and a Cortex-M4 under QEMU, flash/RAM)"
 	@echo "              then the fleet server's ingest (1,000 simulated devices for 5 minutes: alerts lost, p99 latency, RSS)"
 	@echo "              then scale (10,000 simulated devices on one Mosquitto for 10 min: connections, alerts lost, rounds)"
-	@echo "              -> bench/results/{foundation,federated,privacy,edge,robustness,optimize,firmware,server,scale}.json"
+	@echo "              and FedBuff vs synchronous FedAvg (wall time to the same val F1, 30 % slow devices)"
+	@echo "              -> bench/results/{foundation,federated,privacy,edge,robustness,optimize,firmware,server,scale,fedbuff}.json"
 	@echo "              (QUICK=1: a few epochs, rounds, records)"
 
 $(STAMP): pyproject.toml
@@ -130,6 +133,7 @@ bench: setup
 	nice -n 10 $(BIN)/pulsewire scale-bench $(SCALE_BENCH_ARGS)
 	$(BIN)/pulsewire tasks bench $(TASKS_BENCH_ARGS)
 	$(BIN)/pulsewire aggregator-bench $(AGG_BENCH_ARGS)
+	$(BIN)/pulsewire fedbuff-bench $(FEDBUFF_BENCH_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache

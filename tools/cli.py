@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("tools.fleet_sim.bench").fleet_sim.bench.add_parser(sub)
     __import__("tools.fleet_sim.fairness").fleet_sim.fairness.add_parser(sub)
     __import__("tools.aggregator_bench").aggregator_bench.add_parser(sub)
+    __import__("tools.fedbuff_bench").fedbuff_bench.add_parser(sub)
     from tools.privacy_bench.command import add_parser as add_privacy_bench_parser
 
     add_privacy_bench_parser(sub, add_data_args)

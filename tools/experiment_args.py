@@ -61,11 +61,18 @@ def add_federated_args(p: argparse.ArgumentParser, strategies: list[str]) -> Non
                    help="local SGD learning rate (0.3 beat 0.01 and 0.05 on held-out DS1 patients, seed 0)")
 
 
+def add_selection_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--selection", default="all",
+                   help="devices per round: all | fraction:F | online | a status-fed policy "
+                        "NAME[:k=N|fraction=F,KEY=VALUE,...] with NAME uniform, power-aware, reliability-weighted "
+                        "or oort (e.g. power-aware:fraction=0.2,min_battery_pct=40; docs/scale.md)")
+
+
 def add_round_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", default="float32", help="update encoding: float32 | float16 | int8 | topk:FRACTION")
     p.add_argument("--chunk-size", type=int, help="split updates into frames of at most this many bytes (e.g. "
                                                   "4096 for an ESP32's MQTT buffer)")
-    p.add_argument("--selection", default="all", help="devices per round: all | fraction:F | online")
+    add_selection_arg(p)
     p.add_argument("--quorum", type=float, default=0.8, help="share of selected devices that lets a round "
                                                              "close at its deadline")
     p.add_argument("--deadline", type=float, default=300.0, help="seconds a round waits for its devices")

@@ -13,7 +13,7 @@ from tools.broker_args import add_broker_args
 from tools.data_args import add_data_args, cache_root, resolve_data_dir
 from tools.deploy_commands import add_fleet_init_parser
 from tools.experiment_args import (FEDERATED_LEADS, add_classifier_args, add_federated_args, add_round_policy_args,
-                                   add_run_args)
+                                   add_run_args, add_selection_arg)
 from tools.task_commands import DEFAULT_TASK, add_task_arg, run_task_command
 from tools.training_commands import base_config, protocol_beats, write_results
 
@@ -37,6 +37,7 @@ def _federated_config(args: argparse.Namespace, seed: int):
     return FederatedConfig(rounds=args.rounds, strategy=args.strategy, strategy_args=dict(args.strategy_arg),
                            partition=args.partition, seed=seed,
                            fraction=getattr(args, "fraction", 1.0), attack=getattr(args, "attack", None),
+                           selection=getattr(args, "selection", None),
                            attackers=getattr(args, "attackers", 0.0),
                            local=LocalConfig(epochs=args.local_epochs, learning_rate=args.lr))
 
@@ -56,14 +57,18 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.task != DEFAULT_TASK:
         return run_task_command(args, "simulate")
+    from training.federated.aggregator_config import RoundPolicy
     from training.federated.simulation import run_simulation
 
+    if args.selection != "all" and args.fraction != 1.0:
+        raise ValueError("give --selection or --fraction, not both")
+    RoundPolicy(selection=args.selection)  # a wrong spec fails before the data loads
     started = time.time()
     data_dir, label, runs = _federated_runs(
         args, lambda train, val, test, seed: run_simulation(train, val, _federated_config(args, seed),
                                                             base_config(args, seed)), args.strategy)
-    results = _federated_results(args, data_dir, runs, {"fraction": args.fraction, "transport": "in-process"},
-                                 started)
+    results = _federated_results(args, data_dir, runs, {"fraction": args.fraction, "selection": args.selection,
+                                                        "transport": "in-process"}, started)
     write_results(results, Path(args.json) if args.json else Path(args.out) / f"federated_{args.strategy}.json")
     return 0
 
@@ -136,6 +141,7 @@ def add_simulate_parser(sub, strategies: list[str]) -> None:
     p.add_argument("--partition", default="patient", help="patient | iid:N | dirichlet:ALPHA:N (other tasks: their "
                                                           "own specs, e.g. tabular's hospitals | hospitals-skewed)")
     p.add_argument("--fraction", type=float, default=1.0, help="share of devices per round")
+    add_selection_arg(p)
     add_classifier_args(p, FEDERATED_LEADS)
     p.add_argument("--attack", help="malicious devices: sign_flip | scale:K | gaussian:S | label_flip | replacement:K")
     p.add_argument("--attackers", type=float, default=0.0, help="share of devices that attack (e.g. 0.2)")

@@ -170,6 +170,13 @@ def _federation_facts(results: dict) -> str:
         lines.append("")  # a paragraph of its own, not the list's last item
         lines.append(f"Mean bytes sent by devices per round: {np.mean([h['bytes_received'] for h in hist]):,.0f}; "
                      f"global model message: {hist[0]['model_bytes']:,} bytes.")
+    finals = [r["history"][-1]["fairness"] for block in results["protocols"].values() for r in block["runs"]
+              if r["history"] and "fairness" in r["history"][-1]]
+    if finals:  # how evenly the selection policy asked devices over each run (per-device counts: selection.json)
+        lines += ["", f"Device selection over the run (per seed): Jain's index "
+                      f"{', '.join(format(f['jain_index'], '.3f') for f in finals)}; devices never chosen "
+                      f"{', '.join(str(f['never_chosen']) for f in finals)}; most chosen device "
+                      f"{', '.join(str(f['max_count']) for f in finals)} times."]
     return "## Federation\n\n" + "\n".join(lines)
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import queue
 import time
 from collections import Counter
@@ -105,30 +104,9 @@ class PlainUpdates:
         return {}
 
     def collect(self, service: "Aggregator") -> None:
-        engine, policy = service.engine, service.cfg.policy
-        need = max(1, math.ceil(policy.quorum * len(engine.selected)))
-        deadline, extended = time.monotonic() + policy.deadline_s, False
-        while True:
-            have = engine.delivered()
-            if engine.answered() == len(engine.selected) or (not policy.wait_for_all and have >= need):
-                if have < need:
-                    engine.round_counts["rounds_below_quorum"] += 1
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if have >= need:
-                    log.info("round %d: deadline with %d/%d updates (quorum %d): closing", engine.round, have,
-                             len(engine.selected), need)
-                    return
-                if not extended:
-                    log.warning("round %d: deadline with %d/%d updates, below the quorum of %d; waiting one "
-                                "more deadline", engine.round, have, len(engine.selected), need)
-                    deadline, extended = deadline + policy.deadline_s, True
-                    continue
-                log.warning("round %d: closing below quorum with %d update(s)", engine.round, have)
-                engine.round_counts["rounds_below_quorum"] += 1
-                return
-            self.wait(service, min(remaining, 0.5))
+        engine = service.engine  # when to close (answers, deadline, quorum, a full FedBuff buffer): the engine's rule
+        while engine.close_due() is None:
+            self.wait(service, max(0.01, min(engine.next_deadline() - engine.clock(), 0.5)))
 
     def wait(self, service: "Aggregator", timeout: float) -> None:
         """Take in what arrives for up to ``timeout`` seconds (a batch: the round's close check counts the whole
@@ -407,7 +385,8 @@ class Aggregator:
         except WireError as exc:
             raise Rejected("bad_status", f"status of {device}: {exc}") from exc
         self.status[device] = status
-        if status.get("declined_round") == self.round and self.engine.decline(device):
+        declined = status.get("declined_round")
+        if isinstance(declined, int) and self.engine.decline(device, declined):
             log.warning("round %d: %s declined (%s); not waiting for it", self.round, device, status.get("reason"))
 
     # ------------------------------------------------------------------------------ closing a round
@@ -510,6 +489,9 @@ class Aggregator:
 
     def _write_metrics(self) -> None:
         (self.run_dir / "rounds.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        fairness = self.engine.book.fairness()  # how often each device was chosen (rows carry the summary)
+        (self.run_dir / "selection.json").write_text(json.dumps({**fairness.summary(), "rounds": fairness.rounds,
+                                                                 "counts": fairness.counts}, indent=1) + "\n")
         scalar = [k for k in self.history[0] if not isinstance(self.history[0][k], dict)]
         with open(self.run_dir / "rounds.csv", "w", newline="") as f:
             writer = csv.writer(f)

@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.fed_messages import UpdateEncoding
+from training.federated.selection import POLICIES, SelectionSpec
 
 
 @dataclass(frozen=True)
 class RoundPolicy:
-    #: "all", "fraction:F" (a random share each round) or "online" (devices whose status is online).
+    #: "all", "fraction:F" (a random share each round), "online" (devices whose status is online), or a
+    #: status-fed policy ``NAME[:k=N|fraction=F,KEY=VALUE,...]`` (``training.federated.selection``: uniform,
+    #: power-aware, reliability-weighted, oort).
     selection: str = "all"
     #: Share of the selected devices whose updates let a round close at its deadline.
     quorum: float = 0.8
@@ -35,8 +38,10 @@ class RoundPolicy:
             raise ValueError("quorum must be in (0, 1], deadline_s > 0 and max_staleness >= 0")
         self.late_weight  # validates the spec
         kind, _, arg = self.selection.partition(":")
-        if not ((kind in ("all", "online") and not arg) or (kind == "fraction" and 0 < _float(arg) <= 1)):
-            raise ValueError(f"selection {self.selection!r}: use all, online or fraction:F with 0 < F <= 1")
+        if SelectionSpec.parse(self.selection) is None and not (
+                (kind in ("all", "online") and not arg) or (kind == "fraction" and 0 < _float(arg) <= 1)):
+            raise ValueError(f"selection {self.selection!r}: use all, online, fraction:F with 0 < F <= 1, or a "
+                             f"policy {sorted(POLICIES)}[:k=N|fraction=F,KEY=VALUE,...]")
 
     @property
     def late_weight(self) -> float | None:

@@ -2,30 +2,41 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable
 
+from training.federated.fedbuff import FedBuff
 from training.federated.privacy import DPFedAvg
 from training.federated.robust import CoordinateMedian, Krum, NormBounded, TrimmedMean
 from training.federated.strategies import FedAdam, FedAvg, FedAvgM, FedNova, FedProx, Scaffold, Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (FedAvg, FedProx, FedNova, Scaffold, FedAvgM, FedAdam,
-                              CoordinateMedian, TrimmedMean, Krum, NormBounded, DPFedAvg)
+                              CoordinateMedian, TrimmedMean, Krum, NormBounded, DPFedAvg, FedBuff)
 }
 
 
-def make_strategy(name: str, **kwargs: Any) -> Strategy:
-    """A strategy by its config name, e.g. ``make_strategy("fedprox", proximal_mu=0.1)``."""
+def _build(name: str, kwargs: dict[str, Any], make_inner: Callable[..., Strategy]) -> Strategy:
     try:
         cls = STRATEGIES[name]
     except KeyError:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}") from None
-    return cls(**kwargs)
+    if "make_inner" in inspect.signature(cls).parameters:  # a strategy around another one (FedBuff)
+        kwargs = {**kwargs, "make_inner": make_inner}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # an unknown --strategy-arg
+        raise ValueError(f"strategy {name!r}: {exc}") from None
+
+
+def make_strategy(name: str, **kwargs: Any) -> Strategy:
+    """A strategy by its config name, e.g. ``make_strategy("fedprox", proximal_mu=0.1)``."""
+    return _build(name, kwargs, make_strategy)
 
 
 def make_fleet_strategy(name: str, args: dict[str, Any], num_devices: int) -> Strategy:
-    """``make_strategy`` for a fleet: strategies that need the fleet size (SCAFFOLD, DP-FedAvg) get it."""
+    """``make_strategy`` for a fleet: strategies that need the fleet size (SCAFFOLD, DP-FedAvg) get it, also
+    as the inner strategy of FedBuff."""
     args = dict(args)
     if name in STRATEGIES and "num_devices" in inspect.signature(STRATEGIES[name]).parameters:
         args.setdefault("num_devices", num_devices)
-    return make_strategy(name, **args)
+    return _build(name, args, lambda inner, **inner_args: make_fleet_strategy(inner, inner_args, num_devices))

@@ -231,6 +231,19 @@ class FairnessReport:
     min_count: int
     max_count: int
 
+    def summary(self) -> dict[str, Any]:
+        """The JSON row of a round (no per-device counts: those are O(fleet))."""
+        return {"jain_index": round(self.jain_index, 4), "never_chosen": self.never_chosen,
+                "min_count": self.min_count, "max_count": self.max_count}
+
+
+def fairness_of_counts(counts: dict[str, int], rounds: int) -> FairnessReport:
+    """Jain's index ((Σx)² / (n Σx²)) and the spread of per-device selection counts (devices never chosen: 0)."""
+    x = np.array(list(counts.values()), dtype=float)
+    jain = float(x.sum() ** 2 / (len(x) * (x ** 2).sum())) if x.size and x.any() else 0.0
+    return FairnessReport(rounds, dict(counts), jain, int((x == 0).sum()),
+                          int(x.min()) if x.size else 0, int(x.max()) if x.size else 0)
+
 
 def fairness_report(selections: Sequence[Sequence[str]], devices: Sequence[str]) -> FairnessReport:
     """Counts per device over ``selections`` (one list of names per round), including devices never chosen."""
@@ -240,7 +253,68 @@ def fairness_report(selections: Sequence[Sequence[str]], devices: Sequence[str])
             if d not in counts:
                 raise ValueError(f"selected device {d!r} is not among the devices")
             counts[d] += 1
-    x = np.array(list(counts.values()), dtype=float)
-    jain = float(x.sum() ** 2 / (len(x) * (x ** 2).sum())) if x.size and x.any() else 0.0
-    return FairnessReport(len(selections), counts, jain, int((x == 0).sum()),
-                          int(x.min()) if x.size else 0, int(x.max()) if x.size else 0)
+    return fairness_of_counts(counts, len(selections))
+
+
+#: Selection specs the round engine handles without a status-fed policy.
+BUILTIN_SELECTIONS = ("all", "online", "fraction")
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    """``--selection NAME[:KEY=VALUE,...]`` for a policy above: ``k=N`` devices or ``fraction=F`` of the
+    trainable devices per round (default: every eligible one), other keys are the policy's arguments,
+    e.g. ``power-aware:fraction=0.2,min_battery_pct=40`` or ``oort:k=50,explore=0.2``."""
+
+    policy: str
+    count: int | None = None
+    fraction: float | None = None
+    args: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> "SelectionSpec | None":
+        """None for the engine's built-in selections (all, online, fraction:F); ValueError when malformed."""
+        name, _, rest = spec.partition(":")
+        if name in BUILTIN_SELECTIONS:
+            return None
+        if name not in POLICIES:
+            raise ValueError(f"selection {spec!r}: use all, online, fraction:F or a policy "
+                             f"{sorted(POLICIES)}[:k=N|fraction=F,KEY=VALUE,...]")
+        count, fraction, args = None, None, []
+        for item in filter(None, rest.split(",")):
+            key, sep, value = item.partition("=")
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if not sep or not math.isfinite(number):
+                raise ValueError(f"selection {spec!r}: {item!r} is not KEY=NUMBER")
+            if key == "k":
+                if number < 1 or number != int(number):
+                    raise ValueError(f"selection {spec!r}: k must be a whole number >= 1")
+                count = int(number)
+            elif key == "fraction":
+                if not 0 < number <= 1:
+                    raise ValueError(f"selection {spec!r}: fraction must be in (0, 1]")
+                fraction = number
+            else:
+                args.append((key, number))
+        if count is not None and fraction is not None:
+            raise ValueError(f"selection {spec!r}: give k or fraction, not both")
+        out = cls(name, count, fraction, tuple(args))
+        out.make()  # the policy's own checks (unknown or out-of-range arguments)
+        return out
+
+    def make(self) -> SelectionPolicy:
+        try:
+            return make_policy(self.policy, **dict(self.args))
+        except TypeError as exc:
+            raise ValueError(f"selection policy {self.policy!r}: {exc}") from None
+
+    def size(self, trainable: int) -> int:
+        """How many devices a round asks for out of ``trainable``."""
+        if self.count is not None:
+            return self.count
+        if self.fraction is not None:
+            return max(1, round(self.fraction * trainable))
+        return trainable

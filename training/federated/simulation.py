@@ -52,6 +52,8 @@ class FederatedConfig:
     attackers: float = 0.0
     #: Drop an update longer than this multiple of the round's median norm, as the aggregator does (None: off).
     max_norm_ratio: float | None = RoundPolicy.max_norm_ratio
+    #: A ``RoundPolicy.selection`` spec (e.g. a status-fed policy "oort:k=5"); None: by ``fraction``.
+    selection: str | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or not 0 < self.fraction <= 1:
@@ -61,8 +63,8 @@ class FederatedConfig:
     @property
     def policy(self) -> RoundPolicy:
         """The aggregator's round policy for this run (in process there are no deadlines to wait for)."""
-        return RoundPolicy(selection="all" if self.fraction == 1 else f"fraction:{self.fraction}",
-                           max_norm_ratio=self.max_norm_ratio)
+        selection = self.selection or ("all" if self.fraction == 1 else f"fraction:{self.fraction}")
+        return RoundPolicy(selection=selection, max_norm_ratio=self.max_norm_ratio)
 
 
 def make_partition(spec: str, data: BeatDataset, seed: int) -> list[np.ndarray]:

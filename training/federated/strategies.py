@@ -80,14 +80,35 @@ class RoundContext:
     sampling_rate: float = 1.0
 
 
+@dataclass(frozen=True)
+class Buffering:
+    """Asynchronous rounds (FedBuff): the engine closes a round (publishes a new model version) every
+    ``buffer_size`` accepted updates, whenever they arrive, and accepts an update trained on a version at
+    most ``max_staleness`` versions old; how staleness weighs is the strategy's ``_combine``."""
+
+    buffer_size: int
+    max_staleness: int
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < 1 or self.max_staleness < 0:
+            raise ValueError(f"buffer_size must be >= 1 (got {self.buffer_size}) and max_staleness >= 0 "
+                             f"(got {self.max_staleness})")
+
+
 class Strategy:
     """Base class: validation and the empty-round rule, then the algorithm's ``_combine``.
 
     The round engine talks to every strategy through the hooks below, never by asking which strategy it
-    is: ``begin_round`` before a round, ``allows_round`` (a privacy budget), ``server_control`` (state sent
-    to devices with the model), ``privacy_row`` (the ledger entry of the round just aggregated)."""
+    is: ``buffering`` (synchronous or asynchronous rounds), ``begin_round`` before a round, ``allows_round``
+    (a privacy budget), ``server_control`` (state sent to devices with the model), ``privacy_row`` (the
+    ledger entry of the round just aggregated)."""
 
     name = "base"
+
+    def buffering(self) -> Buffering | None:
+        """None: synchronous rounds (the round policy's deadline and quorum close them); a ``Buffering``:
+        asynchronous rounds of that buffer size."""
+        return None
 
     def client_config(self) -> dict[str, Any]:
         """Settings sent to devices with the global model (e.g. FedProx's proximal term)."""
