@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from broker.fed_messages import LocalUpdate
+from broker.fed_messages import LocalUpdate, UpdateEncoding, encode_update
 from broker.launcher import broker_url
 from edge_runtime.fed_client import DeviceClient
 from tests.federation_helpers import delta_for, initial_weights, run_to_end, wait_until
@@ -108,19 +108,30 @@ def test_fedbuff_refuses_bad_settings():
             make_strategy("fedbuff", **bad)
 
 
+def _deliver(service: Aggregator, device: str, round_: int, delta: list[np.ndarray], n: int,
+             loss: float | None = None) -> None:
+    """``device``'s update through the aggregator's own receive path (decode, screen, log) and its durable point."""
+    data = encode_update(service.cfg.fleet, round_, service.cfg.devices[device], LocalUpdate(delta, n, 1, None, loss),
+                         UpdateEncoding.parse("float32"))
+    service._accept(*service.decode(device, data), data)
+    service.sync_log()
+
+
 def test_a_checkpoint_taken_mid_buffer_resumes_to_the_same_weights(tmp_path):
-    """The aggregator's persistence path alone (no broker): one update of a buffer of two accepted, the
-    service restarted, the second accepted: the same version as without the restart."""
+    """The aggregator's persistence path alone (no broker): one update of a buffer of two accepted and logged,
+    the service restarted (checkpoint + update-log replay), the second accepted: the same version as without
+    the restart."""
     cfg = AggregatorConfig("buffered", {"a": 1, "b": 2, "c": 3}, rounds=3, strategy="fedbuff",
                            strategy_args={"buffer_size": 2, "server_lr": 0.5})
     first = Aggregator(cfg, initial_weights(), "mqtt://127.0.0.1:1", tmp_path / "run")
     first.engine.open_round()
+    first._open_log()
     first._save()
-    first._accept("c", 1, ClientUpdate("c", delta_for(2, initial_weights()), 30, meta={"train_loss": 0.4}))
+    _deliver(first, "c", 1, delta_for(2, initial_weights()), 30, 0.4)
 
     again = Aggregator(cfg, initial_weights(), "mqtt://127.0.0.1:1", tmp_path / "run")
-    assert again._restore() and sorted(again.accepted) == ["c"] and again.engine.in_flight == {"a": 1, "b": 1}
-    again._accept("a", 1, ClientUpdate("a", delta_for(0, initial_weights()), 10))
+    assert again.restore() and sorted(again.accepted) == ["c"] and again.engine.in_flight == {"a": 1, "b": 1}
+    _deliver(again, "a", 1, delta_for(0, initial_weights()), 10)
     assert again.engine.close_due() == "buffer_full"
     again.engine.close_round()
     w0 = initial_weights()

@@ -90,6 +90,7 @@ def test_the_aggregator_writes_how_often_each_device_was_chosen(tmp_path):
     cfg = AggregatorConfig("fair", {"a": 1, "b": 2, "c": 3}, rounds=2, policy=RoundPolicy(selection="uniform:k=2"))
     agg = Aggregator(cfg, initial_weights(), "mqtt://127.0.0.1:1", tmp_path)
     agg.engine.open_round({})
+    agg._open_log()
     agg._close_round()
     written = json.loads((tmp_path / "selection.json").read_text())
     assert sum(written["counts"].values()) == 2 and written["rounds"] == 1 and written["never_chosen"] == 1

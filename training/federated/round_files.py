@@ -4,7 +4,10 @@ Why a constant-size checkpoint: it is rewritten when a round opens and when it c
 carry anything that grows with the fleet. It holds the round engine's and the strategy's state; the round's
 selection is written once into ``updates/round{R}.plan.json`` (the round plan's size), the round's accepted
 updates are in ``updates/round{R}.log`` (``update_log``), and the engine's recently accepted (round, device)
-pairs, which refuse late duplicates, are rebuilt from the logs kept for ``max_staleness`` + 1 rounds.
+pairs, which refuse late duplicates, are rebuilt from the logs kept for ``max_staleness`` + 1 rounds. The
+per-device state of the selection policies (the device book) and FedBuff's devices still training go to
+``devices.json``, written beside the checkpoint at the same moments: it grows with the fleet, not with the
+updates, and the checkpoint stays the same size.
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ from training.federated.update_log import LogPolicy, UpdateLog, scan
 CHECKPOINT_FILE = "aggregator.npz"
 #: Where the rounds' logs and plans are: ``updates/round{R}.log``, ``updates/round{R}.plan.json``.
 LOG_DIR = "updates"
+#: The engine's per-device state, kept out of the checkpoint (see the module docstring).
+DEVICE_STATE_FILE = "devices.json"
+_DEVICE_KEYS = ("devices", "in_flight")
 
 
 class RoundFiles:
@@ -43,6 +49,7 @@ class RoundFiles:
         selected = state.pop("selected")
         state.pop("recent")
         state["selected_count"] = len(selected)
+        checkpoint.save_json(self.run_dir / DEVICE_STATE_FILE, {k: state.pop(k) for k in _DEVICE_KEYS if k in state})
         plan = self.plan_path(state["round"])
         if selected and not plan.exists():
             checkpoint.save_json(plan, {"round": state["round"], "selected": selected})
@@ -72,4 +79,6 @@ class RoundFiles:
         selected = checkpoint.load_json(plan)["selected"] if manifest["selected_count"] and plan.exists() else []
         recent = sorted({(rec.round, rec.device) for r in range(max(1, oldest), current)
                          if self.log_path(r).exists() for rec in scan(self.log_path(r)) if rec.round >= oldest})
-        return {**manifest, "selected": selected, "recent": recent}, arrays
+        device_state = self.run_dir / DEVICE_STATE_FILE
+        devices = checkpoint.load_json(device_state) if device_state.exists() else {}
+        return {**manifest, **devices, "selected": selected, "recent": recent}, arrays
