@@ -34,7 +34,7 @@ class BeatTask(Task):
     summary = "AAMI beat classes (N, S, V, F, Q) from the beat window and RR features; MIT-BIH inter-patient"
     class_names = AAMI_CLASSES
     selection_metric = "macro_f1"
-    alerts = ("beat",)
+    alerts = ("ventricular_run", "supraventricular_run", "summary")
     data_source = ("MIT-BIH Arrhythmia Database (Moody & Mark 2001; PhysioNet, ODC-By 1.0), $MITDB_DIR; "
                    "DS1/DS2 of de Chazal et al. 2004")
     signal = SignalConfig()
