@@ -8,6 +8,8 @@ Integers little-endian; device ids are the u32 wire ids (never 0, which is the a
 
     1 ADVERT          device -> aggregator   cipher_pk[32] mask_pk[32]            (X25519 public keys)
     2 ADVERTS         aggregator -> all      u16 n, n x (u32 device, cipher_pk[32], mask_pk[32])
+                      (SecAgg+: -> one)      [u16 m, m x u32 advertiser]  (SecAgg+: the adverts are the
+                                             recipient's neighbours', the list is everyone who advertised)
     3 SHARES          device -> aggregator   u16 n, n x (u32 recipient, u16 len, ciphertext[len])
     4 SHARES_FOR      aggregator -> one      u16 n, n x (u32 sender, u16 len, ciphertext[len]); header device = recipient
     5 MASKED_INPUT    device -> aggregator   u32 n, n x u32 (fixed point in Z_2^32 plus masks)
@@ -64,6 +66,9 @@ class KeyAdvert:
 @dataclass(frozen=True)
 class AdvertList:
     adverts: tuple[KeyAdvert, ...]
+    #: SecAgg+: every device that advertised (the masking graph's vertices); ``adverts`` then holds only the
+    #: recipient's neighbours' keys. Empty: ``adverts`` is everyone's (plain SecAgg).
+    devices: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,8 @@ def encode_secagg(fleet_id: int, round_: int, session: int, payload: Payload) ->
         step, device = Step.ADVERTS, 0
         body = struct.pack("<H", len(payload.adverts)) + b"".join(
             struct.pack("<I", a.device) + a.cipher_pk + a.mask_pk for a in payload.adverts)
+        if payload.devices:
+            body += _ids(payload.devices)
     elif isinstance(payload, EncryptedShares):
         step, device, body = Step.SHARES, payload.sender, _blobs(payload.to)
     elif isinstance(payload, SharesFor):
@@ -324,7 +331,8 @@ def decode_secagg(data: bytes) -> tuple[Header, SecAggMessage]:
             (dev,) = b.unpack("<I")
             adverts.append(KeyAdvert(dev, b.take(KEY_BYTES), b.take(KEY_BYTES)))
         _unique([a.device for a in adverts])
-        payload = AdvertList(tuple(adverts))
+        devices = b.ids() if b.left() else ()
+        payload = AdvertList(tuple(adverts), tuple(devices))
     elif step == Step.SHARES:
         payload = EncryptedShares(header.device_id, b.blobs())
     elif step == Step.SHARES_FOR:

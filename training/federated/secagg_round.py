@@ -220,8 +220,16 @@ class SecureAggregation:
         device's shares, the list of inputs to confirm or unmask, the confirmations)."""
         st = self.state
         if step == Step.ADVERT:
-            self.send(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
             st.graph = graph_for(sorted(st.adverts), st.plan.degree, st.plan.session)
+            if st.graph is None or st.graph.k == len(st.adverts) - 1:
+                self.send(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
+                return
+            # SecAgg+: each device gets its neighbours' keys only (O(k) down, not O(n)), with the list of
+            # advertisers, from which it derives the graph itself and checks that these are its neighbours
+            names, everyone = {v: k for k, v in service.cfg.devices.items()}, tuple(sorted(st.adverts))
+            for j in everyone:
+                near = tuple(st.adverts[i] for i in sorted(st.graph.neighbours(j)))
+                self.send(service, AdvertList(near, everyone), names[j])
         elif step == Step.SHARES:
             names = {v: k for k, v in service.cfg.devices.items()}
             for j in sorted(st.shares):  # route: every ciphertext addressed to j, from the devices that shared
