@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidTag
 
 from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, EncryptedShares, MaskedInput, Payload,
                                     SecAggMessage, SecAggPlan, SharesFor, Step, UnmaskRequest)
-from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, graph_for
+from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, advert_message, advert_signed_by, graph_for
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,11 @@ class SecAggParticipant:
             if old is not None and old.round == round_ and old.prepared is not None:
                 self._carry_over(old.prepared, new)
             self._session = new
-        return round_, plan.session, core.advertise()
+        advert = core.advertise()
+        if check is not None:  # the active-adversary rounds: keys signed end to end, checked by the neighbours
+            advert = replace(advert, signature=self._signing_key.sign(
+                advert_message(plan.session, advert.device, advert.cipher_pk, advert.mask_pk)))
+        return round_, plan.session, advert
 
     def _carry_over(self, prepared: _Prepared, new: _Session) -> None:
         """The round's prepared update into ``new``: topped up to its plan's noise, or withheld (``begin``)."""
@@ -217,7 +221,9 @@ class SecAggParticipant:
         The masking graph is a public function of the session (the seed) and the advertisers, so the device
         derives its neighbours itself rather than trusting whose keys it was sent: under SecAgg+ the
         aggregator sends each device only its neighbours' adverts with the list of advertisers, and a list
-        that adds a non-neighbour or leaves a neighbour out is refused (nothing is shared). The consistency
+        that adds a non-neighbour or leaves a neighbour out is refused (nothing is shared). With the
+        consistency check (the active-adversary rounds) every key it will use must carry its own device's
+        signature (``advert_message``): an aggregator cannot put keys of its own in a neighbour's place. The consistency
         check then binds the advertiser list too (``ConsistencyCheck.advertisers``): no device unmasks unless
         enough devices saw the same list, hence the same graph."""
         everyone = p.devices or tuple(a.device for a in p.adverts)
@@ -225,14 +231,18 @@ class SecAggParticipant:
         if self.device_id not in everyone:
             return []
         graph = graph_for(sorted(everyone), s.plan.degree, s.plan.session)
-        if graph is not None:
-            problem = _not_neighbourhood(graph.neighbours(self.device_id), sent, set(everyone), bool(p.devices),
-                                         self.device_id)
-            if problem is not None:
-                self.refused += 1
-                log.warning("device %d: round %d: refusing the adverts (%s): they are not this device's "
-                            "neighbourhood on the round's graph; sharing nothing", self.device_id, s.round, problem)
-                return []
+        near = graph.neighbours(self.device_id) if graph is not None else set(everyone) - {self.device_id}
+        problem = None if graph is None else _not_neighbourhood(near, sent, set(everyone), bool(p.devices),
+                                                                 self.device_id)
+        if problem is None and s.core.consistency is not None:  # the active-adversary rounds: keys signed end to end
+            forged = [a.device for a in p.adverts if a.device in near
+                      and not advert_signed_by(self._directory, s.plan.session, a)]
+            problem = f"the keys of {sorted(forged)[:5]} are not signed by those devices" if forged else None
+        if problem is not None:
+            self.refused += 1
+            log.warning("device %d: round %d: refusing the adverts (%s); sharing nothing", self.device_id, s.round,
+                        problem)
+            return []
         s.core.graph = graph
         if s.core.consistency is not None:
             s.core.consistency.advertisers = tuple(sorted(everyone))

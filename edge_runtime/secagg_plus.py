@@ -135,6 +135,24 @@ def choose_parameters(n: int, dropout: float, corrupt: float, sigma: int = 40, e
 
 
 # ---------------------------------------------------------------------------------------------- consistency
+def advert_message(session: int, device: int, cipher_pk: bytes, mask_pk: bytes) -> bytes:
+    """What a device signs over its keys (end to end: the aggregator forwards the signature unchanged, so it
+    cannot substitute keys of its own for a neighbour's without the recipient noticing)."""
+    return b"pulsewire-secagg-advert-v1:" + session.to_bytes(8, "big") + device.to_bytes(4, "big") + cipher_pk + mask_pk
+
+
+def advert_signed_by(directory: dict, session: int, advert) -> bool:
+    """Whether ``advert`` carries its device's valid signature (the device's key from ``directory``)."""
+    key = directory.get(advert.device)
+    if key is None or not advert.signature:
+        return False
+    try:
+        key.verify(advert.signature, advert_message(session, advert.device, advert.cipher_pk, advert.mask_pk))
+        return True
+    except InvalidSignature:
+        return False
+
+
 def survivors_message(session: int, survivors: list[int], advertisers: tuple[int, ...] = ()) -> bytes:
     """What a device signs: the session, the sorted list of devices whose masked inputs arrived and a digest
     of the advertiser list it was sent (the masking graph's vertices: signatures over one survivor list then

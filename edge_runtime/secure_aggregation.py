@@ -2,9 +2,9 @@
 
 Threat model implemented: an honest-but-curious aggregator and broker that see every message, and
 devices that may drop out at any step; no device colludes with the aggregator beyond ``threshold - 1``
-others. (The paper's active-adversary variant adds end-to-end signatures on the advertised keys. Over MQTT
-each device signs its ADVERT to the aggregator and the aggregator signs the list it forwards, which is not
-the same: an aggregator that substitutes keys in that list is not detected; docs/privacy.md.)
+others. (The paper's active-adversary variant adds end-to-end signatures on the advertised keys: over MQTT
+devices sign their keys for the neighbours in rounds with the consistency check, ``KeyAdvert.signature``;
+without it the forwarded keys are signed by the aggregator only.)
 
 Each device quantizes its update to fixed point in Z_2^32 and adds masks before sending it:
 - a pairwise mask per other device, from an X25519 agreement, added by one side and subtracted by the

@@ -1,14 +1,16 @@
 """SecAgg+ with per-device advert lists (O(k) download): each device is sent only its neighbours' keys and the
 list of advertisers, derives its neighbourhood from the public graph itself, and refuses a list that is not
-exactly that neighbourhood; sums stay exact with dropouts before and after the masked input, and the
+exactly that neighbourhood or whose keys are not signed by their devices; sums stay exact with dropouts before and after the masked input, and the
 consistency check also binds the advertiser list."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.fed_messages import fleet_id
 from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, SecAggMessage, SecAggPlan, SharesFor,
@@ -54,7 +56,7 @@ def test_per_device_advert_lists_sum_exactly_with_dropouts_before_and_after_the_
     shares = {}
     for j, p in parts.items():  # what SecureAggregation.announce sends each device under SecAgg+
         near = tuple(adverts[i] for i in sorted(graph.neighbours(j)))
-        assert len(encode_secagg(FID, ROUND, PLAN.session, AdvertList(near, everyone))) < 70 * PLAN.degree + 4 * 30 + 64
+        assert len(encode_secagg(FID, ROUND, PLAN.session, AdvertList(near, everyone))) < 140 * PLAN.degree + 4 * 30 + 64  # k signed adverts
         shares[j] = _only(p.on_message(ROUND, _wire(AdvertList(near, everyone))))
         assert set(shares[j].to) == graph.neighbours(j)  # k shares, each to a neighbour
     inputs = {}
@@ -79,7 +81,7 @@ def test_per_device_advert_lists_sum_exactly_with_dropouts_before_and_after_the_
     np.testing.assert_allclose(total, want, atol=1e-9)
 
 
-@pytest.mark.parametrize("tamper", ["non-neighbour", "missing-neighbour"])
+@pytest.mark.parametrize("tamper", ["non-neighbour", "missing-neighbour", "substituted-key"])
 def test_a_device_refuses_adverts_that_are_not_its_neighbourhood(tamper, caplog):
     parts = _fleet()
     adverts, everyone, graph = _advertise(parts)
@@ -88,12 +90,15 @@ def test_a_device_refuses_adverts_that_are_not_its_neighbourhood(tamper, caplog)
     if tamper == "non-neighbour":  # e.g. an aggregator steering the victim's shares to a device of its choice
         listed = near + [min(set(everyone) - set(near) - {victim})]
     else:
-        listed = near[1:]
+        listed = near if tamper == "substituted-key" else near[1:]
+    sent = [adverts[i] for i in listed]
+    if tamper == "substituted-key":  # the aggregator's own key in a neighbour's place, signature left as it was
+        sent[0] = replace(sent[0], cipher_pk=X25519PrivateKey.generate().public_key().public_bytes_raw())
     with caplog.at_level(logging.WARNING):
-        out = parts[victim].on_message(ROUND, _wire(AdvertList(tuple(adverts[i] for i in listed), everyone)))
+        out = parts[victim].on_message(ROUND, _wire(AdvertList(tuple(sent), everyone)))
     assert out == [] and parts[victim].refused == 1  # nothing shared
-    assert "refusing the adverts" in caplog.text and ("non-neighbours" if tamper == "non-neighbour"
-                                                      else "missing") in caplog.text
+    assert "refusing the adverts" in caplog.text and {"non-neighbour": "non-neighbours", "missing-neighbour": "missing",
+                                                      "substituted-key": "not signed"}[tamper] in caplog.text
     honest = AdvertList(tuple(adverts[i] for i in near), everyone)
     assert set(_only(parts[victim].on_message(ROUND, _wire(honest))).to) == set(near)  # the true one is accepted
 
