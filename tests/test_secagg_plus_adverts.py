@@ -1,7 +1,7 @@
 """SecAgg+ with per-device advert lists (O(k) download): each device is sent only its neighbours' keys and the
 list of advertisers, derives its neighbourhood from the public graph itself, and refuses a list that is not
-exactly that neighbourhood or whose keys are not signed by their devices; sums stay exact with dropouts before and after the masked input, and the
-consistency check also binds the advertiser list."""
+exactly that neighbourhood or whose keys are not signed by their devices; sums stay exact with dropouts
+before and after the masked input, and the consistency check also binds the advertiser list."""
 from __future__ import annotations
 
 import logging
@@ -13,8 +13,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.fed_messages import fleet_id
-from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, SecAggMessage, SecAggPlan, SharesFor,
-                                    UnmaskReply, UnmaskRequest, decode_secagg, encode_secagg)
+from broker.secagg_messages import (
+    AdvertList,
+    Confirmation,
+    ConfirmRequest,
+    SecAggMessage,
+    SecAggPlan,
+    SharesFor,
+    UnmaskReply,
+    UnmaskRequest,
+    decode_secagg,
+    encode_secagg,
+)
 from edge_runtime.secagg_client import SecAggParticipant
 from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, graph_for
 from edge_runtime.secure_aggregation import FixedPoint, SecAggServer

@@ -136,6 +136,29 @@ class SecAggSettings:
                           self.poisson_rate or 1.0)
 
 
+class _Coverage:
+    """Which shared devices still lack t repliers among their neighbours (and themselves), kept up to date one
+    new replier at a time: O(k) per message instead of re-counting every neighbourhood (O(n·k)) each time."""
+
+    def __init__(self, step: Step, graph: MaskingGraph, shared: set[int], threshold: int) -> None:
+        self.step, self._graph = step, graph
+        self._short = {i: threshold for i in shared}
+        self._counted: set[int] = set()
+
+    def update(self, got: set[int]) -> bool:
+        """Count the repliers in ``got`` not counted yet; True once every shared device is covered."""
+        for d in got - self._counted:
+            self._counted.add(d)
+            for i in self._graph.neighbours(d) | {d}:  # the graph is symmetric: d is in these neighbourhoods
+                left = self._short.get(i)
+                if left is not None:
+                    if left <= 1:
+                        del self._short[i]
+                    else:
+                        self._short[i] = left - 1
+        return not self._short
+
+
 @dataclass
 class _RoundState:
     plan: SecAggPlan
@@ -160,7 +183,7 @@ class _RoundState:
     step_cpu_seconds: dict[str, float] = field(default_factory=dict)
     selected_ids: frozenset[int] = frozenset()
     #: SecAgg+: per step, how many more repliers each shared device still needs among its neighbours.
-    coverage: "_Coverage | None" = None
+    coverage: _Coverage | None = None
 
     def collected(self, step: Step) -> dict:
         return {Step.ADVERT: self.adverts, Step.SHARES: self.shares, Step.MASKED_INPUT: self.inputs,
@@ -175,29 +198,6 @@ class _RoundState:
         if self.graph is None:
             return set(self.adverts) - {device}
         return set(self.graph.neighbours(device))
-
-
-class _Coverage:
-    """Which shared devices still lack t repliers among their neighbours (and themselves), kept up to date one
-    new replier at a time: O(k) per message instead of re-counting every neighbourhood (O(n·k)) each time."""
-
-    def __init__(self, step: Step, graph: MaskingGraph, shared: set[int], threshold: int) -> None:
-        self.step, self._graph = step, graph
-        self._short = {i: threshold for i in shared}
-        self._counted: set[int] = set()
-
-    def update(self, got: set[int]) -> bool:
-        """Count the repliers in ``got`` not counted yet; True once every shared device is covered."""
-        for d in got - self._counted:
-            self._counted.add(d)
-            for i in self._graph.neighbours(d) | {d}:  # the graph is symmetric: d is in these neighbourhoods
-                left = self._short.get(i)
-                if left is not None:
-                    if left <= 1:
-                        del self._short[i]
-                    else:
-                        self._short[i] = left - 1
-        return not self._short
 
 
 class SecureAggregation:
