@@ -7,7 +7,13 @@ fleet, round and device; devices and the aggregator sign these messages like upd
 Integers little-endian; device ids are the u32 wire ids (never 0, which is the aggregator). Step bodies::
 
     1 ADVERT          device -> aggregator   cipher_pk[32] mask_pk[32]            (X25519 public keys)
+                                             [signature[64]]  (consistency rounds: Ed25519 over the keys,
+                                             end to end, ``edge_runtime.secagg_plus.advert_message``)
     2 ADVERTS         aggregator -> all      u16 n, n x (u32 device, cipher_pk[32], mask_pk[32])
+                      (SecAgg+: -> one)      [u16 m, m x u32 advertiser]  (SecAgg+: the adverts are the
+                                             recipient's neighbours', the list is everyone who advertised)
+                                             [u16 s, s x (u32 device, signature[64])]  (the adverts' own
+                                             signatures; the advertiser list, possibly empty, precedes them)
     3 SHARES          device -> aggregator   u16 n, n x (u32 recipient, u16 len, ciphertext[len])
     4 SHARES_FOR      aggregator -> one      u16 n, n x (u32 sender, u16 len, ciphertext[len]); header device = recipient
     5 MASKED_INPUT    device -> aggregator   u32 n, n x u32 (fixed point in Z_2^32 plus masks)
@@ -59,11 +65,16 @@ class KeyAdvert:
     device: int
     cipher_pk: bytes  # X25519 public key for encrypting shares
     mask_pk: bytes  # X25519 public key for pairwise masks
+    #: The device's own Ed25519 signature over its keys (consistency rounds), forwarded as is: b"" without.
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
 class AdvertList:
     adverts: tuple[KeyAdvert, ...]
+    #: SecAgg+: every device that advertised (the masking graph's vertices); ``adverts`` then holds only the
+    #: recipient's neighbours' keys. Empty: ``adverts`` is everyone's (plain SecAgg).
+    devices: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,13 +211,20 @@ def encode_secagg(fleet_id: int, round_: int, session: int, payload: Payload) ->
     """The wire message for one step; the header's device id is the sender (0 for the aggregator's
     broadcasts, the recipient for SHARES_FOR)."""
     if isinstance(payload, KeyAdvert):
-        step, device, body = Step.ADVERT, payload.device, payload.cipher_pk + payload.mask_pk
+        step, device, body = Step.ADVERT, payload.device, payload.cipher_pk + payload.mask_pk + payload.signature
+        if payload.signature and len(payload.signature) != SIGNATURE_BYTES:
+            raise ValueError("an Ed25519 signature is 64 bytes")
         if len(payload.cipher_pk) != KEY_BYTES or len(payload.mask_pk) != KEY_BYTES:
             raise ValueError("X25519 public keys are 32 bytes")
     elif isinstance(payload, AdvertList):
         step, device = Step.ADVERTS, 0
         body = struct.pack("<H", len(payload.adverts)) + b"".join(
             struct.pack("<I", a.device) + a.cipher_pk + a.mask_pk for a in payload.adverts)
+        signed = {a.device: a.signature for a in payload.adverts if a.signature}
+        if payload.devices or signed:
+            body += _ids(payload.devices)
+        if signed:
+            body += _signatures(signed)
     elif isinstance(payload, EncryptedShares):
         step, device, body = Step.SHARES, payload.sender, _blobs(payload.to)
     elif isinstance(payload, SharesFor):
@@ -316,7 +334,8 @@ def decode_secagg(data: bytes) -> tuple[Header, SecAggMessage]:
     step = Step(step)
     payload: Payload
     if step == Step.ADVERT:
-        payload = KeyAdvert(header.device_id, b.take(KEY_BYTES), b.take(KEY_BYTES))
+        payload = KeyAdvert(header.device_id, b.take(KEY_BYTES), b.take(KEY_BYTES),
+                            b.take(SIGNATURE_BYTES) if b.left() else b"")
     elif step == Step.ADVERTS:
         (n,) = b.unpack("<H")
         adverts = []
@@ -324,7 +343,10 @@ def decode_secagg(data: bytes) -> tuple[Header, SecAggMessage]:
             (dev,) = b.unpack("<I")
             adverts.append(KeyAdvert(dev, b.take(KEY_BYTES), b.take(KEY_BYTES)))
         _unique([a.device for a in adverts])
-        payload = AdvertList(tuple(adverts))
+        devices = b.ids() if b.left() else ()
+        signed = b.signatures() if b.left() else {}
+        adverts = [KeyAdvert(a.device, a.cipher_pk, a.mask_pk, signed.get(a.device, b"")) for a in adverts]
+        payload = AdvertList(tuple(adverts), tuple(devices))
     elif step == Step.SHARES:
         payload = EncryptedShares(header.device_id, b.blobs())
     elif step == Step.SHARES_FOR:

@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidTag
 
 from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, EncryptedShares, MaskedInput, Payload,
                                     SecAggMessage, SecAggPlan, SharesFor, Step, UnmaskRequest)
-from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, graph_for
+from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, advert_message, advert_signed_by, graph_for
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class SecAggParticipant:
         self._session: _Session | None = None
         #: Sessions rejoined with an update this device would not send (see ``begin``).
         self.declined = 0
+        #: Advert lists refused because they were not this device's neighbourhood (``_share``).
+        self.refused = 0
 
     def session_of(self, round_: int) -> int | None:
         """The session this device takes part in for ``round_`` (None: none)."""
@@ -140,7 +142,11 @@ class SecAggParticipant:
             if old is not None and old.round == round_ and old.prepared is not None:
                 self._carry_over(old.prepared, new)
             self._session = new
-        return round_, plan.session, core.advertise()
+        advert = core.advertise()
+        if check is not None:  # the active-adversary rounds: keys signed end to end, checked by the neighbours
+            advert = replace(advert, signature=self._signing_key.sign(
+                advert_message(plan.session, advert.device, advert.cipher_pk, advert.mask_pk)))
+        return round_, plan.session, advert
 
     def _carry_over(self, prepared: _Prepared, new: _Session) -> None:
         """The round's prepared update into ``new``: topped up to its plan's noise, or withheld (``begin``)."""
@@ -173,11 +179,7 @@ class SecAggParticipant:
                 return []
             p = msg.payload
             if isinstance(p, AdvertList) and Step.SHARES not in s.steps_sent:
-                if self.device_id not in {a.device for a in p.adverts}:
-                    return []
-                s.core.graph = graph_for([a.device for a in p.adverts], s.plan.degree, s.plan.session)
-                s.steps_sent.add(Step.SHARES)
-                return [(s.round, s.plan.session, s.core.share_keys(list(p.adverts)))]
+                return self._share(s, p)
             if isinstance(p, SharesFor) and p.recipient == self.device_id and s.survivors is None:
                 received = []
                 for sender, blob in p.frm.items():
@@ -213,6 +215,42 @@ class SecAggParticipant:
                 return [(s.round, s.plan.session, reply)]
             return []
 
+    def _share(self, s: _Session, p: AdvertList) -> list[tuple[int, int, Payload]]:
+        """SHARES for the round's adverts, once this device has checked them against its own neighbourhood.
+
+        The masking graph is a public function of the session (the seed) and the advertisers, so the device
+        derives its neighbours itself rather than trusting whose keys it was sent: under SecAgg+ the
+        aggregator sends each device only its neighbours' adverts with the list of advertisers, and a list
+        that adds a non-neighbour or leaves a neighbour out is refused (nothing is shared). With the
+        consistency check (the active-adversary rounds) every key it will use must carry its own device's
+        signature (``advert_message``): an aggregator cannot put keys of its own in a neighbour's place. The consistency
+        check then binds the advertiser list too (``ConsistencyCheck.advertisers``): no device unmasks unless
+        enough devices saw the same list, hence the same graph."""
+        everyone = p.devices or tuple(a.device for a in p.adverts)
+        sent = {a.device for a in p.adverts}
+        if self.device_id not in everyone:
+            return []
+        graph = graph_for(sorted(everyone), s.plan.degree, s.plan.session)
+        near = graph.neighbours(self.device_id) if graph is not None else set(everyone) - {self.device_id}
+        problem = None if graph is None else _not_neighbourhood(near, sent, set(everyone), bool(p.devices),
+                                                                 self.device_id)
+        if problem is None and s.core.consistency is not None:  # the active-adversary rounds: keys signed end to end
+            forged = [a.device for a in p.adverts if a.device in near
+                      and not advert_signed_by(self._directory, s.plan.session, a)]
+            problem = f"the keys of {sorted(forged)[:5]} are not signed by those devices" if forged else None
+        if problem is not None:
+            self.refused += 1
+            log.warning("device %d: round %d: refusing the adverts (%s); sharing nothing", self.device_id, s.round,
+                        problem)
+            return []
+        s.core.graph = graph
+        if s.core.consistency is not None:
+            s.core.consistency.advertisers = tuple(sorted(everyone))
+        s.steps_sent.add(Step.SHARES)
+        # its own keys it knows (a per-device list carries only the neighbours'); it holds its own share too
+        adverts = [a for a in p.adverts if a.device != self.device_id] + [s.core.advertise()]
+        return [(s.round, s.plan.session, s.core.share_keys(adverts))]
+
     @staticmethod
     def _plausible(s: _Session, arrived, dropped) -> bool:
         """Reveal shares only for a request that can be honest: at least t inputs, ours among them, and every
@@ -232,6 +270,19 @@ class SecAggParticipant:
         s.steps_sent.add(Step.MASKED_INPUT)
         masked = s.core.masked_input(s.prepared.vector, s.survivors)
         return [(s.round, s.plan.session, MaskedInput(self.device_id, masked.vector))]
+
+
+def _not_neighbourhood(near: frozenset[int], sent: set[int], everyone: set[int], per_device: bool,
+                      me: int) -> str | None:
+    """What is wrong with adverts ``sent`` for a device whose neighbours are ``near`` (None: nothing). A
+    per-device list must be exactly the neighbours' adverts; the broadcast one (everyone's) must contain them."""
+    if not sent <= everyone:
+        return f"adverts of devices outside the advertiser list: {sorted(sent - everyone)[:5]}"
+    if not near <= sent:
+        return f"the adverts of neighbours {sorted(near - sent)[:5]} are missing"
+    if per_device and not sent - {me} <= near:
+        return f"adverts of non-neighbours {sorted(sent - near - {me})[:5]}"
+    return None
 
 
 def _why_withheld(prepared: _Prepared, plan: SecAggPlan) -> str | None:

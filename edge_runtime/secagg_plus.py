@@ -33,6 +33,7 @@ refused by every honest device.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -134,10 +135,31 @@ def choose_parameters(n: int, dropout: float, corrupt: float, sigma: int = 40, e
 
 
 # ---------------------------------------------------------------------------------------------- consistency
-def survivors_message(session: int, survivors: list[int]) -> bytes:
-    """What a device signs: the session and the sorted list of devices whose masked inputs arrived."""
+def advert_message(session: int, device: int, cipher_pk: bytes, mask_pk: bytes) -> bytes:
+    """What a device signs over its keys (end to end: the aggregator forwards the signature unchanged, so it
+    cannot substitute keys of its own for a neighbour's without the recipient noticing)."""
+    return b"pulsewire-secagg-advert-v1:" + session.to_bytes(8, "big") + device.to_bytes(4, "big") + cipher_pk + mask_pk
+
+
+def advert_signed_by(directory: dict, session: int, advert) -> bool:
+    """Whether ``advert`` carries its device's valid signature (the device's key from ``directory``)."""
+    key = directory.get(advert.device)
+    if key is None or not advert.signature:
+        return False
+    try:
+        key.verify(advert.signature, advert_message(session, advert.device, advert.cipher_pk, advert.mask_pk))
+        return True
+    except InvalidSignature:
+        return False
+
+
+def survivors_message(session: int, survivors: list[int], advertisers: tuple[int, ...] = ()) -> bytes:
+    """What a device signs: the session, the sorted list of devices whose masked inputs arrived and a digest
+    of the advertiser list it was sent (the masking graph's vertices: signatures over one survivor list then
+    also certify that their signers derived the same graph)."""
+    graph = hashlib.sha256(b"".join(d.to_bytes(4, "big") for d in sorted(advertisers))).digest() if advertisers else b""
     return b"pulsewire-secagg-survivors-v1:" + session.to_bytes(8, "big") + b"".join(
-        d.to_bytes(4, "big") for d in sorted(survivors))
+        d.to_bytes(4, "big") for d in sorted(survivors)) + graph
 
 
 @dataclass
@@ -151,6 +173,8 @@ class ConsistencyCheck:
     directory: dict[int, Ed25519PublicKey]
     threshold: int
     signed: tuple[int, ...] | None = None
+    #: The advertisers this device was told of (set at the adverts step; empty: not bound).
+    advertisers: tuple[int, ...] = ()
 
     def sign(self, survivors: list[int]) -> bytes:
         """The signature over ``survivors``; a second, different list in the same session is refused."""
@@ -158,7 +182,7 @@ class ConsistencyCheck:
         if self.signed is not None and self.signed != listed:
             raise InconsistentRound(f"device {self.device}: asked to sign a second, different survivor list")
         self.signed = listed
-        return self.signing_key.sign(survivors_message(self.session, list(listed)))
+        return self.signing_key.sign(survivors_message(self.session, list(listed), self.advertisers))
 
     def verify(self, arrived: list[int], signatures: dict[int, bytes]) -> None:
         """Raise InconsistentRound unless ``arrived`` is the list this device signed and at least ``threshold``
@@ -166,7 +190,7 @@ class ConsistencyCheck:
         if self.signed is None or tuple(sorted(arrived)) != self.signed:
             raise InconsistentRound(f"device {self.device}: the unmask request lists other survivors than the "
                                     f"list it signed")
-        message = survivors_message(self.session, arrived)
+        message = survivors_message(self.session, arrived, self.advertisers)
         valid = 0
         for signer, signature in signatures.items():
             key = self.directory.get(signer)
@@ -178,5 +202,6 @@ class ConsistencyCheck:
             except InvalidSignature:
                 continue
         if valid < self.threshold:
-            raise InconsistentRound(f"device {self.device}: {valid} valid signatures over the survivor list, "
+            raise InconsistentRound(f"device {self.device}: {valid} valid signatures over the survivor list (and "
+                                    f"advertiser list), "
                                     f"{self.threshold} needed; the aggregator may be telling devices different lists")

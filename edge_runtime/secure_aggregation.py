@@ -2,8 +2,9 @@
 
 Threat model implemented: an honest-but-curious aggregator and broker that see every message, and
 devices that may drop out at any step; no device colludes with the aggregator beyond ``threshold - 1``
-others. (The paper's active-adversary variant adds signatures on the advertised keys: pulsewire's
-signed wire messages provide them when the rounds travel over MQTT.)
+others. (The paper's active-adversary variant adds end-to-end signatures on the advertised keys: over MQTT
+devices sign their keys for the neighbours in rounds with the consistency check, ``KeyAdvert.signature``;
+without it the forwarded keys are signed by the aggregator only.)
 
 Each device quantizes its update to fixed point in Z_2^32 and adds masks before sending it:
 - a pairwise mask per other device, from an X25519 agreement, added by one side and subtracted by the
@@ -42,7 +43,16 @@ RAW = serialization.Encoding.Raw
 def shamir_split(secret: bytes, n: int, t: int, xs: list[int]) -> dict[int, int]:
     """Shares (x -> y) of ``secret`` for the points ``xs``; any ``t`` of them recover it."""
     coeffs = [int.from_bytes(secret, "big")] + [secrets.randbelow(PRIME) for _ in range(t - 1)]
-    return {x: sum(c * pow(x, k, PRIME) for k, c in enumerate(coeffs)) % PRIME for x in xs}
+    return {x: _horner(coeffs, x) for x in xs}
+
+
+def _horner(coeffs: list[int], x: int) -> int:
+    """The polynomial at ``x`` by Horner's rule: t small multiplications instead of t modular powers (every
+    device splits two secrets among its k neighbours each round)."""
+    y = 0
+    for c in reversed(coeffs):
+        y = (y * x + c) % PRIME
+    return y
 
 
 @lru_cache(maxsize=64)

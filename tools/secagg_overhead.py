@@ -19,6 +19,7 @@ pairwise masks from the survivors' shares).
 from __future__ import annotations
 
 import json
+import os
 import logging
 import multiprocessing as mp
 import sys
@@ -182,9 +183,9 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int, url: str | None
             else:
                 agg = SecAggAggregator(acfg, init, url, Path(tmp), signing_key=aggregator_key,
                                        secagg=SecAggSettings(dropout=0.3, corrupt=0.05))
-            cpu0 = time.process_time()
+            cpu0, broker0 = time.process_time(), _cpu_of(broker)
             box["result"] = agg.run()
-            aggregator_cpu = time.process_time() - cpu0
+            aggregator_cpu, broker_cpu = time.process_time() - cpu0, _cpu_of(broker) - broker0
         while len(finals) < workers:
             kind, index, payload = q.get(timeout=120)
             if kind == "error":
@@ -215,14 +216,30 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int, url: str | None
            "workers": workers, "dropped": len(dropping), "drop_mode": "after" if dropping else None,
            "parameters": PARAMETERS, "kb_up_per_device": up / n / 1000, "kb_down_per_device": down / n / 1000,
            "round_seconds": row["seconds"], "aggregator_cpu_seconds": round(aggregator_cpu, 2),
+           "broker_cpu_seconds": round(broker_cpu, 2) if broker is not None else None,
            "unmask_seconds": sa.get("unmask_seconds"), "inputs": sa.get("inputs", row["participants"]),
            "threshold": sa.get("threshold"), "degree": sa.get("degree"), "consistency": sa.get("consistency"),
            "confirms": sa.get("confirms"), "unmask_replies": sa.get("unmask_replies"), "failed": sa.get("failed"),
-           "step_seconds": sa.get("step_seconds"),
+           "step_seconds": sa.get("step_seconds"), "step_cpu_seconds": sa.get("step_cpu_seconds"),
            "max_abs_error": error, "fixed_point_scale": sa.get("scale"), "rejected": dict(result.rejected), "simulation": sim}
+    steps, cpu = sa.get("step_seconds") or {}, sa.get("step_cpu_seconds") or {}
+    if "summed" in steps and "masked_input_in" in steps:  # the aggregator's side once the inputs are in
+        out["last_input_to_sum_seconds"] = round(steps["summed"] - steps["masked_input_in"], 3)
+        out["aggregator_cpu_after_last_input_seconds"] = round(cpu["summed"] - cpu["masked_input_in"], 3)
     if sa.get("consistency"):
         out["consistency_check_cpu_s_per_device"] = _check_cost(n, sa["consistency"])
     return out
+
+
+def _cpu_of(broker) -> float:
+    """CPU seconds (user + system) the Mosquitto process has used so far (0 for a broker not started here)."""
+    if broker is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{broker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _check_cost(n: int, signatures: int) -> float:

@@ -11,7 +11,8 @@ What differs from a real fleet, and why it does not flatter the measurement:
 - the update is a fixed random vector (no training), in both modes alike;
 - pure functions of identical inputs are computed once per worker process, not once per device: checking
   the aggregator's signature on, and decoding, one broadcast that every device receives, and the Ed25519
-  verification of one device's signature over one survivor list (the consistency check). In a fleet each
+  verification of one device's signature over one survivor list (the consistency check) or over its keys
+  (the adverts, which each of its k neighbours checks). In a fleet each
   device does this on its own processor, in parallel; the simulation would otherwise serialise 1,000 copies
   of the same work on two cores. The per-device cost of the check is measured on its own (``consistency``).
 Bytes, messages and the aggregator's work are those of the deployed code.

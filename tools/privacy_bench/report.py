@@ -168,18 +168,27 @@ def _fleet_table(rows: list[dict]) -> list[str]:
              "plain and SecAgg+ back to back in one run; seconds are wall time on the shared bench machine, where "
              "every simulated device's cryptography shares its cores):\n")
     header = ("| devices | mode | dropped after input | k / t | kB up per device | kB down per device | round s | "
-              "aggregator CPU s | simulated devices' CPU s | unmask s | sum error (max abs) |")
-    out = [intro, header, "|" + "---|" * 11]
+              "aggregator CPU s | simulated devices' CPU s | Mosquitto CPU s | last input → sum s (aggregator CPU s) | "
+              "unmask s | sum error (max abs) |")
+    out = [intro, header, "|" + "---|" * 13]
     for r in rows:
         if r.get("error"):
-            out.append(f"| {r['devices']} | {r['mode']} | {r['dropped']} | failed: {r['error']} |" + " |" * 7)
+            out.append(f"| {r['devices']} | {r['mode']} | {r['dropped']} | failed: {r['error']} |" + " |" * 9)
             continue
         kt = f"{r['degree']} / {r['threshold']}" if r.get("degree") else "–"
         out.append(f"| {r['devices']} | {r['mode']} | {r['dropped']} | {kt} | {_f(r['kb_up_per_device'], 1)} | "
                    f"{_f(r['kb_down_per_device'], 1)} | {_f(r['round_seconds'], 1)} | "
                    f"{_f(r['aggregator_cpu_seconds'], 1)} | {_f(r['simulation'].get('cpu_seconds'), 1)} | "
+                   f"{_f(r.get('broker_cpu_seconds'), 1)} | {_after_input(r)} | "
                    f"{_f(r.get('unmask_seconds'), 2)} | {r['max_abs_error']:.1e} |")
     return out
+
+
+def _after_input(r: dict) -> str:
+    """From the last masked input to the decoded sum: wall seconds (aggregator CPU seconds); – without it."""
+    if r.get("last_input_to_sum_seconds") is None:
+        return "–"
+    return f"{_f(r['last_input_to_sum_seconds'], 1)} ({_f(r.get('aggregator_cpu_after_last_input_seconds'), 2)})"
 
 
 def _dp_table(rows: list[dict], asked: int) -> list[str]:

@@ -44,6 +44,9 @@ def secagg_fleet_targets(rows: list[dict]) -> list[dict]:
          "met": None},
         {"target": "bytes down per device, SecAgg+ / plain FedAvg (reported)", "mean": down, "threshold": "reported",
          "met": None},
+        {"target": "aggregator CPU seconds of the SecAgg+ round from the last masked input to the decoded sum "
+                   "(reported; its critical path once the devices are done)",
+         "mean": plus.get("aggregator_cpu_after_last_input_seconds"), "threshold": "reported", "met": None},
         {"target": "consistency check: CPU seconds per device (reported; each device verifies on its own)",
          "mean": plus.get("consistency_check_cpu_s_per_device"), "threshold": "reported", "met": None},
     ]

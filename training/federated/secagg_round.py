@@ -136,6 +136,29 @@ class SecAggSettings:
                           self.poisson_rate or 1.0)
 
 
+class _Coverage:
+    """Which shared devices still lack t repliers among their neighbours (and themselves), kept up to date one
+    new replier at a time: O(k) per message instead of re-counting every neighbourhood (O(n·k)) each time."""
+
+    def __init__(self, step: Step, graph: MaskingGraph, shared: set[int], threshold: int) -> None:
+        self.step, self._graph = step, graph
+        self._short = {i: threshold for i in shared}
+        self._counted: set[int] = set()
+
+    def update(self, got: set[int]) -> bool:
+        """Count the repliers in ``got`` not counted yet; True once every shared device is covered."""
+        for d in got - self._counted:
+            self._counted.add(d)
+            for i in self._graph.neighbours(d) | {d}:  # the graph is symmetric: d is in these neighbourhoods
+                left = self._short.get(i)
+                if left is not None:
+                    if left <= 1:
+                        del self._short[i]
+                    else:
+                        self._short[i] = left - 1
+        return not self._short
+
+
 @dataclass
 class _RoundState:
     plan: SecAggPlan
@@ -156,6 +179,11 @@ class _RoundState:
     unmask_seconds: float = 0.0
     #: Seconds from the round's start (the global model) until each step was in, and its announcement out.
     step_seconds: dict[str, float] = field(default_factory=dict)
+    #: The aggregator process's CPU seconds at the same points (its critical path, apart from waiting).
+    step_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    selected_ids: frozenset[int] = frozenset()
+    #: SecAgg+: per step, how many more repliers each shared device still needs among its neighbours.
+    coverage: _Coverage | None = None
 
     def collected(self, step: Step) -> dict:
         return {Step.ADVERT: self.adverts, Step.SHARES: self.shares, Step.MASKED_INPUT: self.inputs,
@@ -192,7 +220,8 @@ class SecureAggregation:
     def collect(self, service: Aggregator) -> None:
         st, t = self.state, self.state.plan.threshold
         expected = {service.cfg.devices[d] for d in service.selected}
-        opened = time.monotonic()
+        st.selected_ids = frozenset(expected)
+        opened, cpu_opened = time.monotonic(), time.process_time()
         for step in st.steps():
             st.step = step
             got = self._await(service, step, expected)
@@ -203,6 +232,7 @@ class SecureAggregation:
                 return
             expected = set(got)
             st.step_seconds[f"{step.name.lower()}_in"] = round(time.monotonic() - opened, 3)
+            st.step_cpu_seconds[f"{step.name.lower()}_in"] = round(time.process_time() - cpu_opened, 3)
             self.announce(service, step)
             st.step_seconds[f"{step.name.lower()}_announced"] = round(time.monotonic() - opened, 3)
         started = time.perf_counter()
@@ -214,19 +244,33 @@ class SecureAggregation:
         except ValueError as exc:  # an unmask reply that does not reconstruct (e.g. a corrupt share)
             st.failed = f"unmasking: {exc}"
         st.unmask_seconds = time.perf_counter() - started
+        st.step_seconds["summed"] = round(time.monotonic() - opened, 3)
+        st.step_cpu_seconds["summed"] = round(time.process_time() - cpu_opened, 3)
 
     def announce(self, service: Aggregator, step: Step) -> None:
         """What the aggregator tells the devices once ``step`` is in: the next step's input (the adverts, each
         device's shares, the list of inputs to confirm or unmask, the confirmations)."""
         st = self.state
         if step == Step.ADVERT:
-            self.send(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
             st.graph = graph_for(sorted(st.adverts), st.plan.degree, st.plan.session)
+            if st.graph is None or st.graph.k == len(st.adverts) - 1:
+                self.send(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
+                return
+            # SecAgg+: each device gets its neighbours' keys only (O(k) down, not O(n)), with the list of
+            # advertisers, from which it derives the graph itself and checks that these are its neighbours
+            names, everyone = {v: k for k, v in service.cfg.devices.items()}, tuple(sorted(st.adverts))
+            for j in everyone:
+                near = tuple(st.adverts[i] for i in sorted(st.graph.neighbours(j)))
+                self.send(service, AdvertList(near, everyone), names[j])
         elif step == Step.SHARES:
             names = {v: k for k, v in service.cfg.devices.items()}
-            for j in sorted(st.shares):  # route: every ciphertext addressed to j, from the devices that shared
-                frm = {i: m.to[j] for i, m in st.shares.items() if i != j and j in m.to}
-                self.send(service, SharesFor(j, frm), names[j])
+            inbox: dict[int, dict[int, bytes]] = {j: {} for j in st.shares}
+            for i, m in st.shares.items():  # route: every ciphertext addressed to j, from the devices that shared
+                for j, blob in m.to.items():
+                    if j != i and j in inbox:
+                        inbox[j][i] = blob
+            for j in sorted(inbox):
+                self.send(service, SharesFor(j, dict(sorted(inbox[j].items()))), names[j])
         elif step == Step.MASKED_INPUT:
             st.arrived, st.dropped = tuple(sorted(st.inputs)), tuple(sorted(set(st.shares) - set(st.inputs)))
             self.send(service, ConfirmRequest(st.arrived) if st.plan.consistency
@@ -258,7 +302,9 @@ class SecureAggregation:
             return False
         if st.graph is None:
             return len(got) >= st.plan.threshold
-        return all(len(got & (st.graph.neighbours(i) | {i})) >= st.plan.threshold for i in st.shares)
+        if st.coverage is None or st.coverage.step != step:
+            st.coverage = _Coverage(step, st.graph, set(st.shares), st.plan.threshold)
+        return st.coverage.update(got)
 
     def send(self, service: Aggregator, payload, device: str | None = None) -> None:
         """Publish one protocol message of the round: to every device, or to ``device`` only."""
@@ -300,9 +346,8 @@ class SecureAggregation:
 
     def _check_payload(self, service: Aggregator, device: str, dev_id: int, payload) -> None:
         st = self.state
-        allowed = {Step.ADVERT: {service.cfg.devices[d] for d in service.selected}, Step.SHARES: set(st.adverts),
-                   Step.MASKED_INPUT: set(st.shares), Step.CONFIRM: set(st.inputs),
-                   Step.UNMASK: set(st.inputs)}[st.step]
+        allowed = {Step.ADVERT: st.selected_ids, Step.SHARES: st.adverts, Step.MASKED_INPUT: st.shares,
+                   Step.CONFIRM: st.inputs, Step.UNMASK: st.inputs}[st.step]  # looked up, not copied, per message
         if dev_id not in allowed:
             raise Rejected("not_selected", f"{device} is not part of step {st.step.name}")
         if isinstance(payload, EncryptedShares) and set(payload.to) != st.recipients(dev_id):
@@ -330,7 +375,8 @@ class SecureAggregation:
                        "adverts": len(st.adverts), "shares": len(st.shares),
                        "inputs": len(st.inputs), "unmask_replies": len(st.replies), "failed": st.failed,
                        "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
-                       "unmask_seconds": round(st.unmask_seconds, 4), "step_seconds": st.step_seconds}}
+                       "unmask_seconds": round(st.unmask_seconds, 4), "step_seconds": st.step_seconds,
+                       "step_cpu_seconds": st.step_cpu_seconds}}
         if self.settings.noise_multiplier > 0 and st.total is not None:
             extra["privacy"] = self._account(service, len(st.inputs), st.plan.threshold)
         return combined, extra
