@@ -12,7 +12,8 @@ Alert schema, version 1 (``"schema": 1``):
     patient       pseudonym of the wearer (never a name)
     kind          "ventricular_run" | "supraventricular_run" | "summary" | "anomaly" (autoencoder task)
                   | "af_onset" | "af_offset" (AF: "class" "AF", time = estimated onset; af_offset adds
-                  ``af_duration_s``, an integer)
+                  ``af_duration_s``, an integer) | "prolonged_inactivity" (activity task, IMU: no walking for
+                  the device's limit; "class" the posture seen last, adds ``inactive_s`` and ``window_index``)
     time          ISO 8601 UTC of the first beat concerned
     beat_index    sample index of that beat in the device's stream
     beats         beats concerned (run length, or beats in the summary window)
@@ -21,6 +22,11 @@ Alert schema, version 1 (``"schema": 1``):
     heart_rate_bpm  mean over the event's beats, rounded to an integer
     counts        summary only: beats per AAMI class in the window
     model_version version of the model that classified the beats
+
+An IMU alert (``prolonged_inactivity``) fills the same required fields so that every consumer reads one
+shape: ``time`` and ``beat_index`` are the first still sample (time and index in the IMU stream), ``beats`` the
+classified windows of the still stretch, ``class`` an activity name, ``heart_rate_bpm`` 0 (no ECG: not
+measured), and it never carries a ``strip`` (optional; only ECG devices attach one).
 
 Optional in version 1 (absent from alerts without it, so their bytes, and the firmware's golden vectors,
 are unchanged): ``strip``, a short ECG strip around the event, sent only when the fleet policy and the
@@ -37,6 +43,9 @@ start), ``invalid_samples`` (NaN or flagged samples replaced), ``unusable_beats`
 AF monitoring (devices running the ``af`` task, optional): ``af_state`` (1 inside a confirmed AF episode),
 ``af_episodes``, ``af_seconds`` (AF time since start), ``af_burden_permille_hour`` (AF share of the current hour
 of analysed signal, per mille) and ``af_window_restarts``.
+Activity (devices running the ``har`` task, optional): ``activity_seconds`` (whole seconds per activity name),
+``activity_current``, ``activity_bouts``, ``activity_windows``, ``activity_unusable_windows``, ``imu_samples``,
+``invalid_samples`` and ``inactivity_alerts``.
 """
 from __future__ import annotations
 
@@ -47,7 +56,8 @@ from broker.fed_messages import fleet_id
 from broker.wire import Header, Kind, WireError, decode_header, frame_message, parse_json_object
 
 ALERT_SCHEMA = 1
-ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary", "anomaly", "af_onset", "af_offset")
+ALERT_KINDS = ("ventricular_run", "supraventricular_run", "summary", "anomaly", "af_onset", "af_offset",
+               "prolonged_inactivity")
 MAX_STRIP_SAMPLES = 4096
 STRIP_LABELS = ("N", "S", "V", "F", "Q")
 _REQUIRED_ALERT_FIELDS = ("alert_id", "device", "patient", "kind", "time", "beat_index", "beats", "class",

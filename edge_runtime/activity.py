@@ -11,8 +11,10 @@ reported as an activity.
 
 Alert: ``prolonged_inactivity``, once per bout, when no walking (level, up or down stairs) has been seen for
 ``inactive_after_s`` seconds of signal (default 30 min): the "has not moved" check of a wearable, not a fall
-detector (HAPT has no falls). The alert is a dict shaped like the beat alerts (``alerts.AlertBuilder``); the bus
-does not carry it yet (``broker.device_messages.ALERT_KINDS`` has no activity kinds).
+detector (HAPT has no falls). The alert has the bus schema's required fields (``broker.device_messages``: the
+first still sample as ``beat_index``, the still windows as ``beats``, ``heart_rate_bpm`` 0, no strip), so the
+fleet runner hands it to ``AlertPublisher.submit`` unchanged; ``emit`` receives each alert and ``status_out``
+(the publisher's ``extra_status``) the activity fields of the retained device status.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +98,13 @@ class ActivityStatus:
     samples: int = 0
     invalid_samples: int = 0
 
+    def bus_fields(self, alerts: int) -> dict:
+        """The status as the device publishes it: integers only (canonical JSON, as firmware would write it)."""
+        return {"activity_seconds": {k: round(v) for k, v in sorted(self.seconds.items())},
+                "activity_current": self.current, "activity_bouts": len(self.bouts),
+                "activity_windows": self.windows, "activity_unusable_windows": self.unusable_windows,
+                "imu_samples": self.samples, "invalid_samples": self.invalid_samples, "inactivity_alerts": alerts}
+
     def to_dict(self) -> dict:
         return {"seconds_per_activity": {k: round(v, 2) for k, v in sorted(self.seconds.items())},
                 "current_activity": self.current, "bouts": len(self.bouts), "windows": self.windows,
@@ -108,7 +117,10 @@ class ActivityRunner:
 
     def __init__(self, classifier: WindowClassifier, fs_hz: float, channels: int, device: str = "dev1",
                  patient: str = "anonymous", policy: ActivityPolicy = ActivityPolicy(),
-                 stream_start: dt.datetime | None = None) -> None:
+                 stream_start: dt.datetime | None = None, emit: Callable[[dict], None] | None = None,
+                 status_out: dict | None = None) -> None:
+        """``emit``: called with each alert as it is raised (e.g. ``AlertPublisher.submit``); ``status_out``: a
+        dict kept up to date with ``ActivityStatus.bus_fields`` after every window."""
         classifier.contract.check_source(channels, fs_hz)
         self.classifier, self.fs_hz, self.policy = classifier, fs_hz, policy
         self.device, self.patient = device, patient
@@ -121,6 +133,8 @@ class ActivityRunner:
         self._buf_start = 0  # source index of self._buf[0]
         self._next_end = self.window
         self._still_since: float | None = None
+        self._still_windows = 0
+        self._emit, self._status_out = emit, status_out
         self._alerted = False
         self.status = ActivityStatus()
         self.results: list[ActivityWindow] = []
@@ -158,6 +172,7 @@ class ActivityRunner:
         drop = self._next_end - self.window - self._buf_start  # samples no future window needs
         if drop > 0:
             self._buf, self._bad, self._buf_start = self._buf[drop:], self._bad[drop:], self._buf_start + drop
+        self._publish_status()
         return new
 
     def _classify(self, samples: np.ndarray, invalid_share: float, end: int) -> ActivityWindow | None:
@@ -173,6 +188,10 @@ class ActivityRunner:
         self._account(result)
         return result
 
+    def _publish_status(self) -> None:
+        if self._status_out is not None:
+            self._status_out.update(self.status.bus_fields(len(self.alerts)))
+
     def _account(self, w: ActivityWindow) -> None:
         s = self.status
         step = (self.window if s.windows == 0 else self.hop) / self.fs_hz
@@ -184,18 +203,24 @@ class ActivityRunner:
             s.current = w.activity
         s.bouts[-1]["windows"] += 1
         if w.activity in MOVING:
-            self._still_since, self._alerted = None, False
+            self._still_since, self._still_windows, self._alerted = None, 0, False
             return
         if self._still_since is None:
             self._still_since = w.time_s - step
+        self._still_windows += 1
         if not self._alerted and w.time_s - self._still_since >= self.policy.inactive_after_s:
             self._alerted = True
-            self.alerts.append(self._alert(w))
+            alert = self._alert(w, self._still_since)
+            self.alerts.append(alert)
+            if self._emit is not None:
+                self._emit(alert)
 
-    def _alert(self, w: ActivityWindow) -> dict:
-        when = self.stream_start + dt.timedelta(seconds=self._still_since or 0.0)
+    def _alert(self, w: ActivityWindow, still_since: float) -> dict:
+        """The bus schema's fields (integers only); an IMU alert has no heart rate (0) and no ECG strip."""
+        when = self.stream_start + dt.timedelta(seconds=still_since)
         return {"alert_id": f"{self.device}-{self._boot}-{len(self.alerts) + 1}", "device": self.device,
                 "patient": self.patient, "kind": "prolonged_inactivity", "time": when.isoformat(timespec="seconds"),
-                "window_index": w.index, "inactive_seconds": round(w.time_s - (self._still_since or 0.0), 1),
-                "class": w.activity, "confidence_permille": round(1000 * w.confidence),
+                "beat_index": round(still_since * self.fs_hz), "beats": self._still_windows,
+                "window_index": w.index, "inactive_s": round(w.time_s - still_since),
+                "class": w.activity, "confidence_permille": round(1000 * w.confidence), "heart_rate_bpm": 0,
                 "model_version": self.classifier.metadata.model_version, "schema": ALERT_SCHEMA}

@@ -226,6 +226,59 @@ def _has_still_stretch(results, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.integration
+def test_edge_run_publishes_inactivity_alert_and_activity_status(exported_cnn, hapt_root, mosquitto, tmp_path,
+                                                                  capsys):
+    """`edge run --task har --broker`: a real laying stretch of subject 3 raises prolonged_inactivity through the
+    spool (a subscriber decodes it: bus schema, no strip, no heart rate) and the retained status holds the
+    activity counters the run printed."""
+    import json
+
+    from broker.device_messages import decode_alert, decode_status
+    from broker.launcher import broker_url
+    from broker.topics import FleetTopics
+    from tests.mqtt_inbox import Inbox
+    from tools.cli import main
+
+    _, exported = exported_cnn
+    labels = read_labels(hapt_root)
+    _, _, _, start, end = labels[(labels[:, 0] == 5) & (labels[:, 1] == 3) & (labels[:, 2] == 6)][0]  # laying
+    rows = np.concatenate(list(imu_text_file(hapt_root / "RawData" / "acc_exp05_user03.txt", 50).chunks()))
+    stretch = tmp_path / "laying.txt"
+    np.savetxt(stretch, rows[start - 1:end], fmt="%.6f")
+    assert (end - start + 1) / 50 > 16  # room for the 8 s limit
+    topics, url = FleetTopics("harw"), broker_url(mosquitto)
+    inbox = Inbox(url, "har-inbox", [topics.alert("imu1")])
+    try:
+        assert main(["edge", "run", "--task", "har", "--model", str(exported.tflite_path), "--imu", str(stretch),
+                     "--fs", "50", "--inactive-after", "8", "--broker", url, "--fleet", "harw", "--device", "imu1",
+                     "--patient", "pt7", "--out", str(tmp_path / "edge")]) == 0
+        got = inbox.wait_for(1)
+    finally:
+        inbox.close()
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[:printed.rindex("}") + 1])
+    assert summary["alerts_sent"] == 1 and len(summary["alerts"]) == 1
+    alert = decode_alert(got[0].payload)[1]
+    assert alert == summary["alerts"][0]
+    assert alert["kind"] == "prolonged_inactivity" and alert["class"] in ("sitting", "standing", "laying")
+    assert alert["patient"] == "pt7" and alert["heart_rate_bpm"] == 0 and "strip" not in alert
+    assert alert["inactive_s"] >= 8 and alert["beats"] == alert["window_index"] + 1  # still from the start
+    # a subscriber joining later gets the retained status: the device's last counters
+    late = Inbox(url, "har-late", [topics.status("imu1")])
+    try:
+        status = decode_status(late.wait_for(1)[0].payload)[1]
+    finally:
+        late.close()
+    printed_status = summary["status"]
+    assert status["state"] == "offline" and status["patient"] == "pt7" and status["inactivity_alerts"] == 1
+    assert status["activity_windows"] == printed_status["windows"] == (end - start + 1 - 128) // 64 + 1
+    assert status["activity_bouts"] == printed_status["bouts"]
+    assert status["activity_current"] == printed_status["current_activity"]
+    assert status["activity_seconds"] == {k: round(v) for k, v in printed_status["seconds_per_activity"].items()}
+    assert status["imu_samples"] == end - start + 1 and status["alerts_sent"] == 1
+
+
 def test_runner_refuses_wrong_rate_and_channels_and_skips_invalid_windows(exported_cnn):
     from edge_runtime.activity import ActivityRunner, WindowClassifier
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from tools.activity_run import add_activity_args, run_activity
+from tools.activity_run import add_activity_args
 from tools.broker_args import add_broker_args
 
 log = logging.getLogger("pulsewire.edge")
@@ -232,6 +232,14 @@ def run_af(args: argparse.Namespace) -> int:
     _stop_on_sigterm()
     return run_af_device(args, lambda: ecg_source(args, None if args.speed == "max" else float(args.speed)),
                          lambda: _device_identity(args)[0])
+
+
+def run_activity(args: argparse.Namespace) -> int:
+    """The activity task on the device (``tools.activity_run``); a fleet device with --broker or --bundle."""
+    from tools.activity_run import run_activity as run_imu_device
+
+    _stop_on_sigterm()
+    return run_imu_device(args, lambda: _device_identity(args)[0])
 
 
 def run_tabular(args: argparse.Namespace) -> int:
