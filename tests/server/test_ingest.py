@@ -139,6 +139,32 @@ def test_edge_alerts_carry_a_strip_only_after_the_patient_consents(running_serve
         assert repo.consent(rs.fleet, "pt42").strip is True
 
 
+def test_an_imu_device_s_inactivity_alert_and_activity_status_are_stored(running_server, tmp_path):
+    """A kind the server has no special case for (``prolonged_inactivity`` of ``edge run --task har``), with no
+    ECG strip and heart rate 0, is stored and listed like any alert; the activity status fields are kept."""
+    rs = running_server
+    publisher = AlertPublisher("imu1", 7, rs.fleet, rs.broker_url, tmp_path / "spool.sqlite", "pt3")
+    publisher.extra_status.update({"activity_seconds": {"laying": 19}, "activity_current": "laying",
+                                   "activity_windows": 14, "inactivity_alerts": 1})
+    publisher.start()
+    publisher.submit(_alert("imu1", 1, kind="prolonged_inactivity", **{"class": "laying"}, heart_rate_bpm=0,
+                            beats=6, inactive_s=9, window_index=5))
+    clara = DashboardClient(rs.host, rs.port)
+    assert clara.login("clara", PASSWORD)
+    alerts = wait_until(lambda: clara.get_json("/api/alerts")["alerts"])
+    publisher.close()
+    assert alerts[0]["kind"] == "prolonged_inactivity" and alerts[0]["class"] == "laying"
+    assert alerts[0]["heart_rate_bpm"] == 0 and "strip" not in alerts[0]
+    status = wait_until(lambda: (d := _device_status(rs, "imu1")) and d.get("state") == "offline" and d)
+    assert status["activity_seconds"] == {"laying": 19} and status["inactivity_alerts"] == 1
+
+
+def _device_status(rs, name: str) -> dict:
+    with rs.store.session() as repo:
+        dev = repo.device(rs.fleet, name)
+        return dict(dev.status) if dev is not None else {}
+
+
 def test_the_real_aggregator_round_events_fill_the_rounds_page(running_server, tmp_path):
     from tests.test_federation_mqtt import Federation
     from training.federated.round_events import RoundEventPublisher
