@@ -267,10 +267,11 @@ class Aggregator:
             self.sync_log()
 
     def serve_batch(self, timeout: float, budget_s: float = 0.05) -> None:
-        """``serve_one``, then whatever is already queued, for up to ``budget_s`` seconds."""
+        """``serve_one``, then whatever is already queued, for up to ``budget_s`` seconds (or until a FedBuff
+        buffer is full: what arrives after its K-th update belongs to the next version)."""
         self.serve_one(timeout)
         end = time.monotonic() + budget_s
-        while time.monotonic() < end:
+        while time.monotonic() < end and not self.engine.buffer_full():
             try:
                 message = self.inbox.get_nowait()
             except queue.Empty:

@@ -231,13 +231,18 @@ class RoundEngine:
         return sum(1 for d in self.selected if d in self.accepted)
 
     # ------------------------------------------------------------------------------ when to close
+    def buffer_full(self) -> bool:
+        """Asynchronous rounds: the buffer holds its K updates (O(1); a batch of messages stops here, so a
+        version never takes more than K)."""
+        return self.buffering is not None and len(self.accepted) >= self.buffering.buffer_size
+
     def close_due(self) -> str | None:
         """Why the round closes now (by the engine's clock); None: keep collecting. Asynchronous: the buffer
         is full, or the deadline passed. Synchronous: every selected device answered (or the quorum is in and
         the policy does not wait for all), or the deadline passed with a quorum, or a second deadline without."""
         elapsed, p = self.clock() - self.opened_at, self.policy
         if self.buffering is not None:
-            if len(self.accepted) >= self.buffering.buffer_size:
+            if self.buffer_full():
                 return self._closing("buffer_full")
             return self._closing("deadline") if elapsed >= p.deadline_s else None
         need, have = max(1, math.ceil(p.quorum * len(self.selected))), self.delivered()
