@@ -43,10 +43,9 @@ def run_activity(args: argparse.Namespace, broker_settings: Callable[[], object]
     out.mkdir(parents=True, exist_ok=True)
     publisher = None
     if broker is not None:
-        from edge_runtime.alert_publisher import AlertPublisher
+        from tools.device_publisher import device_publisher
 
-        publisher = AlertPublisher(args.device, args.device_id, args.fleet, broker,
-                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient)
+        publisher = device_publisher(args, broker, out)
     runner = ActivityRunner(classifier, source.fs_hz, source.channels, args.device, args.patient,
                             ActivityPolicy(inactive_after_s=args.inactive_after),
                             emit=publisher.submit if publisher else None,

@@ -38,10 +38,9 @@ def run_af_device(args: argparse.Namespace, open_source: Callable[[], tuple], br
     version = model.metadata.model_version
     publisher, written = None, []
     if broker is not None:
-        from edge_runtime.alert_publisher import AlertPublisher
+        from tools.device_publisher import device_publisher
 
-        publisher = AlertPublisher(args.device, args.device_id, args.fleet, broker,
-                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient)
+        publisher = device_publisher(args, broker, out)
         publisher.start()
         builder, emit, status = publisher.builder, publisher.submit, publisher.extra_status
     else:

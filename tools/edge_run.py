@@ -15,6 +15,7 @@ import numpy as np
 
 from tools.activity_run import add_activity_args
 from tools.broker_args import add_broker_args
+from tools.device_publisher import device_publisher
 
 log = logging.getLogger("pulsewire.edge")
 
@@ -120,14 +121,10 @@ def run_beats(args: argparse.Namespace) -> int:
         classifier = member.classifier()
         sinks.append(member.memory)
     if broker is not None:
-        from edge_runtime.alert_publisher import AlertPublisher
-
         if args.strips:
             strips, gate = _strip_sharing(args, broker, source.fs_hz)
             sinks.append(strips)
-        publisher = AlertPublisher(args.device, args.device_id, args.fleet, broker,
-                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient,
-                                   strips=strips, consent=gate)
+        publisher = device_publisher(args, broker, out, strips=strips, consent=gate)
         publisher.start()
         sinks.append(publisher)
     runtime = EdgeRuntime(classifier, source.fs_hz, sinks, status=publisher.extra_status if publisher else None)
@@ -202,11 +199,7 @@ def run_anomaly(args: argparse.Namespace) -> int:
     local = AnomalySink(builder)
     sinks, publisher = [CsvSink(out / f"{name}.csv")], None
     if broker is not None:
-        from edge_runtime.alert_publisher import AlertPublisher
-
-        publisher = AlertPublisher(args.device, args.device_id, args.fleet, broker,
-                                   Path(args.spool or out / f"{args.device}-alerts.sqlite"), args.patient,
-                                   builder=builder)
+        publisher = device_publisher(args, broker, out, builder=builder)
         builder.status_out = publisher.extra_status
         publisher.start()
     sinks.append(publisher or local)
