@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tools.report_charts import _layout
+from tools.report_charts import chart_layout
 
 _COLOURS = {"N": "#4c78a8", "S": "#f58518", "V": "#e45756", "F": "#72b7b2"}
 
@@ -38,7 +38,7 @@ def distribution_spec(scores: np.ndarray, labels: np.ndarray, classes: Sequence[
             data.append({"type": "bar", "x": centres, "y": np.round(share, 4).tolist(), "name": f"{c} ({mine.size})",
                          "opacity": 0.55, "width": bin_width, "marker": {"color": _COLOURS.get(c)}})
     t = float(np.log10(threshold))
-    return {"data": data, "layout": _layout(title, barmode="overlay",
+    return {"data": data, "layout": chart_layout(title, barmode="overlay",
                                             xaxis={"title": {"text": "log10 reconstruction error"}},
                                             yaxis={"title": {"text": "share of the class's beats"}},
                                             shapes=[_vline(t)], annotations=[_label(t, "threshold")])}
@@ -52,7 +52,7 @@ def scatter_spec(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str],
              "y": np.round(scores[keep][labels[keep] == k], 5).tolist(),
              "marker": {"size": 3, "color": _COLOURS.get(c)}}
             for k, c in enumerate(classes) if np.any(labels[keep] == k)]
-    return {"data": data, "layout": _layout(title, xaxis={"title": {"text": "beat index (test records in order)"}},
+    return {"data": data, "layout": chart_layout(title, xaxis={"title": {"text": "beat index (test records in order)"}},
                                             yaxis={"title": {"text": "reconstruction error"}, "type": "log"},
                                             shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": threshold,
                                                      "y1": threshold, "line": {"dash": "dash", "color": "#333"}}])}
@@ -76,7 +76,7 @@ def latent_spec(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], 
     data = [{"type": "scattergl", "mode": "markers", "name": c, "x": np.round(points[labels == k, 0], 3).tolist(),
              "y": np.round(points[labels == k, 1], 3).tolist(), "marker": {"size": 4, "color": _COLOURS.get(c)}}
             for k, c in enumerate(classes) if np.any(labels == k)]
-    return {"data": data, "layout": _layout(f"{title} ({method})", xaxis={"title": {"text": f"{method} 1"}},
+    return {"data": data, "layout": chart_layout(f"{title} ({method})", xaxis={"title": {"text": f"{method} 1"}},
                                             yaxis={"title": {"text": f"{method} 2"}})}
 
 

@@ -32,7 +32,8 @@ class Chart:
         return self.path.stem
 
 
-def _layout(title: str, **extra: Any) -> dict[str, Any]:
+def chart_layout(title: str, **extra: Any) -> dict[str, Any]:
+    """The reports' common Plotly layout (margins, height, legend below) with ``title`` and ``extra`` on top."""
     return {**_LAYOUT, "title": {"text": title}, **extra}
 
 
@@ -43,7 +44,7 @@ def confusion_spec(cm: np.ndarray, classes: list[str], title: str) -> dict[str, 
     return {"data": [{"type": "heatmap", "z": norm.round(4).tolist(), "x": list(classes), "y": list(classes),
                       "text": cm.astype(int).tolist(), "texttemplate": "%{text}", "colorscale": "Blues", "reversescale": True,
                       "zmin": 0, "zmax": 1, "hovertemplate": "reference %{y}, predicted %{x}: %{text}<extra></extra>"}],
-            "layout": _layout(title, xaxis={"title": {"text": "predicted"}},
+            "layout": chart_layout(title, xaxis={"title": {"text": "predicted"}},
                               yaxis={"title": {"text": "reference"}, "autorange": "reversed"}, width=460)}
 
 
@@ -57,7 +58,7 @@ def curves_spec(runs: list[dict], title: str) -> dict[str, Any]:
         data.append({"type": "scatter", "mode": "lines", "x": ep, "y": [h["val_macro_f1"] for h in run["history"]],
                      "name": f"val macro F1, seed {run['seed']} (selected: {run['best_epoch']})",
                      "xaxis": "x2", "yaxis": "y2"})
-    return {"data": data, "layout": _layout(title, grid={"rows": 1, "columns": 2, "pattern": "independent"},
+    return {"data": data, "layout": chart_layout(title, grid={"rows": 1, "columns": 2, "pattern": "independent"},
                                             xaxis={"title": {"text": "epoch / round"}},
                                             xaxis2={"title": {"text": "epoch / round"}},
                                             yaxis={"title": {"text": "training loss"}},
@@ -73,7 +74,7 @@ def rounds_spec(series: dict[str, dict[str, list[float]]], title: str) -> dict[s
                      "name": f"{name}: test macro F1", "xaxis": "x", "yaxis": "y"})
         data.append({"type": "scatter", "mode": "lines", "x": rounds, "y": s["kb_received"],
                      "name": f"{name}: kB sent by devices", "xaxis": "x2", "yaxis": "y2"})
-    return {"data": data, "layout": _layout(title, grid={"rows": 1, "columns": 2, "pattern": "independent"},
+    return {"data": data, "layout": chart_layout(title, grid={"rows": 1, "columns": 2, "pattern": "independent"},
                                             xaxis={"title": {"text": "round"}}, xaxis2={"title": {"text": "round"}},
                                             yaxis={"title": {"text": "test macro F1 (float, reported only)"}},
                                             yaxis2={"title": {"text": "kB per round"}, "rangemode": "tozero"})}
@@ -104,5 +105,5 @@ def pareto_spec(points: dict[str, dict[str, float]], front: list[str], title: st
                        "line": {"dash": "dot", "color": "#27ae60", "width": 1}})
     return {"data": [trace(on_front, "Pareto front", "circle", "lines+markers+text"),
                      trace(off_front, "dominated", "x", "markers+text")],
-            "layout": _layout(title, shapes=shapes, xaxis={"title": {"text": x_title}, "type": "log"},
+            "layout": chart_layout(title, shapes=shapes, xaxis={"title": {"text": x_title}, "type": "log"},
                               yaxis={"title": {"text": "DS2 int8 macro F1 (mean ± std over seeds)"}})}
