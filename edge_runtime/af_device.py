@@ -2,7 +2,8 @@
 
 The device has no annotations: it measures RR intervals from its own R-peak detector (the beat stream the beat
 task uses: invalid-sample guard, resampling to the detector's rate, band-pass, detector, signal quality). Beats
-of unusable signal quality reach the monitor marked unusable, which restarts its RR window.
+of unusable signal quality reach the monitor marked unusable, which restarts its RR window. Each beat carries its
+window (``wave``): the monitor reads the atrial activity before the QRS from it.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def rpeak_beats(chunks: Iterable[np.ndarray], source_fs_hz: float, model_version
             usable = beat.quality is None or beat.quality.usable
             yield BeatResult(sample, sample / source_fs_hz, UNLABELLED if usable else UNCLASSIFIABLE, 1.0,
                              60.0 / float(beat.rr[0]), model_version,
-                             quality=1.0 if beat.quality is None else beat.quality.index, usable=usable)
+                             quality=1.0 if beat.quality is None else beat.quality.index, usable=usable,
+                             wave=beat.wave)
 
     for chunk in chunks:
         clean, _ = guard.process(np.asarray(chunk, np.float64))

@@ -6,8 +6,10 @@ differences, high entropy, a scattered Poincare plot). Ectopic beats and bigemin
 sinus arrhythmia changes slowly (positive autocorrelation, small successive differences). All features are
 relative to the window's own mean RR, so they hold across heart rates and persons.
 
-Training (batch over a record) and the device (one window at a time) call the same ``window_features`` on the
-same RR values in seconds, so the device reproduces the training features exactly. numpy only: no TensorFlow.
+The RR features miss what separates AF from a rhythm of ectopics best, the missing P wave: ``window_features``
+adds the atrial-activity features of the same beats (``atrial_activity``). Training (batch over a record) and
+the device (one window at a time) call the same ``window_features`` on the same RR values in seconds, so the
+device reproduces the training features exactly. numpy only: no TensorFlow.
 """
 from __future__ import annotations
 
@@ -15,11 +17,15 @@ import math
 
 import numpy as np
 
-FEATURE_NAMES: tuple[str, ...] = (
+from edge_runtime.atrial_activity import ATRIAL_FEATURE_NAMES, atrial_features
+
+RR_FEATURE_NAMES: tuple[str, ...] = (
     "mean_rr_s", "cv", "rmssd_rel", "mad_drr_rel", "p_drr_5", "p_drr_10", "p_drr_20", "trimmed_cv",
     "sample_entropy", "shannon_entropy", "turning_points", "autocorr_1", "autocorr_2", "poincare_cells",
     "max_rr_rel", "min_rr_rel",
 )
+#: What the AF model reads: the RR features and the atrial activity of the same beats (``atrial_activity``).
+FEATURE_NAMES: tuple[str, ...] = RR_FEATURE_NAMES + ATRIAL_FEATURE_NAMES
 
 #: Plausible RR intervals in seconds (300 bpm .. 20 bpm). Outside: the caller passed samples or milliseconds.
 RR_MIN_S, RR_MAX_S = 0.2, 3.0
@@ -64,8 +70,8 @@ def _sample_entropy(x: np.ndarray, m: int = 2, r: float = 0.2) -> float:
     return min(-math.log(a / b), cap)
 
 
-def window_features(rr_s: np.ndarray) -> np.ndarray:
-    """The ``FEATURE_NAMES`` of one window of RR intervals in seconds (oldest first, >= 8 of them)."""
+def rr_features(rr_s: np.ndarray) -> np.ndarray:
+    """The ``RR_FEATURE_NAMES`` of one window of RR intervals in seconds (oldest first, >= 8 of them)."""
     rr = check_rr(rr_s)
     if rr.size < 8:
         raise ValueError(f"a window needs at least 8 RR intervals, got {rr.size}")
@@ -111,3 +117,11 @@ def standardise(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.n
     """Scale with the training statistics; clipped so that int8 input ranges hold."""
     z = (np.asarray(features, np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.clip(z, -6.0, 6.0).astype(np.float32)
+
+
+def window_features(rr_s: np.ndarray, p_corr: np.ndarray) -> np.ndarray:
+    """The ``FEATURE_NAMES`` of one window: its RR intervals and the P-wave correlations of the beats ending them."""
+    rr = np.asarray(rr_s)
+    if np.shape(p_corr) != rr.shape:
+        raise ValueError(f"one P-wave correlation per RR interval is needed, got {np.shape(p_corr)} for {rr.shape}")
+    return np.concatenate([rr_features(rr), atrial_features(p_corr)]).astype(np.float32)

@@ -1,13 +1,14 @@
 """AF monitoring on the device: the beat stream's R-peaks -> sliding RR window -> int8 AF model -> episodes.
 
 A ``BeatSink``. It keeps the last ``window`` RR intervals, runs the model every ``hop`` beats on the window's
-RR-irregularity features (``af_features``, scaled with the training statistics from the model's task contract),
+RR-irregularity and atrial-activity features (``af_features``; the P wave before each QRS is read from the beat's
+window, ``BeatResult.wave``) scaled with the training statistics from the model's task contract,
 smooths the decisions exactly as the evaluation does (``af_episodes``: a centred vote, so a decision is final
 ``smooth // 2`` windows later) and turns them into episodes. Like the clinical definition of an AF episode, a
 run of AF windows counts once it lasts ``min_episode_s`` (30 s): then the ``af_onset`` alert goes out (its time
 is the centre of the first AF window, what the evaluation scores); an ``af_offset`` alert with the episode's
-duration follows when it ends (or when the stream closes inside one). Shorter runs raise nothing. AF burden (AF seconds per hour of analysed
-signal) goes into the device status. A beat of unusable signal quality, an RR under 0.2 s (a double detection)
+duration follows when it ends (or when the stream closes inside one). Shorter runs raise nothing. AF burden
+(AF seconds per hour of analysed signal) goes into the device status. A beat of unusable signal quality, an RR under 0.2 s (a double detection)
 or over ``GAP_S`` (a gap in the stream) restarts the window: irregularity measured across a gap would be invented.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from edge_runtime.af_episodes import check_smooth
+from edge_runtime.atrial_activity import PWaveTracker
 from edge_runtime.af_features import (
     FEATURE_NAMES,
     RR_MIN_S,
@@ -61,6 +63,8 @@ class AfMonitor:
         self.status = status if status is not None else {}
         self._times: deque[float] = deque(maxlen=self.window + 1)
         self._samples: deque[int] = deque(maxlen=self.window + 1)
+        self._p_corr: deque[float] = deque(maxlen=self.window + 1)
+        self._p_wave = PWaveTracker()  # its template spans restarts: the P wave's shape outlives a gap
         self._since = 0
         # Decisions waiting for their later neighbours: (probability, flag, span start, span end, beat sample, hr)
         self._pending: deque[tuple[float, bool, float, float, int, float]] = deque()
@@ -83,6 +87,8 @@ class AfMonitor:
                 self._restart(f"RR {rr:.3f} s outside {RR_MIN_S}-{GAP_S} s")
         self._times.append(float(beat.time_s))
         self._samples.append(int(beat.sample))
+        # A beat without a window (none at a stream's ends in training; rpeak_beats gives every beat one) shows no P.
+        self._p_corr.append(0.0 if beat.wave is None else self._p_wave.correlate(beat.wave))
         self._since += 1
         if len(self._times) == self.window + 1 and self._since >= self.hop:
             self._since = 0
@@ -102,12 +108,13 @@ class AfMonitor:
             log.debug("AF window restarted: %s", why)
         self._times.clear()
         self._samples.clear()
+        self._p_corr.clear()
         self._since = 0
 
     def _decide(self) -> None:
         t = np.asarray(self._times)
         rr = np.diff(t)
-        z = standardise(window_features(rr)[None, :], self._mean, self._std)
+        z = standardise(window_features(rr, np.asarray(self._p_corr)[1:])[None, :], self._mean, self._std)
         prob = float(np.asarray(self.predict({self.input_name: z}))[0, 1])
         centre = self.window // 2
         lo, hi = centre - self.hop // 2, centre + self.hop - self.hop // 2

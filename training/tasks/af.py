@@ -25,6 +25,7 @@ from training.tasks import aftdb
 from training.tasks.af_data import (
     RecordRhythm,
     RecordWindows,
+    beat_p_correlations,
     cached_windows,
     windows_of,
 )
@@ -105,7 +106,9 @@ class AfTask(Task):
             folder = aftdb.locate_aftdb(mitdb_dir=self.data_dir)
             record = next(r for r in aftdb.LEARNING + aftdb.UNLABELLED if Path(r).name == name[len(_AFTDB_PREFIX):])
             beats = aftdb.beat_times(folder, record)
-            return windows_of(beats, np.ones(beats.size, bool), WINDOW, hop)
+            signal, fs = aftdb.first_lead(folder, record)
+            beat_p = beat_p_correlations(signal, fs, np.round(beats * fs))
+            return windows_of(beats, np.ones(beats.size, bool), beat_p, WINDOW, hop)
         if hop == HOP:
             return self._record(name)[1]
         cache = os.environ.get("PULSEWIRE_CACHE")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.af_features import FEATURE_NAMES, window_features
+from edge_runtime.af_features import RR_FEATURE_NAMES, rr_features
 from training.tasks.aftdb import CLASSES, LEARNING, beat_times, label_of
 
 #: Window features used (a small set: 30 records).
@@ -30,8 +30,8 @@ TRIED_FEATURES = (TERMINATION_FEATURES, ("mean_rr_s_all",), MAIN_FEATURES,
 def record_features(beat_s: np.ndarray) -> np.ndarray:
     """``TERMINATION_FEATURES`` of one segment's beat times (seconds)."""
     rr = np.diff(np.asarray(beat_s, np.float64))
-    pick = [FEATURE_NAMES.index(f) for f in _USED]
-    whole, last = window_features(rr)[pick], window_features(rr[-32:])[pick]
+    pick = [RR_FEATURE_NAMES.index(f) for f in _USED]
+    whole, last = rr_features(rr)[pick], rr_features(rr[-32:])[pick]
     slowing = float(np.mean(rr[-10:]) / np.mean(rr[:10]))
     return np.concatenate([whole, last, [slowing]]).astype(np.float64)
 

@@ -52,6 +52,17 @@ def beat_times(data_dir: Path, record: str) -> np.ndarray:
     return samples / fs
 
 
+def first_lead(data_dir: Path, record: str) -> tuple[np.ndarray, float]:
+    """The first ECG channel of one record in millivolts and its sampling rate (for the atrial-activity features)."""
+    import wfdb
+
+    rec = wfdb.rdrecord(str(Path(data_dir) / record), channels=[0])
+    signal = np.asarray(rec.p_signal[:, 0], np.float64)
+    if not np.all(np.isfinite(signal)):
+        raise ValueError(f"{record}: the first channel holds NaN samples")
+    return signal, float(rec.fs)
+
+
 def label_of(record: str) -> int:
     """Class index (into CLASSES) from a learning-set record name."""
     letter = Path(record).name[:1].upper()
