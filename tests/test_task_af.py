@@ -10,7 +10,7 @@ import pytest
 
 from broker.device_messages import decode_alert, encode_alert
 from edge_runtime.af_episodes import smooth_decisions
-from edge_runtime.af_features import FEATURE_NAMES, check_rr, window_features
+from edge_runtime.af_features import FEATURE_NAMES, check_rr, rr_features, window_features
 from training.tasks.af_metrics import af_report, merge_spans, record_counts
 
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -28,7 +28,7 @@ def _rr(kind: str, n: int = 40, seed: int = 0) -> np.ndarray:
 
 
 def test_features_separate_af_from_sinus_and_bigeminy():
-    sinus, af, big = (window_features(_rr(k)) for k in ("sinus", "af", "bigeminy"))
+    sinus, af, big = (rr_features(_rr(k)) for k in ("sinus", "af", "bigeminy"))
     assert af[F["cv"]] > 5 * sinus[F["cv"]]
     assert af[F["p_drr_10"]] > 0.5 > sinus[F["p_drr_10"]]
     assert af[F["sample_entropy"]] > sinus[F["sample_entropy"]] + 0.5
@@ -52,7 +52,9 @@ def test_bad_rr_gets_a_clear_error(rr, needle):
 
 def test_window_needs_enough_beats():
     with pytest.raises(ValueError, match="at least 8"):
-        window_features(np.full(5, 0.8))
+        rr_features(np.full(5, 0.8))
+    with pytest.raises(ValueError, match="one P-wave correlation per RR"):
+        window_features(np.full(20, 0.8), np.zeros(19))
 
 
 def test_episode_measures_on_hand_made_episodes():
@@ -90,7 +92,7 @@ def test_rhythm_annotations_of_real_records(mitdb_dir):
     assert len(r202.episodes) == 3
     af_minutes = sum(b - a for a, b in r202.episodes) / 60
     assert 10.0 < af_minutes < 11.0
-    wins = windows_of(r201.beat_s, r201.beat_af, 32, 8)
+    wins = windows_of(r201.beat_s, r201.beat_af, r201.beat_p, 32, 8)
     assert wins.features.shape[1] == len(FEATURE_NAMES) and 0.3 < wins.targets.mean() < 0.6
     assert np.all(np.diff(wins.span_s[:, 0]) > 0)  # decisions tile the record in time order
 
@@ -121,9 +123,27 @@ def test_termination_study_on_the_learning_set(mitdb_dir):
     m = np.asarray(study["confusion"])
     assert m.shape == (3, 3) and m.sum() == 30 and m.sum(axis=1).tolist() == [10, 10, 10]
     assert study["accuracy"] == pytest.approx(np.trace(m) / 30)
-    assert 0 < study["permutation_p"] <= 1
+    assert 0 < study["permutation_p"] <= 1 and 0 < study["binomial_p"] <= 1
+    assert study["features"] == ["daf_lead0", "daf_lead1"] and 0 <= study["s_vs_t_accuracy"] <= 1
     with pytest.raises(ValueError, match="learning-set"):
         label_of("test-set-a/a01")
+
+
+def test_dominant_atrial_frequency_is_lower_in_terminating_af(mitdb_dir):
+    """Lead 2 of the learning set: non-terminating AF fibrillates faster than AF that stops (the 2004 challenge
+    finding the termination study builds on); and bad input is refused."""
+    from training.tasks.aftdb import beat_times, locate_aftdb
+    from training.tasks.atrial_frequency import dominant_frequency, segment_frequencies
+
+    folder = locate_aftdb(mitdb_dir=mitdb_dir)
+    daf = {c: np.mean([segment_frequencies(folder, f"learning-set/{c}{i:02d}",
+                                           beat_times(folder, f"learning-set/{c}{i:02d}"))[1] for i in range(1, 11)])
+           for c in ("n", "t")}
+    assert 3.0 < daf["t"] < daf["n"] - 0.5 < 12.0
+    with pytest.raises(ValueError, match="at least 8 s"):
+        dominant_frequency(np.zeros(100), 128.0, np.array([0.5]))
+    with pytest.raises(ValueError, match="5 beats"):
+        dominant_frequency(np.sin(np.arange(7680) / 10.0), 128.0, np.array([10.0, 20.0]))
 
 
 def _tiny_model(mitdb_dir):
@@ -133,7 +153,7 @@ def _tiny_model(mitdb_dir):
     from edge_runtime.af_features import standardise
     from training.tasks.af_data import record_rhythm, windows_of
 
-    parts = [windows_of(r.beat_s, r.beat_af, 32, 4) for r in (record_rhythm(mitdb_dir, n) for n in ("203", "119"))]
+    parts = [windows_of(r.beat_s, r.beat_af, r.beat_p, 32, 4) for r in (record_rhythm(mitdb_dir, n) for n in ("203", "119"))]
     x = np.concatenate([p.features for p in parts])
     y = np.concatenate([p.targets for p in parts])
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
@@ -143,6 +163,20 @@ def _tiny_model(mitdb_dir):
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     model.fit(standardise(x, mean, std), y, epochs=8, batch_size=128, verbose=0)
     return model, mean, std
+
+
+def _annotated_beats(mitdb_dir, name: str, beat_s: np.ndarray, version: str):
+    """The annotated beats of a record as the device's beats: times and the beat windows its stream would cut."""
+    from edge_runtime.runtime import BeatResult
+    from training.data.mitdb import load_record
+    from training.tasks.af_data import annotated_waves
+
+    rec = load_record(mitdb_dir, name)
+    samples = np.round(np.asarray(beat_s) * rec.fs_hz).astype(np.int64)
+    waves, index = annotated_waves(rec.signal_mv, rec.fs_hz, samples)
+    wave_of = dict(zip(index.tolist(), waves))
+    return [BeatResult(int(s), float(t), "N", 1.0, 75.0, version, wave=wave_of.get(i))
+            for i, (s, t) in enumerate(zip(samples, beat_s))]
 
 
 @pytest.fixture(scope="module")
@@ -164,18 +198,17 @@ def test_monitor_finds_the_episodes_the_evaluation_scores(mitdb_dir, tiny):
     from edge_runtime.af_features import standardise
     from edge_runtime.af_monitor import AfMonitor
     from edge_runtime.alerts import AlertBuilder
-    from edge_runtime.runtime import BeatResult
     from training.tasks.af_data import record_rhythm, windows_of
 
     model, mean, std = tiny
     predict = lambda x: model(x["rr_features"]).numpy()
     rhythm = record_rhythm(mitdb_dir, "219")
-    wins = windows_of(rhythm.beat_s, rhythm.beat_af, 32, 8)
+    wins = windows_of(rhythm.beat_s, rhythm.beat_af, rhythm.beat_p, 32, 8)
     flags = predict({"rr_features": standardise(wins.features, mean, std)})[:, 1] >= 0.5
     batch = [e for e in merge_spans(wins.span_s, smooth_decisions(flags, 3)) if e[1] - e[0] >= 30]
     monitor = AfMonitor(predict, _contract(mean, std), AlertBuilder("d", "p"), lambda a: None, "v")
-    for t in rhythm.beat_s:
-        monitor.on_beat(BeatResult(int(t * 360), float(t), "N", 1.0, 75.0, "v"))
+    for beat in _annotated_beats(mitdb_dir, "219", rhythm.beat_s, "v"):
+        monitor.on_beat(beat)
     monitor.close()
     assert monitor.restarts == 0 and len(batch) >= 2
     assert np.allclose(np.asarray(monitor.episodes), np.asarray(batch))
@@ -195,8 +228,8 @@ def test_monitor_raises_af_onset_on_record_201(mitdb_dir, tiny):
                         status=status)
     rhythm = record_rhythm(mitdb_dir, "201")
     first_sinus = rhythm.episodes[0][1]  # 201 is in AF from its start to ~378 s, then sinus
-    for t in rhythm.beat_s[rhythm.beat_s < first_sinus + 90]:
-        monitor.on_beat(BeatResult(int(t * 360), float(t), "N", 1.0, 75.0, "beat-1"))
+    for beat in _annotated_beats(mitdb_dir, "201", rhythm.beat_s[rhythm.beat_s < first_sinus + 90], "beat-1"):
+        monitor.on_beat(beat)
     monitor.on_beat(BeatResult(0, float("nan"), "Q", 0.0, 0.0, "beat-1", usable=False))  # bad beat: restart
     monitor.close()
     kinds = [a["kind"] for a in alerts]
@@ -228,7 +261,6 @@ def test_a_federated_round_over_mosquitto_and_an_int8_export_the_monitor_runs(mi
     from broker.launcher import broker_url
     from edge_runtime.af_monitor import AfMonitor
     from edge_runtime.alerts import AlertBuilder
-    from edge_runtime.runtime import BeatResult
     from edge_runtime.task_model import TaskInterpreter
     from training.federated.fleet import FleetConfig
     from training.federated.local_training import LocalConfig
@@ -254,8 +286,8 @@ def test_a_federated_round_over_mosquitto_and_an_int8_export_the_monitor_runs(mi
     alerts = []
     monitor = AfMonitor(int8.predict, int8.contract, AlertBuilder("d", "p"), alerts.append, "v")
     rhythm = task._record("201")[0]
-    for t in rhythm.beat_s:
-        monitor.on_beat(BeatResult(int(t * 360), float(t), "N", 1.0, 75.0, "v"))
+    for beat in _annotated_beats(mitdb_dir, "201", rhythm.beat_s, "v"):
+        monitor.on_beat(beat)
     monitor.close()
     expected = {name: det for name, _, det in task.detections(int8.predict, val.of_persons(["201"]))}["201"]
     assert np.allclose(np.asarray(monitor.episodes).reshape(-1, 2), np.asarray(expected).reshape(-1, 2))
