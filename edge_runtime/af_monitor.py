@@ -8,8 +8,8 @@ smooths the decisions exactly as the evaluation does (``af_episodes``: a centred
 run of AF windows counts once it lasts ``min_episode_s`` (30 s): then the ``af_onset`` alert goes out (its time
 is the centre of the first AF window, what the evaluation scores); an ``af_offset`` alert with the episode's
 duration follows when it ends (or when the stream closes inside one). Shorter runs raise nothing. AF burden
-(AF seconds per hour of analysed signal) goes into the device status. A beat of unusable signal quality, an RR under 0.2 s (a double detection)
-or over ``GAP_S`` (a gap in the stream) restarts the window: irregularity measured across a gap would be invented.
+(AF seconds per hour of analysed signal) goes into the device status. A beat of unusable signal quality, an RR
+under 0.2 s (a double detection) or over ``GAP_S`` (a gap in the stream) restarts the window: irregularity measured across a gap would be invented.
 """
 from __future__ import annotations
 

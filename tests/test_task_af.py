@@ -153,7 +153,8 @@ def _tiny_model(mitdb_dir):
     from edge_runtime.af_features import standardise
     from training.tasks.af_data import record_rhythm, windows_of
 
-    parts = [windows_of(r.beat_s, r.beat_af, r.beat_p, 32, 4) for r in (record_rhythm(mitdb_dir, n) for n in ("203", "119"))]
+    rhythms = [record_rhythm(mitdb_dir, n) for n in ("203", "119")]
+    parts = [windows_of(r.beat_s, r.beat_af, r.beat_p, 32, 4) for r in rhythms]
     x = np.concatenate([p.features for p in parts])
     y = np.concatenate([p.targets for p in parts])
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6

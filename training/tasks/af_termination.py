@@ -4,10 +4,10 @@
 segment), T (stops within a second of its end). Candidate features: the RR-irregularity features of the whole
 minute and of its last 32 intervals, the slowing of the ventricular rate towards the end, and the dominant atrial
 frequency of each lead after QRST cancellation (``atrial_frequency``: AF about to terminate is slower and more
-organised). The reported set is the dominant atrial frequency. With 30 records a model must be tiny: a nearest-centroid classifier on
-z-scored features (scaling fitted on the 29 training records of each fold). Chance is tested two ways: against
-the majority-class rate (1/3: a one-sided binomial test) and against a label-permutation null of the same
-leave-one-out procedure.
+organised). The reported set is the dominant atrial frequency. With 30 records a model must be tiny: a nearest-
+centroid classifier on z-scored features (scaling fitted on the 29 training records of each fold). Chance is tested
+two ways: against the majority-class rate (1/3: a one-sided binomial test) and against a label-permutation null of
+the same leave-one-out procedure.
 """
 from __future__ import annotations
 
