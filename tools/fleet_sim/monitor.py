@@ -35,7 +35,8 @@ class FleetMonitor:
         self._lock = threading.Lock()
         self.link = MqttLink(broker_url, f"pw-{fleet}-monitor-{os.getpid()}",
                              [topics.all_alerts(), topics.all_statuses(), topics.all_updates()], self._on_message,
-                             clean_session=True)  # no session left behind on a long-lived broker
+                             clean_session=True,  # no session left behind on a long-lived broker
+                             keepalive_s=120)  # a starved coordinator must not be dropped (as the devices)
 
     def start(self) -> None:
         self.link.start()

@@ -228,7 +228,9 @@ class Worker:
         if client is None:
             return False
         try:
-            await client.publish(topic, payload, qos=1, retain=retain, timeout=30)
+            # as long as the keepalive: paho's own client has no publish timeout, and a broker slow to
+            # acknowledge (a starved machine) must not turn into a reconnect storm of the whole fleet
+            await client.publish(topic, payload, qos=1, retain=retain, timeout=self.cfg.keepalive_s)
         except aiomqtt.MqttError as exc:
             self.stats.publish_failures += 1
             log.debug("%s: %s not published: %s", slot.device.name, kind, exc)
