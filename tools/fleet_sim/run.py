@@ -26,12 +26,12 @@ class SimulationFailed(RuntimeError):
 
 def _merge(snapshots: dict[int, dict]) -> dict:
     total: dict = {"connected": 0, "connects": 0, "connect_failures": 0, "churn_leaves": 0, "publish_failures": 0,
-                   "loop_errors": 0,
+                   "loop_errors": 0, "slow_subscribes": 0,
                    "alerts_acked": 0, "messages": Counter(), "bytes": Counter(), "updates_acked": Counter()}
     for snap in snapshots.values():
         for key in ("connected", "connects", "connect_failures", "churn_leaves", "publish_failures", "loop_errors",
-                    "alerts_acked"):
-            total[key] += snap[key]
+                    "alerts_acked", "slow_subscribes"):
+            total[key] += snap.get(key, 0)
         for key in ("messages", "bytes", "updates_acked"):
             total[key].update(snap[key])
     return total
@@ -63,7 +63,7 @@ def simulate_fleet(cfg: FleetSimConfig, broker_pid: int | None = None, rounds: A
     started = time.monotonic()
     next_tick, next_sample = started + 1.0, started
     give_up = started + cfg.duration_s + cfg.overtime_s + 120 + cfg.workers * 10  # spawn start-up, shutdown
-    ramp_over = started + cfg.devices / cfg.connect_rate + 60
+    ramp_over = started + 3 * cfg.devices / cfg.connect_rate + 120  # some device never connects: start anyway
     try:
         while len(finals) < cfg.workers:
             now = time.monotonic()
@@ -145,6 +145,7 @@ def _report(cfg: FleetSimConfig, finals: dict[int, dict], monitor: FleetMonitor,
         "messages": {"acked_by_kind": dict(merged["messages"]), "bytes_by_kind": dict(merged["bytes"]),
                      "mean_bytes_by_kind": sizes, "acked_per_s": round(n_msgs / max(wall_s, 1e-9), 1),
                      "publish_failures": merged["publish_failures"], "worker_loop_errors": merged["loop_errors"],
+                     "slow_subscribes": merged["slow_subscribes"],
                      "received_by_monitor": dict(monitor.received),
                      "received_per_s": round(sum(monitor.received.values()) / max(wall_s, 1e-9), 1),
                      "rejected_by_monitor": dict(monitor.rejected)},
