@@ -78,3 +78,19 @@ def test_two_hundred_devices_complete_aggregator_rounds_with_dropouts(mosquitto,
     assert manifest["round"] == 3  # two versions published after the first
     assert not np.allclose(arrays["weights"][0], initial[0])
     assert report["alerts"]["lost"] == 0 and report["devices"]["peak_connected"] == 200
+
+
+def test_the_bench_rounds_target_fails_when_a_selected_device_is_not_accepted():
+    from tools.fleet_sim.bench import round_targets
+
+    def report(accepted: int, missed: int = 0) -> dict:
+        row = {"round": 1, "selected": 1000, "accepted": accepted, "declined": 60, "dropped": 0, "missed": missed,
+               "seconds": 50.0}
+        return {"config": {"devices": 10000}, "resources": {"per_process": {}},
+                "aggregator": {"settings": {"rounds": 1, "selection": "power-aware:k=1000"}, "exit_code": 0,
+                               "rounds": [row]}}
+
+    assert [t["met"] for t in round_targets(report(940))][:2] == [True, True]
+    assert round_targets(report(506, missed=0))[1]["met"] is False  # the rest arrived after the close
+    assert round_targets(report(939, missed=1))[1]["met"] is False
+    assert round_targets({"config": {}}) == []  # no aggregator: no rounds target
