@@ -63,7 +63,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from training.federated.aggregator_workers import coordinator
     from training.federated.update_log import LogPolicy
     from training.federated.head_model import head_evaluator, load_head_model, save_head
-    from training.federated.local_training import LocalConfig
+    from training.federated.local_config import LocalConfig
 
     fleet = fleet_settings(args)
     name = fleet_name(args)

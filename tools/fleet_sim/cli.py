@@ -28,6 +28,18 @@ def add_sim_args(p: argparse.ArgumentParser, devices: int, duration: float) -> N
     p.add_argument("--round-devices", type=int, default=0, help="devices sending an int8 head update per round")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the full report here")
+    g = p.add_argument_group("rounds of the real aggregator (`pulsewire aggregate`, started once the fleet is up)")
+    g.add_argument("--rounds", type=int, default=0, help="aggregator rounds the devices take part in (0: none)")
+    g.add_argument("--selection", default="power-aware:fraction=0.1",
+                   help="selection policy, as `aggregate --selection` (e.g. uniform:k=1000, power-aware:k=100)")
+    g.add_argument("--deadline", type=float, default=60.0, help="seconds a round waits for its devices")
+    g.add_argument("--quorum", type=float, default=0.5, help="share of the selected that closes a round at its deadline")
+    g.add_argument("--strategy", default="fedavg", help="aggregation strategy, as `aggregate --strategy`")
+    g.add_argument("--encoding", default="int8", help="update encoding the round plan asks for")
+    g.add_argument("--model", help="exported int8 .tflite: federate its head (default: a seeded 32 x 5 + 5 head)")
+    g.add_argument("--dropout", type=float, default=0.0,
+                   help="share of the selected devices that leave instead of answering (back after ~--churn's away time)")
+    g.add_argument("--run-dir", help="fleet folder and the aggregator's run dir (default: a new temporary folder)")
 
 
 def config_from_args(args: argparse.Namespace, broker_url: str):
@@ -44,7 +56,7 @@ def config_from_args(args: argparse.Namespace, broker_url: str):
                           duration_s=args.duration, connect_rate=args.connect_rate, churn_online_s=online,
                           churn_offline_s=offline, slow_fraction=args.slow_fraction,
                           slow_link_bytes_per_s=args.slow_link_bps, round_every_s=args.round_every,
-                          round_devices=args.round_devices, seed=args.seed)
+                          round_devices=args.round_devices, seed=args.seed, dropout=args.dropout)
 
 
 def start_scale_broker(devices: int):
@@ -58,16 +70,46 @@ def start_scale_broker(devices: int):
     return broker
 
 
+def aggregator_settings(args: argparse.Namespace):
+    """The aggregator's settings (None without ``--rounds``); ValueError for a wrong flag."""
+    from tools.fleet_sim.aggregator_rounds import AggregatorSettings
+
+    if not args.rounds:
+        return None
+    return AggregatorSettings(args.rounds, args.selection, args.deadline, args.quorum, args.strategy, args.encoding,
+                              args.model, args.run_dir)
+
+
+def round_line(row: dict) -> str:
+    """One aggregator round as it closes: selection, what was accepted, wall time, CPU and memory."""
+    res = row["resources"]
+    cpu = ", ".join(f"{n} {v['cpu_percent_of_one_core']}%" for n, v in res.items())
+    rss = sum(v["rss_mib"] or 0 for v in res.values())
+    return (f"round {row['round']}: {row['selected']} selected, {row['accepted']} updates accepted, "
+            f"{row['declined']} declined, closed by {row['closed_by']} after {row['seconds']:.1f} s; "
+            f"CPU (of one core) {cpu}; RSS {rss:.0f} MiB in all")
+
+
 def run_simulation(args: argparse.Namespace) -> dict:
-    """Start a broker when needed, run the fleet, stop the broker: the report."""
+    """Start a broker when needed (and the aggregator with ``--rounds``), run the fleet, stop them: the report."""
+    from dataclasses import replace
+
     from broker.launcher import broker_url
+    from tools.fleet_sim.aggregator_rounds import AggregatorRounds
     from tools.fleet_sim.run import simulate_fleet
 
     config_from_args(args, args.broker or "mqtt://127.0.0.1:1")  # validate the flags before starting anything
+    settings = aggregator_settings(args)
     broker = None if args.broker else start_scale_broker(args.devices)
     try:
         cfg = config_from_args(args, args.broker or broker_url(broker))
-        return simulate_fleet(cfg, broker_pid=broker.pid if broker else None)
+        rounds = None
+        if settings is not None:
+            rounds = AggregatorRounds(settings, cfg)
+            cfg = replace(cfg, aggregator_key=rounds.public_key, overtime_s=settings.allowance_s)
+            log.info("fleet folder and aggregator run dir: %s", rounds.folder)
+        return simulate_fleet(cfg, broker_pid=broker.pid if broker else None, rounds=rounds,
+                              on_round=lambda row: print(round_line(row), flush=True))
     finally:
         if broker:
             broker.close()
@@ -87,7 +129,19 @@ def summary_lines(report: dict) -> list[str]:
             f"workers: {r['workers_cpu_percent_of_one_core']} % of one core, {r['workers_peak_rss_mib']} MiB peak RSS; "
             f"broker: {broker.get('cpu_percent_of_one_core')} % CPU, {broker.get('peak_rss_mib')} MiB peak RSS",
             *(f"round {k}: {v['updates_acked']} updates acknowledged, {v['updates_seen']} seen"
-              for k, v in report["rounds"].items())]
+              for k, v in report["rounds"].items() if "aggregator" not in report),
+            *aggregator_lines(report.get("aggregator"))]
+
+
+def aggregator_lines(agg: dict | None) -> list[str]:
+    if agg is None:
+        return []
+    lines = [f"aggregator: exit code {agg.get('exit_code')}, {len(agg['rounds'])} round(s), log {agg.get('log')}"]
+    for r in agg["rounds"]:
+        lines.append(f"aggregator round {r['round']}: {r['selected']} selected, {r['accepted']} accepted, "
+                     f"{r['updates_sent']} updates sent, {r['dropped']} dropped out, {r['declined']} declined, "
+                     f"{r['missed']} missed, {r['seconds']} s ({r['closed_by']})")
+    return lines
 
 
 def cmd_simulate_fleet(args: argparse.Namespace) -> int:

@@ -14,6 +14,11 @@ class FleetSimConfig:
     which delays each of their messages by its size over that rate.
     ``round_every_s`` > 0 starts a transport round that often: ``round_devices`` connected devices each
     publish one int8 update of ``update_shapes`` (the classifier head by default: 32 x 5 + 5).
+    ``aggregator_key`` (the raw Ed25519 public key of a real aggregator, ``tools.fleet_sim.aggregator_rounds``):
+    every device subscribes to the global models and answers the rounds that select it
+    (``tools.fleet_sim.round_member``); ``dropout`` of the selected devices leave instead of answering (the
+    wearer walks out of range: offline for ``churn_offline_s``). ``overtime_s``: how long past ``duration_s``
+    the devices may keep running until the coordinator stops them (the aggregator's last round).
     """
 
     broker_url: str
@@ -34,6 +39,9 @@ class FleetSimConfig:
     keepalive_s: int = 120
     seed: int = 0
     first_device: int = 0  # index of this fleet's first device (several simulators on one broker)
+    aggregator_key: bytes | None = None
+    dropout: float = 0.0
+    overtime_s: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -54,6 +62,8 @@ class FleetSimConfig:
             problems.append("churn times must be > 0 seconds")
         if not 0 <= self.slow_fraction <= 1 or self.slow_link_bytes_per_s <= 0:
             problems.append("--slow-fraction must be in [0, 1] and --slow-link-bps > 0")
+        if not 0 <= self.dropout < 1 or self.overtime_s < 0:
+            problems.append("--dropout must be in [0, 1)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -64,4 +74,6 @@ class FleetSimConfig:
         return range(start, start + base + (1 if worker < rest else 0))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["aggregator_key"] = self.aggregator_key.hex() if self.aggregator_key else None
+        return out

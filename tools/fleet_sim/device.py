@@ -17,6 +17,8 @@ from broker.wire import Encoding, Kind, encode_tensors
 #: lasts days; a Linux-class A53 gateway a working day).
 COMPUTE_CLASSES = {"m4": 1.0, "m7": 2.0, "a53": 8.0}
 CHARGE_PCT_PER_H = 40.0
+#: Battery a round costs a device: the head step, the model download and the update upload (% of a charge).
+ROUND_PCT = 0.05
 
 
 @dataclass
@@ -61,6 +63,11 @@ class SimDevice:
         self.signal_quality = min(1.0, max(0.0, self.signal_quality + r.gauss(0, 0.02)))
         self.beat_index += int(seconds * 360 * 75 / 60)  # 75 bpm at 360 Hz
 
+    def spend_round(self) -> None:
+        """A round taken part in drains the battery a little more than streaming does."""
+        if not self.charging:
+            self.battery_pct = max(0.0, self.battery_pct - ROUND_PCT)
+
     def status(self, state: str = "online") -> dict:
         """The retained status: integers where a microcontroller would send integers (canonical JSON)."""
         return {"state": state, "component": "sim", "compute_class": self.compute_class,
@@ -69,8 +76,9 @@ class SimDevice:
                 "signal_quality_permille": int(round(1000 * self.signal_quality)),
                 "consent": self.consent}
 
-    def status_payload(self, fleet: str, state: str = "online") -> bytes:
-        return encode_status(fleet, self.device_id, self.status(state))
+    def status_payload(self, fleet: str, state: str = "online", **extra) -> bytes:
+        """``extra``: e.g. ``declined_round`` and ``reason``, as ``DeviceClient`` declines a round."""
+        return encode_status(fleet, self.device_id, {**self.status(state), **extra})
 
     def offline_payload(self, fleet: str) -> bytes:
         """The last will: what the broker publishes when the device vanishes without a goodbye."""

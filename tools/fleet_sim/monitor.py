@@ -35,7 +35,8 @@ class FleetMonitor:
         self._lock = threading.Lock()
         self.link = MqttLink(broker_url, f"pw-{fleet}-monitor-{os.getpid()}",
                              [topics.all_alerts(), topics.all_statuses(), topics.all_updates()], self._on_message,
-                             clean_session=True)  # no session left behind on a long-lived broker
+                             clean_session=True,  # no session left behind on a long-lived broker
+                             keepalive_s=120)  # a starved coordinator must not be dropped (as the devices)
 
     def start(self) -> None:
         self.link.start()
@@ -132,9 +133,15 @@ class ProcessSampler:
         self.pids = pids
         self.started = time.monotonic()
         self.cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.t0 = {name: self.started for name in pids}
         self.peak_rss: dict[str, int] = {}
         self.last_cpu: dict[str, float] = {}
         self.last_t = self.started
+
+    def add(self, name: str, pid: int) -> None:
+        """A process started during the run (the aggregator): its CPU counts from now."""
+        self.pids[name] = pid
+        self.cpu0[name], self.t0[name] = cpu_seconds(pid), time.monotonic()
 
     def sample(self) -> None:
         for name, pid in self.pids.items():
@@ -146,9 +153,9 @@ class ProcessSampler:
         self.last_t = time.monotonic()
 
     def summary(self) -> dict[str, dict]:
-        wall = max(self.last_t - self.started, 1e-9)
         out = {}
         for name in self.pids:
+            wall = max(self.last_t - self.t0[name], 1e-9)
             c0, c1 = self.cpu0.get(name), self.last_cpu.get(name)
             out[name] = {"cpu_percent_of_one_core": None if c0 is None or c1 is None else round(100 * (c1 - c0) / wall, 1),
                          "peak_rss_mib": round(self.peak_rss[name] / 1024, 1) if name in self.peak_rss else None}

@@ -7,8 +7,10 @@ import multiprocessing as mp
 import queue as queue_mod
 import time
 from collections import Counter
+from dataclasses import asdict
 
 from broker.mqtt_link import parse_broker_url
+from tools.fleet_sim.aggregator_rounds import AggregatorRounds, with_device_counts
 from tools.fleet_sim.config import FleetSimConfig
 from tools.fleet_sim.monitor import FleetMonitor, ProcessSampler, listening_pid
 from tools.fleet_sim.worker import worker_main
@@ -24,27 +26,30 @@ class SimulationFailed(RuntimeError):
 
 def _merge(snapshots: dict[int, dict]) -> dict:
     total: dict = {"connected": 0, "connects": 0, "connect_failures": 0, "churn_leaves": 0, "publish_failures": 0,
-                   "loop_errors": 0,
+                   "loop_errors": 0, "slow_subscribes": 0,
                    "alerts_acked": 0, "messages": Counter(), "bytes": Counter(), "updates_acked": Counter()}
     for snap in snapshots.values():
         for key in ("connected", "connects", "connect_failures", "churn_leaves", "publish_failures", "loop_errors",
-                    "alerts_acked"):
-            total[key] += snap[key]
+                    "alerts_acked", "slow_subscribes"):
+            total[key] += snap.get(key, 0)
         for key in ("messages", "bytes", "updates_acked"):
             total[key].update(snap[key])
     return total
 
 
-def simulate_fleet(cfg: FleetSimConfig, broker_pid: int | None = None) -> dict:
-    """Run the fleet for ``cfg.duration_s`` and return the report (see docs/scale.md for every field)."""
+def simulate_fleet(cfg: FleetSimConfig, broker_pid: int | None = None, rounds: AggregatorRounds | None = None,
+                   on_round=lambda row: None) -> dict:
+    """Run the fleet for ``cfg.duration_s`` and return the report (see docs/scale.md for every field).
+    ``rounds``: a real aggregator, started once every device is connected (or the ramp should long be over);
+    the fleet then runs until its last round too, and ``on_round(row)`` hears of each round as it closes."""
     host, port = parse_broker_url(cfg.broker_url)
     if broker_pid is None and host in ("127.0.0.1", "localhost", "::1"):
         broker_pid = listening_pid(port)
     monitor = FleetMonitor(cfg.broker_url, cfg.fleet)
     monitor.start()
     ctx = mp.get_context("spawn")  # no fork of a process that runs the monitor's network thread
-    q = ctx.Queue()
-    procs = [ctx.Process(target=worker_main, args=(cfg, i, q), name=f"fleet-sim-{i}", daemon=True)
+    q, stop_event = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=worker_main, args=(cfg, i, q, stop_event), name=f"fleet-sim-{i}", daemon=True)
              for i in range(cfg.workers)]
     for p in procs:
         p.start()
@@ -57,10 +62,15 @@ def simulate_fleet(cfg: FleetSimConfig, broker_pid: int | None = None) -> dict:
     timeline: list[dict] = []
     started = time.monotonic()
     next_tick, next_sample = started + 1.0, started
-    give_up = started + cfg.duration_s + 120 + cfg.workers * 10  # spawn start-up plus a clean shutdown
+    give_up = started + cfg.duration_s + cfg.overtime_s + 120 + cfg.workers * 10  # spawn start-up, shutdown
+    ramp_over = started + 3 * cfg.devices / cfg.connect_rate + 120  # some device never connects: start anyway
     try:
         while len(finals) < cfg.workers:
             now = time.monotonic()
+            if rounds is not None:
+                _drive(rounds, sampler, _merge(snapshots)["connected"] >= cfg.devices or now > ramp_over, on_round)
+                if rounds.finished and now - started >= cfg.duration_s:
+                    stop_event.set()
             if now > give_up:
                 raise SimulationFailed(f"workers {sorted(set(range(cfg.workers)) - set(finals))} did not finish")
             if now >= next_sample:
@@ -86,12 +96,28 @@ def simulate_fleet(cfg: FleetSimConfig, broker_pid: int | None = None) -> dict:
         sampler.sample()
         time.sleep(DRAIN_S)
     finally:
+        stop_event.set()
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
         monitor.stop()
-    return _report(cfg, finals, monitor, sampler, timeline, time.monotonic() - started - DRAIN_S)
+        aggregator = rounds.stop() if rounds is not None else None
+    report = _report(cfg, finals, monitor, sampler, timeline, time.monotonic() - started - DRAIN_S)
+    if rounds is not None:
+        report["aggregator"] = {**aggregator, "settings": asdict(rounds.settings),
+                                "rounds": with_device_counts(rounds.rows, finals)}
+    return report
+
+
+def _drive(rounds: AggregatorRounds, sampler: ProcessSampler, ready: bool, on_round) -> None:
+    """Start the aggregator once the fleet is up; pass on each round as it closes."""
+    if rounds.proc is None:
+        if ready:
+            sampler.add("aggregator", rounds.start(sampler.pids))
+        return
+    for row in rounds.poll():
+        on_round(row)
 
 
 def _report(cfg: FleetSimConfig, finals: dict[int, dict], monitor: FleetMonitor, sampler: ProcessSampler,
@@ -119,6 +145,7 @@ def _report(cfg: FleetSimConfig, finals: dict[int, dict], monitor: FleetMonitor,
         "messages": {"acked_by_kind": dict(merged["messages"]), "bytes_by_kind": dict(merged["bytes"]),
                      "mean_bytes_by_kind": sizes, "acked_per_s": round(n_msgs / max(wall_s, 1e-9), 1),
                      "publish_failures": merged["publish_failures"], "worker_loop_errors": merged["loop_errors"],
+                     "slow_subscribes": merged["slow_subscribes"],
                      "received_by_monitor": dict(monitor.received),
                      "received_per_s": round(sum(monitor.received.values()) / max(wall_s, 1e-9), 1),
                      "rejected_by_monitor": dict(monitor.rejected)},

@@ -8,48 +8,15 @@ task's per-class ``sample_weights`` looked up by label). The beat classifier is 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from training.federated.local_config import LocalConfig
 from training.federated.strategies import ClientUpdate, Weights
 
 Inputs = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class LocalConfig:
-    epochs: int = 2
-    batch_size: int = 64
-    #: Plain SGD on this small net needs a large step: on held-out DS1 patients (seed 0) 0.01 and 0.05
-    #: left FedAvg near an all-N model after 10 rounds, 0.3 climbed steadily.
-    learning_rate: float = 0.3
-    #: FedProx: weight of (mu/2)·||w - w_global||²; 0 disables it.
-    proximal_mu: float = 0.0
-    #: Clip each local step (gradient plus SCAFFOLD's correction) to this global L2 norm; 0 disables it.
-    #: A large step on an outlier batch, or a large drift correction, otherwise sends weights to NaN.
-    grad_clip: float = 0.0
-    #: Record-level DP-SGD inside the device (a hospital protecting its own patients): noise multiplier σ of
-    #: the Gaussian added to the sum of per-record gradients clipped to ``dpsgd_clip``; 0 disables DP-SGD.
-    dpsgd_noise: float = 0.0
-    dpsgd_clip: float = 1.0
-    #: DP-SGD's Poisson sampling rate q: each step takes every record with probability q (an epoch is
-    #: round(1/q) steps); the same q for every device, so equal σ gives every device the same ε.
-    dpsgd_rate: float = 0.1
-
-    def __post_init__(self) -> None:
-        if (self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.proximal_mu < 0
-                or self.grad_clip < 0):
-            raise ValueError("epochs and batch_size >= 1, learning_rate > 0, proximal_mu >= 0 and grad_clip >= 0 "
-                             "required")
-        if self.dpsgd_noise < 0 or self.dpsgd_clip <= 0 or not 0 < self.dpsgd_rate <= 1:
-            raise ValueError("dpsgd_noise >= 0, dpsgd_clip > 0 and dpsgd_rate in (0, 1] required")
-
-    @property
-    def dpsgd_steps_per_epoch(self) -> int:
-        return max(1, round(1 / self.dpsgd_rate))
+__all__ = ["Inputs", "LocalConfig", "LocalTrainer"]
 
 
 class LocalTrainer:
