@@ -102,8 +102,44 @@ def test_dp_fedavg_inside_fedbuff_charges_each_buffer_with_the_buffer_size_as_de
     assert row["privacy"]["denominator"] == 2 and row["privacy"]["selected"] == 2
 
 
+def test_server_momentum_carries_the_previous_buffer_into_the_next_version_and_survives_a_checkpoint():
+    engine = _engine(server_momentum=0.5)  # server lr 0.5, K = 2
+    engine.open_round()
+    engine.accept("a", 1, _update("a", (1.0, 0.0, 2.0), 10))
+    engine.accept("b", 1, _update("b", (3.0, 4.0, 0.0), 30))
+    engine.close_round()
+    v1 = np.array([2.5, 3.0, 0.5])  # (10·a + 30·b) / 40; the first velocity is the change itself
+    engine.open_round()
+    saved = engine.strategy.state()  # the velocity is part of the checkpointed strategy state
+    np.testing.assert_allclose(np.concatenate([w.ravel() for w in saved["velocity"]]), v1, rtol=1e-6)
+    engine.strategy = make_fleet_strategy("fedbuff", {"buffer_size": 2, "server_lr": 0.5, "server_momentum": 0.5}, 4)
+    engine.strategy.load_state(saved)  # as after a restart
+    engine.accept("c", 1, _update("c", (2.0, 2.0, 2.0), 20))  # one version late: s(1) = 1/√2
+    engine.accept("a", 2, _update("a", (0.0, -4.0, 0.0), 20))
+    engine.close_round()
+    s = 1 / math.sqrt(2)
+    change = np.array([(20 * s * 2.0) / 40, (20 * s * 2.0 - 20 * 4.0) / 40, (20 * s * 2.0) / 40])
+    v2 = 0.5 * v1 + change
+    want = np.array([1.0, 2.0, 0.5]) + 0.5 * v1 + 0.5 * v2
+    np.testing.assert_allclose(np.concatenate([w.ravel() for w in engine.weights]), want, rtol=1e-6)
+
+
+def test_the_defaults_of_strategy_fedbuff_are_its_frozen_config():
+    from dataclasses import FrozenInstanceError
+
+    from training.federated.fedbuff import DEFAULTS, FedBuffConfig
+
+    strategy = make_strategy("fedbuff")
+    assert strategy.config == DEFAULTS == FedBuffConfig()
+    assert strategy.buffering().buffer_size == DEFAULTS.buffer_size
+    assert strategy.buffering().max_staleness == DEFAULTS.max_staleness
+    with pytest.raises(FrozenInstanceError):
+        DEFAULTS.buffer_size = 3  # type: ignore[misc]
+
+
 def test_fedbuff_refuses_bad_settings():
-    for bad in ({"buffer_size": 0}, {"server_lr": 0}, {"inner": "fedbuff"}, {"max_staleness": -1}):
+    for bad in ({"buffer_size": 0}, {"server_lr": 0}, {"inner": "fedbuff"}, {"max_staleness": -1},
+                {"server_momentum": 1.0}, {"server_momentum": -0.1}, {"staleness_power": -1}):
         with pytest.raises(ValueError):
             make_strategy("fedbuff", **bad)
 
