@@ -273,7 +273,8 @@ def cmd_fedbuff_bench(args: argparse.Namespace) -> int:
     try:
         settings = BenchSettings(rounds=args.rounds, partition=args.partition, local_epochs=args.local_epochs,
                                  lr=args.lr, buffer_size=args.buffer_size, server_lr=args.server_lr,
-                                 server_momentum=args.server_momentum, staleness_power=args.staleness_power, max_staleness=args.max_staleness,
+                                 server_momentum=args.server_momentum, staleness_power=args.staleness_power,
+                                 max_staleness=args.max_staleness,
                                  deadline_s=args.deadline, quorum=args.quorum, slow_fraction=args.slow_fraction,
                                  slow_factor=args.slow_factor, base_s=args.base_seconds, cap=args.cap)
         SlowDevices(("x",), settings.slow_fraction, settings.slow_factor, settings.base_s)

@@ -86,7 +86,8 @@ def choose(runs: list[dict], names: list[str], cap: float) -> list[dict]:
         held = [r["candidates"][name]["ratio_to_sustained"] for r in runs]
         first = [r["candidates"][name]["ratio_to_target"] for r in runs]
         censored = [cap if v is None else v for v in first]
-        rows.append({"candidate": name, "settings": CANDIDATES[name], "seeds_reached": sum(v is not None for v in first),
+        rows.append({"candidate": name, "settings": CANDIDATES[name],
+                     "seeds_reached": sum(v is not None for v in first),
                      "seeds_held": sum(v is not None for v in held), "worst_ratio": max(censored),
                      "mean_ratio": float(np.mean(censored)), "ratio_first": first, "ratio_held": held,
                      "best_val_macro_f1": [r["candidates"][name]["best_val_macro_f1"] for r in runs],
@@ -96,7 +97,8 @@ def choose(runs: list[dict], names: list[str], cap: float) -> list[dict]:
 
 def sweep_markdown(results: dict) -> str:
     fmt = lambda v: "–" if v is None else f"{v:.3g}"
-    lines = [f"# FedBuff settings sweep (DS1 validation)\n\n`{results['command']}`\n", f"Rule: {results['rule']}.",
+    lines = [f"# FedBuff settings sweep (DS1 validation)\n\n`{results['command']}`\n",
+             *[f"- `{m['command']}`" for m in results["merged"]], "", f"Rule: {results['rule']}.",
              f"(Written before the sweep, replaced after it: {results['first_rule']}.)",
              f"Chosen: **{results['chosen']}**; cap {results['cap']} x the synchronous wall time.\n",
              "| candidate | seeds reached / held | worst / mean ratio to reach (unreached = cap) | first reached, "
@@ -128,14 +130,15 @@ def cmd_fedbuff_sweep(args: argparse.Namespace) -> int:
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
         runs = merge_runs([r for p in parts for r in p["runs"]])
+        merged = [{"file": f, "command": part["command"]} for f, part in zip(args.merge, parts)]
         names = args.only or [n for n in CANDIDATES if all(n in r["candidates"] for r in runs)]
     else:
-        data_dir = resolve_data_dir(args)
+        data_dir, merged = resolve_data_dir(args), []
         runs = [sweep_seed(*load_split(data_dir, seed), seed, settings, {n: CANDIDATES[n] for n in names}, args.cap)
                 for seed in args.seeds]
     ranking = choose(runs, names, args.cap)
     results = {"command": " ".join(["pulsewire"] + sys.argv[1:]), "rule": RULE, "first_rule": FIRST_RULE,
-               "cap": args.cap,
+               "cap": args.cap, "merged": merged,
                "validation": "held-out DS1 patients (make_split('inter', seed)); DS2 unused",
                "settings": {"rounds": settings.rounds, "local_epochs": settings.local_epochs,
                             "slow_fraction": settings.slow_fraction, "slow_factor": settings.slow_factor},

@@ -9,9 +9,11 @@ a buffer is combined: each delta is scaled by the staleness weight s(τ) = (1 + 
 e.g. ``dp_fedavg`` to clip, noise and account each buffer as a round, or ``median``), and the server step is
 ``server_lr`` × v with v = ``server_momentum`` × v + that change (server momentum on the buffered delta, as
 FedAvgM does per round; momentum 0: v is the change). The defaults (``FedBuffConfig``) are what
-``--strategy fedbuff`` runs with; they were chosen on DS1 validation by ``pulsewire fedbuff-sweep``. Privacy accounting, the budget stop and checkpoints are the inner strategy's,
-reached through the same hooks the engine calls for synchronous rounds; scaling by s(τ) <= 1 never raises a
-clipped delta's norm, so DP-FedAvg's sensitivity argument holds unchanged.
+``--strategy fedbuff`` runs with; they were chosen on DS1 validation by ``pulsewire fedbuff-sweep``. Privacy
+accounting, the budget stop and checkpoints are the inner strategy's, reached through the same hooks the
+engine calls for synchronous rounds; scaling by s(τ) <= 1 never raises a clipped delta's norm, so
+DP-FedAvg's sensitivity argument holds unchanged. (Server momentum carries earlier noised buffers into
+later steps: post-processing, so the accountant's ε is unchanged.)
 """
 from __future__ import annotations
 
