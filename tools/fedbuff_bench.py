@@ -8,7 +8,8 @@ engine (``run_in_process``) with the same screening and the same devices trainin
 simulated: ``--slow-fraction`` of the devices (drawn per seed) need ``--slow-factor`` times longer for a round
 (each round time is ``--base-seconds`` × a log-normal jitter, × the factor when slow). A synchronous round
 closes by the ``RoundPolicy`` rule the deployed aggregator uses (every selected device answered, or the
-deadline with a quorum): its slow devices hold it. FedBuff's slow devices deliver late, weighted by staleness.
+deadline with a quorum): its slow devices hold it. FedBuff's slow devices deliver late (weighted by s(τ); the
+defaults, `--strategy fedbuff`'s `FedBuffConfig`, do not discount them).
 Wall time is that simulated clock, the same for both; the CPU seconds spent are reported beside it.
 """
 from __future__ import annotations
