@@ -28,11 +28,13 @@ def _run(ratio, sync_wall=100.0):
                         "device_updates_to_target": 40 if reached else None}}
 
 
-def test_the_wall_time_target_needs_every_seed_to_reach_the_f1_and_a_mean_ratio_of_at_most_half():
+def test_the_wall_time_target_needs_every_seed_to_reach_the_f1_within_half_the_synchronous_time():
     met = fedbuff_targets([_run(0.2), _run(0.4), _run(0.3)])[0]
     assert met["mean"] == pytest.approx(0.3) and met["met"] is True and met["reached_seeds"] == 3
     assert fedbuff_targets([_run(0.2), _run(0.9), _run(0.7)])[0]["met"] is False
     assert fedbuff_targets([_run(0.2), _run(None), _run(0.3)])[0]["met"] is False  # one seed never got there
+    slow_seed = fedbuff_targets([_run(0.05), _run(0.12), _run(0.7)])[0]  # the mean (0.29) is not enough
+    assert slow_seed["mean"] == pytest.approx(0.29) and slow_seed["met"] is False
     # reported beside it: the synchronous run itself touched its final F1 halfway through
     rows = {t["target"]: t for t in fedbuff_targets([_run(0.2)])}
     assert rows["synchronous FedAvg's own first round at its final val macro F1, / its whole run's wall time "

@@ -209,7 +209,8 @@ def _first_at(curve: list[dict], target: float) -> float:
 
 
 def fedbuff_targets(runs: list[dict]) -> list[dict]:
-    """{target, mean, threshold, met} (+ std and per-seed values); a seed that never reached the target fails it."""
+    """{target, mean, threshold, met} (+ std and per-seed values): met when every seed reached the target within
+    0.5x (a seed that never reached it, or took longer, fails it, whatever the mean)."""
     ratios = [r["wall_time_ratio"] for r in runs]
     mean, std = _stats(ratios)
     sync_f1 = [r["sync"]["final_val_macro_f1"] for r in runs]
@@ -217,7 +218,7 @@ def fedbuff_targets(runs: list[dict]) -> list[dict]:
     rows = [{"target": "FedBuff wall time to the synchronous run's final val macro F1, / the synchronous run's "
                        f"(30 % slow devices; mean over the {reached} of {len(ratios)} seeds that reached it)",
              "mean": mean, "std": std, "values": ratios, "reached_seeds": reached, "threshold": "<= 0.5 on every seed",
-             "met": None if mean is None else reached == len(ratios) and mean <= 0.5}]
+             "met": None if mean is None else reached == len(ratios) and max(ratios) <= 0.5}]
     for what, values in (
             ("synchronous FedAvg final val macro F1 (the target)", sync_f1),
             ("synchronous wall time, simulated s", [r["sync"]["wall_s"] for r in runs]),
@@ -241,6 +242,7 @@ def fedbuff_targets(runs: list[dict]) -> list[dict]:
 
 def results_markdown(results: dict) -> str:
     lines = [f"# FedBuff vs synchronous FedAvg\n\n`{results['command']}`\n",
+             *[f"- runs from `{m['command']}`" for m in results.get("merged", [])], "",
              "| target | mean ± std | per seed | threshold | met |", "|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None else f"{v:.3g}"
     for t in results["targets"]:
