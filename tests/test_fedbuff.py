@@ -27,7 +27,8 @@ def _update(device: str, values: tuple[float, float, float], n: int) -> ClientUp
 
 
 def _engine(rounds: int = 5, **args) -> RoundEngine:
-    strategy = make_fleet_strategy("fedbuff", {"buffer_size": 2, "server_lr": 0.5, **args}, 4)
+    args = {"buffer_size": 2, "server_lr": 0.5, "staleness_power": 0.5, **args}  # the paper's 1/√(1+τ)
+    strategy = make_fleet_strategy("fedbuff", args, 4)
     return RoundEngine(strategy, ["a", "b", "c", "d"], RoundPolicy(max_norm_ratio=None), rounds,
                        [w.copy() for w in W0], clock=lambda: 0.0)
 
@@ -102,8 +103,46 @@ def test_dp_fedavg_inside_fedbuff_charges_each_buffer_with_the_buffer_size_as_de
     assert row["privacy"]["denominator"] == 2 and row["privacy"]["selected"] == 2
 
 
+def test_server_momentum_carries_the_previous_buffer_into_the_next_version_and_survives_a_checkpoint():
+    engine = _engine(server_momentum=0.5)  # server lr 0.5, K = 2
+    engine.open_round()
+    engine.accept("a", 1, _update("a", (1.0, 0.0, 2.0), 10))
+    engine.accept("b", 1, _update("b", (3.0, 4.0, 0.0), 30))
+    engine.close_round()
+    v1 = np.array([2.5, 3.0, 0.5])  # (10·a + 30·b) / 40; the first velocity is the change itself
+    engine.open_round()
+    saved = engine.strategy.state()  # the velocity is part of the checkpointed strategy state
+    np.testing.assert_allclose(np.concatenate([w.ravel() for w in saved["velocity"]]), v1, rtol=1e-6)
+    engine.strategy = make_fleet_strategy("fedbuff", {"buffer_size": 2, "server_lr": 0.5, "server_momentum": 0.5,
+                                                    "staleness_power": 0.5}, 4)
+    engine.strategy.load_state(saved)  # as after a restart
+    engine.accept("c", 1, _update("c", (2.0, 2.0, 2.0), 20))  # one version late: s(1) = 1/√2
+    engine.accept("a", 2, _update("a", (0.0, -4.0, 0.0), 20))
+    engine.close_round()
+    s = 1 / math.sqrt(2)
+    change = np.array([(20 * s * 2.0) / 40, (20 * s * 2.0 - 20 * 4.0) / 40, (20 * s * 2.0) / 40])
+    v2 = 0.5 * v1 + change
+    want = np.array([1.0, 2.0, 0.5]) + 0.5 * v1 + 0.5 * v2
+    np.testing.assert_allclose(np.concatenate([w.ravel() for w in engine.weights]), want, rtol=1e-6)
+
+
+def test_the_defaults_of_strategy_fedbuff_are_its_frozen_config():
+    from dataclasses import FrozenInstanceError
+
+    from training.federated.fedbuff import DEFAULTS, FedBuffConfig
+
+    strategy = make_strategy("fedbuff")
+    assert strategy.config == DEFAULTS == FedBuffConfig()
+    assert strategy.buffering().buffer_size == DEFAULTS.buffer_size
+    assert strategy.buffering().max_staleness == DEFAULTS.max_staleness
+    assert staleness_weight(7, DEFAULTS.staleness_power) == 1.0  # the chosen default: a late update counts fully
+    with pytest.raises(FrozenInstanceError):
+        DEFAULTS.buffer_size = 3  # type: ignore[misc]
+
+
 def test_fedbuff_refuses_bad_settings():
-    for bad in ({"buffer_size": 0}, {"server_lr": 0}, {"inner": "fedbuff"}, {"max_staleness": -1}):
+    for bad in ({"buffer_size": 0}, {"server_lr": 0}, {"inner": "fedbuff"}, {"max_staleness": -1},
+                {"server_momentum": 1.0}, {"server_momentum": -0.1}, {"staleness_power": -1}):
         with pytest.raises(ValueError):
             make_strategy("fedbuff", **bad)
 
@@ -160,7 +199,7 @@ def test_in_process_a_slow_device_holds_a_synchronous_round_to_its_deadline_but_
     assert [r["closed_by"] for r in sync.history] == ["deadline", "deadline"]
     assert sync.rejected["late"] == 1  # the slow update of round 1 arrived in round 2 and was dropped
 
-    fedbuff = RoundEngine(make_strategy("fedbuff", buffer_size=2), list(devices), policy, 4,
+    fedbuff = RoundEngine(make_strategy("fedbuff", buffer_size=2, staleness_power=0.5), list(devices), policy, 4,
                           [w.copy() for w in W0])
     run_in_process(fedbuff, devices, delays=lambda name, round_: 25.0 if name == "slow" else 10.0)
     # a version every 10 s: slow's version-1 update lands in version 3 (staleness 2), next to fast1's; fast2's
@@ -194,7 +233,8 @@ def test_fedbuff_over_mosquitto_folds_a_stale_update_into_the_next_version(mosqu
     second, slow = threading.Event(), threading.Event()
     updaters = {"a": _Gated(0, [None, second]), "b": _Gated(0, [None, second]), "c": _Gated(2, [slow])}
     cfg = AggregatorConfig(fleet="fedbuff-mqtt", devices=registry, rounds=2, strategy="fedbuff",
-                           strategy_args={"buffer_size": 2, "server_lr": 0.5}, policy=RoundPolicy(deadline_s=60))
+                           strategy_args={"buffer_size": 2, "server_lr": 0.5, "staleness_power": 0.5},
+                           policy=RoundPolicy(deadline_s=60))
     agg = Aggregator(cfg, initial_weights(), url, tmp_path)
     devices = [DeviceClient(name, dev_id, "fedbuff-mqtt", url, updaters[name]) for name, dev_id in registry.items()]
 
