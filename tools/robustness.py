@@ -173,5 +173,5 @@ def robustness_markdown(results: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     return (f"# pulsewire robustness suite\n\nCommand: `{results['command']}`  \nModel: `{results['model']}`  \n"
             f"Records: {', '.join(results['records'])}\n\n## Targets\n\n{targets_table(results['targets'])}\n\n"
-            "## Detection and classes per perturbation (EC57 matching, 150 ms; excluded: flutter, lead-off gaps "
-            "and clipped bursts + 1 s, 1 s after a DC step)\n\n" + "\n".join(lines) + "\n")
+            "## Detection and classes per perturbation (EC57 matching, 150 ms, on the whole record; then left out: "
+            "flutter, lead-off gaps and clipped bursts + 1 s, 1 s after a DC step)\n\n" + "\n".join(lines) + "\n")
