@@ -173,3 +173,17 @@ def test_a_beat_reported_at_the_step_into_a_lead_off_gap_still_counts(excerpt):
     assert n_ref == ref.size - 3 and k in mr
     assert mr.size == n_ref  # every scored beat found
     assert n_det - mr.size == 1  # only the peak outside the gap is false
+
+
+def test_the_qrs_band_order_is_one_setting_for_python_and_the_generated_c():
+    """``DetectorConfig.qrs_order``: the Python filter and the C detector's generated sections follow it;
+    the default stays Pan & Tompkins' first order (docs/robustness.md: order 2 measured on DS1, not adopted)."""
+    from edge_runtime.rpeak import DetectorConfig
+    from training.codegen.frontend import rpeak_config
+
+    first, second = DetectorConfig(), DetectorConfig(qrs_order=2)
+    assert first.qrs_order == 1 and len(first.qrs_sos()) == 3 and len(second.qrs_sos()) == 4
+    assert "#define PW_RP_SECTIONS 4" in rpeak_config(second) and "order 2" in rpeak_config(second)
+    assert "#define PW_RP_SECTIONS 3" in rpeak_config(first)
+    with pytest.raises(ValueError, match="qrs_order"):
+        DetectorConfig(qrs_order=3)

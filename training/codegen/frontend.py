@@ -30,7 +30,7 @@ def _sos_rows(sos: np.ndarray) -> str:
 
 def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
     """The C detector's constants (``PW_RP_*``): the QRS filter of ``StreamingRPeakDetector`` (scipy's
-    Butterworth design, order 1, and the mains notches) and its time constants in samples, rounded as the Python detector rounds
+    Butterworth design of ``qrs_order``, and the mains notches) and its time constants in samples, rounded as the Python detector rounds
     them (``DetectorConfig.samples``)."""
     if float(det.fs_hz) != int(det.fs_hz):
         raise ValueError("the C detector needs an integer sampling rate")
