@@ -30,7 +30,7 @@ def _sos_rows(sos: np.ndarray) -> str:
 
 def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
     """The C detector's constants (``PW_RP_*``): the QRS filter of ``StreamingRPeakDetector`` (scipy's
-    Butterworth design, order 1, and the mains notches) and its time constants in samples, rounded as the Python detector rounds
+    Butterworth design of ``qrs_order``, and the mains notches) and its time constants in samples, rounded as the Python detector rounds
     them (``DetectorConfig.samples``)."""
     if float(det.fs_hz) != int(det.fs_hz):
         raise ValueError("the C detector needs an integer sampling rate")
@@ -67,7 +67,7 @@ def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
         f"#define PW_RP_RELEARN {det.samples(det.relearn_s)}u /* no QRS for {det.relearn_s:g} s: learn again */\n"
         f"#define PW_RP_MIN_HEIGHT {min_height}LL /* smallest candidate ({det.min_height:g} in rpeak.py's scale) */\n"
         f"#define PW_RP_SECTIONS {len(sos)}\n"
-        f"/* QRS band-pass {det.qrs_band_hz[0]:g}-{det.qrs_band_hz[1]:g} Hz, order 1, then mains notches "
+        f"/* QRS band-pass {det.qrs_band_hz[0]:g}-{det.qrs_band_hz[1]:g} Hz, order {det.qrs_order}, then mains notches "
         f"{'/'.join(f'{f:g}' for f in det.mains_hz)} Hz: b0 b1 b2 a0 a1 a2 in Q30 */\n"
         f"static const int64_t pw_rp_sos_q30[{len(sos)}][6] = {{\n" + _sos_rows(sos) + "\n};\n")
 
