@@ -139,9 +139,10 @@ class Aggregator(UpdateScreen, DurableRound):
         self.engine = RoundEngine(self.strategy, list(cfg.devices), cfg.policy, cfg.rounds, initial_weights,
                                   cfg.seed, evaluate, select_on)
         self.mode: RoundMode = mode or PlainUpdates()
+        #: The round's arguments of the sum rule (an aggregator worker's come from its coordinator).
+        self.sum_args: Callable[[], dict[str, Any]] = self.strategy.sum_args
         #: The running sum's rule (None: the strategy needs the individual updates, which the engine keeps).
-        self.rule: SumRule | None = rule_for(cfg.strategy, cfg.strategy_args) if summable(
-            cfg.strategy, cfg.strategy_args) else None
+        self.rule: SumRule | None = self.sum_rule()
         self.sums: RunningSum | None = None  # the current round's, with the rule
         self.log_policy = log_policy or LogPolicy()
         self.files = RoundFiles(self.run_dir, cfg.fleet, cfg.strategy, cfg.policy.max_staleness, self.log_policy)
@@ -311,6 +312,11 @@ class Aggregator(UpdateScreen, DurableRound):
         engine.selected, engine.weights = Selection(selected), [np.asarray(w, np.float32) for w in weights]
         self._save()
         self._open_log()
+
+    def sum_rule(self) -> SumRule | None:
+        """The current round's sum rule; None when the strategy needs the individual updates."""
+        args = {**self.cfg.strategy_args, **self.sum_args()}
+        return rule_for(self.cfg.strategy, args) if summable(self.cfg.strategy, args) else None
 
     def _summed(self) -> list[ClientUpdate]:
         """The running sum as the strategy's input, after the outlier screen (an update longer than

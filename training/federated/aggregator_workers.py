@@ -28,11 +28,11 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from broker.aggregation_topics import agg_topic, shared_updates
+from broker.aggregation_topics import DOWNWARD, UPWARD, agg_topic, shared_updates
 from broker.fed_messages import decode_global
 from broker.mqtt_link import BrokerSettings, Message, MqttLink
 from broker.signing import verify_message
@@ -41,7 +41,7 @@ from broker.wire import WireError
 from training.federated import checkpoint
 from training.federated.aggregator import Aggregator, PlainUpdates
 from training.federated.aggregator_config import AggregatorConfig
-from training.federated.partial_sums import PartialSum, model_size, outliers, rule_for
+from training.federated.partial_sums import PartialSum, RunningSum, model_size, outliers, rule_for
 from training.federated.round_engine import Rejected
 from training.federated.strategies import ClientUpdate, Weights
 from training.federated.update_log import LogPolicy, read_record
@@ -52,6 +52,22 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.1
 
 
+class RoundArgs:
+    """The sum rule's arguments of each round as the coordinator sent them, on disk: a restarted worker resumes
+    its round's running sum with the same clip."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rounds = {int(r): a for r, a in checkpoint.load_json(path).items()} if path.exists() else {}
+
+    def put(self, round_: int, args: dict[str, Any]) -> None:
+        self.rounds = {r: a for r, a in self.rounds.items() if r > round_ - 3} | {round_: args}
+        checkpoint.save_json(self.path, {str(r): a for r, a in self.rounds.items()})
+
+    def get(self, round_: int, default: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        return self.rounds[round_] if round_ in self.rounds else default()
+
+
 class AggregatorWorker:
     """One worker: its share of the updates into a running sum; answers the coordinator's close requests."""
 
@@ -60,21 +76,26 @@ class AggregatorWorker:
         """``aggregator_key``: the coordinator's Ed25519 public key when global models are signed."""
         if index < 0:
             raise ValueError(f"worker index {index}: use 0..N-1 for a coordinator of N workers")
-        self.rule = rule_for(cfg.strategy, cfg.strategy_args)  # a strategy that needs every update: ValueError
-        self.fleet, self.index, self.aggregator_key = cfg.fleet, index, aggregator_key
+        self.cfg, self.fleet, self.index, self.aggregator_key = cfg, cfg.fleet, index, aggregator_key
         self.client_id = f"pw-{cfg.fleet}-aggw{index}"
         #: One FIFO for updates and the coordinator's messages: a round's plan is handled before the updates
         #: that answer it.
         self._inbox: queue.Queue[Message] = queue.Queue()
         self.link = MqttLink(broker, self.client_id,
                              [shared_updates(cfg.fleet), FleetTopics(cfg.fleet).all_globals(),
-                              agg_topic(cfg.fleet, "close", "+"), agg_topic(cfg.fleet, "drop", "+")],
+                              *(agg_topic(cfg.fleet, down) for down in DOWNWARD)],
                              self._inbox.put, manual_ack=True, mqtt5=True)
         self.service = Aggregator(replace(cfg, honour_consent=False, observer=None), initial_weights, broker,
                                   run_dir, log_policy=log_policy, link=self.link)
+        if self.service.rule is None:
+            rule_for(cfg.strategy, cfg.strategy_args)  # a strategy that needs every update: its ValueError
+        #: The sum rule's arguments of each round, as the coordinator sent them (DP-FedAvg's clip).
+        self._round_args = RoundArgs(Path(run_dir) / "updates" / "sum_args.json")
+        own = self.service.sum_args
+        self.service.sum_args = lambda: self._round_args.get(self.service.round, own)
         self.stop_event = threading.Event()
         #: Closed rounds: the partial sent (sent again if asked again) and what a drop request needs.
-        self._closed: dict[int, tuple[bytes, dict[str, int], dict[str, list]]] = {}
+        self._closed: dict[int, tuple[bytes, dict[str, int], dict[str, list], dict[str, Any]]] = {}
         self._reported = 0
         self.accepted_total = 0
 
@@ -132,6 +153,8 @@ class AggregatorWorker:
             self._on_close(int(parts[4]))
         elif parts[3] == "drop":
             self._on_drop(int(parts[4]), json.loads(message.payload)["devices"])
+        elif parts[3] == "rule":
+            self._on_rule(int(parts[4]), json.loads(message.payload))
 
     def _on_plan(self, data: bytes) -> None:
         if self.aggregator_key is not None:
@@ -148,6 +171,19 @@ class AggregatorWorker:
         if plan.round > service.round or not service.selected:
             service.follow_round(plan.round, list(plan.selected), model.weights)
             self._reported = 0
+
+    def _on_rule(self, round_: int, args: dict[str, Any]) -> None:
+        """The sum rule's arguments for ``round_`` (they come before its plan; the worker may already have opened
+        the round, empty, when it sealed the previous one)."""
+        self._round_args.put(round_, args)
+        service = self.service
+        if round_ == service.round and service.sums is not None:
+            if service.sums.total.count or service.sums.oversized:
+                log.warning("%s: round %d's sum rule arrived after updates; keeping the sum", self.client_id, round_)
+            else:
+                service.rule = service.sum_rule()
+                service.sums = RunningSum(service.rule, model_size(service.weights))
+        self.link.publish(agg_topic(self.fleet, "ruled", round_, self.index), b"1", qos=1)
 
     def _report_progress(self) -> None:
         accepted = self.service.accepted
@@ -167,13 +203,14 @@ class AggregatorWorker:
         service, round_ = self.service, self.service.round
         self._report_progress()
         service.sync_log()
-        part, offsets, kept = PartialSum(model_size(service.weights), self.rule.with_control), {}, {}
+        part, offsets, kept = PartialSum(model_size(service.weights), service.rule.with_control), {}, {}
         if service.sums is not None:
             for device in service.sums.oversized:  # not in the sum: the coordinator never sees them
                 service.engine.reject("too_large")
             part, offsets = service.sums.total, dict(service.sums.offsets)
             kept = {d: [u.num_examples, u.local_steps, u.meta] for d, u in service.accepted.items()}
-        checkpoint.save(self._answer_path(round_), {"round": round_, "offsets": offsets, "kept": kept},
+        checkpoint.save(self._answer_path(round_), {"round": round_, "offsets": offsets, "kept": kept,
+                                                    "sum_args": service.sum_args()},
                         {"partial": [np.frombuffer(part.to_bytes(), np.uint8)]})
         self.accepted_total += part.count
         for old in self._answer_path(0).parent.glob("answer*.npz"):
@@ -182,17 +219,18 @@ class AggregatorWorker:
         service.follow_round(round_ + 1, [], service.weights)
         self._reported = 0
 
-    def _answer(self, round_: int) -> tuple[bytes, dict[str, int], dict[str, list]]:
-        """This worker's partial sum for ``round_`` (and what a drop request needs): from memory, from disk, or
-        empty when nothing of that round ever reached this worker."""
+    def _answer(self, round_: int) -> tuple[bytes, dict[str, int], dict[str, list], dict[str, Any]]:
+        """This worker's partial sum for ``round_`` (and what a drop request needs: offsets, weights, the sum
+        rule's arguments): from memory, from disk, or empty when nothing of that round ever reached this worker."""
         if round_ not in self._closed:
             path = self._answer_path(round_)
             if path.exists():
                 manifest, arrays = checkpoint.load(path)
-                self._closed[round_] = (bytes(arrays["partial"][0]), manifest["offsets"], manifest["kept"])
+                self._closed[round_] = (bytes(arrays["partial"][0]), manifest["offsets"], manifest["kept"],
+                                        manifest.get("sum_args", {}))
             else:
-                empty = PartialSum(model_size(self.service.weights), self.rule.with_control)
-                return empty.to_bytes(), {}, {}
+                empty = PartialSum(model_size(self.service.weights), self.service.rule.with_control)
+                return empty.to_bytes(), {}, {}, {}
             for old in [r for r in self._closed if r < round_ - 2]:
                 del self._closed[old]
         return self._closed[round_]
@@ -204,15 +242,16 @@ class AggregatorWorker:
 
     def _on_drop(self, round_: int, devices: list[str]) -> None:
         """The exact contributions of the named devices this worker summed in ``round_``."""
-        _, offsets, kept = self._answer(round_)
+        _, offsets, kept, args = self._answer(round_)
         size = model_size(self.service.weights)
-        part = PartialSum(size, self.rule.with_control)
+        rule = rule_for(self.cfg.strategy, {**self.cfg.strategy_args, **args})  # the round's, not today's
+        part = PartialSum(size, rule.with_control)
         for device in devices:
             if device in offsets:
                 record = read_record(self.service.log_path(round_), offsets[device])
                 _, update = self.service.decode(device, record.payload)
                 examples, steps, meta = kept[device]
-                part.add(self.rule.contribution(ClientUpdate(device, update.delta, examples, steps,
+                part.add(rule.contribution(ClientUpdate(device, update.delta, examples, steps,
                                                              update.control_delta, meta), size))
         self.link.publish(agg_topic(self.fleet, "dropped", round_, self.index), part.to_bytes(), qos=1)
 
@@ -234,13 +273,13 @@ class SharedWorkers(PlainUpdates):
         if self._link is None:
             fleet = service.cfg.fleet
             self._link = MqttLink(service.link.settings, f"pw-{fleet}-aggcoord",
-                                  [agg_topic(fleet, "ready", "+"), agg_topic(fleet, "progress", "+"),
-                                   agg_topic(fleet, "partial", "+", "+"), agg_topic(fleet, "dropped", "+", "+")],
-                                  self._queue.put, clean_session=True)
+                                  [agg_topic(fleet, up) for up in UPWARD], self._queue.put,
+                                  clean_session=True)
             self._link.start()
 
     def plan_extras(self, service: Aggregator) -> dict[str, Any]:
-        """Before a round is announced: every worker has joined the shared subscription."""
+        """Before a round is announced: every worker has joined the shared subscription and, when the strategy's
+        sum rule changes between rounds (DP-FedAvg's adaptive clip), has the round's arguments."""
         self._ensure_link(service)
         waited = time.monotonic()
         while len(self._ready) < self.workers:
@@ -249,6 +288,8 @@ class SharedWorkers(PlainUpdates):
                 log.warning("waiting for aggregator worker(s) %s to start",
                             sorted(set(range(self.workers)) - self._ready))
                 waited = time.monotonic()
+        if args := service.strategy.sum_args():
+            self._collect(service, "ruled", "rule", json.dumps(args).encode())
         return {}
 
     def stop(self) -> None:
@@ -284,15 +325,21 @@ class SharedWorkers(PlainUpdates):
                 self._answers[(parts[3], int(parts[4]), int(parts[5]))] = message.payload
 
     def _gather(self, service: Aggregator, kind: str, ask: str, payload: bytes) -> dict[int, PartialSum]:
-        """Publish a request and wait for every worker's answer (asking again after each timeout)."""
-        round_, size = service.round, model_size(service.weights)
+        """Every worker's partial sum of the kind asked for."""
+        size = model_size(service.weights)
+        return {w: PartialSum.from_bytes(v, size) for w, v in self._collect(service, kind, ask, payload).items()}
+
+    def _collect(self, service: Aggregator, kind: str, ask: str, payload: bytes) -> dict[int, bytes]:
+        """Publish a request for the current round and wait for every worker's answer (asking again after each
+        timeout)."""
+        round_ = service.round
         while True:
             self._link.publish(agg_topic(service.cfg.fleet, ask, round_), payload, qos=1)
             deadline = time.monotonic() + self.answer_timeout_s
             while time.monotonic() < deadline:
                 got = {w: self._answers.get((kind, round_, w)) for w in range(self.workers)}
                 if all(v is not None for v in got.values()):
-                    return {w: PartialSum.from_bytes(v, size) for w, v in got.items()}
+                    return got
                 self.wait(service, 0.05)
             missing = [w for w in range(self.workers) if (kind, round_, w) not in self._answers]
             log.warning("round %d: worker(s) %s have not sent their %s sum; asking again", round_, missing, kind)
@@ -300,7 +347,7 @@ class SharedWorkers(PlainUpdates):
     def close(self, service: Aggregator) -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         self._ensure_link(service)
         self._drain(service)
-        rule = rule_for(service.cfg.strategy, service.cfg.strategy_args)
+        rule = service.rule  # the round's (DP-FedAvg: with the round's clip)
         partials = self._gather(service, "partial", "close", json.dumps({"round": service.round}).encode())
         total = PartialSum(model_size(service.weights), rule.with_control)
         for part in partials.values():
@@ -323,6 +370,8 @@ class SharedWorkers(PlainUpdates):
 def coordinator(cfg: AggregatorConfig, initial_weights: Weights, broker: BrokerSettings | str, run_dir: Path,
                 workers: int, **kwargs: Any) -> Aggregator:
     """The aggregator service that selects, announces and adds ``workers`` partial sums (it receives no update)."""
-    rule_for(cfg.strategy, cfg.strategy_args)
-    return Aggregator(cfg, initial_weights, broker, run_dir, mode=SharedWorkers(workers),
-                      subscriptions=[FleetTopics(cfg.fleet).all_statuses()], **kwargs)
+    service = Aggregator(cfg, initial_weights, broker, run_dir, mode=SharedWorkers(workers),
+                         subscriptions=[FleetTopics(cfg.fleet).all_statuses()], **kwargs)
+    if service.rule is None:
+        rule_for(cfg.strategy, cfg.strategy_args)  # a strategy that needs every update: its ValueError
+    return service

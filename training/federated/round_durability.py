@@ -8,7 +8,7 @@ number of updates. A restarted service loads the checkpoint and replays the roun
 screen as live messages, which resumes the round.
 
 A mixin of ``training.federated.aggregator.Aggregator``: it uses the service's ``engine``, ``files``,
-``link``, ``mode``, ``rule``, ``weights``, ``round`` and ``cfg``.
+``link``, ``mode``, ``sum_rule``, ``weights``, ``round`` and ``cfg``.
 """
 from __future__ import annotations
 
@@ -57,12 +57,13 @@ class DurableRound:
         return self.files.log_path(round_)
 
     def _open_log(self) -> None:
-        """Start (or reopen) the current round's log and a fresh running sum."""
+        """Start (or reopen) the current round's log and a fresh running sum with the round's rule."""
         if self.update_log is not None:
             if self.update_log.path == self.files.log_path(self.round):
                 return
             self.update_log.close()
         self.update_log = self.files.open_log(self.round)
+        self.rule = self.sum_rule()  # DP-FedAvg's clip moves between rounds
         self.sums = RunningSum(self.rule, model_size(self.weights)) if self.rule else None
 
     def _replay(self) -> int:
