@@ -4,7 +4,9 @@ Under ``pw/FLEET/agg/``, all QoS 1: ``ready/W`` (retained: worker W is subscribe
 recently accepted devices), ``close/R`` (the coordinator asks for round R's partial sums), ``partial/R/W``
 (worker W's sum), ``drop/R`` (devices whose updates the outlier screen takes out), ``dropped/R/W`` (their exact
 contributions), ``rule/R`` (the sum rule's arguments for round R, e.g. DP-FedAvg's clip, sent before the round
-is announced) and ``ruled/R/W`` (worker W has them). Workers receive the fleet's updates through one shared
+is announced), ``ruled/R/W`` (worker W has them); for strategies that need every update ``forward/W``
+(a batch of worker W's accepted updates, decoded: ``training.federated.forwarded_updates``) and ``fetch/R``
+(updates of round R to forward again). Workers receive the fleet's updates through one shared
 subscription group per fleet (MQTT 5 ``$share``).
 """
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 from broker.topics import ROOT, FleetTopics
 
 #: Worker -> coordinator.
-UPWARD = ("ready/+", "progress/+", "partial/+/+", "dropped/+/+", "ruled/+/+")
+UPWARD = ("ready/+", "progress/+", "partial/+/+", "dropped/+/+", "ruled/+/+", "forward/+")
 #: Coordinator -> worker.
-DOWNWARD = ("close/+", "drop/+", "rule/+")
+DOWNWARD = ("close/+", "drop/+", "rule/+", "fetch/+")
 
 
 def agg_topic(fleet: str, *parts: Any) -> str:

@@ -25,7 +25,9 @@ from training.federated import checkpoint
 from training.federated.aggregator import CHECKPOINT_FILE
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.aggregator_workers import AggregatorWorker, coordinator
+from training.federated.forwarded_updates import ForwardingWorkers
 from training.federated.partial_sums import PartialSum
+from training.federated.worker_coordinator import SharedWorkers
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +72,10 @@ def publisher(url: str, client_id: str) -> mqtt.Client:
 def run_with_workers(workers: list[AggregatorWorker], coord, device_urls: list[str]):
     """Run the workers and the coordinator; device k publishes its updates through ``device_urls[k % len]``
     once every worker has the round's plan. The coordinator's result."""
+    cleaner = publisher(device_urls[0], "test-clear-final")  # an earlier run's retained final plan stops workers
+    cleaner.publish(FleetTopics(FLEET).global_model(ROUNDS + 1), b"", qos=1, retain=True).wait_for_publish(10)
+    cleaner.loop_stop()
+    cleaner.disconnect()
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     for t in threads:
         t.start()
@@ -114,12 +120,19 @@ def test_three_workers_on_a_shared_subscription_give_the_single_aggregate_bit_fo
         assert np.array_equal(got, want)
 
 
-def test_a_strategy_that_needs_every_update_cannot_have_workers(tmp_path):
-    for strategy in ("median", "krum", "trimmed_mean"):
-        with pytest.raises(ValueError, match="cannot run on partial sums"):
-            AggregatorWorker(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 0)
-        with pytest.raises(ValueError, match="cannot run on partial sums"):
-            coordinator(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 2)
+def test_workers_sum_or_forward_by_strategy_and_refuse_asynchronous_rounds(tmp_path):
+    """Summable strategies get partial sums, the ones that need every update get forwarding (both sides),
+    FedBuff's buffers cannot be split over workers."""
+    for strategy, coordinating in (("fedavg", SharedWorkers), ("median", ForwardingWorkers),
+                                   ("krum", ForwardingWorkers), ("trimmed_mean", ForwardingWorkers)):
+        worker = AggregatorWorker(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / strategy, 0)
+        assert (worker.forwarding is None) == (coordinating is SharedWorkers)
+        coord = coordinator(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / f"c{strategy}", 2)
+        assert type(coord.mode) is coordinating
+    with pytest.raises(ValueError, match="asynchronous rounds"):
+        AggregatorWorker(_cfg("fedbuff"), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / "fb", 0)
+    with pytest.raises(ValueError, match="asynchronous rounds"):
+        coordinator(_cfg("fedbuff"), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / "cfb", 2)
 
 
 def test_pulsewire_aggregate_with_two_worker_processes_runs_a_federation(mosquitto, tmp_path):

@@ -108,10 +108,15 @@ class PlainUpdates:
                     return
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
+        self.take(service, topic, data)
+
+    def take(self, service: "Aggregator", topic: TopicMatch, data: bytes) -> tuple[int, ClientUpdate]:
+        """A whole UPDATE message into the round; returns its round and the update as decoded (raises Rejected)."""
         round_, update = service.decode(topic.device, data)
         if round_ != topic.round:
             raise Rejected("round_mismatch", f"topic round {topic.round}, header round {round_}")
         service._accept(round_, update, data)
+        return round_, update
 
     def close(self, service: "Aggregator") -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         return None, {}
@@ -287,6 +292,8 @@ class Aggregator(UpdateScreen, DurableRound):
         combined, extra = self.mode.close(self)
         if combined is None and self.rule is not None:
             combined = self._summed()
+        elif combined is None:  # individual updates in device order: the aggregate does not depend on arrival
+            self.engine.accepted = dict(sorted(self.engine.accepted.items()))  # (or on which worker got which)
         counts = self.engine.round_counts
         transport = {"bytes_received": counts["bytes_received"], "model_bytes": self._model_bytes,
                      "bytes_down": self._model_bytes * len(self.selected),

@@ -273,9 +273,10 @@ def rule_for(strategy: str, args: dict[str, Any] | None = None) -> SumRule:
             raise ValueError("dp_fedavg's sum rule needs the round's clip (the strategy's sum_args)")
         return DPClippedRule(float(args["clip"]))
     why = INDIVIDUAL.get(strategy, "it is not known to the partial-sum rules")
-    raise ValueError(f"strategy {strategy!r} cannot run on partial sums: {why}. Run it with one aggregator "
-                     "worker (which keeps the individual updates), or choose fedavg, fedprox, fedavgm, fedadam, "
-                     "fednova, scaffold, dp_fedavg or norm_bounded with clip=C")
+    raise ValueError(f"strategy {strategy!r} cannot run on partial sums: {why}. Aggregator workers forward its "
+                     "individual updates to the coordinator instead (training.federated.forwarded_updates); "
+                     "summable: fedavg, fedprox, fedavgm, fedadam, fednova, scaffold, dp_fedavg, norm_bounded "
+                     "with clip=C")
 
 
 class RunningSum:
