@@ -118,8 +118,12 @@ class SharedWorkers(WorkerCoordinator):
 
     def note(self, service: Aggregator, kind: str, worker: int, payload: bytes) -> None:
         engine = service.engine
-        note = json.loads(payload)
-        if kind == "progress" and note.get("round") == engine.round:
+        try:
+            note = json.loads(payload) if kind == "progress" else {}
+        except ValueError as exc:  # a worker of another mode or version: its sums still count at the close
+            log.warning("round %d: worker %d's %s note ignored (%s)", engine.round, worker, kind, exc)
+            return
+        if note.get("round") == engine.round:
             for device in note["devices"]:
                 if device in engine.selected and device not in engine.accepted:  # a Selection: O(1)
                     engine.accepted[device] = ClientUpdate(device, [], 1, 1)
