@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 
 from broker.launcher import broker_url
-from tests.test_partial_sums_mqtt import ROUNDS, WORKERS, N, _messages, run_with_workers
-from tests.test_update_log import _feed, _open
+from tests.test_partial_sums_mqtt import ROUNDS, WORKERS, N, run_with_workers, single_run
 from tools.aggregator_bench import FLEET, classifier_weights, device_names
-from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.aggregator_workers import AggregatorWorker, coordinator
 from training.federated.partial_sums import PartialSum, rule_for
@@ -29,18 +27,8 @@ def _cfg() -> AggregatorConfig:
                             policy=RoundPolicy(deadline_s=60), honour_consent=False, encoding="int8")
 
 
-def _single(tmp_path) -> Aggregator:
-    agg = Aggregator(_cfg(), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / "single")
-    for r in range(1, ROUNDS + 1):
-        _open(agg)
-        _feed(agg, _messages(r))
-        agg.sync_log()
-        agg._close_round()
-    return agg
-
-
 def test_dp_fedavg_workers_give_the_single_aggregators_model_and_ledger(mosquitto, tmp_path):
-    single = _single(tmp_path)
+    single = single_run(_cfg(), tmp_path / "single")
     assert single.rejected == {"outlier_norm": 1}
     clips = [row["privacy"]["clip"] for row in single.history]
     assert clips[0] == DP["clip"] and clips[1] != clips[0]  # adaptive clipping moved C after round 1

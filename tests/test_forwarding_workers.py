@@ -10,10 +10,8 @@ import pytest
 
 from broker.fed_messages import UpdateEncoding, roundtrip_delta
 from broker.launcher import broker_url
-from tests.test_partial_sums_mqtt import ROUNDS, WORKERS, N, _messages, run_with_workers
-from tests.test_update_log import _feed, _open
+from tests.test_partial_sums_mqtt import ROUNDS, WORKERS, N, run_with_workers, single_run
 from tools.aggregator_bench import FLEET, classifier_weights, device_names
-from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.aggregator_workers import AggregatorWorker, coordinator
 from training.federated.forwarded_updates import ForwardingWorkers, as_int8, decode_forwards, encode_forwards
@@ -28,16 +26,6 @@ def _cfg(strategy: str, args: dict, deadline_s: float = 60) -> AggregatorConfig:
     policy = RoundPolicy(deadline_s=deadline_s, quorum=0.8 if deadline_s >= 60 else 0.3)
     return AggregatorConfig(FLEET, device_names(N), rounds=ROUNDS, strategy=strategy, strategy_args=args,
                             policy=policy, honour_consent=False, encoding="int8")
-
-
-def _single(tmp_path, strategy: str, args: dict) -> Aggregator:
-    agg = Aggregator(_cfg(strategy, args), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / "single")
-    for r in range(1, ROUNDS + 1):
-        _open(agg)
-        _feed(agg, _messages(r))
-        agg.sync_log()
-        agg._close_round()
-    return agg
 
 
 class LosesFirstBatch(ForwardingWorkers):
@@ -64,7 +52,7 @@ def _with_workers(url, tmp_path, strategy, args, mode=None, deadline_s: float = 
 @pytest.mark.integration
 @pytest.mark.parametrize("strategy,args", ROBUST)
 def test_forwarding_workers_give_the_single_aggregators_robust_model(mosquitto, tmp_path, strategy, args):
-    single = _single(tmp_path, strategy, args)
+    single = single_run(_cfg(strategy, args), tmp_path / "single")
     workers, result = _with_workers(broker_url(mosquitto), tmp_path, strategy, args)
     assert result.rejected == single.rejected == {"outlier_norm": 1}
     assert [h["participants"] for h in result.history] == [N, N]
@@ -80,7 +68,7 @@ def test_forwarding_workers_give_the_single_aggregators_robust_model(mosquitto, 
 def test_a_lost_forward_batch_is_fetched_from_the_workers_log(mosquitto, tmp_path):
     """The coordinator misses updates it never received, so the round runs to its deadline; the close then has
     every worker's list of accepted devices and fetches the missing updates from the worker's log."""
-    single = _single(tmp_path, "median", {})
+    single = single_run(_cfg("median", {}), tmp_path / "single")
     mode = LosesFirstBatch(WORKERS)
     _, result = _with_workers(broker_url(mosquitto), tmp_path, "median", {}, mode, deadline_s=20)
     assert mode.lost > 0 and result.history[-1]["closed_by"] == "deadline"

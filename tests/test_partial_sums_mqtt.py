@@ -22,7 +22,7 @@ from tests.federation_helpers import REGISTRY, FixedUpdater, expected_fedavg, in
 from tests.test_update_log import _feed, _open, _service
 from tools.aggregator_bench import FLEET, classifier_weights, device_names, update_messages
 from training.federated import checkpoint
-from training.federated.aggregator import CHECKPOINT_FILE
+from training.federated.aggregator import CHECKPOINT_FILE, Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.aggregator_workers import AggregatorWorker, coordinator
 from training.federated.forwarded_updates import ForwardingWorkers
@@ -59,6 +59,17 @@ def _reference(tmp_path):
         agg._close_round()
     assert agg.rejected == {"outlier_norm": 1}
     return agg.weights
+
+
+def single_run(cfg: AggregatorConfig, run_dir: Path) -> Aggregator:
+    """One aggregator fed every round's messages (``_messages``) in device order, without a broker: the reference."""
+    agg = Aggregator(cfg, classifier_weights(), "mqtt://127.0.0.1:1", run_dir)
+    for r in range(1, ROUNDS + 1):
+        _open(agg)
+        _feed(agg, _messages(r))
+        agg.sync_log()
+        agg._close_round()
+    return agg
 
 
 def publisher(url: str, client_id: str) -> mqtt.Client:
