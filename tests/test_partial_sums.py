@@ -71,7 +71,7 @@ def test_three_workers_partial_sums_equal_one_worker_bit_for_bit(name, args):
 
 @pytest.mark.parametrize("name,args", [(n, {}) for n in sorted(INDIVIDUAL)])
 def test_strategies_that_need_every_update_are_refused_with_the_reason(name, args):
-    with pytest.raises(ValueError, match="cannot run on partial sums: .*one aggregator worker"):
+    with pytest.raises(ValueError, match="cannot run on partial sums: .*forward its individual updates"):
         rule_for(name, args)
 
 

@@ -22,10 +22,12 @@ from tests.federation_helpers import REGISTRY, FixedUpdater, expected_fedavg, in
 from tests.test_update_log import _feed, _open, _service
 from tools.aggregator_bench import FLEET, classifier_weights, device_names, update_messages
 from training.federated import checkpoint
-from training.federated.aggregator import CHECKPOINT_FILE
+from training.federated.aggregator import CHECKPOINT_FILE, Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.aggregator_workers import AggregatorWorker, coordinator
+from training.federated.forwarded_updates import ForwardingWorkers
 from training.federated.partial_sums import PartialSum
+from training.federated.worker_coordinator import SharedWorkers
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +61,17 @@ def _reference(tmp_path):
     return agg.weights
 
 
+def single_run(cfg: AggregatorConfig, run_dir: Path) -> Aggregator:
+    """One aggregator fed every round's messages (``_messages``) in device order, without a broker: the reference."""
+    agg = Aggregator(cfg, classifier_weights(), "mqtt://127.0.0.1:1", run_dir)
+    for r in range(1, ROUNDS + 1):
+        _open(agg)
+        _feed(agg, _messages(r))
+        agg.sync_log()
+        agg._close_round()
+    return agg
+
+
 def publisher(url: str, client_id: str) -> mqtt.Client:
     host, port = parse_broker_url(url)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
@@ -70,6 +83,10 @@ def publisher(url: str, client_id: str) -> mqtt.Client:
 def run_with_workers(workers: list[AggregatorWorker], coord, device_urls: list[str]):
     """Run the workers and the coordinator; device k publishes its updates through ``device_urls[k % len]``
     once every worker has the round's plan. The coordinator's result."""
+    cleaner = publisher(device_urls[0], "test-clear-final")  # an earlier run's retained final plan stops workers
+    cleaner.publish(FleetTopics(FLEET).global_model(ROUNDS + 1), b"", qos=1, retain=True).wait_for_publish(10)
+    cleaner.loop_stop()
+    cleaner.disconnect()
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     for t in threads:
         t.start()
@@ -114,12 +131,19 @@ def test_three_workers_on_a_shared_subscription_give_the_single_aggregate_bit_fo
         assert np.array_equal(got, want)
 
 
-def test_a_strategy_that_needs_every_update_cannot_have_workers(tmp_path):
-    for strategy in ("median", "krum", "trimmed_mean"):
-        with pytest.raises(ValueError, match="cannot run on partial sums"):
-            AggregatorWorker(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 0)
-        with pytest.raises(ValueError, match="cannot run on partial sums"):
-            coordinator(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path, 2)
+def test_workers_sum_or_forward_by_strategy_and_refuse_asynchronous_rounds(tmp_path):
+    """Summable strategies get partial sums, the ones that need every update get forwarding (both sides),
+    FedBuff's buffers cannot be split over workers."""
+    for strategy, coordinating in (("fedavg", SharedWorkers), ("median", ForwardingWorkers),
+                                   ("krum", ForwardingWorkers), ("trimmed_mean", ForwardingWorkers)):
+        worker = AggregatorWorker(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / strategy, 0)
+        assert (worker.forwarding is None) == (coordinating is SharedWorkers)
+        coord = coordinator(_cfg(strategy), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / f"c{strategy}", 2)
+        assert type(coord.mode) is coordinating
+    with pytest.raises(ValueError, match="asynchronous rounds"):
+        AggregatorWorker(_cfg("fedbuff"), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / "fb", 0)
+    with pytest.raises(ValueError, match="asynchronous rounds"):
+        coordinator(_cfg("fedbuff"), classifier_weights(), "mqtt://127.0.0.1:1", tmp_path / "cfb", 2)
 
 
 def test_pulsewire_aggregate_with_two_worker_processes_runs_a_federation(mosquitto, tmp_path):

@@ -129,8 +129,9 @@ def _run_worker(args: argparse.Namespace, cfg, weights, broker, run_dir: Path, l
         worker.run()
     except KeyboardInterrupt:
         worker.stop_event.set()
+    taken = "updates_forwarded" if worker.forwarding is not None else "updates_summed"
     print(json.dumps({"worker": args.worker_index, "client_id": worker.client_id,
-                      "updates_summed": worker.accepted_total, "rejected": dict(worker.service.rejected)}))
+                      taken: worker.accepted_total, "rejected": dict(worker.service.rejected)}))
     return 0
 
 
@@ -145,7 +146,9 @@ def add_aggregate_parser(sub, add_federated_args, add_round_policy_args, strateg
                                    "federates the int8 model's head with light devices (`edge run --join`). "
                                    "With --workers N it coordinates N aggregator workers (each started with the "
                                    "same arguments, its own --run-dir and --worker-index I) that share the update "
-                                   "stream through an MQTT 5 shared subscription and send partial sums.")
+                                   "stream through an MQTT 5 shared subscription and send partial sums (or, for "
+                                   "median, trimmed_mean, krum and norm_bounded without a clip, forward each "
+                                   "screened update to the coordinator).")
     p.add_argument("--fleet", help="fleet name (default: from --fleet-config)")
     p.add_argument("--devices", help="registered devices as NAME:ID,... (default: the fleet config's)")
     p.add_argument("--model", help="exported int8 .tflite (with its .json metadata): federate its head")
@@ -157,7 +160,8 @@ def add_aggregate_parser(sub, add_federated_args, add_round_policy_args, strateg
     p.add_argument("--eval-max-beats", type=int, help="score only the first N held-out beats")
     p.add_argument("--data-dir", help="MIT-BIH folder for --eval-records (default: $MITDB_DIR)")
     p.add_argument("--workers", type=int, default=0,
-                   help="coordinate N aggregator workers (summable strategies only; docs/scale.md)")
+                   help="coordinate N aggregator workers (partial sums, or forwarded updates for the robust "
+                        "strategies; not fedbuff; docs/scale.md)")
     p.add_argument("--worker-index", type=int,
                    help="run as aggregator worker I (0..N-1) of a coordinator started with --workers N")
     p.add_argument("--fsync-every", type=int, default=256, help="fsync the update log every N updates (256)")

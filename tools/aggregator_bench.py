@@ -6,6 +6,10 @@ MQTT (topic parse, wire decode, signature check, sender check, the round engine'
 running sum, the append to the update log with batched fsync, the held acknowledgement), without the
 broker: the broker's share of the cost is measured by the scale bench. Then the round is closed and the
 checkpoint's size recorded, for rounds of different sizes: it must not grow with the number of updates.
+
+Reported beside it: the forwarding mode of workers (strategies that need every update, here the median):
+a worker's receive path that ends in a forward batch (int8 + scale) instead of the running sum, and the
+coordinator's side, which decodes the batches and screens each update once more, then runs the median.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from broker.signing import sign_message
 from broker.topics import FleetTopics
 from training.federated.aggregator import CHECKPOINT_FILE, Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
+from training.federated.forwarded_updates import ForwardAccepted, ForwardingWorkers
 from training.federated.update_log import LogPolicy
 
 #: The beat classifier's tensors (conv 7/5/5 with 8/16/32 filters, dense 32 on 32 + 7 RR features, 5 classes).
@@ -89,6 +94,46 @@ def bench_aggregator(devices: int, rounds: int, run_dir: Path, seed: int, signed
     return rows
 
 
+def bench_forwarding(devices: int, run_dir: Path, seed: int, log_policy: LogPolicy, batch: int = 256) -> dict:
+    """One forwarding worker (median) and its coordinator, without the broker: the worker's signed updates per
+    CPU second up to the forward batches, the coordinator's per CPU second from the batches, its median close."""
+    names = device_names(devices)
+    keys = {n: Ed25519PrivateKey.generate() for n in names}
+    cfg = AggregatorConfig(FLEET, names, rounds=1, strategy="median", policy=RoundPolicy(deadline_s=60),
+                           device_keys={n: k.public_key() for n, k in keys.items()}, honour_consent=False,
+                           encoding="int8")
+    worker = Aggregator(cfg, classifier_weights(seed), "mqtt://127.0.0.1:1", run_dir / "worker", log_policy=log_policy)
+    worker.mode = forwarding = ForwardAccepted()
+    worker.open_round()
+    topics, batches = FleetTopics(FLEET), []
+    messages = update_messages(names, 1, seed, keys)
+    started = time.process_time()
+    for mid, (name, data) in enumerate(messages, 1):
+        worker.take(Message(topics.update(1, name), data, mid, 1))
+        if len(forwarding.outbox) >= batch:
+            batches.append(forwarding.flush())
+    batches.append(forwarding.flush())
+    worker.sync_log()
+    worker_cpu = time.process_time() - started
+    worker.update_log.close()
+    coord = Aggregator(cfg, classifier_weights(seed), "mqtt://127.0.0.1:1", run_dir / "coord", log_policy=log_policy)
+    coord.open_round()
+    receiving = ForwardingWorkers(1)
+    started = time.process_time()
+    for data in batches:
+        receiving.note(coord, "forward", 0, data)
+    coord_cpu = time.process_time() - started
+    assert len(coord.accepted) == devices, f"coordinator took {len(coord.accepted)} of {devices}"
+    started = time.process_time()
+    coord._close_round()
+    close_cpu = time.process_time() - started
+    coord.update_log.close()
+    return {"updates": devices, "worker_updates_per_cpu_s": devices / worker_cpu,
+            "coordinator_updates_per_cpu_s": devices / coord_cpu, "median_close_cpu_s": close_cpu,
+            "forward_bytes_per_update": sum(len(b) for b in batches) / devices,
+            "message_bytes": len(messages[0][1])}
+
+
 def checkpoint_growth(counts: list[int], seed: int, log_policy: LogPolicy) -> list[dict]:
     """The checkpoint after one round of each size (fresh run each)."""
     out = []
@@ -116,6 +161,22 @@ def _rate(target: str, values: list[float], threshold: float | None) -> dict:
     return {"target": target, "mean": round(mean, 1), "spread": [round(min(values), 1), round(max(values), 1)],
             "threshold": f">= {threshold:g}" if threshold else "reported",
             "met": (mean >= threshold) if threshold else None}
+
+
+def forwarding_targets(rows: list[dict]) -> list[dict]:
+    """The forwarding mode's rates (reported: the target is the summing worker's)."""
+    n = rows[0]["updates"]
+    close = _rate(f"forwarding coordinator: CPU seconds of the median over {n} updates at the close (reported)",
+                  [r["median_close_cpu_s"] for r in rows], None)
+    seconds = [r["median_close_cpu_s"] for r in rows]
+    close.update(mean=round(statistics.mean(seconds), 3), spread=[round(min(seconds), 3), round(max(seconds), 3)])
+    return [_rate("forwarding worker (median): accepted signed int8 updates per CPU second, decoded, screened, "
+                  "logged and forwarded as int8 + scale (reported)", [r["worker_updates_per_cpu_s"] for r in rows],
+                  None),
+            _rate("forwarding coordinator: forwarded updates taken in per CPU second (reported)",
+                  [r["coordinator_updates_per_cpu_s"] for r in rows], None), close,
+            _rate(f"forward bytes per update (the signed device message: {rows[0]['message_bytes']}) (reported)",
+                  [r["forward_bytes_per_update"] for r in rows], None)]
 
 
 def targets(cpu: list[float], wall: list[float], other: list[float], signed: bool, growth: list[dict]) -> list[dict]:
@@ -150,9 +211,14 @@ def cmd_aggregator_bench(args: argparse.Namespace) -> int:
     cpu, wall, runs = _measure(args, not args.unsigned, policy)
     other, _, other_runs = _measure(args, args.unsigned, policy) if not args.unsigned else ([], [], [])
     growth = checkpoint_growth([10, 200, 2000], 0, policy)
+    forwarding = []
+    for seed in range(args.repeats if args.forwarding else 0):
+        with tempfile.TemporaryDirectory() as tmp:
+            forwarding.append(bench_forwarding(args.devices, Path(tmp), seed, policy))
     results = {"command": " ".join(["pulsewire"] + sys.argv[1:]),
-               "targets": targets(cpu, wall, other, not args.unsigned, growth),
-               "runs": runs + other_runs, "checkpoint_growth": growth,
+               "targets": targets(cpu, wall, other, not args.unsigned, growth)
+               + (forwarding_targets(forwarding) if forwarding else []),
+               "runs": runs + other_runs, "checkpoint_growth": growth, "forwarding": forwarding,
                "config": {"devices": args.devices, "repeats": args.repeats, "signed": not args.unsigned,
                           "fsync_every": args.fsync_every, "fsync_ms": args.fsync_ms, "parameters": 4757,
                           "encoding": "int8", "load_average_1min": [round(load_before, 2),
@@ -183,5 +249,7 @@ def add_parser(sub) -> None:
                    help="measure unsigned updates (no Ed25519 check) only; by default signed, unsigned reported")
     p.add_argument("--fsync-every", type=int, default=256, help="fsync the update log every N records (256)")
     p.add_argument("--fsync-ms", type=float, default=20.0, help="... or after this many ms (20)")
+    p.add_argument("--no-forwarding", dest="forwarding", action="store_false",
+                   help="skip the forwarding mode (median: worker and coordinator rates), reported by default")
     p.add_argument("--json", default="bench/results/aggregator.json", help="where the results go")
     p.set_defaults(func=cmd_aggregator_bench)

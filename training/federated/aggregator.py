@@ -10,17 +10,13 @@ How a round's contributions arrive is the service's ``mode``: ``PlainUpdates`` (
 update) or secure aggregation (``training.federated.secagg_round.SecureAggregation``: masked inputs, and the
 engine aggregates only their decoded sum).
 
-Every received message goes through one screening path; anything that cannot enter the round
-(malformed bytes, unknown device, wrong fleet, stale or future round, duplicate, NaN, wrong shapes)
-is logged, counted by reason and acknowledged, and the service keeps serving.
+Every received message goes through one screening path (``training.federated.update_screen``); anything
+that cannot enter the round is logged, counted by reason and acknowledged, and the service keeps serving.
 
-Cost per accepted update is O(1): the message is appended to the round's update log
-(``training.federated.update_log``, fsynced in batches) and, for strategies that allow it, added into a
-fixed-point running sum and forgotten (``training.federated.partial_sums``); the checkpoint is written when
-a round opens and when it closes, and its size does not depend on the number of updates. An update's MQTT
-acknowledgement waits for the fsync that covers its log record, and the session is persistent: after a
-crash the broker redelivers whatever was not yet acknowledged, and the restarted aggregator replays the
-round's log on top of the round's checkpoint and resumes the round.
+Cost per accepted update is O(1): the message is appended to the round's update log and, for strategies that
+allow it, added into a fixed-point running sum and forgotten (``training.federated.partial_sums``). The log,
+the acknowledgements that wait for its fsync, the checkpoint and the replay after a crash are
+``training.federated.round_durability``'s.
 
 Imports no TensorFlow: evaluation is a callback the caller supplies.
 """
@@ -39,20 +35,21 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from broker.chunking import Reassembler
-from broker.device_messages import decode_status
-from broker.fed_messages import GlobalModel, RoundPlan, decode_update, encode_global, fleet_id
+from broker.fed_messages import GlobalModel, RoundPlan, encode_global
 from broker.mqtt_link import Message, MqttLink
-from broker.signing import sign_message, verify_message
-from broker.topics import FleetTopics, TopicMatch, parse_topic
-from broker.wire import Header, Kind, WireError, decode_header
+from broker.signing import sign_message
+from broker.topics import FleetTopics, TopicMatch
+from broker.wire import Kind, WireError, decode_header
 from training.federated.aggregator_config import AggregatorConfig
 from training.federated.consent_watch import ConsentWatch
-from training.federated.partial_sums import RunningSum, SumRule, model_size, rule_for, summable
+from training.federated.partial_sums import RunningSum, SumRule, rule_for, summable
 from training.federated.registry import make_fleet_strategy
 from training.federated.round_files import CHECKPOINT_FILE, LOG_DIR, RoundFiles
+from training.federated.round_durability import DurableRound
 from training.federated.round_engine import Evaluator, Rejected, RoundEngine
 from training.federated.strategies import ClientUpdate, Strategy, Weights
 from training.federated.update_log import LogPolicy, UpdateLog, read_record
+from training.federated.update_screen import Selection, UpdateScreen
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +64,6 @@ class AggregationResult:
     best_round: int
     history: list[dict]
     rejected: dict[str, int]
-
-
-class Selection(list):
-    """A round's selected devices with O(1) membership: the engine asks ``device in selected`` for every
-    update, which on a plain list of 10,000 names costs more than the rest of the update's screen."""
-
-    def __init__(self, names=()) -> None:
-        super().__init__(names)
-        self._names = frozenset(self)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names
 
 
 class RoundMode(Protocol):
@@ -123,16 +108,24 @@ class PlainUpdates:
                     return
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
+        self.take(service, topic, data)
+
+    def take(self, service: "Aggregator", topic: TopicMatch, data: bytes) -> tuple[int, ClientUpdate]:
+        """A whole UPDATE message into the round; returns its round and the update as decoded (raises Rejected)."""
         round_, update = service.decode(topic.device, data)
         if round_ != topic.round:
             raise Rejected("round_mismatch", f"topic round {topic.round}, header round {round_}")
         service._accept(round_, update, data)
+        return round_, update
 
     def close(self, service: "Aggregator") -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         return None, {}
 
 
-class Aggregator:
+class Aggregator(UpdateScreen, DurableRound):
+    """The service: rounds opened, announced, collected and closed over MQTT (screening: ``UpdateScreen``;
+    log, acknowledgements and checkpoints: ``DurableRound``)."""
+
     def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker_url: str, run_dir: Path,
                  evaluate: Evaluator | None = None, on_round: Callable[[dict], None] | None = None,
                  select_on: str = "val_macro_f1", signing_key: Any = None, mode: RoundMode | None = None,
@@ -151,9 +144,10 @@ class Aggregator:
         self.engine = RoundEngine(self.strategy, list(cfg.devices), cfg.policy, cfg.rounds, initial_weights,
                                   cfg.seed, evaluate, select_on)
         self.mode: RoundMode = mode or PlainUpdates()
+        #: The round's arguments of the sum rule (an aggregator worker's come from its coordinator).
+        self.sum_args: Callable[[], dict[str, Any]] = self.strategy.sum_args
         #: The running sum's rule (None: the strategy needs the individual updates, which the engine keeps).
-        self.rule: SumRule | None = rule_for(cfg.strategy, cfg.strategy_args) if summable(
-            cfg.strategy, cfg.strategy_args) else None
+        self.rule: SumRule | None = self.sum_rule()
         self.sums: RunningSum | None = None  # the current round's, with the rule
         self.log_policy = log_policy or LogPolicy()
         self.files = RoundFiles(self.run_dir, cfg.fleet, cfg.strategy, cfg.policy.max_staleness, self.log_policy)
@@ -285,110 +279,11 @@ class Aggregator:
         if self.update_log is not None and self.update_log.due():
             self.sync_log()
 
-    def sync_log(self) -> None:
-        """Make the logged updates durable, then acknowledge every held message (in the order received)."""
-        if self.update_log is not None:
-            self.update_log.sync()
-        for message in self._held:
-            self.link.ack(message)
-        self._held = []
-
     def _drain(self, seconds: float) -> None:
         """Keep acknowledging (and counting) what still arrives for a moment after the last round."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.serve_one(0.1)
-
-    # ------------------------------------------------------------------------------ screening
-    def _handle(self, message: Message) -> None:
-        try:
-            self._screen(message)
-        except Rejected as rej:
-            self.engine.reject(rej.reason)
-            log.warning("rejected message on %s (%s): %s", message.topic, rej.reason, rej.detail)
-            if self.cfg.observer:
-                self.cfg.observer.rejected(self.link, self.round, message.topic, rej.reason, rej.detail)
-        finally:
-            self.ack_in_order(message)
-
-    @property
-    def holding_acks(self) -> bool:
-        """Acknowledgements wait for the log's next fsync."""
-        return bool(self._held)
-
-    def ack_in_order(self, message: Message) -> None:
-        """Acknowledge now, or after the log's next fsync when an earlier message waits for it (PUBACKs keep
-        the order of the PUBLISHes)."""
-        if self.update_log is not None and (self.update_log.pending or self._held):
-            self._held.append(message)
-        else:
-            self.link.ack(message)
-
-    def _screen(self, message: Message) -> None:
-        try:
-            topic = parse_topic(message.topic)
-        except ValueError as exc:
-            raise Rejected("bad_topic", str(exc)) from exc
-        if topic.kind == "status":
-            self._note_status(topic.device, message.payload)
-            return
-        if topic.kind != "update":
-            return
-        self.engine.round_counts["bytes_received"] += len(message.payload)
-        if topic.device not in self.cfg.devices:
-            raise Rejected("unknown_device", f"{topic.device!r} is not registered in fleet {self.cfg.fleet}")
-        self.mode.screen_update(self, topic, message.payload)
-
-    def verified(self, device: str, data: bytes) -> bytes:
-        """``data`` without its signature, verified with ``device``'s registered key (unsigned fleets: as is).
-        Raises WireError for a bad signature, Rejected for a device without a key."""
-        if self.cfg.device_keys is None:
-            return data
-        if device not in self.cfg.device_keys:
-            raise Rejected("unknown_device", f"no public key registered for {device}")
-        return verify_message(data, self.cfg.device_keys[device])
-
-    def check_sender(self, device: str, header: Header) -> None:
-        """The message's header must name this fleet and the device's registered wire id."""
-        if header.fleet_id != fleet_id(self.cfg.fleet):
-            raise Rejected("wrong_fleet", f"fleet id {header.fleet_id:#x} is not {self.cfg.fleet}'s")
-        if header.device_id != self.cfg.devices[device]:
-            raise Rejected("device_mismatch", f"{device} sent device id {header.device_id}, registered "
-                                              f"{self.cfg.devices[device]}")
-
-    def decode(self, device: str, data: bytes) -> tuple[int, ClientUpdate]:
-        """A whole UPDATE message (signed or not) from ``device``: its round and the update; raises Rejected."""
-        try:
-            header, update = decode_update(self.verified(device, data))
-        except WireError as exc:
-            raise Rejected(exc.reason, str(exc)) from exc
-        self.check_sender(device, header)
-        return header.round, ClientUpdate(device, update.delta, update.num_examples, update.local_steps,
-                                          update.control_delta, {"train_loss": update.train_loss})
-
-    def _accept(self, round_: int, update: ClientUpdate, data: bytes) -> None:
-        """Screen an update; an accepted one is logged (the message bytes) and, with a running sum, added to it
-        and forgotten: the engine keeps only its weight and metadata. O(1) whatever the round's size."""
-        device = self.engine.accept(update.device, round_, update).device
-        kept = self.engine.accepted[device]
-        offset = self._replaying if self._replaying is not None else self.update_log.append(device, round_, data)
-        if self.sums is not None:
-            self.sums.add(kept, offset)
-            self.engine.accepted[device] = ClientUpdate(device, [], kept.num_examples, kept.local_steps, None,
-                                                        kept.meta)
-        log.debug("round %d: accepted %s (%d examples)", self.round, device, kept.num_examples)
-
-    def _note_status(self, device: str, payload: bytes) -> None:
-        if not payload:
-            return
-        try:
-            _, status = decode_status(payload)
-        except WireError as exc:
-            raise Rejected("bad_status", f"status of {device}: {exc}") from exc
-        self.status[device] = status
-        declined = status.get("declined_round")
-        if isinstance(declined, int) and self.engine.decline(device, declined):
-            log.warning("round %d: %s declined (%s); not waiting for it", self.round, device, status.get("reason"))
 
     # ------------------------------------------------------------------------------ closing a round
     def _close_round(self) -> None:
@@ -397,6 +292,8 @@ class Aggregator:
         combined, extra = self.mode.close(self)
         if combined is None and self.rule is not None:
             combined = self._summed()
+        elif combined is None:  # individual updates in device order: the aggregate does not depend on arrival
+            self.engine.accepted = dict(sorted(self.engine.accepted.items()))  # (or on which worker got which)
         counts = self.engine.round_counts
         transport = {"bytes_received": counts["bytes_received"], "model_bytes": self._model_bytes,
                      "bytes_down": self._model_bytes * len(self.selected),
@@ -423,6 +320,11 @@ class Aggregator:
         self._save()
         self._open_log()
 
+    def sum_rule(self) -> SumRule | None:
+        """The current round's sum rule; None when the strategy needs the individual updates."""
+        args = {**self.cfg.strategy_args, **self.sum_args()}
+        return rule_for(self.cfg.strategy, args) if summable(self.cfg.strategy, args) else None
+
     def _summed(self) -> list[ClientUpdate]:
         """The running sum as the strategy's input, after the outlier screen (an update longer than
         ``max_norm_ratio`` × the median norm is read back from the log and subtracted exactly)."""
@@ -442,51 +344,6 @@ class Aggregator:
         kept = self.engine.accepted[device]
         _, update = self.decode(device, read_record(self.update_log.path, self.sums.offsets[device]).payload)
         return ClientUpdate(device, update.delta, kept.num_examples, kept.local_steps, update.control_delta, kept.meta)
-
-    # ------------------------------------------------------------------------------ persistence
-    def _save(self) -> None:
-        """The checkpoint (when a round opens and closes; ``RoundFiles``: its size does not grow with the fleet)."""
-        self.sync_log()
-        self.files.save(self.engine.manifest(), self.engine.state_keys(), self.engine.arrays())
-
-    def log_path(self, round_: int) -> Path:
-        return self.files.log_path(round_)
-
-    def _open_log(self) -> None:
-        """Start (or reopen) the current round's log and a fresh running sum."""
-        if self.update_log is not None:
-            if self.update_log.path == self.files.log_path(self.round):
-                return
-            self.update_log.close()
-        self.update_log = self.files.open_log(self.round)
-        self.sums = RunningSum(self.rule, model_size(self.weights)) if self.rule else None
-
-    def _replay(self) -> int:
-        """Run the current round's logged messages through the screen again (after a restart)."""
-        replayed = 0
-        for rec in self.update_log.records():
-            self._replaying = rec.offset
-            try:
-                self.mode.screen_update(self, TopicMatch("update", self.cfg.fleet, rec.round, rec.device),
-                                        rec.payload)
-                replayed += 1
-            except Rejected as rej:  # e.g. a message logged twice: the log is append-only, the screen decides
-                log.warning("log replay: %s's round-%d record not taken again (%s)", rec.device, rec.round,
-                            rej.reason)
-            finally:
-                self._replaying = None
-        return replayed
-
-    def restore(self) -> bool:
-        """Load the checkpoint and replay the current round's log; False when there is no checkpoint."""
-        loaded = self.files.load()
-        if loaded is None:
-            return False
-        self.engine.restore(*loaded, {})
-        self.engine.selected = Selection(self.engine.selected)
-        self._open_log()
-        self._replay()
-        return True
 
     def _write_metrics(self) -> None:
         (self.run_dir / "rounds.json").write_text(json.dumps(self.history, indent=1) + "\n")

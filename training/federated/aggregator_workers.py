@@ -1,22 +1,24 @@
-"""Several aggregator workers sharing one fleet's update stream, and the coordinator that adds their sums.
+"""Several aggregator workers sharing one fleet's update stream (the coordinator's side: ``worker_coordinator``).
 
 One aggregator process does ~2,000 signed int8 updates per CPU second (``pulsewire aggregator-bench``);
 beyond that the stream is split: each worker holds an MQTT 5 shared subscription
 ``$share/pw-FLEET-agg/pw/FLEET/update/+/+`` on the broker (Mosquitto 2, EMQX, HiveMQ), so the broker hands
 each update to exactly one worker. A worker is a whole ``Aggregator`` receive path (decode, signature,
-screen, update log with batched fsync and held acknowledgements, fixed-point running sum) with its own
-unique client id ``pw-FLEET-aggwN``, its own run directory and its own durable session; it follows the
-rounds the coordinator announces (the retained global model) instead of selecting devices itself.
+screen, update log with batched fsync and held acknowledgements) with its own unique client id
+``pw-FLEET-aggwN``, its own run directory and its own durable session; it follows the rounds the coordinator
+announces (the retained global model) instead of selecting devices itself.
 
-The coordinator is the ordinary aggregator service in ``SharedWorkers`` mode: it selects, announces,
-counts deliveries from the workers' progress messages and, to close a round, asks every worker for its
-partial sum and adds them. The sums are fixed point (``partial_sums``): three workers' partials add up to
-the bits one worker would have summed. The outlier screen runs on the union of the workers' norms; the
-workers subtract the dropped updates' exact contributions, read back from their logs.
+What a worker does with an accepted update depends on the strategy:
 
-Topics (QoS 1, under ``pw/FLEET/agg/``): ``ready/W`` (retained), ``progress/W`` (devices accepted lately), ``close/R``,
-``partial/R/W``, ``drop/R`` (devices to take out), ``dropped/R/W`` (their contributions).
-Strategies that need individual updates (median, trimmed mean, Krum, ...) are refused by ``rule_for``.
+- **summing** (a sum rule exists, ``partial_sums.rule_for``: FedAvg and its relatives, FedNova, SCAFFOLD,
+  norm bounding with a fixed clip, DP-FedAvg): into a fixed-point running sum; a close request is answered
+  with the partial sum, a drop request (the outlier screen on the union of the norms) with the exact
+  contributions of the dropped devices, read back from the log. DP-FedAvg's clip of the round comes from the
+  coordinator (``rule/R``) before the round is announced.
+- **forwarding** (median, trimmed mean, Krum, norm bounding to the median norm: ``forwarded_updates``): to the
+  coordinator, decoded, as int8 and a scale per tensor; a close request is answered with the devices forwarded.
+
+Asynchronous strategies (FedBuff) are refused: their buffers are the coordinator's engine's.
 """
 from __future__ import annotations
 
@@ -28,53 +30,88 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from broker.aggregation_topics import agg_topic, shared_updates
+from broker.aggregation_topics import DOWNWARD, agg_topic, shared_updates
 from broker.fed_messages import decode_global
 from broker.mqtt_link import BrokerSettings, Message, MqttLink
 from broker.signing import verify_message
 from broker.topics import FleetTopics
 from broker.wire import WireError
 from training.federated import checkpoint
-from training.federated.aggregator import Aggregator, PlainUpdates
+from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig
-from training.federated.partial_sums import PartialSum, model_size, outliers, rule_for
+from training.federated.forwarded_updates import ForwardAccepted, ForwardingWorkers, encode_forwards
+from training.federated.partial_sums import PartialSum, RunningSum, model_size, rule_for
 from training.federated.round_engine import Rejected
 from training.federated.strategies import ClientUpdate, Weights
-from training.federated.update_log import LogPolicy, read_record
+from training.federated.update_log import LogPolicy, read_record, scan
+from training.federated.worker_coordinator import SharedWorkers
 
 log = logging.getLogger(__name__)
 
-#: How often a worker reports the devices it accepted.
+#: How often a worker reports the devices it accepted (or forwards their updates).
 PROGRESS_EVERY_S = 0.1
 
 
+class RoundArgs:
+    """The sum rule's arguments of each round as the coordinator sent them, on disk: a restarted worker resumes
+    its round's running sum with the same clip."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rounds = {int(r): a for r, a in checkpoint.load_json(path).items()} if path.exists() else {}
+
+    def put(self, round_: int, args: dict[str, Any]) -> None:
+        self.rounds = {r: a for r, a in self.rounds.items() if r > round_ - 3} | {round_: args}
+        checkpoint.save_json(self.path, {str(r): a for r, a in self.rounds.items()})
+
+    def get(self, round_: int, default: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        return self.rounds[round_] if round_ in self.rounds else default()
+
+
+def synchronous(service: Aggregator) -> Aggregator:
+    """``service``, unless its strategy runs asynchronous rounds (ValueError: workers do not run those)."""
+    if service.strategy.buffering() is not None:
+        raise ValueError(f"strategy {service.cfg.strategy!r} runs asynchronous rounds (its buffers are the "
+                         "coordinator's): run it on one aggregator, without --workers")
+    return service
+
+
 class AggregatorWorker:
-    """One worker: its share of the updates into a running sum; answers the coordinator's close requests."""
+    """One worker: its share of the updates into a running sum, or forwarded to the coordinator; answers the
+    coordinator's close requests."""
 
     def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker: BrokerSettings | str, run_dir: Path,
                  index: int, log_policy: LogPolicy | None = None, aggregator_key: Any = None) -> None:
         """``aggregator_key``: the coordinator's Ed25519 public key when global models are signed."""
         if index < 0:
             raise ValueError(f"worker index {index}: use 0..N-1 for a coordinator of N workers")
-        self.rule = rule_for(cfg.strategy, cfg.strategy_args)  # a strategy that needs every update: ValueError
-        self.fleet, self.index, self.aggregator_key = cfg.fleet, index, aggregator_key
+        self.cfg, self.fleet, self.index, self.aggregator_key = cfg, cfg.fleet, index, aggregator_key
         self.client_id = f"pw-{cfg.fleet}-aggw{index}"
         #: One FIFO for updates and the coordinator's messages: a round's plan is handled before the updates
         #: that answer it.
         self._inbox: queue.Queue[Message] = queue.Queue()
         self.link = MqttLink(broker, self.client_id,
                              [shared_updates(cfg.fleet), FleetTopics(cfg.fleet).all_globals(),
-                              agg_topic(cfg.fleet, "close", "+"), agg_topic(cfg.fleet, "drop", "+")],
+                              *(agg_topic(cfg.fleet, down) for down in DOWNWARD)],
                              self._inbox.put, manual_ack=True, mqtt5=True)
         self.service = Aggregator(replace(cfg, honour_consent=False, observer=None), initial_weights, broker,
                                   run_dir, log_policy=log_policy, link=self.link)
+        synchronous(self.service)
+        #: Strategies that need every update: the worker's round mode keeps them until forwarded.
+        self.forwarding = ForwardAccepted() if self.service.rule is None else None
+        if self.forwarding is not None:
+            self.service.mode = self.forwarding
+        #: The sum rule's arguments of each round, as the coordinator sent them (DP-FedAvg's clip).
+        self._round_args = RoundArgs(Path(run_dir) / "updates" / "sum_args.json")
+        own = self.service.sum_args
+        self.service.sum_args = lambda: self._round_args.get(self.service.round, own)
         self.stop_event = threading.Event()
         #: Closed rounds: the partial sent (sent again if asked again) and what a drop request needs.
-        self._closed: dict[int, tuple[bytes, dict[str, int], dict[str, list]]] = {}
+        self._closed: dict[int, tuple[bytes, dict[str, int], dict[str, list], dict[str, Any]]] = {}
         self._reported = 0
         self.accepted_total = 0
 
@@ -132,6 +169,10 @@ class AggregatorWorker:
             self._on_close(int(parts[4]))
         elif parts[3] == "drop":
             self._on_drop(int(parts[4]), json.loads(message.payload)["devices"])
+        elif parts[3] == "rule":
+            self._on_rule(int(parts[4]), json.loads(message.payload))
+        elif parts[3] == "fetch":
+            self._on_fetch(int(parts[4]), json.loads(message.payload)["devices"])
 
     def _on_plan(self, data: bytes) -> None:
         if self.aggregator_key is not None:
@@ -143,13 +184,30 @@ class AggregatorWorker:
             return
         if plan.round < service.round or plan.round in self._closed:
             return
-        if plan.round > service.round and service.sums is not None and service.sums.total.count:
+        if plan.round > service.round and service.accepted:
             self._seal()  # the close request was missed (offline): the answer waits on disk for it
         if plan.round > service.round or not service.selected:
             service.follow_round(plan.round, list(plan.selected), model.weights)
             self._reported = 0
 
+    def _on_rule(self, round_: int, args: dict[str, Any]) -> None:
+        """The sum rule's arguments for ``round_`` (they come before its plan; the worker may already have opened
+        the round, empty, when it sealed the previous one)."""
+        self._round_args.put(round_, args)
+        service = self.service
+        if round_ == service.round and service.sums is not None:
+            if service.sums.total.count or service.sums.oversized:
+                log.warning("%s: round %d's sum rule arrived after updates; keeping the sum", self.client_id, round_)
+            else:
+                service.rule = service.sum_rule()
+                service.sums = RunningSum(service.rule, model_size(service.weights))
+        self.link.publish(agg_topic(self.fleet, "ruled", round_, self.index), b"1", qos=1)
+
     def _report_progress(self) -> None:
+        if self.forwarding is not None:
+            if (batch := self.forwarding.flush()) is not None:
+                self.link.publish(agg_topic(self.fleet, "forward", self.index), batch, qos=1)
+            return
         accepted = self.service.accepted
         if len(accepted) <= self._reported:
             return
@@ -167,32 +225,41 @@ class AggregatorWorker:
         service, round_ = self.service, self.service.round
         self._report_progress()
         service.sync_log()
-        part, offsets, kept = PartialSum(model_size(service.weights), self.rule.with_control), {}, {}
-        if service.sums is not None:
-            for device in service.sums.oversized:  # not in the sum: the coordinator never sees them
-                service.engine.reject("too_large")
-            part, offsets = service.sums.total, dict(service.sums.offsets)
-            kept = {d: [u.num_examples, u.local_steps, u.meta] for d, u in service.accepted.items()}
-        checkpoint.save(self._answer_path(round_), {"round": round_, "offsets": offsets, "kept": kept},
-                        {"partial": [np.frombuffer(part.to_bytes(), np.uint8)]})
-        self.accepted_total += part.count
+        offsets, kept = {}, {}
+        if self.forwarding is not None:
+            answer, taken = json.dumps({"devices": sorted(service.accepted)}).encode(), len(service.accepted)
+        else:
+            part = PartialSum(model_size(service.weights), service.rule.with_control)
+            if service.sums is not None:
+                for device in service.sums.oversized:  # not in the sum: the coordinator never sees them
+                    service.engine.reject("too_large")
+                part, offsets = service.sums.total, dict(service.sums.offsets)
+                kept = {d: [u.num_examples, u.local_steps, u.meta] for d, u in service.accepted.items()}
+            answer, taken = part.to_bytes(), part.count
+        checkpoint.save(self._answer_path(round_), {"round": round_, "offsets": offsets, "kept": kept,
+                                                    "sum_args": service.sum_args()},
+                        {"partial": [np.frombuffer(answer, np.uint8)]})
+        self.accepted_total += taken
         for old in self._answer_path(0).parent.glob("answer*.npz"):
             if int(old.stem.removeprefix("answer")) < round_ - 2:
                 old.unlink(missing_ok=True)
         service.follow_round(round_ + 1, [], service.weights)
         self._reported = 0
 
-    def _answer(self, round_: int) -> tuple[bytes, dict[str, int], dict[str, list]]:
-        """This worker's partial sum for ``round_`` (and what a drop request needs): from memory, from disk, or
-        empty when nothing of that round ever reached this worker."""
+    def _answer(self, round_: int) -> tuple[bytes, dict[str, int], dict[str, list], dict[str, Any]]:
+        """This worker's partial sum for ``round_`` (and what a drop request needs: offsets, weights, the sum
+        rule's arguments): from memory, from disk, or empty when nothing of that round ever reached this worker."""
         if round_ not in self._closed:
             path = self._answer_path(round_)
             if path.exists():
                 manifest, arrays = checkpoint.load(path)
-                self._closed[round_] = (bytes(arrays["partial"][0]), manifest["offsets"], manifest["kept"])
+                self._closed[round_] = (bytes(arrays["partial"][0]), manifest["offsets"], manifest["kept"],
+                                        manifest.get("sum_args", {}))
+            elif self.forwarding is not None:
+                return json.dumps({"devices": []}).encode(), {}, {}, {}
             else:
-                empty = PartialSum(model_size(self.service.weights), self.rule.with_control)
-                return empty.to_bytes(), {}, {}
+                empty = PartialSum(model_size(self.service.weights), self.service.rule.with_control)
+                return empty.to_bytes(), {}, {}, {}
             for old in [r for r in self._closed if r < round_ - 2]:
                 del self._closed[old]
         return self._closed[round_]
@@ -204,125 +271,45 @@ class AggregatorWorker:
 
     def _on_drop(self, round_: int, devices: list[str]) -> None:
         """The exact contributions of the named devices this worker summed in ``round_``."""
-        _, offsets, kept = self._answer(round_)
+        _, offsets, kept, args = self._answer(round_)
         size = model_size(self.service.weights)
-        part = PartialSum(size, self.rule.with_control)
+        rule = rule_for(self.cfg.strategy, {**self.cfg.strategy_args, **args})  # the round's, not today's
+        part = PartialSum(size, rule.with_control)
         for device in devices:
             if device in offsets:
                 record = read_record(self.service.log_path(round_), offsets[device])
                 _, update = self.service.decode(device, record.payload)
                 examples, steps, meta = kept[device]
-                part.add(self.rule.contribution(ClientUpdate(device, update.delta, examples, steps,
+                part.add(rule.contribution(ClientUpdate(device, update.delta, examples, steps,
                                                              update.control_delta, meta), size))
         self.link.publish(agg_topic(self.fleet, "dropped", round_, self.index), part.to_bytes(), qos=1)
 
 
-class SharedWorkers(PlainUpdates):
-    """The coordinator's round mode: updates go to ``workers`` AggregatorWorkers; it adds their partial sums."""
-
-    def __init__(self, workers: int, answer_timeout_s: float = 30.0) -> None:
-        if workers < 1 or answer_timeout_s <= 0:
-            raise ValueError("workers must be >= 1 and answer_timeout_s > 0")
-        self.workers, self.answer_timeout_s = workers, answer_timeout_s
-        self._queue: queue.Queue[Message] = queue.Queue()
-        self._answers: dict[tuple[str, int, int], bytes] = {}
-        self._link: MqttLink | None = None
-        self._ready: set[int] = set()
-        self.per_worker: dict[int, int] = {}
-
-    def _ensure_link(self, service: Aggregator) -> None:
-        if self._link is None:
-            fleet = service.cfg.fleet
-            self._link = MqttLink(service.link.settings, f"pw-{fleet}-aggcoord",
-                                  [agg_topic(fleet, "ready", "+"), agg_topic(fleet, "progress", "+"),
-                                   agg_topic(fleet, "partial", "+", "+"), agg_topic(fleet, "dropped", "+", "+")],
-                                  self._queue.put, clean_session=True)
-            self._link.start()
-
-    def plan_extras(self, service: Aggregator) -> dict[str, Any]:
-        """Before a round is announced: every worker has joined the shared subscription."""
-        self._ensure_link(service)
-        waited = time.monotonic()
-        while len(self._ready) < self.workers:
-            self.wait(service, 0.1)
-            if time.monotonic() - waited > self.answer_timeout_s:
-                log.warning("waiting for aggregator worker(s) %s to start",
-                            sorted(set(range(self.workers)) - self._ready))
-                waited = time.monotonic()
-        return {}
-
-    def stop(self) -> None:
-        """Close the coordinator's link to the workers (after the service's run)."""
-        if self._link is not None:
-            self._link.stop()
-            self._link = None
-
-    def screen_update(self, service: Aggregator, topic, payload: bytes) -> None:
-        raise Rejected("wrong_receiver", "updates go to the aggregator workers' shared subscription")
-
-    def wait(self, service: Aggregator, timeout: float) -> None:
-        service.serve_one(min(timeout, 0.05))
-        self._drain(service)
-
-    def _drain(self, service: Aggregator) -> None:
-        engine = service.engine
-        while True:
-            try:
-                message = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            parts = message.topic.split("/")
-            if parts[3] == "ready":
-                self._ready.add(int(parts[4]))
-            elif parts[3] == "progress":
-                note = json.loads(message.payload)
-                if note.get("round") == engine.round:
-                    for device in note["devices"]:
-                        if device in engine.selected and device not in engine.accepted:  # a Selection: O(1)
-                            engine.accepted[device] = ClientUpdate(device, [], 1, 1)
-            else:
-                self._answers[(parts[3], int(parts[4]), int(parts[5]))] = message.payload
-
-    def _gather(self, service: Aggregator, kind: str, ask: str, payload: bytes) -> dict[int, PartialSum]:
-        """Publish a request and wait for every worker's answer (asking again after each timeout)."""
-        round_, size = service.round, model_size(service.weights)
-        while True:
-            self._link.publish(agg_topic(service.cfg.fleet, ask, round_), payload, qos=1)
-            deadline = time.monotonic() + self.answer_timeout_s
-            while time.monotonic() < deadline:
-                got = {w: self._answers.get((kind, round_, w)) for w in range(self.workers)}
-                if all(v is not None for v in got.values()):
-                    return {w: PartialSum.from_bytes(v, size) for w, v in got.items()}
-                self.wait(service, 0.05)
-            missing = [w for w in range(self.workers) if (kind, round_, w) not in self._answers]
-            log.warning("round %d: worker(s) %s have not sent their %s sum; asking again", round_, missing, kind)
-
-    def close(self, service: Aggregator) -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
-        self._ensure_link(service)
-        self._drain(service)
-        rule = rule_for(service.cfg.strategy, service.cfg.strategy_args)
-        partials = self._gather(service, "partial", "close", json.dumps({"round": service.round}).encode())
-        total = PartialSum(model_size(service.weights), rule.with_control)
-        for part in partials.values():
-            total.add(part)
-        delivered = total.count
-        dropped = outliers(total.norms, service.cfg.policy.max_norm_ratio)
-        if dropped:
-            answers = self._gather(service, "dropped", "drop", json.dumps({"devices": dropped}).encode())
-            for part in answers.values():
-                total.add(part, sign=-1)
-            for device in dropped:
-                service.engine.reject("outlier_norm")
-                log.warning("round %d: dropped %s's update (norm above %g x the median)", service.round, device,
-                            service.cfg.policy.max_norm_ratio)
-        self.per_worker = {w: p.count for w, p in partials.items()}
-        return rule.combined(total, service.weights), {"participants": delivered,
-                                                       "workers": {str(w): c for w, c in self.per_worker.items()}}
+    def _on_fetch(self, round_: int, devices: list[str]) -> None:
+        """Forward the named devices' updates of ``round_`` again, read back from the log (the coordinator did
+        not receive them: it restarted, or a forward batch was lost)."""
+        service, wanted, again = self.service, set(devices), []
+        if self.forwarding is None or not service.log_path(round_).exists():
+            return
+        service.sync_log()
+        for record in scan(service.log_path(round_)):
+            if record.device in wanted:
+                try:
+                    again.append(service.decode(record.device, record.payload))
+                except Rejected as rej:
+                    log.warning("%s: %s's logged update not forwarded again (%s)", self.client_id, record.device,
+                                rej.reason)
+        if again:
+            self.link.publish(agg_topic(self.fleet, "forward", self.index), encode_forwards(again), qos=1)
 
 
 def coordinator(cfg: AggregatorConfig, initial_weights: Weights, broker: BrokerSettings | str, run_dir: Path,
                 workers: int, **kwargs: Any) -> Aggregator:
-    """The aggregator service that selects, announces and adds ``workers`` partial sums (it receives no update)."""
-    rule_for(cfg.strategy, cfg.strategy_args)
-    return Aggregator(cfg, initial_weights, broker, run_dir, mode=SharedWorkers(workers),
-                      subscriptions=[FleetTopics(cfg.fleet).all_statuses()], **kwargs)
+    """The aggregator service that selects and announces for ``workers`` AggregatorWorkers (it receives no
+    update): it adds their partial sums, or, for a strategy that needs every update, aggregates the updates
+    they forward."""
+    service = synchronous(Aggregator(cfg, initial_weights, broker, run_dir, mode=SharedWorkers(workers),
+                                     subscriptions=[FleetTopics(cfg.fleet).all_statuses()], **kwargs))
+    if service.rule is None:
+        service.mode = ForwardingWorkers(workers)
+    return service

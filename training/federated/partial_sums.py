@@ -1,8 +1,8 @@
 """Running and partial sums of a round's updates, in fixed point, so that any split of the sum is exact.
 
 A strategy whose server step depends on the round's updates only through weighted sums (FedAvg and the
-strategies built on its mean, FedNova, SCAFFOLD, norm bounding with a fixed clip) does not need the updates
-themselves: the aggregator adds each accepted update into a running sum and forgets it, and several workers
+strategies built on its mean, FedNova, SCAFFOLD, norm bounding with a fixed clip, DP-FedAvg's clipped sum)
+does not need the updates themselves: the aggregator adds each accepted update into a running sum and forgets it, and several workers
 can each sum their share of the update stream and let a coordinator add the shares.
 
 Why fixed point: float addition is not associative, so three workers' float64 partial sums added together
@@ -21,11 +21,15 @@ Which strategies can be summed, and what the sum is turned back into for the str
 | fednova | (n_i/τ_i)·Δ_i, n_i, n_i·τ_i | one update τ_eff·ΣpΔ/τ (τ_eff = Σn_iτ_i/Σn_i), one local step |
 | scaffold | Δ_i, Δc_i, count k | one update mean Δ, control k·mean Δc (SCAFFOLD scales its mean by 1/N) |
 | norm_bounded (fixed clip) | n_i·clip(Δ_i), n_i | as fedavg |
+| dp_fedavg | clip_C(Δ_i) (unweighted), k; norms ‖Δ_i‖ | the clipped sum, k and #{‖Δ_i‖ ≤ C}: the strategy adds the noise |
+
+``dp_fedavg``: C is the round's clip (``Strategy.sum_args``; it moves with adaptive clipping), and every
+update is clipped *before* it enters any sum, so one device moves a worker's partial sum, and hence the
+total, by at most C: the sensitivity the Gaussian noise is calibrated to. The noise is added once, by the
+strategy on the total (the coordinator), which also charges the round to the accountant.
 
 Not summable: ``median``, ``trimmed_mean``, ``krum`` and ``norm_bounded`` without a clip (the median norm)
-need every update (an order statistic or pairwise distances); ``dp_fedavg`` clips before summing and would be
-summable, but its noise and ledger live in its ``aggregate`` on individual updates, so it is not summed here.
-``rule_for`` raises a ValueError naming these. The outlier screen (max_norm_ratio × the round's median norm)
+need every update (an order statistic or pairwise distances). ``rule_for`` raises a ValueError naming these. The outlier screen (max_norm_ratio × the round's median norm)
 needs the norms only: a sum keeps each device's norm, and an outlier is subtracted exactly afterwards.
 """
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from training.federated.privacy import CLIPPED_SUM, WITHIN_CLIP
 from training.federated.robust import clip_delta, unflatten as unflat
 from training.federated.strategies import ClientUpdate, Weights
 
@@ -53,7 +58,6 @@ INDIVIDUAL = {
     "trimmed_mean": "trimming drops each coordinate's extremes across all updates",
     "krum": "Krum scores every update by its distances to the others",
     "norm_bounded": "without a fixed clip it clips to the median norm of all updates",
-    "dp_fedavg": "its noise and privacy ledger are applied inside its aggregate of individual updates",
 }
 
 
@@ -228,6 +232,31 @@ class ClippedRule(SumRule):
         return clip_delta(update.delta, self.clip)
 
 
+class DPClippedRule(SumRule):
+    """DP-FedAvg: each delta clipped to the round's C and summed unweighted; the strategy adds the noise."""
+
+    def __init__(self, clip: float) -> None:
+        self.clip = clip
+
+    def weight(self, update: ClientUpdate) -> float:
+        return 1.0
+
+    def values(self, update: ClientUpdate) -> Weights:
+        return clip_delta(update.delta, self.clip)
+
+    def combined(self, total: PartialSum, like: Weights) -> list[ClientUpdate]:
+        """One update that stands for the clipped sum (float64: the noise is added before any rounding)."""
+        if total.count == 0:
+            return []
+        flat, tensors, pos = from_fixed(total.delta), [], 0
+        for w in like:
+            tensors.append(flat[pos:pos + w.size].reshape(w.shape))
+            pos += w.size
+        within = sum(norm <= self.clip for norm in total.norms.values())
+        return [ClientUpdate("partial-sum", tensors, total.count, 1,
+                             meta={**loss_meta(total), CLIPPED_SUM: total.count, WITHIN_CLIP: within})]
+
+
 def rule_for(strategy: str, args: dict[str, Any] | None = None) -> SumRule:
     """The sum rule of a strategy by its config name; ValueError (saying what to use) if it needs every update."""
     args = args or {}
@@ -239,10 +268,15 @@ def rule_for(strategy: str, args: dict[str, Any] | None = None) -> SumRule:
         return ScaffoldRule()
     if strategy == "norm_bounded" and args.get("clip") is not None:
         return ClippedRule(float(args["clip"]))
+    if strategy == "dp_fedavg":
+        if args.get("clip") is None:
+            raise ValueError("dp_fedavg's sum rule needs the round's clip (the strategy's sum_args)")
+        return DPClippedRule(float(args["clip"]))
     why = INDIVIDUAL.get(strategy, "it is not known to the partial-sum rules")
-    raise ValueError(f"strategy {strategy!r} cannot run on partial sums: {why}. Run it with one aggregator "
-                     "worker (which keeps the individual updates), or choose fedavg, fedprox, fedavgm, fedadam, "
-                     "fednova, scaffold or norm_bounded with clip=C")
+    raise ValueError(f"strategy {strategy!r} cannot run on partial sums: {why}. Aggregator workers forward its "
+                     "individual updates to the coordinator instead (training.federated.forwarded_updates); "
+                     "summable: fedavg, fedprox, fedavgm, fedadam, fednova, scaffold, dp_fedavg, norm_bounded "
+                     "with clip=C")
 
 
 class RunningSum:

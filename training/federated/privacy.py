@@ -30,6 +30,11 @@ from training.federated.robust import clip_delta, delta_norm
 from training.federated.strategies import ClientUpdate, RoundContext, Strategy, Weights, add
 
 
+#: Meta of a ClientUpdate that stands for the sum of ``count`` deltas already clipped to the round's C (the
+#: partial-sum rule's output, ``training.federated.partial_sums``), and of how many were no longer than C.
+CLIPPED_SUM, WITHIN_CLIP = "clipped_sum_of", "within_clip"
+
+
 def epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: float,
             accountant: str = "rdp") -> float:
     """ε after ``rounds`` identical Gaussian rounds, Poisson-sampled at ``sampling_rate`` (< 1) or not (1.0)."""
@@ -97,28 +102,42 @@ class DPFedAvg(Strategy):
             return ctx.sampling_rate * ctx.registered
         return float(ctx.selected)
 
+    def sum_args(self) -> dict[str, Any]:
+        """The clip this round's updates are clipped to (it moves between rounds with adaptive clipping)."""
+        return {"clip": self.clip}
+
     def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+        if len(updates) == 1 and CLIPPED_SUM in updates[0].meta:  # an aggregator's sum of clipped deltas
+            summed = updates[0]
+            return self._release(global_weights, summed.delta, summed.meta[CLIPPED_SUM], summed.meta[WITHIN_CLIP])
+        clipped = [clip_delta(u.delta, self.clip) for u in updates]
+        total = [sum(c[i].astype(np.float64) for c in clipped) for i in range(len(global_weights))]
+        within = sum(delta_norm(u.delta) <= self.clip for u in updates)
+        return self._release(global_weights, total, len(updates), within)
+
+    def _release(self, global_weights: Weights, clipped_sum: Weights, count: int, within: int) -> Weights:
+        """Noise the sum of ``count`` deltas clipped to C (``within`` of them no longer than C), divide by the
+        round's fixed denominator, charge the round, adapt C. Whoever summed the clipped deltas (this strategy,
+        an aggregator's running sum, workers' partial sums), one device moves the sum by at most C."""
         # a caller that opens no rounds (a unit test, a script) asserts that these updates are the whole selection
-        ctx = self._ctx or RoundContext(len(self.ledger) + 1, self.num_devices, len(updates))
+        ctx = self._ctx or RoundContext(len(self.ledger) + 1, self.num_devices, count)
         self._ctx = None
         denominator = max(1.0, self._denominator(ctx))
-        clipped = [clip_delta(u.delta, self.clip) for u in updates]
-        noisy_sum = [sum(c[i].astype(np.float64) for c in clipped)
+        noisy_sum = [np.asarray(clipped_sum[i], np.float64)
                      + self.rng.normal(0.0, self.sum_z * self.clip, size=global_weights[i].shape)
                      for i in range(len(global_weights))]
         mean = [(s / denominator).astype(np.float32) for s in noisy_sum]
         row = self.accountant.charge(self._charge_for(ctx))
-        row.update(participants=len(updates), selected=ctx.selected, denominator=denominator, clip=self.clip,
+        row.update(participants=count, selected=ctx.selected, denominator=denominator, clip=self.clip,
                    sum_noise_multiplier=self.sum_z,
                    count_noise=self.count_noise if self.quantile is not None else None)
         self.ledger.append(row)
         if self.quantile is not None:
-            self._adapt_clip(updates, denominator)
+            self._adapt_clip(within - 0.5 * count, denominator)
         return add(global_weights, mean)
 
-    def _adapt_clip(self, updates: Sequence[ClientUpdate], denominator: float) -> None:
+    def _adapt_clip(self, centred: float, denominator: float) -> None:
         """C ← C·exp(−η (b̃ − γ)), b̃ = (Σ(b_i − ½) + N(0, σ_b²)) / denominator + ½ (Andrew et al.)."""
-        centred = sum((delta_norm(u.delta) <= self.clip) - 0.5 for u in updates)
         share = (centred + self.rng.normal(0.0, self.count_noise)) / denominator + 0.5
         self.clip = float(self.clip * np.exp(-self.adaptive_lr * (share - self.quantile)))
 

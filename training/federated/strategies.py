@@ -100,7 +100,8 @@ class Strategy:
 
     The round engine talks to every strategy through the hooks below, never by asking which strategy it
     is: ``buffering`` (synchronous or asynchronous rounds), ``begin_round`` before a round, ``allows_round``
-    (a privacy budget), ``server_control`` (state sent to devices with the model), ``privacy_row`` (the
+    (a privacy budget), ``server_control`` (state sent to devices with the model), ``sum_args`` (what partial-sum
+    workers need of the round), ``privacy_row`` (the
     ledger entry of the round just aggregated)."""
 
     name = "base"
@@ -117,6 +118,11 @@ class Strategy:
     def server_control(self, global_weights: Weights) -> Weights | None:
         """Tensors sent to devices with the global model (SCAFFOLD's control variate); None: nothing."""
         return None
+
+    def sum_args(self) -> dict[str, Any]:
+        """This round's arguments of the strategy's partial-sum rule that change between rounds (DP-FedAvg's
+        adaptive clip): aggregator workers get them from the coordinator before the round opens."""
+        return {}
 
     def allows_round(self, ctx: RoundContext) -> bool:
         """False: running this round would break a limit (a privacy budget); the engine stops before it."""
