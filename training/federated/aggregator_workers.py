@@ -114,6 +114,9 @@ class AggregatorWorker:
         self._closed: dict[int, tuple[bytes, dict[str, int], dict[str, list], dict[str, Any]]] = {}
         self._reported = 0
         self.accepted_total = 0
+        #: True once this worker has followed (or restored) a round of the run: a final plan means "stop" only
+        #: then; before, it is the retained last word of an earlier run on the same fleet.
+        self._in_run = False
 
     def _is_update(self, message: Message) -> bool:
         return message.topic.startswith(FleetTopics(self.fleet).all_updates().removesuffix("+/+"))
@@ -122,6 +125,7 @@ class AggregatorWorker:
         """Serve until ``stop_event`` is set or the coordinator announces its last round (resuming the round in
         the checkpoint and log, if any)."""
         if self.service.restore():
+            self._in_run = True
             log.info("%s: resuming round %d with %d update(s) from its log", self.client_id, self.service.round,
                      len(self.service.accepted))
         self.link.start()
@@ -180,7 +184,11 @@ class AggregatorWorker:
         _, model = decode_global(data)
         plan, service = model.plan, self.service
         if plan.final:  # the coordinator's last word: every round is closed
-            self.stop_event.set()
+            if self._in_run:
+                self.stop_event.set()
+            else:
+                log.info("%s: ignored the final plan of an earlier run (round %d); waiting for this run's first",
+                         self.client_id, plan.round)
             return
         if plan.round < service.round or plan.round in self._closed:
             return
@@ -188,6 +196,7 @@ class AggregatorWorker:
             self._seal()  # the close request was missed (offline): the answer waits on disk for it
         if plan.round > service.round or not service.selected:
             service.follow_round(plan.round, list(plan.selected), model.weights)
+            self._in_run = True
             self._reported = 0
 
     def _on_rule(self, round_: int, args: dict[str, Any]) -> None:
