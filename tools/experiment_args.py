@@ -9,6 +9,8 @@ import argparse
 CENTRAL_LEADS = ("MLII", "other")
 FEDERATED_LEADS = ("MLII",)
 DEFAULT_AUGMENT = False
+#: Per-round decay of the local learning rate (``LocalConfig.lr_decay``).
+LR_DECAY = 1.0
 
 
 def add_classifier_args(p: argparse.ArgumentParser, leads: tuple[str, ...]) -> None:
@@ -59,6 +61,8 @@ def add_federated_args(p: argparse.ArgumentParser, strategies: list[str]) -> Non
     p.add_argument("--local-epochs", type=int, default=2, help="local epochs per round (default 2)")
     p.add_argument("--lr", type=float, default=0.3,
                    help="local SGD learning rate (0.3 beat 0.01 and 0.05 on held-out DS1 patients, seed 0)")
+    p.add_argument("--lr-decay", type=float, default=LR_DECAY,
+                   help=f"the local learning rate is multiplied by this every round (default {LR_DECAY})")
 
 
 def add_selection_arg(p: argparse.ArgumentParser) -> None:
