@@ -1,10 +1,12 @@
 """The federated bench judges issue 13's federated targets on the shipped default case: the DS2 gap to
 centralized and the share of S beats called V, pooled over seeds from the int8 confusion matrices."""
+import argparse
+
 import pytest
 
+from tools.experiment_args import BEAT_STRATEGY, strategy_for
 from tools.federated_bench import DEFAULT_CASE, bench_cases, default_targets, s_called_v
 from training.federated.local_training import LocalConfig
-from training.federated.simulation import FederatedConfig
 
 
 def _run(s_as_v: int, s_total: int) -> dict:
@@ -37,4 +39,10 @@ def test_default_targets_gap_and_s_called_v():
 
 def test_the_default_case_is_the_shipped_setting():
     case = next(c for c in bench_cases(LocalConfig()) if c.name == DEFAULT_CASE)
-    assert case.strategy == FederatedConfig().strategy and case.encoding == "int8" and case.local == LocalConfig()
+    assert case.strategy == BEAT_STRATEGY and case.encoding == "int8" and case.local == LocalConfig()
+
+
+def test_the_strategy_flag_wins_over_each_commands_default():
+    assert strategy_for(argparse.Namespace(strategy=None), BEAT_STRATEGY) == BEAT_STRATEGY
+    assert strategy_for(argparse.Namespace(), "fedavg") == "fedavg"  # a parser without --strategy
+    assert strategy_for(argparse.Namespace(strategy="fednova"), BEAT_STRATEGY) == "fednova"

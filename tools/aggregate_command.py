@@ -14,6 +14,8 @@ import json
 import logging
 from pathlib import Path
 
+from tools.experiment_args import strategy_for
+
 log = logging.getLogger("pulsewire.aggregate")
 
 
@@ -85,7 +87,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
             weights = [data[f"arr_{i}"] for i in range(len(data.files))]
         local = LocalConfig(epochs=args.local_epochs, learning_rate=args.lr, lr_decay=args.lr_decay).__dict__
     key_path = args.signing_key or (fleet.signing_key if fleet else None)
-    cfg = AggregatorConfig(fleet=name, devices=registry, rounds=args.rounds, strategy=args.strategy,
+    cfg = AggregatorConfig(fleet=name, devices=registry, rounds=args.rounds, strategy=strategy_for(args, "fedavg"),
                            strategy_args=dict(args.strategy_arg),
                            policy=RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline,
                                               late=args.late),

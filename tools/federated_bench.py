@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_runtime.aami import AAMI_CLASSES
 from edge_runtime.signal_config import SignalConfig
+from tools.experiment_args import BEAT_STRATEGY
 from tools.seed_summary import summarise
 from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset, load_beats
@@ -48,7 +49,7 @@ DEFAULT_CASE = "default_int8"
 
 def bench_cases(local: LocalConfig) -> list[BenchCase]:
     cases = [BenchCase(s, strategy=s, local=local) for s in STRATEGY_CASES]
-    cases.append(BenchCase(DEFAULT_CASE, strategy=FederatedConfig().strategy, encoding="int8", local=local))
+    cases.append(BenchCase(DEFAULT_CASE, strategy=BEAT_STRATEGY, encoding="int8", local=local))
     cases += [BenchCase("fedavg_int8", encoding="int8", local=local),
               BenchCase("fedavg_topk0.1", encoding="topk:0.1", local=local),
               # the Flower-based system's setting: 5 devices, IID split of intra-patient beats, 5 rounds

@@ -13,12 +13,14 @@ from tools.broker_args import add_broker_args
 from tools.data_args import add_data_args, cache_root, resolve_data_dir
 from tools.deploy_commands import add_fleet_init_parser
 from tools.experiment_args import (
+    BEAT_STRATEGY,
     FEDERATED_LEADS,
     add_classifier_args,
     add_federated_args,
     add_round_policy_args,
     add_run_args,
     add_selection_arg,
+    strategy_for,
 )
 from tools.task_commands import DEFAULT_TASK, add_task_arg, run_task_command
 from tools.training_commands import base_config, protocol_beats, write_results
@@ -64,6 +66,7 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.task != DEFAULT_TASK:
         return run_task_command(args, "simulate")
+    args.strategy = strategy_for(args, BEAT_STRATEGY)
     from training.federated.aggregator_config import RoundPolicy
     from training.federated.simulation import run_simulation
 
@@ -83,6 +86,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_fleet(args: argparse.Namespace) -> int:
     if args.task != DEFAULT_TASK:
         return run_task_command(args, "fleet")
+    args.strategy = strategy_for(args, BEAT_STRATEGY)
     from tools.broker_args import broker_settings
     from training.federated.aggregator_config import RoundPolicy
     from training.federated.fleet import FleetConfig, run_fleet
