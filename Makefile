@@ -52,7 +52,7 @@ endif
 
 help:
 	@echo "make demo   - set up, federated training over MQTT (a broker, the aggregator, one device per DS1 patient),"
-	@echo "              int8 export, DS2 evaluation -> out/demo/fleet_fedavgm_int8.html; the fleet server records it"
+	@echo "              int8 export, DS2 evaluation -> out/demo/fleet_fedavg_int8.html; the fleet server records it"
 	@echo "              and DS2 alerts with ECG strips -> out/demo/fleet.db, out/demo/dashboard/index.html"
 	@echo "make test   - set up and run the test suite"
 	@echo "make bench  - centralized (3 seeds x 2 protocols) then federated (strategies, encodings, reference setting)"
@@ -104,15 +104,15 @@ demo: setup
 	echo "==> DS2 records $(DEMO_RECORDS) through edge devices running the seed-0 model: alerts with ECG strips"; \
 	MITDB=$${MITDB_DIR:-$(PULSEWIRE_CACHE)/mitdb}; \
 	for r in $(DEMO_RECORDS); do \
-		$(BIN)/pulsewire edge run --record $$MITDB/$$r --model out/demo/models/fedavgm_int8_seed0_int8.tflite \
+		$(BIN)/pulsewire edge run --record $$MITDB/$$r --model out/demo/models/fedavg_int8_seed0_int8.tflite \
 			--broker $$BROKER --fleet $(DEMO_FLEET) --device ecg$$r --device-id $$r --patient pt$$r --strips \
 			--speed max --out out/demo/edge > out/demo/edge-$$r.json; done; \
 	sleep 2; kill $$SERVER_PID; wait $$SERVER_PID || true; SERVER_PID=; \
 	$(BIN)/pulsewire server snapshot --db $$DB --out out/demo/dashboard
 	@echo "==> the seed-0 model as C for a Cortex-M4: bit-exactness on the host and under QEMU, flash and RAM"
-	$(BIN)/pulsewire firmware bench --model out/demo/models/fedavgm_int8_seed0_int8.tflite --qemu-beats 500 \
+	$(BIN)/pulsewire firmware bench --model out/demo/models/fedavg_int8_seed0_int8.tflite --qemu-beats 500 \
 		--json out/demo/firmware.json
-	@echo "==> open out/demo/fleet_fedavgm_int8.html (federation), out/demo/dashboard/index.html (server snapshot)"
+	@echo "==> open out/demo/fleet_fedavg_int8.html (federation), out/demo/dashboard/index.html (server snapshot)"
 	@echo "    and out/demo/firmware.md (microcontroller); the dashboard live on the demo's database:"
 	@echo "    $(BIN)/pulsewire server --db out/demo/fleet.db --fleet $(DEMO_FLEET)   (accounts clinician, engineer;"
 	@echo "    password in out/demo/server/password)"
