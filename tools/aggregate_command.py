@@ -14,6 +14,8 @@ import json
 import logging
 from pathlib import Path
 
+from tools.experiment_args import strategy_for
+
 log = logging.getLogger("pulsewire.aggregate")
 
 
@@ -38,11 +40,11 @@ def _device_keys(fleet, registry: dict[str, int]) -> dict | None:
 
 
 def _held_out(args: argparse.Namespace, features):
-    from training.data.beat_dataset import load_beats
-    from tools.data_args import cache_root
-    from training.data.mitdb import locate_mitdb
-
     import os
+
+    from tools.data_args import cache_root
+    from training.data.beat_dataset import load_beats
+    from training.data.mitdb import locate_mitdb
 
     cache = cache_root()
     data_dir = locate_mitdb(args.data_dir or os.environ.get("MITDB_DIR"), cache, allow_download=False)
@@ -61,9 +63,9 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from training.federated.aggregator import Aggregator
     from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
     from training.federated.aggregator_workers import coordinator
-    from training.federated.update_log import LogPolicy
     from training.federated.head_model import head_evaluator, load_head_model, save_head
     from training.federated.local_config import LocalConfig
+    from training.federated.update_log import LogPolicy
 
     fleet = fleet_settings(args)
     name = fleet_name(args)
@@ -83,9 +85,9 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     else:
         with np.load(args.init) as data:
             weights = [data[f"arr_{i}"] for i in range(len(data.files))]
-        local = LocalConfig(epochs=args.local_epochs, learning_rate=args.lr).__dict__
+        local = LocalConfig(epochs=args.local_epochs, learning_rate=args.lr, lr_decay=args.lr_decay).__dict__
     key_path = args.signing_key or (fleet.signing_key if fleet else None)
-    cfg = AggregatorConfig(fleet=name, devices=registry, rounds=args.rounds, strategy=args.strategy,
+    cfg = AggregatorConfig(fleet=name, devices=registry, rounds=args.rounds, strategy=strategy_for(args, "fedavg"),
                            strategy_args=dict(args.strategy_arg),
                            policy=RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline,
                                               late=args.late),

@@ -12,8 +12,16 @@ from pathlib import Path
 from tools.broker_args import add_broker_args
 from tools.data_args import add_data_args, cache_root, resolve_data_dir
 from tools.deploy_commands import add_fleet_init_parser
-from tools.experiment_args import (FEDERATED_LEADS, add_classifier_args, add_federated_args, add_round_policy_args,
-                                   add_run_args, add_selection_arg)
+from tools.experiment_args import (
+    BEAT_STRATEGY,
+    FEDERATED_LEADS,
+    add_classifier_args,
+    add_federated_args,
+    add_round_policy_args,
+    add_run_args,
+    add_selection_arg,
+    strategy_for,
+)
 from tools.task_commands import DEFAULT_TASK, add_task_arg, run_task_command
 from tools.training_commands import base_config, protocol_beats, write_results
 
@@ -39,7 +47,8 @@ def _federated_config(args: argparse.Namespace, seed: int):
                            fraction=getattr(args, "fraction", 1.0), attack=getattr(args, "attack", None),
                            selection=getattr(args, "selection", None),
                            attackers=getattr(args, "attackers", 0.0),
-                           local=LocalConfig(epochs=args.local_epochs, learning_rate=args.lr))
+                           local=LocalConfig(epochs=args.local_epochs, learning_rate=args.lr,
+                                             lr_decay=args.lr_decay))
 
 
 def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, settings: dict, started: float) -> dict:
@@ -48,7 +57,7 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
     return {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
             "federated": {"strategy": args.strategy, "strategy_args": dict(args.strategy_arg),
                           "partition": args.partition, "rounds": args.rounds,
-                          "local_epochs": args.local_epochs, "lr": args.lr, "leads": list(args.leads),
+                          "local_epochs": args.local_epochs, "lr": args.lr, "lr_decay": args.lr_decay, "leads": list(args.leads),
                           "augment": args.augment, "offsets": args.offsets, **settings},
             "protocols": {args.protocol: {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}},
             "targets": [], "wall_seconds": time.time() - started}
@@ -57,6 +66,7 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.task != DEFAULT_TASK:
         return run_task_command(args, "simulate")
+    args.strategy = strategy_for(args, BEAT_STRATEGY)
     from training.federated.aggregator_config import RoundPolicy
     from training.federated.simulation import run_simulation
 
@@ -64,7 +74,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise ValueError("give --selection or --fraction, not both")
     RoundPolicy(selection=args.selection)  # a wrong spec fails before the data loads
     started = time.time()
-    data_dir, label, runs = _federated_runs(
+    data_dir, _, runs = _federated_runs(
         args, lambda train, val, test, seed: run_simulation(train, val, _federated_config(args, seed),
                                                             base_config(args, seed)), args.strategy)
     results = _federated_results(args, data_dir, runs, {"fraction": args.fraction, "selection": args.selection,
@@ -76,10 +86,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_fleet(args: argparse.Namespace) -> int:
     if args.task != DEFAULT_TASK:
         return run_task_command(args, "fleet")
+    args.strategy = strategy_for(args, BEAT_STRATEGY)
+    from tools.broker_args import broker_settings
     from training.federated.aggregator_config import RoundPolicy
     from training.federated.fleet import FleetConfig, run_fleet
-
-    from tools.broker_args import broker_settings
 
     policy = RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline, late=args.late)
     broker = broker_settings(args)

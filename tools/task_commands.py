@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from tools.experiment_args import strategy_for
+
 log = logging.getLogger("pulsewire.tasks")
 
 DEFAULT_TASK = "beat"
@@ -105,7 +107,7 @@ def run_task_command(args: argparse.Namespace, mode: str) -> int:
     from training.tasks.task_run import TaskRunSettings, run_task_seeds
 
     task = task_or_exit(args.task, args.max_persons)
-    settings = TaskRunSettings(mode=mode, rounds=getattr(args, "rounds", 20), strategy=getattr(args, "strategy", "fedavg"),
+    settings = TaskRunSettings(mode=mode, rounds=getattr(args, "rounds", 20), strategy=strategy_for(args, "fedavg"),
                                strategy_args=dict(getattr(args, "strategy_arg", []) or []),
                                partition=getattr(args, "partition", "person") or "person",
                                local_epochs=getattr(args, "local_epochs", 2), learning_rate=getattr(args, "lr", 0.3),

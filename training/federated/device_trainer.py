@@ -32,7 +32,7 @@ class KerasDeviceUpdater:
         unknown = set(model.plan.local) - _LOCAL_KEYS
         if unknown:
             raise ValueError(f"round plan has local settings this device does not know: {sorted(unknown)}")
-        cfg = LocalConfig(**model.plan.local)
+        cfg = LocalConfig(**model.plan.local).for_round(model.plan.round)
         update, new_control = self.trainer.run(self.name, model.weights, self.inputs, self.targets, cfg, self.rng,
                                                model.server_control, self.control, self.row_weights)
         if new_control is not None:
