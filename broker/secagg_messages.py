@@ -148,6 +148,10 @@ class SecAggPlan:
     #: Device-side Poisson sampling: each device's update enters the sum with this probability, decided on the
     #: device with private randomness (otherwise it sends a masked zero with its noise); 1.0: always.
     sampling_rate: float = 1.0
+    #: SecAgg+: the wire ids of the round's selection, the masking graph's vertices. Published in the signed
+    #: round plan, so every device and the aggregator derive the same graph from public round data before
+    #: anyone advertises (a selected device that never advertises is a dropout, not a change of graph).
+    members: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not (0 <= self.session < 2**64 and 2 <= self.threshold <= self.devices and self.bound > 0
@@ -157,9 +161,11 @@ class SecAggPlan:
             raise ValueError(f"secure-aggregation plan out of range: {self}")
         if self.bound * self.scale * self.devices >= 2**31:
             raise ValueError("bound x scale x devices must stay below 2^31 for the sum to decode")
+        if self.degree and (len(self.members) != self.devices or len(set(self.members)) != self.devices):
+            raise ValueError("a SecAgg+ plan (degree > 0) lists its devices' distinct wire ids (members)")
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "members": list(self.members)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SecAggPlan":
@@ -167,7 +173,7 @@ class SecAggPlan:
             return cls(int(d["session"]), int(d["threshold"]), int(d["devices"]), float(d["bound"]),
                        float(d["scale"]), None if d.get("clip") is None else float(d["clip"]),
                        float(d.get("noise_sd", 0.0)), int(d.get("degree", 0)), int(d.get("consistency", 0)),
-                       float(d.get("sampling_rate", 1.0)))
+                       float(d.get("sampling_rate", 1.0)), tuple(int(m) for m in d.get("members", ())))
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"secure-aggregation plan not understood: {exc}") from None
 

@@ -118,7 +118,9 @@ class SecAggSettings:
     def sparse(self) -> bool:
         return self.degree is not None or self.dropout is not None
 
-    def plan(self, session: int, devices: int) -> SecAggPlan:
+    def plan(self, session: int, members: tuple[int, ...]) -> SecAggPlan:
+        """The round's plan for the selected devices ``members`` (wire ids; SecAgg+ builds its graph on them)."""
+        devices = len(members)
         degree, t = 0, min(devices, max(2, math.ceil(self.threshold_fraction * devices)))
         if self.degree is not None and self.degree < devices - 1:
             degree = self.degree - self.degree % 2
@@ -133,7 +135,7 @@ class SecAggSettings:
         bound = self.bound if self.clip is None else min(self.bound, self.clip + 8 * sd)
         scale = float(2 ** math.floor(math.log2((2**31 - 1) / (bound * devices))))
         return SecAggPlan(session, t, devices, bound, scale, self.clip, sd, degree, consistency,
-                          self.poisson_rate or 1.0)
+                          self.poisson_rate or 1.0, tuple(sorted(members)) if degree else ())
 
 
 class _Coverage:
@@ -168,7 +170,7 @@ class _RoundState:
     inputs: dict[int, MaskedInput] = field(default_factory=dict)
     confirms: dict[int, Confirmation] = field(default_factory=dict)
     replies: dict[int, UnmaskReply] = field(default_factory=dict)
-    #: SecAgg+: the round's masking graph over the devices that advertised (None: everyone with everyone).
+    #: SecAgg+: the round's masking graph over the selected devices, from the plan (None: everyone with everyone).
     graph: MaskingGraph | None = None
     arrived: tuple[int, ...] = ()
     dropped: tuple[int, ...] = ()
@@ -197,7 +199,7 @@ class _RoundState:
         """Whom ``device`` must address its shares to: every other advertiser, or its neighbours (SecAgg+)."""
         if self.graph is None:
             return set(self.adverts) - {device}
-        return set(self.graph.neighbours(device))
+        return set(self.graph.neighbours(device)) & self.adverts.keys()
 
 
 class SecureAggregation:
@@ -213,7 +215,10 @@ class SecureAggregation:
     # ------------------------------------------------------------------------------ plan and steps
     def plan_extras(self, service: Aggregator) -> dict[str, Any]:
         if self.state is None or self._state_round != service.round:
-            self.state = _RoundState(self.settings.plan(secrets.randbits(64), len(service.selected)))
+            members = tuple(service.cfg.devices[d] for d in service.selected)
+            self.state = _RoundState(self.settings.plan(secrets.randbits(64), members))
+            # SecAgg+: the graph is a function of the published plan (selection and session) alone
+            self.state.graph = graph_for(list(self.state.plan.members), self.state.plan.degree, self.state.plan.session)
             self._state_round = service.round
         return {"secagg": self.state.plan.to_dict()}
 
@@ -252,15 +257,15 @@ class SecureAggregation:
         device's shares, the list of inputs to confirm or unmask, the confirmations)."""
         st = self.state
         if step == Step.ADVERT:
-            st.graph = graph_for(sorted(st.adverts), st.plan.degree, st.plan.session)
-            if st.graph is None or st.graph.k == len(st.adverts) - 1:
+            if st.graph is None:
                 self.send(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
                 return
-            # SecAgg+: each device gets its neighbours' keys only (O(k) down, not O(n)), with the list of
-            # advertisers, from which it derives the graph itself and checks that these are its neighbours
+            # SecAgg+: each device gets its advertised neighbours' keys only (O(k) down, not O(n)), with the
+            # list of advertisers; it derives the graph from the plan itself and checks that these are its
+            # neighbours (a neighbour missing from the advertisers is a dropout)
             names, everyone = {v: k for k, v in service.cfg.devices.items()}, tuple(sorted(st.adverts))
             for j in everyone:
-                near = tuple(st.adverts[i] for i in sorted(st.graph.neighbours(j)))
+                near = tuple(st.adverts[i] for i in sorted(st.graph.neighbours(j)) if i in st.adverts)
                 self.send(service, AdvertList(near, everyone), names[j])
         elif step == Step.SHARES:
             names = {v: k for k, v in service.cfg.devices.items()}
