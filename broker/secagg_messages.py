@@ -190,27 +190,45 @@ class SecAggMessage:
 
 
 # ---------------------------------------------------------------------------------------------- encoding
+# Compiled once: a 1,000-device SecAgg+ round encodes and decodes ~150,000 of these fields at the aggregator.
+_U16, _U32, _ID_LENGTH = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<IH")
+_ID_SHARE, _ID_SIGNATURE = struct.Struct(f"<I{SHARE_BYTES}s"), struct.Struct(f"<I{SIGNATURE_BYTES}s")
+_ID_KEYS = struct.Struct(f"<I{KEY_BYTES}s{KEY_BYTES}s")
+
+
 def _ids(ids) -> bytes:
     ids = list(ids)
     return struct.pack(f"<H{len(ids)}I", len(ids), *ids)
 
 
 def _blobs(items: dict[int, bytes]) -> bytes:
-    parts = [struct.pack("<H", len(items))]
+    parts = [_U16.pack(len(items))]
     for k in sorted(items):
-        parts.append(struct.pack("<IH", k, len(items[k])) + items[k])
+        parts += (_ID_LENGTH.pack(k, len(items[k])), items[k])
     return b"".join(parts)
 
 
 def _shares(items: dict[int, int]) -> bytes:
-    return struct.pack("<H", len(items)) + b"".join(struct.pack("<I", k) + items[k].to_bytes(SHARE_BYTES, "big")
-                                                    for k in sorted(items))
+    return _U16.pack(len(items)) + b"".join(_ID_SHARE.pack(k, items[k].to_bytes(SHARE_BYTES, "big"))
+                                            for k in sorted(items))
 
 
 def _signatures(items: dict[int, bytes]) -> bytes:
-    if any(len(v) != SIGNATURE_BYTES for v in items.values()):
-        raise ValueError("an Ed25519 signature is 64 bytes")
-    return struct.pack("<H", len(items)) + b"".join(struct.pack("<I", k) + items[k] for k in sorted(items))
+    parts = [_U16.pack(len(items))]
+    for k in sorted(items):
+        if len(items[k]) != SIGNATURE_BYTES:
+            raise ValueError("an Ed25519 signature is 64 bytes")
+        parts += (_U32.pack(k), items[k])
+    return b"".join(parts)
+
+
+def _adverts(adverts: tuple[KeyAdvert, ...]) -> bytes:
+    parts = [_U16.pack(len(adverts))]
+    for a in adverts:
+        if len(a.cipher_pk) != KEY_BYTES or len(a.mask_pk) != KEY_BYTES:
+            raise ValueError("X25519 public keys are 32 bytes")
+        parts.append(_ID_KEYS.pack(a.device, a.cipher_pk, a.mask_pk))
+    return b"".join(parts)
 
 
 def encode_secagg(fleet_id: int, round_: int, session: int, payload: Payload) -> bytes:
@@ -224,8 +242,7 @@ def encode_secagg(fleet_id: int, round_: int, session: int, payload: Payload) ->
             raise ValueError("X25519 public keys are 32 bytes")
     elif isinstance(payload, AdvertList):
         step, device = Step.ADVERTS, 0
-        body = struct.pack("<H", len(payload.adverts)) + b"".join(
-            struct.pack("<I", a.device) + a.cipher_pk + a.mask_pk for a in payload.adverts)
+        body = _adverts(payload.adverts)
         signed = {a.device: a.signature for a in payload.adverts if a.signature}
         if payload.devices or signed:
             body += _ids(payload.devices)
@@ -259,51 +276,63 @@ def encode_secagg(fleet_id: int, round_: int, session: int, payload: Payload) ->
 
 # ---------------------------------------------------------------------------------------------- decoding
 class _Body:
+    """A step body read front to back; every read checks the length first (a short body is a WireError)."""
+
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = data, 0
 
-    def take(self, n: int) -> bytes:
+    def _need(self, n: int) -> int:
+        """The current position, after checking that ``n`` more bytes are there."""
         if self.pos + n > len(self.data):
             raise WireError("bad_secagg", f"body ends at {len(self.data)}, needed {self.pos + n}")
-        out = self.data[self.pos:self.pos + n]
+        return self.pos
+
+    def take(self, n: int) -> bytes:
+        pos = self._need(n)
         self.pos += n
-        return out
+        return self.data[pos:pos + n]
 
     def unpack(self, fmt: str) -> tuple:
         s = struct.Struct(fmt)
         return s.unpack(self.take(s.size))
 
+    def count(self) -> int:
+        (n,) = _U16.unpack_from(self.data, self._need(2))
+        self.pos += 2
+        return n
+
+    def records(self, record: struct.Struct) -> list[tuple]:
+        """A count, then that many fixed-size records (unpacked in one pass)."""
+        n = self.count()
+        pos = self._need(n * record.size)
+        self.pos += n * record.size
+        return list(record.iter_unpack(self.data[pos:self.pos]))
+
     def ids(self) -> tuple[int, ...]:
-        (n,) = self.unpack("<H")
+        n = self.count()
         ids = self.unpack(f"<{n}I")
         _unique(ids)
         return ids
 
     def blobs(self) -> dict[int, bytes]:
-        (n,) = self.unpack("<H")
-        out: dict[int, bytes] = {}
+        n, data, out = self.count(), self.data, {}
         for _ in range(n):
-            k, length = self.unpack("<IH")
+            k, length = _ID_LENGTH.unpack_from(data, self._need(_ID_LENGTH.size))
+            self.pos += _ID_LENGTH.size
             out[k] = self.take(length)
         _unique_count(out, n)
         return out
 
     def shares(self) -> dict[int, int]:
-        (n,) = self.unpack("<H")
-        out = {}
-        for _ in range(n):
-            (k,) = self.unpack("<I")
-            out[k] = int.from_bytes(self.take(SHARE_BYTES), "big")
-        _unique_count(out, n)
+        rows = self.records(_ID_SHARE)
+        out = {k: int.from_bytes(share, "big") for k, share in rows}
+        _unique_count(out, len(rows))
         return out
 
     def signatures(self) -> dict[int, bytes]:
-        (n,) = self.unpack("<H")
-        out = {}
-        for _ in range(n):
-            (k,) = self.unpack("<I")
-            out[k] = self.take(SIGNATURE_BYTES)
-        _unique_count(out, n)
+        rows = self.records(_ID_SIGNATURE)
+        out = dict(rows)
+        _unique_count(out, len(rows))
         return out
 
     def left(self) -> int:
@@ -343,11 +372,7 @@ def decode_secagg(data: bytes) -> tuple[Header, SecAggMessage]:
         payload = KeyAdvert(header.device_id, b.take(KEY_BYTES), b.take(KEY_BYTES),
                             b.take(SIGNATURE_BYTES) if b.left() else b"")
     elif step == Step.ADVERTS:
-        (n,) = b.unpack("<H")
-        adverts = []
-        for _ in range(n):
-            (dev,) = b.unpack("<I")
-            adverts.append(KeyAdvert(dev, b.take(KEY_BYTES), b.take(KEY_BYTES)))
+        adverts = [KeyAdvert(dev, cipher_pk, mask_pk) for dev, cipher_pk, mask_pk in b.records(_ID_KEYS)]
         _unique([a.device for a in adverts])
         devices = b.ids() if b.left() else ()
         signed = b.signatures() if b.left() else {}
