@@ -157,6 +157,10 @@ def _blob_record(length: int) -> struct.Struct:
 
 
 def _blobs(items: dict[int, bytes]) -> bytes:
+    lengths = {len(blob) for blob in items.values()}
+    if len(lengths) == 1:  # the usual case: one record format for all
+        pack, (length,) = _blob_record(next(iter(lengths))).pack, lengths
+        return b"".join([_U16.pack(len(items))] + [pack(k, length, items[k]) for k in sorted(items)])
     return b"".join([_U16.pack(len(items))]
                     + [_blob_record(len(items[k])).pack(k, len(items[k]), items[k]) for k in sorted(items)])
 
@@ -198,12 +202,14 @@ class AdvertListEncoder:
         """The body listing the adverts of ``chosen`` (device ids, in this order), then the advertiser list and
         the chosen adverts' signatures (in id order) when there are any."""
         chosen = list(chosen)
-        parts = [_U16.pack(len(chosen)), *(self._keys[d] for d in chosen)]
-        signed = sorted(d for d in chosen if d in self._signatures)
+        parts = [_U16.pack(len(chosen))]
+        parts += map(self._keys.__getitem__, chosen)
+        signed = sorted(self._signatures.keys() & chosen)
         if self._has_devices or signed:
             parts.append(self._devices or _U16.pack(0))
         if signed:
-            parts += [_U16.pack(len(signed)), *(self._signatures[d] for d in signed)]
+            parts.append(_U16.pack(len(signed)))
+            parts += map(self._signatures.__getitem__, signed)
         return b"".join(parts)
 
 

@@ -230,8 +230,8 @@ class SecureAggregation:
             names, everyone = {v: k for k, v in service.cfg.devices.items()}, tuple(sorted(st.adverts))
             encoder = AdvertListEncoder(st.adverts.values(), everyone)
             for j in everyone:
-                body = encoder.body(i for i in sorted(st.graph.neighbours(j)) if i in st.adverts)
-                self.send_body(service, Step.ADVERTS, body, names[j])
+                self.send_body(service, Step.ADVERTS, encoder.body(sorted(st.adverts.keys() & st.graph.neighbours(j))),
+                               names[j])
         elif step == Step.SHARES:
             names = {v: k for k, v in service.cfg.devices.items()}
             inbox: dict[int, dict[int, bytes]] = {j: {} for j in st.shares}
