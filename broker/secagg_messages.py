@@ -46,8 +46,7 @@ PREFIX = struct.Struct("<BBQ")
 KEY_BYTES = 32
 SHARE_BYTES = 66
 SIGNATURE_BYTES = 64
-#: A masked input is one u32 per parameter; bound it like every other body.
-MAX_VECTOR = 4 * 1024 * 1024
+MAX_VECTOR = 4 * 1024 * 1024  # a masked input is one u32 per parameter; bound it like every other body
 
 
 class Step(enum.IntEnum):
@@ -139,7 +138,7 @@ class SecAggMessage:
 
 
 # ---------------------------------------------------------------------------------------------- encoding
-# Compiled once: a 1,000-device SecAgg+ round encodes and decodes ~150,000 of these fields at the aggregator.
+# Compiled once (a 1,000-device SecAgg+ round encodes and decodes ~150,000 fields at the aggregator):
 _U16, _U32, _ID_LENGTH = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<IH")
 _ID_SHARE, _ID_SIGNATURE = struct.Struct(f"<I{SHARE_BYTES}s"), struct.Struct(f"<I{SIGNATURE_BYTES}s")
 _ID_KEYS = struct.Struct(f"<I{KEY_BYTES}s{KEY_BYTES}s")
@@ -336,18 +335,21 @@ class _Body:
 
 
 def _unique(ids) -> None:
-    if len(set(ids)) != len(ids) or 0 in ids:
-        raise WireError("bad_secagg", "device ids repeat or include 0 (the aggregator)")
+    _unique_count(set(ids), len(ids))
 
 
-def _unique_count(items: dict, n: int) -> None:
+def _unique_count(items, n: int) -> None:
     if len(items) != n or 0 in items:
         raise WireError("bad_secagg", "device ids repeat or include 0 (the aggregator)")
 
 
 def decode_secagg(data: bytes) -> tuple[Header, SecAggMessage]:
     """One SECAGG message (unsigned; ``broker.signing.verify_message`` first for a signed one)."""
-    header, raw = decode_header(data)
+    return decode_secagg_body(*decode_header(data))
+
+
+def decode_secagg_body(header: Header, raw: bytes) -> tuple[Header, SecAggMessage]:
+    """One SECAGG message from its decoded header and plain body (``broker.signing.verify_split``)."""
     if header.kind != Kind.SECAGG:
         raise WireError("bad_kind", f"expected SECAGG, got {header.kind.name}")
     if len(raw) < PREFIX.size:

@@ -42,7 +42,7 @@ from broker.chunking import Reassembler
 from broker.device_messages import decode_status
 from broker.fed_messages import GlobalModel, RoundPlan, decode_update, encode_global, fleet_id
 from broker.mqtt_link import Message, MqttLink
-from broker.signing import sign_message, verify_message
+from broker.signing import sign_message, verify_message, verify_split
 from broker.topics import FleetTopics, TopicMatch, parse_topic
 from broker.wire import Header, Kind, WireError, decode_header
 from training.federated.aggregator_config import AggregatorConfig
@@ -344,9 +344,16 @@ class Aggregator:
         Raises WireError for a bad signature, Rejected for a device without a key."""
         if self.cfg.device_keys is None:
             return data
+        return verify_message(data, self._device_key(device))
+
+    def verified_parts(self, device: str, data: bytes) -> tuple[Header, bytes]:
+        """``verified``'s header and plain body, for a decoder that reads the body directly (no re-framing)."""
+        return decode_header(data) if self.cfg.device_keys is None else verify_split(data, self._device_key(device))
+
+    def _device_key(self, device: str):
         if device not in self.cfg.device_keys:
             raise Rejected("unknown_device", f"no public key registered for {device}")
-        return verify_message(data, self.cfg.device_keys[device])
+        return self.cfg.device_keys[device]
 
     def check_sender(self, device: str, header: Header) -> None:
         """The message's header must name this fleet and the device's registered wire id."""

@@ -77,13 +77,13 @@ from broker.secagg_messages import (
     Step,
     UnmaskReply,
     UnmaskRequest,
-    decode_secagg,
+    decode_secagg_body,
     encode_secagg,
     frame_secagg,
 )
 from broker.secagg_plan import SecAggPlan
 from broker.topics import TopicMatch
-from broker.wire import Kind, WireError, decode_header
+from broker.wire import HEADER, Kind, WireError
 from edge_runtime.secagg_plus import MaskingGraph, graph_for
 from edge_runtime.secure_aggregation import FixedPoint, SecAggServer
 from training.federated.accountant import (
@@ -304,10 +304,10 @@ class SecureAggregation:
         if st is not None and self._state_round == service.round:
             st.bytes_up += len(payload)
         try:
-            header, _ = decode_header(payload, allow_signed=True)
-            if header.kind != Kind.SECAGG:
-                raise Rejected("not_secagg", f"{device} sent a {header.kind.name}: this fleet aggregates securely")
-            header, msg = decode_secagg(service.verified(device, payload))
+            kind = HEADER.unpack_from(payload)[2] if len(payload) >= HEADER.size else Kind.SECAGG
+            if kind != Kind.SECAGG and kind in Kind._value2member_map_:  # the rest is checked as it is verified
+                raise Rejected("not_secagg", f"{device} sent a {Kind(kind).name}: this fleet aggregates securely")
+            header, msg = decode_secagg_body(*service.verified_parts(device, payload))
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
         service.check_sender(device, header)
