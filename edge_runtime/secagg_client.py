@@ -218,10 +218,11 @@ class SecAggParticipant:
     def _share(self, s: _Session, p: AdvertList) -> list[tuple[int, int, Payload]]:
         """SHARES for the round's adverts, once this device has checked them against its own neighbourhood.
 
-        The masking graph is a public function of the session (the seed) and the advertisers, so the device
-        derives its neighbours itself rather than trusting whose keys it was sent: under SecAgg+ the
-        aggregator sends each device only its neighbours' adverts with the list of advertisers, and a list
-        that adds a non-neighbour or leaves a neighbour out is refused (nothing is shared). With the
+        The masking graph is a public function of the signed round plan (the selected devices and the
+        session seed), so the device derives its neighbours itself rather than trusting whose keys it was
+        sent: under SecAgg+ the aggregator sends each device only its advertised neighbours' adverts with the
+        list of advertisers, and a list that adds a non-neighbour or leaves out a neighbour that advertised is
+        refused (nothing is shared); a neighbour that did not advertise is a dropout. With the
         consistency check (the active-adversary rounds) every key it will use must carry its own device's
         signature (``advert_message``): an aggregator cannot put keys of its own in a neighbour's place. The consistency
         check then binds the advertiser list too (``ConsistencyCheck.advertisers``): no device unmasks unless
@@ -230,8 +231,11 @@ class SecAggParticipant:
         sent = {a.device for a in p.adverts}
         if self.device_id not in everyone:
             return []
-        graph = graph_for(sorted(everyone), s.plan.degree, s.plan.session)
-        near = graph.neighbours(self.device_id) if graph is not None else set(everyone) - {self.device_id}
+        graph = graph_for(list(s.plan.members), s.plan.degree, s.plan.session)
+        if graph is not None and self.device_id not in s.plan.members:
+            return []
+        near = (graph.neighbours(self.device_id) & set(everyone) if graph is not None
+                else set(everyone) - {self.device_id})
         problem = None if graph is None else _not_neighbourhood(near, sent, set(everyone), bool(p.devices),
                                                                  self.device_id)
         if problem is None and s.core.consistency is not None:  # the active-adversary rounds: keys signed end to end

@@ -7,8 +7,10 @@ dropped device's masks are removed with t of its neighbours' shares. The sum is 
 still added by one end of an edge and subtracted by the other); what a device costs falls to O(k).
 
 The graph is a Harary graph H(k, n) (each position joined to the k/2 positions on either side of it on a
-ring) over the devices in an order drawn from a public seed (the round's session number): every device
-has exactly k neighbours, and without the seed no one can choose who neighbours whom. The seed is the
+ring) over the round's selected devices (listed in the signed round plan, ``SecAggPlan.members``) in an
+order drawn from a public seed (the round's session number, in the same plan): every device has exactly k
+neighbours, every device and the aggregator derive the same graph from that public data before anyone
+advertises, and without the seed no one can choose who neighbours whom. The seed is the
 aggregator's; it is honest but curious here (docs/privacy.md says what a seed-grinding aggregator could do).
 
 ``choose_parameters`` picks k and t from n, the dropout rate and the share of corrupt devices:
@@ -92,8 +94,8 @@ class MaskingGraph:
 
 
 def graph_for(devices: list[int], degree: int, seed: int) -> MaskingGraph | None:
-    """The round's graph over the devices that advertised keys (None for ``degree`` 0: plain SecAgg, everyone
-    with everyone). A degree that does not fit (odd, or n − 1 or more) becomes the nearest usable one."""
+    """The round's graph over the selected devices (``SecAggPlan.members``, public in the signed round plan;
+    None for ``degree`` 0: plain SecAgg, everyone with everyone). A degree that does not fit (odd, or n − 1 or more) becomes the nearest usable one."""
     if degree == 0:
         return None
     n = len(devices)
@@ -172,29 +174,30 @@ class ConsistencyCheck:
     #: Ed25519 public key of every device of the fleet (registered out of band, like the update keys).
     directory: dict[int, Ed25519PublicKey]
     threshold: int
-    signed: tuple[int, ...] | None = None
+    signed: frozenset[int] | None = None
     #: The advertisers this device was told of (set at the adverts step; empty: not bound).
     advertisers: tuple[int, ...] = ()
 
     def sign(self, survivors: list[int]) -> bytes:
         """The signature over ``survivors``; a second, different list in the same session is refused."""
-        listed = tuple(sorted(survivors))
-        if self.signed is not None and self.signed != listed:
-            raise InconsistentRound(f"device {self.device}: asked to sign a second, different survivor list")
+        listed = frozenset(survivors)
+        if len(listed) != len(survivors) or (self.signed is not None and self.signed != listed):
+            raise InconsistentRound(f"device {self.device}: asked to sign a second, different (or repeating) "
+                                    f"survivor list")
         self.signed = listed
-        return self.signing_key.sign(survivors_message(self.session, list(listed), self.advertisers))
+        return self.signing_key.sign(survivors_message(self.session, sorted(listed), self.advertisers))
 
     def verify(self, arrived: list[int], signatures: dict[int, bytes]) -> None:
         """Raise InconsistentRound unless ``arrived`` is the list this device signed and at least ``threshold``
         devices of it signed that very list."""
-        if self.signed is None or tuple(sorted(arrived)) != self.signed:
+        if self.signed is None or len(arrived) != len(self.signed) or frozenset(arrived) != self.signed:
             raise InconsistentRound(f"device {self.device}: the unmask request lists other survivors than the "
                                     f"list it signed")
         message = survivors_message(self.session, arrived, self.advertisers)
         valid = 0
         for signer, signature in signatures.items():
             key = self.directory.get(signer)
-            if key is None or signer not in self.signed:
+            if key is None or signer not in self.signed:  # a set: O(1) per signature, not O(n)
                 continue
             try:
                 key.verify(signature, message)

@@ -12,13 +12,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.fed_messages import GlobalModel, LocalUpdate, fleet_id
 from broker.launcher import broker_url
 from broker.mqtt_link import MqttLink
-from broker.secagg_messages import KeyAdvert, Step, UnmaskReply, decode_secagg, encode_secagg
+from broker.secagg_messages import (
+    KeyAdvert,
+    Step,
+    UnmaskReply,
+    decode_secagg,
+    encode_secagg,
+)
 from broker.signing import sign_message, verify_message
 from broker.topics import FleetTopics
 from edge_runtime.fed_client import DeviceClient
 from tests.federation_helpers import SHAPES, initial_weights, wait_until
+from training.federated.accountant import gaussian_rounds_epsilon
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
-from training.federated.secagg_round import SecAggAggregator, SecAggSettings, epsilon_of
+from training.federated.secagg_round import SecAggAggregator, SecAggSettings
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +71,7 @@ class SecAggFederation:
     def _run(self) -> None:
         self.result = self.aggregator.run()
 
-    def start(self) -> "SecAggFederation":
+    def start(self) -> SecAggFederation:
         for d in self.devices:
             d.start()
         self._thread.start()
@@ -121,9 +128,9 @@ def test_forged_and_replayed_steps_are_rejected_and_counted(mosquitto, tmp_path)
 
     def captured(round_: int, device: str, step: Step) -> bytes:
         for topic, payload in seen:
-            if topic == FleetTopics("sa-replay").update(round_, device):
-                if decode_secagg(verify_message(payload, fed.keys[device].public_key()))[1].step == step:
-                    return payload
+            if (topic == FleetTopics("sa-replay").update(round_, device)
+                    and decode_secagg(verify_message(payload, fed.keys[device].public_key()))[1].step == step):
+                return payload
         raise AssertionError(f"no {step.name} of {device} in round {round_} seen")
 
     topics, fid, session = FleetTopics("sa-replay"), fleet_id("sa-replay"), agg._state.plan.session
@@ -169,4 +176,4 @@ def test_distributed_noise_gives_the_aggregate_its_dp_noise_and_is_accounted(mos
     assert np.std(residual) == pytest.approx(z * clip * math.sqrt(n / t) / n, rel=0.1)
     z_eff = z * math.sqrt(n / t)
     assert row["privacy"]["z_eff"] == pytest.approx(z_eff)
-    assert row["privacy"]["epsilon_rdp"] == pytest.approx(epsilon_of([z_eff], 1e-6))
+    assert row["privacy"]["epsilon_rdp"] == pytest.approx(gaussian_rounds_epsilon([z_eff], 1e-6))

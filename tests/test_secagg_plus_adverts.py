@@ -30,7 +30,8 @@ from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, graph_
 from edge_runtime.secure_aggregation import FixedPoint, SecAggServer
 
 ROUND, SIZE, FID = 1, 200, fleet_id("sa-plus-adverts")
-PLAN = SecAggPlan(0xAD5, threshold=3, devices=30, bound=1.0, scale=2.0**16, degree=8, consistency=17)
+PLAN = SecAggPlan(0xAD5, threshold=3, devices=30, bound=1.0, scale=2.0**16, degree=8, consistency=17,
+                  members=tuple(range(1, 31)))
 
 
 def _wire(payload) -> SecAggMessage:
@@ -51,7 +52,7 @@ def _flat(i: int) -> np.ndarray:
 def _advertise(parts):
     adverts = {i: p.begin(ROUND, PLAN)[2] for i, p in parts.items()}
     everyone = tuple(sorted(adverts))
-    return adverts, everyone, graph_for(list(everyone), PLAN.degree, PLAN.session)
+    return adverts, everyone, graph_for(list(PLAN.members), PLAN.degree, PLAN.session)
 
 
 def _only(out: list) -> object:
@@ -129,5 +130,35 @@ def test_signatures_bind_the_advertiser_list():
         with pytest.raises(InconsistentRound, match="valid signatures"):
             checks[i].verify(survivors, signatures)
     same_view = ConsistencyCheck(40, PLAN.session, keys[1], directory, threshold=15, advertisers=forged)
-    same_view.signed = tuple(survivors)
+    same_view.signed = frozenset(survivors)
     same_view.verify(survivors, signatures)  # the 15 over its own view count
+
+
+def test_the_graph_comes_from_the_published_selection_not_from_who_advertised():
+    """A selected device that never advertises does not change anyone's neighbourhood (the graph is a function
+    of the signed plan's members and session): its neighbours share with their other neighbours, treat it as
+    a dropout, and the sum is exact."""
+    parts = _fleet()
+    silent = 30
+    adverts, _, graph = _advertise(parts)
+    del adverts[silent], parts[silent]
+    everyone = tuple(sorted(adverts))
+    shares = {}
+    for j, p in parts.items():
+        near = tuple(adverts[i] for i in sorted(graph.neighbours(j)) if i in adverts)
+        shares[j] = _only(p.on_message(ROUND, _wire(AdvertList(near, everyone))))
+        assert set(shares[j].to) == graph.neighbours(j) - {silent}  # same graph, the silent device left out
+    assert any(silent in graph.neighbours(j) for j in parts)  # the case is exercised
+    inputs = {}
+    for j, p in parts.items():
+        p.set_update(ROUND, _flat(j))
+        out = p.on_message(ROUND, _wire(SharesFor(j, {i: m.to[j] for i, m in shares.items() if j in m.to})))
+        inputs.update({o[2].device: o[2] for o in out})
+    arrived = tuple(sorted(inputs))
+    confirms = {i: _only(parts[i].on_message(ROUND, _wire(ConfirmRequest(arrived)))).signature for i in arrived}
+    request = _wire(UnmaskRequest(arrived, (), confirms))
+    replies = [_only(parts[i].on_message(ROUND, request)) for i in arrived]
+    fixed = FixedPoint(PLAN.bound, PLAN.scale, PLAN.devices)
+    total = SecAggServer(PLAN.threshold, SIZE, fixed, adverts, graph).sum(sorted(shares), list(inputs.values()),
+                                                                           replies)
+    np.testing.assert_allclose(total, sum(fixed.decode_sum(fixed.encode(_flat(i))) for i in arrived), atol=1e-9)

@@ -37,7 +37,8 @@ from broker.fed_messages import GlobalModel, LocalUpdate
 from broker.launcher import broker_url, start_broker
 from broker.secagg_messages import Confirmation, UnmaskReply
 from edge_runtime.fed_client import DeviceClient
-from tools.fleet_sim.secagg_devices import PARAMETERS, SecAggFleetConfig, device_name, device_update, secagg_worker_main
+from tools.fleet_sim.secagg_devices import (PARAMETERS, SecAggFleetConfig, device_name, device_update, merge_device_cpu,
+                                            secagg_worker_main)
 from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings
@@ -212,6 +213,7 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int, url: str | None
     sim = {key: sum(f.get(key, 0) for f in finals.values())
            for key in ("done", "device_errors", "mqtt_errors", "verifications", "verdicts", "verify_cpu_us",
                         "cpu_seconds")}
+    device_cpu = merge_device_cpu([f.get("device_cpu", {}) for f in finals.values()])
     out = {"devices": n, "mode": mode, "simulator": "fleet_sim (asyncio, one MQTT connection per device)",
            "workers": workers, "dropped": len(dropping), "drop_mode": "after" if dropping else None,
            "parameters": PARAMETERS, "kb_up_per_device": up / n / 1000, "kb_down_per_device": down / n / 1000,
@@ -221,7 +223,9 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int, url: str | None
            "threshold": sa.get("threshold"), "degree": sa.get("degree"), "consistency": sa.get("consistency"),
            "confirms": sa.get("confirms"), "unmask_replies": sa.get("unmask_replies"), "failed": sa.get("failed"),
            "step_seconds": sa.get("step_seconds"), "step_cpu_seconds": sa.get("step_cpu_seconds"),
-           "max_abs_error": error, "fixed_point_scale": sa.get("scale"), "rejected": dict(result.rejected), "simulation": sim}
+           "max_abs_error": error, "fixed_point_scale": sa.get("scale"), "rejected": dict(result.rejected), "simulation": sim,
+           "device_cpu": device_cpu, **critical_path(aggregator_cpu, broker_cpu if broker is not None else None,
+                                                     device_cpu)}
     steps, cpu = sa.get("step_seconds") or {}, sa.get("step_cpu_seconds") or {}
     if "summed" in steps and "masked_input_in" in steps:  # the aggregator's side once the inputs are in
         out["last_input_to_sum_seconds"] = round(steps["summed"] - steps["masked_input_in"], 3)
@@ -229,6 +233,25 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int, url: str | None
     if sa.get("consistency"):
         out["consistency_check_cpu_s_per_device"] = _check_cost(n, sa["consistency"])
     return out
+
+
+#: How ``critical_path_seconds`` is computed (stored with every fleet row, quoted by the report and the docs).
+CRITICAL_PATH_METHOD = (
+    "critical path = aggregator process CPU seconds over the round (its own work, serial on its own processor: "
+    "screening, signature checks, routing, unmasking, FedAvg, its MQTT client) + Mosquitto CPU seconds + the sum "
+    "over the round's steps (global model, adverts, shares, unmask request, ...) of the slowest device's own CPU "
+    "seconds for that step (devices run in parallel in a fleet, one processor each); no overlap between the "
+    "three is assumed (conservative), network latency is not included (loopback here), and the device term is "
+    "this machine's CPU (a slower device processor scales it: it is reported on its own)")
+
+
+def critical_path(aggregator_cpu: float, broker_cpu: float | None, device_cpu: dict) -> dict:
+    """The round's time if every device had its own processor (``CRITICAL_PATH_METHOD``), from CPU times,
+    which the shared bench machine's load does not inflate the way it inflates wall time."""
+    slowest = sum(row["max_s"] for step, row in device_cpu.items() if step != "final")  # "final": after the round
+    return {"slowest_device_cpu_seconds": round(slowest, 4),
+            "critical_path_seconds": round(aggregator_cpu + (broker_cpu or 0.0) + slowest, 3),
+            "critical_path_method": CRITICAL_PATH_METHOD}
 
 
 def _cpu_of(broker) -> float:

@@ -16,10 +16,18 @@ What differs from a real fleet, and why it does not flatter the measurement:
   device does this on its own processor, in parallel; the simulation would otherwise serialise 1,000 copies
   of the same work on two cores. The per-device cost of the check is measured on its own (``consistency``).
 Bytes, messages and the aggregator's work are those of the deployed code.
+
+Each device's own CPU is measured per step (``device_cpu``): the thread CPU time of its answer to each message
+(decoding, checks, cryptography, framing and signing), plus, where the worker's shared verdicts spared it work,
+the CPU that work took when it was done (so every device is charged what it would pay on its own processor).
+The device's MQTT client and socket work is not in it (the same per message in both modes). This is what the
+round's critical path (``tools.secagg_overhead``) takes the slowest device's time from: in a fleet the devices
+run in parallel, in the simulation they queue for two cores.
 """
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -85,25 +93,37 @@ class SecAggFleetConfig:
         return range(start, start + base + (1 if worker < rest else 0))
 
 
+@dataclass
+class _Charge:
+    """CPU seconds a device is charged for shared work it was spared (added to its measured answer time)."""
+
+    seconds: float = 0.0
+
+
 class _MemoKey:
     """An Ed25519 public key whose verdicts are remembered for the worker (see the module docstring)."""
 
-    def __init__(self, key: Ed25519PublicKey, stats: Counter) -> None:
-        self._key, self._memo, self._stats = key, {}, stats
+    def __init__(self, key: Ed25519PublicKey, stats: Counter, charge: _Charge) -> None:
+        self._key, self._memo, self._stats, self._charge = key, {}, stats, charge
 
     def verify(self, signature: bytes, data: bytes) -> None:
         memo_key = (signature, data)
-        if memo_key not in self._memo:
-            started = time.process_time()
+        hit = self._memo.get(memo_key)
+        if hit is None:
+            started = time.thread_time()
             try:
                 self._key.verify(signature, data)
-                self._memo[memo_key] = True
+                valid = True
             except InvalidSignature:
-                self._memo[memo_key] = False
-            self._stats["verify_cpu_us"] += int(1e6 * (time.process_time() - started))
+                valid = False
+            cost = time.thread_time() - started
+            hit = self._memo[memo_key] = (valid, cost)
+            self._stats["verify_cpu_us"] += int(1e6 * cost)
             self._stats["verifications"] += 1
+        else:
+            self._charge.seconds += hit[1]  # what this device would have spent verifying it itself
         self._stats["verdicts"] += 1
-        if not self._memo[memo_key]:
+        if not hit[0]:
             raise InvalidSignature()
 
 
@@ -117,6 +137,8 @@ class _Device:
     done: bool = False
     sent: Counter = field(default_factory=Counter)  # kind -> messages
     sent_bytes: Counter = field(default_factory=Counter)
+    #: This device's own CPU seconds per step (the message it answered: global, AdvertList, SharesFor, ...).
+    cpu: Counter = field(default_factory=Counter)
 
 
 class SecAggWorker:
@@ -129,11 +151,12 @@ class SecAggWorker:
         self.fid = fleet_id(cfg.fleet)
         self.aggregator_key = Ed25519PublicKey.from_public_bytes(cfg.aggregator_key)
         self.stats: Counter = Counter()
+        self.charge = _Charge()
         keys = [Ed25519PrivateKey.from_private_bytes(raw) for raw in cfg.signing_keys]
-        directory = {k + 1: _MemoKey(key.public_key(), self.stats) for k, key in enumerate(keys)}
+        directory = {k + 1: _MemoKey(key.public_key(), self.stats, self.charge) for k, key in enumerate(keys)}
         self.devices = [_Device(k, device_name(k), SecAggParticipant(k + 1, np.random.default_rng(k), keys[k],
                                                                      directory), keys[k]) for k in cfg.share(index)]
-        self._decoded: dict[bytes, tuple] = {}
+        self._decoded: dict[bytes, tuple] = {}  # payload -> (decoded, CPU seconds the decoding took)
         self.connected = 0
 
     async def run(self, ready, stop) -> dict:
@@ -155,7 +178,8 @@ class SecAggWorker:
             sent.update(d.sent)
             sent_bytes.update(d.sent_bytes)
         return {"devices": len(self.devices), "done": sum(d.done for d in self.devices), "sent": dict(sent),
-                "sent_bytes": dict(sent_bytes), "cpu_seconds": round(time.process_time(), 2), **self.stats}
+                "sent_bytes": dict(sent_bytes), "cpu_seconds": round(time.process_time(), 2),
+                "device_cpu": device_cpu_summary([d.cpu for d in self.devices]), **self.stats}
 
     async def _device(self, dev: _Device, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -166,12 +190,15 @@ class SecAggWorker:
                 await client.subscribe([(t, 1) for t in (self.topics.all_globals(), *self.topics.secagg_for(dev.name))])
                 self.connected += 1
                 async for message in client.messages:
+                    started, self.charge.seconds = time.thread_time(), 0.0
                     try:
-                        outgoing = self._answer(dev, str(message.topic), bytes(message.payload))
+                        step, outgoing = self._answer(dev, str(message.topic), bytes(message.payload))
                     except Exception:  # one device's failed step must not stop the others
                         self.stats["device_errors"] += 1
                         log.exception("%s: step failed", dev.name)
                         continue
+                    if step:
+                        dev.cpu[step] += time.thread_time() - started + self.charge.seconds
                     for kind, topic, data in outgoing:
                         await client.publish(topic, data, qos=1, timeout=120)
                         dev.sent[kind] += 1
@@ -185,43 +212,53 @@ class SecAggWorker:
             log.warning("%s: %s", dev.name, exc)
 
     def _decode(self, payload: bytes, decoder):
-        """The aggregator's message, signature checked and decoded once per worker (the module docstring)."""
+        """The aggregator's message, signature checked and decoded once per worker (the module docstring); a
+        device served from the memo is charged the CPU the decoding took."""
         hit = self._decoded.get(payload)
         if hit is None:
             if len(self._decoded) > 32:
                 self._decoded.clear()
-            hit = self._decoded[payload] = decoder(verify_message(payload, self.aggregator_key))
-        return hit
+            started = time.thread_time()
+            decoded = decoder(verify_message(payload, self.aggregator_key))
+            hit = self._decoded[payload] = (decoded, time.thread_time() - started)
+        else:
+            self.charge.seconds += hit[1]
+        return hit[0]
 
-    def _answer(self, dev: _Device, topic: str, payload: bytes) -> list[tuple[str, str, bytes]]:
-        """What ``dev`` publishes in answer to one message: (kind, topic, signed payload)."""
+    def _answer(self, dev: _Device, topic: str, payload: bytes) -> tuple[str, list[tuple[str, str, bytes]]]:
+        """The step (what ``dev`` answers: "global", "final" or the aggregator message's type; "" for nothing) and what
+        it publishes in answer: (kind, topic, signed payload)."""
         if not payload:
-            return []  # an empty retained message clears an old round
+            return "", []  # an empty retained message clears an old round
         kind = parse_topic(topic).kind
         if kind == "global":
-            _, model = self._decode(payload, decode_global)
-            plan = model.plan
-            if plan.final:
-                dev.done = True
-                return []
-            if dev.name not in plan.selected or dev.joined:
-                return []
-            dev.joined = True
-            delta = device_update(dev.k, self.cfg.parameters)
-            if not plan.local.get("secagg"):
-                data = encode_update(self.cfg.fleet, plan.round, dev.k + 1, LocalUpdate([delta], 100, 10),
-                                     UpdateEncoding.parse(plan.encoding))
-                return [("update", self.topics.update(plan.round, dev.name), sign_message(data, dev.key))]
-            secagg = SecAggPlan.from_dict(plan.local["secagg"])
-            out = [dev.participant.begin(plan.round, secagg)]
-            out += dev.participant.set_update(plan.round, delta.astype(np.float64))
-            return self._frame(dev, out)
+            out = self._answer_global(dev, payload)
+            return ("final" if dev.done else "global"), out  # "final": the closing plan, after the round
         if kind == "secagg":
             header, message = self._decode(payload, decode_secagg)
             if header.fleet_id != self.fid:
-                return []
-            return self._frame(dev, dev.participant.on_message(header.round, message))
-        return []
+                return "", []
+            return type(message.payload).__name__, self._frame(dev, dev.participant.on_message(header.round, message))
+        return "", []
+
+    def _answer_global(self, dev: _Device, payload: bytes) -> list[tuple[str, str, bytes]]:
+        _, model = self._decode(payload, decode_global)
+        plan = model.plan
+        if plan.final:
+            dev.done = True
+            return []
+        if dev.name not in plan.selected or dev.joined:
+            return []
+        dev.joined = True
+        delta = device_update(dev.k, self.cfg.parameters)
+        if not plan.local.get("secagg"):
+            data = encode_update(self.cfg.fleet, plan.round, dev.k + 1, LocalUpdate([delta], 100, 10),
+                                 UpdateEncoding.parse(plan.encoding))
+            return [("update", self.topics.update(plan.round, dev.name), sign_message(data, dev.key))]
+        secagg = SecAggPlan.from_dict(plan.local["secagg"])
+        out = [dev.participant.begin(plan.round, secagg)]
+        out += dev.participant.set_update(plan.round, delta.astype(np.float64))
+        return self._frame(dev, out)
 
     def _frame(self, dev: _Device, outgoing: list) -> list[tuple[str, str, bytes]]:
         framed = []
@@ -232,10 +269,37 @@ class SecAggWorker:
         return framed
 
 
+def device_cpu_summary(per_device: list[Counter]) -> dict[str, dict[str, float]]:
+    """Per step: how many devices answered it, the slowest one's CPU seconds, the 99th percentile's (how far
+    the slowest stands out), and their total."""
+    out = {}
+    for step in sorted({step for cpu in per_device for step in cpu}):
+        times = sorted(cpu[step] for cpu in per_device if step in cpu)
+        out[step] = {"devices": len(times), "max_s": times[-1], "p99_s": times[int(0.99 * (len(times) - 1))],
+                     "sum_s": sum(times)}
+    return out
+
+
+def merge_device_cpu(summaries: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """The workers' ``device_cpu_summary`` rows as one fleet's (the slowest device of all, the total of all)."""
+    merged: dict[str, dict[str, float]] = {}
+    for summary in summaries:
+        for step, row in summary.items():
+            m = merged.setdefault(step, {"devices": 0, "max_s": 0.0, "p99_s": 0.0, "sum_s": 0.0})
+            m["devices"] += row["devices"]
+            m["max_s"], m["sum_s"] = max(m["max_s"], row["max_s"]), m["sum_s"] + row["sum_s"]
+            m["p99_s"] = max(m["p99_s"], row.get("p99_s", 0.0))  # the workers' worst (a bound, not a pooled p99)
+    return {step: {"devices": m["devices"], "max_s": round(m["max_s"], 5), "p99_s": round(m["p99_s"], 5),
+                   "sum_s": round(m["sum_s"], 3)} for step, m in merged.items()}
+
+
 def secagg_worker_main(cfg: SecAggFleetConfig, index: int, queue, stop_event) -> None:
     """Process entry point: ("ready", index, connected), then ("final", index, counters) or ("error", ...)."""
     logging.basicConfig(level=logging.WARNING)
     worker = SecAggWorker(cfg, index)
+    # the devices' long-lived state out of the cyclic collector's way: with hundreds of devices in one heap, a
+    # full collection would otherwise be charged to whichever device's step triggered it (a device has its own)
+    gc.freeze()
     try:
         final = asyncio.run(worker.run(lambda n: queue.put(("ready", index, n)), stop_event.is_set))
         queue.put(("final", index, final))

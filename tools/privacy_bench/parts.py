@@ -74,11 +74,12 @@ def secagg_part(s: BenchSettings, ck: Checkpoint, allow: Allow) -> list[dict]:
             if run is not None:
                 rows.append({"key": key, **run})
     for n in s.secagg_fleet_devices:  # plain first, then SecAgg+, back to back: the same machine load
-        for mode, drop in (("plain", 0.0), ("secagg+", 0.3)):
-            key = f"secagg-fleet/{n}/{mode}/{drop:g}"
-            run = ck.get_or_run(key, lambda: measure_fleet(n, mode, drop), allow(key))
-            if run is not None:
-                rows.append({"key": key, **run})
+        for repeat in range(s.secagg_fleet_repeats):
+            for mode, drop in (("plain", 0.0), ("secagg+", 0.3)):
+                key = f"secagg-fleet/{n}/{mode}/{drop:g}" + (f"/r{repeat}" if repeat else "")
+                run = ck.get_or_run(key, lambda: measure_fleet(n, mode, drop), allow(key))
+                if run is not None:
+                    rows.append({"key": key, "repeat": repeat, **run})
     return rows
 
 

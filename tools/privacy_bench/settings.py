@@ -30,11 +30,13 @@ class BenchSettings:
     #: Rounds of simulated devices running the real client (``tools.fleet_sim.secagg_devices``): plain FedAvg and
     #: SecAgg+ with 30 % dropping after their masked input, measured in the same run.
     secagg_fleet_devices: tuple[int, ...] = (1000,)
+    #: Plain/SecAgg+ pairs per fleet size (the targets take the mean of the per-pair ratios, with their range).
+    secagg_fleet_repeats: int = 3
 
     @classmethod
     def quick(cls) -> "BenchSettings":
         return cls(rounds=2, sub_devices=(1,), epsilons=(4.0, math.inf), attacks=("sign_flip",), shares=(0.3,),
-                   secagg_devices=(10,), secagg_fleet_devices=(40,))
+                   secagg_devices=(10,), secagg_fleet_devices=(40,), secagg_fleet_repeats=1)
 
 
 def noise_for_epsilon(eps: float, rounds: int, delta: float = DELTA, sampling_rate: float = 1.0) -> float:

@@ -12,43 +12,71 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def _pairs(rows: list[dict], n: int) -> list[tuple[dict, dict]]:
+    """(plain, SecAgg+) rows of each repeat at ``n`` devices, both measured."""
+    by = {(r["mode"], r.get("repeat", 0)): r for r in rows if r["devices"] == n}
+    return [(by["plain", k], by["secagg+", k]) for mode, k in sorted(by) if mode == "plain" and ("secagg+", k) in by]
+
+
+def _mean_ratio(pairs: list[tuple[dict, dict]], key: str) -> tuple[float | None, str]:
+    """The mean over repeats of SecAgg+ / plain for ``key``, and how many repeats and their range."""
+    ratios = [x for p, q in pairs if (x := _ratio(q.get(key), p.get(key))) is not None]
+    if not ratios:
+        return None, "no repeat measured"
+    spread = f"{min(ratios):.2f}–{max(ratios):.2f}" if len(ratios) > 1 else f"{ratios[0]:.2f}"
+    return sum(ratios) / len(ratios), f"mean of {len(ratios)} repeat(s), range {spread}"
+
+
 def secagg_fleet_targets(rows: list[dict]) -> list[dict]:
-    """SecAgg+ against plain FedAvg at the largest fleet measured in one run (``secagg-fleet/`` rows)."""
+    """SecAgg+ against plain FedAvg at the largest fleet measured (``secagg-fleet/`` rows), each ratio the mean
+    over the repeats of the two measured back to back. The round-time target is judged on the critical path
+    (``tools.secagg_overhead.CRITICAL_PATH_METHOD``); the raw wall-time ratio on the shared machine is reported
+    beside it."""
     fleet = [r for r in rows if r.get("key", "").startswith("secagg-fleet/")]
     sizes = sorted({r["devices"] for r in fleet if r["mode"] == "secagg+"} & {r["devices"] for r in fleet
                                                                              if r["mode"] == "plain"})
     if not sizes:
         return []
     n = sizes[-1]
-    plain = next(r for r in fleet if r["devices"] == n and r["mode"] == "plain")
-    plus = next(r for r in fleet if r["devices"] == n and r["mode"] == "secagg+")
-    done = plus.get("error") is None and plus.get("failed") is None and plus.get("inputs") == n
-    scale = plus.get("fixed_point_scale")
-    bound = 1 / scale if scale else None
-    error = plus.get("max_abs_error")
-    up, seconds = (_ratio(plus.get(k), plain.get(k)) for k in ("kb_up_per_device", "round_seconds"))
-    cpu, down = (_ratio(plus.get(k), plain.get(k)) for k in ("aggregator_cpu_seconds", "kb_down_per_device"))
-    where = f"{n} devices over Mosquitto, {plus.get('dropped')} dropping after their masked input"
+    pairs = _pairs([r for r in fleet if not r.get("error")], n)
+    tried = [r for r in fleet if r["devices"] == n and r["mode"] == "secagg+"]
+    done = all(not q.get("error") and q.get("failed") is None and q.get("inputs") == n for q in tried)
+    pluses = [q for _, q in pairs] or tried
+    bound = min((1 / q["fixed_point_scale"] for q in pluses if q.get("fixed_point_scale")), default=None)
+    errors = [q["max_abs_error"] for q in pluses if q.get("max_abs_error") is not None]
+    error = max(errors) if errors and not any(math.isnan(e) for e in errors) else None
+    (up, up_how), (critical, critical_how), (wall, wall_how) = (
+        _mean_ratio(pairs, k) for k in ("kb_up_per_device", "critical_path_seconds", "round_seconds"))
+    (cpu, _), (down, _) = (_mean_ratio(pairs, k) for k in ("aggregator_cpu_seconds", "kb_down_per_device"))
+    dropped = pluses[-1].get("dropped")
+    where = f"{n} devices over Mosquitto, {dropped} dropping after their masked input"
+    slowest = [q.get("slowest_device_cpu_seconds") for q in pluses if q.get("slowest_device_cpu_seconds") is not None]
     return [
-        {"target": f"SecAgg+ round completes: {where} (inputs decoded)", "mean": plus.get("inputs") if done else 0,
+        {"target": f"SecAgg+ round completes: {where} (inputs decoded; every repeat)",
+         "mean": min(q.get("inputs") or 0 for q in pluses) if done else 0,
          "threshold": f"== {n}, no failed step", "met": done},
-        {"target": f"SecAgg+ sum exact within fixed-point error: max abs error of the decoded mean ({where})",
-         "mean": error, "threshold": f"<= 1/scale = {bound:.2e}" if bound else "<= 1/scale",
-         "met": None if error is None or bound is None or math.isnan(error) else done and error <= bound},
-        {"target": f"bytes up per device, SecAgg+ / plain FedAvg, same run ({where})", "mean": up,
+        {"target": f"SecAgg+ sum exact within fixed-point error: max abs error of the decoded mean ({where}; worst "
+                   "repeat)", "mean": error, "threshold": f"<= 1/scale = {bound:.2e}" if bound else "<= 1/scale",
+         "met": None if error is None or bound is None else done and error <= bound},
+        {"target": f"bytes up per device, SecAgg+ / plain FedAvg ({where}; {up_how})", "mean": up,
          "threshold": "<= 2", "met": None if up is None else up <= 2},
-        {"target": f"round seconds, SecAgg+ / plain FedAvg, same run ({where}; every simulated device's crypto "
-                   "on the bench machine's shared cores)", "mean": seconds, "threshold": "<= 3",
-         "met": None if seconds is None else seconds <= 3},
+        {"target": f"round time, SecAgg+ / plain FedAvg, as critical path: aggregator CPU + Mosquitto CPU + per step "
+                   f"the slowest device's own CPU (devices in parallel, as deployed; {where}; {critical_how})",
+         "mean": critical, "threshold": "<= 3", "met": None if critical is None else critical <= 3},
+        {"target": f"round wall seconds on the bench machine, SecAgg+ / plain FedAvg (reported, not the target's "
+                   f"measure: all {n} simulated devices' cryptography queues on its 2 shared cores; {wall_how})",
+         "mean": wall, "threshold": "reported", "met": None},
+        {"target": "slowest device's own CPU seconds over the SecAgg+ round, summed over its steps (reported; this "
+                   "machine's cores)", "mean": max(slowest) if slowest else None, "threshold": "reported", "met": None},
         {"target": "aggregator CPU seconds, SecAgg+ / plain FedAvg (reported)", "mean": cpu, "threshold": "reported",
          "met": None},
         {"target": "bytes down per device, SecAgg+ / plain FedAvg (reported)", "mean": down, "threshold": "reported",
          "met": None},
         {"target": "aggregator CPU seconds of the SecAgg+ round from the last masked input to the decoded sum "
                    "(reported; its critical path once the devices are done)",
-         "mean": plus.get("aggregator_cpu_after_last_input_seconds"), "threshold": "reported", "met": None},
+         "mean": pluses[-1].get("aggregator_cpu_after_last_input_seconds"), "threshold": "reported", "met": None},
         {"target": "consistency check: CPU seconds per device (reported; each device verifies on its own)",
-         "mean": plus.get("consistency_check_cpu_s_per_device"), "threshold": "reported", "met": None},
+         "mean": pluses[-1].get("consistency_check_cpu_s_per_device"), "threshold": "reported", "met": None},
     ]
 
 

@@ -54,6 +54,7 @@ post-processing of the noised values.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import secrets
@@ -64,76 +65,39 @@ from typing import Any
 import numpy as np
 
 from broker.fed_messages import fleet_id
-from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, EncryptedShares, KeyAdvert, MaskedInput,
-                                    SecAggPlan, SharesFor, Step, UnmaskReply, UnmaskRequest, decode_secagg,
-                                    encode_secagg)
+from broker.secagg_messages import (
+    AdvertList,
+    AdvertListEncoder,
+    Confirmation,
+    ConfirmRequest,
+    EncryptedShares,
+    KeyAdvert,
+    MaskedInput,
+    SharesFor,
+    Step,
+    UnmaskReply,
+    UnmaskRequest,
+    decode_secagg_body,
+    encode_secagg,
+    frame_secagg,
+)
+from broker.secagg_plan import SecAggPlan
 from broker.topics import TopicMatch
-from broker.wire import Kind, WireError, decode_header
-from edge_runtime.secagg_client import noise_sd
-from edge_runtime.secagg_plus import MaskingGraph, choose_parameters, graph_for
+from broker.wire import HEADER, Kind, WireError
+from edge_runtime.secagg_plus import MaskingGraph, graph_for
 from edge_runtime.secure_aggregation import FixedPoint, SecAggServer
-from training.federated.accountant import Accountant, RoundCharge, Sampling, gaussian_rounds_epsilon
+from training.federated.accountant import (
+    Accountant,
+    RoundCharge,
+    Sampling,
+)
 from training.federated.aggregator import Aggregator
 from training.federated.robust import unflatten
 from training.federated.round_engine import Rejected
+from training.federated.secagg_settings import SecAggSettings
 from training.federated.strategies import ClientUpdate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SecAggSettings:
-    #: t = max(2, ceil(threshold_fraction · selected)): inputs and unmask replies a round needs.
-    threshold_fraction: float = 2 / 3
-    #: Fixed point: each coordinate clipped to ±bound, scaled so that the sum of the round's inputs decodes.
-    bound: float = 4.0
-    #: L2 norm each device clips its update to (required with noise).
-    clip: float | None = None
-    #: z: the sum of any t inputs carries N(0, (z·C)²); 0 disables distributed DP.
-    noise_multiplier: float = 0.0
-    delta: float = 1e-6
-    #: SecAgg+ sized from the fleet: the dropout rate to survive (k and t from ``choose_parameters``).
-    dropout: float | None = None
-    #: SecAgg+: the share of devices that may collude with the aggregator.
-    corrupt: float = 0.05
-    #: SecAgg+ with a fixed number of neighbours k (t = ceil(threshold_fraction · k)); overrides ``dropout``.
-    degree: int | None = None
-    #: The consistency round (signed survivor lists); None: on exactly when SecAgg+ is.
-    consistency: bool | None = None
-    #: Device-side Poisson sampling rate q (None: every selected device's update counts). The coin is each
-    #: device's own and the masked inputs hide its outcome: the only sampling the accountant amplifies.
-    poisson_rate: float | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 < self.threshold_fraction <= 1 or self.bound <= 0 or self.noise_multiplier < 0:
-            raise ValueError("threshold_fraction in (0, 1], bound > 0 and noise_multiplier >= 0 required")
-        if self.noise_multiplier > 0 and self.clip is None:
-            raise ValueError("distributed DP needs a clip norm: the noise is calibrated to it")
-        if (self.degree is not None and self.degree < 2) or not 0 <= self.corrupt < 0.5:
-            raise ValueError("degree must be >= 2 (or None) and 0 <= corrupt < 0.5")
-        if self.poisson_rate is not None and not 0 < self.poisson_rate <= 1:
-            raise ValueError("poisson_rate must be in (0, 1] (or None)")
-
-    @property
-    def sparse(self) -> bool:
-        return self.degree is not None or self.dropout is not None
-
-    def plan(self, session: int, devices: int) -> SecAggPlan:
-        degree, t = 0, min(devices, max(2, math.ceil(self.threshold_fraction * devices)))
-        if self.degree is not None and self.degree < devices - 1:
-            degree = self.degree - self.degree % 2
-            t = min(degree, max(2, math.ceil(self.threshold_fraction * degree)))
-        elif self.degree is None and self.dropout is not None and devices >= 3:
-            chosen = choose_parameters(devices, self.dropout, self.corrupt)
-            degree, t = (chosen.k if chosen.k < devices - 1 else 0), chosen.threshold
-        consistency = 0
-        if self.consistency or (self.consistency is None and self.sparse):
-            consistency = min(devices, math.floor(devices * (1 + self.corrupt) / 2) + 1)
-        sd = noise_sd(self.noise_multiplier, self.clip, t) if self.noise_multiplier > 0 else 0.0
-        bound = self.bound if self.clip is None else min(self.bound, self.clip + 8 * sd)
-        scale = float(2 ** math.floor(math.log2((2**31 - 1) / (bound * devices))))
-        return SecAggPlan(session, t, devices, bound, scale, self.clip, sd, degree, consistency,
-                          self.poisson_rate or 1.0)
 
 
 class _Coverage:
@@ -145,9 +109,11 @@ class _Coverage:
         self._short = {i: threshold for i in shared}
         self._counted: set[int] = set()
 
-    def update(self, got: set[int]) -> bool:
-        """Count the repliers in ``got`` not counted yet; True once every shared device is covered."""
-        for d in got - self._counted:
+    def update(self, new: list[int]) -> bool:
+        """Count the repliers ``new`` (not counted yet); True once every shared device is covered."""
+        for d in new:
+            if d in self._counted:
+                continue
             self._counted.add(d)
             for i in self._graph.neighbours(d) | {d}:  # the graph is symmetric: d is in these neighbourhoods
                 left = self._short.get(i)
@@ -168,7 +134,7 @@ class _RoundState:
     inputs: dict[int, MaskedInput] = field(default_factory=dict)
     confirms: dict[int, Confirmation] = field(default_factory=dict)
     replies: dict[int, UnmaskReply] = field(default_factory=dict)
-    #: SecAgg+: the round's masking graph over the devices that advertised (None: everyone with everyone).
+    #: SecAgg+: the round's masking graph over the selected devices, from the plan (None: everyone with everyone).
     graph: MaskingGraph | None = None
     arrived: tuple[int, ...] = ()
     dropped: tuple[int, ...] = ()
@@ -197,7 +163,7 @@ class _RoundState:
         """Whom ``device`` must address its shares to: every other advertiser, or its neighbours (SecAgg+)."""
         if self.graph is None:
             return set(self.adverts) - {device}
-        return set(self.graph.neighbours(device))
+        return set(self.graph.neighbours(device)) & self.adverts.keys()
 
 
 class SecureAggregation:
@@ -213,7 +179,10 @@ class SecureAggregation:
     # ------------------------------------------------------------------------------ plan and steps
     def plan_extras(self, service: Aggregator) -> dict[str, Any]:
         if self.state is None or self._state_round != service.round:
-            self.state = _RoundState(self.settings.plan(secrets.randbits(64), len(service.selected)))
+            members = tuple(service.cfg.devices[d] for d in service.selected)
+            self.state = _RoundState(self.settings.plan(secrets.randbits(64), members))
+            # SecAgg+: the graph is a function of the published plan (selection and session) alone
+            self.state.graph = graph_for(list(self.state.plan.members), self.state.plan.degree, self.state.plan.session)
             self._state_round = service.round
         return {"secagg": self.state.plan.to_dict()}
 
@@ -252,16 +221,17 @@ class SecureAggregation:
         device's shares, the list of inputs to confirm or unmask, the confirmations)."""
         st = self.state
         if step == Step.ADVERT:
-            st.graph = graph_for(sorted(st.adverts), st.plan.degree, st.plan.session)
-            if st.graph is None or st.graph.k == len(st.adverts) - 1:
+            if st.graph is None:
                 self.send(service, AdvertList(tuple(st.adverts[i] for i in sorted(st.adverts))))
                 return
-            # SecAgg+: each device gets its neighbours' keys only (O(k) down, not O(n)), with the list of
-            # advertisers, from which it derives the graph itself and checks that these are its neighbours
+            # SecAgg+: each device gets its advertised neighbours' keys only (O(k) down, not O(n)), with the
+            # list of advertisers; it derives the graph from the plan itself and checks that these are its
+            # neighbours (a neighbour missing from the advertisers is a dropout)
             names, everyone = {v: k for k, v in service.cfg.devices.items()}, tuple(sorted(st.adverts))
+            encoder = AdvertListEncoder(st.adverts.values(), everyone)
             for j in everyone:
-                near = tuple(st.adverts[i] for i in sorted(st.graph.neighbours(j)))
-                self.send(service, AdvertList(near, everyone), names[j])
+                self.send_body(service, Step.ADVERTS, encoder.body(sorted(st.adverts.keys() & st.graph.neighbours(j))),
+                               names[j])
         elif step == Step.SHARES:
             names = {v: k for k, v in service.cfg.devices.items()}
             inbox: dict[int, dict[int, bytes]] = {j: {} for j in st.shares}
@@ -280,38 +250,53 @@ class SecureAggregation:
             self.send(service, UnmaskRequest(st.arrived, st.dropped, signatures))
 
     def _await(self, service: Aggregator, step: Step, expected: set[int]) -> dict:
+        """Serve messages until every expected device's reply to ``step`` is in, the deadline passes, or the
+        replies so far are enough. The bookkeeping looks at each new reply once (the replies only grow, in
+        arrival order): re-deriving the waiting set per message cost O(n) each, O(n²) a step at 1,000 devices."""
         got = self.state.collected(step)
         deadline = time.monotonic() + service.cfg.policy.deadline_s
+        counted = arrived = 0
         while True:
-            waiting = expected - set(got)
-            if step == Step.MASKED_INPUT:  # a device whose training failed declined the round: do not wait
-                waiting -= {service.cfg.devices[d] for d in service.declined}
+            new = list(itertools.islice(got, counted, None))
+            counted += len(new)
+            arrived += sum(d in expected for d in new)
+            waiting = len(expected) - arrived
+            if step == Step.MASKED_INPUT and service.declined:  # a device whose training failed declined: do not
+                waiting -= len({service.cfg.devices[d] for d in service.declined} & expected - got.keys())  # wait
             remaining = deadline - time.monotonic()
-            if not waiting or remaining <= 0 or self._enough(step, set(got)):
+            if self._enough(step, new, len(got)) or waiting <= 0 or remaining <= 0:
                 return got
             service.serve_one(min(remaining, 0.5))
 
-    def _enough(self, step: Step, got: set[int]) -> bool:
-        """Whether the devices heard from already let the round finish, so that waiting for the rest (dropouts)
-        gains nothing: t unmask replies reconstruct every secret on the complete graph; under SecAgg+ every
-        shared device needs t repliers among its neighbours (and the confirmations the consistency threshold)."""
+    def _enough(self, step: Step, new: list[int], count: int) -> bool:
+        """Whether the ``count`` devices heard from (``new`` among them since the last call) already let the
+        round finish, so that waiting for the rest (dropouts) gains nothing: t unmask replies reconstruct every
+        secret on the complete graph; under SecAgg+ every shared device needs t repliers among its neighbours
+        (and the confirmations the consistency threshold)."""
         st = self.state
-        if step == Step.CONFIRM and len(got) < st.plan.consistency:
-            return False
         if step not in (Step.UNMASK, Step.CONFIRM):
             return False
         if st.graph is None:
-            return len(got) >= st.plan.threshold
-        if st.coverage is None or st.coverage.step != step:
-            st.coverage = _Coverage(step, st.graph, set(st.shares), st.plan.threshold)
-        return st.coverage.update(got)
+            covered = count >= st.plan.threshold
+        else:
+            if st.coverage is None or st.coverage.step != step:
+                st.coverage = _Coverage(step, st.graph, set(st.shares), st.plan.threshold)
+            covered = st.coverage.update(new)  # every reply counted once, whatever the answer
+        return covered and (step != Step.CONFIRM or count >= st.plan.consistency)
 
     def send(self, service: Aggregator, payload, device: str | None = None) -> None:
         """Publish one protocol message of the round: to every device, or to ``device`` only."""
-        st = self.state
-        data = encode_secagg(fleet_id(service.cfg.fleet), service.round, st.plan.session, payload)
-        st.bytes_down += service.publish(service.topics.secagg(service.round, device), data,
-                                         1 if device else len(service.selected))
+        self._publish(service, encode_secagg(fleet_id(service.cfg.fleet), service.round, self.state.plan.session,
+                                             payload), device)
+
+    def send_body(self, service: Aggregator, step: Step, body: bytes, device: str) -> None:
+        """Publish an already-encoded aggregator step body (header device 0) to ``device``."""
+        self._publish(service, frame_secagg(fleet_id(service.cfg.fleet), service.round, self.state.plan.session,
+                                            step, 0, body), device)
+
+    def _publish(self, service: Aggregator, data: bytes, device: str | None) -> None:
+        self.state.bytes_down += service.publish(service.topics.secagg(service.round, device), data,
+                                                 1 if device else len(service.selected))
 
     # ------------------------------------------------------------------------------ screening
     def screen_update(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> None:
@@ -319,10 +304,10 @@ class SecureAggregation:
         if st is not None and self._state_round == service.round:
             st.bytes_up += len(payload)
         try:
-            header, _ = decode_header(payload, allow_signed=True)
-            if header.kind != Kind.SECAGG:
-                raise Rejected("not_secagg", f"{device} sent a {header.kind.name}: this fleet aggregates securely")
-            header, msg = decode_secagg(service.verified(device, payload))
+            kind = HEADER.unpack_from(payload)[2] if len(payload) >= HEADER.size else Kind.SECAGG
+            if kind != Kind.SECAGG and kind in Kind._value2member_map_:  # the rest is checked as it is verified
+                raise Rejected("not_secagg", f"{device} sent a {Kind(kind).name}: this fleet aggregates securely")
+            header, msg = decode_secagg_body(*service.verified_parts(device, payload))
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
         service.check_sender(device, header)
@@ -407,8 +392,3 @@ class SecAggAggregator(Aggregator):
     def _state(self) -> _RoundState | None:
         """The current round's protocol state (what tests and benches inspect)."""
         return self.mode.state
-
-
-def epsilon_of(noise_multipliers: list[float], delta: float, accountant: str = "rdp") -> float:
-    """ε after Gaussian rounds on the sum (sensitivity C) with these noise multipliers, no subsampling."""
-    return gaussian_rounds_epsilon(noise_multipliers, delta, accountant)

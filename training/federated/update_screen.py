@@ -16,9 +16,9 @@ import logging
 from broker.device_messages import decode_status
 from broker.fed_messages import decode_update, fleet_id
 from broker.mqtt_link import Message
-from broker.signing import verify_message
+from broker.signing import verify_message, verify_split
 from broker.topics import parse_topic
-from broker.wire import Header, WireError
+from broker.wire import Header, WireError, decode_header
 from training.federated.round_engine import Rejected
 from training.federated.strategies import ClientUpdate
 
@@ -71,9 +71,16 @@ class UpdateScreen:
         Raises WireError for a bad signature, Rejected for a device without a key."""
         if self.cfg.device_keys is None:
             return data
+        return verify_message(data, self._device_key(device))
+
+    def verified_parts(self, device: str, data: bytes) -> tuple[Header, bytes]:
+        """``verified``'s header and plain body, for a decoder that reads the body directly (no re-framing)."""
+        return decode_header(data) if self.cfg.device_keys is None else verify_split(data, self._device_key(device))
+
+    def _device_key(self, device: str):
         if device not in self.cfg.device_keys:
             raise Rejected("unknown_device", f"no public key registered for {device}")
-        return verify_message(data, self.cfg.device_keys[device])
+        return self.cfg.device_keys[device]
 
     def check_sender(self, device: str, header: Header) -> None:
         """The message's header must name this fleet and the device's registered wire id."""
