@@ -176,3 +176,14 @@ def markdown(result: dict[str, Any]) -> str:
             acc, f1, f32 = (s[f"{mode}_{k}"] for k in ("int8_accuracy", "int8_macro_f1", "float32_accuracy"))
             lines.append(f"| {model} | {label} | {_pm(acc)} | {_pm(f1)} | {_pm(f32)} | {s[f'{mode}_int8_bytes_max']:,} |")
     return "\n".join(lines)
+
+
+def report_markdown(result: dict[str, Any]) -> str:
+    """The bench's page for `pulsewire report --task har`: the results table and the targets."""
+    from tools.report import targets_table
+
+    return "\n\n".join([f"# Activity recognition (har) bench\n\nSeeds {result['seeds']}; test = the published "
+                         "test subjects, scored once through the edge interpreter; epochs and rounds selected on the "
+                         "validation subjects.", "## Test results (mean ± std over seeds)\n\n" + markdown(result),
+                         "## Targets\n\n" + targets_table(result["targets"])])
+
