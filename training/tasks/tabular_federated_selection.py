@@ -1,4 +1,5 @@
-"""DP-SGD settings for the tabular task, chosen by cross-validation over the non-test patients at ε = 1, δ = 1e-6.
+"""Federated settings of the tabular task (DP-SGD at ε = 1, δ = 1e-6, and plain FedAvg), chosen by cross-validation
+over the non-test patients.
 
 Why: the first DP-SGD settings (q 0.1, 10 rounds, lr 1.0, clip 0.1) were picked by hand for the MLP and kept for
 the softmax model the model selection then chose; this re-tunes them for the model the task ships, with the same
@@ -15,6 +16,10 @@ Protocol, fixed before any result was seen (docs/tasks.md):
   5 folds x ``repeats`` stratified (``tabular_selection.cv_folds``), DP noise drawn from seed ``fold``.
 - Rule: best mean CV accuracy; candidates within 0.5 percentage points count as tied and the one with the fewest
   DP-SGD steps wins (less computation on the hospitals' side, fewer rounds on the wire).
+
+The same protocol, without DP, chooses the local training of the strategy table (``FedCandidate``: local epochs,
+batch, step, rounds; FedAvg over the four hospitals; tie: fewest local steps x rounds), so both federated settings
+of the bench come out of one procedure on the same folds.
 """
 from __future__ import annotations
 
@@ -52,6 +57,10 @@ class DpCandidate:
     def label(self) -> str:
         return f"q {self.rate:g}, {self.rounds} rounds, lr {self.learning_rate:g}, C {self.clip:g}"
 
+    def noise(self) -> float:
+        """σ that makes this candidate's steps cost exactly ε at δ (dp-accounting's PLD accountant)."""
+        return noise_for(self)
+
     def local(self, noise: float):
         from training.federated.local_training import LocalConfig
 
@@ -75,13 +84,51 @@ DP_CANDIDATES = (
 )
 
 
+@dataclass(frozen=True)
+class FedCandidate:
+    """Local training of the non-private strategy table: local epochs, mini-batch, SGD step, rounds."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    rounds: int
+
+    @property
+    def steps(self) -> int:
+        """Local epochs x rounds: the tie-break (mini-batches per epoch are the same for every candidate size)."""
+        return self.epochs * self.rounds
+
+    @property
+    def label(self) -> str:
+        return f"{self.epochs} local epochs, batch {self.batch_size}, lr {self.learning_rate:g}, {self.rounds} rounds"
+
+    def noise(self) -> float:
+        return 0.0
+
+    def local(self, noise: float = 0.0):
+        from training.federated.local_training import LocalConfig
+
+        return LocalConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate)
+
+
+#: The shipped strategy-table setting (first row) and steps around it.
+FED_CANDIDATES = (
+    FedCandidate(3, 16, 0.2, 25),
+    FedCandidate(1, 16, 0.2, 25),
+    FedCandidate(5, 16, 0.2, 25),
+    FedCandidate(3, 16, 0.05, 25),
+    FedCandidate(3, 16, 0.5, 25),
+    FedCandidate(3, 16, 0.2, 50),
+)
+
+
 def noise_for(candidate: DpCandidate, epsilon: float = EPSILON, delta: float = DELTA) -> float:
     from training.federated.dpsgd import calibrate_noise
 
     return calibrate_noise(epsilon, delta, candidate.rate, candidate.steps)
 
 
-def _fold_accuracy(task, x, y, persons, fit, held, candidate: DpCandidate, noise: float, seed: int) -> float:
+def _fold_accuracy(task, x, y, persons, fit, held, candidate, noise: float, seed: int) -> float:
     from training.federated.simulation import FederatedConfig
     from training.tasks.base import TaskSplit
     from training.tasks.federated import run_task_federated
@@ -93,9 +140,8 @@ def _fold_accuracy(task, x, y, persons, fit, held, candidate: DpCandidate, noise
     return float(trained.history[-1]["val_accuracy"])
 
 
-def cross_validate_dp(candidates: tuple[DpCandidate, ...] = DP_CANDIDATES, repeats: int = DP_REPEATS,
-                      seed: int = 0) -> list[dict]:
-    """One row per candidate: σ, steps, the fold accuracies (last round), their mean and std."""
+def cross_validate_dp(candidates: tuple = DP_CANDIDATES, repeats: int = DP_REPEATS, seed: int = 0) -> list[dict]:
+    """One row per candidate: σ (0 for a ``FedCandidate``), steps, the fold accuracies (last round), mean, std."""
     from training.tasks.tabular import TabularTask
 
     task = TabularTask()
@@ -103,7 +149,7 @@ def cross_validate_dp(candidates: tuple[DpCandidate, ...] = DP_CANDIDATES, repea
     folds = cv_folds(y, repeats=repeats, seed=seed)
     rows = []
     for c in candidates:
-        noise = noise_for(c)
+        noise = c.noise()
         scores = [_fold_accuracy(task, x, y, persons, fit, held, c, noise, seed * 100 + k)
                   for k, (fit, held) in enumerate(folds)]
         rows.append({**asdict(c), "label": c.label, "steps": c.steps, "noise_multiplier": noise,
@@ -118,12 +164,16 @@ def choose_dp(rows: list[dict], tolerance: float = TIE_TOLERANCE) -> dict:
     return min((r for r in rows if r["mean"] >= best - tolerance), key=lambda r: (r["steps"], -r["mean"]))
 
 
-def select_dp_settings(quick: bool = False, seed: int = 0) -> dict:
-    """The whole protocol; ``quick`` (a smoke run): the first two candidates, 2 rounds each."""
-    candidates = tuple(replace(c, rounds=2) for c in DP_CANDIDATES[:2]) if quick else DP_CANDIDATES
+def select_federated_settings(private: bool, quick: bool = False, seed: int = 0) -> dict:
+    """The whole protocol for DP-SGD (``private``) or plain FedAvg; ``quick`` (a smoke run): the first two
+    candidates, 2 rounds each."""
+    grid = DP_CANDIDATES if private else FED_CANDIDATES
+    candidates = tuple(replace(c, rounds=2) for c in grid[:2]) if quick else grid
     rows = cross_validate_dp(candidates, seed=seed)
     winner = choose_dp(rows)
-    return {"epsilon": EPSILON, "delta": DELTA, "folds": FOLDS, "repeats": DP_REPEATS, "seed": seed,
-            "tie_tolerance": TIE_TOLERANCE, "score": "held-out fold accuracy at the last round",
-            "candidates": rows, "winner": winner["label"],
-            "winner_settings": {k: winner[k] for k in ("rate", "rounds", "learning_rate", "clip")}}
+    fields = ("rate", "rounds", "learning_rate", "clip") if private else ("epochs", "batch_size", "learning_rate",
+                                                                           "rounds")
+    return {"private": private, "epsilon": EPSILON if private else None, "delta": DELTA if private else None,
+            "folds": FOLDS, "repeats": DP_REPEATS, "seed": seed, "tie_tolerance": TIE_TOLERANCE,
+            "score": "held-out fold accuracy at the last round", "candidates": rows, "winner": winner["label"],
+            "winner_settings": {k: winner[k] for k in fields}}
