@@ -177,3 +177,31 @@ def select_federated_settings(private: bool, quick: bool = False, seed: int = 0)
             "folds": FOLDS, "repeats": DP_REPEATS, "seed": seed, "tie_tolerance": TIE_TOLERANCE,
             "score": "held-out fold accuracy at the last round", "candidates": rows, "winner": winner["label"],
             "winner_settings": {k: winner[k] for k in fields}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.tasks.tabular_federated_selection --json FILE``: both selections, one JSON (the bench
+    reads it from ``bench/results/tasks-tabular-selection.json`` and records it beside its runs)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default="bench/results/tasks-tabular-selection.json")
+    parser.add_argument("--only", choices=("dp", "fedavg"), help="one of the two selections (default: both)")
+    parser.add_argument("--quick", action="store_true", help="two candidates, 2 rounds: a smoke run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = Path(args.json)
+    out = json.loads(path.read_text()) if path.exists() else {}
+    for key, private in (("dp", True), ("fedavg", False)):
+        if args.only in (None, key):
+            out[key] = select_federated_settings(private, quick=args.quick)
+            print(f"{key}: {out[key]['winner']}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
