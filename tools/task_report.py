@@ -81,13 +81,15 @@ def task_run_markdown(task: str, results: dict, selection_metric: str) -> str:
     for m in metrics:
         lines.append(f"| {m} | {_stat([r['test']['float32'].get(m) for r in runs if m in r['test']['float32']])} | "
                      f"{_stat([r['test']['int8'][m] for r in runs])} |")
+    m = selection_metric
     lines += ["", "## Per seed", "",
-              f"| seed | best {unit} | val {selection_metric} | test {selection_metric} float32 | "
-              f"test {selection_metric} int8 | int8 bytes | float32 bytes | training s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              f"| seed | best {unit} | val {m} | test {m} float32 | test {m} int8 | int8 bytes | float32 bytes | "
+              "training s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
-        lines.append(f"| {r['seed']} | {r['best_epoch']} | {_num(r['val'].get(selection_metric))} | "
-                     f"{_num(r['test']['float32'].get(selection_metric))} | {_num(r['test']['int8'].get(selection_metric))} | "
-                     f"{r.get('int8_bytes', 0):,} | {r.get('float32_bytes', 0):,} | {r.get('train_seconds', 0):.0f} |")
+        test = r["test"]
+        lines.append(f"| {r['seed']} | {r['best_epoch']} | {_num(r['val'].get(m))} | {_num(test['float32'].get(m))} "
+                     f"| {_num(test['int8'].get(m))} | {r.get('int8_bytes', 0):,} | {r.get('float32_bytes', 0):,} | "
+                     f"{r.get('train_seconds', 0):.0f} |")
     paths = [p for r in runs for p in r.get("model_paths", {}).values()]
     if paths:
         lines += ["", "Models: " + ", ".join(f"`{p}`" for p in paths)]
