@@ -154,7 +154,7 @@ def cross_validate_dp(candidates: tuple = DP_CANDIDATES, repeats: int = DP_REPEA
                   for k, (fit, held) in enumerate(folds)]
         rows.append({**asdict(c), "label": c.label, "steps": c.steps, "noise_multiplier": noise,
                      "folds": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores))})
-        log.info("DP CV %s (σ %.3f): %.4f ± %.4f", c.label, noise, rows[-1]["mean"], rows[-1]["std"])
+        log.info("CV %s (σ %.3f): %.4f ± %.4f", c.label, noise, rows[-1]["mean"], rows[-1]["std"])
     return rows
 
 
