@@ -81,7 +81,12 @@ def test_task_standardises_with_training_subjects_only(windows):
     train, test = task.load("train"), task.load("test")
     assert set(np.unique(train.persons)) == {"user01", "user03"}
     assert set(np.unique(test.persons)) == {"user02", "user04"}
-    z = train.inputs["imu"].reshape(-1, 6)
+    raw = len(windows.load((1, 3))[1])
+    # the CNN's recipe: one rotated copy of every training window (same subject), none for val or test
+    assert len(train) == 2 * raw and len(test) == len(windows.load((2, 4))[1])
+    assert list(train.persons[:raw]) == list(train.persons[raw:])
+    assert not np.allclose(train.inputs["imu"][:raw], train.inputs["imu"][raw:])
+    z = train.inputs["imu"][:raw].reshape(-1, 6)  # the recorded windows: standardised by their own statistics
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-3)
     contract = task.edge_contract(train)

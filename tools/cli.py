@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fleet_parser(sub, sorted(STRATEGIES))
     add_fleet_bench_parser(sub)
     __import__("tools.task_commands").task_commands.add_tasks_parser(sub)
+    __import__("tools.task_report").task_report.add_report_parser(sub)
 
     from tools.aggregate_command import add_aggregate_parser
 

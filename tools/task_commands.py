@@ -125,13 +125,16 @@ def run_task_command(args: argparse.Namespace, mode: str) -> int:
     json_path = Path(args.json) if args.json else out / f"{mode}_{task.name}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    from tools.task_report import write_task_report
+
+    report = write_task_report(results, json_path.parent, json_path.stem, task.name)
     for row in results["runs"]:
         print(f"seed {row['seed']}: best {'round' if mode != 'export' else 'epoch'} {row['best_epoch']}  "
               f"val {task.selection_metric} {row['val'].get(task.selection_metric, float('nan')):.4f}  "
               f"test float32 {row['test']['float32'].get(task.selection_metric, float('nan')):.4f}  "
               f"int8 {row['test']['int8'].get(task.selection_metric, float('nan')):.4f}  "
               f"({row['int8_bytes']} B int8)")
-    print(f"results: {json_path}")
+    print(f"results: {json_path}\nreport:  {report['html']}")
     return 0
 
 

@@ -26,10 +26,12 @@ ROUNDS, DP_ROUNDS, CENTRAL_EPOCHS, CENTRAL_LR = 25, 10, 80, 3e-3
 #: epoch at 0.1 for 20 rounds, and centralized Adam 1e-3 for 60 epochs, kept the last round or epoch in most runs:
 #: undertrained, so more local training per round and a larger Adam step); for DP-SGD a small clip
 #: (most per-record gradients are clipped, so the signal keeps its size while the noise is σ·C) and a large step.
-LOCAL = {"epochs": 3, "batch_size": 16, "learning_rate": 0.2}
+LOCAL = {"epochs": 3, "batch_size": 16, "learning_rate": 0.5}  # CV winner (tasks-tabular-selection.json)
 DP_LOCAL = {"epochs": 1, "learning_rate": 1.0, "dpsgd_clip": 0.1, "dpsgd_rate": 0.1}
 #: Each hospital's consent, as its data-use agreement states it (the scenario's input, shown in the report):
 #: training on its records for this model, only under record-level DP within this budget.
+#: Where ``python -m training.tasks.tabular_federated_selection`` records its CV (read, never written, here).
+SELECTION_JSON = Path("bench/results/tasks-tabular-selection.json")
 CONSENT = {h: {"training": True, "purpose": "breast-cancer diagnosis model", "record_level_dp": True,
                "max_epsilon": EPSILON, "delta": DELTA} for h in ("H1", "H2", "H3", "H4")}
 
@@ -84,6 +86,7 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
                      "accuracy": _mean_std([r["accuracy"] for r in dp_runs]),
                      "int8_accuracy": _mean_std([r["int8_accuracy"] for r in dp_runs])}
     results["model_selection"] = {**selection, "task_hidden_units": HIDDEN_UNITS}
+    results["federated_selection"] = federated_selection(SELECTION_JSON)
     results["consent"] = CONSENT
     results["compliance"] = _compliance(ledgers, CONSENT)
 
@@ -104,6 +107,26 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
            "results": results, "targets": targets}
     _write_report(out, out_dir)
     return out
+
+
+def federated_selection(path: Path) -> dict:
+    """The recorded CV of the federated settings (``training.tasks.tabular_federated_selection``, run before the
+    bench: it costs several benches), checked against the settings this bench uses; {} when it was not run."""
+    if not Path(path).exists():
+        log.warning("%s missing: run python -m training.tasks.tabular_federated_selection", path)
+        return {}
+    record = json.loads(Path(path).read_text())
+    used = {"dp": {"rate": DP_LOCAL["dpsgd_rate"], "rounds": DP_ROUNDS, "learning_rate": DP_LOCAL["learning_rate"],
+                   "clip": DP_LOCAL["dpsgd_clip"]},
+            "fedavg": {"epochs": LOCAL["epochs"], "batch_size": LOCAL["batch_size"],
+                       "learning_rate": LOCAL["learning_rate"], "rounds": ROUNDS}}
+    for key, settings in used.items():
+        winner = record.get(key, {}).get("winner_settings")
+        if winner is not None and winner != settings:
+            log.warning("the %s CV winner %s is not what the bench runs (%s): update tools/task_bench/tabular.py",
+                        key, winner, settings)
+        record.setdefault(key, {})["bench_uses_winner"] = winner == settings
+    return record
 
 
 def _run_seed(job: tuple) -> dict:
@@ -184,6 +207,7 @@ def report_markdown(out: dict) -> str:
               f"| FedAvg + DP-SGD per hospital, ε={dp['epsilon_target']:g}, δ={dp['delta']:g} | "
               f"{fmt(dp['accuracy'])} (int8 {fmt(dp['int8_accuracy'])}) | |", "",
               *_selection_markdown(r["model_selection"]),
+              *_federated_selection_markdown(r.get("federated_selection") or {}),
               "## Privacy ledger (record-level, per hospital)", "",
               f"DP-SGD inside each hospital: per-record clip C = {dp['local']['dpsgd_clip']}, Poisson sampling "
               f"q = {dp['local']['dpsgd_rate']}, noise multiplier σ = {dp['noise_multiplier']:.3f} calibrated so "
@@ -222,6 +246,25 @@ def _selection_markdown(sel: dict) -> list[str]:
     lines += [f"| {c['label']} | {c['parameters']} | {100 * c['mean']:.2f} ± {100 * c['std']:.2f} | "
               f"{'yes' if c['selectable'] else 'context'} |" for c in sel["candidates"]]
     return lines + [""]
+
+
+def _federated_selection_markdown(sel: dict) -> list[str]:
+    """The CV of the federated settings: every candidate, the winner, whether the runs above used it."""
+    lines = []
+    for key, title in (("fedavg", "FedAvg local training (strategy table)"), ("dp", "DP-SGD at ε = 1, δ = 1e-6")):
+        block = sel.get(key)
+        if not block or "candidates" not in block:
+            continue
+        lines += [f"## Federated settings by cross-validation: {title}", "",
+                  f"{block['folds']}-fold x {block['repeats']} stratified CV over the non-test patients, FedAvg over "
+                  f"the four hospitals of each fold's fitting patients; score: {block['score']}; rule: best mean, "
+                  f"within {100 * block['tie_tolerance']:.1f} pp the fewest steps. Winner: **{block['winner']}**"
+                  f" (used by the runs above: {'yes' if block.get('bench_uses_winner') else 'NO'}).", "",
+                  "| candidate | σ | steps | CV accuracy % (mean ± std over folds) |", "|---|---:|---:|---:|"]
+        lines += [f"| {c['label']} | {c['noise_multiplier']:.3f} | {c['steps']} | {100 * c['mean']:.2f} ± "
+                  f"{100 * c['std']:.2f} |" for c in block["candidates"]]
+        lines.append("")
+    return lines
 
 
 def _write_report(out: dict, out_dir: Path) -> None:

@@ -87,6 +87,13 @@ class LocalTrainer:
         self._apply(steps, lr, clip)
         return tf.reduce_mean(per_row)
 
+    @tf.function(reduce_retracing=True)
+    def _dp_noise_step(self, noise, denominator, lr, mu, anchor, correction, clip):
+        """A DP-SGD step on an empty Poisson batch: the clipped sum is zero, the noise is added as always."""
+        variables = self.model.trainable_variables
+        self._apply([z / denominator + mu * (v - a) + c for z, v, a, c in zip(noise, variables, anchor, correction)],
+                    lr, clip)
+
     def _dp_epochs(self, inputs: dict, y: tf.Tensor, w: tf.Tensor, cfg: LocalConfig, rng: np.random.Generator,
                    consts: tuple) -> list[float]:
         """``cfg.epochs`` × round(1/q) Poisson-sampled DP-SGD steps; empty batches still add the noise."""
@@ -99,6 +106,9 @@ class LocalTrainer:
                 idx = tf.constant(np.flatnonzero(rng.random(n) < cfg.dpsgd_rate).astype(np.int32))
                 noise = [tf.constant(rng.normal(0.0, std, v.shape).astype(np.float32))
                          for v in self.model.trainable_variables]
+                if idx.shape[0] == 0:  # no record sampled: the step is the noise alone (the jacobian of none fails)
+                    self._dp_noise_step(noise, denominator, *consts)
+                    continue
                 batch = {k: tf.gather(v, idx) for k, v in inputs.items()}
                 losses.append(float(self._dp_step(batch, tf.gather(y, idx), tf.gather(w, idx), noise, denominator,
                                                   tf.constant(cfg.dpsgd_clip, tf.float32), *consts)))

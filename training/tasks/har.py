@@ -7,6 +7,7 @@ the *training* subjects' samples; the device applies the same constants from the
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 import keras
@@ -23,10 +24,15 @@ from training.data.hapt import (
     WindowSpec,
     channel_stats,
 )
+from training.data.imu_augment import ImuAugment, augment_windows
 from training.tasks.base import SPLITS, Predict, Task, TaskSplit
 from training.tasks.har_export import converter_model
 from training.tasks.har_models import IMU_INPUT, MODELS, build
 
+#: Training-window augmentation per model (``training.data.imu_augment``): one rotated (±15°), rescaled (±10 %)
+#: copy of every training window for the CNN, chosen on the validation subjects (docs/tasks/har.md); the LSTM
+#: keeps its first recipe (no copies), not re-run with augmentation.
+AUGMENT = {"cnn": ImuAugment(copies=1, max_degrees=15.0, gain=0.1), "lstm": ImuAugment(copies=0)}
 #: Alert kinds of the activity runner (``edge_runtime.activity``): a long unbroken stretch without walking.
 ALERTS = ("prolonged_inactivity",)
 
@@ -45,12 +51,14 @@ class HarTask(Task):
     data_source: ClassVar[str] = ATTRIBUTION
 
     def __init__(self, max_persons: int | None = None, model: str = "cnn", data_dir: str | None = None,
-                 spec: WindowSpec | None = None) -> None:
-        """``model``: "cnn" (default) or "lstm" (exported as TFLite's fused LSTM, see ``har_models``)."""
+                 spec: WindowSpec | None = None, augment: ImuAugment | None = None) -> None:
+        """``model``: "cnn" (default) or "lstm" (exported as TFLite's fused LSTM, see ``har_models``);
+        ``augment``: copies of the training windows (default: the model's recipe in ``AUGMENT``)."""
         super().__init__(max_persons)
         if model not in MODELS:
             raise ValueError(f"HAR model {model!r} unknown; choose one of {MODELS}")
         self.model = model
+        self.augment = augment if augment is not None else AUGMENT[model]
         self._data_dir = data_dir
         self._spec = spec or WindowSpec()
         self._windows: HaptWindows | None = None
@@ -77,7 +85,12 @@ class HarTask(Task):
         return self._scaler
 
     def load(self, split: str, seed: int = 0) -> TaskSplit:
+        """Standardised windows of ``split``; "train" also holds the augmented copies (drawn from ``seed``), each
+        with its subject, so a subject's device trains on its own copies."""
         x, y, subject = self.windows.load(self.subjects(split))
+        if split == "train" and self.augment.copies:
+            x = augment_windows(x, self.augment, np.random.default_rng([seed, 17]))
+            y, subject = np.tile(y, self.augment.copies + 1), np.tile(subject, self.augment.copies + 1)
         mean, std = self.scaler()
         z = ((x - mean) / std).astype(np.float32)
         return TaskSplit({IMU_INPUT: z}, y, np.array([person_name(s) for s in subject]))
@@ -110,5 +123,5 @@ class HarTask(Task):
                             window=self._spec.window,
                             preprocessing={"mean": [float(v) for v in mean], "std": [float(v) for v in std],
                                            "hop": self._spec.hop, "units": {"acc": "g", "gyro": "rad/s"},
-                                           "model": self.model,
+                                           "model": self.model, "train_augment": asdict(self.augment),
                                            "train_subjects": [int(s) for s in self.subjects("train")]})

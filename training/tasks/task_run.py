@@ -85,7 +85,8 @@ def run_task_seeds(task: Task, settings: TaskRunSettings, seeds: list[int], out:
                      "history": trained.history, "info": trained.info,
                      "model_paths": {q: str(ex.tflite_path) for q, ex in exported.items()}})
         log.info("%s seed %d: test int8 %s", task.name, seed, prefixed_scalars("test", scores["int8"]))
-    return {"task": task.name, "settings": asdict(settings), "seeds": list(seeds), "runs": runs,
+    return {"task": task.name, "selection_metric": task.selection_metric, "settings": asdict(settings),
+            "seeds": list(seeds), "runs": runs,
             "summary": summarise([r["test"]["int8"] for r in runs])}
 
 
