@@ -82,3 +82,25 @@ def test_cosine_filter_keeps_a_boosted_aligned_delta_only_at_the_median_norm():
     np.testing.assert_allclose(new, [(1.0 + 2.0 + 2.5 + 2 * 2.5) / 5, 0.0], rtol=1e-6)
     with pytest.raises(ValueError):
         CosineFilter(byzantine=-1)
+
+
+def test_cosine_filter_with_memory_drops_the_device_whose_history_disagrees():
+    def round_(**deltas):
+        return [ClientUpdate(n, [np.array(v, np.float32)], 1) for n, v in deltas.items()]
+
+    g = [np.zeros(2, np.float32)]
+    first = round_(a=[1.0, 1.0], b=[2.0, 0.0], c=[0.0, 3.0], x=[-1.0, -1.0])  # cosines 1, .707, .707, -1
+    # round 2: the median is [1, 1]; x now agrees (cosine 1) and c does not (cosine 0); all norms are √2
+    second = round_(a=[1.0, 1.0], b=[1.0, 1.0], c=[1.0, -1.0], x=[1.0, 1.0])
+    plain, trusting = CosineFilter(byzantine=1), CosineFilter(byzantine=1, memory=0.5)
+    for s in (plain, trusting):
+        s.aggregate(g, first)
+    np.testing.assert_allclose(plain.aggregate(g, second)[0], [1.0, 1.0])  # this round alone: c goes, x stays
+    # trust a 1, b (.707 + 1) / 2, c (.707 + 0) / 2, x (-1 + 1) / 2 = 0: x goes, the mean of a, b, c is [1, 1/3]
+    np.testing.assert_allclose(trusting.aggregate(g, second)[0], [1.0, 1 / 3], rtol=1e-6)
+    assert trusting.trust == pytest.approx({"a": 1.0, "b": (np.sqrt(0.5) + 1) / 2, "c": np.sqrt(0.5) / 2, "x": 0.0})
+    restored = CosineFilter(byzantine=1, memory=0.5)
+    restored.load_state(trusting.state())  # the trust table survives an aggregator restart
+    assert restored.trust == trusting.trust and plain.state()["trust_devices"][0].size == 0
+    with pytest.raises(ValueError):
+        CosineFilter(memory=1.0)

@@ -6,7 +6,8 @@ from tools.privacy_bench.cells import seed_cells
 
 RULE = ("at {share:.0%} attackers, among the robust defences (each with the hyper-parameters set in "
         "tools/privacy_bench/settings.defences: trimmed mean β = 0.3, Multi-Krum f = round(0.3 n) averaging the "
-        "n − f best, norm bound and cosine filter at the round's median norm, cosine filter keeping n − f) that ran "
+        "n − f best, norm bound and cosine filter at the round's median norm, cosine filter keeping n − f, ranked "
+        "by this round's cosine or by each device's trust with memory 0.9) that ran "
         "under every attack on every seed of clean FedAvg, choose the one whose worst attack has the highest mean "
         "over the seeds of the best-round validation macro F1 (held-out DS1 patients); DS2 is never read")
 
