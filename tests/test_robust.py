@@ -104,3 +104,15 @@ def test_cosine_filter_with_memory_drops_the_device_whose_history_disagrees():
     assert restored.trust == trusting.trust and plain.state()["trust_devices"][0].size == 0
     with pytest.raises(ValueError):
         CosineFilter(memory=1.0)
+
+
+def test_cosine_filter_trust_survives_the_aggregator_checkpoint_file(tmp_path):
+    from training.federated import checkpoint
+
+    s = CosineFilter(byzantine=1, memory=0.9)
+    s.trust = {"bed-1": 0.5, "bed-2": -0.25}
+    checkpoint.save(tmp_path / "agg.npz", {}, {f"state.{k}": v for k, v in s.state().items()})
+    _, arrays = checkpoint.load(tmp_path / "agg.npz")
+    restored = CosineFilter(byzantine=1, memory=0.9)
+    restored.load_state({k: arrays.get(f"state.{k}") for k in s.state()})
+    assert restored.trust == {"bed-1": 0.5, "bed-2": -0.25}
