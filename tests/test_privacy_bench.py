@@ -155,6 +155,7 @@ def test_only_a_defence_run_on_every_attack_and_seed_competes_and_the_miss_is_me
     assert g["chosen_on_validation"] == "krum" and not g["validation_by_defence"]["trimmed_mean"]["complete"]
     assert g["validation_by_defence"]["krum"] == {"complete": True, "worst_attack": "sign_flip",
                                                   "worst_val_mean": pytest.approx(0.30),
+                                                  "bound_on_worst": pytest.approx(0.30),
                                                   "val_mean_by_attack": {"sign_flip": pytest.approx(0.30),
                                                                          "scale:10": pytest.approx(0.35)}}
     assert g["chosen_worst_attack"] == "sign_flip" and g["chosen_worst_gap"] == pytest.approx(-0.06)
@@ -164,4 +165,9 @@ def test_only_a_defence_run_on_every_attack_and_seed_competes_and_the_miss_is_me
     md = markdown({"settings": {**BenchSettings().__dict__, "seeds": [0, 1], "delta": 1e-6, "evaluation": "x"},
                    "attacks": rows}, "pulsewire privacy-bench")
     assert "**Chosen on DS1 validation: krum**" in md and "missed by 0.030" in md
-    assert "| trimmed_mean | no | – | – |" in md and "## (c') The same runs" in md
+    assert "| trimmed_mean | no | – | – | 0.500 | no |" in md and "## (c') The same runs" in md
+    # trimmed_mean's bound (0.50 on sign_flip, every seed) is above krum's worst (0.30): the choice is not settled;
+    # a bound below it rules the defence out
+    assert g["ruled_out_by_bound"] == {"trimmed_mean": False} and not g["choice_settled"]
+    low = goal([{**r, "best_val_macro_f1": 0.2} if r["defence"] == "trimmed_mean" else r for r in rows])
+    assert low["ruled_out_by_bound"] == {"trimmed_mean": True} and low["choice_settled"]

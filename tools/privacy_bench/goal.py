@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from tools.privacy_bench.cells import paired_gap, seed_cells
-from tools.privacy_bench.selection import RULE, defence_chosen_on_validation, validation_table
+from tools.privacy_bench.selection import RULE, defence_chosen_on_validation, ruled_out, validation_table
 
 #: What ``met`` compares (the issue: "within 0.03 macro F1 of clean FedAvg", the defence chosen on validation).
 MET_METRIC = ("DS2 macro F1 (the held-out test patients): the chosen defence's mean over the seeds under its worst "
@@ -31,9 +31,12 @@ def goal(rows: list[dict], share: float = 0.3, tolerance: float = 0.03) -> dict:
              if all((a, d) in gap for a in attacks)}
     single = max(worst, key=worst.get) if worst else None
     chosen = defence_chosen_on_validation(rows, share, attacks, list(worst), clean["seeds"])
+    table = validation_table(rows, share, attacks, robust, clean["seeds"])
+    out_by_bound = ruled_out(table, chosen)
     return {"share": share, "tolerance": tolerance, "judged": True, "clean_fedavg": clean,
-            "selection_rule": RULE.format(share=share), "met_metric": MET_METRIC,
-            "validation_by_defence": validation_table(rows, share, attacks, robust, clean["seeds"]),
+            "selection_rule": RULE.format(share=share), "met_metric": MET_METRIC, "validation_by_defence": table,
+            "ruled_out_by_bound": out_by_bound,
+            "choice_settled": chosen is not None and all(v is True for v in out_by_bound.values()),
             "chosen_on_validation": chosen, "chosen_worst_gap": worst.get(chosen),
             "holds_with_validation_choice": chosen is not None and worst[chosen] >= -tolerance,
             **(_chosen_detail(rows, cells, clean, chosen, attacks, share, tolerance) if chosen else {}),

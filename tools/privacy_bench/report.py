@@ -202,9 +202,16 @@ def _goal_text(rows: list[dict], asked: int) -> list[str]:
                f"{_f(g['chosen_worst_gap'])} ({seeds}); validation gap on the same attack "
                f"{_f(g['chosen_worst_val_gap'])}. `met` uses {g['met_metric']}: the goal "
                + ("holds." if g["holds_with_validation_choice"] else f"fails, missed by {_f(g['missed_by'])}."))
-    table = g["validation_by_defence"]
-    out.append("\n| defence | ran every attack × seed | worst attack on validation | its mean validation macro F1 |")
-    out.append("|---|---|---|---|")
+    table, bound = g["validation_by_defence"], g["ruled_out_by_bound"]
+    out.append("\n| defence | ran every attack × seed | worst attack on validation | its mean validation macro F1 "
+               "| otherwise: lowest mean of the attacks run on every seed (bound) | ruled out |")
+    out.append("|---|---|---|---|---|---|")
     out += [f"| {d}{' (chosen)' if d == chosen else ''} | {'yes' if t['complete'] else 'no'} | "
-            f"{t['worst_attack'] or '–'} | {_f(t['worst_val_mean'])} |" for d, t in table.items()]
+            f"{t['worst_attack'] or '–'} | {_f(t['worst_val_mean'])} | "
+            f"{'–' if t['complete'] else _f(t['bound_on_worst'])} | "
+            f"{'–' if t['complete'] else {True: 'yes', False: 'no', None: 'not run'}[bound.get(d)]} |"
+            for d, t in table.items()]
+    out.append(f"\nThe choice is {'settled' if g['choice_settled'] else 'not settled'}: "
+               + ("every defence that did not compete is ruled out by its bound." if g["choice_settled"] else
+                  "a defence that did not run under every attack on every seed is not ruled out."))
     return out

@@ -9,7 +9,10 @@ RULE = ("at {share:.0%} attackers, among the robust defences (each with the hype
         "n − f best, norm bound and cosine filter at the round's median norm, cosine filter keeping n − f, ranked "
         "by this round's cosine or by each device's trust with memory 0.9) that ran "
         "under every attack on every seed of clean FedAvg, choose the one whose worst attack has the highest mean "
-        "over the seeds of the best-round validation macro F1 (held-out DS1 patients); DS2 is never read")
+        "over the seeds of the best-round validation macro F1 (held-out DS1 patients); DS2 is never read. A "
+        "defence run under only some attacks (on every seed) is ruled out when the lowest of those means, an "
+        "upper bound on its worst attack's, is below the chosen defence's worst; the choice is settled when "
+        "every defence that did not compete is ruled out")
 
 
 def validation_table(rows: list[dict], share: float, attacks: list[str], defences: list[str],
@@ -24,9 +27,21 @@ def validation_table(rows: list[dict], share: float, attacks: list[str], defence
         complete = all(c is not None and set(seeds) <= set(c["seeds"]) for c in cells.values())
         means = {a: (c["mean"] if c else None) for a, c in cells.items()}
         worst = min(means, key=lambda a: means[a]) if complete else None
+        full = [means[a] for a, c in cells.items() if c is not None and set(seeds) <= set(c["seeds"])]
         table[d] = {"complete": complete, "val_mean_by_attack": means, "worst_attack": worst,
-                    "worst_val_mean": means[worst] if worst else None}
+                    "worst_val_mean": means[worst] if worst else None,
+                    "bound_on_worst": min(full) if full else None}
     return table
+
+
+def ruled_out(table: dict[str, dict], chosen: str | None) -> dict[str, bool | None]:
+    """Per defence that did not compete: True when its bound is below the chosen defence's worst (it could not
+    have been chosen), False when it could have been (the choice is not settled), None when it has no bound."""
+    if chosen is None:
+        return {}
+    best = table[chosen]["worst_val_mean"]
+    return {d: (None if t["bound_on_worst"] is None else t["bound_on_worst"] < best)
+            for d, t in table.items() if not t["complete"]}
 
 
 def defence_chosen_on_validation(rows: list[dict], share: float, attacks: list[str], defences: list[str],
