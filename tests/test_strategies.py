@@ -78,7 +78,8 @@ def test_invalid_updates_are_refused(bad, message):
 
 def test_strategies_are_chosen_by_name():
     assert set(STRATEGIES) == {"fedavg", "fedprox", "fednova", "scaffold", "fedavgm", "fedadam",
-                               "median", "trimmed_mean", "krum", "norm_bounded", "dp_fedavg", "fedbuff"}
+                               "median", "trimmed_mean", "krum", "norm_bounded", "cosine_filter", "dp_fedavg",
+                               "fedbuff"}
     assert isinstance(make_strategy("fedprox", proximal_mu=0.2), FedProx)
     with pytest.raises(ValueError, match="choose one of"):
         make_strategy("fedsgd")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tools.privacy_bench.cells import paired_gap, seed_cells
+from tools.privacy_bench.goal import goal
 from tools.privacy_bench.settings import STAGES
+
+__all__ = ["goal", "markdown", "seed_cells"]
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -14,71 +18,6 @@ def _f(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         return "∞" if math.isinf(x) else f"{x:.{digits}f}"
     return str(x)
-
-
-def seed_cells(rows: list[dict], by: tuple[str, ...], field: str = "ds2_macro_f1") -> dict[tuple, dict]:
-    """The runs of one cell (the same values of ``by``) from every seed present: their ``field`` as mean, sample
-    standard deviation (None for one run), n and the value of each seed, in the order the cells first appear."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[b] for b in by), []).append(r)
-    out = {}
-    for cell, runs in groups.items():
-        values = [r[field] for r in runs]
-        mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-        out[cell] = {"mean": mean, "std": std, "n": len(values), "seeds": [r.get("seed") for r in runs],
-                     "by_seed": {r.get("seed"): r[field] for r in runs}}
-    return out
-
-
-def paired_gap(cell: dict, clean: dict) -> float | None:
-    """``cell``'s mean minus ``clean``'s over the seeds both ran: the difference of the means when every seed ran
-    both, and no mixing of seeds when a cell has fewer (a seed's clean run can differ from another's by more
-    than the gap)."""
-    common = [seed for seed in cell["by_seed"] if seed in clean["by_seed"]]
-    if not common:
-        return None
-    return sum(cell["by_seed"][x] - clean["by_seed"][x] for x in common) / len(common)
-
-
-def goal(rows: list[dict], share: float = 0.3, tolerance: float = 0.03) -> dict:
-    """The issue's target on the means over seeds: at ``share`` attackers the best robust defence's DS2 macro F1
-    is at least the clean FedAvg run's minus ``tolerance`` (``paired_gap``: over the seeds both ran). Judged per
-    attack (the best defence for that attack) and for the single defence whose worst attack is the least bad (one
-    defence that holds against them all)."""
-    cells = seed_cells(rows, ("attack", "share", "defence"))
-    clean = cells.get(("none", 0.0, "fedavg"))
-    attacks = list(dict.fromkeys(a for a, sh, _ in cells if a != "none" and sh == share))
-    robust = list(dict.fromkeys(d for _, _, d in cells if d != "fedavg"))
-    if clean is None or not attacks or not robust:
-        return {"share": share, "tolerance": tolerance, "judged": False}
-    gap = {(a, d): paired_gap(cells[(a, share, d)], clean) for a in attacks for d in robust if (a, share, d) in cells}
-    gap = {k: g for k, g in gap.items() if g is not None}
-    per_attack = {a: max(((g, d) for (a2, d), g in gap.items() if a2 == a), default=(None, None)) for a in attacks}
-    worst = {d: min((g for (_, d2), g in gap.items() if d2 == d), default=-math.inf) for d in robust
-             if all((a, d) in gap for a in attacks)}
-    single = max(worst, key=worst.get) if worst else None
-    chosen = defence_chosen_on_validation(rows, share, attacks, list(worst))
-    return {"share": share, "tolerance": tolerance, "judged": True, "clean_fedavg": clean,
-            "chosen_on_validation": chosen, "chosen_worst_gap": worst.get(chosen),
-            "holds_with_validation_choice": chosen is not None and worst[chosen] >= -tolerance,
-            "per_attack": {a: {"best_defence": d, "gap": g, "holds": g is not None and g >= -tolerance}
-                           for a, (g, d) in per_attack.items()},
-            "holds_per_attack": all(g is not None and g >= -tolerance for g, _ in per_attack.values()),
-            "single_defence": single, "single_defence_worst_gap": worst.get(single),
-            "holds_with_one_defence": single is not None and worst[single] >= -tolerance}
-
-
-def defence_chosen_on_validation(rows: list[dict], share: float, attacks: list[str],
-                                  defences: list[str]) -> str | None:
-    """The defence a deployment could pick without DS2: the one whose worst mean validation macro F1 (held-out DS1
-    patients) over the attacks at ``share`` is highest. The per-attack best on DS2 is an oracle; this is not."""
-    val = seed_cells([r for r in rows if r.get("best_val_macro_f1") is not None], ("attack", "share", "defence"),
-                     "best_val_macro_f1")
-    worst = {d: min(val[(a, share, d)]["mean"] for a in attacks) for d in defences
-             if all((a, share, d) in val for a in attacks)}
-    return max(worst, key=worst.get) if worst else None
 
 
 def _ms(cell: dict | None, asked: int, digits: int = 3, n: bool = True) -> str:
@@ -136,6 +75,13 @@ def markdown(results: dict, command: str) -> str:
     if results.get("attacks"):
         out.append("\n## (c) Attack x defence x attacker share: DS2 macro F1\n")
         out += _attack_table(results["attacks"], len(seeds))
+        if len(seeds) > 1:
+            out += _goal_text(results["attacks"], len(seeds))
+        if any(r.get("best_val_macro_f1") is not None for r in results["attacks"]):
+            out.append("\n## (c') The same runs: best-round validation macro F1 (held-out DS1 patients; the "
+                       "selection metric)\n")
+            out += _attack_table([r for r in results["attacks"] if r.get("best_val_macro_f1") is not None],
+                                 len(seeds), "best_val_macro_f1")
     if results.get("accounting"):
         from tools.privacy_accounting import accounting_table
 
@@ -216,12 +162,14 @@ def _dp_table(rows: list[dict], asked: int) -> list[str]:
     return out
 
 
-def _attack_table(rows: list[dict], asked: int) -> list[str]:
+def _attack_table(rows: list[dict], asked: int, field: str = "ds2_macro_f1") -> list[str]:
+    """Attack x share rows, a column per defence: ``field``'s mean ± std over seeds, and the best robust
+    defence's gap to clean FedAvg."""
     names = list(dict.fromkeys(r["defence"] for r in rows))
     gap_title = "best robust defence − clean FedAvg" + (" (means, same seeds)" if asked > 1 else "")
     out = ["| attack | share (attackers) | " + " | ".join(names) + f" | {gap_title} |",
            "|---|---|" + "---|" * (len(names) + 1)]
-    cells = seed_cells(rows, ("attack", "share", "defence"))
+    cells = seed_cells(rows, ("attack", "share", "defence"), field)
     attackers: dict[tuple[str, float], list[int]] = {}
     for r in rows:
         attackers.setdefault((r["attack"], r["share"]), []).append(r["attackers"])
@@ -233,19 +181,41 @@ def _attack_table(rows: list[dict], asked: int) -> list[str]:
         shown = (lambda c: _f(c["mean"]) if c else "–") if asked == 1 else (lambda c: _ms(c, asked))
         out.append(f"| {attack} | {share:.0%} ({_span(counts)}) | "
                    + " | ".join(shown(by.get(d)) for d in names) + f" | {_f(gap)} |")
-    if asked > 1:
-        g = goal(rows)
-        if g["judged"]:
-            per = "; ".join(f"{a}: {v['best_defence']} {_f(v['gap'])}" for a, v in g["per_attack"].items())
-            out.append(f"\nGoal (at {g['share']:.0%} attackers the best defence keeps DS2 macro F1 within "
-                       f"{g['tolerance']} of the clean FedAvg run, on the means; clean FedAvg "
-                       f"{_ms(g['clean_fedavg'], asked)}): best defence per attack, mean − clean mean: {per}. "
-                       "With the best defence chosen per attack the goal "
-                       f"{'holds' if g['holds_per_attack'] else 'fails'}; with one defence against every attack "
-                       f"({g['single_defence']}, worst {_f(g['single_defence_worst_gap'])}) it "
-                       f"{'holds' if g['holds_with_one_defence'] else 'fails'}."
-                       + (f" Chosen without DS2 (the best worst-case validation macro F1 on held-out DS1 patients): "
-                          f"{g['chosen_on_validation']}, worst DS2 gap {_f(g['chosen_worst_gap'])}: the goal "
-                          f"{'holds' if g['holds_with_validation_choice'] else 'fails'} with it."
-                          if g.get("chosen_on_validation") else ""))
+    return out
+
+
+def _goal_text(rows: list[dict], asked: int) -> list[str]:
+    """The goal in words: per attack, one defence, and the defence chosen on validation with its per-seed values."""
+    g = goal(rows)
+    if not g["judged"]:
+        return []
+    per = "; ".join(f"{a}: {v['best_defence']} {_f(v['gap'])}" for a, v in g["per_attack"].items())
+    out = [f"\nGoal (at {g['share']:.0%} attackers the defence keeps DS2 macro F1 within {g['tolerance']} of the "
+           f"clean FedAvg run, on the means; clean FedAvg {_ms(g['clean_fedavg'], asked)}): best defence per attack "
+           f"on DS2 (an oracle), mean − clean mean: {per}; it {'holds' if g['holds_per_attack'] else 'fails'} that "
+           f"way. With one defence against every attack ({g['single_defence']}, worst "
+           f"{_f(g['single_defence_worst_gap'])}) it {'holds' if g['holds_with_one_defence'] else 'fails'}."]
+    chosen = g.get("chosen_on_validation")
+    if not chosen:
+        return out + ["\nNo defence ran under every attack on every seed: none chosen on validation."]
+    cell, clean = g["chosen_worst_ds2"], g["clean_fedavg"]
+    seeds = ", ".join(f"seed {s}: {_f(cell['by_seed'][s])} vs {_f(clean['by_seed'][s])} ({_f(gap)})"
+                      for s, gap in g["chosen_gap_by_seed"].items())
+    out.append(f"\n**Chosen on DS1 validation: {chosen}** (rule: {g['selection_rule']}). Its worst attack on DS2 is "
+               f"{g['chosen_worst_attack']}: {_ms(cell, asked)} against clean FedAvg's {_ms(clean, asked)}, mean gap "
+               f"{_f(g['chosen_worst_gap'])} ({seeds}); validation gap on the same attack "
+               f"{_f(g['chosen_worst_val_gap'])}. `met` uses {g['met_metric']}: the goal "
+               + ("holds." if g["holds_with_validation_choice"] else f"fails, missed by {_f(g['missed_by'])}."))
+    table, bound = g["validation_by_defence"], g["ruled_out_by_bound"]
+    out.append("\n| defence | ran every attack × seed | worst attack on validation | its mean validation macro F1 "
+               "| otherwise: lowest mean of the attacks run on every seed (bound) | ruled out |")
+    out.append("|---|---|---|---|---|---|")
+    out += [f"| {d}{' (chosen)' if d == chosen else ''} | {'yes' if t['complete'] else 'no'} | "
+            f"{t['worst_attack'] or '–'} | {_f(t['worst_val_mean'])} | "
+            f"{'–' if t['complete'] else _f(t['bound_on_worst'])} | "
+            f"{'–' if t['complete'] else {True: 'yes', False: 'no', None: 'not run'}[bound.get(d)]} |"
+            for d, t in table.items()]
+    out.append(f"\nThe choice is {'settled' if g['choice_settled'] else 'not settled'}: "
+               + ("every defence that did not compete is ruled out by its bound." if g["choice_settled"] else
+                  "a defence that did not run under every attack on every seed is not ruled out."))
     return out

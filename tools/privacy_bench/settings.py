@@ -59,7 +59,9 @@ def defences(n_devices: int) -> dict[str, tuple[str, dict]]:
     f = max(1, round(0.3 * n_devices))
     return {"fedavg": ("fedavg", {}), "median": ("median", {}), "trimmed_mean": ("trimmed_mean", {"trim": 0.3}),
             "multi_krum": ("krum", {"byzantine": f, "multi": n_devices - f}),
-            "norm_bounded": ("norm_bounded", {})}  # clipped to each round's median norm
+            "norm_bounded": ("norm_bounded", {}),  # clipped to each round's median norm
+            "cosine_filter": ("cosine_filter", {"byzantine": f}),  # the n - f most aligned with the median
+            "cosine_trust": ("cosine_filter", {"byzantine": f, "memory": 0.9})}  # ... by each device's history
 
 
 Allow = Callable[[str], bool]

@@ -95,15 +95,17 @@ def reference_targets(rows: list[dict]) -> list[dict]:
 
 
 def attack_target(goal: dict | None) -> list[dict]:
-    """The 30 % attacker goal with the defence chosen on DS1 validation (never DS2)."""
-    if not goal or not goal.get("judged"):
+    """The 30 % attacker goal with the defence chosen on DS1 validation (never DS2), judged on DS2 macro F1."""
+    if not goal or not goal.get("judged") or not goal.get("chosen_on_validation"):
         return [{"target": "30 % attackers: defence chosen on DS1 validation within 0.03 DS2 macro F1 of clean "
                            "FedAvg (means over seeds)", "mean": None, "threshold": ">= -0.03", "met": None}]
     return [{"target": f"{goal['share']:.0%} attackers: the defence chosen on DS1 validation "
-                       f"({goal.get('chosen_on_validation')}), worst attack, DS2 macro F1 minus clean FedAvg's "
-                       f"(means over seeds {goal['clean_fedavg'].get('seeds')})",
+                       f"({goal.get('chosen_on_validation')}), its worst attack ({goal.get('chosen_worst_attack')}), "
+                       f"DS2 macro F1 minus clean FedAvg's (means over seeds {goal['clean_fedavg'].get('seeds')})",
              "mean": goal.get("chosen_worst_gap"), "threshold": f">= -{goal['tolerance']}",
-             "met": goal.get("holds_with_validation_choice")}]
+             "met": goal.get("holds_with_validation_choice")},
+            {"target": "the same gap on validation macro F1 (held-out DS1 patients; reported, not judged)",
+             "mean": goal.get("chosen_worst_val_gap"), "threshold": "reported", "met": None}]
 
 
 def privacy_targets(results: dict[str, Any]) -> list[dict]:

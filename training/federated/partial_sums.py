@@ -58,6 +58,7 @@ INDIVIDUAL = {
     "trimmed_mean": "trimming drops each coordinate's extremes across all updates",
     "krum": "Krum scores every update by its distances to the others",
     "norm_bounded": "without a fixed clip it clips to the median norm of all updates",
+    "cosine_filter": "it ranks every update by its cosine with the coordinate-wise median of all updates",
 }
 
 

@@ -6,12 +6,13 @@ from typing import Any, Callable
 
 from training.federated.fedbuff import FedBuff
 from training.federated.privacy import DPFedAvg
-from training.federated.robust import CoordinateMedian, Krum, NormBounded, TrimmedMean
+from training.federated.robust import CoordinateMedian, CosineFilter, Krum, NormBounded, TrimmedMean
 from training.federated.strategies import FedAdam, FedAvg, FedAvgM, FedNova, FedProx, Scaffold, Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (FedAvg, FedProx, FedNova, Scaffold, FedAvgM, FedAdam,
-                              CoordinateMedian, TrimmedMean, Krum, NormBounded, DPFedAvg, FedBuff)
+                              CoordinateMedian, TrimmedMean, Krum, NormBounded, CosineFilter, DPFedAvg,
+                              FedBuff)
 }
 
 
