@@ -101,3 +101,37 @@ def test_a_wrong_selection_spec_says_what_to_write():
     for bad in ("oort:k=0", "best", "power-aware:min_battery_pct=200", "uniform:k=2,fraction=0.5"):
         with pytest.raises(ValueError):
             RoundPolicy(selection=bad)
+
+
+def test_the_first_round_is_drawn_from_the_retained_statuses_not_an_empty_book(mosquitto, tmp_path):
+    """Devices' statuses are retained on the broker; a freshly started aggregator takes them in before it draws
+    round 1, so a device without consent or with a flat battery is not asked (it used to be: the book was
+    empty when round 1 was drawn, and every device was judged on defaults)."""
+    import paho.mqtt.client as mqtt
+
+    from broker.device_messages import encode_status
+    from broker.topics import FleetTopics
+
+    fleet, ids = "settle", {name: k + 1 for k, name in enumerate(STATUS)}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="settle-devices")
+    host, port = mosquitto.host, mosquitto.port
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        for name, status in STATUS.items():
+            client.publish(FleetTopics(fleet).status(name), encode_status(fleet, ids[name], status), qos=1,
+                           retain=True).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    cfg = AggregatorConfig(fleet, ids, rounds=1, policy=RoundPolicy(selection="power-aware:k=3"),
+                           honour_consent=False)
+    agg = Aggregator(cfg, initial_weights(), f"mqtt://{host}:{port}", tmp_path)
+    agg.link.start()
+    try:
+        agg._settle_statuses(10.0)
+        assert set(agg.status) == set(STATUS)
+        assert agg.open_round()
+        assert set(agg.selected) == {"charging", "full", "half"}
+    finally:
+        agg.link.stop()

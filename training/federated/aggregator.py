@@ -44,9 +44,9 @@ from training.federated.aggregator_config import AggregatorConfig
 from training.federated.consent_watch import ConsentWatch
 from training.federated.partial_sums import RunningSum, SumRule, rule_for, summable
 from training.federated.registry import make_fleet_strategy
-from training.federated.round_files import CHECKPOINT_FILE, LOG_DIR, RoundFiles
 from training.federated.round_durability import DurableRound
 from training.federated.round_engine import Evaluator, Rejected, RoundEngine
+from training.federated.round_files import CHECKPOINT_FILE, LOG_DIR, RoundFiles
 from training.federated.strategies import ClientUpdate, Strategy, Weights
 from training.federated.update_log import LogPolicy, UpdateLog, read_record
 from training.federated.update_screen import Selection, UpdateScreen
@@ -187,6 +187,8 @@ class Aggregator(UpdateScreen, DurableRound):
         if resumed:
             log.info("resuming round %d with %d accepted update(s) from %s and its update log", self.round,
                      len(self.accepted), self.checkpoint_path)
+        elif self.cfg.policy.uses_status:
+            self._settle_statuses(self.cfg.policy.status_settle_s)
         while not self.engine.finished:
             if not self.selected:
                 if not self.open_round():
@@ -278,6 +280,17 @@ class Aggregator(UpdateScreen, DurableRound):
         self._handle(message)
         if self.update_log is not None and self.update_log.due():
             self.sync_log()
+
+    def _settle_statuses(self, limit_s: float, quiet_s: float = 0.5) -> None:
+        """Take in the devices' retained statuses before drawing round 1 from them: until none has arrived for
+        ``quiet_s`` seconds, or ``limit_s`` seconds in all."""
+        start = quiet_from = time.monotonic()
+        known = len(self.status)
+        while (now := time.monotonic()) - start < limit_s and now - quiet_from < quiet_s:
+            self.serve_one(0.05)
+            if len(self.status) != known:
+                known, quiet_from = len(self.status), time.monotonic()
+        log.info("first round drawn from %d device status(es) (%.1f s)", known, time.monotonic() - start)
 
     def _drain(self, seconds: float) -> None:
         """Keep acknowledging (and counting) what still arrives for a moment after the last round."""

@@ -30,10 +30,16 @@ class RoundPolicy:
     #: Drop an update whose L2 norm exceeds this multiple of the round's median norm (a device whose local
     #: training blew up, or an attacker scaling its delta); None disables the check. Needs >= 3 updates.
     max_norm_ratio: float | None = 50.0
+    #: Before the first round of a status-fed selection ("online" or a policy), take in the devices' retained
+    #: statuses for up to this many seconds (until none arrives for half a second): otherwise round 1 is drawn
+    #: from an empty device book and asks devices without consent or battery. 0 disables the wait.
+    status_settle_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_norm_ratio is not None and self.max_norm_ratio <= 1:
             raise ValueError("max_norm_ratio must be > 1 (or None)")
+        if self.status_settle_s < 0:
+            raise ValueError("status_settle_s must be >= 0")
         if not 0 < self.quorum <= 1 or self.deadline_s <= 0 or self.max_staleness < 0:
             raise ValueError("quorum must be in (0, 1], deadline_s > 0 and max_staleness >= 0")
         self.late_weight  # validates the spec
@@ -42,6 +48,11 @@ class RoundPolicy:
                 (kind in ("all", "online") and not arg) or (kind == "fraction" and 0 < _float(arg) <= 1)):
             raise ValueError(f"selection {self.selection!r}: use all, online, fraction:F with 0 < F <= 1, or a "
                              f"policy {sorted(POLICIES)}[:k=N|fraction=F,KEY=VALUE,...]")
+
+    @property
+    def uses_status(self) -> bool:
+        """The selection reads device statuses (so round 1 should wait for the retained ones)."""
+        return self.selection == "online" or SelectionSpec.parse(self.selection) is not None
 
     @property
     def late_weight(self) -> float | None:
