@@ -148,6 +148,10 @@ def encode_tensors(kind: Kind, fleet_id: int, round_: int, device_id: int, tenso
         if not np.all(np.isfinite(a)):
             raise ValueError(f"tensor {i} holds NaN or Inf; refusing to send it")
     meta_bytes = json.dumps(meta or {}, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    if len(meta_bytes) > 0xFFFF:
+        raise ValueError(f"message metadata is {len(meta_bytes):,} bytes; the wire format holds at most 65,535 "
+                         "(a round plan naming more than about 5,000 selected devices does not fit: select fewer "
+                         "devices per round)")
     parts = [struct.pack("<H", len(meta_bytes)), meta_bytes]
     for a in arrays:
         parts.append(struct.pack(f"<B{a.ndim}I", a.ndim, *a.shape))

@@ -142,4 +142,8 @@ def test_projection_arithmetic_by_hand():
     assert rows["status"]["messages_per_s"] == 10_000 and rows["alert"]["messages_per_s"] == 1_000
     assert rows["status"]["messages_per_round"] == 6_000_000
     assert rows["update (full model, int8)"]["messages_per_round"] == 6_000
+    announced = rows["global model + plan to every subscribed device (as published)"]
+    assert announced["messages_per_round"] == 600_000  # every device, not only the selected ones
+    # the plan names 6,000 devices ("sim000000": 9 characters and JSON quoting each) on top of the weights
+    assert announced["payload_bytes"] > sizes["global_model_float32"] + 6_000 * 9
     assert rows["status"]["wire_bytes"] == 200 + mqtt_overhead(FleetTopics("f").status("sim000000"), 200)

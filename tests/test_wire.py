@@ -144,3 +144,14 @@ def test_topk_bitmap_must_agree_with_k():
     with pytest.raises(WireError) as err:
         decode_tensors(_recrc(bytes(data)))
     assert err.value.reason == "bad_indices"
+
+
+def test_a_round_plan_too_large_for_the_metadata_field_is_refused_with_what_to_do():
+    """The metadata length is 16 bits: a plan naming ~7,000 devices cannot be framed; the error says so
+    (it used to be a bare struct.error)."""
+    from broker.fed_messages import GlobalModel, RoundPlan, encode_global
+
+    plan = RoundPlan(1, tuple(f"sim{i:06d}" for i in range(7000)))
+    with pytest.raises(ValueError, match="select fewer devices per round"):
+        encode_global("ward", GlobalModel(plan, [np.zeros(10, np.float32)]))
+    assert encode_global("ward", GlobalModel(RoundPlan(1, plan.selected[:4000]), [np.zeros(10, np.float32)]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker.fed_messages import fleet_id
+from broker.fed_messages import GlobalModel, RoundPlan, encode_global, fleet_id
 from broker.topics import FleetTopics
 from broker.wire import Encoding, Kind, encode_tensors
 
@@ -26,6 +26,17 @@ def model_sizes(fleet: str) -> dict[str, int]:
     fid = fleet_id(fleet)
     return {"update_int8_full_model": len(encode_tensors(Kind.UPDATE, fid, 1, 1, w, Encoding.INT8, meta={"samples": 300})),
             "global_model_float32": len(encode_tensors(Kind.MODEL, fid, 1, 0, w, Encoding.FLOAT32, meta={"round": 1}))}
+
+
+def announced_model_bytes(fleet: str, selected: int) -> int:
+    """Bytes of the round's global model as the aggregator publishes it: the float32 weights plus the plan,
+    which names every selected device (names of the simulator's form). Measured with 1,000 names and scaled
+    per name: the wire format's metadata holds at most 65,535 bytes, so a plan of more than about 5,000 names
+    cannot be sent at all today (``encode_tensors`` refuses it)."""
+    weights = [np.zeros(MODEL_PARAMETERS, np.float32)]
+    sized = {n: len(encode_global(fleet, GlobalModel(RoundPlan(1, tuple(f"sim{i:06d}" for i in range(n))), weights)))
+             for n in (0, 1000)}
+    return round(sized[0] + (sized[1000] - sized[0]) * selected / 1000)
 
 
 def project(report: dict, devices: int = 1_000_000, selected: int = 10_000, round_s: float = 600.0,
@@ -53,7 +64,11 @@ def project(report: dict, devices: int = 1_000_000, selected: int = 10_000, roun
             ("alert", alerts_per_device_s * devices, alert_b, t.alert(name)),
             ("update (head, int8)", selected / round_s, head_b, t.update(1, name)),
             ("update (full model, int8)", selected / round_s, models["update_int8_full_model"], t.update(1, name)),
-            ("global model download (float32)", selected / round_s, models["global_model_float32"], t.global_model(1))]
+            ("global model download (float32)", selected / round_s, models["global_model_float32"], t.global_model(1)),
+            # every device subscribed to the global models receives the announcement, whose plan lists every
+            # selected device: the row that dominates a large fleet's rounds today
+            ("global model + plan to every subscribed device (as published)", devices / round_s,
+             announced_model_bytes(cfg["fleet"], selected), t.global_model(1))]
     table = []
     for kind, per_s, size, topic in rows:
         wire = size + mqtt_overhead(topic, int(size))
