@@ -61,6 +61,14 @@ class Step(enum.IntEnum):
     CONFIRM = 9
 
 
+#: The aggregator's per-device steps that travel without the aggregator's signature in consistency rounds (the
+#: active-adversary mode): everything a device takes from them is authenticated end to end by another device
+#: (adverts signed by their devices, shares under AES-GCM keys agreed with those signed keys), and what the
+#: aggregator chooses in them (whose adverts and ciphertexts a device gets) is what a malicious aggregator
+#: chooses anyway, which the consistency check is built for. docs/privacy.md argues it in full.
+END_TO_END_STEPS = frozenset({Step.ADVERTS, Step.SHARES_FOR})
+
+
 @dataclass(frozen=True)
 class KeyAdvert:
     device: int

@@ -21,20 +21,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from broker.chunking import split_message
 from broker.device_messages import encode_status
-from broker.fed_messages import (GlobalModel, LocalUpdate, RoundPlan, UpdateEncoding, decode_global,
-                                 encode_update, fleet_id, roundtrip_delta)
+from broker.fed_messages import (
+    GlobalModel,
+    LocalUpdate,
+    RoundPlan,
+    UpdateEncoding,
+    decode_global,
+    encode_update,
+    fleet_id,
+    roundtrip_delta,
+)
 from broker.mqtt_link import BrokerSettings, Message, MqttLink, Will
 from broker.secagg_messages import SecAggPlan, decode_secagg, encode_secagg
-from broker.signing import sign_message, verify_message
+from broker.signing import is_signed, sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import WireError
 from edge_runtime.ledger_store import LedgerStore
@@ -220,7 +228,12 @@ class DeviceClient:
 
     def _on_secagg(self, msg: Message) -> None:
         try:
-            header, message = decode_secagg(self._verified(msg.payload))
+            if self.aggregator_key and not is_signed(msg.payload):  # only for what is authenticated end to end
+                header, message = decode_secagg(msg.payload)
+                if not self.secagg.authenticates(header.round, message):
+                    raise WireError("unsigned", f"an unsigned {message.step.name} outside a consistency round")
+            else:
+                header, message = decode_secagg(self._verified(msg.payload))
         except (ValueError, WireError) as exc:
             self.errors += 1
             log.warning("%s: ignoring a bad secure-aggregation message on %s: %s", self.name, msg.topic, exc)

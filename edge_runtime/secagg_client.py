@@ -2,7 +2,8 @@
 
 When a round plan carries ``local["secagg"]`` (``broker.secagg_messages.SecAggPlan``) the device does not
 send its update; it takes part in the protocol instead, each step a signed SECAGG message on its update
-topic, each answer from the aggregator on the round's secagg topics:
+topic, each answer from the aggregator on the round's secagg topics (signed by the aggregator, except ADVERTS and
+SHARES_FOR in consistency rounds, whose content is authenticated end to end: ``authenticates``):
 
 1. on the global model: ADVERT its two X25519 public keys (and start training);
 2. on ADVERTS (the keys of everyone who advertised): SHARES, its Shamir shares encrypted to each peer;
@@ -34,9 +35,27 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from cryptography.exceptions import InvalidTag
 
-from broker.secagg_messages import (AdvertList, Confirmation, ConfirmRequest, EncryptedShares, MaskedInput, Payload,
-                                    SecAggMessage, SecAggPlan, SharesFor, Step, UnmaskRequest)
-from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, advert_message, advert_signed_by, graph_for
+from broker.secagg_messages import (
+    END_TO_END_STEPS,
+    AdvertList,
+    Confirmation,
+    ConfirmRequest,
+    EncryptedShares,
+    MaskedInput,
+    Payload,
+    SecAggMessage,
+    SecAggPlan,
+    SharesFor,
+    Step,
+    UnmaskRequest,
+)
+from edge_runtime.secagg_plus import (
+    ConsistencyCheck,
+    InconsistentRound,
+    advert_message,
+    advert_signed_by,
+    graph_for,
+)
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice
 
 log = logging.getLogger(__name__)
@@ -101,6 +120,17 @@ class SecAggParticipant:
         with self._lock:
             s = self._session
             return s.plan.session if s is not None and s.round == round_ else None
+
+    def authenticates(self, round_: int, msg: SecAggMessage) -> bool:
+        """Whether this device may take ``msg`` without the aggregator's signature: an ADVERTS or SHARES_FOR
+        (``END_TO_END_STEPS``) of its current session, in a consistency round that this device itself checks (it
+        verifies every neighbour's advert signature and unmasks only with the signed survivor list). Everything
+        it uses from such a message is authenticated by another device; the round's parameters, the step
+        sequence and the survivor lists still come signed by the aggregator."""
+        with self._lock:
+            s = self._session
+            return (s is not None and s.round == round_ and s.plan.session == msg.session
+                    and msg.step in END_TO_END_STEPS and s.core.consistency is not None)
 
     def withheld(self, round_: int) -> str | None:
         """Why the current session of ``round_`` will get no masked input from this device (None: it will)."""

@@ -5,15 +5,30 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.launcher import broker_url
-from broker.secagg_messages import Confirmation, ConfirmRequest, Step, UnmaskReply, UnmaskRequest
+from broker.secagg_messages import (
+    Confirmation,
+    ConfirmRequest,
+    Step,
+    UnmaskReply,
+    UnmaskRequest,
+)
 from edge_runtime.fed_client import DeviceClient
-from edge_runtime.secagg_plus import ConsistencyCheck, InconsistentRound, MaskingGraph, choose_parameters
+from edge_runtime.secagg_plus import (
+    ConsistencyCheck,
+    InconsistentRound,
+    MaskingGraph,
+    choose_parameters,
+)
 from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice, SecAggServer
 from tests.federation_helpers import initial_weights, run_to_end
 from tests.test_secagg_mqtt import Updater, _assert_close, _plain_mean, fixed_delta
 from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
-from training.federated.secagg_round import SecAggAggregator, SecAggSettings, SecureAggregation
+from training.federated.secagg_round import (
+    SecAggAggregator,
+    SecAggSettings,
+    SecureAggregation,
+)
 
 SESSION = 0x5EC
 
@@ -114,7 +129,7 @@ class _Silent(DeviceClient):
         super()._send_secagg([o for o in outgoing if not isinstance(o[2], (UnmaskReply, Confirmation))])
 
 
-def _secure_fleet(url, run_dir, fleet, n, silent, settings, mode=None):
+def _secure_fleet(url, run_dir, fleet, n, silent, settings, mode=None, devices_out=None):
     registry = {f"d{k:02d}": k + 1 for k in range(n)}
     keys = {name: Ed25519PrivateKey.generate() for name in [*registry, "aggregator"]}
     directory = {i: keys[name].public_key() for name, i in registry.items()}  # registered out of band
@@ -128,6 +143,8 @@ def _secure_fleet(url, run_dir, fleet, n, silent, settings, mode=None):
                                       signing_key=keys["aggregator"])
     else:
         aggregator = Aggregator(cfg, initial_weights(), url, run_dir, signing_key=keys["aggregator"], mode=mode)
+    if devices_out is not None:
+        devices_out.extend(devices)
     return run_to_end(aggregator, devices), aggregator
 
 

@@ -36,12 +36,21 @@ from dataclasses import dataclass, field
 import aiomqtt
 import numpy as np
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
-from broker.fed_messages import LocalUpdate, UpdateEncoding, decode_global, encode_update, fleet_id
+from broker.fed_messages import (
+    LocalUpdate,
+    UpdateEncoding,
+    decode_global,
+    encode_update,
+    fleet_id,
+)
 from broker.mqtt_link import parse_broker_url
 from broker.secagg_messages import MaskedInput, SecAggPlan, decode_secagg, encode_secagg
-from broker.signing import sign_message, verify_message
+from broker.signing import is_signed, sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from edge_runtime.secagg_client import SecAggParticipant
 
@@ -235,7 +244,13 @@ class SecAggWorker:
             out = self._answer_global(dev, payload)
             return ("final" if dev.done else "global"), out  # "final": the closing plan, after the round
         if kind == "secagg":
-            header, message = self._decode(payload, decode_secagg)
+            if is_signed(payload):
+                header, message = self._decode(payload, decode_secagg)
+            else:  # as DeviceClient: only what the device authenticates end to end comes unsigned
+                header, message = decode_secagg(payload)
+                if not dev.participant.authenticates(header.round, message):
+                    self.stats["unsigned_refused"] += 1
+                    return "", []
             if header.fleet_id != self.fid:
                 return "", []
             return type(message.payload).__name__, self._frame(dev, dev.participant.on_message(header.round, message))

@@ -66,6 +66,8 @@ import numpy as np
 
 from broker.fed_messages import fleet_id
 from broker.secagg_messages import (
+    END_TO_END_STEPS,
+    PREFIX,
     AdvertList,
     AdvertListEncoder,
     Confirmation,
@@ -286,23 +288,35 @@ class SecureAggregation:
 
     def send(self, service: Aggregator, payload, device: str | None = None) -> None:
         """Publish one protocol message of the round: to every device, or to ``device`` only."""
-        self._publish(service, encode_secagg(fleet_id(service.cfg.fleet), service.round, self.state.plan.session,
-                                             payload), device)
+        data = encode_secagg(fleet_id(service.cfg.fleet), service.round, self.state.plan.session, payload)
+        self._publish(service, data, device, self._signs(Step(PREFIX.unpack_from(data, HEADER.size)[1])))
 
     def send_body(self, service: Aggregator, step: Step, body: bytes, device: str) -> None:
         """Publish an already-encoded aggregator step body (header device 0) to ``device``."""
         self._publish(service, frame_secagg(fleet_id(service.cfg.fleet), service.round, self.state.plan.session,
-                                            step, 0, body), device)
+                                            step, 0, body), device, self._signs(step))
 
-    def _publish(self, service: Aggregator, data: bytes, device: str | None) -> None:
-        self.state.bytes_down += service.publish(service.topics.secagg(service.round, device), data,
-                                                 1 if device else len(service.selected))
+    def _signs(self, step: Step) -> bool:
+        """Whether the aggregator signs its ``step`` message: always, except ADVERTS and SHARES_FOR in consistency
+        rounds, whose content the devices authenticate end to end (``END_TO_END_STEPS``): there the aggregator's
+        signature proved nothing a device relies on, and cost the aggregator 2n signatures a round."""
+        return not (self.state.plan.consistency and step in END_TO_END_STEPS)
+
+    def _publish(self, service: Aggregator, data: bytes, device: str | None, signed: bool = True) -> None:
+        topic, recipients = service.topics.secagg(service.round, device), 1 if device else len(service.selected)
+        if signed:
+            self.state.bytes_down += service.publish(topic, data, recipients)
+        else:
+            service.link.publish(topic, data, qos=1)
+            self.state.bytes_down += len(data) * recipients
 
     # ------------------------------------------------------------------------------ screening
     def screen_update(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> None:
         st, device = self.state, topic.device
         if st is not None and self._state_round == service.round:
             st.bytes_up += len(payload)
+        if self._late(service, topic, payload):
+            return  # not verified either: nothing is done with it
         try:
             kind = HEADER.unpack_from(payload)[2] if len(payload) >= HEADER.size else Kind.SECAGG
             if kind != Kind.SECAGG and kind in Kind._value2member_map_:  # the rest is checked as it is verified
@@ -311,16 +325,11 @@ class SecureAggregation:
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
         service.check_sender(device, header)
-        if (header.round == topic.round == service.round - 1 and msg.step == Step.UNMASK
-                and msg.session == self._last_session):
-            return  # a survivor's reply after the first t closed the round: expected, and not needed
         if header.round != topic.round or header.round != service.round or st is None:
             raise Rejected("round_mismatch", f"round {header.round} on {topic.device}'s topic during round "
                                              f"{service.round}")
         if msg.session != st.plan.session:
             raise Rejected("stale_session", f"{device}: session {msg.session:#x} is not this round's")
-        if msg.step == Step.CONFIRM and st.step == Step.UNMASK and header.device_id in st.inputs:
-            return  # a confirmation after the round had enough to go on: expected, and not needed
         got = st.collected(msg.step)
         if header.device_id in got:
             raise Rejected("duplicate", f"{device}'s {msg.step.name} was already accepted")
@@ -328,6 +337,25 @@ class SecureAggregation:
             raise Rejected("wrong_step", f"{device} sent {msg.step.name} during {st.step.name}")
         self._check_payload(service, device, header.device_id, msg.payload)
         got[header.device_id] = msg.payload
+
+    def _late(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> bool:
+        """Whether ``payload`` says it is a reply the round no longer needs: a survivor's unmask reply after the
+        round closed (its replies covered every secret), or a confirmation once the unmask request is out (it had
+        enough). Read from the header and the step prefix, *before* verifying the signature: such a message is
+        dropped unread whoever sent it, so checking who did would only cost an Ed25519 verification (at 1,000
+        devices about 400 of the round's ~4,400). A message that only claims to be late is dropped just the same;
+        one that is not late goes on to be verified and screened in full."""
+        if len(payload) < HEADER.size + PREFIX.size:
+            return False
+        _, _, kind, _, round_, dev_id, *_ = HEADER.unpack_from(payload)
+        _, step, session = PREFIX.unpack_from(payload, HEADER.size)
+        if kind != Kind.SECAGG or round_ != topic.round or service.cfg.devices.get(topic.device) != dev_id:
+            return False
+        if step == Step.UNMASK and round_ == service.round - 1:
+            return session == self._last_session
+        st = self.state
+        return (step == Step.CONFIRM and st is not None and round_ == service.round and session == st.plan.session
+                and st.step == Step.UNMASK and dev_id in st.inputs)
 
     def _check_payload(self, service: Aggregator, device: str, dev_id: int, payload) -> None:
         st = self.state
