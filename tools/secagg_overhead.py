@@ -19,9 +19,9 @@ pairwise masks from the survivors' shares).
 from __future__ import annotations
 
 import json
-import os
 import logging
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import threading
@@ -37,8 +37,14 @@ from broker.fed_messages import GlobalModel, LocalUpdate
 from broker.launcher import broker_url, start_broker
 from broker.secagg_messages import Confirmation, UnmaskReply
 from edge_runtime.fed_client import DeviceClient
-from tools.fleet_sim.secagg_devices import (PARAMETERS, SecAggFleetConfig, device_name, device_update, merge_device_cpu,
-                                            secagg_worker_main)
+from tools.fleet_sim.secagg_devices import (
+    PARAMETERS,
+    SecAggFleetConfig,
+    device_name,
+    device_update,
+    merge_device_cpu,
+    secagg_worker_main,
+)
 from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings
@@ -184,9 +190,10 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int, url: str | None
             else:
                 agg = SecAggAggregator(acfg, init, url, Path(tmp), signing_key=aggregator_key,
                                        secagg=SecAggSettings(dropout=0.3, corrupt=0.05))
-            cpu0, broker0 = time.process_time(), _cpu_of(broker)
+            cpu0, broker0, load0 = time.process_time(), _cpu_of(broker), os.getloadavg()
             box["result"] = agg.run()
             aggregator_cpu, broker_cpu = time.process_time() - cpu0, _cpu_of(broker) - broker0
+            load = {"start": [round(x, 2) for x in load0], "end": [round(x, 2) for x in os.getloadavg()]}
         while len(finals) < workers:
             kind, index, payload = q.get(timeout=120)
             if kind == "error":
@@ -225,7 +232,9 @@ def _measure_fleet(n: int, mode: str, drop: float, workers: int, url: str | None
            "step_seconds": sa.get("step_seconds"), "step_cpu_seconds": sa.get("step_cpu_seconds"),
            "max_abs_error": error, "fixed_point_scale": sa.get("scale"), "rejected": dict(result.rejected), "simulation": sim,
            "device_cpu": device_cpu, **critical_path(aggregator_cpu, broker_cpu if broker is not None else None,
-                                                     device_cpu)}
+                                                     device_cpu),
+           "load_average": {**load, "cores": os.cpu_count(), "note": "os.getloadavg() (1, 5, 15 min) when the "
+                            "aggregator started and finished the round: the other work on this shared machine"}}
     steps, cpu = sa.get("step_seconds") or {}, sa.get("step_cpu_seconds") or {}
     if "summed" in steps and "masked_input_in" in steps:  # the aggregator's side once the inputs are in
         out["last_input_to_sum_seconds"] = round(steps["summed"] - steps["masked_input_in"], 3)
