@@ -96,35 +96,11 @@ from training.federated.accountant import (
 from training.federated.aggregator import Aggregator
 from training.federated.robust import unflatten
 from training.federated.round_engine import Rejected
+from training.federated.secagg_coverage import Coverage
 from training.federated.secagg_settings import SecAggSettings
 from training.federated.strategies import ClientUpdate
 
 log = logging.getLogger(__name__)
-
-
-class _Coverage:
-    """Which shared devices still lack t repliers among their neighbours (and themselves), kept up to date one
-    new replier at a time: O(k) per message instead of re-counting every neighbourhood (O(n·k)) each time."""
-
-    def __init__(self, step: Step, graph: MaskingGraph, shared: set[int], threshold: int) -> None:
-        self.step, self._graph = step, graph
-        self._short = {i: threshold for i in shared}
-        self._counted: set[int] = set()
-
-    def update(self, new: list[int]) -> bool:
-        """Count the repliers ``new`` (not counted yet); True once every shared device is covered."""
-        for d in new:
-            if d in self._counted:
-                continue
-            self._counted.add(d)
-            for i in self._graph.neighbours(d) | {d}:  # the graph is symmetric: d is in these neighbourhoods
-                left = self._short.get(i)
-                if left is not None:
-                    if left <= 1:
-                        del self._short[i]
-                    else:
-                        self._short[i] = left - 1
-        return not self._short
 
 
 @dataclass
@@ -151,7 +127,7 @@ class _RoundState:
     step_cpu_seconds: dict[str, float] = field(default_factory=dict)
     selected_ids: frozenset[int] = frozenset()
     #: SecAgg+: per step, how many more repliers each shared device still needs among its neighbours.
-    coverage: _Coverage | None = None
+    coverage: Coverage | None = None
 
     def collected(self, step: Step) -> dict:
         return {Step.ADVERT: self.adverts, Step.SHARES: self.shares, Step.MASKED_INPUT: self.inputs,
@@ -282,7 +258,7 @@ class SecureAggregation:
             covered = count >= st.plan.threshold
         else:
             if st.coverage is None or st.coverage.step != step:
-                st.coverage = _Coverage(step, st.graph, set(st.shares), st.plan.threshold)
+                st.coverage = Coverage(step, st.graph, set(st.shares), st.plan.threshold)
             covered = st.coverage.update(new)  # every reply counted once, whatever the answer
         return covered and (step != Step.CONFIRM or count >= st.plan.consistency)
 
