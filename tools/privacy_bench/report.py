@@ -117,12 +117,13 @@ def _fleet_table(rows: list[dict]) -> list[str]:
              "(devices in parallel, as deployed; the JSON's `critical_path_method` says exactly how):\n")
     header = ("| devices | mode | repeat | dropped after input | k / t | kB up per device | kB down per device | "
               "round s (wall) | critical path s | slowest device CPU s | aggregator CPU s | simulated devices' CPU s | "
-              "Mosquitto CPU s | last input → sum s (aggregator CPU s) | unmask s | sum error (max abs) |")
-    out = [intro, header, "|" + "---|" * 16]
+              "Mosquitto CPU s | last input → sum s (aggregator CPU s) | unmask s | sum error (max abs) | "
+              "machine load (1 min, start → end) |")
+    out = [intro, header, "|" + "---|" * 17]
     for r in rows:
         if r.get("error"):
             out.append(f"| {r['devices']} | {r['mode']} | {r.get('repeat', 0)} | {r['dropped']} | failed: "
-                       f"{r['error']} |" + " |" * 11)
+                       f"{r['error']} |" + " |" * 12)
             continue
         kt = f"{r['degree']} / {r['threshold']}" if r.get("degree") else "–"
         out.append(f"| {r['devices']} | {r['mode']} | {r.get('repeat', 0)} | {r['dropped']} | {kt} | "
@@ -130,8 +131,14 @@ def _fleet_table(rows: list[dict]) -> list[str]:
                    f"{_f(r.get('critical_path_seconds'), 2)} | {_f(r.get('slowest_device_cpu_seconds'), 3)} | "
                    f"{_f(r['aggregator_cpu_seconds'], 2)} | {_f(r['simulation'].get('cpu_seconds'), 1)} | "
                    f"{_f(r.get('broker_cpu_seconds'), 2)} | {_after_input(r)} | "
-                   f"{_f(r.get('unmask_seconds'), 2)} | {r['max_abs_error']:.1e} |")
+                   f"{_f(r.get('unmask_seconds'), 2)} | {r['max_abs_error']:.1e} | {_load(r)} |")
     return out
+
+
+def _load(r: dict) -> str:
+    """The machine's 1-minute load average when the round started and ended (rows from before session 8: –)."""
+    load = r.get("load_average")
+    return f"{load['start'][0]:.1f} → {load['end'][0]:.1f} on {load['cores']} cores" if load else "–"
 
 
 def _after_input(r: dict) -> str:
@@ -190,11 +197,11 @@ def _goal_text(rows: list[dict], asked: int) -> list[str]:
     if not g["judged"]:
         return []
     per = "; ".join(f"{a}: {v['best_defence']} {_f(v['gap'])}" for a, v in g["per_attack"].items())
-    out = [f"\nGoal (at {g['share']:.0%} attackers the defence keeps DS2 macro F1 within {g['tolerance']} of the "
+    out = [(f"\nGoal (at {g['share']:.0%} attackers the defence keeps DS2 macro F1 within {g['tolerance']} of the "
            f"clean FedAvg run, on the means; clean FedAvg {_ms(g['clean_fedavg'], asked)}): best defence per attack "
            f"on DS2 (an oracle), mean − clean mean: {per}; it {'holds' if g['holds_per_attack'] else 'fails'} that "
            f"way. With one defence against every attack ({g['single_defence']}, worst "
-           f"{_f(g['single_defence_worst_gap'])}) it {'holds' if g['holds_with_one_defence'] else 'fails'}."]
+           f"{_f(g['single_defence_worst_gap'])}) it {'holds' if g['holds_with_one_defence'] else 'fails'}.")]
     chosen = g.get("chosen_on_validation")
     if not chosen:
         return out + ["\nNo defence ran under every attack on every seed: none chosen on validation."]
