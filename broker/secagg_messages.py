@@ -3,7 +3,8 @@
 Every SECAGG body starts with ``u8 secagg version`` (1), ``u8 step`` and ``u64 session`` (a random number the
 aggregator draws for each round attempt and announces in the round plan: a message from an earlier attempt
 at the same round, e.g. before an aggregator restart, is refused as ``stale_session``). The header binds
-fleet, round and device; devices and the aggregator sign these messages like updates (``broker.signing``).
+fleet, round and device; devices and the aggregator sign these messages like updates (``broker.signing``),
+except the aggregator's ADVERTS and SHARES_FOR in consistency rounds (``END_TO_END_STEPS``).
 Integers little-endian; device ids are the u32 wire ids (never 0, which is the aggregator). Step bodies::
 
     1 ADVERT          device -> aggregator   cipher_pk[32] mask_pk[32]            (X25519 public keys)

@@ -73,7 +73,7 @@ class SecAggFleetConfig:
 
     ``signing_keys``: each device's raw Ed25519 private key (its public key is registered with the
     aggregator); ``aggregator_key``: the aggregator's raw public key (every global model and protocol
-    message must carry its signature); ``dropping``: devices that go silent (disconnect) right after their
+    message must carry its signature, except what ``SecAggParticipant.authenticates``); ``dropping``: devices that go silent (disconnect) right after their
     masked input (in plain mode: after their update)."""
 
     broker_url: str
