@@ -3,8 +3,7 @@
 Every SECAGG body starts with ``u8 secagg version`` (1), ``u8 step`` and ``u64 session`` (a random number the
 aggregator draws for each round attempt and announces in the round plan: a message from an earlier attempt
 at the same round, e.g. before an aggregator restart, is refused as ``stale_session``). The header binds
-fleet, round and device; devices and the aggregator sign these messages like updates (``broker.signing``),
-except the aggregator's ADVERTS and SHARES_FOR in consistency rounds (``END_TO_END_STEPS``).
+fleet, round and device; devices and the aggregator sign these messages (but see ``END_TO_END_STEPS``).
 Integers little-endian; device ids are the u32 wire ids (never 0, which is the aggregator). Step bodies::
 
     1 ADVERT          device -> aggregator   cipher_pk[32] mask_pk[32]            (X25519 public keys)
@@ -62,11 +61,8 @@ class Step(enum.IntEnum):
     CONFIRM = 9
 
 
-#: The aggregator's per-device steps that travel without the aggregator's signature in consistency rounds (the
-#: active-adversary mode): everything a device takes from them is authenticated end to end by another device
-#: (adverts signed by their devices, shares under AES-GCM keys agreed with those signed keys), and what the
-#: aggregator chooses in them (whose adverts and ciphertexts a device gets) is what a malicious aggregator
-#: chooses anyway, which the consistency check is built for. docs/privacy.md argues it in full.
+#: Aggregator steps sent unsigned in consistency rounds: their content is authenticated end to end by devices
+#: (signed adverts, AES-GCM shares), the rest is a malicious aggregator's choice anyway (docs/privacy.md).
 END_TO_END_STEPS = frozenset({Step.ADVERTS, Step.SHARES_FOR})
 
 
