@@ -19,8 +19,8 @@ from training.codegen import toolchain
 BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
 RPEAK_RUNNER = toolchain.ROOT / "firmware" / "tests" / "run_rpeak.c"
 FRONTEND_RUNNER = toolchain.ROOT / "firmware" / "tests" / "run_frontend.c"
-#: the C sources of the streaming front-end with its detector (pw_frontend.c calls pw_rpeak.c)
-FRONTEND_SOURCES = ("pw_frontend.c", "pw_rpeak.c")
+#: the C sources of the streaming front-end with its detector and template features (pw_frontend.c calls both)
+FRONTEND_SOURCES = ("pw_frontend.c", "pw_rpeak.c", "pw_template.c")
 #: run_rpeak.c modes: peaks sample by sample, the board's ADC-to-int8 path (> 0: random chunks, seed)
 PEAKS, BOARD = 0, -1
 

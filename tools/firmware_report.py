@@ -66,6 +66,15 @@ def firmware_markdown(r: dict) -> str:
                   f"{f['cortex_m4_output_identical_to_host']}."]
         if f.get("rpeak"):
             lines += _rpeak_markdown(f["rpeak"])
+    if r.get("template_features"):
+        t, m4 = r["template_features"], r["template_features"]["cortex_m4"]
+        lines += ["", "## Template features in C (integers, firmware/core/pw_template.c)", "",
+                  (f"{t['beats']:,} beats of the test records, each lead from a fresh template: Q16 features identical "
+                  f"to the Python edge runtime's on {t['host_identical_q16_beats']:,}, int8 model inputs identical to "
+                  f"the Python edge classifier's on {t['host_identical_to_edge_classifier_inputs_beats']:,} (host, gcc "
+                  f"-O2). Cortex-M4 (QEMU, -Os): {m4['identical_to_host_beats']:,} of {m4['beats']:,} beats identical "
+                  f"to the host build, {m4['instructions_per_beat']:,} instructions per beat, state "
+                  f"{m4['state_bytes']} B.")]
     if r.get("variants"):
         lines += ["", "## Model variants (C generated with the default rounding, host build)", "",
                   "| model | ops | beats | = TFLM | = LiteRT ref | = LiteRT | arena / TFLM arena | flash |",

@@ -40,16 +40,18 @@ def python_pipeline(mv: np.ndarray, model_path: Path, backend: str) -> Reference
     then the int8 model on its quantized inputs with ``backend``."""
     from edge_runtime.beat_stream import offline_beats
     from edge_runtime.classifier import BeatClassifier
+    from edge_runtime.template_features import model_features
 
     clf = BeatClassifier.from_file(model_path)
     signal = clf.metadata.signal
     peaks, beats = offline_beats(mv, signal)
     samples = peaks[beats.beat_index].astype(np.int64)
-    width = signal.window_length + beats.rr.shape[1]
+    rr = model_features(beats.waves, beats.rr, clf.metadata.rr_feature_names, signal)  # + template features
+    width = signal.window_length + rr.shape[1]
     if samples.size == 0:
         return Reference(samples, np.zeros((0, width), np.int8),
                          np.zeros((0, len(clf.metadata.class_names)), np.int8), backend)
-    qw, qr = clf.quantize_inputs(beats.waves, beats.rr)
+    qw, qr = clf.quantize_inputs(beats.waves, rr)
     inputs = np.concatenate([qw.reshape(len(qw), -1), qr.reshape(len(qr), -1)], axis=1)
     return Reference(samples, inputs, _run_model(Path(model_path).read_bytes(), inputs, signal.window_length,
                                                  backend), backend)
