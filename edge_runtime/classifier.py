@@ -53,7 +53,7 @@ class BeatClassifier:
 
     @classmethod
     def from_file(cls, model_path: Path, metadata_path: Path | None = None,
-                  reference_kernels: bool = True) -> "BeatClassifier":
+                  reference_kernels: bool = True) -> BeatClassifier:
         model_path = Path(model_path)
         meta = ModelMetadata.load(metadata_path or metadata_path_for(model_path))
         return cls(model_path.read_bytes(), meta, reference_kernels=reference_kernels)

@@ -88,7 +88,12 @@ def run_bench(model_path: Path, beats: int, qemu_beats: int, records: list[str],
     from training.codegen import toolchain
     from training.codegen.emit import generate_c
     from training.codegen.references import BACKENDS, model_io
-    from training.codegen.verify import agreement, reference_outputs, run_generated_host, split_outputs
+    from training.codegen.verify import (
+        agreement,
+        reference_outputs,
+        run_generated_host,
+        split_outputs,
+    )
     from training.tflm_check import arena_bytes
 
     t0 = time.time()
