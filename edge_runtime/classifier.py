@@ -10,6 +10,8 @@ from edge_runtime.int8_io import dequantize, port_of, quantize
 from edge_runtime.interpreter import make_interpreter
 from edge_runtime.model_metadata import ModelMetadata, metadata_path_for
 from edge_runtime.rr_features import standardise_rr
+from edge_runtime.template_features import FIXED_FEATURE_NAMES
+from edge_runtime.template_fixed import quantize_fixed_columns
 
 
 class ModelMismatch(ValueError):
@@ -47,10 +49,11 @@ class BeatClassifier:
         self._wave, self._rr, self._out = port_of(by_rank[3]), port_of(by_rank[2]), port_of(outputs[0])
         self._rr_mean = np.asarray(metadata.rr_mean, np.float32)
         self._rr_std = np.asarray(metadata.rr_std, np.float32)
+        self._fixed = [i for i, name in enumerate(metadata.rr_feature_names) if name in FIXED_FEATURE_NAMES]
 
     @classmethod
     def from_file(cls, model_path: Path, metadata_path: Path | None = None,
-                  reference_kernels: bool = True) -> "BeatClassifier":
+                  reference_kernels: bool = True) -> BeatClassifier:
         model_path = Path(model_path)
         meta = ModelMetadata.load(metadata_path or metadata_path_for(model_path))
         return cls(model_path.read_bytes(), meta, reference_kernels=reference_kernels)
@@ -62,7 +65,11 @@ class BeatClassifier:
     def quantize_inputs(self, waves: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The exact tensors fed to the interpreter (int8 for int8 models): for golden C test vectors."""
         rr_z = standardise_rr(rr, self._rr_mean, self._rr_std)
-        return quantize(np.asarray(waves, np.float32), self._wave), quantize(rr_z, self._rr)
+        qr = quantize(rr_z, self._rr)
+        if self._fixed and self._rr.dtype == np.int8:  # integer-defined features: quantized as the C does
+            qr = quantize_fixed_columns(np.asarray(rr, np.float32), qr, self._fixed, self._rr_mean, self._rr_std,
+                                        self._rr.scale, self._rr.zero_point)
+        return quantize(np.asarray(waves, np.float32), self._wave), qr
 
     def raw_outputs(self, waves: np.ndarray, rr: np.ndarray) -> np.ndarray:
         """Output tensors as the interpreter wrote them (int8 for int8 models), one row per beat."""

@@ -6,6 +6,7 @@ through unchanged.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,11 @@ def port_of(detail: dict) -> Port:
     """The ``Port`` of one entry of ``get_input_details()`` / ``get_output_details()``."""
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return Port(detail["index"], np.dtype(detail["dtype"]), float(scale), int(zero_point))
+
+
+def round_half_away(x: float) -> int:
+    """std::round / TfLiteRound: halves go away from zero (Python's round() goes to even)."""
+    return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
 
 
 def quantize(x: np.ndarray, port: Port) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Beat-versus-template features (stream == batch, separate V from N on real beats, carried by a model's
-metadata into the edge runtime, refused by the C front-end) and leave-records-out cross-validation over DS1
+metadata into the edge runtime and the C front-end's configuration) and leave-records-out cross-validation over DS1
 (folds of whole DS1 patients, every held-out beat scored once, DS2 refused), on real MIT-BIH data."""
 from __future__ import annotations
 
@@ -63,10 +63,11 @@ def test_template_features_tell_ventricular_from_normal_beats(excerpt_dir):
         with_feature_set(data, "rr+wavelets", cfg)
 
 
-def test_a_template_model_runs_on_the_edge_and_the_firmware_refuses_it(excerpt_dir, tmp_path):
+def test_a_template_model_runs_on_the_edge_and_configures_the_firmware(excerpt_dir, tmp_path):
     from edge_runtime.classifier import BeatClassifier
     from edge_runtime.runtime import EdgeRuntime
     from training.codegen.frontend import frontend_config
+    from training.codegen.selftest_beat import selftest_beat_header
     from training.config import TrainConfig
     from training.export import export_model, representative_beats
     from training.train import train_centralized
@@ -80,8 +81,10 @@ def test_a_template_model_runs_on_the_edge_and_the_firmware_refuses_it(excerpt_d
     runtime = EdgeRuntime(clf, 360.0, [])
     stats = runtime.run([load_record(excerpt_dir, "208x").signal_mv])
     assert stats.beats > 100
-    with pytest.raises(ValueError, match="template features"):
-        frontend_config(ex.metadata)
+    header = frontend_config(ex.metadata)  # the C front-end computes the template features too
+    assert "#define PW_FE_TEMPLATE 1" in header and f"#define PW_FE_FEATURES {len(EXTENDED)}" in header
+    selftest = selftest_beat_header(ex.tflite_path.read_bytes(), ex.metadata)
+    assert f"pw_selftest_rr[{len(EXTENDED)}]" in selftest
     with pytest.raises(ValueError, match="unknown feature set"):
         TrainConfig(features="wavelets")
 

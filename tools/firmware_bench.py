@@ -1,5 +1,6 @@
 """`pulsewire firmware bench`: bit-exactness of the generated C on the host and on a Cortex-M4 under QEMU,
-flash/RAM and instructions per inference, the C front-end and R-peak detector, and model variants."""
+flash/RAM and instructions per inference, the C front-end and R-peak detector, the C template features of
+a model trained with --features rr+template, and model variants."""
 from __future__ import annotations
 
 import argparse
@@ -20,20 +21,50 @@ TEST_RECORDS = ["200", "213", "232"]  # DS2 (inter-patient test) records
 RPEAK_RECORDS = ["100", "108", "112", "203", "208", "232"]  # C vs Python detector on whole records
 
 
-def _test_inputs(model_path: Path, records: list[str], n: int, data_dir: str | None):
+def _test_data(model_path: Path, records: list[str], data_dir: str | None):
+    """The test records' beats with the model's input features (its feature set, template features too)."""
     from edge_runtime.classifier import BeatClassifier
+    from edge_runtime.template_features import FEATURE_SETS
     from tools.firmware_frontend_bench import default_mitdb
-    from training.codegen.references import model_io
     from training.config import TrainConfig
     from training.data.beat_dataset import load_beats
+    from training.data.feature_sets import with_feature_set
 
     cfg = TrainConfig()
-    data = load_beats(default_mitdb(data_dir), records, cfg.signal, cache_root(), progress=False)
     clf = BeatClassifier.from_file(model_path)
+    names = tuple(clf.metadata.rr_feature_names)
+    data = load_beats(default_mitdb(data_dir), records, cfg.signal, cache_root(), progress=False)
+    return clf, with_feature_set(data, next(k for k, v in FEATURE_SETS.items() if v == names), cfg.signal)
+
+
+def _test_inputs(model_path: Path, records: list[str], n: int, data_dir: str | None):
+    from training.codegen.references import model_io
+
+    clf, data = _test_data(model_path, records, data_dir)
     n = min(n, len(data))
     qw, qr = clf.quantize_inputs(data.waves[:n], data.rr[:n])
     ins, _ = model_io(model_path.read_bytes())
     return [(qw if len(shape) == 3 else qr).reshape((n,) + tuple(shape[1:])) for _, shape in ins], n
+
+
+def _template_section(model_path: Path, records: list[str], qemu_beats: int, data_dir: str | None,
+                      work: Path) -> dict | None:
+    """For a model with template features: the C template features against the Python edge's on every beat
+    of the test records (tools/firmware_template_bench.py); None for an RR-only model."""
+    from edge_runtime.signal_config import RR_FEATURE_NAMES
+    from tools.firmware_template_bench import bench_template
+    from training.data.feature_sets import lead_sequences
+
+    clf, data = _test_data(model_path, records, data_dir)
+    if tuple(clf.metadata.rr_feature_names) == RR_FEATURE_NAMES:
+        return None
+    sequences = lead_sequences(data)
+    order = np.concatenate(sequences)
+    starts = np.zeros(len(order), bool)
+    starts[np.cumsum([0] + [len(s) for s in sequences])[:-1]] = True
+    _, qr = clf.quantize_inputs(data.waves[order], data.rr[order])
+    work.mkdir(exist_ok=True)
+    return bench_template(clf.metadata, data.waves[order], starts, qr, qemu_beats, work)
 
 
 def _sizes(gen_dir: Path, kernels: tuple[str, ...], work: Path) -> dict:
@@ -57,7 +88,12 @@ def run_bench(model_path: Path, beats: int, qemu_beats: int, records: list[str],
     from training.codegen import toolchain
     from training.codegen.emit import generate_c
     from training.codegen.references import BACKENDS, model_io
-    from training.codegen.verify import agreement, reference_outputs, run_generated_host, split_outputs
+    from training.codegen.verify import (
+        agreement,
+        reference_outputs,
+        run_generated_host,
+        split_outputs,
+    )
     from training.tflm_check import arena_bytes
 
     t0 = time.time()
@@ -171,6 +207,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result["targets"]["rpeak_matches_python_99_5"] = all(
         min(w["matched_2_samples"] / w["python_peaks"], w["matched_2_samples"] / w["c_peaks"]) >= 0.995
         for w in rp["whole_records"])
+    template = _template_section(Path(args.model), args.records, args.qemu_beats, args.data_dir, work / "template")
+    if template is not None:
+        result["template_features"] = template
+        result["targets"]["template_host_equals_python_edge"] = (
+            template["host_identical_to_edge_classifier_inputs_beats"] == template["beats"]
+            and template["host_identical_q16_beats"] == template["beats"])
+        result["targets"]["template_m4_equals_host"] = template["cortex_m4"]["identical_to_host_beats"] == \
+            template["cortex_m4"]["beats"]
     result["variants"] = []
     for k, variant in enumerate(args.variants or []):
         vdir = work / f"variant{k}"

@@ -45,8 +45,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         (out / "pw_selftest_beat.h").write_text(selftest_beat_header(model, meta, args.fc_rounding))
         written += [out / "pw_frontend_config.h", out / "pw_selftest_beat.h"]
         if not args.no_core:
-            for name in ("pw_frontend.h", "pw_frontend.c", "pw_rpeak.h", "pw_rpeak.c", "pw_biquad.h", "pw_hil.h",
-                         "pw_hil.c"):
+            for name in ("pw_frontend.h", "pw_frontend.c", "pw_rpeak.h", "pw_rpeak.c", "pw_template.h",
+                         "pw_template.c", "pw_biquad.h", "pw_hil.h", "pw_hil.c"):
                 shutil.copy(CORE / name, out / name)
                 written.append(out / name)
     (out / "README.txt").write_text(_board_readme(gen, args.fc_rounding))
@@ -68,6 +68,6 @@ def add_generate_parser(fsub) -> None:
     p.add_argument("--no-core", action="store_true", help="do not copy the kernel sources from firmware/core")
     p.add_argument("--frontend", action="store_true", help="also write pw_frontend_config.h (the C streaming "
                    "front-end's constants, from the model's .json metadata) and pw_selftest_beat.h (a stored beat "
-                   "and its logits for the board's health check), and copy pw_frontend, pw_rpeak and pw_hil")
+                   "and its logits for the board's health check), and copy pw_frontend, pw_rpeak, pw_template and pw_hil")
     p.add_argument("--adc-gain", type=float, default=200.0, help="ADC units per mV of the device (MIT-BIH: 200)")
     p.set_defaults(func=cmd_generate)

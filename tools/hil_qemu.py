@@ -15,7 +15,7 @@ log = logging.getLogger("pulsewire.hil")
 HIL_MAIN = toolchain.M4_BOARD / "hil_main.c"
 HIL_HOST_RUNNER = toolchain.ROOT / "firmware" / "tests" / "run_hil.c"
 #: the board-independent C a HIL build needs besides the generated model and its kernels
-HIL_CORE = ("pw_frontend.c", "pw_rpeak.c", "pw_hil.c")
+HIL_CORE = ("pw_frontend.c", "pw_rpeak.c", "pw_template.c", "pw_hil.c")
 
 
 def generate_firmware_sources(model_path: Path, out: Path, adc_gain: float = 200.0) -> tuple[str, ...]:

@@ -40,16 +40,18 @@ def python_pipeline(mv: np.ndarray, model_path: Path, backend: str) -> Reference
     then the int8 model on its quantized inputs with ``backend``."""
     from edge_runtime.beat_stream import offline_beats
     from edge_runtime.classifier import BeatClassifier
+    from edge_runtime.template_features import model_features
 
     clf = BeatClassifier.from_file(model_path)
     signal = clf.metadata.signal
     peaks, beats = offline_beats(mv, signal)
     samples = peaks[beats.beat_index].astype(np.int64)
-    width = signal.window_length + beats.rr.shape[1]
+    rr = model_features(beats.waves, beats.rr, clf.metadata.rr_feature_names, signal)  # + template features
+    width = signal.window_length + rr.shape[1]
     if samples.size == 0:
         return Reference(samples, np.zeros((0, width), np.int8),
                          np.zeros((0, len(clf.metadata.class_names)), np.int8), backend)
-    qw, qr = clf.quantize_inputs(beats.waves, beats.rr)
+    qw, qr = clf.quantize_inputs(beats.waves, rr)
     inputs = np.concatenate([qw.reshape(len(qw), -1), qr.reshape(len(qr), -1)], axis=1)
     return Reference(samples, inputs, _run_model(Path(model_path).read_bytes(), inputs, signal.window_length,
                                                  backend), backend)
@@ -172,19 +174,19 @@ def markdown(r: dict) -> str:
              f"| identical classes | {c['identical_classes']} |",
              f"| bit-exact on every beat | {'yes' if c['bit_exact_every_beat'] else '**no**'} |",
              *([] if not c["inputs"] else [
-                 f"| device model on its own inputs: identical logits | {c['inputs']['model_bit_exact_on_device_inputs']}"
-                 f" / {c['inputs']['beats']} |",
-                 f"| int8 inputs identical to Python's (beats; values differing, max LSB) | "
+                 (f"| device model on its own inputs: identical logits | {c['inputs']['model_bit_exact_on_device_inputs']}"
+                 f" / {c['inputs']['beats']} |"),
+                 (f"| int8 inputs identical to Python's (beats; values differing, max LSB) | "
                  f"{c['inputs']['identical_input_beats']} ({c['inputs']['differing_input_values']} of "
-                 f"{c['inputs']['input_values']}, {c['inputs']['max_input_diff_lsb']}) |"]),
+                 f"{c['inputs']['input_values']}, {c['inputs']['max_input_diff_lsb']}) |")]),
              f"| dropped samples (gap fill + never taken) | {d['dropped_samples']} |",
              f"| bad lines / overruns / late peaks | {d['bad_lines']} / {d['overruns']} / {d['late_peaks']} |",
-             f"| detection delay median / max (ms of signal) | {lat['detection_delay_ms'].get('median')} / "
-             f"{lat['detection_delay_ms'].get('max')} |",
-             f"| R peak sent -> beat line, median / p95 (ms) | {lat['r_peak_to_line_ms'].get('median')} / "
-             f"{lat['r_peak_to_line_ms'].get('p95')} |",
-             f"| completing batch sent -> beat line, median / p95 (ms) | {lat['processing_ms'].get('median')} / "
-             f"{lat['processing_ms'].get('p95')} |",
+             (f"| detection delay median / max (ms of signal) | {lat['detection_delay_ms'].get('median')} / "
+             f"{lat['detection_delay_ms'].get('max')} |"),
+             (f"| R peak sent -> beat line, median / p95 (ms) | {lat['r_peak_to_line_ms'].get('median')} / "
+             f"{lat['r_peak_to_line_ms'].get('p95')} |"),
+             (f"| completing batch sent -> beat line, median / p95 (ms) | {lat['processing_ms'].get('median')} / "
+             f"{lat['processing_ms'].get('p95')} |"),
              f"| wall time (s) | {r['wall_seconds']} |"]
     if r.get("ec57"):
         lines += ["", "EC57 against the reference annotations (150 ms, flutter excluded):", "",

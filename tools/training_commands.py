@@ -125,6 +125,6 @@ def add_features_arg(p: argparse.ArgumentParser) -> None:
     from edge_runtime.template_features import FEATURE_SETS
 
     p.add_argument("--features", choices=sorted(FEATURE_SETS), default="rr",
-                   help="model input features (default rr: the 7 RR features, also computed by the firmware); "
-                        "rr+template adds beat-versus-template morphology and two RR ratios (Python edge "
-                        "runtime only: `firmware generate` refuses such a model)")
+                   help="model input features (default rr: the 7 RR features); rr+template adds "
+                        "beat-versus-template morphology (defined in integers) and two RR ratios. The edge runtime "
+                        "and the C firmware (`firmware generate --frontend`) compute both sets")

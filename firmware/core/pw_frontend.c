@@ -7,7 +7,12 @@
 
 static int32_t clamp8(int64_t v) { return v < -128 ? -128 : (v > 127 ? 127 : (int32_t)v); }
 
-void pw_frontend_init(pw_frontend_t *fe) { memset(fe, 0, sizeof *fe); }
+void pw_frontend_init(pw_frontend_t *fe) {
+    memset(fe, 0, sizeof *fe);
+#if PW_FE_TEMPLATE
+    pw_template_init(&fe->tmpl);
+#endif
+}
 
 static void sort_i32(int32_t *v, int n) {
     for (int i = 1; i < n; i++) {
@@ -39,6 +44,9 @@ static void cut_window(pw_frontend_t *fe, pw_fe_beat_t *b) {
         if (v < -clip) v = -clip;
         /* (v / amp2) / wave_scale = v * (2^16 / wave_scale) / (amp2 * 2^16) */
         b->wave[k] = (int8_t)clamp8(pw_div_round(v * PW_FE_WAVE_INV_SCALE_Q16, amp2 << 16) + PW_FE_WAVE_ZERO_POINT);
+#if PW_FE_TEMPLATE
+        b->wq[k] = (int16_t)pw_div_round(v << PW_TM_WAVE_FRAC_BITS, amp2); /* |v / amp2| <= the clip */
+#endif
     }
     b->has_window = 1;
 }
@@ -110,7 +118,8 @@ pw_status_t pw_frontend_push_peak(pw_frontend_t *fe, uint32_t peak) {
 }
 
 /* (N / D - mean) / std / scale + zero point, with mean and 1 / (std * scale) as Q16 constants.
- * |N|, |D| < 2^25 (at most 300 intervals of at most 65,535 samples), so (N - mean * D) * 2^16 < 2^59; the
+ * |N|, |D| < 2^28 (at most 300 x 10 intervals of at most 65,535 samples: local / long is
+ * sum_local * n_long / (sum_long * n_local)), so (N - mean * D) * 2^16 < 2^62; the
  * difference is clamped to just past the clip before the multiply by 1 / (std * scale), which keeps that
  * product under 2^56. */
 static int8_t rr_quantize(int64_t num, int64_t den, int f) {
@@ -153,6 +162,13 @@ int pw_frontend_next_beat(pw_frontend_t *fe, int8_t *wave, int8_t *rr, uint32_t 
             rr[4] = rr_quantize((int64_t)pre * n_local, sum_local, 4); /* pre / local */
             rr[5] = rr_quantize(post, pre, 5);                        /* post / pre */
             rr[6] = rr_quantize((int64_t)pre * n_long, sum_long, 6);  /* pre / long */
+#if PW_FE_TEMPLATE
+            int32_t q16[PW_TM_FEATURES];
+            pw_template_features(&fe->tmpl, b->wq, q16);
+            for (int f = 0; f < PW_TM_FEATURES; f++) rr[PW_TM_FIRST + f] = pw_template_quantize(q16[f], PW_TM_FIRST + f);
+            rr[PW_FE_I_POST_OVER_LOCAL] = rr_quantize((int64_t)post * n_local, sum_local, PW_FE_I_POST_OVER_LOCAL);
+            rr[PW_FE_I_LOCAL_OVER_LONG] = rr_quantize(sum_local * n_long, sum_long * n_local, PW_FE_I_LOCAL_OVER_LONG);
+#endif
             memcpy(wave, b->wave, PW_FE_WINDOW);
             *peak = b->peak;
         }

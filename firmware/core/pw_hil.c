@@ -7,7 +7,7 @@
 #include "pw_model.h"
 #include "pw_selftest_beat.h"
 
-#define PW_HIL_OUT (2u * ((uint32_t)PW_FE_WINDOW + PW_FE_RR_FEATURES) + 192u) /* a W line fits */
+#define PW_HIL_OUT (2u * ((uint32_t)PW_FE_WINDOW + PW_FE_FEATURES) + 192u) /* a W line fits */
 #define PW_HIL_MAX_GAP (60u * (uint32_t)PW_FE_FS_HZ) /* a longer jump is a corrupt sequence number */
 #define PW_STR(x) PW_STR2(x)
 #define PW_STR2(x) #x
@@ -80,7 +80,7 @@ static void echo_inputs(pw_hil_t *h, unsigned wi) {
     out_int(&o, h->count.beats);
     out_str(&o, " ");
     out_hex(&o, pw_model_input(wi), (uint32_t)PW_FE_WINDOW);
-    out_hex(&o, pw_model_input(1u - wi), PW_FE_RR_FEATURES);
+    out_hex(&o, pw_model_input(1u - wi), PW_FE_FEATURES);
     out_send(h, &o);
 }
 

@@ -1,6 +1,6 @@
 /* Streams a record through the C front-end: input file = u32 samples, u32 peaks, int32 ADC samples,
  * u32 R-peak sample indices; each peak is reported LATENCY samples after it (as a detector would, late
- * enough for its window). Output file: per beat, u32 R-peak sample, the int8 wave window, 7 int8 RR. */
+ * enough for its window). Output file: per beat, u32 R-peak sample, the int8 wave window, the PW_FE_FEATURES int8 input features. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -27,7 +27,7 @@ int main(int argc, char **argv) {
     if (!x || !peaks || fread(x, 4, n, in) != n || fread(peaks, 4, m, in) != m) return 1;
     pw_frontend_init(&fe);
     uint32_t next = 0, beats = 0, peak;
-    int8_t wave[PW_FE_WINDOW], rr[PW_FE_RR_FEATURES];
+    int8_t wave[PW_FE_WINDOW], rr[PW_FE_FEATURES];
 #ifdef PW_MEASURE
     unsigned long ticks = 0;
     pw_systick_start();

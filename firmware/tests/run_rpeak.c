@@ -5,7 +5,7 @@
  *   S  (S > 0) the same in chunks of pseudo-random sizes 1..3000 (seed S): each chunk is band-passed, then
  *      given to pw_rpeak_process with room for 4 peaks, the rest taken with pw_rpeak_next; OUT = the R peaks
  *  -1  the board's path, pw_frontend_push_adc per sample then pw_frontend_flush; OUT = per beat the u32
- *      R-peak sample, the int8 wave window and the 7 int8 RR features (run_frontend.c's format)
+ *      R-peak sample, the int8 wave window and the PW_FE_FEATURES int8 input features (run_frontend.c's format)
  * With PW_MEASURE (Cortex-M4 under QEMU) it prints SysTick ticks spent in the detector (modes 0) or in
  * the whole front-end (mode -1), and the state sizes. */
 #include <stdio.h>
@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
             i += len;
         }
     } else {
-        int8_t wave[PW_FE_WINDOW], rr[PW_FE_RR_FEATURES];
+        int8_t wave[PW_FE_WINDOW], rr[PW_FE_FEATURES];
         for (uint32_t i = 0; i <= n; i++) {
             TICK_START();
             const pw_status_t st = i < n ? pw_frontend_push_adc(&fe, &det, x[i]) : pw_frontend_flush(&fe, &det);

@@ -1,6 +1,7 @@
 """``pw_frontend_config.h``: the constants of the C streaming front-end (firmware/core/pw_frontend.c) for
 one model: its signal pipeline (band-pass sections, window geometry), its RR standardisation and its
-input quantization, so the front-end writes the model's int8 inputs directly; and those of the C R-peak
+input quantization, so the front-end writes the model's int8 inputs directly (with the template
+features' geometry and tracking constants for a model trained on "rr+template"); and those of the C R-peak
 detector (firmware/core/pw_rpeak.c) at the model's sampling rate, from edge_runtime/rpeak.py's
 ``DetectorConfig``."""
 from __future__ import annotations
@@ -13,6 +14,21 @@ import numpy as np
 from edge_runtime.filtering import RestartRules, bandpass_sos
 from edge_runtime.model_metadata import ModelMetadata
 from edge_runtime.rpeak import DetectorConfig
+from edge_runtime.signal_config import RR_FEATURE_NAMES
+from edge_runtime.template_features import (
+    ACCEPT_CORR,
+    ACCEPT_CORR_Q16,
+    FEATURE_SETS,
+    FIXED_FEATURE_NAMES,
+    RESTART_AFTER,
+    TEMPLATE_BEATS,
+    TemplateGeometry,
+)
+from edge_runtime.template_fixed import (
+    TEMPLATE_EXTRA_BITS,
+    WAVE_FRAC_BITS,
+    quant_constants,
+)
 from training.codegen.emit import GENERATOR_VERSION
 from training.codegen.quant import round_half_away
 
@@ -79,15 +95,38 @@ def _port(meta: ModelMetadata, rank: int):
     return ports[0]
 
 
+def _layout(meta: ModelMetadata) -> str:
+    """The model's input features (``template_features.FEATURE_SETS``, named in its metadata) as C indices,
+    and the template geometry when the set has template features: the one input contract, laid out."""
+    names = tuple(meta.rr_feature_names)
+    if names not in FEATURE_SETS.values() or names[:RR_FEATURE_COUNT] != RR_FEATURE_NAMES:
+        raise ValueError(f"the C front-end computes the feature sets {sorted(FEATURE_SETS)}; this model expects "
+                         f"{names}")
+    template = names != RR_FEATURE_NAMES
+    lines = [f"#define PW_FE_FEATURES {len(names)} /* model input features: {', '.join(names)} */",
+             f"#define PW_FE_TEMPLATE {int(template)} /* template features (edge_runtime/template_features.py) */"]
+    lines += [f"#define PW_FE_I_{name.upper()} {i}" for i, name in enumerate(names) if i >= RR_FEATURE_COUNT]
+    if template:
+        first = names.index(FIXED_FEATURE_NAMES[0])
+        if names[first:first + len(FIXED_FEATURE_NAMES)] != FIXED_FEATURE_NAMES:
+            raise ValueError("the integer template features must be consecutive model inputs")
+        g = TemplateGeometry.of(meta.signal)
+        lines += [f"#define PW_TM_FIRST {first} /* input index of {FIXED_FEATURE_NAMES[0]} */",
+                  f"#define PW_TM_QRS_BEGIN {g.qrs_begin}\n#define PW_TM_QRS_END {g.qrs_end}",
+                  f"#define PW_TM_P_END {g.p_end}\n#define PW_TM_T_BEGIN {g.t_begin}",
+                  f"#define PW_TM_WAVE_FRAC_BITS {WAVE_FRAC_BITS}\n#define PW_TM_EXTRA_BITS {TEMPLATE_EXTRA_BITS}",
+                  f"#define PW_TM_ACCEPT_Q16 {ACCEPT_CORR_Q16} /* QRS correlation {ACCEPT_CORR:g} */",
+                  f"#define PW_TM_BEATS {TEMPLATE_BEATS} /* average over about this many beats */",
+                  f"#define PW_TM_RESTART {RESTART_AFTER} /* rejected beats in a row that restart it */"]
+    return "\n".join(lines) + "\n"
+
+
 def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
     """C header text. ``adc_gain``: ADC units per mV of the device's input (MIT-BIH: 200)."""
     cfg = meta.signal
     if cfg.amplitude_normalisation != "rpeak_median":
         raise ValueError("the C front-end implements amplitude_normalisation='rpeak_median' only")
-    if len(meta.rr_mean) != RR_FEATURE_COUNT:
-        raise ValueError(f"the C front-end computes the {RR_FEATURE_COUNT} RR features of feature set 'rr'; this "
-                         f"model expects {len(meta.rr_mean)} (template features are not in the firmware yet): "
-                         "train with --features rr for a device")
+    layout = _layout(meta)
     if float(cfg.fs_hz) != int(cfg.fs_hz):
         raise ValueError("the C front-end needs an integer sampling rate")
     wave, rr = _port(meta, 3), _port(meta, 2)
@@ -98,9 +137,10 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
     rules = RestartRules()
     # the smallest amplitude divisor: 1e-3 mV (beat_windows.amplitude_scales) in Q16 ADC units, times 2
     amp_floor2 = math.ceil(2 * 1e-3 * adc_gain * (1 << 16))
-    mean_q16 = [round_half_away(float(np.float32(m)) * 65536) for m in meta.rr_mean]
-    inv_q16 = [round_half_away(65536.0 / (float(np.float32(s)) * rr.scale)) for s in meta.rr_std]
-    clip_q = [round_half_away(6.0 / rr.scale)] * RR_FEATURE_COUNT
+    if rr.shape[1] != len(meta.rr_feature_names):
+        raise ValueError(f"RR input has {rr.shape[1]} values, the metadata names {len(meta.rr_feature_names)}")
+    mean_q16, inv_q16, clip_q = zip(*(quant_constants(m, s, rr.scale) for m, s in zip(meta.rr_mean, meta.rr_std)))
+    n = len(mean_q16)
     return (
         f"/* Generated by pulsewire codegen {GENERATOR_VERSION} from model sha256 {meta.model_sha256}: the "
         "front-end constants of this model, do not edit (`pulsewire firmware generate --frontend`). */\n"
@@ -114,7 +154,7 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
         f"#define PW_FE_WAVE_INV_SCALE_Q16 {round_half_away(65536.0 / wave.scale)}LL\n"
         f"#define PW_FE_WAVE_ZERO_POINT {wave.zero_point}\n"
         f"#define PW_FE_RR_LOCAL {cfg.rr_local_beats}u\n#define PW_FE_RR_LONG {cfg.rr_long_beats}u\n"
-        f"#define PW_FE_RR_ZERO_POINT {rr.zero_point}\n"
+        f"#define PW_FE_RR_ZERO_POINT {rr.zero_point}\n" + layout +
         "/* band-pass restarts (edge_runtime/filtering.py RestartRules): a step of more than JUMP ADC units "
         "within JUMP_LAG samples, or the first change after FLAT_RUN samples within FLAT_TOL of their "
         "predecessor */\n"
@@ -124,8 +164,8 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
         f"#define PW_FE_FLAT_TOL {math.floor(rules.flat_tol_mv * adc_gain)}LL /* {rules.flat_tol_mv:g} mV */\n\n"
         f"/* band-pass {cfg.band_low_hz}-{cfg.band_high_hz} Hz, order {cfg.filter_order}: b0 b1 b2 a0 a1 a2 in Q30 */\n"
         f"static const int64_t pw_fe_sos_q30[{len(sos)}][6] = {{\n" + _sos_rows(sos) + "\n};\n"
-        "/* RR features: training mean (Q16), 1 / (std * input scale) (Q16), clip at 6 standard deviations */\n"
-        f"static const int64_t pw_fe_rr_mean_q16[7] = {{{', '.join(f'{v}LL' for v in mean_q16)}}};\n"
-        f"static const int64_t pw_fe_rr_inv_q16[7] = {{{', '.join(f'{v}LL' for v in inv_q16)}}};\n"
-        f"static const int64_t pw_fe_rr_clip_q[7] = {{{', '.join(f'{v}LL' for v in clip_q)}}};\n\n"
+        "/* input features: training mean (Q16), 1 / (std * input scale) (Q16), clip at 6 standard deviations */\n"
+        f"static const int64_t pw_fe_rr_mean_q16[{n}] = {{{', '.join(f'{v}LL' for v in mean_q16)}}};\n"
+        f"static const int64_t pw_fe_rr_inv_q16[{n}] = {{{', '.join(f'{v}LL' for v in inv_q16)}}};\n"
+        f"static const int64_t pw_fe_rr_clip_q[{n}] = {{{', '.join(f'{v}LL' for v in clip_q)}}};\n\n"
         + rpeak_config(DetectorConfig(fs_hz=float(cfg.fs_hz)), adc_gain) + "\n#endif\n")

@@ -6,14 +6,11 @@ import math
 
 import numpy as np
 
+from edge_runtime.int8_io import round_half_away
+
 # fused activation codes of the TFLite schema
 ACT_NONE, ACT_RELU, ACT_RELU_N1_TO_1, ACT_RELU6 = 0, 1, 2, 3
 ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
-
-
-def round_half_away(x: float) -> int:
-    """std::round / TfLiteRound: halves go away from zero (Python's round() goes to even)."""
-    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -85,7 +82,7 @@ def softmax_params(beta: float, input_scale: float) -> tuple[int, int, int]:
     if shift < 0:
         raise ValueError("softmax input scale too small for the fixed-point reference")
     max_rescaled = 1.0 * ((1 << int_bits) - 1) * (1 << (31 - int_bits)) / (1 << shift)
-    return mult, shift, -int(math.floor(max_rescaled))
+    return mult, shift, -math.floor(max_rescaled)
 
 
 def mean_multiplier(input_scale: float, output_scale: float, reduce: int) -> tuple[int, int]:

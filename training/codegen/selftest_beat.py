@@ -16,6 +16,7 @@ from edge_runtime.beat_stream import offline_beats
 from edge_runtime.classifier import BeatClassifier
 from edge_runtime.model_metadata import ModelMetadata
 from edge_runtime.selftest import load_excerpt
+from edge_runtime.template_features import model_features
 from training.codegen.emit import GENERATOR_VERSION
 from training.codegen.references import model_io, run_reference
 from training.codegen.verify import TARGET_OF_ROUNDING
@@ -31,7 +32,8 @@ def selftest_beat_header(model: bytes, meta: ModelMetadata, fc_rounding: str = "
         raise ValueError(f"the self-test excerpt is sampled at {fs:g} Hz, the model at {meta.signal.fs_hz:g} Hz: "
                          "resample it (edge_runtime/resample.py) before generating a self-test beat")
     peaks, beats = offline_beats(mv, meta.signal)
-    qw, qr = BeatClassifier(model, meta).quantize_inputs(beats.waves, beats.rr)
+    rr = model_features(beats.waves, beats.rr, meta.rr_feature_names, meta.signal)
+    qw, qr = BeatClassifier(model, meta).quantize_inputs(beats.waves, rr)
     ins, _ = model_io(model)
     inputs = [(qw if len(shape) == 3 else qr).reshape((len(qw),) + tuple(shape[1:])) for _, shape in ins]
     logits = run_reference(model, inputs, TARGET_OF_ROUNDING[fc_rounding])[0].reshape(len(qw), -1)

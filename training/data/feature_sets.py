@@ -13,6 +13,17 @@ from edge_runtime.template_features import feature_set_named, template_features
 from training.data.beat_dataset import BeatDataset
 
 
+def lead_sequences(data: BeatDataset) -> list[np.ndarray]:
+    """Row indices of each (record, lead) in time order, as a device meets the beats: the sequences a
+    template tracker (Python or C, firmware/core/pw_template.c) runs over, each from a fresh template."""
+    key = np.char.add(np.char.add(data.record.astype(str), "|"), data.lead.astype(str))
+    out = []
+    for k in np.unique(key):
+        rows = np.flatnonzero(key == k)
+        out.append(rows[np.argsort(data.sample[rows], kind="stable")])
+    return out
+
+
 def with_feature_set(data: BeatDataset, name: str, cfg: SignalConfig) -> BeatDataset:
     """``data`` whose ``rr`` holds the columns of feature set ``name`` (the RR features first, unchanged)."""
     names = feature_set_named(name)
@@ -23,10 +34,7 @@ def with_feature_set(data: BeatDataset, name: str, cfg: SignalConfig) -> BeatDat
     if names == RR_FEATURE_NAMES:
         return data
     extra = np.zeros((len(data), len(names) - len(RR_FEATURE_NAMES)), np.float32)
-    key = np.char.add(np.char.add(data.record.astype(str), "|"), data.lead.astype(str))
-    for k in np.unique(key):
-        rows = np.flatnonzero(key == k)
-        rows = rows[np.argsort(data.sample[rows], kind="stable")]  # time order, as a device meets them
+    for rows in lead_sequences(data):
         extra[rows] = template_features(data.waves[rows], data.rr[rows], cfg)
     return BeatDataset(data.waves, np.concatenate([data.rr, extra], axis=1), data.labels, data.record,
                        data.sample, data.lead)
