@@ -4,7 +4,13 @@ import argparse
 
 import pytest
 
-from tools.experiment_args import BEAT_LABEL_SHIFT, BEAT_STRATEGY, LABEL_SHIFT_FLOOR, label_shift_for, strategy_for
+from tools.experiment_args import (
+    BEAT_LABEL_SHIFT,
+    BEAT_STRATEGY,
+    LABEL_SHIFT_FLOOR,
+    label_shift_for,
+    strategy_for,
+)
 from tools.federated_bench import DEFAULT_CASE, bench_cases, default_targets, s_called_v
 from training.federated.local_training import LocalConfig
 
