@@ -4,7 +4,13 @@ import argparse
 
 import pytest
 
-from tools.experiment_args import BEAT_STRATEGY, strategy_for
+from tools.experiment_args import (
+    BEAT_LABEL_SHIFT,
+    BEAT_STRATEGY,
+    LABEL_SHIFT_FLOOR,
+    label_shift_for,
+    strategy_for,
+)
 from tools.federated_bench import DEFAULT_CASE, bench_cases, default_targets, s_called_v
 from training.federated.local_training import LocalConfig
 
@@ -38,8 +44,21 @@ def test_default_targets_gap_and_s_called_v():
 
 
 def test_the_default_case_is_the_shipped_setting():
+    """The bench's default case trains devices exactly as `pulsewire fleet` (so `make demo`) does by default."""
+    from tools.cli import build_parser
+    from tools.federated_commands import _federated_config
+
     case = next(c for c in bench_cases(LocalConfig()) if c.name == DEFAULT_CASE)
-    assert case.strategy == BEAT_STRATEGY and case.encoding == "int8" and case.local == LocalConfig()
+    assert case.strategy == BEAT_STRATEGY and case.encoding == "int8"
+    args = build_parser().parse_args(["fleet"])
+    args.strategy = strategy_for(args, BEAT_STRATEGY)
+    assert case.local == _federated_config(args, 0).local
+    assert case.local.label_shift == BEAT_LABEL_SHIFT and case.local.label_shift_floor == LABEL_SHIFT_FLOOR
+    off = build_parser().parse_args(["fleet", "--no-label-shift"])
+    off.strategy = BEAT_STRATEGY
+    assert _federated_config(off, 0).local.label_shift is False
+    standalone = build_parser().parse_args(["aggregate", "--run-dir", "x"])  # devices may not know their prior
+    assert label_shift_for(standalone, False) is False
 
 
 def test_the_strategy_flag_wins_over_each_commands_default():

@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from tools.experiment_args import strategy_for
+from tools.experiment_args import label_shift_for, strategy_for
 
 log = logging.getLogger("pulsewire.aggregate")
 
@@ -85,7 +85,9 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     else:
         with np.load(args.init) as data:
             weights = [data[f"arr_{i}"] for i in range(len(data.files))]
-        local = LocalConfig(epochs=args.local_epochs, learning_rate=args.lr, lr_decay=args.lr_decay).__dict__
+        local = LocalConfig(epochs=args.local_epochs, learning_rate=args.lr, lr_decay=args.lr_decay,
+                            label_shift=label_shift_for(args, False),
+                            label_shift_floor=args.label_shift_floor).__dict__
     key_path = args.signing_key or (fleet.signing_key if fleet else None)
     cfg = AggregatorConfig(fleet=name, devices=registry, rounds=args.rounds, strategy=strategy_for(args, "fedavg"),
                            strategy_args=dict(args.strategy_arg),

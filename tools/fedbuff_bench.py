@@ -122,7 +122,6 @@ class Arena:
 def make_arena(train, val, seed: int, s: BenchSettings) -> Arena:
     from training.config import TrainConfig
     from training.federated.aggregator_config import RoundPolicy
-    from training.federated.device_trainer import KerasDeviceUpdater
     from training.federated.local_training import LocalConfig, LocalTrainer
     from training.federated.simulation import FederatedConfig, prepare_fleet
     from training.train import evaluate_keras
@@ -138,9 +137,7 @@ def make_arena(train, val, seed: int, s: BenchSettings) -> Arena:
         return {"val_macro_f1": evaluate_keras(model, val, fleet.scaler)["macro_f1"]}
 
     def devices():  # the same devices, data and random streams for every run
-        return {n: KerasDeviceUpdater(n, trainer, *fleet.per_device[k], seed=seed * 1000 + k + 1,
-                                      row_weights=fleet.class_weights[fleet.per_device[k][1]])
-                for k, n in enumerate(names)}
+        return {n: fleet.updater(k, n, trainer, seed * 1000 + k + 1) for k, n in enumerate(names)}
 
     return Arena(seed, names, model.get_weights(),
                  SlowDevices(tuple(names), s.slow_fraction, s.slow_factor, s.base_s, seed=seed),

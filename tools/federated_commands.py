@@ -13,6 +13,7 @@ from tools.broker_args import add_broker_args
 from tools.data_args import add_data_args, cache_root, resolve_data_dir
 from tools.deploy_commands import add_fleet_init_parser
 from tools.experiment_args import (
+    BEAT_LABEL_SHIFT,
     BEAT_STRATEGY,
     FEDERATED_LEADS,
     add_classifier_args,
@@ -20,6 +21,7 @@ from tools.experiment_args import (
     add_round_policy_args,
     add_run_args,
     add_selection_arg,
+    label_shift_for,
     strategy_for,
 )
 from tools.task_commands import DEFAULT_TASK, add_task_arg, run_task_command
@@ -48,7 +50,9 @@ def _federated_config(args: argparse.Namespace, seed: int):
                            selection=getattr(args, "selection", None),
                            attackers=getattr(args, "attackers", 0.0),
                            local=LocalConfig(epochs=args.local_epochs, learning_rate=args.lr,
-                                             lr_decay=args.lr_decay))
+                                             lr_decay=args.lr_decay,
+                                             label_shift=label_shift_for(args, BEAT_LABEL_SHIFT),
+                                             label_shift_floor=args.label_shift_floor))
 
 
 def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, settings: dict, started: float) -> dict:
@@ -57,7 +61,9 @@ def _federated_results(args: argparse.Namespace, data_dir: Path, runs: list, set
     return {"command": " ".join(["pulsewire"] + sys.argv[1:]), "data_dir": str(data_dir),
             "federated": {"strategy": args.strategy, "strategy_args": dict(args.strategy_arg),
                           "partition": args.partition, "rounds": args.rounds,
-                          "local_epochs": args.local_epochs, "lr": args.lr, "lr_decay": args.lr_decay, "leads": list(args.leads),
+                          "local_epochs": args.local_epochs, "lr": args.lr, "lr_decay": args.lr_decay,
+                          "label_shift": label_shift_for(args, BEAT_LABEL_SHIFT),
+                          "label_shift_floor": args.label_shift_floor, "leads": list(args.leads),
                           "augment": args.augment, "offsets": args.offsets, **settings},
             "protocols": {args.protocol: {"summary": summarise(runs), "runs": [r.to_dict() for r in runs]}},
             "targets": [], "wall_seconds": time.time() - started}

@@ -10,6 +10,7 @@ from dataclasses import fields
 import numpy as np
 
 from broker.fed_messages import GlobalModel, LocalUpdate
+from training.federated.label_shift import output_scale
 from training.federated.local_training import Inputs, LocalConfig, LocalTrainer
 
 _LOCAL_KEYS = {f.name for f in fields(LocalConfig)}
@@ -17,12 +18,15 @@ _LOCAL_KEYS = {f.name for f in fields(LocalConfig)}
 
 class KerasDeviceUpdater:
     """``inputs``: the device's rows by model input name; ``targets``: what the loss compares the output with;
-    ``row_weights``: each row's loss weight (a task's per-class weights looked up by label; None: 1)."""
+    ``row_weights``: each row's loss weight (a task's per-class weights looked up by label; None: 1);
+    ``prior_ratio``: this device's class frequencies over the fleet's (``label_shift.prior_ratio``), applied
+    when the round plan asks for ``label_shift`` (a classifier device; None: it cannot, and says so)."""
 
     def __init__(self, name: str, trainer: LocalTrainer, inputs: Inputs, targets: np.ndarray, seed: int,
-                 row_weights: np.ndarray | None = None) -> None:
+                 row_weights: np.ndarray | None = None, prior_ratio: np.ndarray | None = None) -> None:
         if not len(targets):
             raise ValueError(f"device {name} has no training rows")
+        self.prior_ratio = prior_ratio
         self.name, self.trainer = name, trainer
         self.inputs, self.targets, self.row_weights = inputs, targets, row_weights
         self.rng = np.random.default_rng(seed)
@@ -33,8 +37,13 @@ class KerasDeviceUpdater:
         if unknown:
             raise ValueError(f"round plan has local settings this device does not know: {sorted(unknown)}")
         cfg = LocalConfig(**model.plan.local).for_round(model.plan.round)
+        if cfg.label_shift and self.prior_ratio is None:
+            raise ValueError(f"round plan asks device {self.name} for label-shift correction, but it has no class "
+                             "prior (only classifier devices built with prior_ratio can apply it)")
         update, new_control = self.trainer.run(self.name, model.weights, self.inputs, self.targets, cfg, self.rng,
-                                               model.server_control, self.control, self.row_weights)
+                                               model.server_control, self.control, self.row_weights,
+                                               output_scale(self.prior_ratio, cfg.label_shift_floor)
+                                               if cfg.label_shift else None)
         if new_control is not None:
             self.control = new_control
         return LocalUpdate(update.delta, update.num_examples, update.local_steps, update.control_delta,

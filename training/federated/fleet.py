@@ -26,9 +26,8 @@ from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
 from training.federated.aggregator import CHECKPOINT_FILE, AggregationResult, Aggregator
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
-from training.federated.round_events import RoundEventPublisher
-from training.federated.device_trainer import KerasDeviceUpdater
 from training.federated.local_training import LocalTrainer
+from training.federated.round_events import RoundEventPublisher
 from training.federated.secagg_round import SecAggAggregator, SecAggSettings
 from training.federated.simulation import FederatedConfig, prepare_fleet
 from training.train import RRScaler, TrainedModel, evaluate_keras
@@ -170,9 +169,7 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
     trainer = LocalTrainer(fleet.model)
     updaters = {}
     for k, (name, dev_id) in enumerate(registry.items()):
-        inputs, labels = fleet.per_device[k]
-        updaters[name] = (dev_id, KerasDeviceUpdater(name, trainer, inputs, labels, seed=fed.seed * 1000 + dev_id,
-                                                     row_weights=fleet.class_weights[labels]))
+        updaters[name] = (dev_id, fleet.updater(k, name, trainer, fed.seed * 1000 + dev_id))
     run = rounds_over_mqtt(fleet.model, updaters, cfg, _evaluator(fleet.model, val, test, fleet.scaler),
                            "val_macro_f1", run_dir, progress)
     fleet.model.set_weights(run.result.best_weights)

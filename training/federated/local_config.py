@@ -30,6 +30,14 @@ class LocalConfig:
     #: DP-SGD's Poisson sampling rate q: each step takes every record with probability q (an epoch is
     #: round(1/q) steps); the same q for every device, so equal σ gives every device the same ε.
     dpsgd_rate: float = 0.1
+    #: Label-shift correction of the local loss (``training.federated.label_shift``): a classifier device trains
+    #: ``p·r / Σ p·r`` against its labels, r = its own class frequencies over the fleet's, so the shared model
+    #: learns the fleet-wide posterior and a device never pushes down a class it has no example of. Needs a
+    #: device that knows both priors (the beat classifier's); other tasks keep it off.
+    label_shift: bool = False
+    #: With ``label_shift``: every class counts as at least this share of its fleet frequency on the device
+    #: (0: a class the device lacks is left out of its softmax entirely).
+    label_shift_floor: float = 0.0
 
     def __post_init__(self) -> None:
         if (self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.proximal_mu < 0
@@ -38,6 +46,8 @@ class LocalConfig:
                              "required")
         if self.dpsgd_noise < 0 or self.dpsgd_clip <= 0 or not 0 < self.dpsgd_rate <= 1:
             raise ValueError("dpsgd_noise >= 0, dpsgd_clip > 0 and dpsgd_rate in (0, 1] required")
+        if not 0 <= self.label_shift_floor <= 1:
+            raise ValueError(f"label_shift_floor must be in [0, 1], got {self.label_shift_floor}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 

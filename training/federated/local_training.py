@@ -31,14 +31,20 @@ class LocalTrainer:
         self.model = model
         self._loss = loss or keras.losses.SparseCategoricalCrossentropy(reduction="none")
 
-    def _per_row(self, inputs, y, w, training: bool = True):
-        per_row = self._loss(y, self.model(inputs, training=training))
+    def _per_row(self, inputs, y, w, scale=None, training: bool = True):
+        """Weighted per-row loss; ``scale`` (label-shift ratios, ``training.federated.label_shift``) reweights
+        and renormalises the output probabilities first."""
+        out = self.model(inputs, training=training)
+        if scale is not None:
+            out = out * scale
+            out = out / tf.reduce_sum(out, axis=-1, keepdims=True)
+        per_row = self._loss(y, out)
         if per_row.shape.rank > 1:
             per_row = tf.reduce_mean(per_row, axis=list(range(1, per_row.shape.rank)))
         return per_row * w
 
     @tf.function(reduce_retracing=True)
-    def _epochs(self, inputs, y, w, orders, batch_size, lr, mu, anchor, correction, clip):
+    def _epochs(self, inputs, y, w, scale, orders, batch_size, lr, mu, anchor, correction, clip):
         """Every local epoch in one graph, epoch e visiting the rows in ``orders[e]``: a Python loop of per-step
         calls spent a quarter of the simulator's time on call overhead, and a call per epoch made a fleet of
         small devices (a few batches, many epochs each) ten times slower. Returns each epoch's mean step loss."""
@@ -50,13 +56,13 @@ class LocalTrainer:
             for b in tf.range(batches):
                 idx = orders[e, b * batch_size:tf.minimum(n, (b + 1) * batch_size)]
                 total += self._step({k: tf.gather(v, idx) for k, v in inputs.items()}, tf.gather(y, idx),
-                                    tf.gather(w, idx), lr, mu, anchor, correction, clip)
+                                    tf.gather(w, idx), scale, lr, mu, anchor, correction, clip)
             losses = losses.write(e, total / tf.cast(batches, tf.float32))
         return losses.stack()
 
-    def _step(self, inputs, y, w, lr, mu, anchor, correction, clip):
+    def _step(self, inputs, y, w, scale, lr, mu, anchor, correction, clip):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(self._per_row(inputs, y, w))
+            loss = tf.reduce_mean(self._per_row(inputs, y, w, scale))
             prox = tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(self.model.trainable_variables, anchor)])
             total = loss + 0.5 * mu * prox
         grads = tape.gradient(total, self.model.trainable_variables)
@@ -70,14 +76,14 @@ class LocalTrainer:
             var.assign_sub(lr * factor * step)
 
     @tf.function(reduce_retracing=True)
-    def _dp_step(self, inputs, y, w, noise, denominator, dp_clip, lr, mu, anchor, correction, clip):
+    def _dp_step(self, inputs, y, w, scale, noise, denominator, dp_clip, lr, mu, anchor, correction, clip):
         """One DP-SGD step (Abadi et al. 2016) on a Poisson-sampled batch: per-record gradients clipped to
         ``dp_clip``, summed, Gaussian noise (already scaled σ·C) added, divided by the expected batch size (a
         fixed denominator, so the batch's real size is not released). FedProx and SCAFFOLD terms depend on no
         record and are added after the noise."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            per_row = self._per_row(inputs, y, w)
+            per_row = self._per_row(inputs, y, w, scale)
         jac = tape.jacobian(per_row, variables)  # per-record gradients, [rows, *variable shape] each
         norms = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.reshape(j, [tf.shape(j)[0], -1])), axis=1)
                                   for j in jac]))
@@ -94,8 +100,8 @@ class LocalTrainer:
         self._apply([z / denominator + mu * (v - a) + c for z, v, a, c in zip(noise, variables, anchor, correction)],
                     lr, clip)
 
-    def _dp_epochs(self, inputs: dict, y: tf.Tensor, w: tf.Tensor, cfg: LocalConfig, rng: np.random.Generator,
-                   consts: tuple) -> list[float]:
+    def _dp_epochs(self, inputs: dict, y: tf.Tensor, w: tf.Tensor, scale: tf.Tensor | None, cfg: LocalConfig,
+                   rng: np.random.Generator, consts: tuple) -> list[float]:
         """``cfg.epochs`` × round(1/q) Poisson-sampled DP-SGD steps; empty batches still add the noise."""
         n = int(y.shape[0])
         std = cfg.dpsgd_noise * cfg.dpsgd_clip
@@ -110,17 +116,19 @@ class LocalTrainer:
                     self._dp_noise_step(noise, denominator, *consts)
                     continue
                 batch = {k: tf.gather(v, idx) for k, v in inputs.items()}
-                losses.append(float(self._dp_step(batch, tf.gather(y, idx), tf.gather(w, idx), noise, denominator,
-                                                  tf.constant(cfg.dpsgd_clip, tf.float32), *consts)))
+                losses.append(float(self._dp_step(batch, tf.gather(y, idx), tf.gather(w, idx), scale, noise,
+                                                  denominator, tf.constant(cfg.dpsgd_clip, tf.float32), *consts)))
         return losses
 
     def run(self, device: str, global_weights: Weights, inputs: Inputs, targets: np.ndarray, cfg: LocalConfig,
             rng: np.random.Generator, server_control: Weights | None = None,
-            device_control: Weights | None = None, row_weights: np.ndarray | None = None
-            ) -> tuple[ClientUpdate, Weights | None]:
+            device_control: Weights | None = None, row_weights: np.ndarray | None = None,
+            output_scale: np.ndarray | None = None) -> tuple[ClientUpdate, Weights | None]:
         """Train from ``global_weights`` on ``inputs`` (by the model's input names) against ``targets``;
-        ``row_weights``: each row's loss weight (None: 1). Returns the update and (SCAFFOLD) the device's new
-        control. With DP-SGD the update carries no training loss (it is not a private release)."""
+        ``row_weights``: each row's loss weight (None: 1); ``output_scale``: per-class factors on the output
+        probabilities in the loss (label-shift correction; None: the output as it is). Returns the update and
+        (SCAFFOLD) the device's new control. With DP-SGD the update carries no training loss (it is not a
+        private release)."""
         self.model.set_weights(global_weights)
         anchor = [tf.constant(w) for w in global_weights]
         scaffold = server_control is not None
@@ -135,7 +143,8 @@ class LocalTrainer:
         y = tf.constant(targets.astype(np.int32) if np.issubdtype(targets.dtype, np.integer)
                         else targets.astype(np.float32))
         w = tf.constant(np.ones(n, np.float32) if row_weights is None else row_weights.astype(np.float32))
-        data = ({k: tf.constant(v) for k, v in inputs.items()}, y, w)
+        scale = None if output_scale is None else tf.constant(np.asarray(output_scale, np.float32))
+        data = ({k: tf.constant(v) for k, v in inputs.items()}, y, w, scale)
         if cfg.dpsgd_noise > 0:
             losses = self._dp_epochs(*data, cfg, rng, (lr, mu, anchor, correction, clip)) if n else []
             steps = cfg.epochs * cfg.dpsgd_steps_per_epoch

@@ -17,14 +17,19 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from training.config import TrainConfig
 from edge_runtime.aami import AAMI_CLASSES
+from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
-from training.data.partition import partition_by_patient, partition_dirichlet, partition_iid
+from training.data.partition import (
+    partition_by_patient,
+    partition_dirichlet,
+    partition_iid,
+)
 from training.federated.aggregator_config import RoundPolicy
 from training.federated.attacks import Attack, choose_attackers
 from training.federated.device_trainer import KerasDeviceUpdater
 from training.federated.in_process import run_in_process
+from training.federated.label_shift import prior_ratio
 from training.federated.local_training import Inputs, LocalConfig, LocalTrainer
 from training.federated.registry import make_fleet_strategy
 from training.federated.round_engine import RoundEngine
@@ -58,7 +63,7 @@ class FederatedConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1 or not 0 < self.fraction <= 1:
             raise ValueError("rounds must be >= 1 and fraction in (0, 1]")
-        self.policy  # validates
+        _ = self.policy  # validates
 
     @property
     def policy(self) -> RoundPolicy:
@@ -94,6 +99,18 @@ class FleetData:
     class_weights: np.ndarray
     model: keras.Model
     per_device: list[tuple[Inputs, np.ndarray]]  # ({"wave": wave[..., None], "rr": scaled rr}, labels)
+    #: Per device, its class frequencies over the fleet's (``label_shift.prior_ratio``): used when the plan
+    #: asks for ``LocalConfig.label_shift``.
+    prior_ratios: list[np.ndarray]
+
+    def updater(self, k: int, name: str, trainer: LocalTrainer, seed: int, labels: np.ndarray | None = None
+                ) -> KerasDeviceUpdater:
+        """Device ``k``'s trainer: its rows, the fleet's class weights and its prior ratio (``labels``: other
+        labels than its own, e.g. an attacker's poisoned ones; weights follow them, the prior stays)."""
+        inputs, own = self.per_device[k]
+        y = own if labels is None else labels
+        return KerasDeviceUpdater(name, trainer, inputs, y, seed=seed, row_weights=self.class_weights[y],
+                                  prior_ratio=self.prior_ratios[k])
 
 
 def prepare_fleet(train: BeatDataset, fed: FederatedConfig, base: TrainConfig) -> FleetData:
@@ -104,8 +121,9 @@ def prepare_fleet(train: BeatDataset, fed: FederatedConfig, base: TrainConfig) -
     model = build_classifier(train.waves.shape[1], train.rr.shape[1], len(AAMI_CLASSES), base.model)
     per_device = [({WAVE_INPUT: train.waves[d][..., None], RR_INPUT: scaler(train.rr[d])}, train.labels[d])
                   for d in devices]
+    fleet_counts = np.bincount(train.labels, minlength=len(AAMI_CLASSES))  # the sums the class weights use
     return FleetData(devices, scaler, np.asarray([cw[c] for c in range(len(AAMI_CLASSES))], np.float32), model,
-                     per_device)
+                     per_device, [prior_ratio(train.labels[d], fleet_counts) for d in devices])
 
 
 def simulate_rounds(model: keras.Model, devices: dict[str, KerasDeviceUpdater], fed: FederatedConfig,
@@ -142,11 +160,9 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
         log.info("%d of %d devices attack with %s", len(attackers), len(names), fed.attack)
     devices = {}
     for k, name in enumerate(names):
-        inputs, y = fleet.per_device[k]
-        if name in attackers:
-            y = attack.poison_labels(y, len(AAMI_CLASSES))
-        devices[name] = KerasDeviceUpdater(name, trainer, inputs, y, seed=fed.seed * 1000 + k + 1,
-                                           row_weights=fleet.class_weights[y])
+        y = fleet.per_device[k][1]
+        poisoned = attack.poison_labels(y, len(AAMI_CLASSES)) if name in attackers else None
+        devices[name] = fleet.updater(k, name, trainer, fed.seed * 1000 + k + 1, poisoned)
     # the attack's own random stream: honest devices train exactly as in the clean run
     attack_rng = np.random.default_rng([fed.seed, 11])
 
