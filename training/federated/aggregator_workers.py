@@ -140,19 +140,18 @@ class AggregatorWorker:
                     self._report_progress()
                     last = time.monotonic()
         finally:
-            self.service.sync_log()
+            self.service.journal.sync()
             self.link.stop()
-            if self.service.update_log is not None:
-                self.service.update_log.close()
+            self.service.journal.close()
 
     def _serve_one(self, timeout: float) -> None:
-        service = self.service
+        service, journal = self.service, self.service.journal
         try:
             message = self._inbox.get(timeout=min(timeout, service.log_policy.fsync_interval_s)
-                                      if service.holding_acks else timeout)
+                                      if journal.holding_acks else timeout)
         except queue.Empty:
-            if service.update_log is not None and service.update_log.due():
-                service.sync_log()
+            if journal.due():
+                journal.sync()
             return
         if self._is_update(message):
             service.take(message)
@@ -162,7 +161,7 @@ class AggregatorWorker:
         except (WireError, ValueError, KeyError) as exc:
             log.warning("%s: ignored %s (%s)", self.client_id, message.topic, exc)
         finally:
-            service.ack_in_order(message)
+            journal.ack_in_order(message)
 
     def _on_control(self, message: Message) -> None:
         parts = message.topic.split("/")
@@ -233,7 +232,7 @@ class AggregatorWorker:
         worker moves on (a restarted worker answers a repeated close request from there), then the next round."""
         service, round_ = self.service, self.service.round
         self._report_progress()
-        service.sync_log()
+        service.journal.sync()
         offsets, kept = {}, {}
         if self.forwarding is not None:
             answer, taken = json.dumps({"devices": sorted(service.accepted)}).encode(), len(service.accepted)
@@ -286,8 +285,8 @@ class AggregatorWorker:
         part = PartialSum(size, rule.with_control)
         for device in devices:
             if device in offsets:
-                record = read_record(self.service.log_path(round_), offsets[device])
-                _, update = self.service.decode(device, record.payload)
+                record = read_record(self.service.journal.log_path(round_), offsets[device])
+                _, update = self.service.screen.decode(device, record.payload)
                 examples, steps, meta = kept[device]
                 part.add(rule.contribution(ClientUpdate(device, update.delta, examples, steps,
                                                              update.control_delta, meta), size))
@@ -298,13 +297,13 @@ class AggregatorWorker:
         """Forward the named devices' updates of ``round_`` again, read back from the log (the coordinator did
         not receive them: it restarted, or a forward batch was lost)."""
         service, wanted, again = self.service, set(devices), []
-        if self.forwarding is None or not service.log_path(round_).exists():
+        if self.forwarding is None or not service.journal.log_path(round_).exists():
             return
-        service.sync_log()
-        for record in scan(service.log_path(round_)):
+        service.journal.sync()
+        for record in scan(service.journal.log_path(round_)):
             if record.device in wanted:
                 try:
-                    again.append(service.decode(record.device, record.payload))
+                    again.append(service.screen.decode(record.device, record.payload))
                 except Rejected as rej:
                     log.warning("%s: %s's logged update not forwarded again (%s)", self.client_id, record.device,
                                 rej.reason)
