@@ -14,10 +14,11 @@ The service is composed, not inherited: it holds the ``RoundEngine`` (the round'
 ``UpdateScreen`` (``training.federated.update_screen``: every received message is routed, verified and
 decoded there; anything that cannot enter the round is logged, counted by reason and acknowledged, and the
 service keeps serving) and a ``RoundJournal`` (``training.federated.round_durability``: the update log, the
-acknowledgements that wait for its fsync, the checkpoint and the replay after a crash), and calls them.
+acknowledgements that wait for its fsync, the checkpoint and the replay after a crash) and a ``RoundSum``
+(``training.federated.round_sum``), and calls them.
 
 Cost per accepted update is O(1): the message is appended to the round's update log and, for strategies that
-allow it, added into a fixed-point running sum and forgotten (``training.federated.partial_sums``).
+allow it, added into the round's fixed-point running sum and forgotten.
 
 Imports no TensorFlow: evaluation is a callback the caller supplies.
 """
@@ -41,11 +42,12 @@ from broker.topics import FleetTopics, TopicMatch
 from broker.wire import Kind, WireError, decode_header
 from training.federated.aggregator_config import AggregatorConfig
 from training.federated.consent_watch import ConsentWatch
-from training.federated.partial_sums import RunningSum, SumRule, model_size, rule_for, summable
+from training.federated.partial_sums import model_size
 from training.federated.registry import make_fleet_strategy
 from training.federated.round_durability import RoundJournal
 from training.federated.round_engine import Evaluator, Rejected, RoundEngine, Selection
 from training.federated.round_files import CHECKPOINT_FILE, LOG_DIR, RoundFiles
+from training.federated.round_sum import RoundSum
 from training.federated.strategies import ClientUpdate, Strategy, Weights
 from training.federated.update_log import LogPolicy, read_record
 from training.federated.update_screen import UpdateScreen
@@ -122,7 +124,8 @@ class PlainUpdates:
 
 class Aggregator:
     """The service: rounds opened, announced, collected and closed over MQTT. It holds the round's rules
-    (``engine``), the screen of what arrives (``screen``) and the crash safety (``journal``), and calls them."""
+    (``engine``), the screen of what arrives (``screen``), the crash safety (``journal``) and the running sum
+    (``round_sum``), and calls them."""
 
     def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker_url: str, run_dir: Path,
                  evaluate: Evaluator | None = None, on_round: Callable[[dict], None] | None = None,
@@ -142,11 +145,7 @@ class Aggregator:
         self.engine = RoundEngine(self.strategy, list(cfg.devices), cfg.policy, cfg.rounds, initial_weights,
                                   cfg.seed, evaluate, select_on)
         self.mode: RoundMode = mode or PlainUpdates()
-        #: The round's arguments of the sum rule (an aggregator worker's come from its coordinator).
-        self.sum_args: Callable[[], dict[str, Any]] = self.strategy.sum_args
-        #: The running sum's rule (None: the strategy needs the individual updates, which the engine keeps).
-        self.rule: SumRule | None = self.sum_rule()
-        self.sums: RunningSum | None = None  # the current round's, with the rule
+        self.round_sum = RoundSum(cfg.strategy, cfg.strategy_args, self.strategy.sum_args)
         self.log_policy = log_policy or LogPolicy()
         self.files = RoundFiles(self.run_dir, cfg.fleet, cfg.strategy, cfg.policy.max_staleness, self.log_policy)
         self.screen = UpdateScreen(cfg, self.engine)
@@ -221,8 +220,7 @@ class Aggregator:
         """Start (or reopen) the current round's log; a new one comes with a fresh running sum under the
         round's rule (DP-FedAvg's clip moves between rounds)."""
         if self.journal.open(self.round):
-            self.rule = self.sum_rule()
-            self.sums = RunningSum(self.rule, model_size(self.weights)) if self.rule else None
+            self.round_sum.restart(model_size(self.weights))
 
     def restore(self) -> bool:
         """Load the checkpoint and replay the current round's log; False when there is no checkpoint."""
@@ -311,9 +309,7 @@ class Aggregator:
         weight and metadata. O(1) whatever the round's size. Returns the update as it entered the round."""
         device = self.engine.accept(update.device, round_, update).device
         kept = self.engine.accepted[device]
-        offset = self.journal.append(device, round_, data)
-        if self.sums is not None:
-            self.sums.add(kept, offset)
+        if self.round_sum.add(kept, self.journal.append(device, round_, data)):
             self.engine.accepted[device] = ClientUpdate(device, [], kept.num_examples, kept.local_steps, None,
                                                         kept.meta)
         log.debug("round %d: accepted %s (%d examples)", self.round, device, kept.num_examples)
@@ -341,8 +337,9 @@ class Aggregator:
         self.journal.sync()
         accepted = list(self.accepted)  # the engine forgets them when it closes the round
         combined, extra = self.mode.close(self)
-        if combined is None and self.rule is not None:
-            combined = self._summed()
+        if combined is None and self.round_sum.rule is not None:
+            combined = self.round_sum.combined(self.engine, self.cfg.policy.max_norm_ratio, self.logged_update,
+                                               self.weights)
         elif combined is None:  # individual updates in device order: the aggregate does not depend on arrival
             self.engine.accepted = dict(sorted(self.engine.accepted.items()))  # (or on which worker got which)
         counts = self.engine.round_counts
@@ -371,27 +368,8 @@ class Aggregator:
         self.journal.save()
         self._open_log()
 
-    def sum_rule(self) -> SumRule | None:
-        """The current round's sum rule; None when the strategy needs the individual updates."""
-        args = {**self.cfg.strategy_args, **self.sum_args()}
-        return rule_for(self.cfg.strategy, args) if summable(self.cfg.strategy, args) else None
-
-    def _summed(self) -> list[ClientUpdate]:
-        """The running sum as the strategy's input, after the outlier screen (an update longer than
-        ``max_norm_ratio`` × the median norm is read back from the log and subtracted exactly)."""
-        ratio = self.cfg.policy.max_norm_ratio
-        dropped, too_large = self.sums.screen(ratio, self.logged_update)
-        for device in too_large:
-            self.engine.reject("too_large")
-            log.warning("round %d: %s's update is beyond the fixed-point sum's range and not an outlier of this "
-                        "round: left out", self.round, device)
-        for device in dropped:
-            self.engine.reject("outlier_norm")
-            log.warning("round %d: dropped %s's update, norm > %g x the round's median", self.round, device, ratio)
-        return self.rule.combined(self.sums.total, self.weights)
-
     def logged_update(self, device: str) -> ClientUpdate:
         """``device``'s update as it entered the current round's sum, read back from the log."""
-        kept = self.engine.accepted[device]
-        _, update = self.screen.decode(device, read_record(self.journal.log.path, self.sums.offsets[device]).payload)
+        kept, offset = self.engine.accepted[device], self.round_sum.running.offsets[device]
+        _, update = self.screen.decode(device, read_record(self.journal.log.path, offset).payload)
         return ClientUpdate(device, update.delta, kept.num_examples, kept.local_steps, update.control_delta, kept.meta)
