@@ -8,7 +8,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.device_messages import encode_status
 from broker.mqtt_link import Message
 from broker.topics import FleetTopics
-from tools.aggregator_bench import FLEET, classifier_weights, device_names, update_messages
+from tools.aggregator_bench import (
+    FLEET,
+    classifier_weights,
+    device_names,
+    update_messages,
+)
 from training.federated.aggregator_config import AggregatorConfig, RoundPolicy
 from training.federated.round_engine import Rejected, RoundEngine
 from training.federated.strategies import FedAvg

@@ -54,7 +54,7 @@ from training.federated.update_screen import UpdateScreen
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHECKPOINT_FILE", "LOG_DIR", "Aggregator", "AggregationResult", "PlainUpdates", "RoundMode"]
+__all__ = ["CHECKPOINT_FILE", "LOG_DIR", "AggregationResult", "Aggregator", "PlainUpdates", "RoundMode"]
 
 
 @dataclass
@@ -69,36 +69,36 @@ class AggregationResult:
 class RoundMode(Protocol):
     """How a round's contributions reach the engine over MQTT (plain updates, or secure aggregation)."""
 
-    def plan_extras(self, service: "Aggregator") -> dict[str, Any]:
+    def plan_extras(self, service: Aggregator) -> dict[str, Any]:
         """Entries added to the round plan's ``local`` settings."""
 
-    def collect(self, service: "Aggregator") -> None:
+    def collect(self, service: Aggregator) -> None:
         """Take in the round's messages until it can close."""
 
-    def screen_update(self, service: "Aggregator", topic: TopicMatch, payload: bytes) -> None:
+    def screen_update(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> None:
         """A message on a device's update topic; raise Rejected for anything that cannot enter the round."""
 
-    def close(self, service: "Aggregator") -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
+    def close(self, service: Aggregator) -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         """What the strategy aggregates (None: the accepted updates) and the mode's fields of the round's row."""
 
 
 class PlainUpdates:
     """Each selected device publishes its update; the engine screens and aggregates them one by one."""
 
-    def plan_extras(self, service: "Aggregator") -> dict[str, Any]:
+    def plan_extras(self, service: Aggregator) -> dict[str, Any]:
         return {}
 
-    def collect(self, service: "Aggregator") -> None:
+    def collect(self, service: Aggregator) -> None:
         engine = service.engine  # when to close (answers, deadline, quorum, a full FedBuff buffer): the engine's rule
         while engine.close_due() is None:
             self.wait(service, max(0.01, min(engine.next_deadline() - engine.clock(), 0.5)))
 
-    def wait(self, service: "Aggregator", timeout: float) -> None:
+    def wait(self, service: Aggregator, timeout: float) -> None:
         """Take in what arrives for up to ``timeout`` seconds (a batch: the round's close check counts the whole
         selection, so it runs once per batch, not once per update)."""
         service.serve_batch(timeout)
 
-    def screen_update(self, service: "Aggregator", topic: TopicMatch, payload: bytes) -> None:
+    def screen_update(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> None:
         try:
             header, _ = decode_header(payload, allow_signed=True)
             data = payload
@@ -110,7 +110,7 @@ class PlainUpdates:
             raise Rejected(exc.reason, str(exc)) from exc
         self.take(service, topic, data)
 
-    def take(self, service: "Aggregator", topic: TopicMatch, data: bytes) -> tuple[int, ClientUpdate]:
+    def take(self, service: Aggregator, topic: TopicMatch, data: bytes) -> tuple[int, ClientUpdate]:
         """A whole UPDATE message into the round; returns its round and the update as decoded (raises Rejected)."""
         round_, update = service.screen.decode(topic.device, data)
         if round_ != topic.round:
@@ -118,7 +118,7 @@ class PlainUpdates:
         service.accept(round_, update, data)
         return round_, update
 
-    def close(self, service: "Aggregator") -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
+    def close(self, service: Aggregator) -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         return None, {}
 
 
