@@ -152,8 +152,8 @@ def _deliver(service: Aggregator, device: str, round_: int, delta: list[np.ndarr
     """``device``'s update through the aggregator's own receive path (decode, screen, log) and its durable point."""
     data = encode_update(service.cfg.fleet, round_, service.cfg.devices[device], LocalUpdate(delta, n, 1, None, loss),
                          UpdateEncoding.parse("float32"))
-    service._accept(*service.decode(device, data), data)
-    service.sync_log()
+    service.accept(*service.screen.decode(device, data), data)
+    service.journal.sync()
 
 
 def test_a_checkpoint_taken_mid_buffer_resumes_to_the_same_weights(tmp_path):
@@ -165,7 +165,7 @@ def test_a_checkpoint_taken_mid_buffer_resumes_to_the_same_weights(tmp_path):
     first = Aggregator(cfg, initial_weights(), "mqtt://127.0.0.1:1", tmp_path / "run")
     first.engine.open_round()
     first._open_log()
-    first._save()
+    first.journal.save()
     _deliver(first, "c", 1, delta_for(2, initial_weights()), 30, 0.4)
 
     again = Aggregator(cfg, initial_weights(), "mqtt://127.0.0.1:1", tmp_path / "run")

@@ -55,7 +55,7 @@ def _reference(tmp_path):
     for r in range(1, ROUNDS + 1):
         _open(agg)
         _feed(agg, _messages(r))
-        agg.sync_log()
+        agg.journal.sync()
         agg._close_round()
     assert agg.rejected == {"outlier_norm": 1}
     return agg.weights
@@ -67,7 +67,7 @@ def single_run(cfg: AggregatorConfig, run_dir: Path) -> Aggregator:
     for r in range(1, ROUNDS + 1):
         _open(agg)
         _feed(agg, _messages(r))
-        agg.sync_log()
+        agg.journal.sync()
         agg._close_round()
     return agg
 

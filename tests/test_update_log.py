@@ -69,12 +69,12 @@ def test_acknowledgements_wait_for_the_fsync_and_keep_their_order(tmp_path):
     messages = update_messages(device_names(3), 1, seed=0)
     _feed(agg, messages[:1])
     agg.take(Message("pw/bench/nonsense", b"?", 7, 1))  # rejected, but behind a held update: waits too
-    assert [m.mid for m in agg._held] == [1, 7] and agg.update_log.pending == 1
-    agg.sync_log()
-    assert agg._held == [] and agg.update_log.records_synced == 1
+    assert [m.mid for m in agg.journal.held] == [1, 7] and agg.journal.log.pending == 1
+    agg.journal.sync()
+    assert agg.journal.held == [] and agg.journal.log.records_synced == 1
     assert agg.rejected == {"bad_topic": 1}
     agg.take(Message("pw/bench/nonsense", b"?", 8, 1))  # nothing pending: acknowledged at once
-    assert agg._held == []
+    assert agg.journal.held == []
 
 
 def _round(run_dir: Path, n: int) -> tuple[Aggregator, list[tuple[str, bytes]]]:
@@ -112,7 +112,7 @@ def crash_child(run_dir: str, synced: int, unsynced: int) -> None:
     _open(agg)
     messages = update_messages(device_names(40), 1, seed=5)
     _feed(agg, messages[:synced])
-    agg.sync_log()
+    agg.journal.sync()
     _feed(agg, messages[synced:synced + unsynced], first_mid=synced + 1)
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -135,7 +135,7 @@ def test_killed_mid_round_the_checkpoint_and_the_log_give_the_same_aggregate(tmp
     again = _service(run_dir, 40)
     assert again.restore() and len(again.accepted) == logged and again.round == 1
     _feed(again, messages[25:], first_mid=100)  # the broker redelivers what was never acknowledged, then the rest
-    again.sync_log()
+    again.journal.sync()
     assert again.rejected.get("duplicate", 0) == logged - 25
     again._close_round()
     assert again.history[0]["participants"] == 40

@@ -80,17 +80,17 @@ def bench_aggregator(devices: int, rounds: int, run_dir: Path, seed: int, signed
         started, cpu_started = time.perf_counter(), time.process_time()
         for mid, (name, data) in enumerate(messages, 1):
             agg.take(Message(topics.update(r, name), data, mid, 1))
-        agg.sync_log()
+        agg.journal.sync()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         assert len(agg.accepted) == devices, f"only {len(agg.accepted)} of {devices} accepted: {dict(agg.rejected)}"
-        log_bytes, fsyncs = agg.update_log.size, agg.update_log.fsyncs
+        log_bytes, fsyncs = agg.journal.log.size, agg.journal.log.fsyncs
         agg._close_round()
         rows.append({"round": r, "updates": devices, "seconds": seconds, "cpu_seconds": cpu,
                      "updates_per_s": devices / seconds, "updates_per_cpu_s": devices / cpu,
                      "fsyncs": fsyncs, "log_bytes": log_bytes,
                      "checkpoint_bytes": (run_dir / CHECKPOINT_FILE).stat().st_size,
                      "message_bytes": len(messages[0][1])})
-    agg.update_log.close()
+    agg.journal.log.close()
     return rows
 
 
@@ -113,9 +113,9 @@ def bench_forwarding(devices: int, run_dir: Path, seed: int, log_policy: LogPoli
         if len(forwarding.outbox) >= batch:
             batches.append(forwarding.flush())
     batches.append(forwarding.flush())
-    worker.sync_log()
+    worker.journal.sync()
     worker_cpu = time.process_time() - started
-    worker.update_log.close()
+    worker.journal.log.close()
     coord = Aggregator(cfg, classifier_weights(seed), "mqtt://127.0.0.1:1", run_dir / "coord", log_policy=log_policy)
     coord.open_round()
     receiving = ForwardingWorkers(1)
@@ -127,7 +127,7 @@ def bench_forwarding(devices: int, run_dir: Path, seed: int, log_policy: LogPoli
     started = time.process_time()
     coord._close_round()
     close_cpu = time.process_time() - started
-    coord.update_log.close()
+    coord.journal.log.close()
     return {"updates": devices, "worker_updates_per_cpu_s": devices / worker_cpu,
             "coordinator_updates_per_cpu_s": devices / coord_cpu, "median_close_cpu_s": close_cpu,
             "forward_bytes_per_update": sum(len(b) for b in batches) / devices,

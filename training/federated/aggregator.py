@@ -10,20 +10,20 @@ How a round's contributions arrive is the service's ``mode``: ``PlainUpdates`` (
 update) or secure aggregation (``training.federated.secagg_round.SecureAggregation``: masked inputs, and the
 engine aggregates only their decoded sum).
 
-Every received message goes through one screening path (``training.federated.update_screen``); anything
-that cannot enter the round is logged, counted by reason and acknowledged, and the service keeps serving.
+The service is composed, not inherited: it holds the ``RoundEngine`` (the round's rules and state), an
+``UpdateScreen`` (``training.federated.update_screen``: every received message is routed, verified and
+decoded there; anything that cannot enter the round is logged, counted by reason and acknowledged, and the
+service keeps serving) and a ``RoundJournal`` (``training.federated.round_durability``: the update log, the
+acknowledgements that wait for its fsync, the checkpoint and the replay after a crash) and a ``RoundSum``
+(``training.federated.round_sum``), and calls them.
 
 Cost per accepted update is O(1): the message is appended to the round's update log and, for strategies that
-allow it, added into a fixed-point running sum and forgotten (``training.federated.partial_sums``). The log,
-the acknowledgements that wait for its fsync, the checkpoint and the replay after a crash are
-``training.federated.round_durability``'s.
+allow it, added into the round's fixed-point running sum and forgotten.
 
 Imports no TensorFlow: evaluation is a callback the caller supplies.
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import queue
 import time
@@ -42,19 +42,19 @@ from broker.topics import FleetTopics, TopicMatch
 from broker.wire import Kind, WireError, decode_header
 from training.federated.aggregator_config import AggregatorConfig
 from training.federated.consent_watch import ConsentWatch
-from training.federated.partial_sums import RunningSum, SumRule, rule_for, summable
+from training.federated.partial_sums import model_size
 from training.federated.registry import make_fleet_strategy
-from training.federated.round_durability import DurableRound
-from training.federated.round_engine import Evaluator, Rejected, RoundEngine
+from training.federated.round_durability import RoundJournal
+from training.federated.round_engine import Evaluator, Rejected, RoundEngine, Selection
 from training.federated.round_files import CHECKPOINT_FILE, LOG_DIR, RoundFiles
+from training.federated.round_sum import RoundSum
 from training.federated.strategies import ClientUpdate, Strategy, Weights
-from training.federated.update_log import LogPolicy, UpdateLog, read_record
-from training.federated.update_screen import Selection, UpdateScreen
+from training.federated.update_log import LogPolicy, read_record
+from training.federated.update_screen import UpdateScreen
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHECKPOINT_FILE", "LOG_DIR", "Aggregator", "AggregationResult", "PlainUpdates", "RoundMode"]
-_Rejected = Rejected  # the name this module used before the engine existed
+__all__ = ["CHECKPOINT_FILE", "LOG_DIR", "AggregationResult", "Aggregator", "PlainUpdates", "RoundMode"]
 
 
 @dataclass
@@ -69,36 +69,36 @@ class AggregationResult:
 class RoundMode(Protocol):
     """How a round's contributions reach the engine over MQTT (plain updates, or secure aggregation)."""
 
-    def plan_extras(self, service: "Aggregator") -> dict[str, Any]:
+    def plan_extras(self, service: Aggregator) -> dict[str, Any]:
         """Entries added to the round plan's ``local`` settings."""
 
-    def collect(self, service: "Aggregator") -> None:
+    def collect(self, service: Aggregator) -> None:
         """Take in the round's messages until it can close."""
 
-    def screen_update(self, service: "Aggregator", topic: TopicMatch, payload: bytes) -> None:
+    def screen_update(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> None:
         """A message on a device's update topic; raise Rejected for anything that cannot enter the round."""
 
-    def close(self, service: "Aggregator") -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
+    def close(self, service: Aggregator) -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         """What the strategy aggregates (None: the accepted updates) and the mode's fields of the round's row."""
 
 
 class PlainUpdates:
     """Each selected device publishes its update; the engine screens and aggregates them one by one."""
 
-    def plan_extras(self, service: "Aggregator") -> dict[str, Any]:
+    def plan_extras(self, service: Aggregator) -> dict[str, Any]:
         return {}
 
-    def collect(self, service: "Aggregator") -> None:
+    def collect(self, service: Aggregator) -> None:
         engine = service.engine  # when to close (answers, deadline, quorum, a full FedBuff buffer): the engine's rule
         while engine.close_due() is None:
             self.wait(service, max(0.01, min(engine.next_deadline() - engine.clock(), 0.5)))
 
-    def wait(self, service: "Aggregator", timeout: float) -> None:
+    def wait(self, service: Aggregator, timeout: float) -> None:
         """Take in what arrives for up to ``timeout`` seconds (a batch: the round's close check counts the whole
         selection, so it runs once per batch, not once per update)."""
         service.serve_batch(timeout)
 
-    def screen_update(self, service: "Aggregator", topic: TopicMatch, payload: bytes) -> None:
+    def screen_update(self, service: Aggregator, topic: TopicMatch, payload: bytes) -> None:
         try:
             header, _ = decode_header(payload, allow_signed=True)
             data = payload
@@ -110,21 +110,22 @@ class PlainUpdates:
             raise Rejected(exc.reason, str(exc)) from exc
         self.take(service, topic, data)
 
-    def take(self, service: "Aggregator", topic: TopicMatch, data: bytes) -> tuple[int, ClientUpdate]:
+    def take(self, service: Aggregator, topic: TopicMatch, data: bytes) -> tuple[int, ClientUpdate]:
         """A whole UPDATE message into the round; returns its round and the update as decoded (raises Rejected)."""
-        round_, update = service.decode(topic.device, data)
+        round_, update = service.screen.decode(topic.device, data)
         if round_ != topic.round:
             raise Rejected("round_mismatch", f"topic round {topic.round}, header round {round_}")
-        service._accept(round_, update, data)
+        service.accept(round_, update, data)
         return round_, update
 
-    def close(self, service: "Aggregator") -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
+    def close(self, service: Aggregator) -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         return None, {}
 
 
-class Aggregator(UpdateScreen, DurableRound):
-    """The service: rounds opened, announced, collected and closed over MQTT (screening: ``UpdateScreen``;
-    log, acknowledgements and checkpoints: ``DurableRound``)."""
+class Aggregator:
+    """The service: rounds opened, announced, collected and closed over MQTT. It holds the round's rules
+    (``engine``), the screen of what arrives (``screen``), the crash safety (``journal``) and the running sum
+    (``round_sum``), and calls them."""
 
     def __init__(self, cfg: AggregatorConfig, initial_weights: Weights, broker_url: str, run_dir: Path,
                  evaluate: Evaluator | None = None, on_round: Callable[[dict], None] | None = None,
@@ -144,17 +145,10 @@ class Aggregator(UpdateScreen, DurableRound):
         self.engine = RoundEngine(self.strategy, list(cfg.devices), cfg.policy, cfg.rounds, initial_weights,
                                   cfg.seed, evaluate, select_on)
         self.mode: RoundMode = mode or PlainUpdates()
-        #: The round's arguments of the sum rule (an aggregator worker's come from its coordinator).
-        self.sum_args: Callable[[], dict[str, Any]] = self.strategy.sum_args
-        #: The running sum's rule (None: the strategy needs the individual updates, which the engine keeps).
-        self.rule: SumRule | None = self.sum_rule()
-        self.sums: RunningSum | None = None  # the current round's, with the rule
+        self.round_sum = RoundSum(cfg.strategy, cfg.strategy_args, self.strategy.sum_args)
         self.log_policy = log_policy or LogPolicy()
         self.files = RoundFiles(self.run_dir, cfg.fleet, cfg.strategy, cfg.policy.max_staleness, self.log_policy)
-        self.update_log: UpdateLog | None = None
-        self._held: list[Message] = []  # acknowledgements waiting for the log's fsync
-        self._replaying: int | None = None  # the offset of the log record being replayed
-        self.status: dict[str, dict] = {}
+        self.screen = UpdateScreen(cfg, self.engine)
         self.inbox: queue.Queue[Message] = queue.Queue()
         self.reassembler = Reassembler()
         self._round_started = time.monotonic()
@@ -163,6 +157,7 @@ class Aggregator(UpdateScreen, DurableRound):
         self.link = link or MqttLink(broker_url, f"pw-{cfg.fleet}-aggregator",
                                      subscriptions or [self.topics.all_updates(), self.topics.all_statuses()],
                                      self.inbox.put, manual_ack=True)
+        self.journal = RoundJournal(self.files, self.engine, self.link.ack)
 
     # the engine's state, as the service's callers and tests know it
     weights = property(lambda self: self.engine.weights)
@@ -175,8 +170,9 @@ class Aggregator(UpdateScreen, DurableRound):
     accepted = property(lambda self: self.engine.accepted, lambda self, v: setattr(self.engine, "accepted", v))
 
     @property
-    def checkpoint_path(self) -> Path:
-        return self.files.checkpoint_path
+    def status(self) -> dict[str, dict]:
+        """Each device's last status report (what status-fed selection reads)."""
+        return self.screen.status
 
     # ------------------------------------------------------------------------------ the service
     def run(self) -> AggregationResult:
@@ -186,7 +182,7 @@ class Aggregator(UpdateScreen, DurableRound):
         self.link.start()
         if resumed:
             log.info("resuming round %d with %d accepted update(s) from %s and its update log", self.round,
-                     len(self.accepted), self.checkpoint_path)
+                     len(self.accepted), self.files.checkpoint_path)
         elif self.cfg.policy.uses_status:
             self._settle_statuses(self.cfg.policy.status_settle_s)
         while not self.engine.finished:
@@ -200,10 +196,9 @@ class Aggregator(UpdateScreen, DurableRound):
             self._close_round()
         self._announce(final=True)
         self._drain(seconds=0.5)
-        self.sync_log()
+        self.journal.sync()
         self.link.stop()
-        if self.update_log is not None:
-            self.update_log.close()
+        self.journal.close()
         if self.consent is not None:
             self.consent.stop()
         e = self.engine
@@ -217,8 +212,22 @@ class Aggregator(UpdateScreen, DurableRound):
         if not self.engine.open_round(self.status, withdrawn):
             return False
         self.engine.selected = Selection(self.engine.selected)
-        self._save()
+        self.journal.save()
         self._open_log()
+        return True
+
+    def _open_log(self) -> None:
+        """Start (or reopen) the current round's log; a new one comes with a fresh running sum under the
+        round's rule (DP-FedAvg's clip moves between rounds)."""
+        if self.journal.open(self.round):
+            self.round_sum.restart(model_size(self.weights))
+
+    def restore(self) -> bool:
+        """Load the checkpoint and replay the current round's log; False when there is no checkpoint."""
+        if not self.journal.load():
+            return False
+        self._open_log()
+        self.journal.replay(lambda topic, payload: self.mode.screen_update(self, topic, payload), self.cfg.fleet)
         return True
 
     def _plan(self, final: bool = False) -> RoundPlan:
@@ -251,7 +260,7 @@ class Aggregator(UpdateScreen, DurableRound):
     def serve_one(self, timeout: float) -> None:
         """Take in one message if one arrives within ``timeout`` seconds; fsync the log (and send the
         acknowledgements it holds) when its batch is full or old enough."""
-        if self.holding_acks:
+        if self.journal.holding_acks:
             timeout = min(timeout, self.log_policy.fsync_interval_s)
         try:
             message = self.inbox.get(timeout=timeout)
@@ -259,8 +268,8 @@ class Aggregator(UpdateScreen, DurableRound):
             message = None
         if message is not None:
             self.take(message)
-        elif self.update_log is not None and self.update_log.due():
-            self.sync_log()
+        elif self.journal.due():
+            self.journal.sync()
 
     def serve_batch(self, timeout: float, budget_s: float = 0.05) -> None:
         """``serve_one``, then whatever is already queued, for up to ``budget_s`` seconds (or until a FedBuff
@@ -278,8 +287,33 @@ class Aggregator(UpdateScreen, DurableRound):
         """Screen one received message (its acknowledgement may wait for the log's next fsync), then fsync the
         log if its batch is full or old enough."""
         self._handle(message)
-        if self.update_log is not None and self.update_log.due():
-            self.sync_log()
+        if self.journal.due():
+            self.journal.sync()
+
+    def _handle(self, message: Message) -> None:
+        """One message through the screen and the round mode; a rejection is counted, and every message is
+        acknowledged (after the log's fsync when it waits for one)."""
+        try:
+            if (topic := self.screen.route(message)) is not None:
+                self.mode.screen_update(self, topic, message.payload)
+        except Rejected as rej:
+            self.screen.count(rej, message.topic)
+            if self.cfg.observer:
+                self.cfg.observer.rejected(self.link, self.round, message.topic, rej.reason, rej.detail)
+        finally:
+            self.journal.ack_in_order(message)
+
+    def accept(self, round_: int, update: ClientUpdate, data: bytes) -> ClientUpdate:
+        """Take a decoded update into the round (the engine's screen raises Rejected); an accepted one is
+        logged (the message bytes) and, with a running sum, added to it and forgotten: the engine keeps only its
+        weight and metadata. O(1) whatever the round's size. Returns the update as it entered the round."""
+        device = self.engine.accept(update.device, round_, update).device
+        kept = self.engine.accepted[device]
+        if self.round_sum.add(kept, self.journal.append(device, round_, data)):
+            self.engine.accepted[device] = ClientUpdate(device, [], kept.num_examples, kept.local_steps, None,
+                                                        kept.meta)
+        log.debug("round %d: accepted %s (%d examples)", self.round, device, kept.num_examples)
+        return kept
 
     def _settle_statuses(self, limit_s: float, quiet_s: float = 0.5) -> None:
         """Take in the devices' retained statuses before drawing round 1 from them: until none has arrived for
@@ -300,11 +334,12 @@ class Aggregator(UpdateScreen, DurableRound):
 
     # ------------------------------------------------------------------------------ closing a round
     def _close_round(self) -> None:
-        self.sync_log()
+        self.journal.sync()
         accepted = list(self.accepted)  # the engine forgets them when it closes the round
         combined, extra = self.mode.close(self)
-        if combined is None and self.rule is not None:
-            combined = self._summed()
+        if combined is None and self.round_sum.rule is not None:
+            combined = self.round_sum.combined(self.engine, self.cfg.policy.max_norm_ratio, self.logged_update,
+                                               self.weights)
         elif combined is None:  # individual updates in device order: the aggregate does not depend on arrival
             self.engine.accepted = dict(sorted(self.engine.accepted.items()))  # (or on which worker got which)
         counts = self.engine.round_counts
@@ -315,58 +350,26 @@ class Aggregator(UpdateScreen, DurableRound):
         row = self.engine.close_round(combined, {**transport, **extra})
         if self.cfg.observer:
             self.cfg.observer.closed(self.link, row, self.cfg.strategy, accepted, self.strategy.privacy_budget())
-        self._save()
+        self.journal.save()
         self._open_log()
-        self._write_metrics()
+        self.files.write_metrics(self.history, self.engine.book.fairness())
         if self.on_round:
             self.on_round(row)
 
     def follow_round(self, round_: int, selected: list[str], weights: Weights) -> None:
         """Enter ``round_`` as the coordinator announced it (an aggregator worker selects nobody itself): a
         new round starts a fresh log and running sum; the same round only learns its selection and model."""
-        self.sync_log()
+        self.journal.sync()
         engine = self.engine
         if round_ != engine.round:
             engine.round, engine.accepted, engine.declined, engine.round_counts = round_, {}, set(), Counter()
             engine.recent = {(r, d) for r, d in engine.recent if r >= round_ - 1 - self.cfg.policy.max_staleness}
         engine.selected, engine.weights = Selection(selected), [np.asarray(w, np.float32) for w in weights]
-        self._save()
+        self.journal.save()
         self._open_log()
-
-    def sum_rule(self) -> SumRule | None:
-        """The current round's sum rule; None when the strategy needs the individual updates."""
-        args = {**self.cfg.strategy_args, **self.sum_args()}
-        return rule_for(self.cfg.strategy, args) if summable(self.cfg.strategy, args) else None
-
-    def _summed(self) -> list[ClientUpdate]:
-        """The running sum as the strategy's input, after the outlier screen (an update longer than
-        ``max_norm_ratio`` × the median norm is read back from the log and subtracted exactly)."""
-        ratio = self.cfg.policy.max_norm_ratio
-        dropped, too_large = self.sums.screen(ratio, self.logged_update)
-        for device in too_large:
-            self.engine.reject("too_large")
-            log.warning("round %d: %s's update is beyond the fixed-point sum's range and not an outlier of this "
-                        "round: left out", self.round, device)
-        for device in dropped:
-            self.engine.reject("outlier_norm")
-            log.warning("round %d: dropped %s's update, norm > %g x the round's median", self.round, device, ratio)
-        return self.rule.combined(self.sums.total, self.weights)
 
     def logged_update(self, device: str) -> ClientUpdate:
         """``device``'s update as it entered the current round's sum, read back from the log."""
-        kept = self.engine.accepted[device]
-        _, update = self.decode(device, read_record(self.update_log.path, self.sums.offsets[device]).payload)
+        kept, offset = self.engine.accepted[device], self.round_sum.running.offsets[device]
+        _, update = self.screen.decode(device, read_record(self.journal.log.path, offset).payload)
         return ClientUpdate(device, update.delta, kept.num_examples, kept.local_steps, update.control_delta, kept.meta)
-
-    def _write_metrics(self) -> None:
-        (self.run_dir / "rounds.json").write_text(json.dumps(self.history, indent=1) + "\n")
-        fairness = self.engine.book.fairness()  # how often each device was chosen (rows carry the summary)
-        (self.run_dir / "selection.json").write_text(json.dumps({**fairness.summary(), "rounds": fairness.rounds,
-                                                                 "counts": fairness.counts}, indent=1) + "\n")
-        scalar = [k for k in self.history[0] if not isinstance(self.history[0][k], dict)]
-        with open(self.run_dir / "rounds.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(scalar + ["rejected"])
-            for row in self.history:
-                writer.writerow([row.get(k) for k in scalar] + [json.dumps(row["rejected"], sort_keys=True)])
-

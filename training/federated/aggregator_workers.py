@@ -44,7 +44,7 @@ from training.federated import checkpoint
 from training.federated.aggregator import Aggregator
 from training.federated.aggregator_config import AggregatorConfig
 from training.federated.forwarded_updates import ForwardAccepted, ForwardingWorkers, encode_forwards
-from training.federated.partial_sums import PartialSum, RunningSum, model_size, rule_for
+from training.federated.partial_sums import PartialSum, model_size, rule_for
 from training.federated.round_engine import Rejected
 from training.federated.strategies import ClientUpdate, Weights
 from training.federated.update_log import LogPolicy, read_record, scan
@@ -102,13 +102,13 @@ class AggregatorWorker:
                                   run_dir, log_policy=log_policy, link=self.link)
         synchronous(self.service)
         #: Strategies that need every update: the worker's round mode keeps them until forwarded.
-        self.forwarding = ForwardAccepted() if self.service.rule is None else None
+        self.forwarding = ForwardAccepted() if self.service.round_sum.rule is None else None
         if self.forwarding is not None:
             self.service.mode = self.forwarding
         #: The sum rule's arguments of each round, as the coordinator sent them (DP-FedAvg's clip).
         self._round_args = RoundArgs(Path(run_dir) / "updates" / "sum_args.json")
-        own = self.service.sum_args
-        self.service.sum_args = lambda: self._round_args.get(self.service.round, own)
+        own = self.service.round_sum.args
+        self.service.round_sum.args = lambda: self._round_args.get(self.service.round, own)
         self.stop_event = threading.Event()
         #: Closed rounds: the partial sent (sent again if asked again) and what a drop request needs.
         self._closed: dict[int, tuple[bytes, dict[str, int], dict[str, list], dict[str, Any]]] = {}
@@ -140,19 +140,18 @@ class AggregatorWorker:
                     self._report_progress()
                     last = time.monotonic()
         finally:
-            self.service.sync_log()
+            self.service.journal.sync()
             self.link.stop()
-            if self.service.update_log is not None:
-                self.service.update_log.close()
+            self.service.journal.close()
 
     def _serve_one(self, timeout: float) -> None:
-        service = self.service
+        service, journal = self.service, self.service.journal
         try:
             message = self._inbox.get(timeout=min(timeout, service.log_policy.fsync_interval_s)
-                                      if service.holding_acks else timeout)
+                                      if journal.holding_acks else timeout)
         except queue.Empty:
-            if service.update_log is not None and service.update_log.due():
-                service.sync_log()
+            if journal.due():
+                journal.sync()
             return
         if self._is_update(message):
             service.take(message)
@@ -162,7 +161,7 @@ class AggregatorWorker:
         except (WireError, ValueError, KeyError) as exc:
             log.warning("%s: ignored %s (%s)", self.client_id, message.topic, exc)
         finally:
-            service.ack_in_order(message)
+            journal.ack_in_order(message)
 
     def _on_control(self, message: Message) -> None:
         parts = message.topic.split("/")
@@ -204,12 +203,12 @@ class AggregatorWorker:
         the round, empty, when it sealed the previous one)."""
         self._round_args.put(round_, args)
         service = self.service
-        if round_ == service.round and service.sums is not None:
-            if service.sums.total.count or service.sums.oversized:
+        running = service.round_sum.running
+        if round_ == service.round and running is not None:
+            if running.total.count or running.oversized:
                 log.warning("%s: round %d's sum rule arrived after updates; keeping the sum", self.client_id, round_)
             else:
-                service.rule = service.sum_rule()
-                service.sums = RunningSum(service.rule, model_size(service.weights))
+                service.round_sum.restart(model_size(service.weights))
         self.link.publish(agg_topic(self.fleet, "ruled", round_, self.index), b"1", qos=1)
 
     def _report_progress(self) -> None:
@@ -233,20 +232,21 @@ class AggregatorWorker:
         worker moves on (a restarted worker answers a repeated close request from there), then the next round."""
         service, round_ = self.service, self.service.round
         self._report_progress()
-        service.sync_log()
+        service.journal.sync()
         offsets, kept = {}, {}
         if self.forwarding is not None:
             answer, taken = json.dumps({"devices": sorted(service.accepted)}).encode(), len(service.accepted)
         else:
-            part = PartialSum(model_size(service.weights), service.rule.with_control)
-            if service.sums is not None:
-                for device in service.sums.oversized:  # not in the sum: the coordinator never sees them
+            running = service.round_sum.running
+            part = PartialSum(model_size(service.weights), service.round_sum.rule.with_control)
+            if running is not None:
+                for device in running.oversized:  # not in the sum: the coordinator never sees them
                     service.engine.reject("too_large")
-                part, offsets = service.sums.total, dict(service.sums.offsets)
+                part, offsets = running.total, dict(running.offsets)
                 kept = {d: [u.num_examples, u.local_steps, u.meta] for d, u in service.accepted.items()}
             answer, taken = part.to_bytes(), part.count
         checkpoint.save(self._answer_path(round_), {"round": round_, "offsets": offsets, "kept": kept,
-                                                    "sum_args": service.sum_args()},
+                                                    "sum_args": service.round_sum.args()},
                         {"partial": [np.frombuffer(answer, np.uint8)]})
         self.accepted_total += taken
         for old in self._answer_path(0).parent.glob("answer*.npz"):
@@ -267,7 +267,7 @@ class AggregatorWorker:
             elif self.forwarding is not None:
                 return json.dumps({"devices": []}).encode(), {}, {}, {}
             else:
-                empty = PartialSum(model_size(self.service.weights), self.service.rule.with_control)
+                empty = PartialSum(model_size(self.service.weights), self.service.round_sum.rule.with_control)
                 return empty.to_bytes(), {}, {}, {}
             for old in [r for r in self._closed if r < round_ - 2]:
                 del self._closed[old]
@@ -286,8 +286,8 @@ class AggregatorWorker:
         part = PartialSum(size, rule.with_control)
         for device in devices:
             if device in offsets:
-                record = read_record(self.service.log_path(round_), offsets[device])
-                _, update = self.service.decode(device, record.payload)
+                record = read_record(self.service.journal.log_path(round_), offsets[device])
+                _, update = self.service.screen.decode(device, record.payload)
                 examples, steps, meta = kept[device]
                 part.add(rule.contribution(ClientUpdate(device, update.delta, examples, steps,
                                                              update.control_delta, meta), size))
@@ -298,13 +298,13 @@ class AggregatorWorker:
         """Forward the named devices' updates of ``round_`` again, read back from the log (the coordinator did
         not receive them: it restarted, or a forward batch was lost)."""
         service, wanted, again = self.service, set(devices), []
-        if self.forwarding is None or not service.log_path(round_).exists():
+        if self.forwarding is None or not service.journal.log_path(round_).exists():
             return
-        service.sync_log()
-        for record in scan(service.log_path(round_)):
+        service.journal.sync()
+        for record in scan(service.journal.log_path(round_)):
             if record.device in wanted:
                 try:
-                    again.append(service.decode(record.device, record.payload))
+                    again.append(service.screen.decode(record.device, record.payload))
                 except Rejected as rej:
                     log.warning("%s: %s's logged update not forwarded again (%s)", self.client_id, record.device,
                                 rej.reason)
@@ -319,6 +319,6 @@ def coordinator(cfg: AggregatorConfig, initial_weights: Weights, broker: BrokerS
     they forward."""
     service = synchronous(Aggregator(cfg, initial_weights, broker, run_dir, mode=SharedWorkers(workers),
                                      subscriptions=[FleetTopics(cfg.fleet).all_statuses()], **kwargs))
-    if service.rule is None:
+    if service.round_sum.rule is None:
         service.mode = ForwardingWorkers(workers)
     return service

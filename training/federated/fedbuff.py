@@ -95,7 +95,7 @@ class FedBuff(Strategy):
     def privacy_budget(self) -> float | None:
         return self.inner.privacy_budget()
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         scaled = []
         for u in updates:
             s = staleness_weight(int(u.meta.get("staleness", 0)), self.config.staleness_power)

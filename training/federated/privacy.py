@@ -106,7 +106,7 @@ class DPFedAvg(Strategy):
         """The clip this round's updates are clipped to (it moves between rounds with adaptive clipping)."""
         return {"clip": self.clip}
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         if len(updates) == 1 and CLIPPED_SUM in updates[0].meta:  # an aggregator's sum of clipped deltas
             summed = updates[0]
             return self._release(global_weights, summed.delta, summed.meta[CLIPPED_SUM], summed.meta[WITHIN_CLIP])

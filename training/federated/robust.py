@@ -29,7 +29,7 @@ class CoordinateMedian(Strategy):
 
     name = "median"
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         stacked = np.stack([flatten(u.delta) for u in updates])
         return add(global_weights, unflatten(np.median(stacked, axis=0), global_weights))
 
@@ -44,7 +44,7 @@ class TrimmedMean(Strategy):
             raise ValueError(f"trim must be in [0, 0.5), got {trim}")
         self.trim = trim
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         stacked = np.sort(np.stack([flatten(u.delta) for u in updates]), axis=0)
         k = int(np.floor(self.trim * len(updates)))
         kept = stacked[k:len(updates) - k] if len(updates) - 2 * k >= 1 else stacked
@@ -68,7 +68,7 @@ class Krum(Strategy):
         nearest = max(1, n - self.byzantine - 2)
         return np.array([np.sort(np.delete(sq[i], i))[:nearest].sum() for i in range(n)]) if n > 1 else np.zeros(1)
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         vectors = np.stack([flatten(u.delta) for u in updates])
         best = np.argsort(self.scores(vectors), kind="stable")[:min(self.multi, len(updates))]
         return add(global_weights, weighted_mean([updates[i].delta for i in best],
@@ -89,7 +89,7 @@ class NormBounded(Strategy):
             raise ValueError("clip must be positive, or None for the median norm of each round")
         self.clip = clip
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         bound = self.clip if self.clip is not None else float(np.median([delta_norm(u.delta) for u in updates]))
         clipped = [clip_delta(u.delta, bound) for u in updates]
         return add(global_weights, weighted_mean(clipped, [u.num_examples for u in updates]))
@@ -134,7 +134,7 @@ class CosineFilter(Strategy):
             self.trust[name] = float(c) if old is None else self.memory * old + (1 - self.memory) * float(c)
         return np.array([self.trust[name] for name in devices])
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         vectors = np.stack([flatten(u.delta) for u in updates])
         scores = self.rank_scores([u.device for u in updates], self.agreement(vectors))
         best = np.argsort(-scores, kind="stable")[:max(1, len(updates) - self.byzantine)]

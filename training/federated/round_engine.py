@@ -54,6 +54,18 @@ class Rejected(Exception):
         self.reason, self.detail = reason, detail
 
 
+class Selection(list):
+    """A round's selected devices with O(1) membership: the engine asks ``device in selected`` for every
+    update, which on a plain list of 10,000 names costs more than the rest of the update's screen."""
+
+    def __init__(self, names=()) -> None:
+        super().__init__(names)
+        self._names = frozenset(self)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+
 class RoundEngine:
     """One federated run's state and rules. ``devices``: registered device names."""
 

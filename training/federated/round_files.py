@@ -11,12 +11,15 @@ updates, and the checkpoint stays the same size.
 """
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from training.federated import checkpoint
+from training.federated.selection import FairnessReport
 from training.federated.update_log import LogPolicy, UpdateLog, scan
 
 CHECKPOINT_FILE = "aggregator.npz"
@@ -82,3 +85,16 @@ class RoundFiles:
         device_state = self.run_dir / DEVICE_STATE_FILE
         devices = checkpoint.load_json(device_state) if device_state.exists() else {}
         return {**manifest, **devices, "selected": selected, "recent": recent}, arrays
+
+    def write_metrics(self, history: list[dict], fairness: FairnessReport) -> None:
+        """The run's rows so far (``rounds.json``, and ``rounds.csv`` with its scalar columns) and how often each
+        device was chosen (``selection.json``; the rows carry its summary)."""
+        (self.run_dir / "rounds.json").write_text(json.dumps(history, indent=1) + "\n")
+        (self.run_dir / "selection.json").write_text(json.dumps({**fairness.summary(), "rounds": fairness.rounds,
+                                                                 "counts": fairness.counts}, indent=1) + "\n")
+        scalar = [k for k in history[0] if not isinstance(history[0][k], dict)]
+        with open(self.run_dir / "rounds.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(scalar + ["rejected"])
+            for row in history:
+                writer.writerow([row.get(k) for k in scalar] + [json.dumps(row["rejected"], sort_keys=True)])

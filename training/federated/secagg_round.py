@@ -297,10 +297,10 @@ class SecureAggregation:
             kind = HEADER.unpack_from(payload)[2] if len(payload) >= HEADER.size else Kind.SECAGG
             if kind != Kind.SECAGG and kind in Kind._value2member_map_:  # the rest is checked as it is verified
                 raise Rejected("not_secagg", f"{device} sent a {Kind(kind).name}: this fleet aggregates securely")
-            header, msg = decode_secagg_body(*service.verified_parts(device, payload))
+            header, msg = decode_secagg_body(*service.screen.verified_parts(device, payload))
         except WireError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
-        service.check_sender(device, header)
+        service.screen.check_sender(device, header)
         if header.round != topic.round or header.round != service.round or st is None:
             raise Rejected("round_mismatch", f"round {header.round} on {topic.device}'s topic during round "
                                              f"{service.round}")

@@ -1,7 +1,7 @@
 """Aggregation strategies: each turns the global weights and a round's client updates into new weights.
 
 The shared rules live once in ``Strategy.aggregate`` (an empty round keeps the model, shapes must match,
-non-finite updates are refused); each algorithm overrides only ``_combine`` and, where it needs state
+non-finite updates are refused); each algorithm overrides only ``combine`` and, where it needs state
 across rounds, ``state``/``load_state`` so the aggregator can checkpoint it. The arithmetic is in pure
 functions tested with hand-computed arrays. No I/O, no TensorFlow: the same code serves the in-process
 simulation and the MQTT aggregator.
@@ -84,7 +84,7 @@ class RoundContext:
 class Buffering:
     """Asynchronous rounds (FedBuff): the engine closes a round (publishes a new model version) every
     ``buffer_size`` accepted updates, whenever they arrive, and accepts an update trained on a version at
-    most ``max_staleness`` versions old; how staleness weighs is the strategy's ``_combine``."""
+    most ``max_staleness`` versions old; how staleness weighs is the strategy's ``combine``."""
 
     buffer_size: int
     max_staleness: int
@@ -96,7 +96,7 @@ class Buffering:
 
 
 class Strategy:
-    """Base class: validation and the empty-round rule, then the algorithm's ``_combine``.
+    """Base class: validation and the empty-round rule, then the algorithm's ``combine``.
 
     The round engine talks to every strategy through the hooks below, never by asking which strategy it
     is: ``buffering`` (synchronous or asynchronous rounds), ``begin_round`` before a round, ``allows_round``
@@ -147,9 +147,9 @@ class Strategy:
             validate_update(global_weights, u)
         if not updates:
             return [w.copy() for w in global_weights]
-        return self._combine(global_weights, updates)
+        return self.combine(global_weights, updates)
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         raise NotImplementedError
 
     def state(self) -> dict[str, Any]:
@@ -165,7 +165,7 @@ class FedAvg(Strategy):
 
     name = "fedavg"
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         return add(global_weights, weighted_mean([u.delta for u in updates], [u.num_examples for u in updates]))
 
 
@@ -192,7 +192,7 @@ class FedNova(Strategy):
 
     name = "fednova"
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         p = np.asarray([u.num_examples for u in updates], np.float64)
         p /= p.sum()
         tau_eff = float(np.sum(p * [u.local_steps for u in updates]))
@@ -224,7 +224,7 @@ class Scaffold(Strategy):
     def client_config(self) -> dict[str, Any]:
         return {"grad_clip": self.grad_clip} if self.grad_clip else {}
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         if any(u.control_delta is None for u in updates):
             raise InvalidUpdate("bad_meta", "SCAFFOLD updates must carry control_delta")
         if self.control is None:
@@ -256,7 +256,7 @@ class FedAvgM(Strategy):
         self.server_lr, self.momentum = server_lr, momentum
         self.velocity: Weights | None = None
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         avg = weighted_mean([u.delta for u in updates], [u.num_examples for u in updates])
         self.velocity = avg if self.velocity is None else add([self.momentum * v for v in self.velocity], avg)
         return add(global_weights, self.velocity, scale=self.server_lr)
@@ -281,7 +281,7 @@ class FedAdam(Strategy):
         self.m: Weights | None = None
         self.v: Weights | None = None
 
-    def _combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+    def combine(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         delta = weighted_mean([u.delta for u in updates], [u.num_examples for u in updates])
         if self.m is None or self.v is None:
             self.m = [np.zeros_like(d) for d in delta]

@@ -1,13 +1,15 @@
-"""How a received message enters a round: the aggregator service's one screening path.
+"""What a received message is, and whether its sender may say it: the aggregator service's screen.
 
-Every message on the fleet's topics goes through ``UpdateScreen._handle``: anything that cannot enter the
-round (malformed bytes, unknown device, wrong fleet, bad signature, stale or future round, duplicate, NaN,
-wrong shapes) is logged, counted by reason and acknowledged, and the service keeps serving. An accepted update
-is logged (the message bytes, for crash recovery) and, for strategies that allow it, added into the round's
-fixed-point running sum and forgotten, so an update costs O(1) whatever the round's size.
+Every message on the fleet's topics is routed here first (``UpdateScreen.route``): a device's status is
+noted (selection reads it; a declined round is told to the engine), an update is checked against the fleet's
+registry and handed back to the caller, whose round mode decodes it with ``decode`` (or, secure aggregation,
+``verified_parts`` and ``check_sender``). Anything that cannot enter the round (malformed bytes, unknown
+device, wrong fleet, bad signature, wrong device id) raises ``Rejected``, and ``count`` files it under its
+reason in the engine's counters (they are checkpointed with the engine), so the service logs it, acknowledges
+it and keeps serving.
 
-A mixin of ``training.federated.aggregator.Aggregator``: it uses the service's ``cfg``, ``engine``, ``mode``,
-``link``, ``status``, ``sums``, ``update_log`` and ``ack_in_order`` (``round_durability``).
+Why an object of its own: the screen needs the fleet's registry and keys and the engine's counters, nothing
+of the transport, the log or the running sum; the service holds one and calls it.
 """
 from __future__ import annotations
 
@@ -17,54 +19,44 @@ from broker.device_messages import decode_status
 from broker.fed_messages import decode_update, fleet_id
 from broker.mqtt_link import Message
 from broker.signing import verify_message, verify_split
-from broker.topics import parse_topic
+from broker.topics import TopicMatch, parse_topic
 from broker.wire import Header, WireError, decode_header
-from training.federated.round_engine import Rejected
+from training.federated.aggregator_config import AggregatorConfig
+from training.federated.round_engine import Rejected, RoundEngine
 from training.federated.strategies import ClientUpdate
 
 log = logging.getLogger(__name__)
 
 
-class Selection(list):
-    """A round's selected devices with O(1) membership: the engine asks ``device in selected`` for every
-    update, which on a plain list of 10,000 names costs more than the rest of the update's screen."""
-
-    def __init__(self, names=()) -> None:
-        super().__init__(names)
-        self._names = frozenset(self)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names
-
-
 class UpdateScreen:
-    """Screening, decoding and accepting what devices send (the receive half of the aggregator service)."""
+    """Routing, verifying and decoding what devices send, for one fleet (``cfg``: its registry and keys);
+    rejections are counted in ``engine``'s counters. ``status``: each device's last status report."""
 
-    def _handle(self, message: Message) -> None:
-        try:
-            self._screen(message)
-        except Rejected as rej:
-            self.engine.reject(rej.reason)
-            log.warning("rejected message on %s (%s): %s", message.topic, rej.reason, rej.detail)
-            if self.cfg.observer:
-                self.cfg.observer.rejected(self.link, self.round, message.topic, rej.reason, rej.detail)
-        finally:
-            self.ack_in_order(message)
+    def __init__(self, cfg: AggregatorConfig, engine: RoundEngine) -> None:
+        self.cfg, self.engine = cfg, engine
+        self.status: dict[str, dict] = {}
 
-    def _screen(self, message: Message) -> None:
+    def route(self, message: Message) -> TopicMatch | None:
+        """The topic of an update from a registered device (the caller's round mode takes it from there);
+        None for anything else that needs no more (a status, noted here; another kind). Raises Rejected."""
         try:
             topic = parse_topic(message.topic)
         except ValueError as exc:
             raise Rejected("bad_topic", str(exc)) from exc
         if topic.kind == "status":
-            self._note_status(topic.device, message.payload)
-            return
+            self.note_status(topic.device, message.payload)
+            return None
         if topic.kind != "update":
-            return
+            return None
         self.engine.round_counts["bytes_received"] += len(message.payload)
         if topic.device not in self.cfg.devices:
             raise Rejected("unknown_device", f"{topic.device!r} is not registered in fleet {self.cfg.fleet}")
-        self.mode.screen_update(self, topic, message.payload)
+        return topic
+
+    def count(self, rejected: Rejected, where: str) -> None:
+        """File a rejection under its reason (total and this round's) and log it with the topic ``where``."""
+        self.engine.reject(rejected.reason)
+        log.warning("rejected message on %s (%s): %s", where, rejected.reason, rejected.detail)
 
     def verified(self, device: str, data: bytes) -> bytes:
         """``data`` without its signature, verified with ``device``'s registered key (unsigned fleets: as is).
@@ -109,21 +101,8 @@ class UpdateScreen:
         return header.round, ClientUpdate(device, update.delta, update.num_examples, update.local_steps,
                                           update.control_delta, {"train_loss": update.train_loss})
 
-    def _accept(self, round_: int, update: ClientUpdate, data: bytes) -> ClientUpdate:
-        """Screen an update; an accepted one is logged (the message bytes) and, with a running sum, added to it
-        and forgotten: the engine keeps only its weight and metadata. O(1) whatever the round's size. Returns
-        the update as it entered the round."""
-        device = self.engine.accept(update.device, round_, update).device
-        kept = self.engine.accepted[device]
-        offset = self._replaying if self._replaying is not None else self.update_log.append(device, round_, data)
-        if self.sums is not None:
-            self.sums.add(kept, offset)
-            self.engine.accepted[device] = ClientUpdate(device, [], kept.num_examples, kept.local_steps, None,
-                                                        kept.meta)
-        log.debug("round %d: accepted %s (%d examples)", self.round, device, kept.num_examples)
-        return kept
-
-    def _note_status(self, device: str, payload: bytes) -> None:
+    def note_status(self, device: str, payload: bytes) -> None:
+        """A device's status (an empty payload: a retained status cleared); a declined round goes to the engine."""
         if not payload:
             return
         try:
@@ -133,4 +112,5 @@ class UpdateScreen:
         self.status[device] = status
         declined = status.get("declined_round")
         if isinstance(declined, int) and self.engine.decline(device, declined):
-            log.warning("round %d: %s declined (%s); not waiting for it", self.round, device, status.get("reason"))
+            log.warning("round %d: %s declined (%s); not waiting for it", self.engine.round, device,
+                        status.get("reason"))

@@ -136,7 +136,7 @@ class SharedWorkers(WorkerCoordinator):
     def close(self, service: Aggregator) -> tuple[list[ClientUpdate] | None, dict[str, Any]]:
         self._ensure_link(service)
         self._drain(service)
-        rule = service.rule  # the round's (DP-FedAvg: with the round's clip)
+        rule = service.round_sum.rule  # the round's (DP-FedAvg: with the round's clip)
         partials = self._gather(service, "partial", "close", json.dumps({"round": service.round}).encode())
         total = PartialSum(model_size(service.weights), rule.with_control)
         for part in partials.values():
