@@ -222,7 +222,7 @@ def report_markdown(out: dict) -> str:
     fmt = lambda s: f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
     lines = ["# Tabular task: breast cancer across four hospitals", "",
              (f"Seeds {out['seeds']}; test split {r['splits']['test']} patients (fixed, never used to choose); "
-             f"rounds selected on {r['splits']['val']} validation patients (a held-out share of each hospital). "
+             f"round policy {_policy_text(out['settings'].get('round_policy', {}), r['splits']['val'])}. "
              f"Hospital sizes (training patients): {r['hospitals']}."), "",
              "## Strategies (test accuracy %, mean ± std over seeds)", "",
              "| strategy | " + " | ".join(PARTITIONS) + " |", "|---|" + "---:|" * len(PARTITIONS)]
@@ -292,6 +292,16 @@ def _federated_selection_markdown(sel: dict) -> list[str]:
                   f"{100 * c['std']:.2f} |" for c in block["candidates"]]
         lines.append("")
     return lines
+
+
+def _policy_text(policy: dict, val: int) -> str:
+    """One phrase per mode: which patients train and which round is kept."""
+    said = {"val-round": f"training patients, round chosen on the {val} validation patients (a held-out share of "
+                         f"each hospital)",
+            "last-round": "training patients, last round",
+            "all-last": f"training and the {val} validation patients, last round (none held out inside the hospitals)"}
+    return "; ".join(f"{'DP-SGD' if mode == 'dp' else 'strategy table'}: {said[p]}" for mode, p in policy.items()) or \
+        f"rounds chosen on the {val} validation patients"
 
 
 def _not_covered(policy: str) -> str:
