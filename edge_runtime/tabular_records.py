@@ -1,7 +1,8 @@
 """The tabular task on a device (a hospital's workstation): one CSV record per line -> diagnosis.
 
 The model's contract (``metadata.extra["task"]``, source "tabular") names the 30 features in order and carries
-the training side's mean and std; a record is standardised with them and scored by ``TaskInterpreter``. A line
+the training side's mean and std (and the feature transform, log(1 + x) or none); a record is transformed and
+standardised with them and scored by ``TaskInterpreter``. A line
 that is not a record (wrong number of fields, a field that is not a finite number) is logged, counted and
 skipped: bad input never stops the run. A first line of feature names is taken as a header.
 """
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -39,6 +40,10 @@ class TabularScorer:
         self.model, self.features = model, contract.channels
         self.mean = np.asarray(contract.preprocessing["mean"], np.float32)
         self.std = np.asarray(contract.preprocessing["std"], np.float32)
+        #: "log1p": log(1 + x) of each raw feature before standardising (models exported before it existed: none)
+        self.transform = contract.preprocessing.get("transform", "standard")
+        if self.transform not in ("standard", "log1p"):
+            raise ValueError(f"model's feature transform {self.transform!r} unknown to this runtime")
         self.classes = tuple(model.metadata.class_names)
         self.stats = RecordStats()
 
@@ -55,6 +60,9 @@ class TabularScorer:
         if not all(math.isfinite(v) for v in values):
             self.stats.reject(line_no, "a field is NaN or infinite")
             return None
+        if self.transform == "log1p" and min(values) < 0:
+            self.stats.reject(line_no, "a field is negative (the model reads log(1 + x) of sizes and counts)")
+            return None
         return np.asarray(values, np.float32)
 
     def score(self, lines: Iterable[str]) -> Iterator[dict]:
@@ -66,6 +74,7 @@ class TabularScorer:
             record = self._parse(line_no, line)
             if record is None:
                 continue
+            record = np.log1p(record) if self.transform == "log1p" else record
             probs = self.model.predict({"features": ((record - self.mean) / self.std)[None, :]})[0]
             self.stats.scored += 1
             yield {"line": line_no, "class": self.classes[int(np.argmax(probs))],

@@ -78,3 +78,30 @@ def test_bad_records_are_refused(splits):
     x[0, 3] = np.inf
     with pytest.raises(ValueError, match="NaN or infinite"):
         TaskSplit({"features": x}, train.targets, train.persons)
+
+
+def test_log1p_features_reach_the_device_through_the_contract_and_last_round_keeps_the_last(tmp_path):
+    """The log(1 + x) transform: the task trains on it, the export's contract names it, the device applies it to
+    raw CSV records (a negative field, which log(1 + x) of sizes cannot take, is counted and skipped);
+    ``last_round=True`` keeps the last round whatever the validation patients say."""
+    from sklearn.datasets import load_breast_cancer
+
+    task = TabularTask(transform="log1p")
+    train, val, test = (task.load(s) for s in ("train", "val", "test"))
+    fed = FederatedConfig(rounds=2, partition="hospitals", local=LocalConfig(epochs=1, batch_size=16,
+                                                                             learning_rate=0.5))
+    trained = run_task_federated(task, train, val, fed, last_round=True)
+    assert trained.best_epoch == 2 and trained.evaluate(val)["accuracy"] > 0.8
+    exported = export_task(trained, train, tmp_path, "int8")
+    assert exported.metadata.extra["task"]["preprocessing"]["transform"] == "log1p"
+    edge = TaskInterpreter.from_file(exported.tflite_path)
+    raw = load_breast_cancer()
+    index = [int(p.split("/")[1]) for p in test.persons[:4]]
+    lines = [",".join(f"{v:.17g}" for v in raw.data[i]) for i in index] + [",".join(["-2"] * 30)]
+    scorer = TabularScorer(edge)
+    scored = list(scorer.score(lines))
+    expected = np.argmax(edge.predict({"features": test.inputs["features"][:4]}), 1)
+    assert [r["class"] for r in scored] == [task.class_names[c] for c in expected]
+    assert scorer.stats.malformed == 1 and "negative" in next(iter(scorer.stats.reasons))
+    with pytest.raises(ValueError, match="transform"):
+        TabularTask(transform="sqrt")

@@ -38,13 +38,16 @@ def device_names(task: Task, train: TaskSplit, devices: list[np.ndarray], partit
 
 
 def _evaluator(task: Task, model: keras.Model, val: TaskSplit, test: TaskSplit | None):
-    """Round metrics: "val_*" (selects rounds) and, for the report only, "test_*"."""
+    """Round metrics: "val_*" (selects rounds), "rounds_evaluated" (a counter: selecting on it keeps the latest
+    round) and, for the report only, "test_*"."""
     scorer = keras.models.clone_model(model)
     predict = keras_predict(scorer)
+    calls = [0]
 
     def evaluate(weights: list[np.ndarray]) -> dict[str, float]:
         scorer.set_weights(weights)
-        out = prefixed_scalars("val", task.evaluate(predict, val))
+        calls[0] += 1
+        out = {"rounds_evaluated": float(calls[0]), **prefixed_scalars("val", task.evaluate(predict, val))}
         if test is not None:
             out.update(prefixed_scalars("test", task.evaluate(predict, test)))
         return out
@@ -54,11 +57,13 @@ def _evaluator(task: Task, model: keras.Model, val: TaskSplit, test: TaskSplit |
 
 def run_task_federated(task: Task, train: TaskSplit, val: TaskSplit, fed: FederatedConfig, over_mqtt: bool = False,
                        fleet: FleetConfig | None = None, run_dir: Path | None = None, test: TaskSplit | None = None,
-                       progress: bool = False) -> TaskModel:
+                       progress: bool = False, last_round: bool = False) -> TaskModel:
     """Federated rounds of ``task`` (``fed.partition`` is the task's partition spec); the returned model holds
     the round with the best ``val_<selection_metric>``. ``over_mqtt``: a real broker (``fleet.broker_url``, or
     Mosquitto started here), one MQTT client per device and the aggregator; ``fleet.federated`` is replaced by
-    ``fed``. ``test`` is only scored per round for the report, never used for selection."""
+    ``fed``. ``test`` is only scored per round for the report, never used for selection. ``last_round``: keep the
+    last round instead (its round count fixed beforehand, e.g. by cross-validation; ``val`` is then only reported,
+    and may be rows the devices trained on)."""
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"task {task.name!r}: training and validation splits must both hold rows")
     keras.utils.set_random_seed(fed.seed)
@@ -73,10 +78,10 @@ def run_task_federated(task: Task, train: TaskSplit, val: TaskSplit, fed: Federa
                                          seed=fed.seed * 1000 + k + 1,
                                          row_weights=None if weights is None else weights[d])
                 for k, (name, d) in enumerate(zip(names, devices))}
-    select_on = f"val_{task.selection_metric}"
+    select_on = "rounds_evaluated" if last_round else f"val_{task.selection_metric}"
     evaluate = _evaluator(task, model, val, test)
     info = {"transport": "mqtt" if over_mqtt else "in-process", "partition": fed.partition,
-            "device_rows": {n: int(len(d)) for n, d in zip(names, devices)}}
+            "device_rows": {n: len(d) for n, d in zip(names, devices)}}
     if over_mqtt:
         fleet = replace(fleet or FleetConfig(), federated=fed)
         registry = limit_devices({n: k + 1 for k, n in enumerate(names)}, fleet.max_devices, fed.partition)

@@ -11,7 +11,9 @@ held out as "val": validation is a held-out share inside each hospital, never th
 patient; person ids carry their hospital ("H2/0123") so the "hospitals" partition is one device per hospital.
 "hospitals-skewed" keeps the four sizes but deals the training patients out by label (hospital 1 mostly
 malignant, hospital 4 mostly benign). Features are standardised with the training side's mean and std (what a
-federation can sum up), which the edge contract carries.
+federation can sum up), which the edge contract carries; with ``transform="log1p"`` each raw feature is first
+mapped through log(1 + x), a fixed function every hospital and device applies alone (the features are sizes, areas
+and counts: non-negative and right-skewed).
 """
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ FEATURES_INPUT = "features"
 #: Hidden ReLU units of the model (0: softmax on the features): the cross-validation winner
 #: (``tabular_selection.select_tabular_model``, rule stated there; the bench recomputes and records it).
 HIDDEN_UNITS = 0
+#: Per-feature map applied to the raw record before standardisation: "standard" (none) or "log1p". Chosen by
+#: ``tabular_pipeline_selection`` (rule stated there, recorded in bench/results/tasks-tabular-selection.json).
+FEATURE_TRANSFORM = "standard"
+TRANSFORMS = ("standard", "log1p")
 
 
 def _stratified_take(labels: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -55,12 +61,19 @@ class TabularTask(Task):
     data_source = ("Wisconsin diagnostic breast cancer (Wolberg, Street, Mangasarian; UCI ML repository, "
                    "CC BY 4.0), scikit-learn's bundled copy")
 
+    def __init__(self, max_persons: int | None = None, transform: str = FEATURE_TRANSFORM) -> None:
+        super().__init__(max_persons)
+        if transform not in TRANSFORMS:
+            raise ValueError(f"feature transform {transform!r} unknown; one of {', '.join(TRANSFORMS)}")
+        self.transform = transform
+
     @cached_property
     def _data(self) -> dict:
         from sklearn.datasets import load_breast_cancer
 
         raw = load_breast_cancer()
         x, y = raw.data.astype(np.float32), raw.target.astype(np.int64)  # 0 malignant, 1 benign
+        x = np.log1p(x) if self.transform == "log1p" else x
         rng = np.random.default_rng(SPLIT_SEED)
         test = _stratified_take(y, TEST_SHARE, rng)
         rest = np.setdiff1d(np.arange(len(y)), test)
@@ -124,7 +137,8 @@ class TabularTask(Task):
     def edge_contract(self, train: TaskSplit) -> EdgeContract:
         d = self._data
         return EdgeContract(task=self.name, source="tabular", channels=d["features"], sample_rate_hz=None,
-                            window=None, preprocessing={"mean": [float(v) for v in d["mean"]],
+                            window=None, preprocessing={"transform": self.transform,
+                                                        "mean": [float(v) for v in d["mean"]],
                                                         "std": [float(v) for v in d["std"]]})
 
     def partition(self, train: TaskSplit, spec: str, seed: int) -> list[np.ndarray]:

@@ -28,7 +28,12 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from training.tasks.tabular_selection import FOLDS, TIE_TOLERANCE, cv_folds, training_side
+from training.tasks.tabular_selection import (
+    FOLDS,
+    TIE_TOLERANCE,
+    cv_folds,
+    training_side,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +139,7 @@ def _fold_accuracy(task, x, y, persons, fit, held, candidate, noise: float, seed
     from training.tasks.federated import run_task_federated
     from training.tasks.tabular import FEATURES_INPUT
 
-    split = lambda rows: TaskSplit({FEATURES_INPUT: x[rows]}, y[rows], persons[rows])  # noqa: E731
+    split = lambda rows: TaskSplit({FEATURES_INPUT: x[rows]}, y[rows], persons[rows])
     fed = FederatedConfig(rounds=candidate.rounds, partition="hospitals", seed=seed, local=candidate.local(noise))
     trained = run_task_federated(task, split(fit), split(held), fed)
     return float(trained.history[-1]["val_accuracy"])
