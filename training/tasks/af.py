@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge_runtime.af_episodes import smooth_decisions
+from edge_runtime.af_episodes import P_GATE, p_gated, smooth_decisions
 from edge_runtime.af_features import FEATURE_NAMES, standardise
 from edge_runtime.task_contract import EdgeContract
 from training.data.mitdb import locate_mitdb
@@ -25,7 +25,7 @@ from training.tasks import aftdb
 from training.tasks.af_data import (
     RecordRhythm,
     RecordWindows,
-    beat_p_correlations,
+    beat_atrial_activity,
     cached_windows,
     windows_of,
 )
@@ -48,6 +48,9 @@ DS1_AF, DS2_AF = ("201", "203"), ("202", "210", "219", "221", "222")
 #: (VAL_SEED): fixed across training seeds, so the feature scaling (fitted on the training persons) is too.
 VAL_AF, VAL_OTHERS, VAL_SEED = "201", 4, 0
 INPUT = "rr_features"
+#: The raw feature the P-wave gate reads (``af_episodes.p_gated``).
+P_GATE_FEATURE = "p_corr_median_normal"
+_P_MEDIAN = FEATURE_NAMES.index(P_GATE_FEATURE)
 #: Add the 80 one-minute AF segments of the AF Termination Challenge database (all AF, other persons) to the
 #: training persons: DS1 alone has one trained AF person (203), and a model fitted on one person's AF learned
 #: its rate instead of AF (DS2 duration Se 0.36-0.42 over 3 seeds without them, 0.84-0.89 with them).
@@ -107,8 +110,8 @@ class AfTask(Task):
             record = next(r for r in aftdb.LEARNING + aftdb.UNLABELLED if Path(r).name == name[len(_AFTDB_PREFIX):])
             beats = aftdb.beat_times(folder, record)
             signal, fs = aftdb.first_lead(folder, record)
-            beat_p = beat_p_correlations(signal, fs, np.round(beats * fs))
-            return windows_of(beats, np.ones(beats.size, bool), beat_p, WINDOW, hop)
+            beat_p, beat_normal = beat_atrial_activity(signal, fs, np.round(beats * fs))
+            return windows_of(beats, np.ones(beats.size, bool), beat_p, beat_normal, WINDOW, hop)
         if hop == HOP:
             return self._record(name)[1]
         cache = os.environ.get("PULSEWIRE_CACHE")
@@ -156,7 +159,7 @@ class AfTask(Task):
             rhythm, wins = self._record(name)
             index = _row_index(standardise(wins.features, mean, std), split.inputs[INPUT][rows], name)
             flags = np.zeros(len(wins.targets), bool)
-            flags[index] = probs[rows] >= threshold
+            flags[index] = p_gated(probs[rows], wins.features[index, _P_MEDIAN], threshold)
             detected = merge_spans(wins.span_s, smooth_decisions(flags, SMOOTH))
             out.append((name, list(rhythm.episodes), [e for e in detected if e[1] - e[0] >= MIN_EPISODE_S]))
         return out
@@ -174,6 +177,7 @@ class AfTask(Task):
         mean, std = self.stats
         return EdgeContract(task=self.name, source="rpeaks", channels=("rr_s",), sample_rate_hz=None, window=WINDOW,
                             preprocessing={"hop": HOP, "smooth": SMOOTH, "threshold": 0.5, "min_episode_s": MIN_EPISODE_S,
+                                           "p_gate": P_GATE, "p_gate_feature": P_GATE_FEATURE,
                                            "feature_names": list(FEATURE_NAMES),
                                            "feature_mean": [float(v) for v in mean],
                                            "feature_std": [float(v) for v in std]})
