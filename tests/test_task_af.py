@@ -295,7 +295,7 @@ def test_a_federated_round_over_mosquitto_and_an_int8_export_the_monitor_runs(mi
     assert agree > 0.95
     alerts = []
     monitor = AfMonitor(int8.predict, int8.contract, AlertBuilder("d", "p"), alerts.append, "v")
-    rhythm = task._record("201")[0]
+    rhythm = task.record("201")[0]
     for beat in _annotated_beats(mitdb_dir, "201", rhythm.beat_s, "v"):
         monitor.on_beat(beat)
     monitor.close()

@@ -85,7 +85,7 @@ class AfTask(Task):
         cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
         return locate_mitdb(self._data_dir or os.environ.get("MITDB_DIR"), cache, allow_download=False)
 
-    def _record(self, name: str) -> tuple[RecordRhythm, RecordWindows]:
+    def record(self, name: str) -> tuple[RecordRhythm, RecordWindows]:
         if name not in self._records:
             cache = os.environ.get("PULSEWIRE_CACHE")
             self._records[name] = cached_windows(self.data_dir, name, WINDOW, HOP, Path(cache) if cache else None)
@@ -103,7 +103,7 @@ class AfTask(Task):
             names += [_AFTDB_PREFIX + Path(r).name for r in aftdb.LEARNING + aftdb.UNLABELLED]
         return tuple(names[:self.max_persons] if self.max_persons else names)
 
-    def _windows(self, name: str, hop: int) -> RecordWindows:
+    def record_windows(self, name: str, hop: int) -> RecordWindows:
         """Windows of one person every ``hop`` beats (MIT-BIH: cached on disk; aftdb segments: all AF)."""
         if name.startswith(_AFTDB_PREFIX):
             folder = aftdb.locate_aftdb(mitdb_dir=self.data_dir)
@@ -113,14 +113,14 @@ class AfTask(Task):
             beat_p, beat_normal = beat_atrial_activity(signal, fs, np.round(beats * fs))
             return windows_of(beats, np.ones(beats.size, bool), beat_p, beat_normal, WINDOW, hop)
         if hop == HOP:
-            return self._record(name)[1]
+            return self.record(name)[1]
         cache = os.environ.get("PULSEWIRE_CACHE")
         return cached_windows(self.data_dir, name, WINDOW, hop, Path(cache) if cache else None)[1]
 
     @cached_property
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Feature mean and std over the training persons' windows (what the device scales with)."""
-        feats = np.concatenate([self._windows(r, HOP).features for r in self.persons("train", 0)])
+        feats = np.concatenate([self.record_windows(r, HOP).features for r in self.persons("train", 0)])
         std = feats.std(axis=0)
         return feats.mean(axis=0).astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
@@ -128,7 +128,7 @@ class AfTask(Task):
         mean, std = self.stats
         feats, targets, persons = [], [], []
         for name in self.persons(split, seed):
-            w = self._windows(name, TRAIN_HOP if split == "train" else HOP)
+            w = self.record_windows(name, TRAIN_HOP if split == "train" else HOP)
             f, t = w.features, w.targets
             feats.append(standardise(f, mean, std))
             targets.append(t)
@@ -156,7 +156,7 @@ class AfTask(Task):
         out = []
         for name in dict.fromkeys(split.persons.tolist()):
             rows = np.flatnonzero(split.persons == name)
-            rhythm, wins = self._record(name)
+            rhythm, wins = self.record(name)
             index = _row_index(standardise(wins.features, mean, std), split.inputs[INPUT][rows], name)
             flags = np.zeros(len(wins.targets), bool)
             flags[index] = p_gated(probs[rows], wins.features[index, _P_MEDIAN], threshold)
