@@ -329,3 +329,18 @@ def test_edge_run_refuses_a_missing_model(tmp_path, capsys):
 
     assert main(["edge", "run", "--task", "af", "--record", "x", "--out", str(tmp_path)]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_gate_selection_rule_needs_aftdb_retention_and_ds1_sensitivity():
+    from tools.task_bench.af_selection import pick
+
+    def row(gate, se, ppv, dur_se, windows, segments):
+        return {"p_gate": gate, "episode_se": se, "episode_ppv": ppv, "duration_se": dur_se,
+                "aftdb": {"window_retention": windows, "segment_retention": segments}}
+
+    rows = [row(None, 1.0, 0.3, 0.98, 1.0, 1.0), row(0.7, 1.0, 0.8, 0.97, 0.97, 1.0),
+            row(0.6, 1.0, 0.8, 0.97, 0.96, 1.0), row(0.5, 1.0, 0.9, 0.97, 0.90, 1.0),
+            row(0.4, 0.9, 0.95, 0.97, 0.99, 1.0), row(0.3, 1.0, 0.99, 0.90, 0.99, 1.0)]
+    assert pick(rows) == 0.7  # 0.5 loses aftdb AF, 0.4 DS1 Se, 0.3 DS1 duration; the tie goes to the weaker gate
+    assert pick([r for r in rows if r["p_gate"] != 0.7 and r["p_gate"] != 0.6]) is None
+    assert pick([row(0.5, 1.0, 0.9, 0.97, 0.99, 0.9)]) is None  # segments losing their episode count too
