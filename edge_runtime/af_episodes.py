@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-#: A window whose ``p_corr_median_normal`` reaches this has P waves: not AF, whatever the RR rhythm. Chosen on DS1
-#: (leave-records-out; docs/tasks/af.md and the bench JSON's ``selection`` list the values tried).
-P_GATE = 0.5
+#: A window whose ``p_corr_median_normal`` reaches this has P waves: not AF, whatever the RR rhythm. Picked by the
+#: rule of ``pulsewire tasks af-selection`` (highest DS1 leave-records-out +P among the gates that keep >= 95 % of
+#: the aftdb AF windows and segments): 0.5 had DS1's best +P but removed 12 % of aftdb's AF windows.
+P_GATE = 0.9
 
 
 def p_gated(prob: np.ndarray, p_median: np.ndarray, threshold: float, p_gate: float = P_GATE) -> np.ndarray:
