@@ -7,7 +7,7 @@ sinus arrhythmia changes slowly (positive autocorrelation, small successive diff
 relative to the window's own mean RR, so they hold across heart rates and persons.
 
 The RR features miss what separates AF from a rhythm of ectopics best, the missing P wave: ``window_features``
-adds the atrial-activity features of the same beats (``atrial_activity``). Training (batch over a record) and
+adds the atrial-activity features of the same beats' normally conducted ones (``atrial_activity``). Training (batch over a record) and
 the device (one window at a time) call the same ``window_features`` on the same RR values in seconds, so the
 device reproduces the training features exactly. numpy only: no TensorFlow.
 """
@@ -119,9 +119,10 @@ def standardise(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.n
     return np.clip(z, -6.0, 6.0).astype(np.float32)
 
 
-def window_features(rr_s: np.ndarray, p_corr: np.ndarray) -> np.ndarray:
-    """The ``FEATURE_NAMES`` of one window: its RR intervals and the P-wave correlations of the beats ending them."""
+def window_features(rr_s: np.ndarray, p_corr: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """The ``FEATURE_NAMES`` of one window: its RR intervals, and the P-wave correlations and normal-QRS flags of
+    the beats ending them (``atrial_activity``)."""
     rr = np.asarray(rr_s)
     if np.shape(p_corr) != rr.shape:
         raise ValueError(f"one P-wave correlation per RR interval is needed, got {np.shape(p_corr)} for {rr.shape}")
-    return np.concatenate([rr_features(rr), atrial_features(p_corr)]).astype(np.float32)
+    return np.concatenate([rr_features(rr), atrial_features(p_corr, normal)]).astype(np.float32)

@@ -3,7 +3,8 @@
 A ``BeatSink``. It keeps the last ``window`` RR intervals, runs the model every ``hop`` beats on the window's
 RR-irregularity and atrial-activity features (``af_features``; the P wave before each QRS is read from the beat's
 window, ``BeatResult.wave``) scaled with the training statistics from the model's task contract,
-smooths the decisions exactly as the evaluation does (``af_episodes``: a centred vote, so a decision is final
+gates and smooths the decisions exactly as the evaluation does (``af_episodes``: no AF where the P waves before the
+normal beats are consistent; a centred vote, so a decision is final
 ``smooth // 2`` windows later) and turns them into episodes. Like the clinical definition of an AF episode, a
 run of AF windows counts once it lasts ``min_episode_s`` (30 s): then the ``af_onset`` alert goes out (its time
 is the centre of the first AF window, what the evaluation scores); an ``af_offset`` alert with the episode's
@@ -19,8 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_runtime.af_episodes import check_smooth
-from edge_runtime.atrial_activity import PWaveTracker
+from edge_runtime.af_episodes import check_smooth, p_gated
 from edge_runtime.af_features import (
     FEATURE_NAMES,
     RR_MIN_S,
@@ -28,6 +28,7 @@ from edge_runtime.af_features import (
     window_features,
 )
 from edge_runtime.alerts import AlertBuilder
+from edge_runtime.atrial_activity import AtrialTracker
 from edge_runtime.runtime import BeatResult
 from edge_runtime.task_contract import EdgeContract
 
@@ -56,6 +57,9 @@ class AfMonitor:
         self.window, self.hop = int(contract.window or 0), int(pre["hop"])
         self.smooth, self.threshold = check_smooth(int(pre["smooth"])), float(pre["threshold"])
         self.min_episode_s = float(pre.get("min_episode_s", 0.0))
+        # The P-wave gate (``af_episodes.p_gated``); a contract without one (an older export) gates nothing.
+        self.p_gate = float(pre.get("p_gate", np.inf))
+        self._p_index = FEATURE_NAMES.index(pre.get("p_gate_feature", FEATURE_NAMES[-1]))
         self._mean = np.asarray(pre["feature_mean"], np.float32)
         self._std = np.asarray(pre["feature_std"], np.float32)
         self.predict, self.builder, self.emit = predict, builder, emit
@@ -64,7 +68,8 @@ class AfMonitor:
         self._times: deque[float] = deque(maxlen=self.window + 1)
         self._samples: deque[int] = deque(maxlen=self.window + 1)
         self._p_corr: deque[float] = deque(maxlen=self.window + 1)
-        self._p_wave = PWaveTracker()  # its template spans restarts: the P wave's shape outlives a gap
+        self._normal: deque[bool] = deque(maxlen=self.window + 1)
+        self._atrial = AtrialTracker()  # its templates span restarts: P and QRS shapes outlive a gap
         self._since = 0
         # Decisions waiting for their later neighbours: (probability, flag, span start, span end, beat sample, hr)
         self._pending: deque[tuple[float, bool, float, float, int, float]] = deque()
@@ -88,7 +93,9 @@ class AfMonitor:
         self._times.append(float(beat.time_s))
         self._samples.append(int(beat.sample))
         # A beat without a window (none at a stream's ends in training; rpeak_beats gives every beat one) shows no P.
-        self._p_corr.append(0.0 if beat.wave is None else self._p_wave.correlate(beat.wave))
+        p_corr, normal = (0.0, False) if beat.wave is None else self._atrial.observe(beat.wave)
+        self._p_corr.append(p_corr)
+        self._normal.append(normal)
         self._since += 1
         if len(self._times) == self.window + 1 and self._since >= self.hop:
             self._since = 0
@@ -109,16 +116,18 @@ class AfMonitor:
         self._times.clear()
         self._samples.clear()
         self._p_corr.clear()
+        self._normal.clear()
         self._since = 0
 
     def _decide(self) -> None:
         t = np.asarray(self._times)
         rr = np.diff(t)
-        z = standardise(window_features(rr, np.asarray(self._p_corr)[1:])[None, :], self._mean, self._std)
-        prob = float(np.asarray(self.predict({self.input_name: z}))[0, 1])
+        raw = window_features(rr, np.asarray(self._p_corr)[1:], np.asarray(self._normal)[1:])
+        prob = float(np.asarray(self.predict({self.input_name: standardise(raw[None, :], self._mean, self._std)}))[0, 1])
+        is_af = bool(p_gated(prob, raw[self._p_index], self.threshold, self.p_gate))
         centre = self.window // 2
         lo, hi = centre - self.hop // 2, centre + self.hop - self.hop // 2
-        self._pending.append((prob, prob >= self.threshold, float(t[lo]), float(t[hi]), self._samples[lo],
+        self._pending.append((prob, is_af, float(t[lo]), float(t[hi]), self._samples[lo],
                               60.0 / float(np.mean(rr))))
         self._drain(final=False)
 

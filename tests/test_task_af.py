@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from broker.device_messages import decode_alert, encode_alert
-from edge_runtime.af_episodes import smooth_decisions
-from edge_runtime.af_features import FEATURE_NAMES, check_rr, rr_features, window_features
+from edge_runtime.af_episodes import p_gated, smooth_decisions
+from edge_runtime.af_features import (
+    FEATURE_NAMES,
+    check_rr,
+    rr_features,
+    window_features,
+)
 from training.tasks.af_metrics import af_report, merge_spans, record_counts
 
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -54,7 +59,7 @@ def test_window_needs_enough_beats():
     with pytest.raises(ValueError, match="at least 8"):
         rr_features(np.full(5, 0.8))
     with pytest.raises(ValueError, match="one P-wave correlation per RR"):
-        window_features(np.full(20, 0.8), np.zeros(19))
+        window_features(np.full(20, 0.8), np.zeros(19), np.ones(19, bool))
 
 
 def test_episode_measures_on_hand_made_episodes():
@@ -78,6 +83,8 @@ def test_spans_merge_and_majority_smoothing():
     assert smooth_decisions(flags, 1).tolist() == flags.tolist()
     with pytest.raises(ValueError, match="odd"):
         smooth_decisions(flags, 2)
+    # the P-wave gate: a likely-AF window whose normal beats keep their P waves is not AF
+    assert p_gated(np.array([0.9, 0.9, 0.2]), np.array([0.1, 0.8, 0.1]), 0.5, 0.5).tolist() == [True, False, False]
     spans = np.array([[0, 10], [10, 20], [20, 30], [30, 40]], float)
     assert merge_spans(spans, np.array([1, 1, 0, 1], bool)) == [(0.0, 20.0), (30.0, 40.0)]
 
@@ -92,7 +99,7 @@ def test_rhythm_annotations_of_real_records(mitdb_dir):
     assert len(r202.episodes) == 3
     af_minutes = sum(b - a for a, b in r202.episodes) / 60
     assert 10.0 < af_minutes < 11.0
-    wins = windows_of(r201.beat_s, r201.beat_af, r201.beat_p, 32, 8)
+    wins = windows_of(r201.beat_s, r201.beat_af, r201.beat_p, r201.beat_normal, 32, 8)
     assert wins.features.shape[1] == len(FEATURE_NAMES) and 0.3 < wins.targets.mean() < 0.6
     assert np.all(np.diff(wins.span_s[:, 0]) > 0)  # decisions tile the record in time order
 
@@ -154,7 +161,7 @@ def _tiny_model(mitdb_dir):
     from training.tasks.af_data import record_rhythm, windows_of
 
     rhythms = [record_rhythm(mitdb_dir, n) for n in ("203", "119")]
-    parts = [windows_of(r.beat_s, r.beat_af, r.beat_p, 32, 4) for r in rhythms]
+    parts = [windows_of(r.beat_s, r.beat_af, r.beat_p, r.beat_normal, 32, 4) for r in rhythms]
     x = np.concatenate([p.features for p in parts])
     y = np.concatenate([p.targets for p in parts])
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
@@ -189,7 +196,8 @@ def _contract(mean, std):
     from edge_runtime.task_contract import EdgeContract
 
     return EdgeContract("af", "rpeaks", ("rr_s",), None, 32,
-                        {"hop": 8, "smooth": 3, "threshold": 0.5, "min_episode_s": 30.0,
+                        {"hop": 8, "smooth": 3, "threshold": 0.5, "min_episode_s": 30.0, "p_gate": 0.5,
+                         "p_gate_feature": "p_corr_median_normal",
                          "feature_names": list(FEATURE_NAMES), "feature_mean": mean.tolist(),
                          "feature_std": std.tolist()})
 
@@ -204,8 +212,9 @@ def test_monitor_finds_the_episodes_the_evaluation_scores(mitdb_dir, tiny):
     model, mean, std = tiny
     predict = lambda x: model(x["rr_features"]).numpy()
     rhythm = record_rhythm(mitdb_dir, "219")
-    wins = windows_of(rhythm.beat_s, rhythm.beat_af, rhythm.beat_p, 32, 8)
-    flags = predict({"rr_features": standardise(wins.features, mean, std)})[:, 1] >= 0.5
+    wins = windows_of(rhythm.beat_s, rhythm.beat_af, rhythm.beat_p, rhythm.beat_normal, 32, 8)
+    probs = predict({"rr_features": standardise(wins.features, mean, std)})[:, 1]
+    flags = p_gated(probs, wins.features[:, FEATURE_NAMES.index("p_corr_median_normal")], 0.5, 0.5)
     batch = [e for e in merge_spans(wins.span_s, smooth_decisions(flags, 3)) if e[1] - e[0] >= 30]
     monitor = AfMonitor(predict, _contract(mean, std), AlertBuilder("d", "p"), lambda a: None, "v")
     for beat in _annotated_beats(mitdb_dir, "219", rhythm.beat_s, "v"):
@@ -286,7 +295,7 @@ def test_a_federated_round_over_mosquitto_and_an_int8_export_the_monitor_runs(mi
     assert agree > 0.95
     alerts = []
     monitor = AfMonitor(int8.predict, int8.contract, AlertBuilder("d", "p"), alerts.append, "v")
-    rhythm = task._record("201")[0]
+    rhythm = task.record("201")[0]
     for beat in _annotated_beats(mitdb_dir, "201", rhythm.beat_s, "v"):
         monitor.on_beat(beat)
     monitor.close()
@@ -320,3 +329,18 @@ def test_edge_run_refuses_a_missing_model(tmp_path, capsys):
 
     assert main(["edge", "run", "--task", "af", "--record", "x", "--out", str(tmp_path)]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_gate_selection_rule_needs_aftdb_retention_and_ds1_sensitivity():
+    from tools.task_bench.af_selection import pick
+
+    def row(gate, se, ppv, dur_se, windows, segments):
+        return {"p_gate": gate, "episode_se": se, "episode_ppv": ppv, "duration_se": dur_se,
+                "aftdb": {"window_retention": windows, "segment_retention": segments}}
+
+    rows = [row(None, 1.0, 0.3, 0.98, 1.0, 1.0), row(0.7, 1.0, 0.8, 0.97, 0.97, 1.0),
+            row(0.6, 1.0, 0.8, 0.97, 0.96, 1.0), row(0.5, 1.0, 0.9, 0.97, 0.90, 1.0),
+            row(0.4, 0.9, 0.95, 0.97, 0.99, 1.0), row(0.3, 1.0, 0.99, 0.90, 0.99, 1.0)]
+    assert pick(rows) == 0.7  # 0.5 loses aftdb AF, 0.4 DS1 Se, 0.3 DS1 duration; the tie goes to the weaker gate
+    assert pick([r for r in rows if r["p_gate"] != 0.7 and r["p_gate"] != 0.6]) is None
+    assert pick([row(0.5, 1.0, 0.9, 0.97, 0.99, 0.9)]) is None  # segments losing their episode count too

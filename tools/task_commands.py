@@ -79,6 +79,13 @@ def cmd_tasks_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_af_selection(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tools.task_bench.af_selection import cmd_af_selection
+
+    return cmd_af_selection(args)
+
+
 def targets_text(targets: list[dict]) -> str:
     lines = [f"{'task':10s} {'target':48s} {'mean':>8s} {'threshold':>10s}  met"]
     for t in targets:
@@ -155,3 +162,11 @@ def add_tasks_parser(sub) -> None:
     b.add_argument("--out", default="out/tasks", help="folder for models and per-task files")
     b.add_argument("--json", default="bench/results/tasks.json", help="merged results (default %(default)s)")
     b.set_defaults(func=cmd_tasks_bench)
+    s = tsub.add_parser("af-selection", help="DS1 leave-records-out + aftdb AF-retention study behind the AF P-wave gate",
+                        description="Trains the AF network on DS1 folds (aftdb always trains) and scores the held-out "
+                                    "DS1 records for each P-wave gate and episode rule, scores the share of "
+                                    "aftdb AF windows each gate keeps, and applies the selection rule written "
+                                    "into the JSON first (tools/task_bench/af_selection.py). DS2 is not used.")
+    s.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    s.add_argument("--json", default="bench/results/af-ds1-selection.json", help="results (default %(default)s)")
+    s.set_defaults(func=_cmd_af_selection)

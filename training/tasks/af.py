@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge_runtime.af_episodes import smooth_decisions
+from edge_runtime.af_episodes import P_GATE, p_gated, smooth_decisions
 from edge_runtime.af_features import FEATURE_NAMES, standardise
 from edge_runtime.task_contract import EdgeContract
 from training.data.mitdb import locate_mitdb
@@ -25,7 +25,7 @@ from training.tasks import aftdb
 from training.tasks.af_data import (
     RecordRhythm,
     RecordWindows,
-    beat_p_correlations,
+    beat_atrial_activity,
     cached_windows,
     windows_of,
 )
@@ -48,6 +48,9 @@ DS1_AF, DS2_AF = ("201", "203"), ("202", "210", "219", "221", "222")
 #: (VAL_SEED): fixed across training seeds, so the feature scaling (fitted on the training persons) is too.
 VAL_AF, VAL_OTHERS, VAL_SEED = "201", 4, 0
 INPUT = "rr_features"
+#: The raw feature the P-wave gate reads (``af_episodes.p_gated``).
+P_GATE_FEATURE = "p_corr_median_normal"
+_P_MEDIAN = FEATURE_NAMES.index(P_GATE_FEATURE)
 #: Add the 80 one-minute AF segments of the AF Termination Challenge database (all AF, other persons) to the
 #: training persons: DS1 alone has one trained AF person (203), and a model fitted on one person's AF learned
 #: its rate instead of AF (DS2 duration Se 0.36-0.42 over 3 seeds without them, 0.84-0.89 with them).
@@ -82,7 +85,7 @@ class AfTask(Task):
         cache = Path(os.environ.get("PULSEWIRE_CACHE", Path.home() / ".cache" / "pulsewire"))
         return locate_mitdb(self._data_dir or os.environ.get("MITDB_DIR"), cache, allow_download=False)
 
-    def _record(self, name: str) -> tuple[RecordRhythm, RecordWindows]:
+    def record(self, name: str) -> tuple[RecordRhythm, RecordWindows]:
         if name not in self._records:
             cache = os.environ.get("PULSEWIRE_CACHE")
             self._records[name] = cached_windows(self.data_dir, name, WINDOW, HOP, Path(cache) if cache else None)
@@ -100,24 +103,24 @@ class AfTask(Task):
             names += [_AFTDB_PREFIX + Path(r).name for r in aftdb.LEARNING + aftdb.UNLABELLED]
         return tuple(names[:self.max_persons] if self.max_persons else names)
 
-    def _windows(self, name: str, hop: int) -> RecordWindows:
+    def record_windows(self, name: str, hop: int) -> RecordWindows:
         """Windows of one person every ``hop`` beats (MIT-BIH: cached on disk; aftdb segments: all AF)."""
         if name.startswith(_AFTDB_PREFIX):
             folder = aftdb.locate_aftdb(mitdb_dir=self.data_dir)
             record = next(r for r in aftdb.LEARNING + aftdb.UNLABELLED if Path(r).name == name[len(_AFTDB_PREFIX):])
             beats = aftdb.beat_times(folder, record)
             signal, fs = aftdb.first_lead(folder, record)
-            beat_p = beat_p_correlations(signal, fs, np.round(beats * fs))
-            return windows_of(beats, np.ones(beats.size, bool), beat_p, WINDOW, hop)
+            beat_p, beat_normal = beat_atrial_activity(signal, fs, np.round(beats * fs))
+            return windows_of(beats, np.ones(beats.size, bool), beat_p, beat_normal, WINDOW, hop)
         if hop == HOP:
-            return self._record(name)[1]
+            return self.record(name)[1]
         cache = os.environ.get("PULSEWIRE_CACHE")
         return cached_windows(self.data_dir, name, WINDOW, hop, Path(cache) if cache else None)[1]
 
     @cached_property
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Feature mean and std over the training persons' windows (what the device scales with)."""
-        feats = np.concatenate([self._windows(r, HOP).features for r in self.persons("train", 0)])
+        feats = np.concatenate([self.record_windows(r, HOP).features for r in self.persons("train", 0)])
         std = feats.std(axis=0)
         return feats.mean(axis=0).astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
@@ -125,7 +128,7 @@ class AfTask(Task):
         mean, std = self.stats
         feats, targets, persons = [], [], []
         for name in self.persons(split, seed):
-            w = self._windows(name, TRAIN_HOP if split == "train" else HOP)
+            w = self.record_windows(name, TRAIN_HOP if split == "train" else HOP)
             f, t = w.features, w.targets
             feats.append(standardise(f, mean, std))
             targets.append(t)
@@ -153,10 +156,10 @@ class AfTask(Task):
         out = []
         for name in dict.fromkeys(split.persons.tolist()):
             rows = np.flatnonzero(split.persons == name)
-            rhythm, wins = self._record(name)
+            rhythm, wins = self.record(name)
             index = _row_index(standardise(wins.features, mean, std), split.inputs[INPUT][rows], name)
             flags = np.zeros(len(wins.targets), bool)
-            flags[index] = probs[rows] >= threshold
+            flags[index] = p_gated(probs[rows], wins.features[index, _P_MEDIAN], threshold)
             detected = merge_spans(wins.span_s, smooth_decisions(flags, SMOOTH))
             out.append((name, list(rhythm.episodes), [e for e in detected if e[1] - e[0] >= MIN_EPISODE_S]))
         return out
@@ -174,6 +177,7 @@ class AfTask(Task):
         mean, std = self.stats
         return EdgeContract(task=self.name, source="rpeaks", channels=("rr_s",), sample_rate_hz=None, window=WINDOW,
                             preprocessing={"hop": HOP, "smooth": SMOOTH, "threshold": 0.5, "min_episode_s": MIN_EPISODE_S,
+                                           "p_gate": P_GATE, "p_gate_feature": P_GATE_FEATURE,
                                            "feature_names": list(FEATURE_NAMES),
                                            "feature_mean": [float(v) for v in mean],
                                            "feature_std": [float(v) for v in std]})

@@ -9,25 +9,38 @@ it completes).
 from __future__ import annotations
 
 import hashlib
-from fractions import Fraction
 import logging
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from scipy.signal import resample_poly
 
 from edge_runtime.aami import aami_class
-from edge_runtime.atrial_activity import P_CONSISTENT, P_SEGMENT, TEMPLATE_ALPHA, p_correlations
-from edge_runtime.beat_windows import beat_windows
-from edge_runtime.filtering import bandpass
-from edge_runtime.signal_config import SignalConfig
 from edge_runtime.af_features import (
     FEATURE_NAMES,
     check_rr,
     window_features,
     window_starts,
 )
+from edge_runtime.atrial_activity import (
+    MIN_NORMAL_BEATS,
+    P_CONSISTENT,
+    P_SEGMENT,
+    TEMPLATE_ALPHA,
+    beat_activity,
+)
+from edge_runtime.beat_windows import beat_windows
+from edge_runtime.filtering import bandpass
+from edge_runtime.qrs_morphology import (
+    QRS_ALPHA,
+    QRS_END,
+    QRS_MATCH,
+    QRS_RESET,
+    QRS_START,
+)
+from edge_runtime.signal_config import SignalConfig
 from training.data.mitdb import load_record
 
 log = logging.getLogger(__name__)
@@ -46,6 +59,7 @@ class RecordRhythm:
     episodes: tuple[tuple[float, float], ...]  # reference AF episodes [start, end)
     duration_s: float
     beat_p: np.ndarray  # per beat: P-wave correlation with the running template (``atrial_activity``)
+    beat_normal: np.ndarray  # per beat: the dominant QRS (``qrs_morphology``)
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,7 @@ class RecordWindows:
 
 
 def rhythm_of(name: str, beat_sample: np.ndarray, symbols: np.ndarray, aux: np.ndarray, ann_sample: np.ndarray,
-              fs_hz: float, n_samples: int, beat_p: np.ndarray) -> RecordRhythm:
+              fs_hz: float, n_samples: int, beat_p: np.ndarray, beat_normal: np.ndarray) -> RecordRhythm:
     """Beat times, per-beat AF flag and AF episodes from one record's annotations."""
     changes = [(int(s), str(a).rstrip("\x00")) for s, sym, a in zip(ann_sample, symbols, aux) if sym == "+" and a]
     episodes: list[tuple[float, float]] = []
@@ -76,14 +90,16 @@ def rhythm_of(name: str, beat_sample: np.ndarray, symbols: np.ndarray, aux: np.n
     beat_af = np.zeros(beat_s.size, dtype=bool)
     for a, b in episodes:
         beat_af |= (beat_s >= a) & (beat_s < b)
-    return RecordRhythm(name, beat_s, beat_af, tuple(episodes), n_samples / fs_hz, np.asarray(beat_p, np.float64))
+    return RecordRhythm(name, beat_s, beat_af, tuple(episodes), n_samples / fs_hz, np.asarray(beat_p, np.float64),
+                        np.asarray(beat_normal, bool))
 
 
 def annotated_waves(signal_mv: np.ndarray, fs_hz: float, beat_sample: np.ndarray,
-                    cfg: SignalConfig = SignalConfig()) -> tuple[np.ndarray, np.ndarray]:
+                    cfg: SignalConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The beat windows the device's beat stream cuts, at the given beats: the record band-passed as a stream would
     be (resampled to the stream's rate first if needed). Returns ``(waves, index of the beat of each window)``;
     beats too close to the record's ends have no window."""
+    cfg = cfg or SignalConfig()
     x = np.asarray(signal_mv, np.float64)
     samples = np.asarray(beat_sample, np.float64)
     if fs_hz != cfg.fs_hz:
@@ -93,29 +109,32 @@ def annotated_waves(signal_mv: np.ndarray, fs_hz: float, beat_sample: np.ndarray
     return beat_windows(bandpass(x, cfg), np.round(samples).astype(np.int64), cfg)
 
 
-def beat_p_correlations(signal_mv: np.ndarray, fs_hz: float, beat_sample: np.ndarray) -> np.ndarray:
-    """Per-beat P-wave correlations (``atrial_activity``) on ``annotated_waves``; a beat without a window gets 0
-    (no P wave seen), as in ``AfMonitor``."""
+def beat_atrial_activity(signal_mv: np.ndarray, fs_hz: float, beat_sample: np.ndarray) -> tuple[np.ndarray,
+                                                                                                 np.ndarray]:
+    """Per-beat P-wave correlations and normal-QRS flags (``atrial_activity.beat_activity``) on
+    ``annotated_waves``; a beat without a window gets 0 and not normal (nothing seen), as in ``AfMonitor``."""
     waves, index = annotated_waves(signal_mv, fs_hz, beat_sample)
-    corr = np.zeros(len(beat_sample), np.float64)
-    corr[index] = p_correlations(waves)
-    return corr
+    corr, normal = np.zeros(len(beat_sample), np.float64), np.zeros(len(beat_sample), bool)
+    corr[index], normal[index] = beat_activity(waves)
+    return corr, normal
 
 
 def record_rhythm(data_dir: Path, name: str) -> RecordRhythm:
     rec = load_record(Path(data_dir), name)
     beats = np.asarray([aami_class(str(s)) is not None for s in rec.ann_symbol])
-    beat_p = beat_p_correlations(rec.signal_mv, rec.fs_hz, rec.ann_sample[beats])
+    beat_p, beat_normal = beat_atrial_activity(rec.signal_mv, rec.fs_hz, rec.ann_sample[beats])
     return rhythm_of(name, rec.ann_sample[beats], rec.ann_symbol, rec.ann_aux, rec.ann_sample, rec.fs_hz,
-                     rec.signal_mv.size, beat_p)
+                     rec.signal_mv.size, beat_p, beat_normal)
 
 
-def windows_of(beat_s: np.ndarray, beat_af: np.ndarray, beat_p: np.ndarray, window: int, hop: int) -> RecordWindows:
-    """Windows over beat times and P-wave correlations (and their AF flags, for the targets)."""
+def windows_of(beat_s: np.ndarray, beat_af: np.ndarray, beat_p: np.ndarray, beat_normal: np.ndarray, window: int,
+               hop: int) -> RecordWindows:
+    """Windows over beat times, P-wave correlations and normal-QRS flags (and their AF flags, for the targets)."""
     rr = check_rr(np.diff(beat_s)) if beat_s.size > 1 else np.zeros(0)
     p_rr = np.asarray(beat_p, np.float64)[1:]  # the beat ending each RR interval
+    normal_rr = np.asarray(beat_normal, bool)[1:]
     starts = window_starts(rr.size, window, hop)
-    feats = np.stack([window_features(rr[s:s + window], p_rr[s:s + window]) for s in starts]) if starts.size \
+    feats = np.stack([window_features(rr[s:s + window], p_rr[s:s + window], normal_rr[s:s + window]) for s in starts]) if starts.size \
         else np.zeros((0, len(FEATURE_NAMES)), np.float32)
     af_rr = beat_af[1:].astype(np.float64)
     targets = np.array([af_rr[s:s + window].mean() >= 0.5 for s in starts], dtype=np.int64)
@@ -133,22 +152,23 @@ def cached_windows(data_dir: Path, name: str, window: int, hop: int, cache_root:
     if cache_root is not None:
         atr = Path(data_dir) / f"{name}.atr"
         key = hashlib.sha256(f"{atr.stat().st_size}:{atr.stat().st_mtime_ns}:{window}:{hop}:{FEATURE_NAMES}:"
-                             f"{P_SEGMENT}:{TEMPLATE_ALPHA}:{P_CONSISTENT}"
+                             f"{P_SEGMENT}:{TEMPLATE_ALPHA}:{P_CONSISTENT}:{MIN_NORMAL_BEATS}:{QRS_START}:{QRS_END}:"
+                             f"{QRS_MATCH}:{QRS_ALPHA}:{QRS_RESET}"
                              .encode()).hexdigest()[:16]
         path = Path(cache_root) / "af" / f"{name}-{key}.npz"
         if path.is_file():
             z = np.load(path)
             rhythm = RecordRhythm(name, z["beat_s"], z["beat_af"], tuple(map(tuple, z["episodes"].tolist())),
-                                  float(z["duration_s"]), z["beat_p"])
+                                  float(z["duration_s"]), z["beat_p"], z["beat_normal"])
             return rhythm, RecordWindows(z["features"], z["targets"], z["span_s"])
     rhythm = record_rhythm(data_dir, name)
-    wins = windows_of(rhythm.beat_s, rhythm.beat_af, rhythm.beat_p, window, hop)
+    wins = windows_of(rhythm.beat_s, rhythm.beat_af, rhythm.beat_p, rhythm.beat_normal, window, hop)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, beat_s=rhythm.beat_s, beat_af=rhythm.beat_af,
                  episodes=np.asarray(rhythm.episodes, np.float64).reshape(-1, 2), duration_s=rhythm.duration_s,
-                 beat_p=rhythm.beat_p,
+                 beat_p=rhythm.beat_p, beat_normal=rhythm.beat_normal,
                  features=wins.features, targets=wins.targets, span_s=wins.span_s)
         tmp.replace(path)  # atomic: a killed run never leaves half a cache entry
     return rhythm, wins
