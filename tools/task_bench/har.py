@@ -73,30 +73,46 @@ def keras3_lstm_conversion(task, train) -> dict[str, str]:
     return out
 
 
-def run_part(model: str, seed: int, quick: bool, out_dir: Path, over_mqtt: bool = True) -> dict[str, Any]:
-    """One model and seed: centralized and federated, each exported and scored; written to ``part-*.json``."""
-    from training.federated.fleet import FleetConfig
-    from training.federated.local_training import LocalConfig
+def federated_config(cfg: dict[str, Any], seed: int, quick: bool = False):
+    """The ``FederatedConfig`` of a ``FEDERATED``-style setting (2 rounds when ``quick``), one device per person."""
+    from training.federated.local_config import LocalConfig
     from training.federated.simulation import FederatedConfig
+
+    local = LocalConfig(epochs=cfg["local_epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"],
+                        lr_decay=cfg.get("lr_decay", 1.0))
+    return FederatedConfig(rounds=2 if quick else cfg["rounds"], strategy=cfg["strategy"],
+                           strategy_args=cfg.get("strategy_args", {}), partition="person", seed=seed, local=local)
+
+
+def run_part(model: str, seed: int, quick: bool, out_dir: Path, over_mqtt: bool = True,
+             central_from: Path | None = None) -> dict[str, Any]:
+    """One model and seed: centralized and federated, each exported and scored; written to ``part-*.json``.
+    ``central_from``: an earlier part file of the same model and seed whose centralized row is kept (recorded as
+    ``central_reused_from``) instead of training it again, when only the federated recipe changed."""
+    from training.federated.fleet import FleetConfig
     from training.tasks.federated import run_task_federated
     from training.tasks.fit import fit_task
     from training.tasks.har import HarTask
 
+    part: dict[str, Any] = {"model": model, "seed": seed}
+    if central_from is not None:
+        earlier = json.loads(Path(central_from).read_text())
+        if (earlier["model"], earlier["seed"]) != (model, seed):
+            raise ValueError(f"{central_from} holds {earlier['model']} seed {earlier['seed']}, not {model} seed {seed}")
+        part.update(central=earlier["central"], central_reused_from=str(central_from))
     task = HarTask(max_persons=QUICK_PERSONS if quick else None, model=model)
     train, val, test = _splits(task)
     out = Path(out_dir) / f"{model}_seed{seed}"
     central_cfg, fed_cfg = CENTRAL[model], FEDERATED[model]
+    if central_from is None:
+        started = time.perf_counter()
+        central = fit_task(task, train, val, 2 if quick else central_cfg["epochs"], 64, central_cfg["learning_rate"],
+                           seed)
+        part["central"] = _scores(central, train, test, out / "central", seed)
+        part["central"]["seconds"] = time.perf_counter() - started
     started = time.perf_counter()
-    central = fit_task(task, train, val, 2 if quick else central_cfg["epochs"], 64, central_cfg["learning_rate"], seed)
-    part: dict[str, Any] = {"model": model, "seed": seed, "central": _scores(central, train, test, out / "central",
-                                                                            seed)}
-    part["central"]["seconds"] = time.perf_counter() - started
-    fed = FederatedConfig(rounds=2 if quick else fed_cfg["rounds"], strategy=fed_cfg["strategy"], partition="person",
-                          seed=seed, local=LocalConfig(epochs=fed_cfg["local_epochs"], batch_size=fed_cfg["batch_size"],
-                                                       learning_rate=fed_cfg["learning_rate"]))
-    started = time.perf_counter()
-    federated = run_task_federated(task, train, val, fed, over_mqtt=over_mqtt, fleet=FleetConfig(),
-                                   run_dir=out / "fleet")
+    federated = run_task_federated(task, train, val, federated_config(fed_cfg, seed, quick), over_mqtt=over_mqtt,
+                                   fleet=FleetConfig(), run_dir=out / "fleet")
     part["federated"] = _scores(federated, train, test, out / "federated", seed)
     part["federated"].update(seconds=time.perf_counter() - started, transport=federated.info.get("transport"),
                              devices=federated.info.get("devices"))
@@ -182,8 +198,8 @@ def report_markdown(result: dict[str, Any]) -> str:
     """The bench's page for `pulsewire report --task har`: the results table and the targets."""
     from tools.report import targets_table
 
-    return "\n\n".join([f"# Activity recognition (har) bench\n\nSeeds {result['seeds']}; test = the published "
-                         "test subjects, scored once through the edge interpreter; epochs and rounds selected on the "
-                         "validation subjects.", "## Test results (mean ± std over seeds)\n\n" + markdown(result),
+    return "\n\n".join([(f"# Activity recognition (har) bench\n\nSeeds {result['seeds']}; test = the published "
+                          "test subjects, scored once through the edge interpreter; epochs and rounds selected on the "
+                          "validation subjects."), "## Test results (mean ± std over seeds)\n\n" + markdown(result),
                          "## Targets\n\n" + targets_table(result["targets"])])
 
