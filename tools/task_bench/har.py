@@ -212,12 +212,27 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def choice_markdown(choice: dict[str, Any]) -> str:
+    """How the federated CNN setting was chosen (``har_folds``): the rules, then each candidate's fold scores."""
+    lines = [f"Rule: {choice['rule_stage1']}", "", f"Stage 2: {choice['rule_stage2']}", "",
+             "| candidate | setting | val macro F1 fold 0 / 1 / 2 (selected round) | mean |", "|---|---|---|---|"]
+    for name, c in choice["candidates"].items():
+        folds = " / ".join(f"{r['selected_val_macro_f1']:.4f} ({r['best_round']})" for r in c["folds"])
+        lines.append(f"| {name} | `{json.dumps(c['setting'])}` | {folds} | {c['mean']:.4f} |")
+    lines += ["", f"Chosen: **{choice['chosen']}**. {choice['caveat']}"]
+    return "\n".join(lines)
+
+
 def report_markdown(result: dict[str, Any]) -> str:
-    """The bench's page for `pulsewire report --task har`: the results table and the targets."""
+    """The bench's page for `pulsewire report --task har`: the results table, the targets and, when the result
+    holds one, how the federated setting was chosen."""
     from tools.report import targets_table
 
+    choice = result.get("federated_choice")
     return "\n\n".join([(f"# Activity recognition (har) bench\n\nSeeds {result['seeds']}; test = the published "
                           "test subjects, scored once through the edge interpreter; epochs and rounds selected on the "
                           "validation subjects."), "## Test results (mean ± std over seeds)\n\n" + markdown(result),
-                         "## Targets\n\n" + targets_table(result["targets"])])
+                         "## Targets\n\n" + targets_table(result["targets"])]
+                        + (["## How the federated CNN setting was chosen (validation folds only)\n\n"
+                            + choice_markdown(choice)] if choice else []))
 
