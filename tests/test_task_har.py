@@ -202,6 +202,20 @@ def exported_cnn(small_task, tmp_path_factory):
     return trained, export_task(trained, train, tmp_path_factory.mktemp("har-int8"), "int8")
 
 
+
+def test_bench_device_copies_stay_on_their_subject(small_task):
+    from tools.task_bench.har import device_windows
+
+    task, train, _, _ = small_task  # the CNN recipe: recorded windows + one copy
+    recorded = len(train) // 2
+    devices = device_windows(task, {"device_augment": {"copies": 2, "max_degrees": 15.0, "gain": 0.1}}, train, 0)
+    assert len(devices) == 3 * recorded
+    np.testing.assert_array_equal(devices.inputs["imu"][:recorded], train.inputs["imu"][:recorded])
+    assert not np.allclose(devices.inputs["imu"][2 * recorded:], train.inputs["imu"][:recorded])
+    for person in set(train.persons):
+        assert (devices.persons == person).sum() == 3 * (train.persons[:recorded] == person).sum()
+    assert device_windows(task, {}, train, 0) is train
+
 @pytest.mark.integration
 def test_one_federated_round_over_mosquitto(small_task, mosquitto, tmp_path):
     from broker.launcher import broker_url
