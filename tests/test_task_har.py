@@ -143,6 +143,43 @@ def test_timestamps_at_another_rate_are_refused():
     assert math.isclose(ImuTextSamples(_lines(rows, np.arange(100) / 50.0), 50).fs_hz, 50)
 
 
+
+# --- how the bench's federated setting is chosen ------------------------------------------------------------
+
+def test_validation_folds_never_touch_the_test_subjects(windows):
+    from tools.task_bench.har_folds import FOLDS, FoldTask
+
+    held = []
+    for fold in FOLDS:
+        task = FoldTask(fold)
+        task._windows = windows
+        train, val, test = (set(task.subjects(s)) for s in ("train", "val", "test"))
+        assert test == set(TEST_SUBJECTS) and len(train) == 18 and len(val) == 3
+        assert not (train & val or train & test or val & test) and len(train | val | test) == 30
+        held.append(val)
+    assert held[0] == set(VAL_SUBJECTS) and not (held[0] & held[1] or held[0] & held[2] or held[1] & held[2])
+    with pytest.raises(ValueError, match="fold"):
+        FoldTask(3)
+
+
+def test_fold_rule_keeps_the_shipped_setting_unless_clearly_beaten():
+    from tools.task_bench.har_folds import choose
+
+    assert choose({"shipped": [0.86, 0.90, 0.93], "b": [0.87, 0.90, 0.93]}, "shipped") == "shipped"  # +0.003
+    assert choose({"shipped": [0.86, 0.90, 0.93], "b": [0.88, 0.91, 0.93]}, "shipped") == "b"  # +0.010
+    assert choose({"shipped": [0.86, 0.90, 0.93], "b": [0.99, 0.99]}, "shipped") == "shipped"  # a fold missing
+
+
+def test_bench_federated_setting_reaches_the_devices_plan():
+    from tools.task_bench.har import FEDERATED, federated_config
+
+    for setting in FEDERATED.values():
+        fed = federated_config(setting, seed=2)
+        assert (fed.rounds, fed.strategy, fed.strategy_args, fed.seed) == (
+            setting["rounds"], setting["strategy"], setting.get("strategy_args", {}), 2)
+        assert fed.local.lr_decay == setting.get("lr_decay", 1.0) and fed.local.epochs == setting["local_epochs"]
+        assert federated_config(setting, seed=0, quick=True).rounds == 2
+
 # --- federated round, int8 export, the edge runner ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -164,6 +201,20 @@ def exported_cnn(small_task, tmp_path_factory):
     trained = fit_task(task, train, val, epochs=2, batch_size=64, learning_rate=2e-3, seed=0)
     return trained, export_task(trained, train, tmp_path_factory.mktemp("har-int8"), "int8")
 
+
+
+def test_bench_device_copies_stay_on_their_subject(small_task):
+    from tools.task_bench.har import device_windows
+
+    task, train, _, _ = small_task  # the CNN recipe: recorded windows + one copy
+    recorded = len(train) // 2
+    devices = device_windows(task, {"device_augment": {"copies": 2, "max_degrees": 15.0, "gain": 0.1}}, train, 0)
+    assert len(devices) == 3 * recorded
+    np.testing.assert_array_equal(devices.inputs["imu"][:recorded], train.inputs["imu"][:recorded])
+    assert not np.allclose(devices.inputs["imu"][2 * recorded:], train.inputs["imu"][:recorded])
+    for person in set(train.persons):
+        assert (devices.persons == person).sum() == 3 * (train.persons[:recorded] == person).sum()
+    assert device_windows(task, {}, train, 0) is train
 
 @pytest.mark.integration
 def test_one_federated_round_over_mosquitto(small_task, mosquitto, tmp_path):
