@@ -182,8 +182,10 @@ def test_the_qrs_band_order_is_one_setting_for_python_and_the_generated_c():
     from training.codegen.frontend import rpeak_config
 
     first, second = DetectorConfig(), DetectorConfig(qrs_order=2)
-    assert first.qrs_order == 1 and len(first.qrs_sos()) == 3 and len(second.qrs_sos()) == 4
-    assert "#define PW_RP_SECTIONS 4" in rpeak_config(second) and "order 2" in rpeak_config(second)
-    assert "#define PW_RP_SECTIONS 3" in rpeak_config(first)
+    # band, the 20 Hz low-pass, two notches
+    assert first.qrs_order == 1 and len(first.qrs_sos()) == 4 and len(second.qrs_sos()) == 5
+    assert "#define PW_RP_SECTIONS 5" in rpeak_config(second) and "order 2" in rpeak_config(second)
+    assert "#define PW_RP_SECTIONS 4" in rpeak_config(first)
+    assert len(DetectorConfig(qrs_lowpass_hz=None).qrs_sos()) == 3
     with pytest.raises(ValueError, match="qrs_order"):
         DetectorConfig(qrs_order=3)
