@@ -56,7 +56,7 @@ class DetectorConfig:
     #: Weight of a noise peak above the noise level in its running estimate (Pan & Tompkins: 0.125, the same
     #: as below it). A larger weight lifts the noise level quickly inside a burst of noise, so the burst's
     #: peaks stop reaching threshold1; it still decays at 0.125 once the burst is over.
-    noise_attack: float = 0.75
+    noise_attack: float = 0.375
 
     def __post_init__(self) -> None:
         lo, hi = self.qrs_band_hz
