@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
+from edge_runtime.aami import aami_labels
 from edge_runtime.beat_stream import BeatStream, offline_beats
 from edge_runtime.filtering import bandpass
 from edge_runtime.rpeak import DetectorConfig, StreamingRPeakDetector, detect_rpeaks
 from edge_runtime.scoring import DetectionScore, match_beats, score_detection
 from edge_runtime.signal_config import SignalConfig
-from edge_runtime.aami import aami_labels
 from training.data.mitdb import load_record
 
 

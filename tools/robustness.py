@@ -77,10 +77,10 @@ def scored_matches(ref: np.ndarray, det: np.ndarray, tolerance: int,
 
 
 def unusable_spans(samples: np.ndarray, labels: list[str], fs_hz: float) -> list[tuple[int, int]]:
-    """The stretches the quality index marked unusable: each Q-labelled beat's RR interval (from the beat
-    before it, or 1 s for the first), up to 150 ms after it so its own QRS is inside. Sorted beats."""
+    """The stretches the quality index marked unusable: each Q-labelled beat's RR interval (just after the
+    beat before it, or 1 s for the first), up to 150 ms after it so its own QRS is inside. Sorted beats."""
     tol, first = round(TOLERANCE_S * fs_hz), round(fs_hz)
-    return [(int(samples[i - 1]) if i else int(samples[i]) - first, int(samples[i]) + tol)
+    return [(int(samples[i - 1]) + 1 if i else int(samples[i]) - first, int(samples[i]) + tol)
             for i, label in enumerate(labels) if label == "Q"]
 
 
