@@ -15,6 +15,11 @@ seconds (after search-back also failed) it re-learns too, so a level learned fro
 a change of gain can never leave it blind for good. Mains hum (50 and 60 Hz) is notched out of the QRS
 band before the derivative, which would otherwise amplify it.
 
+Noise: a first-order 20 Hz low-pass follows the QRS band (muscle noise leaks through the band's upper skirt and
+the derivative amplifies it), and the noise level rises faster than Pan & Tompkins' 1/8 when a noise peak
+exceeds it (``noise_attack``), so a burst of noise lifts threshold 1 within a few peaks instead of passing it;
+both chosen on DS1 (docs/robustness.md, "Noise-adaptive detection"). The configuration is in ``rpeak_config``.
+
 The detector never sees annotations. It reports each beat at its R location: the largest deflection
 of the 0.5-40 Hz signal near the QRS energy peak, the fiducial point the classifier was trained on.
 """
