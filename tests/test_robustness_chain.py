@@ -223,11 +223,12 @@ def test_the_noise_rules_cut_false_beats_against_pan_tompkins_constants(spec, re
 def test_the_suite_can_leave_out_what_the_quality_index_marked_unusable():
     """The EC57-style alternative score: a Q-labelled beat's RR interval (and 150 ms after it) is left out;
     the main score keeps every beat."""
-    from tools.robustness import scored_matches, unusable_spans
+    from tools.robustness import covered_samples, scored_matches, unusable_spans
 
     beats = np.array([100, 460, 820, 1180, 1540])
     spans = unusable_spans(beats, ["N", "Q", "Q", "N", "N"], 360.0)
     assert spans == [(101, 514), (461, 874)]
+    assert covered_samples(spans) == 874 - 101  # overlapping spans count once
     ref = np.array([100, 460, 820, 1180, 1540])
     det = np.array([100, 300, 460, 820, 1180, 1540])  # one false beat, at 300, inside an unusable stretch
     _, _, n_ref, n_det = scored_matches(ref, det, 54, [])

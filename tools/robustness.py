@@ -84,6 +84,17 @@ def unusable_spans(samples: np.ndarray, labels: list[str], fs_hz: float) -> list
             for i, label in enumerate(labels) if label == "Q"]
 
 
+def covered_samples(spans: list[tuple[int, int]]) -> int:
+    """Samples inside the union of [start, end) spans (consecutive Q beats' spans overlap)."""
+    total, reach = 0, None
+    for a, b in sorted(spans):
+        start = a if reach is None else max(a, reach)
+        if b > start:
+            total += b - start
+        reach = b if reach is None else max(reach, b)
+    return total
+
+
 def run_case(rec: EcgRecord, case: Perturbed, classifier) -> dict:
     """The runtime on one perturbed record: detection counts and matched (reference, predicted) class pairs."""
     from edge_runtime.runtime import EdgeRuntime
@@ -112,7 +123,7 @@ def run_case(rec: EcgRecord, case: Perturbed, classifier) -> dict:
     spans = unusable_spans(beat_samples[order], [sink.labels[i] for i in order], case.fs_hz)
     ur, _, u_ref, u_det = scored_matches(ref, np.sort(detected), tol, excluded + spans)
     usable = DetectionScore(int(ur.size), u_ref - int(ur.size), u_det - int(ur.size))
-    shutdown = sum(b - a for a, b in spans)
+    shutdown = covered_samples(spans)
     return {"detection": score, "detection_usable": usable, "shutdown_s": shutdown / case.fs_hz,
             "true": labels[cr].astype(np.int64), "pred": beat_labels[order][cd],
             "seconds": stats.signal_s, "wall": stats.wall_s, "q_beats": stats.unusable_beats,
