@@ -15,6 +15,11 @@ seconds (after search-back also failed) it re-learns too, so a level learned fro
 a change of gain can never leave it blind for good. Mains hum (50 and 60 Hz) is notched out of the QRS
 band before the derivative, which would otherwise amplify it.
 
+Noise: a first-order 20 Hz low-pass follows the QRS band (muscle noise leaks through the band's upper skirt and
+the derivative amplifies it), and the noise level rises faster than Pan & Tompkins' 1/8 when a noise peak
+exceeds it (``noise_attack``), so a burst of noise lifts threshold 1 within a few peaks instead of passing it;
+both chosen on DS1 (docs/robustness.md, "Noise-adaptive detection"). The configuration is in ``rpeak_config``.
+
 The detector never sees annotations. It reports each beat at its R location: the largest deflection
 of the 0.5-40 Hz signal near the QRS energy peak, the fiducial point the classifier was trained on.
 """
@@ -26,74 +31,10 @@ import numpy as np
 from scipy import signal as sp_signal
 
 from edge_runtime.filtering import sosfilt_chunk
+from edge_runtime.rpeak_config import DetectorConfig
 from edge_runtime.sample_history import SampleHistory
 
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    fs_hz: float = 360.0
-    qrs_band_hz: tuple[float, float] = (5.0, 15.0)
-    integration_s: float = 0.150
-    refractory_s: float = 0.200
-    #: A candidate this soon after a QRS must have at least half its slope, or it is a T wave.
-    t_wave_s: float = 0.360
-    #: Search back for a missed beat after this many average RR intervals without one.
-    searchback_rr: float = 1.66
-    learning_s: float = 2.0
-    #: The R peak is searched in this window (seconds) relative to the integrated-signal peak.
-    r_search_s: tuple[float, float] = (-0.25, 0.0)
-    #: A candidate above this many times the signal level is an artefact (energy: x10 in amplitude).
-    artefact_ratio: float = 100.0
-    #: After an artefact, candidates are ignored this long before re-learning starts.
-    artefact_blank_s: float = 0.5
-    #: Artefacts met while re-learning restart it, at most this many times (then they are the new signal).
-    artefact_restarts: int = 4
-    #: No candidate at all for this long: the input was flat (lead off, clipped at a rail, invalid samples
-    #: held); the levels are learned again once it moves (real ECG has a local energy maximum every beat).
-    flat_s: float = 1.0
-    #: Re-learn the levels after this long without a beat (search-back included).
-    relearn_s: float = 5.0
-    #: Integrated-signal maxima below this (mV^2/s^2 scale; a QRS at x0.1 gain is ~1000 times more) are no
-    #: candidates: a flat input decays to rounding noise, which must not teach the detector a level.
-    min_height: float = 1e-3
-    #: Power-line frequencies notched out of the QRS band (those below fs/2).
-    mains_hz: tuple[float, ...] = (50.0, 60.0)
-    mains_q: float = 10.0
-    #: Butterworth order of the QRS band-pass (the C detector takes its sections from ``qrs_sos``). Pan &
-    #: Tompkins' first order stays the default: on DS1 the second order halves the false beats on MLII and on
-    #: 12 dB EMG but loses beats under baseline wander, electrode motion and on the second channel
-    #: (docs/robustness.md has the numbers).
-    qrs_order: int = 1
-
-    def __post_init__(self) -> None:
-        lo, hi = self.qrs_band_hz
-        if not 0 < lo < hi < self.fs_hz / 2:
-            raise ValueError(f"QRS band {self.qrs_band_hz} must lie inside (0, fs/2 = {self.fs_hz / 2})")
-        if self.r_search_s[0] >= self.r_search_s[1]:
-            raise ValueError("r_search_s must be (start, end) with start < end")
-        if self.artefact_ratio <= 1 or self.artefact_restarts < 1:
-            raise ValueError("artefact_ratio must exceed 1 and artefact_restarts be at least 1")
-        if self.relearn_s <= self.learning_s:
-            raise ValueError(f"relearn_s ({self.relearn_s}) must exceed learning_s ({self.learning_s})")
-        if self.min_height < 0:
-            raise ValueError(f"min_height must be >= 0, got {self.min_height}")
-        if self.qrs_order not in (1, 2):
-            raise ValueError(f"qrs_order must be 1 or 2, got {self.qrs_order}")
-        if any(f <= 0 for f in self.mains_hz) or self.mains_q <= 0:
-            raise ValueError("mains_hz must be positive frequencies and mains_q positive")
-
-    def qrs_sos(self) -> np.ndarray:
-        """The QRS filter: a 5-15 Hz Butterworth band-pass of ``qrs_order``, then a notch at each mains frequency
-        below fs/2."""
-        sections = [sp_signal.butter(self.qrs_order, self.qrs_band_hz, btype="bandpass", fs=self.fs_hz, output="sos")]
-        for f in self.mains_hz:
-            if f < 0.45 * self.fs_hz:
-                b, a = sp_signal.iirnotch(f, self.mains_q, fs=self.fs_hz)
-                sections.append(sp_signal.tf2sos(b, a))
-        return np.concatenate(sections)
-
-    def samples(self, seconds: float) -> int:
-        return max(1, int(round(seconds * self.fs_hz)))
+__all__ = ["DetectorConfig", "StreamingRPeakDetector", "detect_rpeaks", "fir_filter"]
 
 
 @dataclass
@@ -109,10 +50,17 @@ class _Levels:
 
     spk: float = 0.0
     npk: float = 0.0
+    fraction: float = 0.25
+    attack: float = 0.125
 
     @property
     def threshold1(self) -> float:
-        return self.npk + 0.25 * (self.spk - self.npk)
+        return self.npk + self.fraction * (self.spk - self.npk)
+
+    def noise(self, height: float) -> None:
+        """A noise peak (or a T wave): the running noise level follows it, faster upwards if so configured."""
+        w = self.attack if height > self.npk else 0.125
+        self.npk = w * height + (1 - w) * self.npk
 
     @property
     def threshold2(self) -> float:
@@ -132,7 +80,8 @@ def fir_filter(taps: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndar
 class StreamingRPeakDetector:
     """Feed band-passed samples with ``process``; it returns the R-peak indices it has settled."""
 
-    def __init__(self, cfg: DetectorConfig = DetectorConfig()) -> None:
+    def __init__(self, cfg: DetectorConfig | None = None) -> None:
+        cfg = cfg or DetectorConfig()
         self.cfg = cfg
         self._sos = cfg.qrs_sos()
         self._sos_zi: np.ndarray | None = None
@@ -262,11 +211,11 @@ class StreamingRPeakDetector:
         if beat.height > levels.threshold1:
             if (previous is not None and beat.index - previous.index < cfg.samples(cfg.t_wave_s)
                     and beat.slope < 0.5 * previous.slope):
-                levels.npk = 0.125 * beat.height + 0.875 * levels.npk  # a T wave
+                levels.noise(beat.height)  # a T wave
                 return
             self._accept(beat, out, weight=0.125)
         else:
-            levels.npk = 0.125 * beat.height + 0.875 * levels.npk
+            levels.noise(beat.height)
             self._remember_noise(beat)
 
     def _learn(self, beat: _Beat, out: list[int]) -> None:
@@ -359,7 +308,8 @@ class StreamingRPeakDetector:
     def _finish_learning(self, out: list[int]) -> None:
         """Pan & Tompkins' two-second learning phase: levels from the first candidates' heights."""
         heights = np.array([b.height for b in self._learning])
-        self._levels = _Levels(spk=0.25 * float(heights.max()), npk=0.5 * float(np.mean(heights)))
+        self._levels = _Levels(spk=0.25 * float(heights.max()), npk=0.5 * float(np.mean(heights)),
+                               fraction=self.cfg.threshold_fraction, attack=self.cfg.noise_attack)
         self._artefact_level = None
         self._last_event = self._learn_end
         pending, self._learning = self._learning, []
@@ -380,8 +330,8 @@ class StreamingRPeakDetector:
         self._reported_last, self._last = self._last, None
 
     def _r_location(self, beat: _Beat) -> int:
-        lo = beat.index + int(round(self.cfg.r_search_s[0] * self.cfg.fs_hz))
-        hi = beat.index + int(round(self.cfg.r_search_s[1] * self.cfg.fs_hz)) + 1
+        lo = beat.index + round(self.cfg.r_search_s[0] * self.cfg.fs_hz)
+        hi = beat.index + round(self.cfg.r_search_s[1] * self.cfg.fs_hz) + 1
         segment = self._x.window(lo, hi)
         if segment.size == 0:
             return beat.index
@@ -393,12 +343,12 @@ class StreamingRPeakDetector:
         horizon = self._seen - self.cfg.samples(keep_s)
         oldest = min([b.index for b in ([self._last] if self._last else []) + self._noise_since_last + self._learning],
                      default=horizon)
-        keep_from = min(horizon, oldest + int(round(self.cfg.r_search_s[0] * self.cfg.fs_hz)))
+        keep_from = min(horizon, oldest + round(self.cfg.r_search_s[0] * self.cfg.fs_hz))
         self._x.trim(keep_from)
         self._slope.trim(keep_from)
 
 
-def detect_rpeaks(filtered: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndarray:
+def detect_rpeaks(filtered: np.ndarray, cfg: DetectorConfig | None = None) -> np.ndarray:
     """All R peaks of a whole band-passed record: the stream fed in one piece."""
     det = StreamingRPeakDetector(cfg)
     return np.concatenate([det.process(filtered), det.flush()])

@@ -49,7 +49,11 @@ def _score(rec, case, peaks):
 #: 6 and 0 dB, where no detector keeps them, and for 2 mV of baseline wander (the R location, the largest
 #: |deflection| of the band-passed signal, follows the residual wander on some beats of 208: a known limit,
 #: docs/robustness.md has the whole-database numbers).
-FLOORS = {"wander:2": (0.985, 0.985), "emg:6": (0.97, 0.90), "emg:0": (0.85, 0.65), "motion:6": (0.92, 0.75), "motion:0": (0.75, 0.55),
+#: wander:2 was 0.985 / 0.985 before the detector's noise rules (20 Hz low-pass, noise attack 3/8): on this
+#: excerpt 7 of 307 beats are now reported more than 150 ms away from their annotation under 2 mV of wander
+#: (7 FN and 7 FP, 97.7 %), for fewer false beats under muscle and motion noise (docs/robustness.md,
+#: "Noise-adaptive detection"; on all 22 DS2 records wander:2 scores 99.76 / 99.85).
+FLOORS = {"wander:2": (0.975, 0.975), "emg:6": (0.97, 0.90), "emg:0": (0.85, 0.65), "motion:6": (0.92, 0.75), "motion:0": (0.75, 0.55),
           "motion:12": (0.97, 0.93), "emg:12": (0.985, 0.97)}
 
 
@@ -169,7 +173,7 @@ def test_a_beat_reported_at_the_step_into_a_lead_off_gap_still_counts(excerpt):
     det[k] = ref[k] + 30  # inside the gap, 83 ms after the beat
     extra = np.array([gap[0] + 5, int(ref[k + 5]) + 150])  # an artefact in the gap, a false beat after it
     det = np.sort(np.concatenate([det, extra]))
-    mr, md, n_ref, n_det = scored_matches(ref, det, 54, [gap])
+    mr, _, n_ref, n_det = scored_matches(ref, det, 54, [gap])
     assert n_ref == ref.size - 3 and k in mr
     assert mr.size == n_ref  # every scored beat found
     assert n_det - mr.size == 1  # only the peak outside the gap is false
@@ -182,8 +186,52 @@ def test_the_qrs_band_order_is_one_setting_for_python_and_the_generated_c():
     from training.codegen.frontend import rpeak_config
 
     first, second = DetectorConfig(), DetectorConfig(qrs_order=2)
-    assert first.qrs_order == 1 and len(first.qrs_sos()) == 3 and len(second.qrs_sos()) == 4
-    assert "#define PW_RP_SECTIONS 4" in rpeak_config(second) and "order 2" in rpeak_config(second)
-    assert "#define PW_RP_SECTIONS 3" in rpeak_config(first)
+    # band, the 20 Hz low-pass, two notches
+    assert first.qrs_order == 1 and len(first.qrs_sos()) == 4 and len(second.qrs_sos()) == 5
+    assert "#define PW_RP_SECTIONS 5" in rpeak_config(second) and "order 2" in rpeak_config(second)
+    assert "#define PW_RP_SECTIONS 4" in rpeak_config(first)
+    assert len(DetectorConfig(qrs_lowpass_hz=None).qrs_sos()) == 3
     with pytest.raises(ValueError, match="qrs_order"):
         DetectorConfig(qrs_order=3)
+
+
+@pytest.mark.parametrize(("spec", "record"), [("emg:12", "108"), ("motion:12", "124")])
+def test_the_noise_rules_cut_false_beats_against_pan_tompkins_constants(spec, record, mitdb_dir):
+    """DetectorConfig's noise rules (the noise level rises with weight 3/8 inside a burst, a 20 Hz low-pass
+    after the QRS band) against Pan & Tompkins' constants (1/8, no low-pass) under 12 dB noise, on the first
+    10 minutes of the DS1 record with the most false beats under that noise (108: low QRS amplitude; 124):
+    at least a third fewer false beats, and no beat lost beyond one in a hundred."""
+    from edge_runtime.filtering import bandpass
+    from edge_runtime.rpeak import DetectorConfig, detect_rpeaks
+    from edge_runtime.signal_config import SignalConfig
+
+    rec = load_record(mitdb_dir, record)
+    n = int(600 * rec.fs_hz)
+    ann = rec.ann_sample[rec.ann_sample < n]
+    case = perturbation(spec).apply(rec.signal_mv[:n], rec.fs_hz, ann, seed=int(record))
+    _, pos = aami_labels(rec.ann_symbol[:ann.size])
+    x = bandpass(case.signal_mv, SignalConfig())
+
+    def score(cfg):
+        return score_detection(case.ann_sample[pos], detect_rpeaks(x, cfg), case.fs_hz, case.excluded)
+
+    new, old = score(DetectorConfig()), score(DetectorConfig(noise_attack=0.125, qrs_lowpass_hz=None))
+    assert new.false_positives <= 2 / 3 * old.false_positives, (new.to_dict(), old.to_dict())
+    assert new.true_positives >= old.true_positives - 0.01 * (old.true_positives + old.false_negatives)
+
+
+def test_the_suite_can_leave_out_what_the_quality_index_marked_unusable():
+    """The EC57-style alternative score: a Q-labelled beat's RR interval (and 150 ms after it) is left out;
+    the main score keeps every beat."""
+    from tools.robustness import covered_samples, scored_matches, unusable_spans
+
+    beats = np.array([100, 460, 820, 1180, 1540])
+    spans = unusable_spans(beats, ["N", "Q", "Q", "N", "N"], 360.0)
+    assert spans == [(101, 514), (461, 874)]
+    assert covered_samples(spans) == 874 - 101  # overlapping spans count once
+    ref = np.array([100, 460, 820, 1180, 1540])
+    det = np.array([100, 300, 460, 820, 1180, 1540])  # one false beat, at 300, inside an unusable stretch
+    _, _, n_ref, n_det = scored_matches(ref, det, 54, [])
+    assert (n_ref, n_det) == (5, 6)
+    mr, _, n_ref, n_det = scored_matches(ref, det, 54, spans)
+    assert (n_ref, n_det, mr.size) == (3, 3, 3)  # 460 and 820 left out, and the false beat with them

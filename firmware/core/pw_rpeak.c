@@ -12,13 +12,18 @@ void pw_rpeak_init(pw_rpeak_t *det) {
 }
 
 /* ------------------------------------------------------------------ levels and thresholds
- * Heights h < 2^54 and levels (x 8) < 2^57: every product below stays under 2^61. */
+ * Heights h < 2^54 and levels (x 8) < 2^57, PW_RP_THR_DEN = 16: every product below stays under 2^62. */
 
-/* h > threshold1 = npk + (spk - npk) / 4, i.e. 32 h > 3 npk8 + spk8 */
-static int above_threshold1(const pw_rpeak_t *det, int64_t h) { return 32 * h > 3 * det->npk8 + det->spk8; }
+/* h > threshold1 = npk + f (spk - npk), f = PW_RP_THR_NUM / PW_RP_THR_DEN (DEN <= 16), i.e.
+ * 8 DEN h > (DEN - NUM) npk8 + NUM spk8 (Pan & Tompkins' f = 1/4: 32 h > 3 npk8 + spk8) */
+static int above_threshold1(const pw_rpeak_t *det, int64_t h) {
+    return 8 * PW_RP_THR_DEN * h > (PW_RP_THR_DEN - PW_RP_THR_NUM) * det->npk8 + PW_RP_THR_NUM * det->spk8;
+}
 
 /* h > threshold2 = threshold1 / 2 */
-static int above_threshold2(const pw_rpeak_t *det, int64_t h) { return 64 * h > 3 * det->npk8 + det->spk8; }
+static int above_threshold2(const pw_rpeak_t *det, int64_t h) {
+    return 16 * PW_RP_THR_DEN * h > (PW_RP_THR_DEN - PW_RP_THR_NUM) * det->npk8 + PW_RP_THR_NUM * det->spk8;
+}
 
 /* h > PW_RP_ARTEFACT x level (level8 / 8); a level above 2^57 / PW_RP_ARTEFACT exceeds any height x 8 */
 static int is_artefact(int64_t h, int64_t level8) {
@@ -28,6 +33,13 @@ static int is_artefact(int64_t h, int64_t level8) {
 
 /* level = h / 8 + 7 level / 8 (Pan & Tompkins' running estimate; 3 fractional bits) */
 static int64_t follow(int64_t level8, int64_t h) { return h + pw_div_round(7 * level8, 8); }
+
+/* The noise level after a noise peak: follow() below it; above it with weight PW_RP_NOISE_ATTACK / 8,
+ * level = w h + (1 - w) level, i.e. level8 = A h + (8 - A) level8 / 8 (rpeak.py _Levels.noise) */
+static int64_t follow_noise(int64_t level8, int64_t h) {
+    if (8 * h <= level8) return follow(level8, h);
+    return PW_RP_NOISE_ATTACK * h + pw_div_round((8 - PW_RP_NOISE_ATTACK) * level8, 8);
+}
 
 /* ------------------------------------------------------------------ reporting */
 static pw_status_t emit(pw_rpeak_t *det, uint32_t r) {
@@ -202,12 +214,12 @@ static pw_status_t decide(pw_rpeak_t *det, const pw_rp_beat_t *beat) {
     const pw_rp_beat_t *previous = det->has_last ? &det->last : (det->has_reported ? &det->reported : 0);
     if (above_threshold1(det, beat->height)) {
         if (previous && beat->index - previous->index < PW_RP_T_WAVE && 2 * (int64_t)beat->slope < previous->slope) {
-            det->npk8 = follow(det->npk8, beat->height); /* a T wave */
+            det->npk8 = follow_noise(det->npk8, beat->height); /* a T wave */
             return st;
         }
         if ((s = accept(det, beat, 0)) != PW_OK) st = s;
     } else {
-        det->npk8 = follow(det->npk8, beat->height);
+        det->npk8 = follow_noise(det->npk8, beat->height);
         if (!det->has_first) {
             det->first = *beat;
             det->has_first = 1;

@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_runtime.filtering import RestartRules, bandpass_sos
 from edge_runtime.model_metadata import ModelMetadata
-from edge_runtime.rpeak import DetectorConfig
+from edge_runtime.rpeak_config import DetectorConfig
 from edge_runtime.signal_config import RR_FEATURE_NAMES
 from edge_runtime.template_features import (
     ACCEPT_CORR,
@@ -66,6 +66,8 @@ def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
     if float(det.artefact_ratio) != int(det.artefact_ratio):
         raise ValueError("the C detector needs an integer artefact_ratio")
     back = Fraction(det.searchback_rr).limit_denominator(1000)
+    thr = _steps(det.threshold_fraction, 16, "threshold_fraction")
+    attack = _steps(det.noise_attack, 8, "noise_attack")
     return (
         f"/* R-peak detector (edge_runtime/rpeak.py DetectorConfig at {det.fs_hz:g} Hz), in samples */\n"
         f"#define PW_RP_INTEGRATION {integration}u /* moving integration, {det.integration_s:g} s */\n"
@@ -76,6 +78,9 @@ def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
         f"#define PW_RP_R_AFTER {r_after}u /* to {det.r_search_s[1]:g} s of the energy peak */\n"
         f"#define PW_RP_SEARCHBACK_NUM {back.numerator} /* search back after {det.searchback_rr:g} mean RR */\n"
         f"#define PW_RP_SEARCHBACK_DEN {back.denominator}\n"
+        f"#define PW_RP_THR_NUM {thr} /* threshold1 = npk + {det.threshold_fraction:g} (spk - npk) */\n"
+        f"#define PW_RP_THR_DEN 16\n"
+        f"#define PW_RP_NOISE_ATTACK {attack} /* eighths: weight of a noise peak above the noise level */\n"
         f"#define PW_RP_ARTEFACT {int(det.artefact_ratio)} /* a candidate above this x the signal level */\n"
         f"#define PW_RP_BLANK {det.samples(det.artefact_blank_s)}u /* {det.artefact_blank_s:g} s after an artefact */\n"
         f"#define PW_RP_RESTARTS {det.artefact_restarts}u /* artefacts that restart one re-learning */\n"
@@ -83,9 +88,18 @@ def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
         f"#define PW_RP_RELEARN {det.samples(det.relearn_s)}u /* no QRS for {det.relearn_s:g} s: learn again */\n"
         f"#define PW_RP_MIN_HEIGHT {min_height}LL /* smallest candidate ({det.min_height:g} in rpeak.py's scale) */\n"
         f"#define PW_RP_SECTIONS {len(sos)}\n"
-        f"/* QRS band-pass {det.qrs_band_hz[0]:g}-{det.qrs_band_hz[1]:g} Hz, order {det.qrs_order}, then mains notches "
+        f"/* QRS band-pass {det.qrs_band_hz[0]:g}-{det.qrs_band_hz[1]:g} Hz, order {det.qrs_order}, low-pass "
+        f"{det.qrs_lowpass_hz or 'none'} Hz, then mains notches "
         f"{'/'.join(f'{f:g}' for f in det.mains_hz)} Hz: b0 b1 b2 a0 a1 a2 in Q30 */\n"
         f"static const int64_t pw_rp_sos_q30[{len(sos)}][6] = {{\n" + _sos_rows(sos) + "\n};\n")
+
+
+def _steps(value: float, per_unit: int, name: str) -> int:
+    """``value`` in 1/``per_unit`` steps (the C detector compares with integer cross-products)."""
+    steps = value * per_unit
+    if steps != round(steps) or not 0 <= steps <= per_unit:
+        raise ValueError(f"the C detector needs {name} in [0, 1] in steps of 1/{per_unit}, got {value}")
+    return round(steps)
 
 
 def _port(meta: ModelMetadata, rank: int):
@@ -121,8 +135,9 @@ def _layout(meta: ModelMetadata) -> str:
     return "\n".join(lines) + "\n"
 
 
-def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
-    """C header text. ``adc_gain``: ADC units per mV of the device's input (MIT-BIH: 200)."""
+def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0, detector: DetectorConfig | None = None) -> str:
+    """C header text. ``adc_gain``: ADC units per mV of the device's input (MIT-BIH: 200); ``detector``: the R-peak
+    detector's configuration (default: ``DetectorConfig`` at the model's rate)."""
     cfg = meta.signal
     if cfg.amplitude_normalisation != "rpeak_median":
         raise ValueError("the C front-end implements amplitude_normalisation='rpeak_median' only")
@@ -168,4 +183,4 @@ def frontend_config(meta: ModelMetadata, adc_gain: float = 200.0) -> str:
         f"static const int64_t pw_fe_rr_mean_q16[{n}] = {{{', '.join(f'{v}LL' for v in mean_q16)}}};\n"
         f"static const int64_t pw_fe_rr_inv_q16[{n}] = {{{', '.join(f'{v}LL' for v in inv_q16)}}};\n"
         f"static const int64_t pw_fe_rr_clip_q[{n}] = {{{', '.join(f'{v}LL' for v in clip_q)}}};\n\n"
-        + rpeak_config(DetectorConfig(fs_hz=float(cfg.fs_hz)), adc_gain) + "\n#endif\n")
+        + rpeak_config(detector or DetectorConfig(fs_hz=float(cfg.fs_hz)), adc_gain) + "\n#endif\n")
