@@ -7,6 +7,8 @@ step is ``PoissonSampledDpEvent(q, GaussianDpEvent(σ))`` for the add/remove-one
 that took part in R rounds of E local epochs ran T = R·E·round(1/q) steps; its ε at δ is those T steps
 composed by the project's accountant (``training.federated.accountant``: dp-accounting's PLD, tight, which
 calibrates σ, and RDP, a looser upper bound, reported beside it). Everything after the steps (the delta sent, the aggregate, later rounds) is post-processing.
+A device that also releases something else about the same records once with the Gaussian mechanism (the tabular
+task's standardisation statistics) has that release composed into the same ε (``release_noise``).
 What the ε does not cover: the choice of round on the validation patients (they do not train) and the number
 of records each device reports as its FedAvg weight.
 """
