@@ -352,7 +352,7 @@ def _stats_text(dp: dict) -> str:
     dev = list(st["deviation"].values())
     err = np.mean([d["median_abs_mean_error_in_std"] for d in dev])
     ratio = np.mean([d["median_std_ratio"] for d in dev])
-    return (f"Standardisation statistics (in the same ε): features log1p-transformed ({st['transform']}), clipped to "
+    return (f"Standardisation statistics (in the same ε): features transformed by {st['transform']}, clipped to "
             f"the public range [0, U] per quantity (U = {list(st['quantity_bounds'])}, fixed from the units, never "
             f"from the records), scaled to [0, 1]; every hospital releases its 30 sums and 30 sums of squares once "
             f"with Gaussian noise of std z·Δ, z = {st['noise_multiplier']:g}, Δ = {st['sensitivity']:.2f} (L2 "
