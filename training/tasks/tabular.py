@@ -11,7 +11,8 @@ held out as "val": validation is a held-out share inside each hospital, never th
 patient; person ids carry their hospital ("H2/0123") so the "hospitals" partition is one device per hospital.
 "hospitals-skewed" keeps the four sizes but deals the training patients out by label (hospital 1 mostly
 malignant, hospital 4 mostly benign). Features are standardised with the training side's mean and std (what a
-federation can sum up), which the edge contract carries; with ``transform="log1p"`` each raw feature is first
+federation can sum up; with ``dp_stats`` every hospital's noisy release instead, see ``tabular_dp_stats``),
+which the edge contract carries; with ``transform="log1p"`` each raw feature is first
 mapped through log(1 + x), a fixed function every hospital and device applies alone (the features are sizes, areas
 and counts: non-negative and right-skewed).
 """
@@ -24,6 +25,7 @@ import numpy as np
 
 from edge_runtime.task_contract import EdgeContract
 from training.tasks.base import Predict, Task, TaskSplit
+from training.tasks.tabular_dp_stats import DpStats, private_mean_std
 
 HOSPITAL_SHARES = (0.35, 0.25, 0.22, 0.18)
 TEST_SHARE, VAL_SHARE, SPLIT_SEED = 0.20, 0.15, 0
@@ -61,11 +63,15 @@ class TabularTask(Task):
     data_source = ("Wisconsin diagnostic breast cancer (Wolberg, Street, Mangasarian; UCI ML repository, "
                    "CC BY 4.0), scikit-learn's bundled copy")
 
-    def __init__(self, max_persons: int | None = None, transform: str = FEATURE_TRANSFORM) -> None:
+    def __init__(self, max_persons: int | None = None, transform: str = FEATURE_TRANSFORM,
+                 dp_stats: DpStats | None = None) -> None:
         super().__init__(max_persons)
         if transform not in TRANSFORMS:
             raise ValueError(f"feature transform {transform!r} unknown; one of {', '.join(TRANSFORMS)}")
         self.transform = transform
+        #: None: exact mean/std of the training patients; else each hospital's noisy release over all its records
+        #: (``tabular_dp_stats``), which the DP run's ε then covers.
+        self.dp_stats = dp_stats
 
     @cached_property
     def _data(self) -> dict:
@@ -73,7 +79,7 @@ class TabularTask(Task):
 
         raw = load_breast_cancer()
         x, y = raw.data.astype(np.float32), raw.target.astype(np.int64)  # 0 malignant, 1 benign
-        x = np.log1p(x) if self.transform == "log1p" else x
+        raw_x, x = x, self._transform(x)
         rng = np.random.default_rng(SPLIT_SEED)
         test = _stratified_take(y, TEST_SHARE, rng)
         rest = np.setdiff1d(np.arange(len(y)), test)
@@ -87,10 +93,16 @@ class TabularTask(Task):
         train = np.setdiff1d(rest, val)
         persons = np.asarray([f"H{hospital[i] + 1}/{i:04d}" if hospital[i] >= 0 else f"T/{i:04d}"
                               for i in range(len(y))])
-        mean, std = x[train].mean(axis=0), np.maximum(x[train].std(axis=0), 1e-6)
+        if self.dp_stats is None:
+            mean, std = x[train].mean(axis=0), np.maximum(x[train].std(axis=0), 1e-6)
+        else:
+            mean, std = private_mean_std(raw_x, hospital, self._transform, self.dp_stats)
         return {"x": (x - mean) / std, "y": y, "persons": persons, "mean": mean, "std": std,
                 "features": tuple(str(f) for f in raw.feature_names),
                 "rows": {"train": train, "val": val, "test": test}}
+
+    def _transform(self, x: np.ndarray) -> np.ndarray:
+        return np.log1p(x) if self.transform == "log1p" else x
 
     @staticmethod
     def _stratified_hospitals(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
