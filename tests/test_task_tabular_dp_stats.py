@@ -20,7 +20,14 @@ from tools.task_bench.tabular import (
 from training.federated.dpsgd import calibrate_noise, ledger
 from training.federated.local_training import LocalConfig
 from training.tasks.tabular import TabularTask
-from training.tasks.tabular_dp_stats import UPPER_BOUNDS, DpStats, public_range
+from training.tasks.tabular_dp_stats import (
+    STATS_OPTIONS,
+    UPPER_BOUNDS,
+    DpStats,
+    private_mean_std,
+    public_mean_std,
+    public_range,
+)
 
 
 def _pld_epsilon(sigma: float, rate: float, steps: int, release: float | None) -> float:
@@ -76,3 +83,31 @@ def test_the_public_bounds_cover_every_feature_and_bad_settings_are_refused():
     public = TabularTask(transform=DP_TRANSFORM, dp_stats=DpStats(math.inf))
     low, width = public_range(np.log1p)
     np.testing.assert_allclose(public._data["mean"], low + width / 2)
+
+
+def test_the_public_bounds_option_reads_no_record_and_leaves_the_whole_epsilon_to_dpsgd():
+    rng = np.random.default_rng(3)
+    hospitals = np.repeat(np.arange(4), 25)
+    data = [rng.uniform(0.0, 1.0, (100, 30)) * UPPER_BOUNDS * s for s in (0.1, 0.5)]
+    public = [private_mean_std(x, hospitals, np.log1p, DpStats.named("public-bounds")) for x in data]
+    released = [private_mean_std(x, hospitals, np.log1p, DpStats.named("dp-release")) for x in data]
+    for k in (0, 1):  # two different datasets: the same public statistics, different released ones
+        np.testing.assert_array_equal(public[0][k], public[1][k])
+        np.testing.assert_array_equal(public[0][k], public_mean_std(np.log1p)[k])
+        assert not np.allclose(released[0][k], released[1][k])
+    task = TabularTask(transform=DP_TRANSFORM, dp_stats=DpStats.named("public-bounds"))
+    contract = task.edge_contract(task.load("train")).preprocessing
+    assert contract["mean"] == pytest.approx(list(public[0][0])) and contract["std"] == pytest.approx(list(public[0][1]))
+    # nothing released: σ is DP-SGD's alone and the ledger charges only the steps
+    local = LocalConfig(**DP_LOCAL)
+    steps = DP_ROUNDS * local.epochs * local.dpsgd_steps_per_epoch
+    sigma = calibrate_noise(EPSILON, DELTA, local.dpsgd_rate, steps, release_noise=STATS_OPTIONS["public-bounds"])
+    assert sigma == calibrate_noise(EPSILON, DELTA, local.dpsgd_rate, steps)
+    noised = LocalConfig(**DP_LOCAL, dpsgd_noise=sigma)
+    row = ledger({"H1": DP_ROUNDS}, {"H1": 100}, noised, DELTA, release_noise=STATS_OPTIONS["public-bounds"])[0]
+    assert row.epsilon_pld == pytest.approx(_pld_epsilon(sigma, local.dpsgd_rate, steps, None), abs=1e-3)
+    assert row.epsilon_pld <= EPSILON + 1e-3
+    assert ledger({"H1": DP_ROUNDS}, {"H1": 100}, noised, DELTA,
+                  release_noise=STATS_OPTIONS["dp-release"])[0].epsilon_pld > EPSILON
+    with pytest.raises(ValueError, match="unknown"):
+        DpStats.named("exact")
