@@ -63,19 +63,8 @@ def python_peaks(mv: np.ndarray) -> np.ndarray:
 def build_rpeak(config_dir: Path, out: Path, m4: bool = False, mode: int = PEAKS) -> Path:
     """run_rpeak.c with the front-end and the detector: host gcc -O2, or Cortex-M4 -Os for QEMU (its command
     line compiled in: inputs.bin outputs.bin MODE)."""
-    core = toolchain.CORE
-    srcs = [str(core / s) for s in FRONTEND_SOURCES] + [str(RPEAK_RUNNER)]
-    if m4:
-        b = toolchain.M4_BOARD
-        cmd = [toolchain.need("arm-none-eabi-gcc"), *toolchain.WARNINGS, *toolchain.M4_FLAGS, "-DPW_MEASURE",
-               f'-DPW_ARGV={{"run_rpeak","inputs.bin","outputs.bin","{mode}",0}}', f"-I{core}", f"-I{b}",
-               f"-I{config_dir}", *srcs, str(b / "startup.c"), *toolchain.M4_LINK, "-o", str(out)]
-    else:
-        cmd = [toolchain.need("gcc"), *toolchain.WARNINGS, "-O2", f"-I{core}", f"-I{config_dir}", *srcs, "-o", str(out)]
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    if r.returncode:
-        raise toolchain.BuildError(r.stderr)
-    return out
+    srcs = [str(toolchain.CORE / s) for s in FRONTEND_SOURCES] + [str(RPEAK_RUNNER)]
+    return toolchain.build_runner(srcs, config_dir, out, ["run_rpeak", "inputs.bin", "outputs.bin", str(mode)], m4)
 
 
 def write_adc(path: Path, adc: np.ndarray) -> None:

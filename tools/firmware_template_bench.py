@@ -50,19 +50,8 @@ def python_features(waves: np.ndarray, starts: np.ndarray, meta: ModelMetadata) 
 
 def build(config_dir: Path, out: Path, m4: bool = False) -> Path:
     """run_template.c with pw_template.c: host gcc -O2, or Cortex-M4 -Os for QEMU (-DPW_MEASURE)."""
-    core = toolchain.CORE
-    srcs = [str(core / "pw_template.c"), str(TEMPLATE_RUNNER)]
-    if m4:
-        b = toolchain.M4_BOARD
-        cmd = [toolchain.need("arm-none-eabi-gcc"), *toolchain.WARNINGS, *toolchain.M4_FLAGS, "-DPW_MEASURE",
-               '-DPW_ARGV={"run_template","inputs.bin","outputs.bin",0}', f"-I{core}", f"-I{b}", f"-I{config_dir}",
-               *srcs, str(b / "startup.c"), *toolchain.M4_LINK, "-o", str(out)]
-    else:
-        cmd = [toolchain.need("gcc"), *toolchain.WARNINGS, "-O2", f"-I{core}", f"-I{config_dir}", *srcs, "-o", str(out)]
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    if r.returncode:
-        raise toolchain.BuildError(r.stderr)
-    return out
+    srcs = [str(toolchain.CORE / "pw_template.c"), str(TEMPLATE_RUNNER)]
+    return toolchain.build_runner(srcs, config_dir, out, ["run_template", "inputs.bin", "outputs.bin"], m4)
 
 
 def run_host(exe: Path, waves: np.ndarray, starts: np.ndarray, work: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -67,6 +67,22 @@ def build_cortex_m4(gen_dir: Path, kernels: tuple[str, ...], elf: Path, measure:
     return elf
 
 
+def build_runner(srcs: list[str], config_dir: Path, out: Path, argv: list[str], m4: bool = False) -> Path:
+    """A front-end test runner (its C sources and generated config header): host gcc -O2, or Cortex-M4 -Os for QEMU
+    with ``argv`` compiled in (QEMU's semihosting passes no command line) and -DPW_MEASURE."""
+    if m4:
+        quoted = ",".join(f'"{a}"' for a in argv)
+        cmd = [need("arm-none-eabi-gcc"), *WARNINGS, *M4_FLAGS, "-DPW_MEASURE", f"-DPW_ARGV={{{quoted},0}}",
+               f"-I{CORE}", f"-I{M4_BOARD}", f"-I{config_dir}", *srcs, str(M4_BOARD / "startup.c"), *M4_LINK,
+               "-o", str(out)]
+    else:
+        cmd = [need("gcc"), *WARNINGS, "-O2", f"-I{CORE}", f"-I{config_dir}", *srcs, "-o", str(out)]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if r.returncode:
+        raise BuildError(r.stderr)
+    return out
+
+
 def write_inputs(path: Path, inputs: list[np.ndarray]) -> int:
     """Per beat, each input's int8 bytes in graph order (the runner's file format); returns beats."""
     beats = len(inputs[0])
