@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.qrs_morphology import QrsTracker, correlation, detrended
+from edge_runtime.qrs_morphology import QrsTracker, StretchTemplate
 
 #: Samples of the beat window used (the window starts 250 ms before the R-peak and keeps every 2nd sample at
 #: 360 Hz: 32 samples end 72 ms before the R-peak, before the QRS onset of a normal beat).
@@ -38,22 +38,15 @@ class PWaveTracker:
     def __init__(self, segment: int = P_SEGMENT, alpha: float = TEMPLATE_ALPHA) -> None:
         if segment < 8 or not 0 < alpha <= 1:
             raise ValueError(f"segment must be >= 8 samples and 0 < alpha <= 1, got {segment} and {alpha}")
-        self.segment, self.alpha = segment, alpha
-        self._template: np.ndarray | None = None
+        self._p = StretchTemplate(0, segment, alpha)
 
     def correlate(self, wave: np.ndarray, update: bool = True) -> float:
-        w = np.asarray(wave)
-        if w.ndim != 1 or w.size < self.segment:
-            raise ValueError(f"a beat window of at least {self.segment} samples is needed, got shape {w.shape}")
-        if not np.all(np.isfinite(w[:self.segment])):
-            raise ValueError("beat window holds NaN/infinite samples")
-        s = detrended(w[:self.segment])
-        if self._template is None:
-            self._template = s
+        s = self._p.stretch(wave)
+        corr = self._p.correlate(s)
+        if corr is None:
             return 0.0
-        corr = correlation(s, self._template)
         if update:
-            self._template = (1.0 - self.alpha) * self._template + self.alpha * s
+            self._p.learn(s)
         return corr
 
 

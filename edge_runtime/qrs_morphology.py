@@ -38,28 +38,56 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / den) if den > 1e-12 else 0.0
 
 
+class StretchTemplate:
+    """A running template (exponential mean) of one stretch of the beat window, ``[start, end)``, and each beat's
+    correlation with it: the one mechanism behind the QRS call here and the P-wave template in
+    ``atrial_activity``."""
+
+    def __init__(self, start: int, end: int, alpha: float) -> None:
+        self.start, self.end, self.alpha = start, end, alpha
+        self.template: np.ndarray | None = None
+
+    def stretch(self, wave: np.ndarray) -> np.ndarray:
+        """The beat's stretch, detrended; a clear error for a short window or non-finite samples in it."""
+        w = np.asarray(wave)
+        if w.ndim != 1 or w.size < self.end:
+            raise ValueError(f"a beat window of at least {self.end} samples is needed, got shape {w.shape}")
+        if not np.all(np.isfinite(w[self.start:self.end])):
+            raise ValueError("beat window holds NaN/infinite samples")
+        return detrended(w[self.start:self.end])
+
+    def correlate(self, s: np.ndarray) -> float | None:
+        """The stretch's correlation with the template; None for the first stretch, which becomes the template."""
+        if self.template is None:
+            self.template = s
+            return None
+        return correlation(s, self.template)
+
+    def learn(self, s: np.ndarray) -> None:
+        self.template = (1.0 - self.alpha) * self.template + self.alpha * s
+
+    def restart(self, s: np.ndarray) -> None:
+        self.template = s
+
+
 class QrsTracker:
     """Feed beat windows in order; ``is_normal`` says whether each has the dominant QRS (the first beat does)."""
 
     def __init__(self) -> None:
-        self._template: np.ndarray | None = None
+        self._qrs = StretchTemplate(QRS_START, QRS_END, QRS_ALPHA)
         self._misses = 0
 
     def is_normal(self, wave: np.ndarray) -> bool:
-        w = np.asarray(wave)
-        if w.ndim != 1 or w.size < QRS_END:
-            raise ValueError(f"a beat window of at least {QRS_END} samples is needed, got shape {w.shape}")
-        if not np.all(np.isfinite(w[QRS_START:QRS_END])):
-            raise ValueError("beat window holds NaN/infinite samples")
-        s = detrended(w[QRS_START:QRS_END])
-        if self._template is None:
-            self._template = s
+        s = self._qrs.stretch(wave)
+        corr = self._qrs.correlate(s)
+        if corr is None:
             return True
-        if correlation(s, self._template) > QRS_MATCH:
-            self._template = (1.0 - QRS_ALPHA) * self._template + QRS_ALPHA * s
+        if corr > QRS_MATCH:
+            self._qrs.learn(s)
             self._misses = 0
             return True
         self._misses += 1
         if self._misses >= QRS_RESET:
-            self._template, self._misses = s, 0
+            self._qrs.restart(s)
+            self._misses = 0
         return False
