@@ -11,8 +11,8 @@ Each record's features are first passed through the task's fixed transform, clip
 the WDBC documentation (sizes in pixels of the digitised image, texture a grey-level standard deviation, six
 dimensionless shape ratios), one order of magnitude per quantity, never from the records. Adding or removing one
 record changes the vector (Σu, Σu²) of 2·30 numbers by at most sqrt(2·30) in L2, so noise of std z·sqrt(60) on
-every sum is ``GaussianDpEvent(z)`` for that hospital's records; ``release_event`` is what the DP-SGD accountant
-composes with its steps (``training.federated.dpsgd``), so one ε covers both.
+every sum is ``GaussianDpEvent(z)`` for that hospital's records, which the DP-SGD accountant composes with its
+steps (``dpsgd_epsilon(..., release_noise=z)`` in ``training.federated.dpsgd``), so one ε covers both.
 """
 from __future__ import annotations
 
@@ -55,13 +55,6 @@ class DpStats:
         if option not in STATS_OPTIONS:
             raise ValueError(f"statistics option {option!r} unknown; one of {', '.join(STATS_OPTIONS)}")
         return cls(STATS_OPTIONS[option], seed)
-
-
-def release_event(noise_multiplier: float):
-    """The dp-accounting event of one hospital's release (None when nothing is released)."""
-    import dp_accounting
-
-    return None if math.isinf(noise_multiplier) else dp_accounting.GaussianDpEvent(noise_multiplier)
 
 
 def sensitivity(features: int) -> float:
