@@ -199,8 +199,7 @@ def robustness_markdown(results: dict) -> str:
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for spec, row in results["rows"].items():
         d, pc = row["detection"], row["classes"]["per_class"]
-        cells = [spec, f"{100 * d['se']:.2f}" if d["se"] is not None else "–",
-                 f"{100 * d['ppv']:.2f}" if d["ppv"] is not None else "–"]
+        cells = [spec, _pct2(d["se"]), _pct2(d["ppv"])]
         u = row.get("detection_usable")  # rows of earlier runs have no such score
         cells.append("–" if u is None else f"{_pct2(u['se'])} / {_pct2(u['ppv'])} ({_pct(row['shutdown_share'])} %)")
         cells += [f"{_pct(pc[c]['se'])} / {_pct(pc[c]['ppv'])}" for c in ("N", "S", "V")]
