@@ -124,8 +124,7 @@ class TemplateTracker:
             self._accepted += 1
             rate = min(self._accepted, TEMPLATE_BEATS)
             step = (a << fx.TEMPLATE_EXTRA_BITS) - self._template
-            # div_round elementwise: ties away from zero, as pw_div_round
-            self._template = self._template + np.sign(step) * ((np.abs(step) + rate // 2) // rate)
+            self._template = self._template + fx.div_round_array(step, rate)  # ties away from zero, as pw_div_round
             self._rejected = 0
             return
         self._rejected += 1
