@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlparse
@@ -137,6 +138,11 @@ class MqttLink:
         self._on_connect = on_connect
         self._keepalive = keepalive_s
         self.connected = threading.Event()
+        #: connected and every subscription acknowledged (SUBACK): a message published after this is set
+        #: reaches us. On a cluster whose retained copies are node-local, "connected" alone is not enough.
+        self.ready = threading.Event()
+        self._pending_subs: set[int] = set()
+        self._subs_lock = threading.Lock()
         self.connects = 0
         self._refused: str | None = None
         if mqtt5:
@@ -156,6 +162,7 @@ class MqttLink:
             self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
+        self._client.on_subscribe = self._subscribed
         self._client.on_connect_fail = lambda _c, _u: self._next_node()
         self._client.on_message = lambda _c, _u, m: self._on_message(Message(m.topic, bytes(m.payload), m.mid, m.qos))
 
@@ -164,7 +171,8 @@ class MqttLink:
         up. A device that must work offline starts with ``wait=False``."""
         self._connect_async()
         self._client.loop_start()
-        if wait and not self.connected.wait(timeout_s):
+        deadline = time.monotonic() + timeout_s
+        if wait and not (self.connected.wait(timeout_s) and self.ready.wait(max(0.0, deadline - time.monotonic()))):
             self.stop()
             hint = (f"; the broker refused us: {self._refused}" if self._refused else
                     "; check that the broker runs, and for mqtts:// that --ca is the fleet's CA and --cert/--key "
@@ -185,9 +193,11 @@ class MqttLink:
 
     def stop(self) -> None:
         self.connected.clear()  # an intended disconnect: nothing to report
+        self.ready.clear()
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
+        self.ready.clear()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Queue a message (sent now, or after the next reconnect). ``is_published()`` on the result
@@ -208,8 +218,11 @@ class MqttLink:
             self._refused = str(reason_code)
             log.warning("%s: broker refused the connection: %s", self.client_id, reason_code)
             return
-        for topic in self._subscriptions:
-            client.subscribe(topic, qos=1)
+        with self._subs_lock:
+            self.ready.clear()
+            self._pending_subs = {client.subscribe(topic, qos=1)[1] for topic in self._subscriptions}
+            if not self._pending_subs:
+                self.ready.set()
         self.connects += 1
         self.connected.set()
         if self.connects > 1:
@@ -218,7 +231,18 @@ class MqttLink:
         if self._on_connect:
             self._on_connect(bool(flags.session_present))
 
+    def _subscribed(self, _client, _userdata, mid, reason_codes, _props=None) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.warning("%s: the broker refused a subscription (%s); check the ACL for this client", self.client_id,
+                        ", ".join(refused))
+        with self._subs_lock:
+            self._pending_subs.discard(mid)
+            if not self._pending_subs and self.connected.is_set():
+                self.ready.set()
+
     def _disconnected(self, _client, _userdata, _flags, reason_code, _props=None) -> None:
+        self.ready.clear()
         if self.connected.is_set():
             log.info("%s: disconnected (%s); reconnecting with backoff", self.client_id, reason_code)
             self.connected.clear()

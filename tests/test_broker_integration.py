@@ -97,3 +97,30 @@ def test_queued_qos1_message_survives_a_broker_restart(mosquitto):
     sub.loop_stop()
     sub.disconnect()
     assert payload == message
+
+
+def test_link_is_ready_only_once_its_subscriptions_are_acknowledged_again_after_a_restart(mosquitto):
+    """``MqttLink.start`` returns once every SUBACK is in (``ready``): a message published the moment it
+    returns reaches it. A broker restart clears ``ready`` until the re-subscriptions are acknowledged."""
+    from broker.mqtt_link import MqttLink
+    from tests.federation_helpers import wait_until
+
+    topics = FleetTopics("ready")
+    inbox: queue.Queue = queue.Queue()
+    url = f"mqtt://{mosquitto.host}:{mosquitto.port}"
+    link = MqttLink(url, "ready-sub", [topics.all_updates(), topics.all_globals()], lambda m: inbox.put(m.payload))
+    link.start()
+    pub = _client(mosquitto, "ready-pub")
+    try:
+        assert link.ready.is_set()
+        pub.publish(topics.update(1, "dev-1"), b"first", qos=1).wait_for_publish(timeout=10)
+        assert inbox.get(timeout=10) == b"first"
+        mosquitto.restart()
+        wait_until(lambda: link.connects >= 2 and link.ready.is_set(), timeout_s=30, what="re-subscribed")
+        pub.publish(topics.global_model(2), b"after-restart", qos=1).wait_for_publish(timeout=10)
+        assert inbox.get(timeout=10) == b"after-restart"
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        link.stop()
+    assert not link.ready.is_set()

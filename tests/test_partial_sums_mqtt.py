@@ -87,7 +87,7 @@ def run_with_workers(workers: list[AggregatorWorker], coord, device_urls: list[s
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     for t in threads:
         t.start()
-    wait_until(lambda: all(w.link.connected.is_set() for w in workers), what="workers connected")
+    wait_until(lambda: all(w.link.ready.is_set() for w in workers), what="workers connected and subscribed")
     box: dict = {}
     runner = threading.Thread(target=lambda: box.update(result=coord.run()), daemon=True)
     publishers = [publisher(url, f"test-devices-{i}") for i, url in enumerate(device_urls)]

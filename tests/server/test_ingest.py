@@ -178,7 +178,7 @@ def test_the_real_aggregator_round_events_fill_the_rounds_page(running_server, t
     fed.aggregator.cfg = dataclasses.replace(fed.aggregator.cfg, observer=RoundEventPublisher(rs.fleet))
     fed.start()
     # a hostile update during the run: the aggregator's rejection reaches the server as a security event
-    wait_until(fed.aggregator.link.connected.is_set)  # subscribed: the garbage below reaches it
+    wait_until(fed.aggregator.link.ready.is_set)  # subscribed: the garbage below reaches it
     attacker = _client(rs, "mallory-agg")
     attacker.publish(FleetTopics(rs.fleet).update(1, "dev-a"), b"garbage", qos=1).wait_for_publish(10)
     result = fed.finish()
