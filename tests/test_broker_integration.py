@@ -7,8 +7,10 @@ import pytest
 
 from broker.chunking import Reassembler, split_message
 from broker.launcher import EmbeddedBroker
+from broker.mqtt_link import MqttLink
 from broker.topics import FleetTopics
 from broker.wire import Encoding, Kind, decode_tensors, encode_tensors
+from tests.federation_helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -102,9 +104,6 @@ def test_queued_qos1_message_survives_a_broker_restart(mosquitto):
 def test_link_is_ready_only_once_its_subscriptions_are_acknowledged_again_after_a_restart(mosquitto):
     """``MqttLink.start`` returns once every SUBACK is in (``ready``): a message published the moment it
     returns reaches it. A broker restart clears ``ready`` until the re-subscriptions are acknowledged."""
-    from broker.mqtt_link import MqttLink
-    from tests.federation_helpers import wait_until
-
     topics = FleetTopics("ready")
     inbox: queue.Queue = queue.Queue()
     url = f"mqtt://{mosquitto.host}:{mosquitto.port}"
