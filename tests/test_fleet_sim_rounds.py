@@ -54,7 +54,7 @@ def test_two_hundred_devices_complete_aggregator_rounds_with_dropouts(mosquitto,
     out = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "tools.cli", "simulate-fleet", "--broker", broker_url(mosquitto), "--fleet",
            "simrounds", "--devices", "200", "--workers", "2", "--duration", "2", "--status-every", "30",
-           "--alerts-per-second", "2", "--rounds", "2", "--selection", "uniform:k=100", "--deadline", "6",
+           "--alerts-per-second", "2", "--rounds", "2", "--selection", "uniform:k=100", "--deadline", "15",
            "--quorum", "0.5", "--dropout", "0.1", "--seed", "4", "--run-dir", str(tmp_path / "fleet"),
            "--json", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

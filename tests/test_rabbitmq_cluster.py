@@ -113,6 +113,40 @@ def test_retained_models_are_node_local_and_exact_topic_until_published_on_every
         assert [m.payload for m in late(url, f"pw-rmq-late-rel{i}", T.release())] == [b"signed-release"]
 
 
+def test_a_device_that_missed_the_model_gets_it_again_when_the_round_falls_below_quorum(cluster, tmp_path):
+    """dev-c subscribes on node 0 after the aggregator announced round 1 through node 1: the retained copy
+    there is node-local and never reaches a wildcard, so it has nothing to train on. At the deadline, below
+    the quorum, the aggregator announces the round again and the round closes with all three devices."""
+    u0, u1, u2 = cluster.urls
+    fleet = "rmqagain"
+    updaters = {name: FixedUpdater(k) for k, name in enumerate(REGISTRY)}
+    homes = {"dev-a": u0, "dev-b": u2, "dev-c": u0}
+    devices = {name: DeviceClient(name, dev_id, fleet, homes[name], updaters[name])
+               for name, dev_id in REGISTRY.items()}
+    agg = Aggregator(AggregatorConfig(fleet, dict(REGISTRY), rounds=1, policy=RoundPolicy(deadline_s=8),
+                                      honour_consent=False), initial_weights(), u1, tmp_path)
+    box: dict = {}
+    runner = threading.Thread(target=lambda: box.update(result=agg.run()), daemon=True)
+    try:
+        for name in ("dev-a", "dev-b"):
+            devices[name].start()
+        wait_until(lambda: all(devices[n].link.ready.is_set() for n in ("dev-a", "dev-b")), what="two devices ready")
+        runner.start()
+        wait_until(lambda: agg.announcements >= 1, what="round 1 announced")
+        devices["dev-c"].start()  # too late for the live copy; no retained copy on node 0
+        runner.join(60)
+    finally:
+        for d in devices.values():
+            d.stop()
+    assert "result" in box, "the aggregator did not finish"
+    (row,) = box["result"].history
+    assert row["participants"] == 3
+    assert row["bytes_down"] == 2 * 3 * row["model_bytes"]  # announced twice to the three selected
+    assert updaters["dev-c"].calls == 1 and updaters["dev-a"].calls == 1  # the second copy trained nobody twice
+    for got, want in zip(box["result"].final_weights, expected_fedavg(1)):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+
+
 def test_a_round_with_devices_on_two_nodes_survives_the_aggregators_node_being_killed(cluster, tmp_path):
     """The aggregator's link lists the nodes (its own first) and fails over to the next when its node dies:
     it resumes its durable session there, every update acknowledged before the kill is in its log, the one

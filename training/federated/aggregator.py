@@ -91,6 +91,8 @@ class PlainUpdates:
     def collect(self, service: Aggregator) -> None:
         engine = service.engine  # when to close (answers, deadline, quorum, a full FedBuff buffer): the engine's rule
         while engine.close_due() is None:
+            if engine.extended and service.announcements == 1:
+                service.announce_again()
             self.wait(service, max(0.01, min(engine.next_deadline() - engine.clock(), 0.5)))
 
     def wait(self, service: Aggregator, timeout: float) -> None:
@@ -153,6 +155,8 @@ class Aggregator:
         self.reassembler = Reassembler()
         self._round_started = time.monotonic()
         self._model_bytes = 0
+        self._announced = b""
+        self.announcements = 0  # of the current round's model: 1, or 2 after a deadline below the quorum
         self.consent = ConsentWatch(cfg.fleet, broker_url, cfg.consent_key) if cfg.honour_consent else None
         self.link = link or MqttLink(broker_url, f"pw-{cfg.fleet}-aggregator",
                                      subscriptions or [self.topics.all_updates(), self.topics.all_statuses()],
@@ -242,13 +246,21 @@ class Aggregator:
         message = encode_global(self.cfg.fleet, GlobalModel(self._plan(final), self.weights, control))
         if self.signing_key is not None:
             message = sign_message(message, self.signing_key)
-        self._model_bytes = len(message)
+        self._model_bytes, self._announced, self.announcements = len(message), message, 1
         self.link.publish(self.topics.global_model(self.round), message, qos=1, retain=True)
         if self.round > 1:  # only the current round stays retained
             self.link.publish(self.topics.global_model(self.round - 1), b"", qos=1, retain=True)
         self._round_started = time.monotonic()
         if not final:
             log.info("round %d/%d: model published to %d device(s)", self.round, self.cfg.rounds, len(self.selected))
+
+    def announce_again(self) -> None:
+        """Publish the round's model once more (the same bytes: a device that already trains on it only
+        rejoins). A device can miss the first copy for good: a subscription not yet bound when it went out, or a
+        RabbitMQ cluster, whose retained copy stays on the aggregator's node and never reaches a wildcard."""
+        log.warning("round %d: below the quorum at the deadline; announcing the model again", self.round)
+        self.link.publish(self.topics.global_model(self.round), self._announced, qos=1, retain=True)
+        self.announcements += 1
 
     def publish(self, topic: str, data: bytes, recipients: int = 1) -> int:
         """Publish (signed when the service has a key) a protocol message; returns the bytes sent down."""
@@ -344,7 +356,7 @@ class Aggregator:
             self.engine.accepted = dict(sorted(self.engine.accepted.items()))  # (or on which worker got which)
         counts = self.engine.round_counts
         transport = {"bytes_received": counts["bytes_received"], "model_bytes": self._model_bytes,
-                     "bytes_down": self._model_bytes * len(self.selected),
+                     "bytes_down": self._model_bytes * len(self.selected) * self.announcements,
                      "quorum_met": counts["rounds_below_quorum"] == 0,
                      "seconds": time.monotonic() - self._round_started}
         row = self.engine.close_round(combined, {**transport, **extra})

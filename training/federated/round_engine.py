@@ -248,6 +248,12 @@ class RoundEngine:
         version never takes more than K)."""
         return self.buffering is not None and len(self.accepted) >= self.buffering.buffer_size
 
+    @property
+    def extended(self) -> bool:
+        """The round's first deadline passed below the quorum and it waits one more: the service's cue to
+        announce the round again for any selected device that missed the model."""
+        return self._extended
+
     def close_due(self) -> str | None:
         """Why the round closes now (by the engine's clock); None: keep collecting. Asynchronous: the buffer
         is full, or the deadline passed. Synchronous: every selected device answered (or the quorum is in and
