@@ -24,7 +24,8 @@ DP = {"clip": 0.5, "noise_multiplier": 0.8, "adaptive_quantile": 0.5, "count_noi
 
 def _cfg() -> AggregatorConfig:
     return AggregatorConfig(FLEET, device_names(N), rounds=ROUNDS, strategy="dp_fedavg", strategy_args=DP,
-                            policy=RoundPolicy(deadline_s=60), honour_consent=False, encoding="int8")
+                            policy=RoundPolicy(deadline_s=60), honour_consent=False, encoding="int8",
+                            dp_noise="seeded")  # the single aggregator and the coordinator draw the same noise
 
 
 def test_dp_fedavg_workers_give_the_single_aggregators_model_and_ledger(mosquitto, tmp_path):
