@@ -15,7 +15,8 @@ statistics release) draws through a ``NoiseSource`` chosen by name:
 
 What ``secure`` does not protect: the floating-point representation of the samples (Mironov 2012; Jin et al.
 2022 show Box-Muller Gaussians leak through the low-order bits of the noisy value). No snapping or discrete
-Gaussian is applied here; ``docs/privacy.md`` states it as not protected.
+Gaussian is applied here; ``docs/privacy.md`` states it as not protected. Nor the tail beyond 8.57σ (the largest
+Box-Muller radius from 53-bit uniforms), whose mass is not added to the ledgers' δ.
 """
 from __future__ import annotations
 
