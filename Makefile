@@ -124,6 +124,7 @@ bench: setup
 	$(BIN)/pulsewire foundation --protocols inter intra $(BENCH_ARGS)
 	$(BIN)/pulsewire fleet-bench $(FED_BENCH_ARGS)
 	$(BIN)/pulsewire privacy-bench $(PRIV_BENCH_ARGS)
+	$(BIN)/pulsewire dp-noise-bench --json bench/results/dp-noise.json
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/pulsewire edge bench $(EDGE_BENCH_ARGS)
 	$(BIN)/pulsewire edge robustness $(ROBUSTNESS_ARGS)

@@ -45,6 +45,7 @@ from broker.secagg_messages import SecAggPlan, decode_secagg, encode_secagg
 from broker.signing import is_signed, sign_message, verify_message
 from broker.topics import FleetTopics, parse_topic
 from broker.wire import WireError
+from edge_runtime.dp_noise import make_noise
 from edge_runtime.ledger_store import LedgerStore
 from edge_runtime.local_dp import LocalDP, PrivacyLedger
 from edge_runtime.secagg_client import SecAggParticipant, flatten
@@ -104,15 +105,18 @@ class DeviceClient:
         #: Ed25519 keys: this device's private key signs its updates; the aggregator's public key must have
         #: signed every global model this device trains on (None: unsigned fleet).
         self.signing_key, self.aggregator_key = signing_key, aggregator_key
-        #: Local DP of this device (None: only what a round plan asks for); noise from OS entropy unless seeded.
+        #: Local DP of this device (None: only what a round plan asks for).
         self.local_dp = local_dp
         #: The device's durable storage (beside its alert spool): the ledger survives restarts there.
         self.ledger_store = LedgerStore(state_dir, local_dp.delta if local_dp else 1e-6) if state_dir else None
         self.privacy = self.ledger_store.ledger if self.ledger_store else PrivacyLedger(
             local_dp.delta if local_dp else 1e-6)
-        self._noise_rng = np.random.default_rng(noise_seed)
+        #: Every DP draw of this device (local DP, distributed-DP shares): ChaCha20 keyed by the OS
+        #: (``edge_runtime.dp_noise``), unless ``noise_seed`` asks for the predictable seeded source (tests and
+        #: simulations: warned, and its status says so).
+        self.noise = make_noise() if noise_seed is None else make_noise("seeded", noise_seed, where=f"device {name}")
         #: ``peer_keys``: wire id -> Ed25519 public key of every device (SecAgg+'s consistency check).
-        self.secagg = SecAggParticipant(device_id, self._noise_rng, signing_key, peer_keys)
+        self.secagg = SecAggParticipant(device_id, self.noise, signing_key, peer_keys)
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"train-{name}")
         self._own_executor = executor is None
         self._lock = threading.Lock()
@@ -309,7 +313,7 @@ class DeviceClient:
         """Clip and noise the delta; from here on everything (error feedback included) is post-processing."""
         if update.control_delta is not None:
             raise ValueError("local DP does not cover SCAFFOLD's control variates; use another strategy")
-        noised = dp.privatize(update.delta, self._noise_rng)
+        noised = dp.privatize(update.delta, self.noise)
         # durable before the update exists outside this function: a crash loses a release never sent, not one sent
         row = self.ledger_store.record(round_, dp) if self.ledger_store else self.privacy.record(round_, dp)
         log.info("%s: round %d released with local DP (z %.2f, C %.3g): epsilon %.3f at delta %g", self.name,
@@ -333,7 +337,7 @@ class DeviceClient:
         if self.consent is not None:  # the aggregator skips devices whose patient withdrew training consent
             status["patient"] = self.consent.patient
         if self.privacy.rows or self.local_dp is not None or self.ledger_store is not None:
-            status["privacy"] = self.privacy.summary()
+            status["privacy"] = {**self.privacy.summary(), "noise": self.noise.label}
             if self.ledger_store is not None:
                 status["privacy"].update(ledger="lost" if self.ledger_store.lost else "durable",
                                          resets=len(self.ledger_store.resets))

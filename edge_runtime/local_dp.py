@@ -20,12 +20,15 @@ aggregation (``edge_runtime.secure_aggregation``) devices add only a share of it
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import norm
+
+from edge_runtime.dp_noise import NoiseSource
 
 Weights = list[np.ndarray]
 
@@ -47,7 +50,7 @@ class LocalDP:
             raise ValueError("epsilon_budget must be positive (or None)")
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "LocalDP":
+    def from_config(cls, cfg: dict[str, Any]) -> LocalDP:
         """From a round plan's ``local_dp`` entry, e.g. {"clip": 0.5, "noise_multiplier": 1.1}."""
         unknown = set(cfg) - {"clip", "noise_multiplier", "delta", "epsilon_budget"}
         if unknown:
@@ -59,15 +62,16 @@ class LocalDP:
         """Gaussian-DP μ of one round: sensitivity 2C over noise z·C."""
         return 2.0 / self.noise_multiplier
 
-    def stronger(self, other: "LocalDP | None") -> "LocalDP":
+    def stronger(self, other: LocalDP | None) -> LocalDP:
         """The setting that protects more: a plan can raise a device's noise, never lower it."""
         if other is None:
             return self
         return LocalDP(min(self.clip, other.clip), max(self.noise_multiplier, other.noise_multiplier),
                        min(self.delta, other.delta), _min_budget(self.epsilon_budget, other.epsilon_budget))
 
-    def privatize(self, delta: Sequence[np.ndarray], rng: np.random.Generator) -> Weights:
-        """clip(Δ, C) + N(0, (z·C)²) per coordinate, in float64 then back to float32."""
+    def privatize(self, delta: Sequence[np.ndarray], rng: NoiseSource) -> Weights:
+        """clip(Δ, C) + N(0, (z·C)²) per coordinate, in float64 then back to float32; ``rng``: the device's
+        noise source (``edge_runtime.dp_noise``, secure unless a test seeds it)."""
         norm_ = math.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in delta))
         factor = min(1.0, self.clip / norm_) if norm_ > 0 else 1.0
         sigma = self.noise_multiplier * self.clip

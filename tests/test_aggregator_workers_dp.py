@@ -24,7 +24,8 @@ DP = {"clip": 0.5, "noise_multiplier": 0.8, "adaptive_quantile": 0.5, "count_noi
 
 def _cfg() -> AggregatorConfig:
     return AggregatorConfig(FLEET, device_names(N), rounds=ROUNDS, strategy="dp_fedavg", strategy_args=DP,
-                            policy=RoundPolicy(deadline_s=60), honour_consent=False, encoding="int8")
+                            policy=RoundPolicy(deadline_s=60), honour_consent=False, encoding="int8",
+                            dp_noise="seeded")  # the single aggregator and the coordinator draw the same noise
 
 
 def test_dp_fedavg_workers_give_the_single_aggregators_model_and_ledger(mosquitto, tmp_path):
@@ -65,7 +66,8 @@ def test_the_dp_sum_rule_clips_each_update_before_summing_and_the_strategy_noise
     for got, w in zip(summed.delta, want):
         np.testing.assert_allclose(got, w, atol=4 * 2 ** -24, rtol=0)
     assert summed.meta["within_clip"] == 2 and summed.meta["clipped_sum_of"] == 4
-    args = {"num_devices": 4, "clip": 0.5, "noise_multiplier": 0.0, "adaptive_quantile": 0.5}
+    args = {"num_devices": 4, "clip": 0.5, "noise_multiplier": 0.0, "adaptive_quantile": 0.5,
+            "noise": "seeded"}  # the clip count's noise: the same draws on both
     on_sum, on_each = make_strategy("dp_fedavg", **args), make_strategy("dp_fedavg", **args)
     for a, b in zip(on_sum.aggregate(like, [summed]), on_each.aggregate(like, updates)):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)

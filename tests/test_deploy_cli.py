@@ -38,15 +38,20 @@ def test_multi_krum_from_the_command_line_aggregates():
     assert new[0].shape == (3, 2) and np.all(np.isfinite(new[0]))
 
 
-def test_dp_fedavg_seed_from_the_command_line_seeds_the_noise():
-    """`--strategy-arg seed=7` used to arrive as 7.0, which numpy's generator refuses."""
+def test_dp_fedavg_seed_from_the_command_line_seeds_the_noise_only_when_seeded_noise_is_asked_for():
+    """`--strategy-arg seed=7` used to arrive as 7.0, which numpy's generator refuses; and a seed is predictable
+    noise, so it needs `--dp-noise seeded` (the service's default is the secure source, which takes no seed)."""
     args = _strategy_args("seed=7", "noise_multiplier=1.0", "clip=0.5")
-    runs = [make_fleet_strategy("dp_fedavg", args, 5).aggregate([np.zeros((3, 2), np.float32)], _updates())[0]
-            for _ in range(2)]
+    runs = [make_fleet_strategy("dp_fedavg", args, 5, "seeded").aggregate([np.zeros((3, 2), np.float32)],
+                                                                        _updates())[0] for _ in range(2)]
     assert np.array_equal(runs[0], runs[1])  # same seed, same noise
-    other = make_fleet_strategy("dp_fedavg", {**args, "seed": 8}, 5).aggregate([np.zeros((3, 2), np.float32)],
-                                                                             _updates())[0]
+    other = make_fleet_strategy("dp_fedavg", {**args, "seed": 8}, 5, "seeded").aggregate(
+        [np.zeros((3, 2), np.float32)], _updates())[0]
     assert not np.array_equal(runs[0], other)
+    with pytest.raises(ValueError, match="seeded"):
+        make_fleet_strategy("dp_fedavg", args, 5)
+    with pytest.raises(ValueError, match="--dp-noise"):
+        make_fleet_strategy("dp_fedavg", {"noise": "seeded"}, 5)
 
 
 @pytest.mark.parametrize("argv", [["edge", "bench"], ["firmware", "bench", "--model", "m.tflite"],

@@ -2,6 +2,7 @@
 as the accountant assumes; before, the per-record jacobian of an empty batch failed and the round crashed."""
 import numpy as np
 
+from edge_runtime.dp_noise import make_noise
 from training.federated.local_training import LocalConfig, LocalTrainer
 from training.tasks.tabular import FEATURES_INPUT, TabularTask
 
@@ -15,7 +16,7 @@ def _update(noise: float):
     cfg = LocalConfig(epochs=1, learning_rate=1.0, dpsgd_clip=0.1, dpsgd_rate=0.1, dpsgd_noise=noise)
     inputs = {FEATURES_INPUT: train.inputs[FEATURES_INPUT][:2]}
     update, _ = LocalTrainer(model, task.loss()).run("h", w0, inputs, train.targets[:2], cfg,
-                                                     np.random.default_rng(3))
+                                                     np.random.default_rng(0), noise=make_noise("seeded", 3))
     return update
 
 

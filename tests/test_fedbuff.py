@@ -265,7 +265,7 @@ def test_a_buffer_gets_the_outlier_screen_and_the_privacy_budget_stops_the_versi
     devices = {"a": _Fixed(0.1), "b": _Fixed(0.2), "c": _Fixed(0.1), "x": _Fixed(1e6)}
     args = {"inner": "dp_fedavg", "buffer_size": 4, "clip": 1.0, "noise_multiplier": 1.0, "seed": 3,
             "epsilon_budget": epsilon(1.0, 1.0, 2, 1e-6) * 1.000001}
-    engine = RoundEngine(make_fleet_strategy("fedbuff", args, 4), list(devices), RoundPolicy(), 10,
+    engine = RoundEngine(make_fleet_strategy("fedbuff", args, 4, "seeded"), list(devices), RoundPolicy(), 10,
                          [w.copy() for w in W0])
     run_in_process(engine, devices)
     assert len(engine.history) == 2 and engine.budget_stopped

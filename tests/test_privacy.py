@@ -28,7 +28,7 @@ def test_without_noise_it_is_the_mean_of_clipped_deltas():
 def test_noise_has_the_calibrated_spread_and_the_ledger_grows():
     g = [np.zeros(20000, np.float32)]
     ups = [ClientUpdate(str(k), [np.zeros(20000, np.float32)], 1) for k in range(10)]
-    dp = DPFedAvg(num_devices=20, clip=0.5, noise_multiplier=1.2, delta=1e-6, seed=3)
+    dp = DPFedAvg(num_devices=20, clip=0.5, noise_multiplier=1.2, delta=1e-6, noise="seeded", seed=3)
     new = dp.aggregate(g, ups)
     assert np.std(new[0]) == pytest.approx(1.2 * 0.5 / 10, rel=0.03)
     # the selection is public: no amplification is claimed (q = 1), whatever share of the fleet took part

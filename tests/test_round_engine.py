@@ -33,7 +33,7 @@ def _updaters():
 
 
 def _in_process():
-    strategy = make_fleet_strategy("dp_fedavg", ARGS, len(FLEET))
+    strategy = make_fleet_strategy("dp_fedavg", ARGS, len(FLEET), "seeded")  # both sides: the same noise
     engine = RoundEngine(strategy, list(FLEET), RoundPolicy(), ROUNDS, initial_weights(), seed=0)
     run_in_process(engine, _updaters())
     return engine
@@ -41,7 +41,7 @@ def _in_process():
 
 def _over_mqtt(url, run_dir):
     cfg = AggregatorConfig(fleet="one-engine", devices=dict(FLEET), rounds=ROUNDS, strategy="dp_fedavg",
-                           strategy_args=ARGS, policy=RoundPolicy(deadline_s=60))
+                           strategy_args=ARGS, policy=RoundPolicy(deadline_s=60), dp_noise="seeded")
     agg = Aggregator(cfg, initial_weights(), url, run_dir)
     updaters = _updaters()
     return run_to_end(agg, [DeviceClient(name, dev_id, "one-engine", url, updaters[name])

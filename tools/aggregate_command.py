@@ -94,7 +94,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
                            policy=RoundPolicy(selection=args.selection, quorum=args.quorum, deadline_s=args.deadline,
                                               late=args.late),
                            local=local, encoding=args.encoding, chunk_size=args.chunk_size, seed=args.seed,
-                           device_keys=_device_keys(fleet, registry))
+                           device_keys=_device_keys(fleet, registry), dp_noise=args.dp_noise or "secure")
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     signing_key = load_private_key(Path(key_path)) if key_path else None

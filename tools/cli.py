@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("tools.aggregator_bench").aggregator_bench.add_parser(sub)
     __import__("tools.fedbuff_bench").fedbuff_bench.add_parser(sub)
     __import__("tools.fedbuff_sweep").fedbuff_sweep.add_parser(sub)
+    __import__("tools.dp_noise_bench").dp_noise_bench.add_parser(sub)
     from tools.privacy_bench.command import add_parser as add_privacy_bench_parser
 
     add_privacy_bench_parser(sub, add_data_args)

@@ -74,6 +74,11 @@ def add_federated_args(p: argparse.ArgumentParser, strategies: list[str]) -> Non
                         "standalone aggregator)")
     p.add_argument("--strategy-arg", action="append", default=[], metavar="KEY=VALUE", type=strategy_arg,
                    help="strategy parameter, repeatable (e.g. proximal_mu=0.01, momentum=0.9, server_lr=0.01)")
+    p.add_argument("--dp-noise", choices=["secure", "seeded"], default=None,
+                   help="where DP noise comes from (docs/privacy.md): secure = ChaCha20 keyed by the OS (default "
+                        "of the aggregator service and fleets over MQTT), seeded = numpy from the strategy's seed "
+                        "argument (default in process: reproducible, predictable; a service warns and its privacy "
+                        "ledger records it)")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--local-epochs", type=int, default=2, help="local epochs per round (default 2)")
     p.add_argument("--lr", type=float, default=0.3,

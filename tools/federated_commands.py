@@ -45,7 +45,7 @@ def _federated_config(args: argparse.Namespace, seed: int):
     from training.federated.simulation import FederatedConfig
 
     return FederatedConfig(rounds=args.rounds, strategy=args.strategy, strategy_args=dict(args.strategy_arg),
-                           partition=args.partition, seed=seed,
+                           partition=args.partition, seed=seed, dp_noise=args.dp_noise or "seeded",
                            fraction=getattr(args, "fraction", 1.0), attack=getattr(args, "attack", None),
                            selection=getattr(args, "selection", None),
                            attackers=getattr(args, "attackers", 0.0),
@@ -104,7 +104,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     def train_fn(train, val, test, seed):
         cfg = FleetConfig(federated=_federated_config(args, seed), policy=policy, encoding=args.encoding,
                           chunk_size=args.chunk_size, broker_url=broker, max_devices=args.devices,
-                          signed=not args.unsigned)
+                          signed=not args.unsigned, dp_noise=args.dp_noise or "secure")
         result = run_fleet(train, val, test, cfg, base_config(args, seed), Path(args.out) / f"run_seed{seed}")
         transport.setdefault("runs", []).append({"seed": seed, "broker": result.broker, "devices": result.devices,
                                                  "rejected": result.rejected, "wall_seconds": result.wall_seconds})

@@ -72,7 +72,7 @@ class Simulator:
         trained = run_simulation(self.train, self.val, fed, TrainConfig(seed=s.seed), progress=False)
         rep = evaluate_keras(trained.model, self.test, trained.rr_scaler)
         per = rep["per_class"]
-        return {"ds2_macro_f1": rep["macro_f1"], "ds2_accuracy": rep["accuracy"],
+        return {"ds2_macro_f1": rep["macro_f1"], "ds2_accuracy": rep["accuracy"], "dp_noise": fed.dp_noise,
                 "s_se": per["S"]["se"], "v_se": per["V"]["se"], "best_round": trained.best_epoch,
                 "best_val_macro_f1": max(h["val_macro_f1"] for h in trained.history),
                 "declined_updates": sum(h.get("declined", 0) for h in trained.history),

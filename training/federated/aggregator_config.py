@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.fed_messages import UpdateEncoding
+from edge_runtime.dp_noise import check_noise_name
 from training.federated.selection import POLICIES, SelectionSpec
 
 
@@ -96,8 +97,12 @@ class AggregatorConfig:
     honour_consent: bool = True
     #: The fleet's consent public key: when given, only signed consent records count.
     consent_key: Any = None
+    #: Where the strategy's DP noise comes from (``edge_runtime.dp_noise``): "secure" (ChaCha20, OS-keyed), or
+    #: "seeded" (predictable: reproducible runs only; the service warns and every ledger row records it).
+    dp_noise: str = "secure"
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or not self.devices:
             raise ValueError("at least one round and one registered device are needed")
         UpdateEncoding.parse(self.encoding)
+        check_noise_name(self.dp_noise)

@@ -52,6 +52,9 @@ class FleetConfig:
     signed: bool = True
     #: Secure aggregation (and optionally distributed DP) instead of plain updates; needs the fedavg strategy.
     secagg: SecAggSettings | None = None
+    #: DP noise of the aggregator's strategy and the devices' DP-SGD (``edge_runtime.dp_noise``): "secure" as in
+    #: a deployment, or "seeded" (reproducible, predictable; warned and recorded in the ledger).
+    dp_noise: str = "secure"
 
 
 @dataclass
@@ -119,7 +122,7 @@ def rounds_over_mqtt(model: keras.Model, updaters: dict[str, tuple[int, Any]], c
     agg_cfg = AggregatorConfig(fleet=fleet_name, devices=registry, rounds=fed.rounds, strategy=fed.strategy,
                                strategy_args=fed.strategy_args, policy=cfg.policy,
                                local=asdict(fed.local), encoding=cfg.encoding, chunk_size=cfg.chunk_size,
-                               seed=fed.seed,
+                               seed=fed.seed, dp_noise=cfg.dp_noise,
                                device_keys={n: keys[n].public_key() for n in registry} if keys else None,
                                observer=RoundEventPublisher(fleet_name))
     bar = tqdm(total=fed.rounds, desc=f"{fed.strategy} over MQTT ({len(clients)} devices)", disable=not progress)
@@ -169,7 +172,7 @@ def run_fleet(train: BeatDataset, val: BeatDataset, test: BeatDataset | None, cf
     trainer = LocalTrainer(fleet.model)
     updaters = {}
     for k, (name, dev_id) in enumerate(registry.items()):
-        updaters[name] = (dev_id, fleet.updater(k, name, trainer, fed.seed * 1000 + dev_id))
+        updaters[name] = (dev_id, fleet.updater(k, name, trainer, fed.seed * 1000 + dev_id, dp_noise=cfg.dp_noise))
     run = rounds_over_mqtt(fleet.model, updaters, cfg, _evaluator(fleet.model, val, test, fleet.scaler),
                            "val_macro_f1", run_dir, progress)
     fleet.model.set_weights(run.result.best_weights)

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from edge_runtime.dp_noise import NoiseSource, make_noise
 from training.federated.local_config import LocalConfig
 from training.federated.strategies import ClientUpdate, Weights
 
@@ -101,8 +102,9 @@ class LocalTrainer:
                     lr, clip)
 
     def _dp_epochs(self, inputs: dict, y: tf.Tensor, w: tf.Tensor, scale: tf.Tensor | None, cfg: LocalConfig,
-                   rng: np.random.Generator, consts: tuple) -> list[float]:
-        """``cfg.epochs`` × round(1/q) Poisson-sampled DP-SGD steps; empty batches still add the noise."""
+                   rng: NoiseSource, consts: tuple) -> list[float]:
+        """``cfg.epochs`` × round(1/q) Poisson-sampled DP-SGD steps; empty batches still add the noise. ``rng``
+        draws both the sampling and the noise: amplification by sampling also needs a sample nobody can predict."""
         n = int(y.shape[0])
         std = cfg.dpsgd_noise * cfg.dpsgd_clip
         denominator = tf.constant(cfg.dpsgd_rate * n, tf.float32)
@@ -123,12 +125,14 @@ class LocalTrainer:
     def run(self, device: str, global_weights: Weights, inputs: Inputs, targets: np.ndarray, cfg: LocalConfig,
             rng: np.random.Generator, server_control: Weights | None = None,
             device_control: Weights | None = None, row_weights: np.ndarray | None = None,
-            output_scale: np.ndarray | None = None) -> tuple[ClientUpdate, Weights | None]:
+            output_scale: np.ndarray | None = None, noise: NoiseSource | None = None
+            ) -> tuple[ClientUpdate, Weights | None]:
         """Train from ``global_weights`` on ``inputs`` (by the model's input names) against ``targets``;
         ``row_weights``: each row's loss weight (None: 1); ``output_scale``: per-class factors on the output
         probabilities in the loss (label-shift correction; None: the output as it is). Returns the update and
         (SCAFFOLD) the device's new control. With DP-SGD the update carries no training loss (it is not a
-        private release)."""
+        private release), and its sampling and noise come from ``noise`` (``edge_runtime.dp_noise``; None: a fresh
+        secure source), never from ``rng``, which only shuffles."""
         self.model.set_weights(global_weights)
         anchor = [tf.constant(w) for w in global_weights]
         scaffold = server_control is not None
@@ -146,7 +150,8 @@ class LocalTrainer:
         scale = None if output_scale is None else tf.constant(np.asarray(output_scale, np.float32))
         data = ({k: tf.constant(v) for k, v in inputs.items()}, y, w, scale)
         if cfg.dpsgd_noise > 0:
-            losses = self._dp_epochs(*data, cfg, rng, (lr, mu, anchor, correction, clip)) if n else []
+            draws = noise if noise is not None else make_noise()  # DP-SGD: never the shuffling stream
+            losses = self._dp_epochs(*data, cfg, draws, (lr, mu, anchor, correction, clip)) if n else []
             steps = cfg.epochs * cfg.dpsgd_steps_per_epoch
         else:
             batch = tf.constant(cfg.batch_size, tf.int32)

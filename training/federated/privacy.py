@@ -16,19 +16,35 @@ share of updates no longer than C released with noise σ_b (``count_noise``) on 
 That release costs privacy too: with adaptive clipping the configured z is the round's total, the sum gets the
 larger z_Δ = (z^-2 − (2σ_b)^-2)^-1/2, and the accountant charges z (``adaptive_clipping_sum_noise``). A count
 released without noise (σ_b = 0) is charged as unbounded.
+
+The noise comes from ``edge_runtime.dp_noise`` by name (``noise``): "secure" (ChaCha20 keyed by the OS, the
+default, and what the aggregator service uses unless told otherwise) or "seeded" (reproducible simulations and
+benches, with ``seed``); every ledger row records which (``noise``).
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from training.federated.accountant import (Accountant, RoundCharge, Sampling, adaptive_clipping_sum_noise,
-                                           epsilon_of_charges)
+from edge_runtime.dp_noise import make_noise
+from training.federated.accountant import (
+    Accountant,
+    RoundCharge,
+    Sampling,
+    adaptive_clipping_sum_noise,
+    epsilon_of_charges,
+)
 from training.federated.robust import clip_delta, delta_norm
-from training.federated.strategies import ClientUpdate, RoundContext, Strategy, Weights, add
-
+from training.federated.strategies import (
+    ClientUpdate,
+    RoundContext,
+    Strategy,
+    Weights,
+    add,
+)
 
 #: Meta of a ClientUpdate that stands for the sum of ``count`` deltas already clipped to the round's C (the
 #: partial-sum rule's output, ``training.federated.partial_sums``), and of how many were no longer than C.
@@ -55,7 +71,8 @@ class DPFedAvg(Strategy):
 
     def __init__(self, num_devices: int, clip: float = 0.5, noise_multiplier: float = 1.0, delta: float = 1e-6,
                  epsilon_budget: float | None = None, adaptive_quantile: float | None = None,
-                 adaptive_lr: float = 0.2, count_noise: float = 1.0, seed: int = 0) -> None:
+                 adaptive_lr: float = 0.2, count_noise: float = 1.0, noise: str = "secure",
+                 seed: int | None = None) -> None:
         if num_devices < 1 or clip <= 0 or noise_multiplier < 0 or not 0 < delta < 1 or count_noise < 0:
             raise ValueError("num_devices >= 1, clip > 0, noise_multiplier >= 0, count_noise >= 0 and "
                              "0 < delta < 1 required")
@@ -69,7 +86,8 @@ class DPFedAvg(Strategy):
                 self.sum_z = adaptive_clipping_sum_noise(noise_multiplier, count_noise)
             else:
                 self.charged_z = 0.0  # the clip count goes out exactly: no guarantee, and the ledger says so
-        self.rng = np.random.default_rng(seed)
+        #: Where the Gaussian draws come from (``edge_runtime.dp_noise``; ``seed`` only for "seeded").
+        self.noise = make_noise(noise, seed)
         self.accountant = Accountant(delta)
         self.ledger: list[dict[str, Any]] = []
         self._ctx: RoundContext | None = None
@@ -124,12 +142,12 @@ class DPFedAvg(Strategy):
         self._ctx = None
         denominator = max(1.0, self._denominator(ctx))
         noisy_sum = [np.asarray(clipped_sum[i], np.float64)
-                     + self.rng.normal(0.0, self.sum_z * self.clip, size=global_weights[i].shape)
+                     + self.noise.normal(0.0, self.sum_z * self.clip, size=global_weights[i].shape)
                      for i in range(len(global_weights))]
         mean = [(s / denominator).astype(np.float32) for s in noisy_sum]
         row = self.accountant.charge(self._charge_for(ctx))
         row.update(participants=count, selected=ctx.selected, denominator=denominator, clip=self.clip,
-                   sum_noise_multiplier=self.sum_z,
+                   sum_noise_multiplier=self.sum_z, noise=self.noise.label,
                    count_noise=self.count_noise if self.quantile is not None else None)
         self.ledger.append(row)
         if self.quantile is not None:
@@ -138,7 +156,7 @@ class DPFedAvg(Strategy):
 
     def _adapt_clip(self, centred: float, denominator: float) -> None:
         """C ← C·exp(−η (b̃ − γ)), b̃ = (Σ(b_i − ½) + N(0, σ_b²)) / denominator + ½ (Andrew et al.)."""
-        share = (centred + self.rng.normal(0.0, self.count_noise)) / denominator + 0.5
+        share = (centred + self.noise.normal(0.0, self.count_noise)) / denominator + 0.5
         self.clip = float(self.clip * np.exp(-self.adaptive_lr * (share - self.quantile)))
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -159,7 +177,7 @@ class DPFedAvg(Strategy):
         elif state.get("ledger") is not None and len(state["ledger"][0]):
             self._recharge_legacy(np.asarray(state["ledger"][0], np.float64))
         # the noise stream continues from a new point after a restart, never from the same one
-        self.rng = np.random.default_rng([len(self.ledger), int(self.rng.integers(1 << 31))])
+        self.noise = self.noise.resumed(len(self.ledger))
 
     def _recharge_legacy(self, rows: np.ndarray) -> None:
         """A checkpoint of the earlier ledger (round, participants, clip, z, q, ε rdp, ε pld, δ per row), whose ε

@@ -6,8 +6,22 @@ from typing import Any, Callable
 
 from training.federated.fedbuff import FedBuff
 from training.federated.privacy import DPFedAvg
-from training.federated.robust import CoordinateMedian, CosineFilter, Krum, NormBounded, TrimmedMean
-from training.federated.strategies import FedAdam, FedAvg, FedAvgM, FedNova, FedProx, Scaffold, Strategy
+from training.federated.robust import (
+    CoordinateMedian,
+    CosineFilter,
+    Krum,
+    NormBounded,
+    TrimmedMean,
+)
+from training.federated.strategies import (
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedNova,
+    FedProx,
+    Scaffold,
+    Strategy,
+)
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (FedAvg, FedProx, FedNova, Scaffold, FedAvgM, FedAdam,
@@ -34,10 +48,17 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
     return _build(name, kwargs, make_strategy)
 
 
-def make_fleet_strategy(name: str, args: dict[str, Any], num_devices: int) -> Strategy:
-    """``make_strategy`` for a fleet: strategies that need the fleet size (SCAFFOLD, DP-FedAvg) get it, also
-    as the inner strategy of FedBuff."""
+def make_fleet_strategy(name: str, args: dict[str, Any], num_devices: int, dp_noise: str = "secure") -> Strategy:
+    """``make_strategy`` for a fleet: strategies that need the fleet size (SCAFFOLD, DP-FedAvg) get it, and
+    strategies that draw DP noise (DP-FedAvg) get the run's noise source ``dp_noise`` (``edge_runtime.dp_noise``:
+    the service's or simulation's config, never a strategy argument), also as the inner strategy of FedBuff."""
     args = dict(args)
-    if name in STRATEGIES and "num_devices" in inspect.signature(STRATEGIES[name]).parameters:
+    params = inspect.signature(STRATEGIES[name]).parameters if name in STRATEGIES else {}
+    if "num_devices" in params:
         args.setdefault("num_devices", num_devices)
-    return _build(name, args, lambda inner, **inner_args: make_fleet_strategy(inner, inner_args, num_devices))
+    if "noise" in params:
+        if "noise" in args:
+            raise ValueError("the DP noise source is the run's setting (--dp-noise), not a strategy argument")
+        args["noise"] = dp_noise
+    return _build(name, args, lambda inner, **inner_args: make_fleet_strategy(inner, inner_args, num_devices,
+                                                                              dp_noise))

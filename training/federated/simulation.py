@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_runtime.aami import AAMI_CLASSES
+from edge_runtime.dp_noise import check_noise_name
 from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
 from training.data.partition import (
@@ -59,11 +60,16 @@ class FederatedConfig:
     max_norm_ratio: float | None = RoundPolicy.max_norm_ratio
     #: A ``RoundPolicy.selection`` spec (e.g. a status-fed policy "oort:k=5"); None: by ``fraction``.
     selection: str | None = None
+    #: The DP noise of this run's strategy and devices' DP-SGD (``edge_runtime.dp_noise``): "seeded" (default in
+    #: process: reproducible; the strategy's ``seed`` argument and each device's seed) or "secure". A run over
+    #: MQTT takes ``FleetConfig.dp_noise`` instead (secure by default, as a deployment).
+    dp_noise: str = "seeded"
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or not 0 < self.fraction <= 1:
             raise ValueError("rounds must be >= 1 and fraction in (0, 1]")
         _ = self.policy  # validates
+        check_noise_name(self.dp_noise)
 
     @property
     def policy(self) -> RoundPolicy:
@@ -103,14 +109,14 @@ class FleetData:
     #: asks for ``LocalConfig.label_shift``.
     prior_ratios: list[np.ndarray]
 
-    def updater(self, k: int, name: str, trainer: LocalTrainer, seed: int, labels: np.ndarray | None = None
-                ) -> KerasDeviceUpdater:
+    def updater(self, k: int, name: str, trainer: LocalTrainer, seed: int, labels: np.ndarray | None = None,
+                dp_noise: str = "seeded") -> KerasDeviceUpdater:
         """Device ``k``'s trainer: its rows, the fleet's class weights and its prior ratio (``labels``: other
         labels than its own, e.g. an attacker's poisoned ones; weights follow them, the prior stays)."""
         inputs, own = self.per_device[k]
         y = own if labels is None else labels
         return KerasDeviceUpdater(name, trainer, inputs, y, seed=seed, row_weights=self.class_weights[y],
-                                  prior_ratio=self.prior_ratios[k])
+                                  prior_ratio=self.prior_ratios[k], dp_noise=dp_noise)
 
 
 def prepare_fleet(train: BeatDataset, fed: FederatedConfig, base: TrainConfig) -> FleetData:
@@ -130,7 +136,7 @@ def simulate_rounds(model: keras.Model, devices: dict[str, KerasDeviceUpdater], 
                     evaluate, select_on: str, progress: bool = True, tamper=None) -> RoundEngine:
     """The in-process rounds every task shares: the fleet strategy, ``RoundEngine`` selecting rounds on
     ``evaluate(weights)[select_on]`` (held-out persons), devices taking turns. Returns the finished engine."""
-    strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(devices))
+    strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(devices), fed.dp_noise)
     engine = RoundEngine(strategy, list(devices), fed.policy, fed.rounds, model.get_weights(), fed.seed, evaluate,
                          select_on=select_on)
     bar = tqdm(total=fed.rounds, desc=f"{fed.strategy} rounds", disable=not progress)
@@ -162,7 +168,7 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
     for k, name in enumerate(names):
         y = fleet.per_device[k][1]
         poisoned = attack.poison_labels(y, len(AAMI_CLASSES)) if name in attackers else None
-        devices[name] = fleet.updater(k, name, trainer, fed.seed * 1000 + k + 1, poisoned)
+        devices[name] = fleet.updater(k, name, trainer, fed.seed * 1000 + k + 1, poisoned, fed.dp_noise)
     # the attack's own random stream: honest devices train exactly as in the clean run
     attack_rng = np.random.default_rng([fed.seed, 11])
 

@@ -5,7 +5,8 @@ with the same ``LocalTrainer``/``KerasDeviceUpdater`` as the beat fleet, given t
 ``loss()``, ``training_targets()`` and per-class ``sample_weights()``; rounds go through ``RoundEngine`` in
 process (``simulate_rounds``) or through the MQTT aggregator and device clients (``rounds_over_mqtt``), and are
 selected on "val" by ``task.selection_metric``. Device k (in partition order) draws from seed ``seed·1000+k+1``
-on both transports, so one seed gives the same local training either way.
+on both transports, so one seed gives the same local training either way (DP-SGD's draws: with the same
+``dp_noise`` source, ``FederatedConfig.dp_noise`` in process and ``FleetConfig.dp_noise`` over MQTT).
 """
 from __future__ import annotations
 
@@ -74,16 +75,17 @@ def run_task_federated(task: Task, train: TaskSplit, val: TaskSplit, fed: Federa
     trainer = LocalTrainer(model, task.loss())
     targets, weights = task.training_targets(train), row_weights(task, train)
     names = device_names(task, train, devices, fed.partition)
+    fleet = replace(fleet or FleetConfig(), federated=fed)
+    dp_noise = fleet.dp_noise if over_mqtt else fed.dp_noise
     updaters = {name: KerasDeviceUpdater(name, trainer, {k: v[d] for k, v in train.inputs.items()}, targets[d],
                                          seed=fed.seed * 1000 + k + 1,
-                                         row_weights=None if weights is None else weights[d])
+                                         row_weights=None if weights is None else weights[d], dp_noise=dp_noise)
                 for k, (name, d) in enumerate(zip(names, devices))}
     select_on = "rounds_evaluated" if last_round else f"val_{task.selection_metric}"
     evaluate = _evaluator(task, model, val, test)
     info = {"transport": "mqtt" if over_mqtt else "in-process", "partition": fed.partition,
             "device_rows": {n: len(d) for n, d in zip(names, devices)}}
     if over_mqtt:
-        fleet = replace(fleet or FleetConfig(), federated=fed)
         registry = limit_devices({n: k + 1 for k, n in enumerate(names)}, fleet.max_devices, fed.partition)
         run = rounds_over_mqtt(model, {n: (i, updaters[n]) for n, i in registry.items()}, fleet, evaluate, select_on,
                                Path(run_dir or f"out/tasks/{task.name}/fleet_seed{fed.seed}"), progress)

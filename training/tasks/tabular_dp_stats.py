@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime.dp_noise import make_noise
+
 #: Public per-feature upper bound, in the raw units, by quantity (mean, standard error and worst use the same):
 #: radius < 100 px, texture (grey-level std) < 100, perimeter < 1000 px, area < 10^4 px², the six shape ratios < 1.
 QUANTITY_BOUNDS = (100.0, 100.0, 1000.0, 1e4, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
@@ -83,7 +85,7 @@ def private_mean_std(x: np.ndarray, hospital: np.ndarray, transform, dp: DpStats
     if math.isinf(dp.noise_multiplier):
         return public_mean_std(transform)
     low, width = public_range(transform)
-    rng = np.random.default_rng([dp.seed, 17])
+    rng = make_noise("seeded", [dp.seed, 17])  # simulated hospitals: reproducible (edge_runtime.dp_noise)
     scale = dp.noise_multiplier * sensitivity(x.shape[1])
     sums, squares, count = np.zeros(x.shape[1]), np.zeros(x.shape[1]), 0
     for h in np.unique(hospital[hospital >= 0]):
