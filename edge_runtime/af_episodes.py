@@ -16,11 +16,22 @@ import numpy as np
 #: rule of ``pulsewire tasks af-selection`` (highest DS1 leave-records-out +P among the gates that keep >= 95 % of
 #: the aftdb AF windows and segments): 0.5 had DS1's best +P but removed 12 % of aftdb's AF windows.
 P_GATE = 0.9
+#: A window whose ectopy-cleaned RR irregularity (``rr_ectopy.clean_irregularity``: median |ΔRR| between normally
+#: conducted, non-premature beats, relative to the RR) is below this is a rhythm of ectopics, not AF. Picked by
+#: the rule of ``pulsewire tasks af-ectopy-selection`` (DS1 leave-records-out +P at unchanged Se, aftdb AF kept).
+ECTOPY_GATE = 0.0
+#: The model's AF probability from which a window is called AF (same selection).
+AF_THRESHOLD = 0.5
 
 
 def p_gated(prob: np.ndarray, p_median: np.ndarray, threshold: float, p_gate: float = P_GATE) -> np.ndarray:
     """Window decisions: AF probability at or above ``threshold`` and median P-wave correlation below ``p_gate``."""
     return (np.asarray(prob) >= threshold) & (np.asarray(p_median) < p_gate)
+
+
+def ectopy_gated(flags: np.ndarray, irregularity: np.ndarray, ectopy_gate: float = ECTOPY_GATE) -> np.ndarray:
+    """Window decisions kept only where the ectopy-cleaned RR irregularity reaches ``ectopy_gate`` (0: no gate)."""
+    return np.asarray(flags, bool) & (np.asarray(irregularity) >= ectopy_gate)
 
 
 def check_smooth(smooth: int) -> int:
