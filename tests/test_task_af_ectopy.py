@@ -1,0 +1,147 @@
+"""The AF task's ectopy gate: ectopy-cleaned RR irregularity on hand-made rhythms and on real MIT-BIH excerpts
+(record 119's ventricular bigeminy is not AF, 201's and 203's AF still is), the device computing the same gate as
+the evaluation, and the selection rule that chose it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.af_episodes import AF_THRESHOLD, ECTOPY_GATE, ectopy_gated
+from edge_runtime.rr_ectopy import clean_intervals, clean_irregularity, window_irregularity
+
+#: What the tests call "irregular enough for AF" when the task ships without a gate (ECTOPY_GATE 0).
+GATE = ECTOPY_GATE or 0.05
+
+
+def _sinus(n: int = 32, seed: int = 0) -> np.ndarray:
+    return 0.9 + 0.01 * np.random.default_rng(seed).standard_normal(n)
+
+
+def test_ectopic_rhythms_are_regular_once_cleaned_and_af_is_not():
+    rng = np.random.default_rng(1)
+    af = rng.uniform(0.4, 1.1, 32)
+    assert clean_irregularity(af, np.ones(33, bool)) > 0.1
+    # Atrial premature beats (normal QRS): short coupling interval, then a pause; the sinus rhythm in between
+    apc = _sinus()
+    for i in (5, 13, 21, 27):
+        apc[i], apc[i + 1] = 0.55, 1.25
+    assert clean_irregularity(apc, np.ones(33, bool)) < 0.02
+    # Ventricular bigeminy: every other beat has another QRS; with the QRS calls or from the RR pattern alone
+    big = np.where(np.arange(32) % 2 == 0, 0.55, 1.25)
+    v_flags = np.arange(33) % 2 == 0
+    assert clean_irregularity(big, v_flags) == 0.0
+    assert clean_irregularity(big, np.ones(33, bool)) == 0.0
+    # Interpolated ventricular ectopics (no pause): the QRS calls take out both intervals around each
+    pvc = _sinus()
+    flags = np.ones(33, bool)
+    for beat in (6, 15, 24):
+        pvc[beat - 1], pvc[beat] = 0.45, 0.45
+        flags[beat] = False
+    assert clean_irregularity(pvc, flags) < 0.02 < clean_irregularity(pvc, np.ones(33, bool))
+
+
+def test_clean_intervals_keeps_the_sinus_intervals_and_checks_its_input():
+    rr = _sinus(10)
+    rr[4], rr[5] = 0.5, 1.3
+    keep = clean_intervals(rr, np.ones(11, bool))
+    assert not keep[4] and not keep[5] and keep[[0, 1, 2, 3, 6, 7, 8, 9]].all()
+    with pytest.raises(ValueError, match="one normal-QRS flag per beat"):
+        clean_intervals(rr, np.ones(10, bool))
+    with pytest.raises(ValueError, match="one normal-QRS flag per beat"):
+        window_irregularity(np.arange(40.0), np.ones(39, bool), 32, 8)
+    assert ectopy_gated(np.array([True, True, False]), np.array([0.2, 0.01, 0.2]), 0.05).tolist() == [True, False,
+                                                                                                      False]
+
+
+def _rhythm_spans(mitdb_dir, name: str, rhythm: str) -> list[tuple[float, float]]:
+    from training.data.mitdb import load_record
+
+    rec = load_record(mitdb_dir, name)
+    changes = [(s / rec.fs_hz, str(a).rstrip("\x00")) for s, sym, a in zip(rec.ann_sample, rec.ann_symbol, rec.ann_aux)
+               if sym == "+" and a]
+    ends = [t for t, _ in changes[1:]] + [rec.signal_mv.size / rec.fs_hz]
+    return [(t, e) for (t, a), e in zip(changes, ends) if a == rhythm]
+
+
+def _irregularity_inside(mitdb_dir, name: str, spans: list[tuple[float, float]]) -> np.ndarray:
+    """The gate's statistic of the record's windows (the task's) that lie wholly inside ``spans``."""
+    from training.tasks.af_data import record_rhythm, windows_of
+
+    r = record_rhythm(mitdb_dir, name)
+    irr = window_irregularity(r.beat_s, r.beat_normal, 32, 8)
+    starts = np.arange(irr.size) * 8
+    first, last = r.beat_s[starts], r.beat_s[starts + 32]
+    inside = np.zeros(irr.size, bool)
+    for a, b in spans:
+        inside |= (first >= a) & (last <= b)
+    assert irr.size == len(windows_of(r.beat_s, r.beat_af, r.beat_p, r.beat_normal, 32, 8).targets)
+    return irr[inside]
+
+
+def test_bigeminy_of_record_119_is_not_irregular_enough_for_af(mitdb_dir):
+    bigeminy = _irregularity_inside(mitdb_dir, "119", _rhythm_spans(mitdb_dir, "119", "(B"))
+    assert bigeminy.size >= 20  # 119 has minutes of ventricular bigeminy
+    assert np.mean(bigeminy >= GATE) <= 0.05
+
+
+@pytest.mark.parametrize("name", ["201", "203"])
+def test_af_of_records_201_and_203_stays_irregular(mitdb_dir, name):
+    af = _irregularity_inside(mitdb_dir, name, _rhythm_spans(mitdb_dir, name, "(AFIB"))
+    assert af.size >= 30
+    assert np.mean(af >= GATE) >= 0.95
+
+
+def test_monitor_applies_the_ectopy_gate_as_the_evaluation_does(mitdb_dir):
+    """Streaming (``AfMonitor``) and batch (``window_irregularity``) gate the same windows of record 201."""
+    from edge_runtime.af_episodes import p_gated, smooth_decisions
+    from edge_runtime.af_features import FEATURE_NAMES, standardise
+    from edge_runtime.af_monitor import AfMonitor
+    from edge_runtime.alerts import AlertBuilder
+    from tests.test_task_af import _annotated_beats, _contract, _tiny_model
+    from training.tasks.af_data import record_rhythm, windows_of
+    from training.tasks.af_metrics import merge_spans
+
+    model, mean, std = _tiny_model(mitdb_dir)
+    predict = lambda x: model(x["rr_features"]).numpy()  # noqa: E731
+    full = record_rhythm(mitdb_dir, "201")
+    keep = full.beat_s < 900.0  # AF, then sinus rhythm with ectopics, then AF again
+    beat_s, normal = full.beat_s[keep], full.beat_normal[keep]
+    wins = windows_of(beat_s, full.beat_af[keep], full.beat_p[keep], normal, 32, 8)
+    probs = predict({"rr_features": standardise(wins.features, mean, std)})[:, 1]
+    irr = window_irregularity(beat_s, normal, 32, 8)
+    gate = float(np.quantile(irr[probs >= 0.5], 0.3))  # strict enough to cut some AF-called windows
+    flags = ectopy_gated(p_gated(probs, wins.features[:, FEATURE_NAMES.index("p_corr_median_normal")], 0.5, 0.5),
+                         irr, gate)
+    batch = [e for e in merge_spans(wins.span_s, smooth_decisions(flags, 3)) if e[1] - e[0] >= 30]
+    contract = _contract(mean, std)
+    contract.preprocessing["ectopy_gate"] = gate
+    monitor = AfMonitor(predict, contract, AlertBuilder("d", "p"), lambda a: None, "v")
+    assert monitor.ectopy_gate == gate
+    for beat in _annotated_beats(mitdb_dir, "201", beat_s, "v"):
+        monitor.on_beat(beat)
+    monitor.close()
+    assert batch and np.allclose(np.asarray(monitor.episodes), np.asarray(batch))
+
+
+def test_task_contract_carries_the_gate_and_threshold(mitdb_dir, monkeypatch, cache_root):
+    from training.tasks.af import AfTask
+
+    monkeypatch.setenv("PULSEWIRE_CACHE", str(cache_root))
+    task = AfTask(max_persons=1, data_dir=mitdb_dir)
+    pre = task.edge_contract(task.load("val")).preprocessing
+    assert pre["ectopy_gate"] == ECTOPY_GATE and pre["threshold"] == AF_THRESHOLD
+    assert pre["ectopy_feature"] == "clean_mad_drr_rel"
+
+
+def test_ectopy_selection_rule_keeps_sensitivity_and_aftdb_af():
+    from tools.task_bench.af_ectopy_selection import pick
+
+    def row(gate, thr, se, ppv, dur_se=0.97, windows=0.99, segments=1.0):
+        return {"ectopy_gate": gate, "threshold": thr, "episode_se": se, "episode_ppv": ppv, "duration_se": dur_se,
+                "aftdb": {"window_retention": windows, "segment_retention": segments}}
+
+    base = row(0.0, 0.5, 1.0, 0.47)
+    rows = [base, row(0.04, 0.5, 1.0, 0.8), row(0.05, 0.5, 1.0, 0.8), row(0.06, 0.5, 0.95, 0.9),
+            row(0.08, 0.5, 1.0, 0.95, windows=0.93), row(0.05, 0.7, 1.0, 0.8), row(0.04, 0.7, 1.0, 0.85, dur_se=0.9)]
+    assert pick(rows) == (0.04, 0.5)  # Se lost, aftdb AF lost, duration lost; ties: weaker gate, lower threshold
+    assert pick([base, row(0.08, 0.5, 1.0, 0.95, segments=0.9)]) == (0.0, 0.5)  # nothing qualifies: the default
