@@ -16,9 +16,10 @@ import numpy as np
 #: rule of ``pulsewire tasks af-selection`` (highest DS1 leave-records-out +P among the gates that keep >= 95 % of
 #: the aftdb AF windows and segments): 0.5 had DS1's best +P but removed 12 % of aftdb's AF windows.
 P_GATE = 0.9
-#: A window whose ectopy-cleaned RR irregularity (``rr_ectopy.clean_irregularity``: median |ΔRR| between normally
-#: conducted, non-premature beats, relative to the RR) is below this is a rhythm of ectopics, not AF. Picked by
-#: the rule of ``pulsewire tasks af-ectopy-selection`` (DS1 leave-records-out +P at unchanged Se, aftdb AF kept).
+#: A window irregular by its plain RR (``rr_ectopy.raw_irregularity`` at least this) whose ectopy-cleaned RR
+#: (``clean_irregularity``: median |ΔRR| between normally conducted, non-premature beats, relative to the RR) is
+#: below this is a rhythm of ectopics, not AF. Picked by the rule of ``pulsewire tasks af-ectopy-selection``
+#: (DS1 leave-records-out +P at unchanged Se, aftdb AF kept); 0 = no gate.
 ECTOPY_GATE = 0.0
 #: The model's AF probability from which a window is called AF (same selection).
 AF_THRESHOLD = 0.5
@@ -30,8 +31,11 @@ def p_gated(prob: np.ndarray, p_median: np.ndarray, threshold: float, p_gate: fl
 
 
 def ectopy_gated(flags: np.ndarray, irregularity: np.ndarray, ectopy_gate: float = ECTOPY_GATE) -> np.ndarray:
-    """Window decisions kept only where the ectopy-cleaned RR irregularity reaches ``ectopy_gate`` (0: no gate)."""
-    return np.asarray(flags, bool) & (np.asarray(irregularity) >= ectopy_gate)
+    """Window decisions, vetoed where ectopy explains the irregularity: ``irregularity`` holds (clean, raw) per
+    window (``rr_ectopy.window_irregularity``); veto where raw >= ``ectopy_gate`` > clean (0: never)."""
+    irr = np.asarray(irregularity, np.float64).reshape(-1, 2)
+    explained = (irr[:, 1] >= ectopy_gate) & (irr[:, 0] < ectopy_gate)
+    return np.asarray(flags, bool) & ~explained.reshape(np.shape(flags))
 
 
 def check_smooth(smooth: int) -> int:

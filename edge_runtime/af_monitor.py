@@ -29,7 +29,7 @@ from edge_runtime.af_features import (
 )
 from edge_runtime.alerts import AlertBuilder
 from edge_runtime.atrial_activity import AtrialTracker
-from edge_runtime.rr_ectopy import clean_irregularity
+from edge_runtime.rr_ectopy import clean_irregularity, raw_irregularity
 from edge_runtime.runtime import BeatResult
 from edge_runtime.task_contract import EdgeContract
 
@@ -129,7 +129,7 @@ class AfMonitor:
         prob = float(np.asarray(self.predict({self.input_name: standardise(raw[None, :], self._mean, self._std)}))[0, 1])
         is_af = bool(p_gated(prob, raw[self._p_index], self.threshold, self.p_gate))
         if is_af:  # the window's beats: len(rr) + 1 normal-QRS flags, as ``rr_ectopy.window_irregularity`` reads
-            irregularity = clean_irregularity(rr, np.asarray(self._normal))
+            irregularity = (clean_irregularity(rr, np.asarray(self._normal)), raw_irregularity(rr))
             is_af = bool(ectopy_gated(is_af, irregularity, self.ectopy_gate))
         centre = self.window // 2
         lo, hi = centre - self.hop // 2, centre + self.hop - self.hop // 2

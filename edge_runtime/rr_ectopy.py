@@ -16,9 +16,12 @@ near 0) and where the QRS template is lost in AF itself (the aftdb segments, 128
 their worst windows), which the RR pattern alone leaves irregular. Still fewer pairs: 0, no normally conducted
 rhythm to call irregular. Chosen on DS1 and aftdb only (``pulsewire tasks af-ectopy-selection``).
 
-``af_episodes.ectopy_gated`` calls a window AF only when this reaches the task's ``ectopy_gate``. numpy only; the
-device (``AfMonitor``, one window at a time) and the evaluation (``window_irregularity``, a record at a time) call
-the same ``clean_irregularity``.
+``af_episodes.ectopy_gated`` vetoes an AF call only where ectopy *explains* the irregularity: the window's plain
+irregularity (``raw_irregularity``, the same median over all intervals) reaches the task's ``ectopy_gate`` and
+the cleaned one does not. A window regular to begin with is left to the network and the P-wave gate (vetoing it
+too lost aftdb AF segments whose RR is briefly regular, a first design: ``af-ds1-ectopy-selection-v1.json``).
+numpy only; the device (``AfMonitor``, one window at a time) and the evaluation (``window_irregularity``, a
+record at a time) call the same two functions.
 """
 from __future__ import annotations
 
@@ -65,12 +68,19 @@ def clean_irregularity(rr_s: np.ndarray, normal_beats: np.ndarray) -> float:
     return float(np.median(np.abs(np.diff(rr))[both]) / np.median(rr[keep]))
 
 
+def raw_irregularity(rr_s: np.ndarray) -> float:
+    """Median |ΔRR| over all successive intervals relative to the median RR: what ectopy cleaning starts from."""
+    rr = np.asarray(rr_s, np.float64)
+    return float(np.median(np.abs(np.diff(rr))) / np.median(rr)) if rr.size > 1 else 0.0
+
+
 def window_irregularity(beat_s: np.ndarray, beat_normal: np.ndarray, window: int, hop: int) -> np.ndarray:
-    """``clean_irregularity`` of every window of a record's beats, the windows ``af_data.windows_of`` cuts (the
-    ``window`` intervals from beat ``start`` to beat ``start + window``, ``hop`` beats apart)."""
+    """``(clean_irregularity, raw_irregularity)`` of every window of a record's beats, shape (n, 2): the windows
+    ``af_data.windows_of`` cuts (the ``window`` intervals from beat ``start`` to ``start + window``, ``hop`` apart)."""
     t, n = np.asarray(beat_s, np.float64), np.asarray(beat_normal, bool)
     if n.shape != t.shape:
         raise ValueError(f"one normal-QRS flag per beat is needed, got {n.shape} for {t.shape}")
     rr = np.diff(t) if t.size > 1 else np.zeros(0)
-    return np.array([clean_irregularity(rr[s:s + window], n[s:s + window + 1])
-                     for s in window_starts(rr.size, window, hop)], np.float64)
+    rows = [(clean_irregularity(rr[s:s + window], n[s:s + window + 1]), raw_irregularity(rr[s:s + window]))
+            for s in window_starts(rr.size, window, hop)]
+    return np.array(rows, np.float64).reshape(-1, 2)

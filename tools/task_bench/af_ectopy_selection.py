@@ -3,7 +3,10 @@
 After the P-wave gate (``af_selection``), the AF task's false episodes were rhythms of ectopics: bigeminy and
 couplets (DS1: 208, 215), premature beats followed by pauses. ``edge_runtime.rr_ectopy`` measures what is left of
 a window's RR irregularity once the intervals around ectopic beats (QRS template) and short-long pairs are set
-aside; the ectopy gate calls a window AF only when that reaches a value. This study scores every candidate (gate
+aside; the ectopy gate vetoes an AF call where the plain irregularity reaches a value and the cleaned one does not
+(ectopy explains the irregularity). A first design vetoed every window whose cleaned irregularity was below
+the value, regular ones included; under the same rule it qualified no gate value (aftdb segment b08's
+briefly regular RR was lost), ``bench/results/af-ds1-ectopy-selection-v1.json``. This study scores every candidate (gate
 value x probability threshold, the open 0.7 choice of the last session) on the same DS1 leave-records-out folds
 and seeds as ``af_selection`` (its held-out probabilities), and the gates alone (with the task's P-wave gate, no
 network: the network trains there) on the aftdb AF segments, whose windows are all AF. ``SELECTION_RULE`` is
@@ -52,7 +55,7 @@ def pick(rows: list[dict]) -> tuple[float, float]:
 
 
 def aftdb_irregularity(task) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``segment -> (P-wave median, ectopy-cleaned irregularity, span)`` per window of every aftdb segment."""
+    """``segment -> (P-wave median, (clean, raw) irregularity, span)`` per window of every aftdb segment."""
     from edge_runtime.af_features import FEATURE_NAMES
     from edge_runtime.rr_ectopy import window_irregularity
     from training.tasks import aftdb
@@ -74,7 +77,7 @@ def aftdb_irregularity(task) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def run(seeds: tuple[int, ...] = (0, 1), path: Path | None = None) -> dict:
-    from edge_runtime.af_episodes import AF_THRESHOLD, ECTOPY_GATE, P_GATE
+    from edge_runtime.af_episodes import AF_THRESHOLD, ECTOPY_GATE, P_GATE, ectopy_gated
     from tools.task_bench.af_gate_aftdb import retention
     from tools.task_bench.af_selection import FOLDS, _held_out_probs, _score
     from training.tasks.af import MIN_EPISODE_S, SMOOTH, AfTask
@@ -82,6 +85,8 @@ def run(seeds: tuple[int, ...] = (0, 1), path: Path | None = None) -> dict:
     started = time.time()
     head = {"study": "AF ectopy gate and probability threshold chosen on DS1 leave-records-out and aftdb AF "
                      "retention (DS2 not used)", "selection_rule": SELECTION_RULE,
+            "design": "2: veto where raw >= gate > clean (design 1, veto where clean < gate: "
+                      "af-ds1-ectopy-selection-v1.json, picked no gate)",
             "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if path is not None:  # the rule is on disk before anything is scored
         path.write_text(json.dumps({**head, "status": "running"}, indent=1) + "\n")
@@ -91,7 +96,7 @@ def run(seeds: tuple[int, ...] = (0, 1), path: Path | None = None) -> dict:
     probs = _held_out_probs(task, seeds)
     rows = []
     for gate in ECTOPY_GATES:
-        kept = {n: (p < P_GATE) & (irr >= gate) for n, (p, irr, _) in segments.items()}
+        kept = {n: ectopy_gated(p < P_GATE, irr, gate) for n, (p, irr, _) in segments.items()}
         kept_aftdb = retention(spans, kept, SMOOTH, MIN_EPISODE_S)
         for threshold in THRESHOLDS:
             rows.append({"ectopy_gate": gate, "threshold": threshold,
