@@ -20,9 +20,10 @@ P_GATE = 0.9
 #: (``clean_irregularity``: median |ΔRR| between normally conducted, non-premature beats, relative to the RR) is
 #: below this is a rhythm of ectopics, not AF. Picked by the rule of ``pulsewire tasks af-ectopy-selection``
 #: (DS1 leave-records-out +P at unchanged Se, aftdb AF kept); 0 = no gate.
-ECTOPY_GATE = 0.0
-#: The model's AF probability from which a window is called AF (same selection).
-AF_THRESHOLD = 0.5
+ECTOPY_GATE = 0.04
+#: The model's AF probability from which a window is called AF (same selection; 0.5 until then). DS1: +P 0.467
+#: -> 0.875 at episode Se 1.0 with the gate (bench/results/af-ds1-ectopy-selection.json).
+AF_THRESHOLD = 0.7
 
 
 def p_gated(prob: np.ndarray, p_median: np.ndarray, threshold: float, p_gate: float = P_GATE) -> np.ndarray:

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from edge_runtime.af_episodes import AF_THRESHOLD, ECTOPY_GATE, ectopy_gated
-from edge_runtime.rr_ectopy import clean_intervals, clean_irregularity, window_irregularity
+from edge_runtime.rr_ectopy import (
+    clean_intervals,
+    clean_irregularity,
+    raw_irregularity,
+    window_irregularity,
+)
 
 #: What the tests call "irregular enough for AF" when the task ships without a gate (ECTOPY_GATE 0).
 GATE = ECTOPY_GATE or 0.05
@@ -31,13 +36,14 @@ def test_ectopic_rhythms_are_regular_once_cleaned_and_af_is_not():
     v_flags = np.arange(33) % 2 == 0
     assert clean_irregularity(big, v_flags) == 0.0
     assert clean_irregularity(big, np.ones(33, bool)) == 0.0
-    # Interpolated ventricular ectopics (no pause): the QRS calls take out both intervals around each
-    pvc = _sinus()
-    flags = np.ones(33, bool)
-    for beat in (6, 15, 24):
-        pvc[beat - 1], pvc[beat] = 0.45, 0.45
-        flags[beat] = False
-    assert clean_irregularity(pvc, flags) < 0.02 < clean_irregularity(pvc, np.ones(33, bool))
+    # Ventricular trigeminy and quadrigeminy with compensatory pauses: every 3rd / 4th beat has another QRS
+    for period in (3, 4):
+        rr = _sinus(33)[:32]
+        flags = np.ones(33, bool)
+        for beat in range(period - 1, 32, period):
+            rr[beat - 1], rr[beat] = 0.55, 1.25
+            flags[beat] = False
+        assert raw_irregularity(rr) > 0.3 and clean_irregularity(rr, flags) < 0.02
 
 
 def test_clean_intervals_keeps_the_sinus_intervals_and_checks_its_input():
@@ -49,8 +55,10 @@ def test_clean_intervals_keeps_the_sinus_intervals_and_checks_its_input():
         clean_intervals(rr, np.ones(10, bool))
     with pytest.raises(ValueError, match="one normal-QRS flag per beat"):
         window_irregularity(np.arange(40.0), np.ones(39, bool), 32, 8)
-    assert ectopy_gated(np.array([True, True, False]), np.array([0.2, 0.01, 0.2]), 0.05).tolist() == [True, False,
-                                                                                                      False]
+    # (clean, raw) per window: vetoed only where ectopy explains the irregularity; a regular window is left alone
+    irr = np.array([[0.2, 0.3], [0.01, 0.3], [0.2, 0.3], [0.01, 0.01]])
+    assert ectopy_gated(np.array([True, True, False, True]), irr, 0.05).tolist() == [True, False, False, True]
+    assert ectopy_gated(np.ones(4, bool), irr, 0.0).all()  # gate 0: no veto
 
 
 def _rhythm_spans(mitdb_dir, name: str, rhythm: str) -> list[tuple[float, float]]:
@@ -63,32 +71,32 @@ def _rhythm_spans(mitdb_dir, name: str, rhythm: str) -> list[tuple[float, float]
     return [(t, e) for (t, a), e in zip(changes, ends) if a == rhythm]
 
 
-def _irregularity_inside(mitdb_dir, name: str, spans: list[tuple[float, float]]) -> np.ndarray:
-    """The gate's statistic of the record's windows (the task's) that lie wholly inside ``spans``."""
+def _vetoed_inside(mitdb_dir, name: str, spans: list[tuple[float, float]]) -> np.ndarray:
+    """Whether the ectopy gate vetoes each of the record's windows (the task's) that lie wholly inside ``spans``."""
     from training.tasks.af_data import record_rhythm, windows_of
 
     r = record_rhythm(mitdb_dir, name)
     irr = window_irregularity(r.beat_s, r.beat_normal, 32, 8)
-    starts = np.arange(irr.size) * 8
+    starts = np.arange(len(irr)) * 8
     first, last = r.beat_s[starts], r.beat_s[starts + 32]
-    inside = np.zeros(irr.size, bool)
+    inside = np.zeros(len(irr), bool)
     for a, b in spans:
         inside |= (first >= a) & (last <= b)
-    assert irr.size == len(windows_of(r.beat_s, r.beat_af, r.beat_p, r.beat_normal, 32, 8).targets)
-    return irr[inside]
+    assert len(irr) == len(windows_of(r.beat_s, r.beat_af, r.beat_p, r.beat_normal, 32, 8).targets)
+    return ~ectopy_gated(np.ones(len(irr), bool), irr, GATE)[inside]
 
 
-def test_bigeminy_of_record_119_is_not_irregular_enough_for_af(mitdb_dir):
-    bigeminy = _irregularity_inside(mitdb_dir, "119", _rhythm_spans(mitdb_dir, "119", "(B"))
-    assert bigeminy.size >= 20  # 119 has minutes of ventricular bigeminy
-    assert np.mean(bigeminy >= GATE) <= 0.05
+def test_bigeminy_of_record_119_is_vetoed(mitdb_dir):
+    vetoed = _vetoed_inside(mitdb_dir, "119", _rhythm_spans(mitdb_dir, "119", "(B"))
+    assert vetoed.size >= 20  # 119 has minutes of ventricular bigeminy
+    assert np.mean(vetoed) >= 0.95
 
 
 @pytest.mark.parametrize("name", ["201", "203"])
-def test_af_of_records_201_and_203_stays_irregular(mitdb_dir, name):
-    af = _irregularity_inside(mitdb_dir, name, _rhythm_spans(mitdb_dir, name, "(AFIB"))
-    assert af.size >= 30
-    assert np.mean(af >= GATE) >= 0.95
+def test_af_of_records_201_and_203_is_not_vetoed(mitdb_dir, name):
+    vetoed = _vetoed_inside(mitdb_dir, name, _rhythm_spans(mitdb_dir, name, "(AFIB"))
+    assert vetoed.size >= 30
+    assert np.mean(vetoed) <= 0.05
 
 
 def test_monitor_applies_the_ectopy_gate_as_the_evaluation_does(mitdb_dir):
@@ -102,14 +110,14 @@ def test_monitor_applies_the_ectopy_gate_as_the_evaluation_does(mitdb_dir):
     from training.tasks.af_metrics import merge_spans
 
     model, mean, std = _tiny_model(mitdb_dir)
-    predict = lambda x: model(x["rr_features"]).numpy()  # noqa: E731
+    predict = lambda x: model(x["rr_features"]).numpy()
     full = record_rhythm(mitdb_dir, "201")
     keep = full.beat_s < 900.0  # AF, then sinus rhythm with ectopics, then AF again
     beat_s, normal = full.beat_s[keep], full.beat_normal[keep]
     wins = windows_of(beat_s, full.beat_af[keep], full.beat_p[keep], normal, 32, 8)
     probs = predict({"rr_features": standardise(wins.features, mean, std)})[:, 1]
     irr = window_irregularity(beat_s, normal, 32, 8)
-    gate = float(np.quantile(irr[probs >= 0.5], 0.3))  # strict enough to cut some AF-called windows
+    gate = float(np.quantile(irr[probs >= 0.5, 0], 0.3))  # strict enough to veto some AF-called windows
     flags = ectopy_gated(p_gated(probs, wins.features[:, FEATURE_NAMES.index("p_corr_median_normal")], 0.5, 0.5),
                          irr, gate)
     batch = [e for e in merge_spans(wins.span_s, smooth_decisions(flags, 3)) if e[1] - e[0] >= 30]
