@@ -1,6 +1,6 @@
 """The AF task's ectopy gate: ectopy-cleaned RR irregularity on hand-made rhythms and on real MIT-BIH excerpts
-(the ventricular bigeminy of records 119 and 223 is vetoed, 201's and 203's AF still is), the device computing the same gate as
-the evaluation, and the selection rule that chose it."""
+(the ventricular bigeminy of records 119 and 223 is vetoed, the AF of 201 and 203 is not), the device computing
+the same gate as the evaluation, and the selection rule that chose it."""
 from __future__ import annotations
 
 import numpy as np
