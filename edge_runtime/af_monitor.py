@@ -4,7 +4,8 @@ A ``BeatSink``. It keeps the last ``window`` RR intervals, runs the model every 
 RR-irregularity and atrial-activity features (``af_features``; the P wave before each QRS is read from the beat's
 window, ``BeatResult.wave``) scaled with the training statistics from the model's task contract,
 gates and smooths the decisions exactly as the evaluation does (``af_episodes``: no AF where the P waves before the
-normal beats are consistent; a centred vote, so a decision is final
+normal beats are consistent, nor where ectopic beats explain the irregularity, ``rr_ectopy``; a centred vote, so a
+decision is final
 ``smooth // 2`` windows later) and turns them into episodes. Like the clinical definition of an AF episode, a
 run of AF windows counts once it lasts ``min_episode_s`` (30 s): then the ``af_onset`` alert goes out (its time
 is the centre of the first AF window, what the evaluation scores); an ``af_offset`` alert with the episode's
