@@ -6,6 +6,8 @@ friendly, a few hundred parameters). Inter-patient: DS1 trains, DS2 tests. DS1 h
 203); 203 holds three quarters of DS1's AF minutes and trains, 201 is always held out for validation together
 with four DS1 records without AF drawn once, so the selection metric sees AF onsets and offsets of an unseen
 person. The 80 AF segments of the AF Termination Challenge database join the training persons (``EXTERNAL_AF``).
+Window decisions: probability >= ``AF_THRESHOLD``, then the P-wave and ectopy gates (``af_episodes``), a 3-window
+vote and a 30 s minimum episode, the same on the device (``AfMonitor``).
 """
 from __future__ import annotations
 
