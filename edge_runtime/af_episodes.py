@@ -16,11 +16,27 @@ import numpy as np
 #: rule of ``pulsewire tasks af-selection`` (highest DS1 leave-records-out +P among the gates that keep >= 95 % of
 #: the aftdb AF windows and segments): 0.5 had DS1's best +P but removed 12 % of aftdb's AF windows.
 P_GATE = 0.9
+#: A window irregular by its plain RR (``rr_ectopy.raw_irregularity`` at least this) whose ectopy-cleaned RR
+#: (``clean_irregularity``: median |ΔRR| between normally conducted, non-premature beats, relative to the RR) is
+#: below this is a rhythm of ectopics, not AF. Picked by the rule of ``pulsewire tasks af-ectopy-selection``
+#: (DS1 leave-records-out +P at unchanged Se, aftdb AF kept); 0 = no gate.
+ECTOPY_GATE = 0.04
+#: The model's AF probability from which a window is called AF (same selection; 0.5 until then). DS1: +P 0.467
+#: -> 0.875 at episode Se 1.0 with the gate (bench/results/af-ds1-ectopy-selection.json).
+AF_THRESHOLD = 0.7
 
 
 def p_gated(prob: np.ndarray, p_median: np.ndarray, threshold: float, p_gate: float = P_GATE) -> np.ndarray:
     """Window decisions: AF probability at or above ``threshold`` and median P-wave correlation below ``p_gate``."""
     return (np.asarray(prob) >= threshold) & (np.asarray(p_median) < p_gate)
+
+
+def ectopy_gated(flags: np.ndarray, irregularity: np.ndarray, ectopy_gate: float = ECTOPY_GATE) -> np.ndarray:
+    """Window decisions, vetoed where ectopy explains the irregularity: ``irregularity`` holds (clean, raw) per
+    window (``rr_ectopy.window_irregularity``); veto where raw >= ``ectopy_gate`` > clean (0: never)."""
+    irr = np.asarray(irregularity, np.float64).reshape(-1, 2)
+    explained = (irr[:, 1] >= ectopy_gate) & (irr[:, 0] < ectopy_gate)
+    return np.asarray(flags, bool) & ~explained.reshape(np.shape(flags))
 
 
 def check_smooth(smooth: int) -> int:

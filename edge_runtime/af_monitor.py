@@ -4,7 +4,8 @@ A ``BeatSink``. It keeps the last ``window`` RR intervals, runs the model every 
 RR-irregularity and atrial-activity features (``af_features``; the P wave before each QRS is read from the beat's
 window, ``BeatResult.wave``) scaled with the training statistics from the model's task contract,
 gates and smooths the decisions exactly as the evaluation does (``af_episodes``: no AF where the P waves before the
-normal beats are consistent; a centred vote, so a decision is final
+normal beats are consistent, nor where ectopic beats explain the irregularity, ``rr_ectopy``; a centred vote, so a
+decision is final
 ``smooth // 2`` windows later) and turns them into episodes. Like the clinical definition of an AF episode, a
 run of AF windows counts once it lasts ``min_episode_s`` (30 s): then the ``af_onset`` alert goes out (its time
 is the centre of the first AF window, what the evaluation scores); an ``af_offset`` alert with the episode's
@@ -20,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_runtime.af_episodes import check_smooth, p_gated
+from edge_runtime.af_episodes import check_smooth, ectopy_gated, p_gated
 from edge_runtime.af_features import (
     FEATURE_NAMES,
     RR_MIN_S,
@@ -29,6 +30,7 @@ from edge_runtime.af_features import (
 )
 from edge_runtime.alerts import AlertBuilder
 from edge_runtime.atrial_activity import AtrialTracker
+from edge_runtime.rr_ectopy import clean_irregularity, raw_irregularity
 from edge_runtime.runtime import BeatResult
 from edge_runtime.task_contract import EdgeContract
 
@@ -59,6 +61,8 @@ class AfMonitor:
         self.min_episode_s = float(pre.get("min_episode_s", 0.0))
         # The P-wave gate (``af_episodes.p_gated``); a contract without one (an older export) gates nothing.
         self.p_gate = float(pre.get("p_gate", np.inf))
+        # The ectopy gate (``af_episodes.ectopy_gated``); absent in older exports: 0, no gate.
+        self.ectopy_gate = float(pre.get("ectopy_gate", 0.0))
         self._p_index = FEATURE_NAMES.index(pre.get("p_gate_feature", FEATURE_NAMES[-1]))
         self._mean = np.asarray(pre["feature_mean"], np.float32)
         self._std = np.asarray(pre["feature_std"], np.float32)
@@ -125,6 +129,9 @@ class AfMonitor:
         raw = window_features(rr, np.asarray(self._p_corr)[1:], np.asarray(self._normal)[1:])
         prob = float(np.asarray(self.predict({self.input_name: standardise(raw[None, :], self._mean, self._std)}))[0, 1])
         is_af = bool(p_gated(prob, raw[self._p_index], self.threshold, self.p_gate))
+        if is_af:  # the window's beats: len(rr) + 1 normal-QRS flags, as ``rr_ectopy.window_irregularity`` reads
+            irregularity = (clean_irregularity(rr, np.asarray(self._normal)), raw_irregularity(rr))
+            is_af = bool(ectopy_gated(is_af, irregularity, self.ectopy_gate))
         centre = self.window // 2
         lo, hi = centre - self.hop // 2, centre + self.hop - self.hop // 2
         self._pending.append((prob, is_af, float(t[lo]), float(t[hi]), self._samples[lo],

@@ -86,6 +86,13 @@ def _cmd_af_selection(args: argparse.Namespace) -> int:
     return cmd_af_selection(args)
 
 
+def _cmd_af_ectopy_selection(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tools.task_bench.af_ectopy_selection import cmd_af_ectopy_selection
+
+    return cmd_af_ectopy_selection(args)
+
+
 def targets_text(targets: list[dict]) -> str:
     lines = [f"{'task':10s} {'target':48s} {'mean':>8s} {'threshold':>10s}  met"]
     for t in targets:
@@ -170,3 +177,13 @@ def add_tasks_parser(sub) -> None:
     s.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     s.add_argument("--json", default="bench/results/af-ds1-selection.json", help="results (default %(default)s)")
     s.set_defaults(func=_cmd_af_selection)
+    e = tsub.add_parser("af-ectopy-selection", help="DS1 leave-records-out + aftdb study behind the AF ectopy gate "
+                        "and probability threshold",
+                        description="Same DS1 folds and seeds as af-selection; scores every ectopy gate x threshold "
+                                    "candidate on the held-out DS1 records and the gates' aftdb AF retention, and "
+                                    "applies the selection rule written into the JSON (with written_at) first "
+                                    "(tools/task_bench/af_ectopy_selection.py). DS2 is not used.")
+    e.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    e.add_argument("--json", default="bench/results/af-ds1-ectopy-selection.json",
+                   help="results (default %(default)s)")
+    e.set_defaults(func=_cmd_af_ectopy_selection)

@@ -27,13 +27,21 @@ SELECTION = {
             "aftdb (80 one-minute segments, all AF, the gate alone): the share of AF windows and segments it keeps",
     "changes": [("P-wave features over the beats of the dominant QRS only (edge_runtime/qrs_morphology.py), "
                  "the P template taught by those beats only"),
-                "P-wave gate: no AF where p_corr_median_normal >= P_GATE (edge_runtime/af_episodes.py)"],
+                "P-wave gate: no AF where p_corr_median_normal >= P_GATE (edge_runtime/af_episodes.py)",
+                ("ectopy gate (session 9): no AF where the plain median |dRR|/RR of the window reaches ECTOPY_GATE "
+                 "and the same statistic over the intervals between normally conducted, non-premature beats does "
+                 "not (edge_runtime/rr_ectopy.py); probability threshold AF_THRESHOLD")],
     "rule": "keep a change if it raises DS1 episode +P without lowering DS1 episode Se; P_GATE (no gate, 0.9 ... "
             "0.4): tools/task_bench/af_selection.py SELECTION_RULE, fixed before aftdb was scored: the highest DS1 "
             "+P among gates keeping >= 95 % of aftdb AF windows and segments at DS1 episode and duration Se >= "
             "0.95 -> 0.9 (0.5, the first DS1-only choice, kept 88 % of aftdb AF windows); minimum episode, vote "
-            "and threshold kept (30 s / 3 windows / 0.5)",
-    "evidence": "bench/results/af-ds1-selection.json (pulsewire tasks af-selection) and docs/tasks/af.md",
+            "and threshold kept (30 s / 3 windows / 0.5) in session 8. Session 9: ECTOPY_GATE x AF_THRESHOLD "
+            "(0, 0.03 ... 0.10 x 0.5, 0.7) by tools/task_bench/af_ectopy_selection.py SELECTION_RULE (written into "
+            "the JSON with written_at before scoring): highest DS1 +P at DS1 episode Se not below the default's, "
+            "duration Se >= 0.95, aftdb AF windows and segments kept >= 0.95 -> 0.04 / 0.7 (design 2; design 1, "
+            "a veto on the cleaned statistic alone, qualified no gate: af-ds1-ectopy-selection-v1.json)",
+    "evidence": "bench/results/af-ds1-selection.json (pulsewire tasks af-selection), "
+                "bench/results/af-ds1-ectopy-selection.json (pulsewire tasks af-ectopy-selection), docs/tasks/af.md",
 }
 
 

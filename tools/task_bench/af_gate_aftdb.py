@@ -36,20 +36,21 @@ def _episode_possible(flags: np.ndarray, span_s: np.ndarray, smooth: int, min_s:
     return any(e[1] - e[0] >= min_s for e in merge_spans(span_s, smooth_decisions(flags, smooth)))
 
 
+def retention(spans: dict[str, np.ndarray], kept: dict[str, np.ndarray], smooth: int, min_s: float) -> dict:
+    """AF windows kept (pooled) and segments still allowing a >= ``min_s`` episode, of those allowing one ungated."""
+    possible = {n for n, s in spans.items() if _episode_possible(np.ones(len(s), bool), s, smooth, min_s)}
+    total = sum(len(s) for s in spans.values())
+    lost = sorted(n for n in possible if not _episode_possible(kept[n], spans[n], smooth, min_s))
+    per_segment = [float(k.mean()) for k in kept.values() if k.size]
+    return {"window_retention": float(sum(k.sum() for k in kept.values()) / total),
+            "segment_retention": 1.0 - len(lost) / max(len(possible), 1),
+            "worst_segment_window_retention": min(per_segment),
+            "segments_losing_their_episode": lost,
+            "counts": {"windows": int(total), "segments": len(spans), "segments_with_possible_episode": len(possible)}}
+
+
 def aftdb_retention(task, gates: tuple[float, ...], smooth: int, min_s: float) -> list[dict]:
     """Per gate (``np.inf`` = no gate): windows and segments of aftdb AF the gate keeps."""
     segments = _segment_windows(task)
-    possible = {n for n, p, s in segments if _episode_possible(np.ones(p.size, bool), s, smooth, min_s)}
-    total = sum(p.size for _, p, _ in segments)
-    out = []
-    for gate in gates:
-        kept = {n: p < gate for n, p, _ in segments}
-        lost = sorted(n for n, p, s in segments if n in possible and not _episode_possible(kept[n], s, smooth, min_s))
-        per_segment = [float(k.mean()) for k in kept.values() if k.size]
-        out.append({"window_retention": float(sum(k.sum() for k in kept.values()) / total),
-                    "segment_retention": 1.0 - len(lost) / max(len(possible), 1),
-                    "worst_segment_window_retention": min(per_segment),
-                    "segments_losing_their_episode": lost,
-                    "counts": {"windows": int(total), "segments": len(segments),
-                               "segments_with_possible_episode": len(possible)}})
-    return out
+    spans = {n: s for n, _, s in segments}
+    return [retention(spans, {n: p < gate for n, p, _ in segments}, smooth, min_s) for gate in gates]

@@ -71,8 +71,9 @@ def _held_out_probs(task, seeds: tuple[int, ...]) -> list[tuple[int, str, np.nda
     return out
 
 
-def _score(task, probs, gate: float, min_s: float, smooth: int, threshold: float) -> dict:
-    from edge_runtime.af_episodes import p_gated, smooth_decisions
+def _score(task, probs, gate: float, min_s: float, smooth: int, threshold: float, ectopy_gate: float = 0.0) -> dict:
+    """Pooled EC57 measures of the held-out records under one post-processing (``ectopy_gate`` 0: none)."""
+    from edge_runtime.af_episodes import ectopy_gated, p_gated, smooth_decisions
     from edge_runtime.af_features import FEATURE_NAMES
     from training.tasks.af import P_GATE_FEATURE
     from training.tasks.af_metrics import af_report, merge_spans
@@ -81,7 +82,8 @@ def _score(task, probs, gate: float, min_s: float, smooth: int, threshold: float
     for seed, name, p in probs:
         rhythm, wins = task.record(name)
         p_median = wins.features[:, FEATURE_NAMES.index(P_GATE_FEATURE)]
-        flags = smooth_decisions(p_gated(p, p_median, threshold, gate), smooth)
+        gated = ectopy_gated(p_gated(p, p_median, threshold, gate), task.irregularity(name), ectopy_gate)
+        flags = smooth_decisions(gated, smooth)
         detected = [e for e in merge_spans(wins.span_s, flags) if e[1] - e[0] >= min_s]
         rows.append((f"{seed}:{name}", list(rhythm.episodes), detected))
     report = af_report(rows)

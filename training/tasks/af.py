@@ -6,6 +6,8 @@ friendly, a few hundred parameters). Inter-patient: DS1 trains, DS2 tests. DS1 h
 203); 203 holds three quarters of DS1's AF minutes and trains, 201 is always held out for validation together
 with four DS1 records without AF drawn once, so the selection metric sees AF onsets and offsets of an unseen
 person. The 80 AF segments of the AF Termination Challenge database join the training persons (``EXTERNAL_AF``).
+Window decisions: probability >= ``AF_THRESHOLD``, then the P-wave and ectopy gates (``af_episodes``), a 3-window
+vote and a 30 s minimum episode, the same on the device (``AfMonitor``).
 """
 from __future__ import annotations
 
@@ -16,8 +18,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge_runtime.af_episodes import P_GATE, p_gated, smooth_decisions
+from edge_runtime.af_episodes import (
+    AF_THRESHOLD,
+    ECTOPY_GATE,
+    P_GATE,
+    ectopy_gated,
+    p_gated,
+    smooth_decisions,
+)
 from edge_runtime.af_features import FEATURE_NAMES, standardise
+from edge_runtime.rr_ectopy import NAME as ECTOPY_FEATURE
+from edge_runtime.rr_ectopy import window_irregularity
 from edge_runtime.task_contract import EdgeContract
 from training.data.mitdb import locate_mitdb
 from training.data.splits import DS1, DS2
@@ -79,6 +90,7 @@ class AfTask(Task):
         super().__init__(max_persons)
         self._data_dir = data_dir
         self._records: dict[str, tuple[RecordRhythm, RecordWindows]] = {}
+        self._irregularity: dict[str, np.ndarray] = {}
 
     @cached_property
     def data_dir(self) -> Path:
@@ -149,7 +161,14 @@ class AfTask(Task):
         w = np.sqrt(counts.sum() / np.maximum(counts, 1))
         return (w / w.mean()).astype(np.float32)
 
-    def detections(self, predict: Predict, split: TaskSplit, threshold: float = 0.5):
+    def irregularity(self, name: str) -> np.ndarray:
+        """Ectopy-cleaned RR irregularity of each of a MIT-BIH record's windows (``rr_ectopy``; the ectopy gate)."""
+        if name not in self._irregularity:
+            rhythm = self.record(name)[0]
+            self._irregularity[name] = window_irregularity(rhythm.beat_s, rhythm.beat_normal, WINDOW, HOP)
+        return self._irregularity[name]
+
+    def detections(self, predict: Predict, split: TaskSplit, threshold: float = AF_THRESHOLD):
         """``(record, reference episodes, detected episodes)`` per person of ``split`` (whole records expected)."""
         probs = np.asarray(predict(split.inputs))[:, 1]
         mean, std = self.stats
@@ -159,7 +178,8 @@ class AfTask(Task):
             rhythm, wins = self.record(name)
             index = _row_index(standardise(wins.features, mean, std), split.inputs[INPUT][rows], name)
             flags = np.zeros(len(wins.targets), bool)
-            flags[index] = p_gated(probs[rows], wins.features[index, _P_MEDIAN], threshold)
+            gated = p_gated(probs[rows], wins.features[index, _P_MEDIAN], threshold)
+            flags[index] = ectopy_gated(gated, self.irregularity(name)[index])
             detected = merge_spans(wins.span_s, smooth_decisions(flags, SMOOTH))
             out.append((name, list(rhythm.episodes), [e for e in detected if e[1] - e[0] >= MIN_EPISODE_S]))
         return out
@@ -176,8 +196,10 @@ class AfTask(Task):
     def edge_contract(self, train: TaskSplit) -> EdgeContract:
         mean, std = self.stats
         return EdgeContract(task=self.name, source="rpeaks", channels=("rr_s",), sample_rate_hz=None, window=WINDOW,
-                            preprocessing={"hop": HOP, "smooth": SMOOTH, "threshold": 0.5, "min_episode_s": MIN_EPISODE_S,
+                            preprocessing={"hop": HOP, "smooth": SMOOTH, "threshold": AF_THRESHOLD,
+                                           "min_episode_s": MIN_EPISODE_S,
                                            "p_gate": P_GATE, "p_gate_feature": P_GATE_FEATURE,
+                                           "ectopy_gate": ECTOPY_GATE, "ectopy_feature": ECTOPY_FEATURE,
                                            "feature_names": list(FEATURE_NAMES),
                                            "feature_mean": [float(v) for v in mean],
                                            "feature_std": [float(v) for v in std]})
