@@ -30,6 +30,7 @@ from edge_runtime.af_features import (
 )
 from edge_runtime.alerts import AlertBuilder
 from edge_runtime.atrial_activity import AtrialTracker
+from edge_runtime import rr_ectopy
 from edge_runtime.rr_ectopy import clean_irregularity, raw_irregularity
 from edge_runtime.runtime import BeatResult
 from edge_runtime.task_contract import EdgeContract
@@ -63,6 +64,9 @@ class AfMonitor:
         self.p_gate = float(pre.get("p_gate", np.inf))
         # The ectopy gate (``af_episodes.ectopy_gated``); absent in older exports: 0, no gate.
         self.ectopy_gate = float(pre.get("ectopy_gate", 0.0))
+        if self.ectopy_gate and pre.get("ectopy_feature", rr_ectopy.NAME) != rr_ectopy.NAME:
+            raise ValueError(f"the model's ectopy gate is on {pre['ectopy_feature']!r}; this device computes "
+                             f"{rr_ectopy.NAME!r}: export the model again with this edge runtime's version")
         self._p_index = FEATURE_NAMES.index(pre.get("p_gate_feature", FEATURE_NAMES[-1]))
         self._mean = np.asarray(pre["feature_mean"], np.float32)
         self._std = np.asarray(pre["feature_std"], np.float32)

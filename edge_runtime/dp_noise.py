@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Size = int | Sequence[int] | None
 _MANTISSA = 2.0 ** -53
+REKEY_BLOCKS = 2 ** 31  # half of ChaCha20's 32-bit block counter
 
 
 class NoiseSource(Protocol):
@@ -66,14 +67,23 @@ class ChaChaNoise:
     label = "secure"
 
     def __init__(self, key: bytes | None = None) -> None:
-        key = os.urandom(32) if key is None else bytes(key)
-        self._stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+        self._fixed_key = key is not None
         self._lock = threading.Lock()
+        self._rekey(bytes(key) if key is not None else os.urandom(32))
+
+    def _rekey(self, key: bytes) -> None:
+        self._encryptor = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+        self._blocks = 0  # 64-byte keystream blocks produced under this key
 
     def words(self, n: int) -> np.ndarray:
-        """The next ``n`` 64-bit little-endian words of the keystream."""
+        """The next ``n`` 64-bit little-endian words of the keystream. ChaCha20's 32-bit block counter ends after
+        256 GiB (``cryptography`` then raises): a long-lived service re-keys from ``os.urandom`` well before."""
         with self._lock:
-            return np.frombuffer(self._stream.update(bytes(8 * n)), "<u8")
+            blocks = -(-8 * n // 64)
+            if self._blocks + blocks >= REKEY_BLOCKS and not self._fixed_key:
+                self._rekey(os.urandom(32))
+            self._blocks += blocks
+            return np.frombuffer(self._encryptor.update(bytes(8 * n)), "<u8")
 
     def random(self, size: Size = None) -> Any:
         return _shaped((self.words(_count(size)) >> np.uint64(11)) * _MANTISSA, size)

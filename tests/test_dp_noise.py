@@ -70,3 +70,17 @@ def test_the_seeded_source_reproduces_numpys_stream_and_is_labelled():
     resumed = again.resumed(4)
     assert resumed.label == "seeded:7" and not np.array_equal(resumed.normal(0, 1, 5), make_noise("seeded", 7)
                                                               .normal(0, 1, 5))
+
+
+def test_a_long_lived_source_rekeys_from_the_os_before_chachas_block_counter_ends(monkeypatch):
+    """ChaCha20's 32-bit block counter ends after 2^32 blocks (``cryptography`` raises); the source re-keys
+    before. Shown with the limit lowered to 2 blocks and the OS's next key made the zero key: after the second
+    block the words are the RFC 8439 zero-key block again, i.e. a new keystream from counter 0."""
+    from edge_runtime import dp_noise
+
+    monkeypatch.setattr(dp_noise, "REKEY_BLOCKS", 2)
+    source = ChaChaNoise()
+    source.random(8)  # block 1 under the first key
+    monkeypatch.setattr(dp_noise.os, "urandom", lambda n: bytes(n))
+    assert source.random(8).tolist() == _uniforms_by_hand(RFC8439_ZERO_BLOCK)  # would be block 2: re-keyed
+    assert ChaChaNoise(bytes(32)).random(16)[8:].tolist() != _uniforms_by_hand(RFC8439_ZERO_BLOCK)

@@ -132,8 +132,9 @@ def test_a_device_that_missed_the_model_gets_it_again_when_the_round_falls_below
             devices[name].start()
         wait_until(lambda: all(devices[n].link.ready.is_set() for n in ("dev-a", "dev-b")), what="two devices ready")
         runner.start()
-        wait_until(lambda: agg.announcements >= 1, what="round 1 announced")
-        devices["dev-c"].start()  # too late for the live copy; no retained copy on node 0
+        # once the two devices train on it, the broker has routed the live copy: dev-c cannot get it any more
+        wait_until(lambda: updaters["dev-a"].calls and updaters["dev-b"].calls, what="round 1 reached two devices")
+        devices["dev-c"].start()  # no retained copy on node 0 for a wildcard
         runner.join(60)
     finally:
         for d in devices.values():
