@@ -143,7 +143,8 @@ class Aggregator:
         self.run_dir = Path(run_dir)
         self.on_round = on_round
         self.signing_key = signing_key  # Ed25519 private key: global models go out signed
-        self.strategy: Strategy = make_fleet_strategy(cfg.strategy, cfg.strategy_args, len(cfg.devices), cfg.dp_noise)
+        self.strategy: Strategy = make_fleet_strategy(cfg.strategy, cfg.strategy_args, len(cfg.devices), cfg.dp_noise,
+                                                      cfg.seed)
         if cfg.dp_noise != "secure":
             log.warning("aggregator %s: DP noise source %r asked for: predictable noise, no DP guarantee in "
                         "deployment (the privacy ledger records it)", cfg.fleet, cfg.dp_noise)

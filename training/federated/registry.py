@@ -48,10 +48,13 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
     return _build(name, kwargs, make_strategy)
 
 
-def make_fleet_strategy(name: str, args: dict[str, Any], num_devices: int, dp_noise: str = "secure") -> Strategy:
+def make_fleet_strategy(name: str, args: dict[str, Any], num_devices: int, dp_noise: str = "secure",
+                        run_seed: int | None = None) -> Strategy:
     """``make_strategy`` for a fleet: strategies that need the fleet size (SCAFFOLD, DP-FedAvg) get it, and
     strategies that draw DP noise (DP-FedAvg) get the run's noise source ``dp_noise`` (``edge_runtime.dp_noise``:
-    the service's or simulation's config, never a strategy argument), also as the inner strategy of FedBuff."""
+    the service's or simulation's config, never a strategy argument), also as the inner strategy of FedBuff.
+    A seeded run's noise follows its ``run_seed`` (unless the strategy arguments name a seed), so the seeds of a
+    multi-seed bench draw different noise and its spread includes the noise's."""
     args = dict(args)
     params = inspect.signature(STRATEGIES[name]).parameters if name in STRATEGIES else {}
     if "num_devices" in params:
@@ -60,5 +63,7 @@ def make_fleet_strategy(name: str, args: dict[str, Any], num_devices: int, dp_no
         if "noise" in args:
             raise ValueError("the DP noise source is the run's setting (--dp-noise), not a strategy argument")
         args["noise"] = dp_noise
+        if dp_noise == "seeded" and run_seed is not None and "seed" in params:
+            args.setdefault("seed", run_seed)
     return _build(name, args, lambda inner, **inner_args: make_fleet_strategy(inner, inner_args, num_devices,
-                                                                              dp_noise))
+                                                                              dp_noise, run_seed))

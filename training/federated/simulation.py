@@ -136,7 +136,7 @@ def simulate_rounds(model: keras.Model, devices: dict[str, KerasDeviceUpdater], 
                     evaluate, select_on: str, progress: bool = True, tamper=None) -> RoundEngine:
     """The in-process rounds every task shares: the fleet strategy, ``RoundEngine`` selecting rounds on
     ``evaluate(weights)[select_on]`` (held-out persons), devices taking turns. Returns the finished engine."""
-    strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(devices), fed.dp_noise)
+    strategy = make_fleet_strategy(fed.strategy, fed.strategy_args, len(devices), fed.dp_noise, fed.seed)
     engine = RoundEngine(strategy, list(devices), fed.policy, fed.rounds, model.get_weights(), fed.seed, evaluate,
                          select_on=select_on)
     bar = tqdm(total=fed.rounds, desc=f"{fed.strategy} rounds", disable=not progress)
