@@ -79,7 +79,7 @@ def aftdb_irregularity(task) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
 def run(seeds: tuple[int, ...] = (0, 1), path: Path | None = None) -> dict:
     from edge_runtime.af_episodes import AF_THRESHOLD, ECTOPY_GATE, P_GATE, ectopy_gated
     from tools.task_bench.af_gate_aftdb import retention
-    from tools.task_bench.af_selection import FOLDS, _held_out_probs, _score
+    from tools.task_bench.af_selection import FOLDS, held_out_probs, score_rule
     from training.tasks.af import MIN_EPISODE_S, SMOOTH, AfTask
 
     started = time.time()
@@ -93,14 +93,14 @@ def run(seeds: tuple[int, ...] = (0, 1), path: Path | None = None) -> dict:
     task = AfTask()
     segments = aftdb_irregularity(task)
     spans = {n: s for n, (_, _, s) in segments.items()}
-    probs = _held_out_probs(task, seeds)
+    probs = held_out_probs(task, seeds)
     rows = []
     for gate in ECTOPY_GATES:
         kept = {n: ectopy_gated(p < P_GATE, irr, gate) for n, (p, irr, _) in segments.items()}
         kept_aftdb = retention(spans, kept, SMOOTH, MIN_EPISODE_S)
         for threshold in THRESHOLDS:
             rows.append({"ectopy_gate": gate, "threshold": threshold,
-                         **_score(task, probs, P_GATE, MIN_EPISODE_S, SMOOTH, threshold, gate), "aftdb": kept_aftdb})
+                         **score_rule(task, probs, P_GATE, MIN_EPISODE_S, SMOOTH, threshold, gate), "aftdb": kept_aftdb})
     gate, threshold = pick(rows)
     return {**head, "picked": {"ectopy_gate": gate, "threshold": threshold},
             "task_uses": {"ectopy_gate": ECTOPY_GATE, "threshold": AF_THRESHOLD, "p_gate": P_GATE,
@@ -110,11 +110,9 @@ def run(seeds: tuple[int, ...] = (0, 1), path: Path | None = None) -> dict:
 
 
 def cmd_af_ectopy_selection(args: argparse.Namespace) -> int:
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result = run(tuple(args.seeds), path)
-    path.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    print(SELECTION_RULE)
+    from tools.task_bench.af_selection import write_study
+
+    result, path = write_study(args.json, tuple(args.seeds), run, SELECTION_RULE)
     for r in result["candidates"]:
         a = r["aftdb"]
         print(f"ectopy gate {r['ectopy_gate']:.2f} threshold {r['threshold']:.1f}: DS1 Se {r['episode_se']:.3f} "

@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -42,7 +43,7 @@ SELECTION_RULE = (
     "DS2 is not used.")
 
 
-def _held_out_probs(task, seeds: tuple[int, ...]) -> list[tuple[int, str, np.ndarray]]:
+def held_out_probs(task, seeds: tuple[int, ...]) -> list[tuple[int, str, np.ndarray]]:
     """``(seed, record, AF probability per hop-8 window)`` of every held-out record of every fold."""
     import keras
 
@@ -71,7 +72,7 @@ def _held_out_probs(task, seeds: tuple[int, ...]) -> list[tuple[int, str, np.nda
     return out
 
 
-def _score(task, probs, gate: float, min_s: float, smooth: int, threshold: float, ectopy_gate: float = 0.0) -> dict:
+def score_rule(task, probs, gate: float, min_s: float, smooth: int, threshold: float, ectopy_gate: float = 0.0) -> dict:
     """Pooled EC57 measures of the held-out records under one post-processing (``ectopy_gate`` 0: none)."""
     from edge_runtime.af_episodes import ectopy_gated, p_gated, smooth_decisions
     from edge_runtime.af_features import FEATURE_NAMES
@@ -119,10 +120,10 @@ def run(seeds: tuple[int, ...] = (0, 1), path: Path | None = None) -> dict:
         path.write_text(json.dumps({**head, "status": "running"}, indent=1) + "\n")
     task = AfTask()
     retention = aftdb_retention(task, GATES, SMOOTH, MIN_EPISODE_S)
-    probs = _held_out_probs(task, seeds)
-    gates = [{"p_gate": None if not np.isfinite(g) else g, **_score(task, probs, g, MIN_EPISODE_S, SMOOTH, 0.5),
+    probs = held_out_probs(task, seeds)
+    gates = [{"p_gate": None if not np.isfinite(g) else g, **score_rule(task, probs, g, MIN_EPISODE_S, SMOOTH, 0.5),
               "aftdb": r} for g, r in zip(GATES, retention)]
-    rules = [{"min_episode_s": m, "smooth": s, "threshold": t, **_score(task, probs, P_GATE, m, s, t)}
+    rules = [{"min_episode_s": m, "smooth": s, "threshold": t, **score_rule(task, probs, P_GATE, m, s, t)}
              for m, s, t in RULES]
     return {**head, "picked_p_gate": pick(gates), "folds": [list(f) for f in FOLDS], "seeds": list(seeds),
             "training": {"epochs": EPOCHS, "batch": BATCH, "learning_rate": LEARNING_RATE, "external": "aftdb"},
@@ -131,12 +132,19 @@ def run(seeds: tuple[int, ...] = (0, 1), path: Path | None = None) -> dict:
             "gates": gates, "rules_at_task_gate": rules, "wall_seconds": round(time.time() - started, 1)}
 
 
-def cmd_af_selection(args: argparse.Namespace) -> int:
-    path = Path(args.json)
+def write_study(json_path: str, seeds: tuple[int, ...], run_study: Callable[[tuple[int, ...], Path], dict],
+                rule: str) -> tuple[dict, Path]:
+    """Run a selection study (its rule is written into ``json_path`` before scoring), save and print the rule."""
+    path = Path(json_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    result = run(tuple(args.seeds), path)
+    result = run_study(seeds, path)
     path.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    print(SELECTION_RULE)
+    print(rule)
+    return result, path
+
+
+def cmd_af_selection(args: argparse.Namespace) -> int:
+    result, path = write_study(args.json, tuple(args.seeds), run, SELECTION_RULE)
     for g in result["gates"]:
         a = g["aftdb"]
         print(f"gate {g['p_gate']!s:5s} DS1 Se {g['episode_se']:.3f} +P {g['episode_ppv']:.3f} "
