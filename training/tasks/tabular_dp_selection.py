@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 EPSILON, DELTA = 1.0, 1e-6
 RATE, ROUNDS, CLIP = 0.1, 10, 0.1
 SEEDS = (0, 1)
+SELECTION_JSON = "bench/results/tasks-tabular-dp-selection.json"
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ CANDIDATES = (
     DpPipeline("worst", "log-offset", "sums", 8.0, 0.1, 3.0),
     DpPipeline("worst", "log-offset", "sums-squares", 6.0, 0.25, 3.0),
 )
+
+#: The pipeline the bench's DP row runs (the CV winner; ``dp_selection_record`` checks it against the record).
+SHIPPED = CANDIDATES[0]
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,36 @@ PROTOCOL = {
                   "non-test folds (offset share 1e-3/1e-2/1e-1, scale shares, z 5-12, lr 1-6, column blocks); no "
                   "test patient was read",
 }
+
+
+def dp_selection_record(path=SELECTION_JSON) -> dict:
+    """The recorded CV, marked with whether the shipped pipeline is its choice ({} when it was not run)."""
+    import json
+    from pathlib import Path
+
+    if not Path(path).exists() or "choice" not in json.loads(Path(path).read_text()):
+        log.warning("%s has no CV: run python -m training.tasks.tabular_dp_selection", path)
+        return {}
+    record = json.loads(Path(path).read_text())
+    record["bench_uses_winner"] = record["choice"] == SHIPPED.label
+    if not record["bench_uses_winner"]:
+        log.warning("the DP pipeline CV chose %s; the bench runs %s", record["choice"], SHIPPED.label)
+    return record
+
+
+def dp_selection_markdown(record: dict) -> list[str]:
+    """The report's section: protocol, every candidate, the choice."""
+    if "candidates" not in record:
+        return []
+    p = record["protocol"]
+    lines = ["## DP pipeline by cross-validation (session 9: the statistics' release and DP-SGD in one ε)", "",
+             (f"{p['folds']}-fold stratified CV over the non-test patients, seeds {p['seeds']}, protocol written "
+              f"{p['written_at']}; score: {p['score']}; rule: {p['rule']}. Chosen: **{record['choice']}** (used by "
+              f"the DP row above: {'yes' if record.get('bench_uses_winner') else 'NO'})."), "",
+             "| pipeline | released numbers | σ | CV accuracy % (mean ± std over folds) |", "|---|---:|---:|---:|"]
+    lines += [f"| {c['label']} | {c['released']} | {c['sigma']:.3f} | {100 * c['mean']:.2f} ± {100 * c['std']:.2f} |"
+              for c in record["candidates"]]
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
