@@ -14,7 +14,12 @@ from training.federated.simulation import FederatedConfig
 from training.tasks.export import export_task
 from training.tasks.federated import run_task_federated
 from training.tasks.tabular import TabularTask
-from training.tasks.tabular_dp_selection import CANDIDATES, choose, non_test_records
+from training.tasks.tabular_dp_selection import (
+    CANDIDATES,
+    STAGE_2,
+    choose,
+    non_test_records,
+)
 from training.tasks.tabular_dp_stats import (
     UPPER_BOUNDS,
     DpStats,
@@ -62,7 +67,8 @@ def test_the_bench_runs_the_shipped_pipeline_and_its_sigma_pays_for_the_release(
     assert DP_PIPELINE.noise() == calibrate_noise(1.0, 1e-6, DP_LOCAL["dpsgd_rate"], steps,
                                                   release_noise=DP_PIPELINE.noise_multiplier)
     assert DP_PIPELINE.noise() > calibrate_noise(1.0, 1e-6, DP_LOCAL["dpsgd_rate"], steps)
-    assert DP_PIPELINE in CANDIDATES
+    assert DP_PIPELINE in CANDIDATES + STAGE_2
+    assert DpStats.named("dp-centres") == DP_PIPELINE.stats(0)
 
 
 def test_the_rule_takes_the_best_mean_and_among_ties_the_fewest_released_numbers():

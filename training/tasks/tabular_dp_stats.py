@@ -51,9 +51,9 @@ class StatsOption:
 
 #: The DP run's standardisation statistics by name: "dp-release" (session 8: sums and sums of squares, z = 5),
 #: "public-bounds" (the public range alone: no record read, no ε spent) and "dp-centres" (session 9: sums only,
-#: z = 6, scale 1/10 of the public range; chosen by ``tabular_dp_selection``).
+#: z = 10, scale 1/10 of the public range; the release of the pipeline chosen by ``tabular_dp_selection``).
 STATS_OPTIONS = {"dp-release": StatsOption("sums-squares", 5.0), "public-bounds": StatsOption("sums", math.inf),
-                 "dp-centres": StatsOption("sums", 6.0, 0.1)}
+                 "dp-centres": StatsOption("sums", 10.0, 0.1)}
 
 
 @dataclass(frozen=True)
