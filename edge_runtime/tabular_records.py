@@ -42,8 +42,13 @@ class TabularScorer:
         self.std = np.asarray(contract.preprocessing["std"], np.float32)
         #: "log1p": log(1 + x) of each raw feature before standardising (models exported before it existed: none)
         self.transform = contract.preprocessing.get("transform", "standard")
-        if self.transform not in ("standard", "log1p"):
+        if self.transform not in ("standard", "log1p", "log-offset"):
             raise ValueError(f"model's feature transform {self.transform!r} unknown to this runtime")
+        #: the columns of a record the model reads (all when absent) and log-offset's public offsets a
+        self.columns = np.asarray(contract.preprocessing.get("columns", range(len(self.features))), np.int64)
+        self.offset = np.asarray(contract.preprocessing.get("offset", np.zeros(len(self.columns))), np.float32)
+        if self.transform == "log-offset" and "offset" not in contract.preprocessing:
+            raise ValueError("model's log-offset transform carries no offsets")
         self.classes = tuple(model.metadata.class_names)
         self.stats = RecordStats()
 
@@ -60,10 +65,16 @@ class TabularScorer:
         if not all(math.isfinite(v) for v in values):
             self.stats.reject(line_no, "a field is NaN or infinite")
             return None
-        if self.transform == "log1p" and min(values) < 0:
+        if self.transform != "standard" and min(values) < 0:
             self.stats.reject(line_no, "a field is negative (the model reads log(1 + x) of sizes and counts)")
             return None
         return np.asarray(values, np.float32)
+
+    def _map(self, record: np.ndarray) -> np.ndarray:
+        """The contract's fixed per-feature map (the same as training's ``tabular_features.feature_map``)."""
+        if self.transform == "log1p":
+            return np.log1p(record)
+        return np.log(record + self.offset) if self.transform == "log-offset" else record
 
     def score(self, lines: Iterable[str]) -> Iterator[dict]:
         """One result per valid record: line number, class, class probabilities."""
@@ -74,7 +85,7 @@ class TabularScorer:
             record = self._parse(line_no, line)
             if record is None:
                 continue
-            record = np.log1p(record) if self.transform == "log1p" else record
+            record = self._map(record[self.columns])
             probs = self.model.predict({"features": ((record - self.mean) / self.std)[None, :]})[0]
             self.stats.scored += 1
             yield {"line": line_no, "class": self.classes[int(np.argmax(probs))],

@@ -11,7 +11,9 @@ import pytest
 
 from tools.task_bench.tabular import (
     DELTA,
+    DP_FEATURES,
     DP_LOCAL,
+    DP_PIPELINE,
     DP_ROUNDS,
     DP_TRANSFORM,
     EPSILON,
@@ -28,6 +30,7 @@ from training.tasks.tabular_dp_stats import (
     public_mean_std,
     public_range,
 )
+from training.tasks.tabular_features import columns_of, feature_map
 
 
 def _pld_epsilon(sigma: float, rate: float, steps: int, release: float | None) -> float:
@@ -59,9 +62,11 @@ def test_the_composed_release_of_statistics_and_dpsgd_stays_within_epsilon():
 
 
 def test_private_statistics_are_noisy_within_the_public_range_and_reach_the_contract():
-    exact = TabularTask(transform=DP_TRANSFORM)
-    private = [TabularTask(transform=DP_TRANSFORM, dp_stats=DpStats(STATS_NOISE, seed)) for seed in (0, 0, 1)]
-    low, width = public_range(np.log1p)
+    exact = TabularTask(transform=DP_TRANSFORM, features=DP_FEATURES)
+    private = [TabularTask(transform=DP_TRANSFORM, features=DP_FEATURES, dp_stats=DP_PIPELINE.stats(seed))
+               for seed in (0, 0, 1)]
+    cols = columns_of(DP_FEATURES)
+    low, width = public_range(feature_map(DP_TRANSFORM, cols), UPPER_BOUNDS[cols])
     means = [t._data["mean"] for t in private]
     np.testing.assert_array_equal(means[0], means[1])  # the noise is the seed's
     assert not np.allclose(means[0], means[2]) and not np.allclose(means[0], exact._data["mean"], rtol=1e-3)
@@ -69,7 +74,7 @@ def test_private_statistics_are_noisy_within_the_public_range_and_reach_the_cont
     assert np.all(private[0]._data["std"] > 0)
     train = private[0].load("train")
     contract = private[0].edge_contract(train).preprocessing
-    assert contract["transform"] == "log1p" and contract["mean"] == pytest.approx(list(means[0]))
+    assert contract["transform"] == DP_TRANSFORM and contract["mean"] == pytest.approx(list(means[0]))
     # the test split is standardised with the released statistics, not with its own
     test = private[0].load("test").inputs["features"]
     logged = exact._data["x"][exact._data["rows"]["test"]] * exact._data["std"] + exact._data["mean"]
@@ -80,7 +85,7 @@ def test_the_public_bounds_cover_every_feature_and_bad_settings_are_refused():
     assert len(UPPER_BOUNDS) == 30 and np.all(UPPER_BOUNDS > 0)
     with pytest.raises(ValueError, match="noise multiplier"):
         DpStats(0.0)
-    public = TabularTask(transform=DP_TRANSFORM, dp_stats=DpStats(math.inf))
+    public = TabularTask(transform="log1p", dp_stats=DpStats(math.inf))
     low, width = public_range(np.log1p)
     np.testing.assert_allclose(public._data["mean"], low + width / 2)
 
@@ -95,19 +100,19 @@ def test_the_public_bounds_option_reads_no_record_and_leaves_the_whole_epsilon_t
         np.testing.assert_array_equal(public[0][k], public[1][k])
         np.testing.assert_array_equal(public[0][k], public_mean_std(np.log1p)[k])
         assert not np.allclose(released[0][k], released[1][k])
-    task = TabularTask(transform=DP_TRANSFORM, dp_stats=DpStats.named("public-bounds"))
+    task = TabularTask(transform="log1p", dp_stats=DpStats.named("public-bounds"))
     contract = task.edge_contract(task.load("train")).preprocessing
     assert contract["mean"] == pytest.approx(list(public[0][0])) and contract["std"] == pytest.approx(list(public[0][1]))
     # nothing released: σ is DP-SGD's alone and the ledger charges only the steps
     local = LocalConfig(**DP_LOCAL)
     steps = DP_ROUNDS * local.epochs * local.dpsgd_steps_per_epoch
-    sigma = calibrate_noise(EPSILON, DELTA, local.dpsgd_rate, steps, release_noise=STATS_OPTIONS["public-bounds"])
+    sigma = calibrate_noise(EPSILON, DELTA, local.dpsgd_rate, steps, release_noise=STATS_OPTIONS["public-bounds"].noise_multiplier)
     assert sigma == calibrate_noise(EPSILON, DELTA, local.dpsgd_rate, steps)
     noised = LocalConfig(**DP_LOCAL, dpsgd_noise=sigma)
-    row = ledger({"H1": DP_ROUNDS}, {"H1": 100}, noised, DELTA, release_noise=STATS_OPTIONS["public-bounds"])[0]
+    row = ledger({"H1": DP_ROUNDS}, {"H1": 100}, noised, DELTA, release_noise=STATS_OPTIONS["public-bounds"].noise_multiplier)[0]
     assert row.epsilon_pld == pytest.approx(_pld_epsilon(sigma, local.dpsgd_rate, steps, None), abs=1e-3)
     assert row.epsilon_pld <= EPSILON + 1e-3
     assert ledger({"H1": DP_ROUNDS}, {"H1": 100}, noised, DELTA,
-                  release_noise=STATS_OPTIONS["dp-release"])[0].epsilon_pld > EPSILON
+                  release_noise=STATS_OPTIONS["dp-release"].noise_multiplier)[0].epsilon_pld > EPSILON
     with pytest.raises(ValueError, match="unknown"):
         DpStats.named("exact")

@@ -16,36 +16,40 @@ from pathlib import Path
 
 import numpy as np
 
-from training.tasks.tabular_dp_stats import STATS_OPTIONS
+from training.tasks.tabular_dp_selection import CLIP as DP_CLIP
+from training.tasks.tabular_dp_selection import RATE as DP_RATE
+from training.tasks.tabular_dp_selection import ROUNDS as DP_ROUNDS
+from training.tasks.tabular_dp_selection import SELECTION_JSON as DP_SELECTION_JSON
+from training.tasks.tabular_dp_selection import SHIPPED as DP_PIPELINE
+from training.tasks.tabular_dp_selection import (
+    dp_selection_markdown,
+    dp_selection_record,
+)
 
 log = logging.getLogger("pulsewire.bench.tabular")
 
 DELTA, EPSILON = 1e-6, 1.0
 STRATEGIES = {"fedavg": {}, "fedprox": {"proximal_mu": 0.01}, "scaffold": {}, "fednova": {}}
 PARTITIONS = ("hospitals", "hospitals-skewed")
-ROUNDS, DP_ROUNDS, CENTRAL_EPOCHS, CENTRAL_LR = 25, 10, 80, 3e-3
+ROUNDS, CENTRAL_EPOCHS, CENTRAL_LR = 25, 80, 3e-3
 #: Chosen on the validation patients (docs/tasks.md): plain SGD for the strategy table (a first run with 1 local
 #: epoch at 0.1 for 20 rounds, and centralized Adam 1e-3 for 60 epochs, kept the last round or epoch in most runs:
-#: undertrained, so more local training per round and a larger Adam step); for DP-SGD a small clip
-#: (most per-record gradients are clipped, so the signal keeps its size while the noise is σ·C) and a large step.
+#: undertrained, so more local training per round and a larger Adam step).
 LOCAL = {"epochs": 3, "batch_size": 16, "learning_rate": 0.5}  # CV winner (tasks-tabular-selection.json)
-DP_LOCAL = {"epochs": 1, "learning_rate": 1.0, "dpsgd_clip": 0.1, "dpsgd_rate": 0.1}
+#: The DP run's whole pipeline (columns, feature map, statistics release, DP-SGD step), chosen by the session-9 CV
+#: over the non-test patients (``training.tasks.tabular_dp_selection``, record
+#: bench/results/tasks-tabular-dp-selection.json): the release and the DP-SGD steps composed in one PLD ε = 1.
+DP_LOCAL = {"epochs": 1, "learning_rate": DP_PIPELINE.learning_rate, "dpsgd_clip": DP_CLIP, "dpsgd_rate": DP_RATE}
+DP_TRANSFORM, DP_FEATURES = DP_PIPELINE.transform, DP_PIPELINE.features
+STATS_NOISE = DP_PIPELINE.noise_multiplier
 #: Round policy per mode, chosen by ``training.tasks.tabular_pipeline_selection`` (rule 2 there): "val-round" (train
 #: on the hospitals' training patients, keep the round with the best validation log-likelihood), "last-round" or
 #: "all-last" (the validation patients train too, in their hospitals; the last round is kept).
 POLICY = {"fedavg": "val-round", "dp": "all-last"}
-#: The DP run's standardisation statistics: every hospital releases its clipped feature sums and sums of squares
-#: once with Gaussian noise of multiplier ``STATS_NOISE`` (``training.tasks.tabular_dp_stats``), composed with the
-#: DP-SGD steps in one PLD account at ε = 1; features log1p-transformed first. Both chosen on the validation
-#: patients (training patients train, last round, 6 seeds; grid in docs/tasks.md and
-#: bench/results/tasks-tabular-dpstats-grid.txt), never on the test split. The grid's other option,
-#: "public-bounds" (statistics from the public range alone, no ε spent), lost there (69.3 vs 86.7 % validation).
-DP_STATS, DP_TRANSFORM = "dp-release", "log1p"
-STATS_NOISE = STATS_OPTIONS[DP_STATS]
-#: Each hospital's consent, as its data-use agreement states it (the scenario's input, shown in the report):
-#: training on its records for this model, only under record-level DP within this budget.
 #: Where ``python -m training.tasks.tabular_federated_selection`` records its CV (read, never written, here).
 SELECTION_JSON = Path("bench/results/tasks-tabular-selection.json")
+#: Each hospital's consent, as its data-use agreement states it (the scenario's input, shown in the report):
+#: training on its records for this model, only under record-level DP within this budget.
 CONSENT = {h: {"training": True, "purpose": "breast-cancer diagnosis model", "record_level_dp": True,
                "max_epsilon": EPSILON, "delta": DELTA} for h in ("H1", "H2", "H3", "H4")}
 
@@ -102,6 +106,7 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
                      "int8_accuracy": _mean_std([r["int8_accuracy"] for r in dp_runs])}
     results["model_selection"] = {**selection, "task_hidden_units": HIDDEN_UNITS}
     results["federated_selection"] = federated_selection(SELECTION_JSON)
+    results["dp_selection"] = dp_selection_record(DP_SELECTION_JSON)
     results["consent"] = CONSENT
     results["compliance"] = _compliance(ledgers, CONSENT)
 
@@ -127,9 +132,12 @@ def run(seeds: list[int], quick: bool, out_dir: Path) -> dict:
 def _stats_settings(per_seed: list[dict]) -> dict:
     """How the DP run's standardisation statistics were released, and how far they fell from the exact ones."""
     from training.tasks.tabular_dp_stats import QUANTITY_BOUNDS, sensitivity
+    from training.tasks.tabular_features import columns_of
 
-    return {"option": DP_STATS, "noise_multiplier": STATS_NOISE, "transform": DP_TRANSFORM, "quantity_bounds": QUANTITY_BOUNDS,
-            "sensitivity": sensitivity(3 * len(QUANTITY_BOUNDS)),
+    return {"pipeline": asdict(DP_PIPELINE), "label": DP_PIPELINE.label, "noise_multiplier": STATS_NOISE,
+            "transform": DP_TRANSFORM, "features": DP_FEATURES, "quantity_bounds": QUANTITY_BOUNDS,
+            "release": DP_PIPELINE.release, "released": DP_PIPELINE.released,
+            "sensitivity": sensitivity(len(columns_of(DP_FEATURES)), DP_PIPELINE.release),
             "deviation": {p["seed"]: p["stats_deviation"] for p in per_seed}}
 
 
@@ -147,9 +155,8 @@ def federated_selection(path: Path) -> dict:
         log.warning("%s missing: run python -m training.tasks.tabular_federated_selection", path)
         return {}
     record = json.loads(Path(path).read_text())
-    used = {"dp": {"rate": DP_LOCAL["dpsgd_rate"], "rounds": DP_ROUNDS, "learning_rate": DP_LOCAL["learning_rate"],
-                   "clip": DP_LOCAL["dpsgd_clip"]},
-            "fedavg": {"epochs": LOCAL["epochs"], "batch_size": LOCAL["batch_size"],
+    # the DP settings are the session-9 pipeline CV's (``dp_selection``); this record's "dp" block is session 7's
+    used = {"fedavg": {"epochs": LOCAL["epochs"], "batch_size": LOCAL["batch_size"],
                        "learning_rate": LOCAL["learning_rate"], "rounds": ROUNDS}}
     for key, settings in used.items():
         winner = record.get(key, {}).get("winner_settings")
@@ -182,10 +189,9 @@ def _run_seed(job: tuple) -> dict:
     from training.tasks.federated import run_task_federated
     from training.tasks.fit import fit_task
     from training.tasks.tabular import TabularTask
-    from training.tasks.tabular_dp_stats import DpStats
 
     task = TabularTask()
-    dp_task = TabularTask(transform=DP_TRANSFORM, dp_stats=DpStats.named(DP_STATS, seed))
+    dp_task = TabularTask(transform=DP_TRANSFORM, dp_stats=DP_PIPELINE.stats(seed), features=DP_FEATURES)
     train, val, test = (task.load(s) for s in ("train", "val", "test"))
     fit_on = _training_rows(train, val, POLICY["fedavg"])
     last = {mode: policy != "val-round" for mode, policy in POLICY.items()}
@@ -204,7 +210,7 @@ def _run_seed(job: tuple) -> dict:
             log.info("%s %s seed %d: test accuracy %.4f", partition, strategy, seed, row["accuracy"])
     dp_train, dp_val, dp_test = (dp_task.load(s) for s in ("train", "val", "test"))
     dp_fit_on = _training_rows(dp_train, dp_val, POLICY["dp"])
-    out["stats_deviation"] = _stats_deviation(dp_task, TabularTask(transform=DP_TRANSFORM))
+    out["stats_deviation"] = _stats_deviation(dp_task, TabularTask(transform=DP_TRANSFORM, features=DP_FEATURES))
     fed = FederatedConfig(rounds=dp_rounds, partition="hospitals", seed=seed, local=dp_local)
     m = run_task_federated(dp_task, dp_fit_on, dp_val, fed, last_round=last["dp"])
     # devices are the partition's hospitals in order (dev000 = H1, ...): every one is selected every round
@@ -269,6 +275,7 @@ def report_markdown(out: dict) -> str:
               *_selection_markdown(r["model_selection"]),
               *_federated_selection_markdown(r.get("federated_selection") or {}),
               *_pipeline_markdown((r.get("federated_selection") or {}).get("pipeline") or {}),
+              *dp_selection_markdown(r.get("dp_selection") or {}),
               "## Privacy ledger (record-level, per hospital)", "",
               (f"DP-SGD inside each hospital: per-record clip C = {dp['local']['dpsgd_clip']}, Poisson sampling "
               f"q = {dp['local']['dpsgd_rate']}, noise multiplier σ = {dp['noise_multiplier']:.3f} calibrated so "
@@ -356,13 +363,15 @@ def _stats_text(dp: dict) -> str:
     dev = list(st["deviation"].values())
     err = np.mean([d["median_abs_mean_error_in_std"] for d in dev])
     ratio = np.mean([d["median_std_ratio"] for d in dev])
-    return (f"Standardisation statistics (in the same ε): features transformed by {st['transform']}, clipped to "
-            f"the public range [0, U] per quantity (U = {list(st['quantity_bounds'])}, fixed from the units, never "
-            f"from the records), scaled to [0, 1]; every hospital releases its 30 sums and 30 sums of squares once "
-            f"with Gaussian noise of std z·Δ, z = {st['noise_multiplier']:g}, Δ = {st['sensitivity']:.2f} (L2 "
-            f"sensitivity of one record); pooled = noisy sums added over hospitals / total records. Against the "
-            f"exact statistics of the training patients they are off by a median {err:.2f} std in the mean and a "
-            f"median std ratio of {ratio:.2f} (mean over seeds).")
+    what = ("its sums and sums of squares" if st["release"] == "sums-squares" else
+            f"its sums only (the scale is {st['pipeline']['scale_share']:g} of the public range, released by nobody)")
+    return (f"Standardisation statistics (in the same ε): pipeline {st['label']}; columns '{st['features']}', mapped "
+            f"by {st['transform']}, clipped to the public range per quantity (U = {list(st['quantity_bounds'])}, "
+            f"fixed from the units, never from the records), scaled to [0, 1]; every hospital releases once "
+            f"{what}, {st['released']} numbers, with Gaussian noise of std z·Δ, z = {st['noise_multiplier']:g}, "
+            f"Δ = {st['sensitivity']:.2f} (L2 sensitivity of one record); pooled = noisy sums added over hospitals / "
+            f"total records. Against the exact statistics of the training patients the centres are off by a median "
+            f"{err:.2f} std and the scales' median ratio is {ratio:.2f} (mean over seeds).")
 
 
 def _pipeline_markdown(sel: dict) -> list[str]:

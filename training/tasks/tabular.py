@@ -14,7 +14,8 @@ malignant, hospital 4 mostly benign). Features are standardised with the trainin
 federation can sum up; with ``dp_stats`` every hospital's noisy release instead, see ``tabular_dp_stats``),
 which the edge contract carries; with ``transform="log1p"`` each raw feature is first
 mapped through log(1 + x), a fixed function every hospital and device applies alone (the features are sizes, areas
-and counts: non-negative and right-skewed).
+and counts: non-negative and right-skewed), or with ``"log-offset"`` through log(x + a_j) with public offsets;
+``features`` names the block of columns the model reads (``tabular_features``; the DP run's choice).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import numpy as np
 
 from edge_runtime.task_contract import EdgeContract
 from training.tasks.base import Predict, Task, TaskSplit
-from training.tasks.tabular_dp_stats import DpStats, private_mean_std
+from training.tasks.tabular_dp_stats import UPPER_BOUNDS, DpStats, private_mean_std
+from training.tasks.tabular_features import TRANSFORMS, columns_of, feature_map, offsets
 
 HOSPITAL_SHARES = (0.35, 0.25, 0.22, 0.18)
 TEST_SHARE, VAL_SHARE, SPLIT_SEED = 0.20, 0.15, 0
@@ -36,7 +38,6 @@ HIDDEN_UNITS = 0
 #: Per-feature map applied to the raw record before standardisation: "standard" (none) or "log1p". Chosen by
 #: ``tabular_pipeline_selection`` (rule stated there, recorded in bench/results/tasks-tabular-selection.json).
 FEATURE_TRANSFORM = "standard"
-TRANSFORMS = ("standard", "log1p")
 
 
 def _stratified_take(labels: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -64,11 +65,13 @@ class TabularTask(Task):
                    "CC BY 4.0), scikit-learn's bundled copy")
 
     def __init__(self, max_persons: int | None = None, transform: str = FEATURE_TRANSFORM,
-                 dp_stats: DpStats | None = None) -> None:
+                 dp_stats: DpStats | None = None, features: str = "all") -> None:
         super().__init__(max_persons)
         if transform not in TRANSFORMS:
             raise ValueError(f"feature transform {transform!r} unknown; one of {', '.join(TRANSFORMS)}")
-        self.transform = transform
+        self.transform, self.features = transform, features
+        self.columns = columns_of(features)
+        self._transform = feature_map(transform, self.columns)
         #: None: exact mean/std of the training patients; else each hospital's noisy release over all its records
         #: (``tabular_dp_stats``), which the DP run's ε then covers.
         self.dp_stats = dp_stats
@@ -78,7 +81,7 @@ class TabularTask(Task):
         from sklearn.datasets import load_breast_cancer
 
         raw = load_breast_cancer()
-        x, y = raw.data.astype(np.float32), raw.target.astype(np.int64)  # 0 malignant, 1 benign
+        x, y = raw.data[:, self.columns].astype(np.float32), raw.target.astype(np.int64)  # 0 malignant, 1 benign
         raw_x, x = x, self._transform(x)
         rng = np.random.default_rng(SPLIT_SEED)
         test = _stratified_take(y, TEST_SHARE, rng)
@@ -96,13 +99,10 @@ class TabularTask(Task):
         if self.dp_stats is None:
             mean, std = x[train].mean(axis=0), np.maximum(x[train].std(axis=0), 1e-6)
         else:
-            mean, std = private_mean_std(raw_x, hospital, self._transform, self.dp_stats)
+            mean, std = private_mean_std(raw_x, hospital, self._transform, self.dp_stats, UPPER_BOUNDS[self.columns])
         return {"x": (x - mean) / std, "y": y, "persons": persons, "mean": mean, "std": std,
                 "features": tuple(str(f) for f in raw.feature_names),
                 "rows": {"train": train, "val": val, "test": test}}
-
-    def _transform(self, x: np.ndarray) -> np.ndarray:
-        return np.log1p(x) if self.transform == "log1p" else x
 
     @staticmethod
     def _stratified_hospitals(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
@@ -151,7 +151,16 @@ class TabularTask(Task):
         return EdgeContract(task=self.name, source="tabular", channels=d["features"], sample_rate_hz=None,
                             window=None, preprocessing={"transform": self.transform,
                                                         "mean": [float(v) for v in d["mean"]],
-                                                        "std": [float(v) for v in d["std"]]})
+                                                        "std": [float(v) for v in d["std"]],
+                                                        **self._column_contract()})
+
+    def _column_contract(self) -> dict:
+        """What a device needs beyond mean/std when the model reads a subset or log(x + a): the columns it reads
+        (of the 30 in a record) and the offsets a (absent for the default, so older contracts are unchanged)."""
+        extra = {} if self.features == "all" else {"columns": [int(c) for c in self.columns]}
+        if self.transform == "log-offset":
+            extra["offset"] = [float(a) for a in offsets(self.columns)]
+        return extra
 
     def partition(self, train: TaskSplit, spec: str, seed: int) -> list[np.ndarray]:
         """"hospitals" (default for this task, also "person"): one device per hospital; "hospitals-skewed": the
