@@ -11,9 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from edge_runtime.signal_config import SignalConfig
 from training.config import TrainConfig
-from training.data.beat_dataset import load_beats
+from training.data.feature_sets import load_feature_beats
 from training.data.splits import DS1
 
 RECORDS = ("101", "106", "118", "119")
@@ -30,7 +29,7 @@ def test_run_simulation_keeps_the_last_round_when_asked(mitdb_dir, cache_root):
     from training.federated.simulation import run_simulation
     from training.train import evaluate_keras
 
-    data = load_beats(mitdb_dir, RECORDS, SignalConfig(), cache_root, progress=False)
+    data = load_feature_beats(mitdb_dir, RECORDS, cache_root)
     train, val = data.of_records(RECORDS[:3]), data.of_records(RECORDS[3:])
     last = run_simulation(train, val, _fed(3), TrainConfig(), progress=False, keep="last")
     assert last.best_epoch == 3 and len(last.history) == 3
@@ -44,7 +43,7 @@ def test_federated_folds_score_every_held_out_beat_with_per_round_curves(mitdb_d
     from training.cross_validation import cross_validate_seed
     from training.federated.simulation import run_simulation
 
-    data = load_beats(mitdb_dir, RECORDS, SignalConfig(), cache_root, progress=False)
+    data = load_feature_beats(mitdb_dir, RECORDS, cache_root)
     got = cross_validate_seed(data, TrainConfig(), 2, RECORDS,
                               lambda tr, val, cfg: run_simulation(tr, val, _fed(), cfg, progress=False, keep="last"))
     assert len(got.probs) == len(data)

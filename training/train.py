@@ -106,6 +106,7 @@ def train_centralized(train: BeatDataset, val: BeatDataset, cfg: TrainConfig, ve
     """Train on ``train``, select the epoch on ``val`` (held-out patients for the inter-patient protocol)."""
     if len(train) == 0 or len(val) == 0:
         raise ValueError("training and validation sets must both hold beats")
+    cfg.check_rr_width(train.rr.shape[1])
     keras.utils.set_random_seed(cfg.seed)
     scaler = RRScaler.fit(train.rr)
     model = build_classifier(train.waves.shape[1], train.rr.shape[1], len(AAMI_CLASSES), cfg.model)

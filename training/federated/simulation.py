@@ -114,6 +114,7 @@ class FleetData:
 
 
 def prepare_fleet(train: BeatDataset, fed: FederatedConfig, base: TrainConfig) -> FleetData:
+    base.check_rr_width(train.rr.shape[1])
     keras.utils.set_random_seed(fed.seed)
     devices = make_partition(fed.partition, train, fed.seed)
     scaler = RRScaler.fit(train.rr)
