@@ -57,7 +57,7 @@ class TrainConfig:
     #: features) or "rr+template" (plus beat-versus-template morphology and two RR ratios). The edge runtime
     #: and the C front-end compute both from the exported model's metadata. The one place the default lives:
     #: `--features` of every command and ``training.data.feature_sets.load_feature_beats`` read it.
-    features: str = "rr"
+    features: str = "rr+template"
     seed: int = 0
 
     def __post_init__(self) -> None:
