@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from edge_runtime.aami import AAMI_CLASSES
 from edge_runtime.metrics import classification_report
 from edge_runtime.rr_features import standardise_rr
-from training.config import TrainConfig
-from edge_runtime.aami import AAMI_CLASSES
 from training.calibration import fit_logit_offsets, fold_offsets, prior_offsets
+from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
 from training.model import build_classifier
 
@@ -26,7 +26,7 @@ class RRScaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, rr: np.ndarray) -> "RRScaler":
+    def fit(cls, rr: np.ndarray) -> RRScaler:
         return cls(rr.mean(axis=0).astype(np.float32), np.maximum(rr.std(axis=0), 1e-6).astype(np.float32))
 
     def __call__(self, rr: np.ndarray) -> np.ndarray:
