@@ -73,3 +73,14 @@ def test_classifier_cv_federated_cli_reports_the_last_rounds(mitdb_dir, tmp_path
     assert design["last_rounds_macro_f1"][0] == pytest.approx(last_rounds_mean(curves, 2))
     assert "over the last 2 rounds" in run.stdout
     assert last_rounds_mean(((0.2, 0.4, 0.6), (0.1, 0.3, 0.5)), 2) == pytest.approx(0.45)
+
+
+def test_training_refuses_beats_of_another_input_contract_and_names_follow_metadata():
+    from edge_runtime.template_features import FEATURE_SETS, feature_set_of
+
+    TrainConfig(features="rr+template").check_rr_width(len(FEATURE_SETS["rr+template"]))
+    with pytest.raises(ValueError, match="load_feature_beats"):
+        TrainConfig(features="rr+template").check_rr_width(len(FEATURE_SETS["rr"]))
+    assert all(feature_set_of(list(names)) == name for name, names in FEATURE_SETS.items())
+    with pytest.raises(ValueError, match="none of the known sets"):
+        feature_set_of(("pre_rr_s",))
