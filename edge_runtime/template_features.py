@@ -59,6 +59,14 @@ def feature_set_named(name: str) -> tuple[str, ...]:
         raise ValueError(f"unknown feature set {name!r}; choose one of {sorted(FEATURE_SETS)}") from None
 
 
+def feature_set_of(names: tuple[str, ...] | list[str]) -> str:
+    """The set name of a model's input feature names (its metadata's ``rr_feature_names``)."""
+    for name, members in FEATURE_SETS.items():
+        if tuple(names) == members:
+            return name
+    raise ValueError(f"feature names {list(names)} are none of the known sets {sorted(FEATURE_SETS)}")
+
+
 @dataclass(frozen=True)
 class TemplateGeometry:
     """Where the QRS, P-wave and T-wave stretches lie in the model's beat window (samples after

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from training.config import TrainConfig
-from training.data.beat_dataset import load_beats
+from training.data.feature_sets import load_feature_beats
 from training.federated.attacks import Attack, choose_attackers
 from training.federated.local_training import LocalConfig
 from training.federated.simulation import FederatedConfig, run_simulation
@@ -27,8 +27,8 @@ def test_attack_specs_and_transforms():
 def test_median_survives_a_scaling_attacker_that_wrecks_fedavg(mitdb_dir, cache_root):
     cfg = TrainConfig(seed=0)
     records = ["101", "106", "112", "115", "119", "203", "209", "223"]
-    train = load_beats(mitdb_dir, records, cfg.signal, cache_root, progress=False)
-    val = load_beats(mitdb_dir, ["118", "207"], cfg.signal, cache_root, progress=False)
+    train = load_feature_beats(mitdb_dir, records, cache_root)
+    val = load_feature_beats(mitdb_dir, ["118", "207"], cache_root)
     best = {}
     for strategy in ("fedavg", "median"):
         fed = FederatedConfig(rounds=3, strategy=strategy, local=LocalConfig(epochs=1), seed=0,

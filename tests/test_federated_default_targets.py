@@ -46,17 +46,21 @@ def test_default_targets_gap_and_s_called_v():
 def test_the_default_case_is_the_shipped_setting():
     """The bench's default case trains devices exactly as `pulsewire fleet` (so `make demo`) does by default."""
     from tools.cli import build_parser
-    from tools.federated_commands import _federated_config
+    from tools.federated_commands import federated_config
 
     case = next(c for c in bench_cases(LocalConfig()) if c.name == DEFAULT_CASE)
     assert case.strategy == BEAT_STRATEGY and case.encoding == "int8"
     args = build_parser().parse_args(["fleet"])
     args.strategy = strategy_for(args, BEAT_STRATEGY)
-    assert case.local == _federated_config(args, 0).local
+    assert case.local == federated_config(args, 0).local
     assert case.local.label_shift == BEAT_LABEL_SHIFT and case.local.label_shift_floor == LABEL_SHIFT_FLOOR
+    from tools.training_commands import base_config
+    from training.config import TrainConfig
+
+    assert base_config(args, 0).features == TrainConfig().features  # the model input contract's one default
     off = build_parser().parse_args(["fleet", "--no-label-shift"])
     off.strategy = BEAT_STRATEGY
-    assert _federated_config(off, 0).local.label_shift is False
+    assert federated_config(off, 0).local.label_shift is False
     standalone = build_parser().parse_args(["aggregate", "--run-dir", "x"])  # devices may not know their prior
     assert label_shift_for(standalone, False) is False
 

@@ -3,20 +3,23 @@ import numpy as np
 import pytest
 
 from training.config import TrainConfig
-from training.data.beat_dataset import load_beats
+from training.data.feature_sets import load_feature_beats
 from training.federated.local_training import LocalConfig
-from training.federated.simulation import FederatedConfig, make_partition, run_simulation
-from training.train import RRScaler, evaluate_keras
+from training.federated.simulation import (
+    FederatedConfig,
+    make_partition,
+    run_simulation,
+)
 from training.model import build_classifier
+from training.train import RRScaler, evaluate_keras
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def beats(mitdb_dir, cache_root):
-    cfg = TrainConfig()
-    train = load_beats(mitdb_dir, ["106", "119", "209", "223"], cfg.signal, cache_root, progress=False)
-    val = load_beats(mitdb_dir, ["118", "207"], cfg.signal, cache_root, progress=False)
+    train = load_feature_beats(mitdb_dir, ["106", "119", "209", "223"], cache_root)
+    val = load_feature_beats(mitdb_dir, ["118", "207"], cache_root)
     return train, val
 
 

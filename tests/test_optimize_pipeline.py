@@ -3,21 +3,21 @@ QAT, int8 exports, TFLite-Micro, the report with its Pareto plot."""
 import numpy as np
 import pytest
 
+from tools.optimize_report import finish_results, write_optimize_report
 from training.config import TrainConfig
 from training.optimize.pipeline import OptimizeConfig, run_variants
-from tools.optimize_report import finish_results, write_optimize_report
 
 pytestmark = pytest.mark.slow
 
 
 def test_distill_structured_qat_chain_and_report(mitdb_dir, cache_root, tmp_path):
-    from training.data.beat_dataset import load_beats
+    from training.data.feature_sets import load_feature_beats
 
     cfg = OptimizeConfig(train=TrainConfig(epochs=1, min_epochs=1), finetune_epochs=1, qat_epochs=1,
                          calibration_beats=200, tflm_beats=200)
-    train = load_beats(mitdb_dir, ["119", "201", "208", "209"], cfg.train.signal, cache_root, progress=False)
-    val = load_beats(mitdb_dir, ["118", "207"], cfg.train.signal, cache_root, progress=False)
-    test = load_beats(mitdb_dir, ["213"], cfg.train.signal, cache_root, progress=False)
+    train = load_feature_beats(mitdb_dir, ["119", "201", "208", "209"], cache_root)
+    val = load_feature_beats(mitdb_dir, ["118", "207"], cache_root)
+    test = load_feature_beats(mitdb_dir, ["213"], cache_root)
     variants = {"baseline": ("baseline",), "distill": ("distill",),
                 "distill_structured_qat": ("distill", "structured", "qat")}
     runs = run_variants(train.subset(np.arange(0, len(train), 2)), val, test, variants, cfg, tmp_path / "m", "t")

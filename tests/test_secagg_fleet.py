@@ -3,7 +3,7 @@ import pytest
 
 from broker.launcher import broker_url
 from training.config import TrainConfig
-from training.data.beat_dataset import load_beats
+from training.data.feature_sets import load_feature_beats
 from training.federated.aggregator_config import RoundPolicy
 from training.federated.fleet import FleetConfig, run_fleet
 from training.federated.local_training import LocalConfig
@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 def test_a_secure_fleet_of_patient_devices_learns_over_mosquitto(mitdb_dir, cache_root, mosquitto, tmp_path):
     cfg = TrainConfig(seed=0)
-    train = load_beats(mitdb_dir, ["106", "119", "209", "223"], cfg.signal, cache_root, progress=False)
-    val = load_beats(mitdb_dir, ["118", "207"], cfg.signal, cache_root, progress=False)
+    train = load_feature_beats(mitdb_dir, ["106", "119", "209", "223"], cache_root)
+    val = load_feature_beats(mitdb_dir, ["118", "207"], cache_root)
     fed = FederatedConfig(rounds=3, partition="patient", seed=0, local=LocalConfig(epochs=1))
     fleet_cfg = FleetConfig(federated=fed, policy=RoundPolicy(deadline_s=120), broker_url=broker_url(mosquitto),
                             secagg=SecAggSettings(clip=5.0))

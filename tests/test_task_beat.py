@@ -4,9 +4,8 @@ the inter-patient protocol's."""
 import numpy as np
 import pytest
 
-from edge_runtime.signal_config import SignalConfig
 from training.config import TrainConfig
-from training.data.beat_dataset import load_beats
+from training.data.feature_sets import load_feature_beats
 from training.data.protocols import validation_records
 from training.data.splits import DS1, DS2
 from training.federated.local_training import LocalConfig
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def slice_(mitdb_dir, cache_root):
-    data = load_beats(mitdb_dir, ("101", "106", "108", "109"), SignalConfig(), cache_root, progress=False)
+    data = load_feature_beats(mitdb_dir, ("101", "106", "108", "109"), cache_root)
     data = data.subset(np.arange(0, len(data), 5))  # every fifth beat: the same code path, a fifth of the time
     return data.of_records(["101", "106", "108"]), data.of_records(["109"])
 

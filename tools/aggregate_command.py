@@ -42,13 +42,15 @@ def _device_keys(fleet, registry: dict[str, int]) -> dict | None:
 def _held_out(args: argparse.Namespace, features):
     import os
 
+    from edge_runtime.template_features import feature_set_of
     from tools.data_args import cache_root
-    from training.data.beat_dataset import load_beats
+    from training.data.feature_sets import load_feature_beats
     from training.data.mitdb import locate_mitdb
 
     cache = cache_root()
     data_dir = locate_mitdb(args.data_dir or os.environ.get("MITDB_DIR"), cache, allow_download=False)
-    beats = load_beats(data_dir, args.eval_records, features.classifier.metadata.signal, cache, progress=False)
+    meta = features.classifier.metadata
+    beats = load_feature_beats(data_dir, args.eval_records, cache, feature_set_of(meta.rr_feature_names), meta.signal)
     if args.eval_max_beats and len(beats) > args.eval_max_beats:
         beats = beats.subset(slice(0, args.eval_max_beats))
     log.info("held-out set: %d beats of records %s", len(beats), " ".join(args.eval_records))

@@ -213,17 +213,19 @@ def edge_markdown(results: dict) -> str:
 def personalization_bench(data_dir: Path, model: Path, records: list[str], minutes: tuple[float, ...] = (2.0, 5.0)) -> dict:
     """Per record: label the first M minutes (as a clinician would confirm them), retrain the head on the
     device, score the rest of the record with the population and the personalized head."""
+    from edge_runtime.aami import AAMI_CLASSES
     from edge_runtime.classifier import BeatClassifier
     from edge_runtime.metrics import classification_report
-    from edge_runtime.aami import AAMI_CLASSES
     from edge_runtime.personalize import Head, HeadFeatures, train_head
-    from training.data.beat_dataset import load_beats
+    from edge_runtime.template_features import feature_set_of
+    from training.data.feature_sets import load_feature_beats
 
     clf = BeatClassifier.from_file(model)
     features = HeadFeatures(clf, model.read_bytes())
     population = Head(features.population_w, features.population_b)
     cache = cache_root()
-    data = load_beats(data_dir, records, clf.metadata.signal, cache, progress=False)
+    data = load_feature_beats(data_dir, records, cache, feature_set_of(clf.metadata.rr_feature_names),
+                              clf.metadata.signal)
     out: dict = {"model": str(model), "records": records}
     for m in minutes:
         y, base, pers = [], [], []

@@ -251,12 +251,11 @@ def results_markdown(results: dict) -> str:
 
 def load_split(data_dir: Path, seed: int) -> tuple:
     """(train, val) MLII beats of the inter-patient split: DS1 training patients and held-out DS1 patients."""
-    from edge_runtime.signal_config import SignalConfig
     from tools.data_args import cache_root
-    from training.data.beat_dataset import load_beats
+    from training.data.feature_sets import load_feature_beats
     from training.data.protocols import make_split, protocol_records
 
-    data = load_beats(data_dir, protocol_records("inter"), SignalConfig(), cache_root(), progress=False)
+    data = load_feature_beats(data_dir, protocol_records("inter"), cache_root())
     split = make_split("inter", data, seed)
     return data.subset(split.train).of_leads(["MLII"]), data.subset(split.val).of_leads(["MLII"])
 

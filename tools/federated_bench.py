@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.aami import AAMI_CLASSES
-from edge_runtime.signal_config import SignalConfig
 from tools.experiment_args import BEAT_LABEL_SHIFT, BEAT_STRATEGY, LABEL_SHIFT_FLOOR
 from tools.seed_summary import summarise
 from training.config import TrainConfig
-from training.data.beat_dataset import BeatDataset, load_beats
+from training.data.beat_dataset import BeatDataset
+from training.data.feature_sets import load_feature_beats
 from training.data.protocols import protocol_records
 from training.experiment import run_trainer_seeds
 from training.federated.aggregator_config import RoundPolicy
@@ -98,7 +98,8 @@ def run_bench(data_dir: Path, cache_root: Path, seeds: list[int], rounds: int, o
     for i, case in enumerate(cases, 1):
         log.info("[%d/%d] %s", i, len(cases), case.name)
         if case.protocol not in data:
-            data[case.protocol] = load_beats(data_dir, protocol_records(case.protocol), SignalConfig(), cache_root)
+            data[case.protocol] = load_feature_beats(data_dir, protocol_records(case.protocol), cache_root,
+                                                     progress=True)
         results["cases"][case.name] = run_case(case, data[case.protocol], seeds, rounds, out_dir)
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)

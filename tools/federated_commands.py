@@ -25,7 +25,12 @@ from tools.experiment_args import (
     strategy_for,
 )
 from tools.task_commands import DEFAULT_TASK, add_task_arg, run_task_command
-from tools.training_commands import base_config, protocol_beats, write_results
+from tools.training_commands import (
+    add_features_arg,
+    base_config,
+    protocol_beats,
+    write_results,
+)
 
 
 def _federated_runs(args: argparse.Namespace, train_fn, label: str) -> tuple[Path, str, list]:
@@ -40,12 +45,15 @@ def _federated_runs(args: argparse.Namespace, train_fn, label: str) -> tuple[Pat
                                               train_fn, leads=cfg.leads, train_tags=cfg.training_lead_tags())
 
 
-def _federated_config(args: argparse.Namespace, seed: int):
+def federated_config(args: argparse.Namespace, seed: int):
+    """The run's ``FederatedConfig`` from the federated flags (``add_federated_args``); one device per patient
+    unless ``--partition`` says otherwise."""
     from training.federated.local_training import LocalConfig
     from training.federated.simulation import FederatedConfig
 
     return FederatedConfig(rounds=args.rounds, strategy=args.strategy, strategy_args=dict(args.strategy_arg),
-                           partition=args.partition, seed=seed, dp_noise=args.dp_noise or "seeded",
+                           partition=getattr(args, "partition", "patient"), seed=seed,
+                           dp_noise=getattr(args, "dp_noise", None) or "seeded",
                            fraction=getattr(args, "fraction", 1.0), attack=getattr(args, "attack", None),
                            selection=getattr(args, "selection", None),
                            attackers=getattr(args, "attackers", 0.0),
@@ -81,7 +89,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     RoundPolicy(selection=args.selection)  # a wrong spec fails before the data loads
     started = time.time()
     data_dir, _, runs = _federated_runs(
-        args, lambda train, val, test, seed: run_simulation(train, val, _federated_config(args, seed),
+        args, lambda train, val, test, seed: run_simulation(train, val, federated_config(args, seed),
                                                             base_config(args, seed)), args.strategy)
     results = _federated_results(args, data_dir, runs, {"fraction": args.fraction, "selection": args.selection,
                                                         "transport": "in-process"}, started)
@@ -102,7 +110,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     started, transport = time.time(), {}
 
     def train_fn(train, val, test, seed):
-        cfg = FleetConfig(federated=_federated_config(args, seed), policy=policy, encoding=args.encoding,
+        cfg = FleetConfig(federated=federated_config(args, seed), policy=policy, encoding=args.encoding,
                           chunk_size=args.chunk_size, broker_url=broker, max_devices=args.devices,
                           signed=not args.unsigned, dp_noise=args.dp_noise or "secure")
         result = run_fleet(train, val, test, cfg, base_config(args, seed), Path(args.out) / f"run_seed{seed}")
@@ -159,6 +167,7 @@ def add_simulate_parser(sub, strategies: list[str]) -> None:
     p.add_argument("--fraction", type=float, default=1.0, help="share of devices per round")
     add_selection_arg(p)
     add_classifier_args(p, FEDERATED_LEADS)
+    add_features_arg(p)
     p.add_argument("--attack", help="malicious devices: sign_flip | scale:K | gaussian:S | label_flip | replacement:K")
     p.add_argument("--attackers", type=float, default=0.0, help="share of devices that attack (e.g. 0.2)")
     add_run_args(p, "out/federated", "OUT/federated_STRATEGY.json")
@@ -182,6 +191,7 @@ def add_fleet_parser(sub, strategies: list[str]) -> None:
                                   "identity and a random fleet name: a transport test, not a deployed fleet",
                     fleet_config=False)
     add_classifier_args(p, FEDERATED_LEADS)
+    add_features_arg(p)
     p.add_argument("--unsigned", action="store_true", help="do not sign updates and global models (Ed25519 "
                                                            "keys are otherwise made for the run)")
     add_round_policy_args(p)

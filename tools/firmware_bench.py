@@ -24,17 +24,13 @@ RPEAK_RECORDS = ["100", "108", "112", "203", "208", "232"]  # C vs Python detect
 def _test_data(model_path: Path, records: list[str], data_dir: str | None):
     """The test records' beats with the model's input features (its feature set, template features too)."""
     from edge_runtime.classifier import BeatClassifier
-    from edge_runtime.template_features import FEATURE_SETS
+    from edge_runtime.template_features import feature_set_of
     from tools.firmware_frontend_bench import default_mitdb
-    from training.config import TrainConfig
-    from training.data.beat_dataset import load_beats
-    from training.data.feature_sets import with_feature_set
+    from training.data.feature_sets import load_feature_beats
 
-    cfg = TrainConfig()
     clf = BeatClassifier.from_file(model_path)
-    names = tuple(clf.metadata.rr_feature_names)
-    data = load_beats(default_mitdb(data_dir), records, cfg.signal, cache_root(), progress=False)
-    return clf, with_feature_set(data, next(k for k, v in FEATURE_SETS.items() if v == names), cfg.signal)
+    return clf, load_feature_beats(default_mitdb(data_dir), records, cache_root(),
+                                   feature_set_of(clf.metadata.rr_feature_names))
 
 
 def _test_inputs(model_path: Path, records: list[str], n: int, data_dir: str | None):

@@ -57,8 +57,7 @@ def _settings(args: argparse.Namespace, variants: dict) -> dict:
 def run(args: argparse.Namespace, data_dir: Path, cache_root: Path, json_path: Path) -> dict:
     """Every (protocol, seed) unit in turn; after each, the results so far go to ``<json>.partial.json`` and a
     rerun with the same settings resumes after the last finished unit."""
-    from edge_runtime.signal_config import SignalConfig
-    from training.data.beat_dataset import load_beats
+    from training.data.feature_sets import load_feature_beats
     from training.data.protocols import make_split, protocol_records
     from training.optimize.pipeline import run_variants
 
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace, data_dir: Path, cache_root: Path, json_path: P
         else:
             log.warning("%s has other settings: starting over", partial)
     for protocol in args.protocols:
-        data = load_beats(data_dir, protocol_records(protocol), SignalConfig(), cache_root)
+        data = load_feature_beats(data_dir, protocol_records(protocol), cache_root, progress=True)
         block = results["protocols"].setdefault(protocol, {"runs": {}, "splits": {}})
         for seed in args.seeds:
             if str(seed) in block["runs"]:

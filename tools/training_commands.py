@@ -96,7 +96,8 @@ def write_results(results: dict, json_path: Path) -> None:
 def base_config(args: argparse.Namespace, seed: int):
     from training.config import TrainConfig
 
-    return TrainConfig(seed=seed, leads=tuple(args.leads), augment=args.augment, logit_offsets=args.offsets)
+    return TrainConfig(seed=seed, leads=tuple(args.leads), augment=args.augment, logit_offsets=args.offsets,
+                       features=args.features)
 
 
 def add_data_parser(sub) -> None:
@@ -123,8 +124,10 @@ def add_foundation_parser(sub) -> None:
 
 def add_features_arg(p: argparse.ArgumentParser) -> None:
     from edge_runtime.template_features import FEATURE_SETS
+    from training.config import TrainConfig
 
-    p.add_argument("--features", choices=sorted(FEATURE_SETS), default="rr",
-                   help="model input features (default rr: the 7 RR features); rr+template adds "
+    default = TrainConfig.features  # the one place the default lives
+    p.add_argument("--features", choices=sorted(FEATURE_SETS), default=default,
+                   help=f"model input features (default {default}); rr is the 7 RR features, rr+template adds "
                         "beat-versus-template morphology (defined in integers) and two RR ratios. The edge runtime "
                         "and the C firmware (`firmware generate --frontend`) compute both sets")

@@ -54,9 +54,10 @@ class TrainConfig:
     #: centralized training, docs/classifier.md); the library default leaves models as trained.
     logit_offsets: str = "none"
     #: Model input features by set name (``edge_runtime.template_features.FEATURE_SETS``): "rr" (the 7 RR
-    #: features the C front-end computes too) or "rr+template" (plus beat-versus-template morphology and two
-    #: RR ratios; Python edge runtime only).
-    features: str = "rr"
+    #: features) or "rr+template" (plus beat-versus-template morphology and two RR ratios). The edge runtime
+    #: and the C front-end compute both from the exported model's metadata. The one place the default lives:
+    #: `--features` of every command and ``training.data.feature_sets.load_feature_beats`` read it.
+    features: str = "rr+template"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,6 +75,15 @@ class TrainConfig:
         object.__setattr__(self, "leads", tuple(self.leads))  # JSON gives lists; hashing and tags need a tuple
         if not self.leads or len(set(self.leads)) != len(self.leads) or set(self.leads) - {"MLII", "other"}:
             raise ValueError(f"leads must be distinct names out of ('MLII', 'other'), got {self.leads}")
+
+    def check_rr_width(self, width: int) -> None:
+        """Beats whose RR rows have ``width`` columns can train this config's model only if ``features`` names
+        that many: a model trained on other columns would be exported under the wrong input contract."""
+        names = feature_set_named(self.features)
+        if width != len(names):
+            raise ValueError(f"the beats carry {width} RR-input columns, feature set {self.features!r} has "
+                             f"{len(names)}: load them with training.data.feature_sets.load_feature_beats or "
+                             "with_feature_set")
 
     def training_lead_tags(self) -> tuple[str, ...]:
         """Lead tags of the beats that train: the clean leads and, with ``augment``, their perturbed copies."""

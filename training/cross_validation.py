@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,12 +23,27 @@ from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
 from training.data.protocols import ds1_folds
 from training.data.splits import DS1
-from training.train import SCORED_CLASSES, class_weights, train_centralized
+from training.train import (
+    SCORED_CLASSES,
+    TrainedModel,
+    class_weights,
+    train_centralized,
+)
 
 log = logging.getLogger(__name__)
 
 #: Decision rules scored on the pooled held-out probabilities (``training.calibration``).
 RULES = ("none", "prior")
+
+#: A fold's trainer: (training beats, held-out beats on the training leads, config) -> the model to score with,
+#: its ``history`` one row per epoch or round with ``val_macro_f1`` on the held-out fold. It must choose nothing
+#: on the held-out fold (last epoch / last round).
+FoldFit = Callable[[BeatDataset, BeatDataset, TrainConfig], TrainedModel]
+
+
+def fit_centralized(train: BeatDataset, val: BeatDataset, cfg: TrainConfig) -> TrainedModel:
+    """Centralized training for exactly ``cfg.epochs`` (``min_epochs`` = ``epochs``: the last epoch is kept)."""
+    return train_centralized(train, val, cfg, verbose=0)
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,9 @@ class FoldPredictions:
     lead: np.ndarray  # (n,) str
     offsets: dict[str, np.ndarray]  # rule -> (n, classes): the offsets of the fold that scored each row
     seconds: float
+    #: Per fold, the held-out macro F1 after every epoch or round (on the training leads): the last rounds'
+    #: mean is a federated selection score that does not rest on a single round.
+    fold_curves: tuple[tuple[float, ...], ...] = ()
 
     def report(self, rule: str, lead: str) -> dict:
         rows = self.lead == lead
@@ -60,8 +79,9 @@ class FoldPredictions:
 
 
 def cross_validate_seed(data: BeatDataset, cfg: TrainConfig, folds: int,
-                        records: tuple[str, ...] = DS1) -> FoldPredictions:
-    """One seed: every DS1 fold held out once, models trained for exactly ``cfg.epochs`` on the rest.
+                        records: tuple[str, ...] = DS1, fit: FoldFit = fit_centralized) -> FoldPredictions:
+    """One seed: every DS1 fold held out once, models trained by ``fit`` (centralized for exactly
+    ``cfg.epochs``, or federated rounds) on the rest.
 
     ``data`` holds DS1 beats with ``cfg.features``' columns; training uses ``cfg.training_lead_tags()``,
     scoring the clean beats of every lead loaded (MLII, and the second channel when loaded)."""
@@ -72,6 +92,7 @@ def cross_validate_seed(data: BeatDataset, cfg: TrainConfig, folds: int,
     scored = data.of_leads([lead for lead in ("MLII", "other") if lead in set(data.lead)])
     probs = np.zeros((len(scored), len(AAMI_CLASSES)), np.float32)
     offsets = {rule: np.zeros_like(probs) for rule in RULES}
+    curves = []
     t0 = time.perf_counter()
     for i, fold in enumerate(split, 1):
         held = np.isin(scored.record, fold)
@@ -79,9 +100,11 @@ def cross_validate_seed(data: BeatDataset, cfg: TrainConfig, folds: int,
         val = scored.subset(np.flatnonzero(held))
         log.info("seed %d fold %d/%d: hold out %s (%d beats), train on %d beats", cfg.seed, i, len(split),
                  ",".join(fold), int(held.sum()), len(train))
-        trained = train_centralized(train, val.of_leads(cfg.leads), fixed, verbose=0)
+        trained = fit(train, val.of_leads(cfg.leads), fixed)
         probs[held] = trained.predict_proba(val)
+        curves.append(tuple(float(row["val_macro_f1"] or 0.0) for row in trained.history))
         weights = class_weights(train.labels, len(AAMI_CLASSES), cfg.class_weight_power, cfg.max_class_weight)
         offsets["prior"][held] = prior_offsets(np.array([weights[c] for c in range(len(AAMI_CLASSES))]))
     return FoldPredictions(seed=cfg.seed, folds=split, probs=probs, labels=scored.labels, record=scored.record,
-                           lead=scored.lead, offsets=offsets, seconds=time.perf_counter() - t0)
+                           lead=scored.lead, offsets=offsets, seconds=time.perf_counter() - t0,
+                           fold_curves=tuple(curves))

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from edge_runtime.aami import AAMI_CLASSES
 from edge_runtime.metrics import classification_report
 from edge_runtime.rr_features import standardise_rr
-from training.config import TrainConfig
-from edge_runtime.aami import AAMI_CLASSES
 from training.calibration import fit_logit_offsets, fold_offsets, prior_offsets
+from training.config import TrainConfig
 from training.data.beat_dataset import BeatDataset
 from training.model import build_classifier
 
@@ -26,7 +26,7 @@ class RRScaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, rr: np.ndarray) -> "RRScaler":
+    def fit(cls, rr: np.ndarray) -> RRScaler:
         return cls(rr.mean(axis=0).astype(np.float32), np.maximum(rr.std(axis=0), 1e-6).astype(np.float32))
 
     def __call__(self, rr: np.ndarray) -> np.ndarray:
@@ -106,6 +106,7 @@ def train_centralized(train: BeatDataset, val: BeatDataset, cfg: TrainConfig, ve
     """Train on ``train``, select the epoch on ``val`` (held-out patients for the inter-patient protocol)."""
     if len(train) == 0 or len(val) == 0:
         raise ValueError("training and validation sets must both hold beats")
+    cfg.check_rr_width(train.rr.shape[1])
     keras.utils.set_random_seed(cfg.seed)
     scaler = RRScaler.fit(train.rr)
     model = build_classifier(train.waves.shape[1], train.rr.shape[1], len(AAMI_CLASSES), cfg.model)

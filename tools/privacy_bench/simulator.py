@@ -39,11 +39,10 @@ class Checkpoint:
 
 def load_inter(data_dir: Path | None, cache_root: Path) -> Any:
     """The beats of the inter-patient protocol's records (DS1 and DS2), loaded once for every seed."""
-    from edge_runtime.signal_config import SignalConfig
-    from training.data.beat_dataset import load_beats
+    from training.data.feature_sets import load_feature_beats
     from training.data.protocols import protocol_records
 
-    return load_beats(data_dir, protocol_records("inter"), SignalConfig(), cache_root, progress=False)
+    return load_feature_beats(data_dir, protocol_records("inter"), cache_root)
 
 
 class Simulator:

@@ -6,11 +6,15 @@ need no cache of their own and every cached dataset can be used with any feature
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 
 from edge_runtime.signal_config import RR_FEATURE_NAMES, SignalConfig
 from edge_runtime.template_features import feature_set_named, template_features
-from training.data.beat_dataset import BeatDataset
+from training.config import TrainConfig
+from training.data.beat_dataset import BeatDataset, load_beats
 
 
 def lead_sequences(data: BeatDataset) -> list[np.ndarray]:
@@ -38,3 +42,15 @@ def with_feature_set(data: BeatDataset, name: str, cfg: SignalConfig) -> BeatDat
         extra[rows] = template_features(data.waves[rows], data.rr[rows], cfg)
     return BeatDataset(data.waves, np.concatenate([data.rr, extra], axis=1), data.labels, data.record,
                        data.sample, data.lead)
+
+
+def load_feature_beats(data_dir: Path, records: Sequence[str], cache_root: Path | None, features: str | None = None,
+                       signal: SignalConfig | None = None, progress: bool = False,
+                       leads: Sequence[str] = ("MLII",)) -> BeatDataset:
+    """``load_beats`` with the model input features of set ``features`` (default: ``TrainConfig``'s, the one
+    place the default lives), so every command that trains or scores a model on cached beats follows the same
+    input contract as `foundation`, `simulate` and `fleet`."""
+    base = TrainConfig()
+    signal = signal or base.signal
+    data = load_beats(data_dir, records, signal, cache_root, progress=progress, leads=leads)
+    return with_feature_set(data, features or base.features, signal)

@@ -120,6 +120,7 @@ class FleetData:
 
 
 def prepare_fleet(train: BeatDataset, fed: FederatedConfig, base: TrainConfig) -> FleetData:
+    base.check_rr_width(train.rr.shape[1])
     keras.utils.set_random_seed(fed.seed)
     devices = make_partition(fed.partition, train, fed.seed)
     scaler = RRScaler.fit(train.rr)
@@ -154,8 +155,12 @@ def simulate_rounds(model: keras.Model, devices: dict[str, KerasDeviceUpdater], 
 
 
 def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, base: TrainConfig,
-                   progress: bool = True) -> TrainedModel:
-    """Federated training; the returned model's ``history`` has one row per round (validation only)."""
+                   progress: bool = True, keep: str = "best") -> TrainedModel:
+    """Federated training; the returned model's ``history`` has one row per round (validation only). ``keep``:
+    "best" returns the round selected on ``val``; "last" the final round's model, for cross-validation, where
+    ``val`` is a held-out fold that must choose nothing (``training.cross_validation``)."""
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     fleet = prepare_fleet(train, fed, base)
     model, scaler = fleet.model, fleet.scaler
     trainer = LocalTrainer(model)
@@ -181,6 +186,6 @@ def run_simulation(train: BeatDataset, val: BeatDataset, fed: FederatedConfig, b
         return {"val_macro_f1": rep["macro_f1"], "val_accuracy": rep["accuracy"]}
 
     engine = simulate_rounds(model, devices, fed, evaluate, "val_macro_f1", progress, tamper if attack else None)
-    model.set_weights(engine.best_weights)
+    model.set_weights(engine.best_weights if keep == "best" else engine.weights)
     return TrainedModel(model=model, rr_scaler=scaler, config=base, history=engine.history,
-                        best_epoch=engine.best_round)
+                        best_epoch=engine.best_round if keep == "best" else engine.round - 1)

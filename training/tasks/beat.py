@@ -17,10 +17,12 @@ import numpy as np
 
 from edge_runtime.aami import AAMI_CLASSES
 from edge_runtime.metrics import classification_report
-from edge_runtime.signal_config import RR_FEATURE_NAMES, SignalConfig
+from edge_runtime.signal_config import SignalConfig
 from edge_runtime.task_contract import EdgeContract
+from edge_runtime.template_features import feature_set_named
 from training.config import TrainConfig
-from training.data.beat_dataset import BeatDataset, load_beats
+from training.data.beat_dataset import BeatDataset
+from training.data.feature_sets import load_feature_beats
 from training.data.mitdb import default_cache_root, locate_mitdb
 from training.data.protocols import validation_records
 from training.data.splits import DS1, DS2
@@ -58,7 +60,8 @@ class BeatTask(Task):
         """The split's MLII beats (records capped by ``max_persons``), from the beat cache when it has them."""
         cache = default_cache_root()
         data_dir = locate_mitdb(os.environ.get("MITDB_DIR"), cache, allow_download=False)
-        return load_beats(data_dir, self._records(split, seed), self.signal, cache, progress=False)
+        return load_feature_beats(data_dir, self._records(split, seed), cache, self.train_config.features,
+                                  self.signal)
 
     def split_of(self, beats: BeatDataset, scaler: RRScaler) -> TaskSplit:
         """Beats as the task's rows: the window with a channel axis and the scaled RR features; persons = records."""
@@ -95,6 +98,6 @@ class BeatTask(Task):
             raise ValueError("the beat task's contract needs the RR scaler: load the train split first")
         return EdgeContract(task=self.name, source="beats", channels=("MLII",), sample_rate_hz=self.signal.fs_hz,
                             window=self.signal.window_length,
-                            preprocessing={"signal": self.signal.to_dict(), "rr_feature_names": list(RR_FEATURE_NAMES),
+                            preprocessing={"signal": self.signal.to_dict(), "rr_feature_names": list(feature_set_named(self.train_config.features)),
                                            "rr_mean": [float(v) for v in self._applied.mean],
                                            "rr_std": [float(v) for v in self._applied.std]})

@@ -21,10 +21,11 @@ from training.tasks.fit import TaskModel
 
 
 def _beat_fields(preprocessing: dict) -> dict:
-    n = len(RR_FEATURE_NAMES)
+    names = tuple(preprocessing.get("rr_feature_names", RR_FEATURE_NAMES))
+    n = len(names)
     signal = preprocessing.get("signal")
     return {"signal": SignalConfig.from_dict(signal) if signal else SignalConfig(),
-            "rr_feature_names": RR_FEATURE_NAMES,
+            "rr_feature_names": names,
             "rr_mean": tuple(float(v) for v in preprocessing.get("rr_mean", [0.0] * n)),
             "rr_std": tuple(float(v) for v in preprocessing.get("rr_std", [1.0] * n))}
 
