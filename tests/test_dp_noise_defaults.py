@@ -52,11 +52,11 @@ def test_seeded_noise_is_a_named_choice_and_the_simulation_default():
 
 def test_the_command_line_picks_the_source_by_name():
     from tools.cli import build_parser
-    from tools.federated_commands import _federated_config
+    from tools.federated_commands import federated_config
 
     parser = build_parser()
-    assert _federated_config(parser.parse_args(["simulate"]), 0).dp_noise == "seeded"
-    assert _federated_config(parser.parse_args(["simulate", "--dp-noise", "secure"]), 0).dp_noise == "secure"
+    assert federated_config(parser.parse_args(["simulate"]), 0).dp_noise == "seeded"
+    assert federated_config(parser.parse_args(["simulate", "--dp-noise", "secure"]), 0).dp_noise == "secure"
     assert parser.parse_args(["aggregate", "--run-dir", "r", "--dp-noise", "seeded"]).dp_noise == "seeded"
     with pytest.raises(SystemExit):
         parser.parse_args(["fleet", "--dp-noise", "pcg64"])
