@@ -213,10 +213,19 @@ class StreamingRPeakDetector:
                     and beat.slope < 0.5 * previous.slope):
                 levels.noise(beat.height)  # a T wave
                 return
-            self._accept(beat, out, weight=0.125)
-        else:
-            levels.noise(beat.height)
-            self._remember_noise(beat)
+            if not self._blunt(beat):
+                self._accept(beat, out, weight=0.125)
+                return
+        levels.noise(beat.height)  # a noise peak (or a blunt one), which search-back may still take
+        self._remember_noise(beat)
+
+    def _blunt(self, beat: _Beat) -> bool:
+        """In noise (noise level above ``crest_when`` x the signal level), a candidate no larger than the signal
+        level whose energy is spread out (largest slope^2 below ``min_crest`` x its mean squared slope) is no
+        QRS: a QRS concentrates its slope in a few tens of milliseconds, a motion or T-wave hump does not."""
+        cfg, lv = self.cfg, self._levels
+        return (cfg.min_crest is not None and lv.npk > cfg.crest_when * lv.spk and beat.height < lv.spk
+                and beat.slope * beat.slope < cfg.min_crest * beat.height)
 
     def _learn(self, beat: _Beat, out: list[int]) -> None:
         """A candidate of the learning phase; artefacts while re-learning after one restart the phase."""
