@@ -18,7 +18,11 @@ band before the derivative, which would otherwise amplify it.
 Noise: a first-order 20 Hz low-pass follows the QRS band (muscle noise leaks through the band's upper skirt and
 the derivative amplifies it), and the noise level rises faster than Pan & Tompkins' 1/8 when a noise peak
 exceeds it (``noise_attack``), so a burst of noise lifts threshold 1 within a few peaks instead of passing it;
-both chosen on DS1 (docs/robustness.md, "Noise-adaptive detection"). The configuration is in ``rpeak_config``.
+both chosen on DS1 (docs/robustness.md, "Noise-adaptive detection"). While the noise level is high (above
+``crest_when`` x the signal level), a candidate above threshold 1 but not above the signal level must also look like
+a QRS: its largest squared slope at least ``min_crest`` times its window's mean squared slope (a QRS is narrow, a
+motion hump or a broad T wave is not); otherwise it is a noise peak that search-back may still take
+(docs/robustness.md, "QRS-shape test in noise"). The configuration is in ``rpeak_config``.
 
 The detector never sees annotations. It reports each beat at its R location: the largest deflection
 of the 0.5-40 Hz signal near the QRS energy peak, the fiducial point the classifier was trained on.
