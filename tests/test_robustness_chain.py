@@ -53,8 +53,11 @@ def _score(rec, case, peaks):
 #: excerpt 7 of 307 beats are now reported more than 150 ms away from their annotation under 2 mV of wander
 #: (7 FN and 7 FP, 97.7 %), for fewer false beats under muscle and motion noise (docs/robustness.md,
 #: "Noise-adaptive detection"; on all 22 DS2 records wander:2 scores 99.76 / 99.85).
-FLOORS = {"wander:2": (0.975, 0.975), "emg:6": (0.97, 0.90), "emg:0": (0.85, 0.65), "motion:6": (0.92, 0.75), "motion:0": (0.75, 0.55),
-          "motion:12": (0.97, 0.93), "emg:12": (0.985, 0.97)}
+#: motion:6 Se was 0.92 before the QRS-shape test (session 9; docs/robustness.md "QRS-shape test in noise"): on
+#: this excerpt it trades Se 93.2 -> 91.5 % for +P 81.3 -> 85.4 % at 6 dB, and lifts +P at 12 dB 94.4 -> 98.4 %
+#: (floor 0.93 -> 0.97) with Se unchanged (98.7 %).
+FLOORS = {"wander:2": (0.975, 0.975), "emg:6": (0.97, 0.90), "emg:0": (0.85, 0.65), "motion:6": (0.91, 0.75), "motion:0": (0.75, 0.55),
+          "motion:12": (0.97, 0.97), "emg:12": (0.985, 0.97)}
 
 
 @pytest.mark.parametrize("spec", SUITE)
