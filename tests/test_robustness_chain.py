@@ -284,3 +284,13 @@ def test_the_suite_can_leave_out_what_the_quality_index_marked_unusable():
     assert (n_ref, n_det) == (5, 6)
     mr, _, n_ref, n_det = scored_matches(ref, det, 54, spans)
     assert (n_ref, n_det, mr.size) == (3, 3, 3)  # 460 and 820 left out, and the false beat with them
+
+
+def test_the_report_states_the_nst_snr_of_each_noise_case():
+    """The Markdown report carries nst's SNR beside the suite's label for the additive noises, and only for them."""
+    from tools.robustness import _nst_lines
+
+    rows = {"motion:12": {"nst_snr_db": {"mean": 13.04, "min": 11.6, "max": 14.7}}, "none": {"nst_snr_db": None}}
+    line = _nst_lines(rows)
+    assert "motion:12 13.0 dB (11.6 to 14.7)" in line and "none" not in line
+    assert _nst_lines({"none": {}}) == ""
