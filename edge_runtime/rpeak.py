@@ -18,7 +18,11 @@ band before the derivative, which would otherwise amplify it.
 Noise: a first-order 20 Hz low-pass follows the QRS band (muscle noise leaks through the band's upper skirt and
 the derivative amplifies it), and the noise level rises faster than Pan & Tompkins' 1/8 when a noise peak
 exceeds it (``noise_attack``), so a burst of noise lifts threshold 1 within a few peaks instead of passing it;
-both chosen on DS1 (docs/robustness.md, "Noise-adaptive detection"). The configuration is in ``rpeak_config``.
+both chosen on DS1 (docs/robustness.md, "Noise-adaptive detection"). While the noise level is high (above
+``crest_when`` x the signal level), a candidate above threshold 1 but not above the signal level must also look like
+a QRS: its largest squared slope at least ``min_crest`` times its window's mean squared slope (a QRS is narrow, a
+motion hump or a broad T wave is not); otherwise it is a noise peak that search-back may still take
+(docs/robustness.md, "QRS-shape test in noise"). The configuration is in ``rpeak_config``.
 
 The detector never sees annotations. It reports each beat at its R location: the largest deflection
 of the 0.5-40 Hz signal near the QRS energy peak, the fiducial point the classifier was trained on.
@@ -213,10 +217,19 @@ class StreamingRPeakDetector:
                     and beat.slope < 0.5 * previous.slope):
                 levels.noise(beat.height)  # a T wave
                 return
-            self._accept(beat, out, weight=0.125)
-        else:
-            levels.noise(beat.height)
-            self._remember_noise(beat)
+            if not self._blunt(beat):
+                self._accept(beat, out, weight=0.125)
+                return
+        levels.noise(beat.height)  # a noise peak (or a blunt one), which search-back may still take
+        self._remember_noise(beat)
+
+    def _blunt(self, beat: _Beat) -> bool:
+        """In noise (noise level above ``crest_when`` x the signal level), a candidate no larger than the signal
+        level whose energy is spread out (largest slope^2 below ``min_crest`` x its mean squared slope) is no
+        QRS: a QRS concentrates its slope in a few tens of milliseconds, a motion or T-wave hump does not."""
+        cfg, lv = self.cfg, self._levels
+        return (cfg.min_crest is not None and lv.npk > cfg.crest_when * lv.spk and beat.height < lv.spk
+                and beat.slope * beat.slope < cfg.min_crest * beat.height)
 
     def _learn(self, beat: _Beat, out: list[int]) -> None:
         """A candidate of the learning phase; artefacts while re-learning after one restart the phase."""

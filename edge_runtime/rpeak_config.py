@@ -57,6 +57,13 @@ class DetectorConfig:
     #: as below it). A larger weight lifts the noise level quickly inside a burst of noise, so the burst's
     #: peaks stop reaching threshold1; it still decays at 0.125 once the burst is over.
     noise_attack: float = 0.375
+    #: The QRS-shape test in noise (None: off): while the noise level exceeds ``crest_when`` x the signal level,
+    #: a candidate above threshold 1 but not above the signal level counts as noise when its crest factor
+    #: (largest squared slope in its integration window / the window's mean squared slope) is below
+    #: ``min_crest``: a QRS is narrow (crest ~5-7 on DS1), a motion hump or a V1 T wave broad (~3); large
+    #: candidates (wide PVCs) are never tested. It stays a search-back candidate. Chosen on DS1.
+    min_crest: float | None = 4.0
+    crest_when: float = 0.1875
 
     def __post_init__(self) -> None:
         lo, hi = self.qrs_band_hz
@@ -76,6 +83,8 @@ class DetectorConfig:
             raise ValueError(f"qrs_order must be 1 or 2, got {self.qrs_order}")
         if not (0 < self.threshold_fraction < 1 and 0 < self.noise_attack <= 1):
             raise ValueError("threshold_fraction must lie in (0, 1) and noise_attack in (0, 1]")
+        if (self.min_crest is not None and self.min_crest <= 0) or not 0 <= self.crest_when <= 1:
+            raise ValueError("min_crest must be positive (or None) and crest_when lie in [0, 1]")
         if any(f <= 0 for f in self.mains_hz) or self.mains_q <= 0:
             raise ValueError("mains_hz must be positive frequencies and mains_q positive")
 

@@ -46,6 +46,27 @@ def test_noise_is_scaled_to_the_requested_snr():
         scale_to_snr(np.zeros(10), 1.0, 6.0)
 
 
+def test_nst_snr_follows_wfdb_nsts_definition():
+    """nst's S (mean of the middle 90 % of QRS ranges +-50 ms) and N (mean of the middle 90 % of one-second RMS
+    values, each about its own mean): a steady sine of known RMS gives its SNR exactly; a slow drift adds
+    nothing (removed per second); a bursty noise of the same variance reads higher SNR than its variance
+    says, since nst averages RMS values (so the suite's calibration is the harsher of the two)."""
+    from training.data.ecg_noise import nst_snr_db
+
+    x, beats = synthetic_ecg()
+    pp = qrs_peak_to_peak(x, FS, beats)
+    t = np.arange(x.size) / FS
+    sine = 0.1 * np.sqrt(2) * np.sin(2 * np.pi * 10 * t)  # RMS 0.1 mV, whole cycles per second
+    expected = 10 * np.log10((pp ** 2 / 8) / 0.01)
+    assert nst_snr_db(x, sine, FS, beats) == pytest.approx(expected, abs=0.3)
+    drift = 0.05 * np.sin(2 * np.pi * 0.05 * t)
+    assert nst_snr_db(x, sine + drift, FS, beats) == pytest.approx(expected, abs=0.3)
+    burst = sine * np.where((t // 10) % 2 == 0, np.sqrt(1.8), np.sqrt(0.2))  # same variance, in bursts
+    assert nst_snr_db(x, burst, FS, beats) > expected + 0.3
+    with pytest.raises(ValueError):
+        nst_snr_db(x, sine[:10], FS, beats)
+
+
 def test_emg_is_broadband_and_motion_is_in_the_qrs_band():
     x, beats = synthetic_ecg()
     emg = perturbation("emg:6").apply(x, FS, beats, seed=0).signal_mv - x

@@ -53,8 +53,11 @@ def _score(rec, case, peaks):
 #: excerpt 7 of 307 beats are now reported more than 150 ms away from their annotation under 2 mV of wander
 #: (7 FN and 7 FP, 97.7 %), for fewer false beats under muscle and motion noise (docs/robustness.md,
 #: "Noise-adaptive detection"; on all 22 DS2 records wander:2 scores 99.76 / 99.85).
-FLOORS = {"wander:2": (0.975, 0.975), "emg:6": (0.97, 0.90), "emg:0": (0.85, 0.65), "motion:6": (0.92, 0.75), "motion:0": (0.75, 0.55),
-          "motion:12": (0.97, 0.93), "emg:12": (0.985, 0.97)}
+#: motion:6 Se was 0.92 before the QRS-shape test (session 9; docs/robustness.md "QRS-shape test in noise"): on
+#: this excerpt it trades Se 93.2 -> 91.5 % for +P 81.3 -> 85.4 % at 6 dB, and lifts +P at 12 dB 94.4 -> 98.4 %
+#: (floor 0.93 -> 0.97) with Se unchanged (98.7 %).
+FLOORS = {"wander:2": (0.975, 0.975), "emg:6": (0.97, 0.90), "emg:0": (0.85, 0.65), "motion:6": (0.91, 0.75), "motion:0": (0.75, 0.55),
+          "motion:12": (0.97, 0.97), "emg:12": (0.985, 0.97)}
 
 
 @pytest.mark.parametrize("spec", SUITE)
@@ -195,14 +198,11 @@ def test_the_qrs_band_order_is_one_setting_for_python_and_the_generated_c():
         DetectorConfig(qrs_order=3)
 
 
-@pytest.mark.parametrize(("spec", "record"), [("emg:12", "108"), ("motion:12", "124")])
-def test_the_noise_rules_cut_false_beats_against_pan_tompkins_constants(spec, record, mitdb_dir):
-    """DetectorConfig's noise rules (the noise level rises with weight 3/8 inside a burst, a 20 Hz low-pass
-    after the QRS band) against Pan & Tompkins' constants (1/8, no low-pass) under 12 dB noise, on the first
-    10 minutes of the DS1 record with the most false beats under that noise (108: low QRS amplitude; 124):
-    at least a third fewer false beats, and no beat lost beyond one in a hundred."""
+def _ten_minute_scorer(mitdb_dir, record: str, spec: str):
+    """The first 10 minutes of a record under ``spec`` (seeded by the record), band-passed once: a function
+    scoring ``detect_rpeaks`` with a given ``DetectorConfig`` on it (EC57, the suite's exclusions)."""
     from edge_runtime.filtering import bandpass
-    from edge_runtime.rpeak import DetectorConfig, detect_rpeaks
+    from edge_runtime.rpeak import detect_rpeaks
     from edge_runtime.signal_config import SignalConfig
 
     rec = load_record(mitdb_dir, record)
@@ -211,11 +211,54 @@ def test_the_noise_rules_cut_false_beats_against_pan_tompkins_constants(spec, re
     case = perturbation(spec).apply(rec.signal_mv[:n], rec.fs_hz, ann, seed=int(record))
     _, pos = aami_labels(rec.ann_symbol[:ann.size])
     x = bandpass(case.signal_mv, SignalConfig())
+    return lambda cfg: score_detection(case.ann_sample[pos], detect_rpeaks(x, cfg), case.fs_hz, case.excluded)
 
-    def score(cfg):
-        return score_detection(case.ann_sample[pos], detect_rpeaks(x, cfg), case.fs_hz, case.excluded)
 
+@pytest.mark.parametrize(("spec", "record"), [("emg:12", "108"), ("motion:12", "124")])
+def test_the_noise_rules_cut_false_beats_against_pan_tompkins_constants(spec, record, mitdb_dir):
+    """DetectorConfig's noise rules (the noise level rises with weight 3/8 inside a burst, a 20 Hz low-pass
+    after the QRS band) against Pan & Tompkins' constants (1/8, no low-pass) under 12 dB noise, on the first
+    10 minutes of the DS1 record with the most false beats under that noise (108: low QRS amplitude; 124):
+    at least a third fewer false beats, and no beat lost beyond one in a hundred."""
+    from edge_runtime.rpeak import DetectorConfig
+
+    score = _ten_minute_scorer(mitdb_dir, record, spec)
     new, old = score(DetectorConfig()), score(DetectorConfig(noise_attack=0.125, qrs_lowpass_hz=None))
+    assert new.false_positives <= 2 / 3 * old.false_positives, (new.to_dict(), old.to_dict())
+    assert new.true_positives >= old.true_positives - 0.01 * (old.true_positives + old.false_negatives)
+
+
+def test_the_qrs_shape_test_reaches_the_c_detector_as_constants():
+    """min_crest in eighths and crest_when in sixteenths become PW_RP_CREST / PW_RP_CREST_WHEN (0: no test);
+    values the integer comparison cannot express are refused, not rounded."""
+    from edge_runtime.rpeak import DetectorConfig
+    from training.codegen.frontend import rpeak_config
+
+    assert "#define PW_RP_CREST 32 " in rpeak_config(DetectorConfig())
+    assert "#define PW_RP_CREST_WHEN 3 " in rpeak_config(DetectorConfig())
+    assert "#define PW_RP_CREST 0 " in rpeak_config(DetectorConfig(min_crest=None))
+    with pytest.raises(ValueError, match="min_crest"):
+        rpeak_config(DetectorConfig(min_crest=4.1))
+    with pytest.raises(ValueError, match="crest_when"):
+        rpeak_config(DetectorConfig(crest_when=0.2))
+    with pytest.raises(ValueError, match="min_crest"):
+        DetectorConfig(min_crest=-1.0)
+
+
+@pytest.mark.parametrize(("spec", "record"), [("motion:12", "106"), ("motion:12", "201"), ("none", "203")])
+def test_the_qrs_shape_test_cuts_false_beats_in_noise_and_leaves_clean_mlii_alone(spec, record, mitdb_dir):
+    """The crest-factor test (``DetectorConfig.min_crest``: in noise, a candidate below the signal level whose
+    slope is spread out is no QRS) against the detector without it, on the first 10 minutes of DS1 records:
+    under 12 dB electrode motion at least a third fewer false beats for at most one beat in a hundred lost
+    (106: 206 -> 86 false beats, 201: 119 -> 65); on clean MLII of 203 (multiform PVCs, the DS1 record that
+    lost beats under every other +P rule) no beat lost and no false beat added."""
+    from edge_runtime.rpeak import DetectorConfig
+
+    score = _ten_minute_scorer(mitdb_dir, record, spec)
+    new, old = score(DetectorConfig()), score(DetectorConfig(min_crest=None))
+    if spec == "none":
+        assert new.true_positives >= old.true_positives and new.false_positives <= old.false_positives
+        return
     assert new.false_positives <= 2 / 3 * old.false_positives, (new.to_dict(), old.to_dict())
     assert new.true_positives >= old.true_positives - 0.01 * (old.true_positives + old.false_negatives)
 
@@ -235,3 +278,13 @@ def test_the_suite_can_leave_out_what_the_quality_index_marked_unusable():
     assert (n_ref, n_det) == (5, 6)
     mr, _, n_ref, n_det = scored_matches(ref, det, 54, spans)
     assert (n_ref, n_det, mr.size) == (3, 3, 3)  # 460 and 820 left out, and the false beat with them
+
+
+def test_the_report_states_the_nst_snr_of_each_noise_case():
+    """The Markdown report carries nst's SNR beside the suite's label for the additive noises, and only for them."""
+    from tools.robustness import _nst_lines
+
+    rows = {"motion:12": {"nst_snr_db": {"mean": 13.04, "min": 11.6, "max": 14.7}}, "none": {"nst_snr_db": None}}
+    line = _nst_lines(rows)
+    assert "motion:12 13.0 dB (11.6 to 14.7)" in line and "none" not in line
+    assert _nst_lines({"none": {}}) == ""

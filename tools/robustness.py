@@ -25,6 +25,7 @@ import numpy as np
 from edge_runtime.aami import AAMI_CLASSES, aami_labels
 from edge_runtime.metrics import classification_report
 from edge_runtime.scoring import DetectionScore, excluded_mask, match_beats
+from training.data.ecg_noise import nst_snr_db
 from training.data.mitdb import EcgRecord, load_record
 from training.data.perturbations import perturbation
 from training.data.perturbed import Perturbed
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 SECOND_CHANNEL = "second_channel"
 DETECTION_TARGET = 0.995
 TOLERANCE_S = 0.150
+NST_NOISES = ("emg", "motion")
 
 
 def second_channel(data_dir: Path, name: str) -> EcgRecord:
@@ -130,6 +132,14 @@ def run_case(rec: EcgRecord, case: Perturbed, classifier) -> dict:
             "beats": stats.beats}
 
 
+def nst_equivalent_snr(spec: str, rec: EcgRecord, case: Perturbed) -> float | None:
+    """For the additive noises (``emg``, ``motion``): the SNR WFDB's nst would state for the noise this case
+    added (its definition differs in detail from the suite's; docs/robustness.md compares them)."""
+    if spec.split(":")[0] not in NST_NOISES or case.signal_mv.size != rec.signal_mv.size:
+        return None
+    return nst_snr_db(rec.signal_mv, case.signal_mv - rec.signal_mv, rec.fs_hz, rec.ann_sample, rec.ann_symbol)
+
+
 def run_suite(data_dir: Path, records: list[str], specs: list[str], classifier,
               on_row: Callable[[dict], None] | None = None) -> dict:
     """Every perturbation (and the second channel when ``SECOND_CHANNEL`` is among ``specs``) on every record;
@@ -140,6 +150,7 @@ def run_suite(data_dir: Path, records: list[str], specs: list[str], classifier,
         total, usable, true, pred, per_record = DetectionScore(0, 0, 0), DetectionScore(0, 0, 0), [], [], {}
         seconds = wall = shutdown = 0.0
         q_beats = beats = 0
+        snrs: list[float] = []
         for name in records:
             if spec == SECOND_CHANNEL:
                 rec = second_channel(data_dir, name)
@@ -148,6 +159,9 @@ def run_suite(data_dir: Path, records: list[str], specs: list[str], classifier,
                 rec = load_record(data_dir, name)
                 case = perturbation(spec).apply(rec.signal_mv, rec.fs_hz, rec.ann_sample, int(name))
             out = run_case(rec, case, classifier)
+            nst = nst_equivalent_snr(spec, rec, case)
+            if nst is not None:
+                snrs.append(nst)
             total = total + out["detection"]
             usable = usable + out["detection_usable"]
             shutdown += out["shutdown_s"]
@@ -164,7 +178,8 @@ def run_suite(data_dir: Path, records: list[str], specs: list[str], classifier,
         rows[spec] = {"detection": total.to_dict(), "classes": report, "records": per_record,
                       "detection_usable": usable.to_dict(), "shutdown_share": shutdown / seconds if seconds else None,
                       "q_share": q_beats / beats if beats else None,
-                      "realtime_factor": seconds / wall if wall else None}
+                      "realtime_factor": seconds / wall if wall else None,
+                      "nst_snr_db": {"mean": float(np.mean(snrs)), "min": min(snrs), "max": max(snrs)} if snrs else None}
         if on_row is not None:
             on_row(rows)
         log.info("%s: Se %.2f +P %.2f (%.0f s)", spec, 100 * (total.sensitivity or 0),
@@ -210,4 +225,13 @@ def robustness_markdown(results: dict) -> str:
             "## Detection and classes per perturbation (EC57 matching, 150 ms, on the whole record; then left out: "
             "flutter, lead-off gaps and clipped bursts + 1 s, 1 s after a DC step). The targets use the detection "
             "columns, every reported R peak; the usable-stretches column also leaves out the RR intervals of "
-            "Q-labelled beats (EC57-style shutdown; share of the signal time in brackets)\n\n" + "\n".join(lines) + "\n")
+            "Q-labelled beats (EC57-style shutdown; share of the signal time in brackets)\n\n" + "\n".join(lines) + "\n"
+            + _nst_lines(results["rows"]))
+
+
+def _nst_lines(rows: dict) -> str:
+    snr = {spec: row["nst_snr_db"] for spec, row in rows.items() if row.get("nst_snr_db")}
+    if not snr:
+        return ""
+    cells = [f"{spec} {v['mean']:.1f} dB ({v['min']:.1f} to {v['max']:.1f})" for spec, v in snr.items()]
+    return ("\nThe same noises by WFDB nst's SNR definition (mean over records, range): " + "; ".join(cells) + "\n")

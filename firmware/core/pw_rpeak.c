@@ -41,6 +41,16 @@ static int64_t follow_noise(int64_t level8, int64_t h) {
     return PW_RP_NOISE_ATTACK * h + pw_div_round((8 - PW_RP_NOISE_ATTACK) * level8, 8);
 }
 
+/* rpeak.py _blunt, the QRS-shape test in noise: while 16 npk8 > PW_RP_CREST_WHEN spk8, a candidate below the
+ * signal level (8 h < spk8) whose crest factor N slope^2 / h (h: the window's sum of squared slopes) is
+ * below PW_RP_CREST / 8 counts as noise. slope < 2^24, so 8 N slope^2 < 2^57; PW_RP_CREST h < 2^60. */
+static int blunt(const pw_rpeak_t *det, const pw_rp_beat_t *beat) {
+    if (PW_RP_CREST == 0) return 0;
+    if (16 * det->npk8 <= PW_RP_CREST_WHEN * det->spk8 || 8 * beat->height >= det->spk8) return 0;
+    const int64_t s = beat->slope;
+    return 8 * (int64_t)PW_RP_INTEGRATION * s * s < PW_RP_CREST * beat->height;
+}
+
 /* ------------------------------------------------------------------ reporting */
 static pw_status_t emit(pw_rpeak_t *det, uint32_t r) {
     if (det->queued == PW_RP_QUEUE) {
@@ -217,16 +227,18 @@ static pw_status_t decide(pw_rpeak_t *det, const pw_rp_beat_t *beat) {
             det->npk8 = follow_noise(det->npk8, beat->height); /* a T wave */
             return st;
         }
-        if ((s = accept(det, beat, 0)) != PW_OK) st = s;
-    } else {
-        det->npk8 = follow_noise(det->npk8, beat->height);
-        if (!det->has_first) {
-            det->first = *beat;
-            det->has_first = 1;
-        } else if (!det->has_noise || beat->height > det->noise.height) {
-            det->noise = *beat;
-            det->has_noise = 1;
+        if (!blunt(det, beat)) {
+            if ((s = accept(det, beat, 0)) != PW_OK) st = s;
+            return st;
         }
+    }
+    det->npk8 = follow_noise(det->npk8, beat->height); /* a noise peak (or a blunt one): search-back may take it */
+    if (!det->has_first) {
+        det->first = *beat;
+        det->has_first = 1;
+    } else if (!det->has_noise || beat->height > det->noise.height) {
+        det->noise = *beat;
+        det->has_noise = 1;
     }
     return st;
 }

@@ -68,6 +68,10 @@ def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
     back = Fraction(det.searchback_rr).limit_denominator(1000)
     thr = _steps(det.threshold_fraction, 16, "threshold_fraction")
     attack = _steps(det.noise_attack, 8, "noise_attack")
+    crest = 0 if det.min_crest is None else round(8 * det.min_crest)
+    if det.min_crest is not None and crest != 8 * det.min_crest:
+        raise ValueError(f"the C detector needs min_crest in steps of 1/8, got {det.min_crest}")
+    crest_when = _steps(det.crest_when, 16, "crest_when")
     return (
         f"/* R-peak detector (edge_runtime/rpeak.py DetectorConfig at {det.fs_hz:g} Hz), in samples */\n"
         f"#define PW_RP_INTEGRATION {integration}u /* moving integration, {det.integration_s:g} s */\n"
@@ -81,6 +85,8 @@ def rpeak_config(det: DetectorConfig, adc_gain: float = 200.0) -> str:
         f"#define PW_RP_THR_NUM {thr} /* threshold1 = npk + {det.threshold_fraction:g} (spk - npk) */\n"
         f"#define PW_RP_THR_DEN 16\n"
         f"#define PW_RP_NOISE_ATTACK {attack} /* eighths: weight of a noise peak above the noise level */\n"
+        f"#define PW_RP_CREST {crest} /* eighths: smallest crest factor of a QRS in noise (0: no test) */\n"
+        f"#define PW_RP_CREST_WHEN {crest_when} /* sixteenths: the test applies while npk > this x spk */\n"
         f"#define PW_RP_ARTEFACT {int(det.artefact_ratio)} /* a candidate above this x the signal level */\n"
         f"#define PW_RP_BLANK {det.samples(det.artefact_blank_s)}u /* {det.artefact_blank_s:g} s after an artefact */\n"
         f"#define PW_RP_RESTARTS {det.artefact_restarts}u /* artefacts that restart one re-learning */\n"

@@ -23,7 +23,7 @@ def qrs_peak_to_peak(signal_mv: np.ndarray, fs_hz: float, ann_sample: np.ndarray
     Samples that are NaN (a lead-off gap) are ignored. Without annotations, the median over 1 s windows of the band-passed signal's range (every second
     of ECG holds a QRS at heart rates above 60 bpm)."""
     x = np.asarray(signal_mv, np.float64)
-    half = max(1, int(round(0.06 * fs_hz)))
+    half = max(1, round(0.06 * fs_hz))
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows of a lead-off gap
         if ann_sample is not None and len(ann_sample):
@@ -38,6 +38,34 @@ def qrs_peak_to_peak(signal_mv: np.ndarray, fs_hz: float, ann_sample: np.ndarray
         n = max(1, int(fs_hz))
         ranges = [np.ptp(y[i:i + n]) for i in range(0, y.size - n + 1, n)] or [float(np.ptp(y))]
         return float(np.median(ranges))
+
+
+def _middle_mean(values: list[float]) -> float:
+    """The mean of the middle 90 % (sigamp(1) discards the largest and the smallest 5 %)."""
+    v = np.sort(np.asarray(values, np.float64))
+    k = int(0.05 * v.size)
+    return float(v[k:v.size - k].mean())
+
+
+def nst_snr_db(signal_mv: np.ndarray, noise_mv: np.ndarray, fs_hz: float, ann_sample: np.ndarray,
+               ann_symbol: list[str] | np.ndarray | None = None) -> float:
+    """The SNR WFDB's ``nst`` would state for ``noise_mv`` added to ``signal_mv`` (nst(1) and sigamp(1)), to set
+    beside the suite's own calibration (``scale_to_snr``: median QRS range +-60 ms of all beats, the noise's
+    whole-record variance). S = pp^2 / 8, pp the mean of the middle 90 % of the ranges +-50 ms around the first
+    300 normal beats (all beats when a record has no 'N', e.g. bundle branch block); N = the square of the mean
+    of the middle 90 % of the RMS values, each about its own mean, of the noise's first 300 one-second chunks."""
+    x, noise = np.asarray(signal_mv, np.float64), np.asarray(noise_mv, np.float64)
+    half, n = round(0.05 * fs_hz), int(fs_hz)
+    beats = np.asarray(ann_sample, np.int64)
+    if ann_symbol is not None and np.any(np.asarray(ann_symbol) == "N"):
+        beats = beats[np.asarray(ann_symbol) == "N"]
+    beats = beats[(beats >= half) & (beats + half < x.size)][:300]
+    if beats.size == 0 or noise.size < n:
+        raise ValueError("nst_snr_db needs annotated beats and at least one second of noise")
+    pp = _middle_mean([np.ptp(x[b - half:b + half + 1]) for b in beats])
+    chunks = noise[: min(noise.size // n, 300) * n].reshape(-1, n)
+    rms = np.sqrt(np.mean((chunks - chunks.mean(axis=1, keepdims=True)) ** 2, axis=1))
+    return float(10 * np.log10((pp ** 2 / 8) / _middle_mean(list(rms)) ** 2))
 
 
 def scale_to_snr(noise: np.ndarray, peak_to_peak_mv: float, snr_db: float) -> np.ndarray:
