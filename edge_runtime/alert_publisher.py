@@ -88,7 +88,7 @@ class AlertPublisher:
         final = self._publish_status("offline")
         if final is not None and self.link.connected.is_set():
             try:  # the last counters are what the fleet sees while the device is off: let them reach the broker
-                final.wait_for_publish(timeout=2)
+                final.wait_for_publish(timeout=self.drain_timeout_s)  # 2 s lost it once on a loaded machine
             except (RuntimeError, ValueError):
                 pass
         self.link.stop()
