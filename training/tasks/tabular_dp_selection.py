@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from training.tasks.tabular_selection import FOLDS, TIE_TOLERANCE, cv_folds
+from training.tasks.tabular_selection import FOLDS, TIE_TOLERANCE, cv_folds, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -155,18 +155,11 @@ def _job(job: tuple) -> tuple:
 def cross_validate(candidates: tuple = CANDIDATES, workers: int = 1, folds_limit: int | None = None,
                    seeds: tuple = SEEDS) -> list[dict]:
     """One row per candidate: σ, released numbers, accuracy per (fold, seed), mean and std over folds."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     folds = cv_folds(non_test_records().y, repeats=1)[:folds_limit]
     noises = [c.noise() for c in candidates]
     jobs = [(i, c, k, s, fit, held, noises[i]) for i, c in enumerate(candidates) for k, (fit, held) in
             enumerate(folds) for s in seeds]
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = list(pool.map(_job, jobs))
-    else:
-        done = [_job(j) for j in jobs]
+    done = run_jobs(_job, jobs, workers)
     rows = []
     for i, c in enumerate(candidates):
         per_fold = [float(np.mean([a for ii, k, _, a in done if ii == i and k == f])) for f in range(len(folds))]

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.tasks.tabular_selection import FOLDS, TIE_TOLERANCE, cv_folds
+from training.tasks.tabular_selection import FOLDS, TIE_TOLERANCE, cv_folds, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +122,9 @@ def _fold_job(job: tuple) -> tuple:
 
 def cross_validate(repeats: int = REPEATS, workers: int = 1, folds_limit: int | None = None) -> list[dict]:
     """One row per (transform, mode, policy): fold accuracies, mean, std. ``workers`` processes (spawned)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     folds = cv_folds(non_test_side("standard").y, repeats=repeats)[:folds_limit]
     jobs = [(t, m, k, fit, held) for t in TRANSFORMS for m in MODES for k, (fit, held) in enumerate(folds)]
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = list(pool.map(_fold_job, jobs))
-    else:
-        done = [_fold_job(j) for j in jobs]
+    done = run_jobs(_fold_job, jobs, workers)
     rows = []
     for t in TRANSFORMS:
         for m in MODES:

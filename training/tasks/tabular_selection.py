@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -65,6 +66,17 @@ def cv_folds(labels: np.ndarray, folds: int = FOLDS, repeats: int = REPEATS,
 
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     return [(np.sort(a), np.sort(b)) for a, b in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def run_jobs(job: Callable[[tuple], Any], jobs: list[tuple], workers: int = 1) -> list[Any]:
+    """``job`` over ``jobs``, in ``workers`` spawned processes (TensorFlow does not survive a fork) or inline."""
+    if workers <= 1:
+        return [job(j) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(job, jobs))
 
 
 def _fit_score(candidate: Candidate, x: np.ndarray, y: np.ndarray, fit: np.ndarray, held: np.ndarray,
