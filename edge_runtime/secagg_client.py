@@ -49,6 +49,7 @@ from broker.secagg_messages import (
     Step,
     UnmaskRequest,
 )
+from edge_runtime.dp_noise import NoiseSource
 from edge_runtime.secagg_plus import (
     ConsistencyCheck,
     InconsistentRound,
@@ -61,7 +62,7 @@ from edge_runtime.secure_aggregation import FixedPoint, SecAggDevice
 log = logging.getLogger(__name__)
 
 
-def prepare_input(flat: np.ndarray, plan: SecAggPlan, rng: np.random.Generator, sampled: bool = True) -> np.ndarray:
+def prepare_input(flat: np.ndarray, plan: SecAggPlan, rng: NoiseSource, sampled: bool = True) -> np.ndarray:
     """What a device contributes to the sum: clipped to L2 norm C and with its share of the DP noise; a device
     that its own coin left out of the round (``sampled`` False) contributes zeros with the same noise, so that
     its masked input looks like everyone else's."""
@@ -102,7 +103,7 @@ class _Session:
 class SecAggParticipant:
     """One device's secure-aggregation sessions (one per round; older rounds are forgotten)."""
 
-    def __init__(self, device_id: int, rng: np.random.Generator, signing_key=None,
+    def __init__(self, device_id: int, rng: NoiseSource, signing_key=None,
                  directory: dict | None = None) -> None:
         """``signing_key``: this device's Ed25519 key; ``directory``: wire id -> Ed25519 public key of every
         device (the consistency check of SecAgg+ needs both; without them this device cannot confirm)."""
